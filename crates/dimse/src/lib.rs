@@ -1,0 +1,1 @@
+//! DIMSE (PS3.7). Being written.

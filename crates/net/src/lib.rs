@@ -1,0 +1,1 @@
+//! dimsum-net. Being written.

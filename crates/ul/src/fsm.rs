@@ -1,0 +1,1 @@
+//! Upper Layer state machine (PS3.8 §9.2). Being written.
