@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 
-use super::{AbortReason, Pdu};
+use super::{AbortReason, PDU_HEADER_LEN, Pdu, PduType, decode, encode};
 
 /// Limits applied while decoding (PS3.8 §9.3.1, §D.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,11 @@ pub enum DecodeError {
     #[error("PDU type 0x{pdu_type:02X} claims {length} bytes, more than the limit of {max}")]
     TooLong { pdu_type: u8, length: u32, max: u32 },
     #[error("{context}: needs {needed} bytes, only {available} present")]
-    Truncated { context: &'static str, needed: usize, available: usize },
+    Truncated {
+        context: &'static str,
+        needed: usize,
+        available: usize,
+    },
     #[error("unrecognized PDU parameter: {0}")]
     UnrecognizedParameter(String),
     #[error("unexpected PDU parameter: {0}")]
@@ -75,7 +79,11 @@ impl DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("{field} is {len} bytes long, longer than the maximum {max}")]
-    FieldTooLong { field: &'static str, len: usize, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("invalid value for {field}: {reason}")]
     InvalidValue { field: &'static str, reason: String },
 }
@@ -94,15 +102,75 @@ pub fn read_header(buf: &[u8]) -> Option<PduHeader> {
 /// Returns `Ok(None)` when more bytes are needed. The header is validated (known type, length
 /// within `limits`) as soon as it is present, so a hostile length is refused before the body is
 /// awaited or allocated. P-DATA-TF values share `buf`'s storage (no copy).
+///
+/// An error found in the header leaves `buf` as it was; one found in the body comes after the
+/// PDU was taken off `buf`. Either way the association is to be aborted with
+/// [`DecodeError::abort_reason`].
 pub fn decode_from(buf: &mut BytesMut, limits: &DecodeLimits) -> Result<Option<Pdu>, DecodeError> {
-    let _ = (buf, limits);
-    Err(DecodeError::InvalidParameter("PDU codec not implemented yet".into()))
+    let Some(header) = read_header(buf) else {
+        return Ok(None);
+    };
+    let pdu_type =
+        PduType::from_code(header.pdu_type).ok_or(DecodeError::UnrecognizedPdu(header.pdu_type))?;
+    check_length(pdu_type, header, limits)?;
+    let total = usize::try_from(header.length)
+        .ok()
+        .and_then(|length| length.checked_add(PDU_HEADER_LEN))
+        .ok_or(DecodeError::TooLong {
+            pdu_type: header.pdu_type,
+            length: header.length,
+            max: u32::MAX,
+        })?;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = buf.split_to(total).freeze().slice(PDU_HEADER_LEN..);
+    decode::decode_body(pdu_type, body).map(Some)
+}
+
+/// Bytes in the body of A-ASSOCIATE-RJ, A-RELEASE-RQ/RP and A-ABORT (PS3.8 Tables 9-21 to 9-26).
+const FIXED_BODY_LEN: u32 = 4;
+
+/// Refuses a PDU whose length field exceeds `limits` or, for the fixed-size PDUs, differs from
+/// their size; done on the header alone, before the body is awaited.
+fn check_length(
+    pdu_type: PduType,
+    header: PduHeader,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
+    let max = match pdu_type {
+        PduType::PData if limits.max_pdata_length == 0 => limits.max_unlimited_pdata_length,
+        PduType::PData => limits.max_pdata_length,
+        _ => limits.max_control_pdu_length,
+    };
+    if header.length > max {
+        return Err(DecodeError::TooLong {
+            pdu_type: header.pdu_type,
+            length: header.length,
+            max,
+        });
+    }
+    let fixed_size = matches!(
+        pdu_type,
+        PduType::AssociateRj | PduType::ReleaseRq | PduType::ReleaseRp | PduType::Abort
+    );
+    if fixed_size && header.length != FIXED_BODY_LEN {
+        return Err(DecodeError::InvalidParameter(format!(
+            "{pdu_type:?} PDU length is {}, not {FIXED_BODY_LEN}",
+            header.length
+        )));
+    }
+    Ok(())
 }
 
 impl Pdu {
     /// Appends the wire form of this PDU to `out`.
+    ///
+    /// AE titles are padded with spaces to 16 bytes and must have 1–16 characters; UIDs are
+    /// written as they are and must have 1–64 bytes; every item length must fit its field. On
+    /// error nothing is appended.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = out;
-        Err(EncodeError::InvalidValue { field: "pdu", reason: "PDU codec not implemented yet".into() })
+        let start = out.len();
+        encode::encode_pdu(self, out).inspect_err(|_| out.truncate(start))
     }
 }

@@ -6,6 +6,11 @@
 //! allocated.
 
 pub mod codec;
+mod decode;
+mod encode;
+mod reasons;
+#[cfg(test)]
+mod tests;
 
 pub use codec::{DecodeError, DecodeLimits, EncodeError, PduHeader, decode_from, read_header};
 
@@ -19,6 +24,46 @@ pub const PDV_HEADER_LEN: usize = 6;
 pub const MAX_AE_TITLE_LEN: usize = 16;
 /// Longest UID (PS3.5 §9.1).
 pub const MAX_UID_LEN: usize = 64;
+
+/// Item and sub-item type codes (PS3.8 §9.3.2–9.3.3, Annex D; PS3.7 Annex D.3.3).
+pub mod item_type {
+    /// Application context item (PS3.8 §9.3.2.1).
+    pub const APPLICATION_CONTEXT: u8 = 0x10;
+    /// Presentation context item of an A-ASSOCIATE-RQ (PS3.8 §9.3.2.2).
+    pub const PRESENTATION_CONTEXT_RQ: u8 = 0x20;
+    /// Presentation context item of an A-ASSOCIATE-AC (PS3.8 §9.3.3.2).
+    pub const PRESENTATION_CONTEXT_AC: u8 = 0x21;
+    /// Abstract syntax sub-item (PS3.8 §9.3.2.2.1).
+    pub const ABSTRACT_SYNTAX: u8 = 0x30;
+    /// Transfer syntax sub-item (PS3.8 §9.3.2.2.2).
+    pub const TRANSFER_SYNTAX: u8 = 0x40;
+    /// User information item (PS3.8 §9.3.2.3).
+    pub const USER_INFORMATION: u8 = 0x50;
+    /// Maximum length sub-item (PS3.8 §D.1).
+    pub const MAX_LENGTH: u8 = 0x51;
+    /// Implementation class UID sub-item (PS3.7 §D.3.3.2).
+    pub const IMPLEMENTATION_CLASS_UID: u8 = 0x52;
+    /// Asynchronous operations window sub-item (PS3.7 §D.3.3.3).
+    pub const ASYNC_OPS_WINDOW: u8 = 0x53;
+    /// SCP/SCU role selection sub-item (PS3.7 §D.3.3.4).
+    pub const ROLE_SELECTION: u8 = 0x54;
+    /// Implementation version name sub-item (PS3.7 §D.3.3.2).
+    pub const IMPLEMENTATION_VERSION_NAME: u8 = 0x55;
+    /// SOP class extended negotiation sub-item (PS3.7 §D.3.3.5).
+    pub const SOP_CLASS_EXTENDED: u8 = 0x56;
+    /// SOP class common extended negotiation sub-item (PS3.7 §D.3.3.6).
+    pub const SOP_CLASS_COMMON_EXTENDED: u8 = 0x57;
+    /// User identity sub-item of an A-ASSOCIATE-RQ (PS3.7 §D.3.3.7.1).
+    pub const USER_IDENTITY_RQ: u8 = 0x58;
+    /// User identity sub-item of an A-ASSOCIATE-AC (PS3.7 §D.3.3.7.2).
+    pub const USER_IDENTITY_AC: u8 = 0x59;
+
+    /// True for the user information sub-item types that have a field of their own in
+    /// [`super::UserInformation`] (0x51–0x59).
+    pub fn is_known_user_information_sub_item(item_type: u8) -> bool {
+        (MAX_LENGTH..=USER_IDENTITY_AC).contains(&item_type)
+    }
+}
 
 /// PDU type codes (PS3.8 Table 9-11 and following).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
