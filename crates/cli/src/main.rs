@@ -1,1 +1,47 @@
-fn main() {}
+//! `dimsum`: DICOM network tools in the style of DCMTK, thin over the dimsum libraries.
+
+mod args;
+mod echoscp;
+mod echoscu;
+mod exit;
+mod logging;
+mod options;
+
+use clap::{Parser, Subcommand};
+
+/// DICOM network tools.
+#[derive(Parser)]
+#[command(name = "dimsum", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Tool,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// Verification SCU: send C-ECHO requests to a peer (like DCMTK's echoscu).
+    Echoscu(echoscu::Options),
+    /// Verification SCP: answer C-ECHO requests (the echo part of DCMTK's storescp).
+    Echoscp(echoscp::Options),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse_from(args::expand_dcmtk_options(std::env::args_os()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("E: cannot start the async runtime: {error}");
+            return exit::Code::Internal.into();
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Tool::Echoscu(options) => echoscu::run(options).await,
+            Tool::Echoscp(options) => echoscp::run(options).await,
+        }
+    });
+    code.into()
+}

@@ -297,3 +297,16 @@ impl fmt::Display for Abort {
         }
     }
 }
+
+/// For example "abstract syntax not supported" (PS3.8 Table 9-18).
+impl fmt::Display for super::PresentationContextResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Acceptance => "acceptance",
+            Self::UserRejection => "user rejection",
+            Self::ProviderRejection => "no reason (provider rejection)",
+            Self::AbstractSyntaxNotSupported => "abstract syntax not supported",
+            Self::TransferSyntaxesNotSupported => "transfer syntaxes not supported",
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! `dimsum echoscu`: Verification SCU (PS3.4 Annex A), like DCMTK's echoscu.
+
+use std::time::Duration;
+
+use tracing::{error, info};
+
+use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
+use dimsum_net::ul::pdu::{UserIdentityRq, UserIdentityType};
+use dimsum_net::ul::uids::{
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
+};
+use dimsum_net::{Association, Error, Limits, Timeouts, scu};
+
+use crate::exit::{self, Code};
+use crate::logging::{self, Verbosity};
+use crate::options::{AssociationOptions, NetworkOptions};
+
+/// Options of `dimsum echoscu`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Host name or IP address of the peer.
+    pub host: String,
+    /// TCP port of the peer.
+    pub port: u16,
+    #[command(flatten)]
+    pub association: AssociationOptions,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+    /// Number of C-ECHO requests to send on the association.
+    #[arg(short = 'r', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Abort the association instead of releasing it.
+    #[arg(long)]
+    pub abort: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+pub async fn run(options: Options) -> Code {
+    logging::init(options.verbosity);
+    let address = format!("{}:{}", options.host, options.port);
+    let request = match build_request(&options) {
+        Ok(request) => request,
+        Err(message) => {
+            error!("{message}");
+            return Code::Usage;
+        }
+    };
+    info!(
+        "Requesting association with {}@{} as {}",
+        request.called_ae_title, address, request.calling_ae_title
+    );
+    let timeouts = options.network.timeouts();
+    let mut association =
+        match Association::connect(&address, &request, timeouts, Limits::default()).await {
+            Ok(association) => association,
+            Err(error) => return report(&error, &address),
+        };
+    let negotiated = association.negotiated();
+    info!(
+        "Association accepted: peer max PDU {}, peer implementation {} {}",
+        negotiated.peer_max_pdu_length,
+        negotiated
+            .peer_implementation_class_uid
+            .as_deref()
+            .unwrap_or("(none)"),
+        negotiated
+            .peer_implementation_version_name
+            .as_deref()
+            .unwrap_or("")
+    );
+    if let Some(context) = negotiated
+        .contexts
+        .iter()
+        .find(|c| c.transfer_syntax.is_none())
+        && negotiated.find_accepted(VERIFICATION_SOP_CLASS).is_none()
+    {
+        error!(
+            "no presentation context accepted for Verification SOP Class ({}): {}",
+            VERIFICATION_SOP_CLASS, context.result
+        );
+        association.abort().await;
+        return Code::Rejected;
+    }
+    let mut code = Code::Success;
+    for _ in 0..options.repeat {
+        match scu::echo(&mut association).await {
+            Ok(status) if status.is_success() => {}
+            Ok(_) => code = Code::DimseFailure,
+            Err(error) => return report(&error, &address),
+        }
+    }
+    if options.abort {
+        info!("Aborting association");
+        association.abort().await;
+        return code;
+    }
+    info!("Releasing association");
+    match association.release().await {
+        Ok(()) => {
+            info!("Association released");
+            code
+        }
+        Err(error) => report(&error, &address),
+    }
+}
+
+fn build_request(options: &Options) -> Result<AssociationRequest, String> {
+    let mut request =
+        AssociationRequest::new(&options.association.aetitle, &options.association.call)
+            .with_context(ProposedContext::new(
+                VERIFICATION_SOP_CLASS,
+                [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
+            ));
+    request.max_pdu_length = options.network.max_pdu;
+    request.user_identity = options.association.user_identity();
+    request.to_pdu().map_err(|e| e.to_string())?;
+    Ok(request)
+}
+
+/// Prints a network error for a person and returns the exit status for scripts.
+pub fn report(error: &Error, address: &str) -> Code {
+    match error {
+        Error::Rejected(rj) => error!("association rejected by {address}: {rj}"),
+        other => error!("{other}"),
+    }
+    exit::for_error(error)
+}
+
+impl AssociationOptions {
+    fn user_identity(&self) -> Option<UserIdentityRq> {
+        let username = self.username.as_ref()?;
+        let (identity_type, secondary_field) = match &self.password {
+            Some(password) => (
+                UserIdentityType::UsernameAndPasscode,
+                password.clone().into_bytes(),
+            ),
+            None => (UserIdentityType::Username, Vec::new()),
+        };
+        Some(UserIdentityRq {
+            identity_type,
+            positive_response_requested: false,
+            primary_field: username.clone().into_bytes(),
+            secondary_field,
+        })
+    }
+}
+
+impl NetworkOptions {
+    pub fn timeouts(&self) -> Timeouts {
+        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Timeouts {
+            connect: seconds(self.timeout),
+            acse: seconds(self.acse_timeout),
+            dimse: self.dimse_timeout.and_then(seconds),
+            ..Timeouts::default()
+        }
+    }
+}

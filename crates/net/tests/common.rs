@@ -1,0 +1,178 @@
+//! Shared helpers for the network tests: a server on a free loopback port, raw peers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use dimsum_net::scp::{Dispatcher, EchoScp};
+use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
+use dimsum_net::ul::pdu::{self, DecodeLimits, Pdu};
+use dimsum_net::ul::uids::{IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS};
+use dimsum_net::{
+    Association, Limits, Server, ServerConfig, ServerHandle, ServerStatistics, Timeouts, scu,
+};
+
+/// Upper bound for anything a test waits for.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: JoinHandle<ServerStatistics>,
+}
+
+impl TestServer {
+    pub async fn stop(self) -> ServerStatistics {
+        self.handle.shutdown();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("server stops")
+            .expect("server task")
+    }
+}
+
+/// A test configuration: short ARTIM and idle timers so that hostile tests end quickly.
+pub fn config() -> ServerConfig {
+    let mut config = ServerConfig::new("ECHOSCP");
+    config.timeouts = Timeouts {
+        artim: Duration::from_secs(1),
+        idle: Some(Duration::from_secs(5)),
+        dimse: Some(Duration::from_secs(5)),
+        ..Timeouts::default()
+    };
+    config.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+pub async fn start_server(config: ServerConfig) -> TestServer {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        config,
+        Dispatcher::new().with(EchoScp::new()),
+    )
+    .await
+    .expect("bind");
+    let address = server.local_addr().expect("address");
+    let handle = server.handle();
+    let task = tokio::spawn(server.run());
+    TestServer {
+        address,
+        handle,
+        task,
+    }
+}
+
+pub fn echo_request(max_pdu: u32) -> AssociationRequest {
+    let mut request = AssociationRequest::new("TESTSCU", "ECHOSCP").with_context(
+        ProposedContext::new(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]),
+    );
+    request.max_pdu_length = max_pdu;
+    request
+}
+
+pub fn client_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Some(PATIENCE),
+        acse: Some(PATIENCE),
+        dimse: Some(PATIENCE),
+        artim: Duration::from_secs(2),
+        idle: None,
+    }
+}
+
+pub async fn connect(
+    address: SocketAddr,
+    request: &AssociationRequest,
+) -> Result<Association, dimsum_net::Error> {
+    Association::connect(
+        &address.to_string(),
+        request,
+        client_timeouts(),
+        Limits::default(),
+    )
+    .await
+}
+
+/// Opens an association, echoes and releases: the server still serves normally.
+pub async fn assert_echo_works(address: SocketAddr) {
+    let mut association = connect(address, &echo_request(16384))
+        .await
+        .expect("association accepted");
+    let status = scu::echo(&mut association).await.expect("echo answered");
+    assert!(status.is_success(), "echo status {status}");
+    association.release().await.expect("released");
+}
+
+/// The bytes of an encoded PDU.
+pub fn encode(pdu: &Pdu) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    pdu.encode(&mut buf).expect("encodable");
+    buf.to_vec()
+}
+
+/// A raw TCP peer that speaks in bytes.
+pub async fn raw_connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Reads PDUs until the peer closes the connection (bounded by PATIENCE); returns them.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<Pdu> {
+    let mut buf = BytesMut::new();
+    let mut pdus = Vec::new();
+    let limits = DecodeLimits {
+        max_pdata_length: 0,
+        ..DecodeLimits::default()
+    };
+    loop {
+        while let Ok(Some(pdu)) = pdu::decode_from(&mut buf, &limits) {
+            pdus.push(pdu);
+        }
+        match tokio::time::timeout(PATIENCE, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return pdus,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                panic!("the peer did not close the connection within {PATIENCE:?}; got {pdus:?}")
+            }
+        }
+    }
+}
+
+/// Reads exactly one PDU (bounded by PATIENCE).
+pub async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Pdu {
+    let limits = DecodeLimits {
+        max_pdata_length: 0,
+        ..DecodeLimits::default()
+    };
+    loop {
+        if let Some(pdu) = pdu::decode_from(buf, &limits).expect("valid PDU") {
+            return pdu;
+        }
+        let n = tokio::time::timeout(PATIENCE, stream.read_buf(buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(n > 0, "connection closed while a PDU was expected");
+    }
+}
+
+/// Sends an A-ASSOCIATE-RQ for verification and reads the A-ASSOCIATE-AC.
+pub async fn raw_associate(address: SocketAddr) -> (TcpStream, BytesMut) {
+    let mut stream = raw_connect(address).await;
+    let rq = echo_request(16384).to_pdu().expect("valid request");
+    stream
+        .write_all(&encode(&Pdu::AssociateRq(rq)))
+        .await
+        .expect("send RQ");
+    let mut buf = BytesMut::new();
+    match read_pdu(&mut stream, &mut buf).await {
+        Pdu::AssociateAc(_) => (stream, buf),
+        other => panic!("expected A-ASSOCIATE-AC, got {other:?}"),
+    }
+}
