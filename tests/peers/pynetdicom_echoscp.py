@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""A pynetdicom 3.0 Verification SCP used as a real peer by dimsum's interop tests.
+
+It records one JSON object per line in --record for every event the tests assert on:
+
+  {"event": "accepted", "calling_ae": ..., "called_ae": ..., "requestor_max_pdu": ...,
+   "requestor_implementation_class_uid": ..., "requestor_implementation_version_name": ...,
+   "requestor_address": ..., "requestor_port": ..., "user_identity": {...} | null,
+   "accepted_contexts": [{"context_id", "abstract_syntax", "transfer_syntax"}],
+   "rejected_contexts": [{"context_id", "abstract_syntax", "result"}]}
+  {"event": "rejected", "calling_ae": ..., "called_ae": ..., "result": ..., "source": ..., "reason": ...}
+  {"event": "c-echo", "message_id": ..., "calling_ae": ..., "context_id": ...}
+  {"event": "released", "calling_ae": ...}
+  {"event": "aborted", "calling_ae": ...}
+
+It prints "READY" on stdout (flushed) once the socket listens and stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from pynetdicom import AE, debug_logger, evt
+from pynetdicom.sop_class import Verification
+
+ALL_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still proposed by some)
+]
+
+
+class Recorder:
+    """Appends JSON lines to a file, safely from the association threads."""
+
+    def __init__(self, path: str | None) -> None:
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8") if path else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace")
+    return str(value)
+
+
+def _user_identity(assoc: Any) -> dict[str, Any] | None:
+    item = assoc.requestor.user_identity
+    if item is None:
+        return None
+    return {
+        "type": item.user_identity_type,
+        "primary_field": _text(item.primary_field),
+        "secondary_field": _text(item.secondary_field),
+        "positive_response_requested": bool(item.positive_response_requested),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--ae-title", default="PYNETDICOM")
+    parser.add_argument(
+        "--require-called-aet",
+        action="store_true",
+        help="reject associations whose called AE title is not --ae-title",
+    )
+    parser.add_argument(
+        "--max-pdu", type=int, default=16382, help="maximum PDU we receive (0 = unlimited)"
+    )
+    parser.add_argument("--record", help="append JSON lines describing each event to this file")
+    parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
+    args = parser.parse_args()
+
+    if args.debug:
+        debug_logger()
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+
+    recorder = Recorder(args.record)
+
+    def on_accepted(event: Any) -> None:
+        assoc = event.assoc
+        requestor = assoc.requestor
+        recorder.write(
+            {
+                "event": "accepted",
+                "calling_ae": _text(requestor.ae_title),
+                "called_ae": _text(requestor.primitive.called_ae_title),
+                "requestor_address": requestor.address,
+                "requestor_port": requestor.port,
+                "requestor_max_pdu": requestor.maximum_length,
+                "requestor_implementation_class_uid": _text(requestor.implementation_class_uid),
+                "requestor_implementation_version_name": _text(
+                    requestor.implementation_version_name
+                ),
+                "user_identity": _user_identity(assoc),
+                "accepted_contexts": [
+                    {
+                        "context_id": cx.context_id,
+                        "abstract_syntax": _text(cx.abstract_syntax),
+                        "transfer_syntax": _text(cx.transfer_syntax[0]),
+                    }
+                    for cx in assoc.accepted_contexts
+                ],
+                "rejected_contexts": [
+                    {
+                        "context_id": cx.context_id,
+                        "abstract_syntax": _text(cx.abstract_syntax),
+                        "result": cx.result,
+                    }
+                    for cx in assoc.rejected_contexts
+                ],
+            }
+        )
+
+    def on_rejected(event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        rj = assoc.acceptor.primitive
+        recorder.write(
+            {
+                "event": "rejected",
+                "calling_ae": _text(rq.calling_ae_title) if rq is not None else None,
+                "called_ae": _text(rq.called_ae_title) if rq is not None else None,
+                "result": rj.result if rj is not None else None,
+                "source": rj.result_source if rj is not None else None,
+                "reason": rj.diagnostic if rj is not None else None,
+            }
+        )
+
+    def on_echo(event: Any) -> int:
+        recorder.write(
+            {
+                "event": "c-echo",
+                "message_id": int(event.request.MessageID),
+                "calling_ae": _text(event.assoc.requestor.ae_title),
+                "context_id": event.context.context_id,
+            }
+        )
+        return 0x0000
+
+    def on_released(event: Any) -> None:
+        recorder.write({"event": "released", "calling_ae": _text(event.assoc.requestor.ae_title)})
+
+    def on_aborted(event: Any) -> None:
+        recorder.write({"event": "aborted", "calling_ae": _text(event.assoc.requestor.ae_title)})
+
+    ae = AE(ae_title=args.ae_title)
+    ae.maximum_pdu_size = args.max_pdu
+    ae.require_called_aet = args.require_called_aet
+    ae.maximum_associations = 64
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+
+    handlers = [
+        (evt.EVT_ACCEPTED, on_accepted),
+        (evt.EVT_REJECTED, on_rejected),
+        (evt.EVT_C_ECHO, on_echo),
+        (evt.EVT_RELEASED, on_released),
+        (evt.EVT_ABORTED, on_aborted),
+    ]
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    server = ae.start_server((args.bind, args.port), block=False, evt_handlers=handlers)
+    print("READY", flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.shutdown()
+        recorder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
