@@ -56,28 +56,24 @@ pub async fn run(options: Options) -> Code {
             Ok(association) => association,
             Err(error) => return report(&error, &address),
         };
-    let negotiated = association.negotiated();
     info!(
-        "Association accepted: peer max PDU {}, peer implementation {} {}",
-        negotiated.peer_max_pdu_length,
-        negotiated
-            .peer_implementation_class_uid
-            .as_deref()
-            .unwrap_or("(none)"),
-        negotiated
-            .peer_implementation_version_name
-            .as_deref()
-            .unwrap_or("")
+        "Association accepted: {}",
+        association.info().peer_summary()
     );
-    if let Some(context) = negotiated
-        .contexts
-        .iter()
-        .find(|c| c.transfer_syntax.is_none())
-        && negotiated.find_accepted(VERIFICATION_SOP_CLASS).is_none()
+    if association
+        .negotiated()
+        .find_accepted(VERIFICATION_SOP_CLASS)
+        .is_none()
     {
+        let result = association
+            .negotiated()
+            .contexts
+            .first()
+            .map(|context| context.result);
         error!(
             "no presentation context accepted for Verification SOP Class ({}): {}",
-            VERIFICATION_SOP_CLASS, context.result
+            VERIFICATION_SOP_CLASS,
+            result.map(|result| result.to_string()).unwrap_or_default()
         );
         association.abort().await;
         return Code::Rejected;

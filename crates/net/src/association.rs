@@ -44,6 +44,23 @@ impl AssociationInfo {
             &self.negotiated.calling_ae_title
         }
     }
+
+    /// "peer max PDU 16384, peer implementation 1.2.276.0.7230010.3.0.3.6.7 OFFIS_DCMTK_367"
+    pub fn peer_summary(&self) -> String {
+        let negotiated = &self.negotiated;
+        format!(
+            "peer max PDU {}, peer implementation {} {}",
+            negotiated.peer_max_pdu_length,
+            negotiated
+                .peer_implementation_class_uid
+                .as_deref()
+                .unwrap_or("(none)"),
+            negotiated
+                .peer_implementation_version_name
+                .as_deref()
+                .unwrap_or("")
+        )
+    }
 }
 
 /// A received DIMSE command (PS3.7 §6.3.1), with the presentation context it came on.
@@ -610,7 +627,7 @@ impl Association {
                 }
             };
             let transition = self.step(event)?;
-            let pdu = self.last_pdu.take();
+            let mut pdu = self.last_pdu.take();
             let mut outcome: Option<Result<Indication, Error>> = None;
             for effect in &transition.effects {
                 match *effect {
@@ -635,8 +652,8 @@ impl Association {
                         let _ = self.stream.shutdown().await;
                     }
                     Effect::IndicatePData => {
-                        if let Some(Pdu::PData(pdata)) = &pdu {
-                            outcome = Some(Ok(Indication::PData(pdata.clone())));
+                        if let Some(Pdu::PData(pdata)) = pdu.take() {
+                            outcome = Some(Ok(Indication::PData(pdata)));
                         }
                     }
                     Effect::IndicateReleaseRequest => {
@@ -649,13 +666,13 @@ impl Association {
                         outcome = Some(Ok(Indication::ReleaseCollision))
                     }
                     Effect::IndicateAssociateRequest => {
-                        if let Some(Pdu::AssociateRq(rq)) = &pdu {
-                            outcome = Some(Ok(Indication::AssociateRq(rq.clone())));
+                        if let Some(Pdu::AssociateRq(rq)) = pdu.take() {
+                            outcome = Some(Ok(Indication::AssociateRq(rq)));
                         }
                     }
                     Effect::IndicateAssociateAccepted => {
-                        if let Some(Pdu::AssociateAc(ac)) = &pdu {
-                            outcome = Some(Ok(Indication::AssociateAc(ac.clone())));
+                        if let Some(Pdu::AssociateAc(ac)) = pdu.take() {
+                            outcome = Some(Ok(Indication::AssociateAc(ac)));
                         }
                     }
                     Effect::IndicateAssociateRejected => {

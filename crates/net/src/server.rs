@@ -278,19 +278,11 @@ async fn serve_connection(
     counters.accepted.fetch_add(1, Ordering::Relaxed);
     let negotiated = association.negotiated();
     info!(
-        "Association accepted from {}@{} to {}: peer max PDU {}, peer implementation {} {}",
+        "Association accepted from {}@{} to {}: {}",
         negotiated.calling_ae_title,
         peer,
         negotiated.called_ae_title,
-        negotiated.peer_max_pdu_length,
-        negotiated
-            .peer_implementation_class_uid
-            .as_deref()
-            .unwrap_or("(none)"),
-        negotiated
-            .peer_implementation_version_name
-            .as_deref()
-            .unwrap_or(""),
+        association.info().peer_summary()
     );
     let calling = negotiated.calling_ae_title.clone();
     match dispatcher.serve(&mut association).await {
