@@ -11,6 +11,12 @@ const DCMTK_ALIASES: &[(&str, &str)] = &[
     ("-to", "--timeout"),
     ("-ta", "--acse-timeout"),
     ("-td", "--dimse-timeout"),
+    ("-od", "--output-directory"),
+    ("-xcr", "--exec-on-reception"),
+    ("-xi", "--propose-implicit"),
+    ("-xe", "--propose-explicit"),
+    ("-xb", "--propose-big-endian"),
+    ("-xd", "--propose-deflated"),
 ];
 
 /// Replaces DCMTK-style single-dash long options with their double-dash forms.

@@ -1,7 +1,5 @@
 //! `dimsum echoscu`: Verification SCU (PS3.4 Annex A), like DCMTK's echoscu.
 
-use std::time::Duration;
-
 use tracing::{error, info};
 
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
@@ -9,7 +7,7 @@ use dimsum_net::ul::pdu::{UserIdentityRq, UserIdentityType};
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
 };
-use dimsum_net::{Association, Error, Limits, Timeouts, scu};
+use dimsum_net::{Association, Limits, scu};
 
 use crate::exit::{self, Code};
 use crate::logging::{self, Verbosity};
@@ -54,7 +52,7 @@ pub async fn run(options: Options) -> Code {
     let mut association =
         match Association::connect(&address, &request, timeouts, Limits::default()).await {
             Ok(association) => association,
-            Err(error) => return report(&error, &address),
+            Err(error) => return exit::report(&error, &address),
         };
     info!(
         "Association accepted: {}",
@@ -83,7 +81,7 @@ pub async fn run(options: Options) -> Code {
         match scu::echo(&mut association).await {
             Ok(status) if status.is_success() => {}
             Ok(_) => code = Code::DimseFailure,
-            Err(error) => return report(&error, &address),
+            Err(error) => return exit::report(&error, &address),
         }
     }
     if options.abort {
@@ -97,30 +95,23 @@ pub async fn run(options: Options) -> Code {
             info!("Association released");
             code
         }
-        Err(error) => report(&error, &address),
+        Err(error) => exit::report(&error, &address),
     }
 }
 
 fn build_request(options: &Options) -> Result<AssociationRequest, String> {
-    let mut request =
-        AssociationRequest::new(&options.association.aetitle, &options.association.call)
-            .with_context(ProposedContext::new(
-                VERIFICATION_SOP_CLASS,
-                [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
-            ));
+    let mut request = AssociationRequest::new(
+        options.association.calling("ECHOSCU"),
+        &options.association.call,
+    )
+    .with_context(ProposedContext::new(
+        VERIFICATION_SOP_CLASS,
+        [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
+    ));
     request.max_pdu_length = options.network.max_pdu;
     request.user_identity = options.association.user_identity();
     request.to_pdu().map_err(|e| e.to_string())?;
     Ok(request)
-}
-
-/// Prints a network error for a person and returns the exit status for scripts.
-pub fn report(error: &Error, address: &str) -> Code {
-    match error {
-        Error::Rejected(rj) => error!("association rejected by {address}: {rj}"),
-        other => error!("{other}"),
-    }
-    exit::for_error(error)
 }
 
 impl AssociationOptions {
@@ -139,17 +130,5 @@ impl AssociationOptions {
             primary_field: username.clone().into_bytes(),
             secondary_field,
         })
-    }
-}
-
-impl NetworkOptions {
-    pub fn timeouts(&self) -> Timeouts {
-        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        Timeouts {
-            connect: seconds(self.timeout),
-            acse: seconds(self.acse_timeout),
-            dimse: self.dimse_timeout.and_then(seconds),
-            ..Timeouts::default()
-        }
     }
 }

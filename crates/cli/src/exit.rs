@@ -1,5 +1,7 @@
 //! Exit statuses that scripts can rely on (documented in docs/tools.md).
 
+use tracing::error;
+
 /// The exit status of a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -33,4 +35,13 @@ pub fn for_error(error: &dimsum_net::Error) -> Code {
         Connect { .. } | Timeout { .. } | Io(_) | ConnectionClosed => Code::Connection,
         _ => Code::Aborted,
     }
+}
+
+/// Prints a network error for a person and returns the exit status for scripts.
+pub fn report(error: &dimsum_net::Error, address: &str) -> Code {
+    match error {
+        dimsum_net::Error::Rejected(rj) => error!("association rejected by {address}: {rj}"),
+        other => error!("{other}"),
+    }
+    for_error(error)
 }

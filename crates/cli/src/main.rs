@@ -6,6 +6,9 @@ mod echoscu;
 mod exit;
 mod logging;
 mod options;
+mod serve;
+mod storescp;
+mod storescu;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,14 @@ enum Tool {
     Echoscu(echoscu::Options),
     /// Verification SCP: answer C-ECHO requests (the echo part of DCMTK's storescp).
     Echoscp(echoscp::Options),
+    /// Storage SCU: send DICOM files and folders to a peer (like DCMTK's storescu).
+    Storescu(storescu::Options),
+    /// Storage SCP: receive instances into Part 10 files (like DCMTK's storescp).
+    Storescp(storescp::Options),
+    /// Send everything in files and folders, with a summary (like DCMTK's dcmsend).
+    Dcmsend(storescu::Options),
+    /// Receive instances into a folder (like DCMTK's dcmrecv).
+    Dcmrecv(storescp::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +52,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Tool::Echoscu(options) => echoscu::run(options).await,
             Tool::Echoscp(options) => echoscp::run(options).await,
+            Tool::Storescu(options) => storescu::run(options, "STORESCU").await,
+            Tool::Storescp(options) => storescp::run(options, "STORESCP").await,
+            Tool::Dcmsend(options) => storescu::run(options, "DCMSEND").await,
+            Tool::Dcmrecv(options) => storescp::run(options, "DCMRECV").await,
         }
     });
     code.into()

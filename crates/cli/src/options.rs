@@ -1,11 +1,15 @@
 //! Options shared by several tools.
 
+use std::time::Duration;
+
+use dimsum_net::{ServerConfig, Timeouts};
+
 /// AE titles and user identity of a requestor.
 #[derive(clap::Args, Debug)]
 pub struct AssociationOptions {
-    /// Calling AE title (ours).
-    #[arg(long = "aetitle", value_name = "AE", default_value = "ECHOSCU")]
-    pub aetitle: String,
+    /// Calling AE title (ours) [default: the tool's name, e.g. ECHOSCU].
+    #[arg(long = "aetitle", value_name = "AE")]
+    pub aetitle: Option<String>,
     /// Called AE title (the peer's).
     #[arg(long = "call", value_name = "AE", default_value = "ANY-SCP")]
     pub call: String,
@@ -15,6 +19,13 @@ pub struct AssociationOptions {
     /// User identity negotiation: passcode (with --username).
     #[arg(long, value_name = "PASSWORD", requires = "username")]
     pub password: Option<String>,
+}
+
+impl AssociationOptions {
+    /// Our AE title: the one given, or the tool's default.
+    pub fn calling<'a>(&'a self, default: &'a str) -> &'a str {
+        self.aetitle.as_deref().unwrap_or(default)
+    }
 }
 
 /// Network options of a requestor.
@@ -32,6 +43,74 @@ pub struct NetworkOptions {
     /// DIMSE timeout in seconds: waiting for each response (default: none).
     #[arg(long = "dimse-timeout", value_name = "SECONDS")]
     pub dimse_timeout: Option<u64>,
+}
+
+impl NetworkOptions {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: seconds(self.timeout),
+            acse: seconds(self.acse_timeout),
+            dimse: self.dimse_timeout.and_then(seconds),
+            ..Timeouts::default()
+        }
+    }
+}
+
+/// Options of every server tool (echoscp, storescp, dcmrecv).
+#[derive(clap::Args, Debug)]
+pub struct ServerOptions {
+    /// Our AE title [default: the tool's name, e.g. STORESCP].
+    #[arg(long = "aetitle", value_name = "AE")]
+    pub aetitle: Option<String>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: String,
+    /// Maximum PDU length we receive (0 = unlimited, else 4096..=16777216).
+    #[arg(long = "max-pdu", value_name = "BYTES", default_value_t = 16384, value_parser = parse_max_pdu)]
+    pub max_pdu: u32,
+    /// Reject associations whose called AE title is not ours.
+    #[arg(long)]
+    pub require_called_aet: bool,
+    /// Accept only this calling AE title (repeat for several).
+    #[arg(long = "allow-calling", value_name = "AE")]
+    pub allow_calling: Vec<String>,
+    /// Associations served at once; more are rejected (transient, local limit exceeded).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_associations: u32,
+    /// ACSE timeout in seconds (0 = none).
+    #[arg(long = "acse-timeout", value_name = "SECONDS", default_value_t = 30)]
+    pub acse_timeout: u64,
+    /// ARTIM timeout in seconds: wait for the association request, and for the peer to close.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub artim_timeout: u64,
+    /// Abort an association idle for this many seconds (0 = never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
+}
+
+impl ServerOptions {
+    /// The server configuration these options describe, for a tool whose default AE title is
+    /// `default_ae_title`.
+    pub fn config(&self, default_ae_title: &str) -> ServerConfig {
+        let mut config = ServerConfig::new(self.aetitle.as_deref().unwrap_or(default_ae_title));
+        config.max_pdu_length = self.max_pdu;
+        config.require_called_ae_title = self.require_called_aet;
+        config.allowed_calling_ae_titles =
+            (!self.allow_calling.is_empty()).then(|| self.allow_calling.clone());
+        config.max_associations = self.max_associations as usize;
+        config.timeouts = Timeouts {
+            acse: seconds(self.acse_timeout),
+            artim: Duration::from_secs(self.artim_timeout),
+            idle: seconds(self.idle_timeout),
+            ..Timeouts::default()
+        };
+        config
+    }
+}
+
+/// A number of seconds as a timeout; 0 means none.
+fn seconds(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
 /// Parses a maximum PDU length: 0 (no limit) or 4096..=16 MiB, as DCMTK allows and more.

@@ -131,6 +131,10 @@ impl CommandVr {
 
     /// Whether a string of this VR identifies something (and must be printable ASCII) rather than
     /// being text for people.
+    fn is_string(self) -> bool {
+        self.max_string_len().is_some()
+    }
+
     fn is_identifier(self) -> bool {
         matches!(self, CommandVr::Ui | CommandVr::Ae | CommandVr::Cs)
     }
@@ -586,7 +590,12 @@ fn decode_value(tag: u32, bytes: &[u8]) -> Result<CommandValue, CommandValueErro
         CommandVr::Us | CommandVr::Ul | CommandVr::At => bytes,
         _ => trim_padding(bytes),
     };
-    check_length(tag, vr, content.len())?;
+    // Text is decoded leniently (any length, any byte): what a value means is for the service
+    // to judge, which can then answer with a status (e.g. 0xC000 for an over-long UID) instead of
+    // the association being aborted. The encoder stays strict.
+    if !vr.is_string() {
+        check_length(tag, vr, content.len())?;
+    }
     Ok(match vr {
         CommandVr::Us => CommandValue::Us(u16::from_le_bytes(fixed_width(tag, vr, content)?)),
         CommandVr::Ul => CommandValue::Ul(u32::from_le_bytes(fixed_width(tag, vr, content)?)),
@@ -601,7 +610,6 @@ fn decode_value(tag: u32, bytes: &[u8]) -> Result<CommandValue, CommandValueErro
                 .collect(),
         ),
         CommandVr::Ui | CommandVr::Ae | CommandVr::Lo | CommandVr::Sh | CommandVr::Cs => {
-            check_identifier(tag, vr, content)?;
             let text = text_from_bytes(content);
             // AE titles: leading spaces are not significant either (PS3.5 Table 6.2-1).
             let text = if vr == CommandVr::Ae {
@@ -883,12 +891,18 @@ mod tests {
                 CommandValueError::InvalidLength { len: 4, .. }
             ))
         ));
-        // MoveDestination (AE) with 18 characters.
+        // MoveDestination (AE) with 18 characters: text is decoded as it is (the service judges
+        // it and answers with a status), but it cannot be encoded again.
         let mut ae = vec![0, 0, 0, 6, 18, 0, 0, 0];
         ae.extend_from_slice(b"ABCDEFGHIJKLMNOPQR");
+        let set = CommandSet::decode(&ae, &limits).unwrap();
+        assert_eq!(
+            set.get_str(tags::MOVE_DESTINATION),
+            Some("ABCDEFGHIJKLMNOPQR")
+        );
         assert!(matches!(
-            CommandSet::decode(&ae, &limits),
-            Err(CommandDecodeError::InvalidValue(
+            set.encode(),
+            Err(CommandEncodeError::InvalidValue(
                 CommandValueError::InvalidLength { len: 18, .. }
             ))
         ));
@@ -921,12 +935,14 @@ mod tests {
     }
 
     #[test]
-    fn identifiers_must_be_printable_ascii_texts_are_lossy() {
+    fn identifiers_with_control_characters_decode_but_do_not_encode_texts_are_lossy() {
         let limits = CommandLimits::default();
         let uid = [0, 0, 2, 0, 4, 0, 0, 0, b'1', 0x07, b'2', 0];
+        let set = CommandSet::decode(&uid, &limits).unwrap();
+        assert_eq!(set.get_str(tags::AFFECTED_SOP_CLASS_UID), Some("1\u{7}2"));
         assert!(matches!(
-            CommandSet::decode(&uid, &limits),
-            Err(CommandDecodeError::InvalidValue(
+            set.encode(),
+            Err(CommandEncodeError::InvalidValue(
                 CommandValueError::InvalidCharacter { .. }
             ))
         ));

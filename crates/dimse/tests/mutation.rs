@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dimsum_dimse::command::CommandLimits;
+use dimsum_dimse::command::{CommandEncodeError, CommandLimits, CommandValueError};
 use dimsum_dimse::fragment::encode_command;
 use dimsum_dimse::{Assembler, CommandSet, Message};
 
@@ -63,12 +63,22 @@ fn mutated_commands_never_panic_and_reencode_to_a_fixed_point() {
                 continue;
             };
             decoded_count += 1;
-            let reencoded = command.encode().expect("a decoded command set encodes");
+            let reencoded = match command.encode() {
+                Ok(bytes) => bytes,
+                // Text is decoded leniently and encoded strictly: an over-long or non-printable
+                // string is the one thing that may keep a decoded set from encoding again.
+                Err(CommandEncodeError::InvalidValue(
+                    CommandValueError::InvalidLength { .. }
+                    | CommandValueError::InvalidCharacter { .. },
+                )) => continue,
+                Err(other) => panic!("a decoded command set does not encode: {other}"),
+            };
             let again = CommandSet::decode(&reencoded, &limits).expect("re-encoded bytes decode");
             assert_eq!(again.encode().unwrap(), reencoded, "fixed point");
             if let Ok(parsed) = Message::from_command_set(&command) {
                 message_count += 1;
-                let round = CommandSet::decode(&encode_command(&parsed).unwrap(), &limits).unwrap();
+                let encoded = encode_command(&parsed).expect("it encoded as a command set");
+                let round = CommandSet::decode(&encoded, &limits).unwrap();
                 assert_eq!(Message::from_command_set(&round).unwrap(), parsed);
             }
             // The assembler must not panic on the same bytes cut into fragments either.

@@ -23,6 +23,9 @@ use dimsum_ul::pdu::{
 use crate::config::{Limits, Timeouts};
 use crate::error::{AbortOrigin, Error};
 
+/// How much of a streamed data set is gathered before it is written to the socket.
+pub const STREAM_FLUSH_LEN: usize = 1024 * 1024;
+
 /// Bytes read from the socket per call at most while a PDU body is awaited.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -346,6 +349,63 @@ impl Association {
             )?;
         }
         self.flush_write_buf().await
+    }
+
+    /// Sends a DIMSE message whose data set is read from `reader` (exactly `length` bytes), as
+    /// P-DATA-TF PDUs sized for the peer. The data goes from the reader straight into the send
+    /// buffer behind each PDU header; memory stays bounded by [`STREAM_FLUSH_LEN`] whatever the
+    /// size of the data set. If the reader fails, the association is aborted (a data set cannot
+    /// be cut short) and [`Error::DataSource`] is returned.
+    pub async fn send_message_streaming<R: std::io::Read>(
+        &mut self,
+        presentation_context_id: u8,
+        message: &Message,
+        reader: &mut R,
+        length: u64,
+    ) -> Result<(), Error> {
+        self.check_context(presentation_context_id)?;
+        let command = fragment::encode_command(message)?;
+        let peer_max = self.info.negotiated.peer_max_pdu_length;
+        let max_data = fragment::max_pdv_data_len(peer_max) as u64;
+        self.step(Event::PDataRequest)?;
+        self.write_buf.clear();
+        fragment::encode_pdata_pdus(
+            presentation_context_id,
+            true,
+            &command,
+            peer_max,
+            &mut self.write_buf,
+        )?;
+        let mut remaining = length;
+        loop {
+            // An empty data set still takes one (empty, last) fragment.
+            let piece = remaining.min(max_data) as usize;
+            remaining -= piece as u64;
+            let is_last = remaining == 0;
+            let mut header = [0u8; fragment::PDATA_HEADER_LEN];
+            fragment::write_pdata_header(
+                &mut header,
+                presentation_context_id,
+                false,
+                is_last,
+                piece,
+            )?;
+            self.write_buf.extend_from_slice(&header);
+            let start = self.write_buf.len();
+            self.write_buf.resize(start + piece, 0);
+            if let Err(source) = reader.read_exact(&mut self.write_buf[start..]) {
+                self.write_buf.clear();
+                self.abort_locally(AbortSource::ServiceUser, AbortReason::NotSpecified)
+                    .await;
+                return Err(Error::DataSource(source));
+            }
+            if is_last || self.write_buf.len() >= STREAM_FLUSH_LEN {
+                self.flush_write_buf().await?;
+            }
+            if is_last {
+                return Ok(());
+            }
+        }
     }
 
     /// Sends one fragment of a data set on `pc_id`; `is_last` marks its end. Lets a sender stream

@@ -65,6 +65,8 @@ pub enum Error {
     NoPresentationContext(String),
     #[error("unexpected DIMSE message: {0}")]
     UnexpectedMessage(String),
+    #[error("cannot read the data set to send (association aborted): {0}")]
+    DataSource(io::Error),
     #[error("data set of {size} bytes exceeds the in-memory limit of {limit} bytes")]
     DataSetTooLarge { size: usize, limit: usize },
 }

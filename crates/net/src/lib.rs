@@ -23,6 +23,7 @@ pub use config::{Limits, Timeouts};
 pub use error::{AbortOrigin, Error};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStatistics};
 
+pub use dimsum_dataset as dataset;
 /// Re-exports of the layers below, so that users need only this crate.
 pub use dimsum_dimse as dimse;
 pub use dimsum_ul as ul;

@@ -164,8 +164,16 @@ pub async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Pdu {
 
 /// Sends an A-ASSOCIATE-RQ for verification and reads the A-ASSOCIATE-AC.
 pub async fn raw_associate(address: SocketAddr) -> (TcpStream, BytesMut) {
+    raw_associate_with(address, echo_request(16384)).await
+}
+
+/// Sends `request` as an A-ASSOCIATE-RQ and reads the A-ASSOCIATE-AC.
+pub async fn raw_associate_with(
+    address: SocketAddr,
+    request: AssociationRequest,
+) -> (TcpStream, BytesMut) {
     let mut stream = raw_connect(address).await;
-    let rq = echo_request(16384).to_pdu().expect("valid request");
+    let rq = request.to_pdu().expect("valid request");
     stream
         .write_all(&encode(&Pdu::AssociateRq(rq)))
         .await

@@ -6,8 +6,14 @@
 //! acceptor policy from them and maps every incoming command to its SCP.
 
 mod echo;
+mod file_storage;
+mod store;
 
 pub use echo::EchoScp;
+pub use file_storage::{FileStorage, Layout, StoredCallback, StoredInstance, safe_file_name};
+pub use store::{
+    StorageHandler, StorageSink, StoreFailure, StoreRequestInfo, StoreScp, StoreSuccess,
+};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,6 +61,9 @@ pub enum Outcome {
 pub struct Dispatcher {
     providers: Vec<Arc<dyn Scp>>,
     by_abstract_syntax: HashMap<String, usize>,
+    /// The provider for SOP classes nobody else serves, and the transfer syntaxes it accepts
+    /// for them (promiscuous mode).
+    fallback: Option<(Arc<dyn Scp>, Vec<String>)>,
 }
 
 impl Dispatcher {
@@ -74,6 +83,14 @@ impl Dispatcher {
         self
     }
 
+    /// Serves every SOP class no other provider serves with `provider`, accepting it with
+    /// `transfer_syntaxes` (in our order of preference): promiscuous mode, e.g. for storing SOP
+    /// classes that are private or newer than our dictionary.
+    pub fn with_fallback(mut self, provider: impl Scp, transfer_syntaxes: Vec<String>) -> Self {
+        self.fallback = Some((Arc::new(provider), transfer_syntaxes));
+        self
+    }
+
     /// Every presentation context of every provider.
     pub fn supported_contexts(&self) -> Vec<SupportedContext> {
         let mut seen = std::collections::HashSet::new();
@@ -86,11 +103,18 @@ impl Dispatcher {
 
     /// An acceptor policy for `ae_title` that supports every provider's contexts.
     pub fn policy(&self, ae_title: &str) -> AcceptorPolicy {
-        self.supported_contexts()
+        let policy = self
+            .supported_contexts()
             .into_iter()
             .fold(AcceptorPolicy::new(ae_title), |policy, context| {
                 policy.support(context)
-            })
+            });
+        match &self.fallback {
+            Some((_, transfer_syntaxes)) => {
+                policy.with_promiscuous_transfer_syntaxes(transfer_syntaxes.clone())
+            }
+            None => policy,
+        }
     }
 
     /// Serves an established association until the peer releases it or it fails.
@@ -117,11 +141,12 @@ impl Dispatcher {
             .context(command.presentation_context_id)
             .map(|context| context.abstract_syntax.clone())
             .unwrap_or_default();
-        match self
+        let provider = self
             .by_abstract_syntax
             .get(&abstract_syntax)
             .and_then(|&i| self.providers.get(i))
-        {
+            .or(self.fallback.as_ref().map(|(provider, _)| provider));
+        match provider {
             Some(provider) => {
                 let provider = Arc::clone(provider);
                 provider.handle(command, association).await?;

@@ -1,0 +1,56 @@
+//! Running a server tool until SIGINT/SIGTERM.
+
+use tracing::{error, info};
+
+use dimsum_net::scp::Dispatcher;
+use dimsum_net::{Server, ServerConfig};
+
+use crate::exit::Code;
+
+/// Binds `bind:port`, serves with `dispatcher` until SIGINT or SIGTERM, then stops gracefully.
+pub async fn run_server(
+    bind: &str,
+    port: u16,
+    config: ServerConfig,
+    dispatcher: Dispatcher,
+) -> Code {
+    let address = format!("{bind}:{port}");
+    let server = match Server::bind(&address, config, dispatcher).await {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot listen on {address}: {e}");
+            return Code::Internal;
+        }
+    };
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("Shutting down");
+        handle.shutdown();
+    });
+    server.run().await;
+    Code::Success
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

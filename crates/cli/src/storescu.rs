@@ -1,0 +1,371 @@
+//! `dimsum storescu` (and `dcmsend`): Storage SCU (PS3.4 Annex B), like DCMTK's storescu.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use dimsum_net::scu::store::{self, StoreFile, StoreFileError, TransferSyntaxProposal};
+use dimsum_net::ul::negotiation::{AssociationRequest, MAX_PRESENTATION_CONTEXTS};
+use dimsum_net::ul::uids::{
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+};
+use dimsum_net::{Association, Error, Limits};
+
+use crate::exit::{self, Code};
+use crate::logging::{self, Verbosity};
+use crate::options::{AssociationOptions, NetworkOptions};
+
+/// Options of `dimsum storescu` and `dimsum dcmsend`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Host name or IP address of the peer.
+    pub host: String,
+    /// TCP port of the peer.
+    pub port: u16,
+    /// DICOM files, or folders to scan recursively.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub association: AssociationOptions,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+    /// Propose only Implicit VR Little Endian (files are converted as needed).
+    #[arg(long, group = "proposal")]
+    pub propose_implicit: bool,
+    /// Propose only Explicit VR Little Endian.
+    #[arg(long, group = "proposal")]
+    pub propose_explicit: bool,
+    /// Propose only Explicit VR Big Endian.
+    #[arg(long, group = "proposal")]
+    pub propose_big_endian: bool,
+    /// Propose only Deflated Explicit VR Little Endian.
+    #[arg(long, group = "proposal")]
+    pub propose_deflated: bool,
+    /// Move Originator AE Title to put in each C-STORE-RQ.
+    #[arg(long, value_name = "AE")]
+    pub move_originator_aet: Option<String>,
+    /// Move Originator Message ID to put in each C-STORE-RQ (with --move-originator-aet).
+    #[arg(long, value_name = "ID", requires = "move_originator_aet")]
+    pub move_originator_id: Option<u16>,
+    /// Associations used at once for the batch.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub parallel: u32,
+    /// No progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+impl Options {
+    fn proposal(&self) -> TransferSyntaxProposal {
+        let only = |ts: &str| TransferSyntaxProposal::Only(ts.to_string());
+        if self.propose_implicit {
+            only(IMPLICIT_VR_LITTLE_ENDIAN)
+        } else if self.propose_explicit {
+            only(EXPLICIT_VR_LITTLE_ENDIAN)
+        } else if self.propose_big_endian {
+            only(EXPLICIT_VR_BIG_ENDIAN)
+        } else if self.propose_deflated {
+            only(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        } else {
+            TransferSyntaxProposal::AsFiles
+        }
+    }
+}
+
+/// Counts of a batch, shared by the associations that send it.
+#[derive(Debug, Default)]
+struct Tally {
+    stored: usize,
+    warnings: usize,
+    failed: usize,
+    bytes: u64,
+    /// The most serious association-level failure, for the exit status.
+    association_error: Option<Code>,
+}
+
+pub async fn run(options: Options, default_ae_title: &str) -> Code {
+    logging::init(options.verbosity);
+    let started = Instant::now();
+    let paths = match store::collect_files(&options.paths) {
+        Ok(paths) => paths,
+        Err(e) => {
+            error!("cannot list the files to send: {e}");
+            return Code::Usage;
+        }
+    };
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    for path in paths {
+        match StoreFile::open(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => {
+                skipped += 1;
+                match e {
+                    StoreFileError::NotDicom { .. } => {
+                        warn!("skipping {}: not a DICOM file ({e})", path.display())
+                    }
+                    other => warn!("skipping {}: {other}", path.display()),
+                }
+            }
+        }
+    }
+    if files.is_empty() {
+        error!("no DICOM files to send");
+        return Code::DimseFailure;
+    }
+    let contexts = store::propose_contexts(&files, &options.proposal());
+    if contexts.len() > MAX_PRESENTATION_CONTEXTS {
+        error!(
+            "the files need {} presentation contexts (SOP class and transfer syntax combinations), more than the {} an association can carry: send them in smaller batches",
+            contexts.len(),
+            MAX_PRESENTATION_CONTEXTS
+        );
+        return Code::Usage;
+    }
+    let mut request = AssociationRequest::new(
+        options.association.calling(default_ae_title),
+        &options.association.call,
+    )
+    .with_contexts(contexts);
+    request.max_pdu_length = options.network.max_pdu;
+    if let Err(e) = request.to_pdu() {
+        error!("{e}");
+        return Code::Usage;
+    }
+    let total_files = files.len();
+    let total_bytes: u64 = files.iter().map(|f| f.data_length).sum();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let progress = Progress::new(
+        !options.no_progress
+            && !options.verbosity.verbose
+            && !options.verbosity.quiet
+            && std::io::stderr().is_terminal(),
+        total_files,
+        total_bytes,
+    );
+    let address = format!("{}:{}", options.host, options.port);
+    let move_originator = options
+        .move_originator_aet
+        .clone()
+        .map(|ae| (ae, options.move_originator_id.unwrap_or(0)));
+    let workers = (options.parallel as usize).min(total_files);
+    let mut batches: Vec<Vec<StoreFile>> = (0..workers).map(|_| Vec::new()).collect();
+    for (index, file) in files.into_iter().enumerate() {
+        batches[index % workers].push(file);
+    }
+    let mut tasks = Vec::new();
+    for batch in batches {
+        let (request, address, tally, progress, move_originator) = (
+            request.clone(),
+            address.clone(),
+            Arc::clone(&tally),
+            progress.clone(),
+            move_originator.clone(),
+        );
+        let timeouts = options.network.timeouts();
+        tasks.push(tokio::spawn(async move {
+            send_batch(
+                &address,
+                &request,
+                timeouts,
+                batch,
+                move_originator,
+                &tally,
+                &progress,
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            error!("a sending task failed: {e}");
+        }
+    }
+    progress.finish();
+    let tally = match tally.lock() {
+        Ok(tally) => tally,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if !options.verbosity.quiet {
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "Summary: {} instances: {} stored, {} with warnings, {} failed, {} skipped; {} in {:.2} s ({}/s)",
+            total_files + skipped,
+            tally.stored,
+            tally.warnings,
+            tally.failed,
+            skipped,
+            megabytes(tally.bytes),
+            seconds,
+            megabytes((tally.bytes as f64 / seconds.max(1e-9)) as u64)
+        );
+    }
+    match tally.association_error {
+        Some(code) => code,
+        None if tally.failed > 0 => Code::DimseFailure,
+        None => Code::Success,
+    }
+}
+
+/// Sends `files` over one association, carrying on past failures of single files.
+async fn send_batch(
+    address: &str,
+    request: &AssociationRequest,
+    timeouts: dimsum_net::Timeouts,
+    files: Vec<StoreFile>,
+    move_originator: Option<(String, u16)>,
+    tally: &Mutex<Tally>,
+    progress: &Progress,
+) {
+    let record = |update: &dyn Fn(&mut Tally)| match tally.lock() {
+        Ok(mut tally) => update(&mut tally),
+        Err(poisoned) => update(&mut poisoned.into_inner()),
+    };
+    info!(
+        "Requesting association with {}@{} as {}",
+        request.called_ae_title, address, request.calling_ae_title
+    );
+    let mut association =
+        match Association::connect(address, request, timeouts, Limits::default()).await {
+            Ok(association) => association,
+            Err(error) => {
+                let code = exit::report(&error, address);
+                record(&|t| {
+                    t.failed += files.len();
+                    t.association_error = Some(code);
+                });
+                return;
+            }
+        };
+    info!(
+        "Association accepted: {}",
+        association.info().peer_summary()
+    );
+    let mut remaining = files.len();
+    for file in &files {
+        remaining -= 1;
+        let uid = &file.meta.media_storage_sop_instance_uid;
+        let path = file.path.display();
+        match store::store_file(&mut association, file, move_originator.clone()).await {
+            Ok(outcome) => {
+                let status = outcome.response.status;
+                let comment = outcome
+                    .response
+                    .error_comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                if status.is_success() {
+                    info!("Stored {path} ({uid}): {status}");
+                    record(&|t| {
+                        t.stored += 1;
+                        t.bytes += file.data_length;
+                    });
+                } else if status.is_warning() {
+                    warn!("{path} ({uid}): {status}{comment}");
+                    record(&|t| {
+                        t.warnings += 1;
+                        t.bytes += file.data_length;
+                    });
+                } else {
+                    error!("{path} ({uid}): {status}{comment}");
+                    record(&|t| t.failed += 1);
+                }
+            }
+            Err(e) if e.ends_association() => {
+                error!("{path} ({uid}): {e}");
+                let code = match &e {
+                    StoreFileError::Network(error) => exit::for_error(error),
+                    _ => Code::Aborted,
+                };
+                record(&|t| {
+                    t.failed += 1 + remaining;
+                    t.association_error = Some(code);
+                });
+                return;
+            }
+            Err(e) => {
+                error!("{path} ({uid}): {e}");
+                record(&|t| t.failed += 1);
+            }
+        }
+        progress.advance(file.data_length);
+    }
+    match association.release().await {
+        Ok(()) => info!("Association released"),
+        Err(Error::ConnectionClosed) => {}
+        Err(error) => {
+            exit::report(&error, address);
+        }
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+/// A one-line progress display on stderr: files, bytes and rate, redrawn at most 10 times a
+/// second, only on a terminal.
+#[derive(Clone)]
+struct Progress {
+    state: Option<Arc<Mutex<ProgressState>>>,
+}
+
+struct ProgressState {
+    started: Instant,
+    last_drawn: Instant,
+    files_done: usize,
+    bytes_done: u64,
+    total_files: usize,
+    total_bytes: u64,
+}
+
+impl Progress {
+    fn new(enabled: bool, total_files: usize, total_bytes: u64) -> Self {
+        let now = Instant::now();
+        let state = ProgressState {
+            started: now,
+            last_drawn: now,
+            files_done: 0,
+            bytes_done: 0,
+            total_files,
+            total_bytes,
+        };
+        Progress {
+            state: enabled.then(|| Arc::new(Mutex::new(state))),
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        let Some(state) = &self.state else { return };
+        let Ok(mut state) = state.lock() else { return };
+        state.files_done += 1;
+        state.bytes_done += bytes;
+        if state.last_drawn.elapsed() >= Duration::from_millis(100)
+            || state.files_done == state.total_files
+        {
+            state.last_drawn = Instant::now();
+            let rate = state.bytes_done as f64 / state.started.elapsed().as_secs_f64().max(1e-9);
+            eprint!(
+                "\r{}/{} files, {} of {} ({}/s)   ",
+                state.files_done,
+                state.total_files,
+                megabytes(state.bytes_done),
+                megabytes(state.total_bytes),
+                megabytes(rate as u64)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if self.state.is_some() {
+            eprintln!();
+        }
+    }
+}

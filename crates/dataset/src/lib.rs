@@ -1,0 +1,30 @@
+//! The data-set layer of dimsum: what the Storage service needs to know about the objects it
+//! moves.
+//!
+//! - [`transfer_syntax`]: which transfer syntaxes exist and how they encode a data set
+//!   (PS3.5 §10 and Annex A), taken from the dicom-rs transfer syntax registry.
+//! - [`sop_class`]: the Storage SOP classes (PS3.4 Annex B), taken from the dicom-rs UID
+//!   dictionary.
+//! - [`part10`]: the Part 10 file header, preamble and File Meta Information (PS3.10 §7.1).
+//! - [`scan`]: the hardening layer. Bytes from the network pass a bounded walk over every
+//!   element header (PS3.5 §7) before any general decoder sees them: lengths are checked against
+//!   their enclosing container, nesting depth and element count are capped, and large values
+//!   are skipped rather than read.
+//! - [`convert`]: re-encoding a data set between the uncompressed transfer syntaxes, through
+//!   dicom-rs once [`scan`] has accepted it.
+
+pub mod convert;
+pub mod part10;
+pub mod scan;
+pub mod sop_class;
+pub mod transfer_syntax;
+
+pub use convert::{ConvertError, transcode};
+pub use part10::{FileMeta, Part10Error, encode_header, is_part10_file, read_meta};
+pub use scan::{ScanError, ScanLimits, Summary, scan, scan_bytes, scan_deflated};
+
+/// Strips the padding that DICOM adds to make a UI value even in length (a trailing NUL) and the
+/// trailing spaces some implementations add instead (PS3.5 §9.1).
+pub(crate) fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}

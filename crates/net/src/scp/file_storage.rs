@@ -1,0 +1,344 @@
+//! The default storage action: each instance becomes a Part 10 file (PS3.10 §7), written under
+//! a temporary name and renamed when complete, so that a transfer cut off half-way leaves
+//! nothing visible.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dimsum_dataset::part10::{self, FileMeta};
+use dimsum_dataset::scan::{self, ScanLimits, Summary};
+use dimsum_dataset::transfer_syntax;
+use dimsum_dimse::status::Status;
+use dimsum_ul::uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+
+use super::store::{StorageHandler, StorageSink, StoreFailure, StoreRequestInfo, StoreSuccess};
+
+/// How received files are laid out under the output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `<root>/<SOPInstanceUID>.dcm`
+    #[default]
+    Flat,
+    /// `<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (DCMTK's `--sort-on-study-uid`)
+    ByStudy,
+    /// `<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`
+    ByStudyAndSeries,
+}
+
+/// A stored instance, as told to [`FileStorage::on_stored`].
+#[derive(Debug, Clone)]
+pub struct StoredInstance {
+    pub path: PathBuf,
+    pub request: StoreRequestInfo,
+    pub summary: Summary,
+    /// Bytes of the data set (without the file meta).
+    pub data_set_length: u64,
+}
+
+/// Called after each instance is stored.
+pub type StoredCallback = Arc<dyn Fn(&StoredInstance) + Send + Sync>;
+
+/// Writes each received instance as a Part 10 file under `root` (file meta added: the command's
+/// SOP class and instance, the negotiated transfer syntax, the calling AE as source AE title).
+#[derive(Clone)]
+pub struct FileStorage {
+    root: PathBuf,
+    layout: Layout,
+    fsync: bool,
+    limits: ScanLimits,
+    on_stored: Option<StoredCallback>,
+}
+
+impl FileStorage {
+    /// Stores under `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(Self {
+            root,
+            layout: Layout::Flat,
+            fsync: false,
+            limits: ScanLimits::default(),
+            on_stored: None,
+        })
+    }
+
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// fsync each file and its folder before it becomes visible (off by default, as in DCMTK).
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    pub fn on_stored(mut self, callback: impl Fn(&StoredInstance) + Send + Sync + 'static) -> Self {
+        self.on_stored = Some(Arc::new(callback));
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl StorageHandler for FileStorage {
+    fn begin(&self, request: &StoreRequestInfo) -> Result<Box<dyn StorageSink>, StoreFailure> {
+        let meta = FileMeta {
+            media_storage_sop_class_uid: request.sop_class_uid.clone(),
+            media_storage_sop_instance_uid: request.sop_instance_uid.clone(),
+            transfer_syntax_uid: request.transfer_syntax_uid.clone(),
+            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_string(),
+            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_string()),
+            source_application_entity_title: Some(request.calling_ae_title.clone()),
+        };
+        let header = part10::encode_header(&meta).map_err(|e| {
+            StoreFailure::new(
+                Status::CANNOT_UNDERSTAND,
+                format!("cannot write a file meta: {e}"),
+            )
+        })?;
+        let temporary = temporary_path(&self.root, &request.sop_instance_uid);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| write_failure(&temporary, e))?;
+        let mut sink = FileSink {
+            storage: self.clone(),
+            request: request.clone(),
+            temporary: Some(temporary),
+            data_offset: header.len() as u64,
+            data_length: 0,
+            file: None,
+        };
+        file.write_all(&header)
+            .map_err(|e| write_failure(sink.temporary_path(), e))?;
+        sink.file = Some(file);
+        Ok(Box::new(sink))
+    }
+}
+
+struct FileSink {
+    storage: FileStorage,
+    request: StoreRequestInfo,
+    /// The file being written; `None` once it was renamed or removed.
+    temporary: Option<PathBuf>,
+    file: Option<File>,
+    data_offset: u64,
+    data_length: u64,
+}
+
+impl FileSink {
+    fn temporary_path(&self) -> &Path {
+        self.temporary.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Checks the data set with the hardened scanner, reading it back from the file (seeking
+    /// over large values).
+    fn scan(&self, file: &mut File) -> Result<Summary, StoreFailure> {
+        let io_failure = |e: io::Error| write_failure(self.temporary_path(), e);
+        file.seek(SeekFrom::Start(self.data_offset))
+            .map_err(io_failure)?;
+        let ts = &self.request.transfer_syntax_uid;
+        let limits = &self.storage.limits;
+        let result = if transfer_syntax::is_deflated(ts) {
+            scan::scan_deflated(BufReader::new(&mut *file), limits)
+        } else {
+            scan::scan(BufReader::new(&mut *file), self.data_length, ts, limits)
+        };
+        result.map_err(|e| {
+            StoreFailure::new(Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, e.to_string())
+        })
+    }
+
+    fn final_path(&self, summary: &Summary) -> PathBuf {
+        let folder = |uid: &Option<String>| safe_file_name(uid.as_deref().unwrap_or("unknown"));
+        let mut path = self.storage.root.clone();
+        match self.storage.layout {
+            Layout::Flat => {}
+            Layout::ByStudy => path.push(folder(&summary.study_instance_uid)),
+            Layout::ByStudyAndSeries => {
+                path.push(folder(&summary.study_instance_uid));
+                path.push(folder(&summary.series_instance_uid));
+            }
+        }
+        path.push(format!(
+            "{}.dcm",
+            safe_file_name(&self.request.sop_instance_uid)
+        ));
+        path
+    }
+}
+
+impl StorageSink for FileSink {
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreFailure> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreFailure::new(
+                Status::PROCESSING_FAILURE,
+                "file already closed",
+            ));
+        };
+        file.write_all(data)
+            .map_err(|e| write_failure(self.temporary.as_deref().unwrap_or(Path::new("")), e))?;
+        self.data_length += data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<StoreSuccess, StoreFailure> {
+        let Some(mut file) = self.file.take() else {
+            return Err(StoreFailure::new(
+                Status::PROCESSING_FAILURE,
+                "file already closed",
+            ));
+        };
+        let summary = self.scan(&mut file)?;
+        let io_failure = |path: &Path, e| write_failure(path, e);
+        if self.storage.fsync {
+            file.sync_all()
+                .map_err(|e| io_failure(self.temporary_path(), e))?;
+        }
+        drop(file);
+        let destination = self.final_path(&summary);
+        if let Some(folder) = destination.parent() {
+            fs::create_dir_all(folder).map_err(|e| io_failure(folder, e))?;
+        }
+        let temporary = self.temporary_path().to_path_buf();
+        fs::rename(&temporary, &destination).map_err(|e| io_failure(&destination, e))?;
+        self.temporary = None;
+        if self.storage.fsync
+            && let Some(folder) = destination.parent()
+        {
+            File::open(folder)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_failure(folder, e))?;
+        }
+        let mismatch = [
+            (
+                "SOP class",
+                &summary.sop_class_uid,
+                &self.request.sop_class_uid,
+            ),
+            (
+                "SOP instance",
+                &summary.sop_instance_uid,
+                &self.request.sop_instance_uid,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, in_data_set, in_command)| in_data_set.as_deref() != Some(in_command.as_str()))
+        .map(|(what, in_data_set, _)| {
+            format!(
+                "{what} UID in the data set ({}) differs from the command",
+                in_data_set.as_deref().unwrap_or("none")
+            )
+        });
+        let stored = StoredInstance {
+            path: destination,
+            request: self.request.clone(),
+            summary,
+            data_set_length: self.data_length,
+        };
+        if let Some(callback) = &self.storage.on_stored {
+            callback(&stored);
+        }
+        Ok(match mismatch {
+            None => StoreSuccess {
+                status: Status::SUCCESS,
+                comment: None,
+            },
+            Some(comment) => StoreSuccess {
+                status: Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING,
+                comment: Some(comment),
+            },
+        })
+    }
+}
+
+impl Drop for FileSink {
+    /// A sink dropped before `finish` (transfer cut off, refused, failed) removes its file.
+    fn drop(&mut self) {
+        self.file = None;
+        if let Some(temporary) = self.temporary.take() {
+            let _ = fs::remove_file(temporary);
+        }
+    }
+}
+
+/// A disk error as a store status: no space is "out of resources" (0xA700), anything else a
+/// processing failure.
+fn write_failure(path: &Path, error: io::Error) -> StoreFailure {
+    let status = match error.raw_os_error() {
+        Some(code) if code == libc_enospc() || code == libc_edquot() => Status::OUT_OF_RESOURCES,
+        _ if error.kind() == io::ErrorKind::StorageFull => Status::OUT_OF_RESOURCES,
+        _ => Status::PROCESSING_FAILURE,
+    };
+    let reason = if status == Status::OUT_OF_RESOURCES {
+        "out of space"
+    } else {
+        "cannot write"
+    };
+    StoreFailure::new(status, format!("{reason}: {}: {error}", path.display()))
+}
+
+/// ENOSPC and EDQUOT on Linux (no libc dependency for two numbers).
+const fn libc_enospc() -> i32 {
+    28
+}
+const fn libc_edquot() -> i32 {
+    122
+}
+
+static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A hidden, unique name in `root` for a file being received.
+fn temporary_path(root: &Path, sop_instance_uid: &str) -> PathBuf {
+    let n = TEMPORARY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let uid: String = safe_file_name(sop_instance_uid).chars().take(64).collect();
+    root.join(format!(".{uid}.{}-{n}.part", std::process::id()))
+}
+
+/// A file name made from a UID that cannot leave its folder: only `[0-9A-Za-z.-]` are kept (the
+/// rest become `_`), at most 128 characters, never empty, never starting with a dot.
+pub fn safe_file_name(uid: &str) -> String {
+    let mut name: String = uid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(128)
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+        name.truncate(128);
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_name;
+
+    #[test]
+    fn uids_become_names_that_stay_in_their_folder() {
+        assert_eq!(safe_file_name("1.2.840.113619.2.55"), "1.2.840.113619.2.55");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.._.._etc_passwd");
+        assert_eq!(safe_file_name(".."), "_..");
+        assert_eq!(safe_file_name("."), "_.");
+        assert_eq!(safe_file_name(""), "_");
+        assert_eq!(safe_file_name("a/b\\c\0d"), "a_b_c_d");
+        assert_eq!(safe_file_name(&"9".repeat(200)).len(), 128);
+        assert_eq!(safe_file_name(&".".repeat(200)).len(), 128);
+        assert!(!safe_file_name(&".".repeat(200)).starts_with('.'));
+    }
+}

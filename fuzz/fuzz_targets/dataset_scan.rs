@@ -1,0 +1,33 @@
+//! Fuzzes the data-set scanner (PS3.5 §7), the hardening layer in front of dicom-rs: the first
+//! byte picks the transfer syntax, the rest is the data set. Nothing may panic; a data set the
+//! scanner accepts goes on to dicom-rs (through `transcode`), which must not panic or allocate
+//! without bound either.
+
+#![no_main]
+
+use dimsum_dataset::{ScanLimits, scan_bytes, transcode};
+use libfuzzer_sys::fuzz_target;
+
+const SYNTAXES: [&str; 5] = [
+    "1.2.840.10008.1.2",      // Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50", // JPEG Baseline: explicit LE with encapsulated pixel data
+];
+
+fuzz_target!(|input: &[u8]| {
+    let Some((selector, data)) = input.split_first() else {
+        return;
+    };
+    let syntax = SYNTAXES[usize::from(*selector) % SYNTAXES.len()];
+    let limits = ScanLimits {
+        max_elements: 100_000,
+        max_inflated_size: 16 * 1024 * 1024,
+        ..ScanLimits::default()
+    };
+    if scan_bytes(data, syntax, &limits).is_ok() {
+        // The scan accepted it: the general decoder may read it now.
+        let _ = transcode(data, syntax, "1.2.840.10008.1.2.1", &limits);
+    }
+});
