@@ -196,7 +196,8 @@ impl fmt::Display for VrCode {
 
 /// Scans `length` bytes of a data set encoded in `transfer_syntax_uid`, starting at the reader's
 /// current position. Values are skipped by seeking. A deflated transfer syntax is inflated as in
-/// [`scan_deflated`].
+/// [`scan_deflated`]. To notice data that stops short of `length`, the scan finally seeks to the
+/// end of the reader, and leaves it there.
 pub fn scan<R: Read + Seek>(
     mut reader: R,
     length: u64,
