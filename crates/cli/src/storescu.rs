@@ -291,7 +291,7 @@ async fn send_batch(
                 return;
             }
             Err(e) => {
-                error!("{path} ({uid}): {e}");
+                error!("{path}: {e}");
                 record(&|t| t.failed += 1);
             }
         }

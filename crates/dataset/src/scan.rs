@@ -715,7 +715,10 @@ impl<'l, S: Source> Scanner<'l, S> {
             // PS3.5 §6.2.2 says implicit VR little endian; dicom-rs reads it in the enclosing
             // encoding, and the scan must see what the decoder will see (see the module docs).
             Some(VR::UN) => Ok((Content::Items, frame.encoding)),
-            Some(VR::OB) if tag == PIXEL_DATA => Ok((Content::Fragments, frame.encoding)),
+            // Encapsulated pixel data is OB (PS3.5 §A.4); files written with OW exist in the wild
+            // (some of pydicom's JPEG-LS, JPEG 2000 and RLE test files) and DCMTK, pynetdicom and
+            // dicom-rs read them as encapsulated too.
+            Some(VR::OB | VR::OW) if tag == PIXEL_DATA => Ok((Content::Fragments, frame.encoding)),
             Some(vr) => Err(ScanError::UndefinedLengthNotAllowed {
                 tag,
                 offset,

@@ -603,3 +603,28 @@ fn mutated_fixtures_never_panic_the_scanner_nor_dicom_rs_after_it() {
         "accepted {accepted}, refused {refused}"
     );
 }
+
+/// Encapsulated pixel data written with VR OW instead of OB is read as fragments, as DCMTK and
+/// pynetdicom read it; its fragments are still checked.
+#[test]
+fn encapsulated_pixel_data_with_vr_ow_is_scanned_as_fragments() {
+    let jpeg_baseline = "1.2.840.10008.1.2.4.50";
+    let mut data = vec![
+        0x08, 0x00, 0x18, 0x00, b'U', b'I', 4, 0, b'1', b'.', b'2', 0,
+    ];
+    data.extend_from_slice(&[
+        0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    data.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    data.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
+    data.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    let summary = dimsum_dataset::scan::scan_bytes(&data, jpeg_baseline, &Default::default())
+        .expect("accepted");
+    assert!(summary.has_pixel_data);
+    assert_eq!(summary.sop_instance_uid.as_deref(), Some("1.2"));
+    // A fragment that claims more than remains is still refused.
+    let mut lying = data.clone();
+    let at = lying.len() - 16;
+    lying[at..at + 4].copy_from_slice(&0xFFF0u32.to_le_bytes());
+    assert!(dimsum_dataset::scan::scan_bytes(&lying, jpeg_baseline, &Default::default()).is_err());
+}

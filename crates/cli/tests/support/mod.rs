@@ -587,3 +587,299 @@ pub fn lines_starting_with<'a>(log: &'a str, prefix: &str) -> Vec<&'a str> {
         .filter(|line| line.starts_with(prefix))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Store tests: test data, Python helper scripts, servers, comparison, memory
+// ---------------------------------------------------------------------------------------------
+
+/// Peak resident set size that the streaming store tools must stay under (DESIGN.md
+/// principle 2: memory is bounded by the PDU size, not by the object size).
+pub const STREAMING_RSS_LIMIT_KIB: u64 = 64 * 1024;
+/// How long one store client may run with a large object (debug builds are slow).
+pub const LARGE_RUN_TIMEOUT: Duration = Duration::from_secs(240);
+/// Transfer syntax UIDs (PS3.5 §10 and Annex A).
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+
+/// A command running a Python script of the repository (`tests/data/...`, `tests/peers/...`)
+/// with the peer virtual environment's interpreter (which has pydicom and numpy), or `None`
+/// (after `SKIP:`) when that environment is missing.
+pub fn python_script(relative_path: &str) -> Option<Command> {
+    let python = match peer_python() {
+        Ok(python) => python,
+        Err(why) => return peer_missing(&format!("python peer environment unavailable: {why}")),
+    };
+    let script = repo_root().join(relative_path);
+    assert!(script.is_file(), "script {} is missing", script.display());
+    let mut command = Command::new(python);
+    command.arg("-u").arg(script);
+    Some(command)
+}
+
+/// One file written by `tests/data/make_datasets.py`.
+#[derive(Clone, Debug)]
+pub struct TestFile {
+    pub path: PathBuf,
+    pub kind: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub transfer_syntax: String,
+    pub bytes: u64,
+    /// For `--pydicom-corpus` files: the round (sub-folder) they were put in.
+    pub round: Option<u64>,
+}
+
+/// Runs `tests/data/make_datasets.py <dir> <args>` and returns the files it reports. The data
+/// lives under cargo's target tmp dir and is reused across runs (the generator keeps files
+/// that are already there and writes new ones atomically).
+pub fn generate_test_data(label: &str, args: &[&str]) -> Option<Vec<TestFile>> {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("store-data")
+        .join(label);
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("store-data");
+    fs::create_dir_all(&logs).expect("create the test data folder");
+    let mut command = python_script("tests/data/make_datasets.py")?;
+    command.arg(&out).args(args);
+    let generated = run(
+        &format!("make-datasets-{label}"),
+        &logs,
+        command,
+        LARGE_RUN_TIMEOUT,
+    );
+    generated.assert_code(0);
+    let report = generated.json();
+    let files = report["files"].as_array().unwrap_or_else(|| {
+        panic!(
+            "make_datasets.py printed no files\n{}",
+            generated.describe()
+        )
+    });
+    let text =
+        |file: &serde_json::Value, key: &str| file[key].as_str().unwrap_or_default().to_owned();
+    Some(
+        files
+            .iter()
+            .map(|file| TestFile {
+                path: PathBuf::from(text(file, "path")),
+                kind: text(file, "kind"),
+                sop_class_uid: text(file, "sop_class_uid"),
+                sop_instance_uid: text(file, "sop_instance_uid"),
+                study_instance_uid: text(file, "study_instance_uid"),
+                series_instance_uid: text(file, "series_instance_uid"),
+                transfer_syntax: text(file, "transfer_syntax"),
+                bytes: file["bytes"].as_u64().unwrap_or_default(),
+                round: file["round"].as_u64(),
+            })
+            .collect(),
+    )
+}
+
+/// The fixed set of files (`make_datasets.py --standard`), generated once per test binary.
+pub fn standard_test_data() -> Option<&'static [TestFile]> {
+    static STANDARD: OnceLock<Option<Vec<TestFile>>> = OnceLock::new();
+    STANDARD
+        .get_or_init(|| generate_test_data("standard", &["--standard"]))
+        .as_deref()
+}
+
+/// The standard file whose name is `name` (e.g. `"syntax_explicit_be.dcm"`).
+pub fn standard_file(files: &[TestFile], name: &str) -> TestFile {
+    files
+        .iter()
+        .find(|file| {
+            file.path
+                .file_name()
+                .is_some_and(|file_name| file_name == name)
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("make_datasets.py --standard wrote no {name}"))
+}
+
+/// The outcome of `tests/peers/compare_datasets.py`.
+pub struct Comparison {
+    pub finished: Finished,
+    pub report: serde_json::Value,
+}
+
+impl Comparison {
+    /// Whether the script found both sides equal (exit 0 and `"equal": true`).
+    pub fn equal(&self) -> bool {
+        self.finished.code() == Some(0) && self.report["equal"] == true
+    }
+}
+
+/// Runs `compare_datasets.py sent received args` (files or folders).
+pub fn compare_datasets(dir: &Path, sent: &Path, received: &Path, args: &[&str]) -> Comparison {
+    let mut command =
+        python_script("tests/peers/compare_datasets.py").expect("the python environment exists");
+    command.arg(sent).arg(received).args(args);
+    let finished = run("compare-datasets", dir, command, LARGE_RUN_TIMEOUT);
+    let report = finished.json();
+    Comparison { finished, report }
+}
+
+/// Asserts that what was received equals what was sent, element by element (see
+/// `compare_datasets.py` for what "equal" means), showing the report and `context` otherwise.
+#[track_caller]
+pub fn assert_datasets_equal(
+    dir: &Path,
+    sent: &Path,
+    received: &Path,
+    args: &[&str],
+    context: &str,
+) -> Comparison {
+    let comparison = compare_datasets(dir, sent, received, args);
+    assert!(
+        comparison.equal(),
+        "received data sets differ from the sent ones ({} vs {}, {args:?}):\n{}\n{context}",
+        sent.display(),
+        received.display(),
+        serde_json::to_string_pretty(&comparison.report).unwrap_or_default(),
+    );
+    comparison
+}
+
+/// Every regular file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(_) => found.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Starts `dimsum storescp -v --bind 127.0.0.1 -od <output> <args> <port>`, waiting for its
+/// "I: Listening on" line.
+pub fn start_dimsum_storescp(dir: &Path, output: &Path, port: u16, args: &[&str]) -> ProcessGuard {
+    let mut command = dimsum();
+    command
+        .args(["storescp", "-v", "--bind", LOCALHOST, "-od"])
+        .arg(output)
+        .args(args)
+        .arg(port.to_string());
+    let mut server = ProcessGuard::spawn("dimsum-storescp", dir, command);
+    server.wait_for_text("I: Listening on", STARTUP_TIMEOUT);
+    server
+}
+
+/// Starts `tests/peers/pynetdicom_storescp.py` on 127.0.0.1:`port` writing into `output` and
+/// recording JSON lines into the returned file; waits for "READY".
+pub fn start_pynetdicom_storescp(
+    dir: &Path,
+    output: &Path,
+    port: u16,
+    args: &[&str],
+) -> Option<(ProcessGuard, PathBuf)> {
+    let mut command = pynetdicom("pynetdicom_storescp.py")?;
+    let record = dir.join(format!("pynetdicom-storescp-{port}.jsonl"));
+    command
+        .args(["--port", &port.to_string(), "--bind", LOCALHOST, "--output"])
+        .arg(output)
+        .arg("--record")
+        .arg(&record)
+        .args(args);
+    let mut server = ProcessGuard::spawn("pynetdicom-storescp", dir, command);
+    server.wait_for_text("READY", STARTUP_TIMEOUT);
+    Some((server, record))
+}
+
+/// Starts DCMTK `storescp -d -od <output> <args> <port>` (all interfaces; see
+/// [`start_storescp`]).
+pub fn start_dcmtk_storescp_into(
+    dir: &Path,
+    output: &Path,
+    port: u16,
+    args: &[&str],
+) -> Option<ProcessGuard> {
+    let mut command = dcmtk("storescp")?;
+    fs::create_dir_all(output).expect("create storescp output directory");
+    command
+        .arg("-d")
+        .arg("-od")
+        .arg(output)
+        .args(args)
+        .arg(port.to_string());
+    let mut server = ProcessGuard::spawn("dcmtk-storescp", dir, command);
+    server.wait_for_listening(port, STARTUP_TIMEOUT);
+    Some(server)
+}
+
+/// `command` run under GNU `/usr/bin/time -v -o <report>`, so that its peak RSS can be read
+/// with [`time_report_peak_rss_kib`] once it has ended. `None` (after `SKIP:`) when GNU time
+/// is not installed.
+pub fn under_gnu_time(command: &Command, report: &Path) -> Option<Command> {
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return peer_missing("GNU time (/usr/bin/time, Debian package time) is not installed");
+    }
+    let mut timed = Command::new(time);
+    timed
+        .arg("-v")
+        .arg("-o")
+        .arg(report)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(cwd) = command.get_current_dir() {
+        timed.current_dir(cwd);
+    }
+    Some(timed)
+}
+
+/// "Maximum resident set size (kbytes): N" from a GNU time -v report.
+pub fn time_report_peak_rss_kib(report: &Path) -> Option<u64> {
+    read_lossy(report).lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("Maximum resident set size (kbytes):")
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
+
+impl ProcessGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The peak resident set size so far (VmHWM in /proc/<pid>/status: the figure GNU time
+    /// reports as "Maximum resident set size" when the process ends), for a running server
+    /// that is stopped by a signal and so cannot be measured by a `time` wrapper.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|line| {
+            line.strip_prefix("VmHWM:")
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+    }
+}
+
+/// The line of `log` that starts with `prefix` (e.g. "Summary:"), panicking with `context`.
+#[track_caller]
+pub fn line_starting_with<'a>(log: &'a str, prefix: &str, context: &str) -> &'a str {
+    log.lines()
+        .map(str::trim_start)
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{context}"))
+}
