@@ -115,6 +115,8 @@ pub struct Association {
     machine: Machine,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Scratch space for data read from a streamed data set.
+    stream_buf: Vec<u8>,
     limits: Limits,
     timeouts: Timeouts,
     assembler: Assembler,
@@ -265,6 +267,7 @@ impl Association {
             machine,
             read_buf: BytesMut::with_capacity(64 * 1024),
             write_buf: BytesMut::with_capacity(64 * 1024),
+            stream_buf: Vec::new(),
             assembler: Assembler::new(CommandLimits {
                 max_command_len: limits.max_command_length,
                 ..CommandLimits::default()
@@ -379,8 +382,8 @@ impl Association {
         let mut remaining = length;
         loop {
             // An empty data set still takes one (empty, last) fragment.
-            let piece = remaining.min(max_data) as usize;
-            remaining -= piece as u64;
+            let piece = remaining.min(max_data);
+            remaining -= piece;
             let is_last = remaining == 0;
             let mut header = [0u8; fragment::PDATA_HEADER_LEN];
             fragment::write_pdata_header(
@@ -388,17 +391,34 @@ impl Association {
                 presentation_context_id,
                 false,
                 is_last,
-                piece,
+                piece as usize,
             )?;
             self.write_buf.extend_from_slice(&header);
-            let start = self.write_buf.len();
-            self.write_buf.resize(start + piece, 0);
-            if let Err(source) = reader.read_exact(&mut self.write_buf[start..]) {
+            // Read straight behind the header; `read_to_end` into spare capacity needs no zeroing.
+            let mut chunk = std::mem::take(&mut self.stream_buf);
+            chunk.clear();
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut *reader, piece),
+                &mut chunk,
+            );
+            let short = matches!(read, Ok(n) if (n as u64) < piece);
+            if let Err(source) = read.and_then(|_| {
+                if short {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the data set ended early",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }) {
                 self.write_buf.clear();
                 self.abort_locally(AbortSource::ServiceUser, AbortReason::NotSpecified)
                     .await;
                 return Err(Error::DataSource(source));
             }
+            self.write_buf.extend_from_slice(&chunk);
+            self.stream_buf = chunk;
             if is_last || self.write_buf.len() >= STREAM_FLUSH_LEN {
                 self.flush_write_buf().await?;
             }
