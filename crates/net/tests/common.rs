@@ -50,13 +50,14 @@ pub fn config() -> ServerConfig {
 }
 
 pub async fn start_server(config: ServerConfig) -> TestServer {
-    let server = Server::bind(
-        "127.0.0.1:0",
-        config,
-        Dispatcher::new().with(EchoScp::new()),
-    )
-    .await
-    .expect("bind");
+    start_server_with(config, Dispatcher::new().with(EchoScp::new())).await
+}
+
+/// A server on a free loopback port serving with `dispatcher`.
+pub async fn start_server_with(config: ServerConfig, dispatcher: Dispatcher) -> TestServer {
+    let server = Server::bind("127.0.0.1:0", config, dispatcher)
+        .await
+        .expect("bind");
     let address = server.local_addr().expect("address");
     let handle = server.handle();
     let task = tokio::spawn(server.run());

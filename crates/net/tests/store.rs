@@ -18,7 +18,7 @@ use dimsum_net::scu::store::{self, StoreRequest};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
 use dimsum_net::ul::pdu::{PData, Pdu, Pdv};
 use dimsum_net::ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
-use dimsum_net::{Server, ServerConfig};
+use dimsum_net::ServerConfig;
 
 const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 const STUDY: &str = "1.2.3.4.100";
@@ -97,21 +97,7 @@ async fn start_store_server(root: &Path, layout: Layout, max_pdu: u32) -> TestSe
     );
     let mut config: ServerConfig = config();
     config.max_pdu_length = max_pdu;
-    let server = Server::bind(
-        "127.0.0.1:0",
-        config,
-        Dispatcher::new().with(EchoScp::new()).with(store),
-    )
-    .await
-    .expect("bind");
-    let address = server.local_addr().expect("address");
-    let handle = server.handle();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        address,
-        handle,
-        task,
-    }
+    start_server_with(config, Dispatcher::new().with(EchoScp::new()).with(store)).await
 }
 
 /// Every file below `root`, hidden ones included.
@@ -475,16 +461,13 @@ async fn an_unknown_sop_class_is_refused_and_promiscuous_mode_stores_it() {
     let dispatcher = Dispatcher::new()
         .with(store.clone())
         .with_fallback(store, vec![EXPLICIT_VR_LITTLE_ENDIAN.into()]);
-    let server = Server::bind("127.0.0.1:0", config(), dispatcher)
-        .await
-        .expect("bind");
-    let address = server.local_addr().expect("address");
-    let handle = server.handle();
-    let task = tokio::spawn(server.run());
+    let server = start_server_with(config(), dispatcher).await;
     let request_private = AssociationRequest::new("STORESCU", "STORESCP").with_context(
         ProposedContext::new(PRIVATE_CLASS, [EXPLICIT_VR_LITTLE_ENDIAN]),
     );
-    let mut association = connect(address, &request_private).await.expect("accepted");
+    let mut association = connect(server.address, &request_private)
+        .await
+        .expect("accepted");
     let mut rq = request("1.2.3.14");
     rq.sop_class_uid = PRIVATE_CLASS.into();
     let response = store::store_data_set(&mut association, 1, &rq, &data_set("1.2.3.14", 10))
@@ -493,8 +476,7 @@ async fn an_unknown_sop_class_is_refused_and_promiscuous_mode_stores_it() {
     // Stored; the data set says secondary capture while the command says the private class.
     assert!(response.status.is_warning(), "status {}", response.status);
     association.release().await.expect("released");
-    handle.shutdown();
-    task.await.expect("server");
+    server.stop().await;
     assert_eq!(
         files_under(root.path()),
         vec![root.path().join("1.2.3.14.dcm")]
