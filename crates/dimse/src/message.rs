@@ -708,7 +708,12 @@ impl Message {
     /// responses and C-CANCEL-RQ, which are not answered.
     pub fn response_with_status(&self, status: Status) -> Option<Message> {
         let id = self.message_id()?;
-        let class = |uid: &String| Some(uid.clone());
+        // A UID that could not be encoded (decoding is lenient, encoding strict) is left out, so
+        // that the refusal itself can always be sent.
+        let class = |uid: &String| {
+            (!uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_graphic()))
+                .then(|| uid.clone())
+        };
         Some(match self {
             Message::CStoreRq(rq) => CStoreRsp {
                 affected_sop_class_uid: class(&rq.affected_sop_class_uid),
@@ -764,7 +769,7 @@ impl Message {
             .into(),
             Message::NCreateRq(rq) => NCreateRsp {
                 affected_sop_class_uid: class(&rq.affected_sop_class_uid),
-                affected_sop_instance_uid: rq.affected_sop_instance_uid.clone(),
+                affected_sop_instance_uid: rq.affected_sop_instance_uid.as_ref().and_then(class),
                 ..NCreateRsp::new(id, status)
             }
             .into(),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use common::*;
+use dimsum_net::ServerConfig;
 use dimsum_net::dataset::part10;
 use dimsum_net::dimse::message::{CStoreRq, Message, Priority};
 use dimsum_net::dimse::status::Status;
@@ -18,7 +19,6 @@ use dimsum_net::scu::store::{self, StoreRequest};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
 use dimsum_net::ul::pdu::{PData, Pdu, Pdv};
 use dimsum_net::ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
-use dimsum_net::ServerConfig;
 
 const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 const STUDY: &str = "1.2.3.4.100";
