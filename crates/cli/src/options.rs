@@ -77,6 +77,10 @@ pub struct ServerOptions {
     /// Associations served at once; more are rejected (transient, local limit exceeded).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_associations: u32,
+    /// Connections whose association request is still awaited (they take no association
+    /// slot until they send one); beyond this, new connections are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending: u32,
     /// ACSE timeout in seconds (0 = none).
     #[arg(long = "acse-timeout", value_name = "SECONDS", default_value_t = 30)]
     pub acse_timeout: u64,
@@ -98,6 +102,7 @@ impl ServerOptions {
         config.allowed_calling_ae_titles =
             (!self.allow_calling.is_empty()).then(|| self.allow_calling.clone());
         config.max_associations = self.max_associations as usize;
+        config.max_pending_associations = self.max_pending as usize;
         config.timeouts = Timeouts {
             acse: seconds(self.acse_timeout),
             artim: Duration::from_secs(self.artim_timeout),

@@ -23,6 +23,11 @@ pub struct ServerConfig {
     /// Associations served at once; one more is rejected with A-ASSOCIATE-RJ (transient,
     /// service-provider presentation, local limit exceeded — PS3.8 Table 9-21).
     pub max_associations: usize,
+    /// Connections whose association request is still awaited or being answered. They do not
+    /// take association slots (a peer that connects and says nothing cannot keep others out of
+    /// an association for ARTIM), but they are bounded too: beyond this, new connections are
+    /// closed at once.
+    pub max_pending_associations: usize,
     /// The maximum PDU length we announce (PS3.8 §D.1); 0 = unlimited.
     pub max_pdu_length: u32,
     /// Reject requests whose called AE title is not ours.
@@ -40,6 +45,7 @@ impl ServerConfig {
         Self {
             ae_title: ae_title.into(),
             max_associations: 64,
+            max_pending_associations: 256,
             max_pdu_length: 16_384,
             require_called_ae_title: false,
             allowed_calling_ae_titles: None,
@@ -90,8 +96,8 @@ struct Counters {
     failed: AtomicU64,
     failed_requests: AtomicU64,
     active: AtomicUsize,
-    /// Connections being turned away because the server is full.
-    refusing: AtomicUsize,
+    /// Connections whose association is not established yet.
+    pending: AtomicUsize,
 }
 
 impl Counters {
@@ -215,40 +221,57 @@ impl Server {
 
     fn start(&self, stream: TcpStream, peer: SocketAddr, tasks: &mut JoinSet<()>) {
         let counters = Arc::clone(&self.handle.counters);
-        let config = Arc::clone(&self.config);
-        let span = info_span!("association", %peer);
-        if counters.active.load(Ordering::Acquire) >= config.max_associations {
-            // Full: answer with a transient rejection, but never spend more tasks on that than
-            // on serving.
-            if counters.refusing.fetch_add(1, Ordering::AcqRel) >= config.max_associations {
-                counters.refusing.fetch_sub(1, Ordering::AcqRel);
-                counters.failed_requests.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            tasks.spawn(
-                async move {
-                    let result =
-                        Association::accept_with(stream, config.timeouts, config.limits, |_| {
-                            Decision::Reject(reject_local_limit_exceeded())
-                        })
-                        .await;
-                    log_refusal(&counters, peer, None, result.err());
-                    counters.refusing.fetch_sub(1, Ordering::AcqRel);
-                }
-                .instrument(span),
-            );
+        if !try_claim(&counters.pending, self.config.max_pending_associations) {
+            counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, "too many association requests in progress: connection closed");
             return;
         }
-        counters.active.fetch_add(1, Ordering::AcqRel);
+        let config = Arc::clone(&self.config);
         let policy = Arc::clone(&self.policy);
         let dispatcher = Arc::clone(&self.dispatcher);
         tasks.spawn(
             async move {
-                serve_connection(stream, peer, &config, &policy, &dispatcher, &counters).await;
-                counters.active.fetch_sub(1, Ordering::AcqRel);
+                // The unit claimed above, given back however the connection ends.
+                let pending = Slot(&counters.pending);
+                serve_connection(
+                    stream,
+                    peer,
+                    pending,
+                    &config,
+                    &policy,
+                    &dispatcher,
+                    &counters,
+                )
+                .await;
             }
-            .instrument(span),
+            .instrument(info_span!("association", %peer)),
         );
+    }
+}
+
+/// One unit of a bounded counter (pending handshakes, established associations), given back
+/// when dropped — whatever way the connection ends.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// Takes a unit if fewer than `max` are taken.
+    fn claim(counter: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        try_claim(counter, max).then(|| Slot(counter))
+    }
+}
+
+/// Takes a unit of `counter` if fewer than `max` are taken; the caller gives it back (a [`Slot`]).
+fn try_claim(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -260,21 +283,33 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    pending: Slot<'_>,
     config: &ServerConfig,
     policy: &AcceptorPolicy,
     dispatcher: &Dispatcher,
     counters: &Counters,
 ) {
     let mut calling = None;
+    let mut slot = None;
     let accepted = Association::accept_with(stream, config.timeouts, config.limits, |rq| {
         calling = Some(rq.calling_ae_title.clone());
-        policy.evaluate(rq)
+        // An association slot is taken only now, when a request has come.
+        let Some(claimed) = Slot::claim(&counters.active, config.max_associations) else {
+            return Decision::Reject(reject_local_limit_exceeded());
+        };
+        let decision = policy.evaluate(rq);
+        if matches!(decision, Decision::Accept { .. }) {
+            slot = Some(claimed);
+        }
+        decision
     })
     .await;
+    drop(pending);
     let mut association = match accepted {
         Ok(association) => association,
         Err(error) => return log_refusal(counters, peer, calling, Some(error)),
     };
+    let _slot = slot;
     counters.accepted.fetch_add(1, Ordering::Relaxed);
     let negotiated = association.negotiated();
     info!(

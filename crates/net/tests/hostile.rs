@@ -266,3 +266,39 @@ async fn a_raw_release_request_is_answered_and_the_server_goes_on() {
     let statistics = server.stop().await;
     assert_eq!(statistics.released, 2);
 }
+
+#[tokio::test]
+async fn silent_connections_do_not_take_association_slots() {
+    let mut config = config();
+    config.max_associations = 1;
+    config.max_pending_associations = 3;
+    let server = start_server(config).await;
+    // Two peers connect and say nothing (each is closed by ARTIM after 1 s)...
+    let silent = [
+        raw_connect(server.address).await,
+        raw_connect(server.address).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and a real association still gets the one slot.
+    assert_echo_works(server.address).await;
+    // A third silent peer still fits the pending bound (3); a fourth is beyond it and is
+    // closed at once, without a PDU, while the third waits for ARTIM.
+    let mut third = raw_connect(server.address).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = raw_connect(server.address).await;
+    let started = Instant::now();
+    assert_eq!(read_until_closed(&mut fourth).await, vec![]);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the fourth waited for ARTIM"
+    );
+    assert_eq!(read_until_closed(&mut third).await, vec![]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "the third was not given ARTIM"
+    );
+    drop(silent);
+    let statistics = server.stop().await;
+    assert_eq!(statistics.accepted, 1);
+    assert!(statistics.failed_requests >= 1);
+}
