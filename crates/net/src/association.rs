@@ -330,18 +330,7 @@ impl Association {
         message: &Message,
         data_set: Option<&[u8]>,
     ) -> Result<(), Error> {
-        self.check_context(presentation_context_id)?;
-        let command = fragment::encode_command(message)?;
-        let peer_max = self.info.negotiated.peer_max_pdu_length;
-        self.step(Event::PDataRequest)?;
-        self.write_buf.clear();
-        fragment::encode_pdata_pdus(
-            presentation_context_id,
-            true,
-            &command,
-            peer_max,
-            &mut self.write_buf,
-        )?;
+        let peer_max = self.start_message(presentation_context_id, message)?;
         if let Some(data) = data_set {
             fragment::encode_pdata_pdus(
                 presentation_context_id,
@@ -366,19 +355,8 @@ impl Association {
         reader: &mut R,
         length: u64,
     ) -> Result<(), Error> {
-        self.check_context(presentation_context_id)?;
-        let command = fragment::encode_command(message)?;
-        let peer_max = self.info.negotiated.peer_max_pdu_length;
+        let peer_max = self.start_message(presentation_context_id, message)?;
         let max_data = fragment::max_pdv_data_len(peer_max) as u64;
-        self.step(Event::PDataRequest)?;
-        self.write_buf.clear();
-        fragment::encode_pdata_pdus(
-            presentation_context_id,
-            true,
-            &command,
-            peer_max,
-            &mut self.write_buf,
-        )?;
         let mut remaining = length;
         loop {
             // An empty data set still takes one (empty, last) fragment.
@@ -400,18 +378,15 @@ impl Association {
             let read = std::io::Read::read_to_end(
                 &mut std::io::Read::take(&mut *reader, piece),
                 &mut chunk,
-            );
-            let short = matches!(read, Ok(n) if (n as u64) < piece);
-            if let Err(source) = read.and_then(|_| {
-                if short {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the data set ended early",
-                    ))
-                } else {
-                    Ok(())
-                }
-            }) {
+            )
+            .and_then(|n| match n as u64 == piece {
+                true => Ok(()),
+                false => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the data set ended early",
+                )),
+            });
+            if let Err(source) = read {
                 self.write_buf.clear();
                 self.abort_locally(AbortSource::ServiceUser, AbortReason::NotSpecified)
                     .await;
@@ -428,26 +403,26 @@ impl Association {
         }
     }
 
-    /// Sends one fragment of a data set on `pc_id`; `is_last` marks its end. Lets a sender stream
-    /// a data set in pieces after sending its command with `send_message(.., None)`.
-    pub async fn send_data_fragment(
+    /// Checks the context, encodes `message`'s command set and puts its P-DATA-TF PDUs in the
+    /// (cleared) send buffer; returns the peer's maximum PDU length for the data that follows.
+    fn start_message(
         &mut self,
         presentation_context_id: u8,
-        data: &[u8],
-        is_last: bool,
-    ) -> Result<(), Error> {
+        message: &Message,
+    ) -> Result<u32, Error> {
         self.check_context(presentation_context_id)?;
+        let command = fragment::encode_command(message)?;
+        let peer_max = self.info.negotiated.peer_max_pdu_length;
         self.step(Event::PDataRequest)?;
         self.write_buf.clear();
-        fragment::encode_pdata_chunk(
+        fragment::encode_pdata_pdus(
             presentation_context_id,
-            false,
-            data,
-            is_last,
-            self.info.negotiated.peer_max_pdu_length,
+            true,
+            &command,
+            peer_max,
             &mut self.write_buf,
         )?;
-        self.flush_write_buf().await
+        Ok(peer_max)
     }
 
     fn check_context(&self, presentation_context_id: u8) -> Result<(), Error> {

@@ -199,25 +199,24 @@ impl StorageSink for FileSink {
             ));
         };
         let summary = self.scan(&mut file)?;
-        let io_failure = |path: &Path, e| write_failure(path, e);
         if self.storage.fsync {
             file.sync_all()
-                .map_err(|e| io_failure(self.temporary_path(), e))?;
+                .map_err(|e| write_failure(self.temporary_path(), e))?;
         }
         drop(file);
         let destination = self.final_path(&summary);
         if let Some(folder) = destination.parent() {
-            fs::create_dir_all(folder).map_err(|e| io_failure(folder, e))?;
+            fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
         }
         let temporary = self.temporary_path().to_path_buf();
-        fs::rename(&temporary, &destination).map_err(|e| io_failure(&destination, e))?;
+        fs::rename(&temporary, &destination).map_err(|e| write_failure(&destination, e))?;
         self.temporary = None;
         if self.storage.fsync
             && let Some(folder) = destination.parent()
         {
             File::open(folder)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| io_failure(folder, e))?;
+                .map_err(|e| write_failure(folder, e))?;
         }
         let mismatch = [
             (
