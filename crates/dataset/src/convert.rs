@@ -9,10 +9,10 @@
 use std::io::{self, Read, Write};
 
 use dicom_core::header::Header;
+use dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
 use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
-use dimsum_ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;

@@ -12,6 +12,13 @@
 //!   are skipped rather than read.
 //! - [`convert`]: re-encoding a data set between the uncompressed transfer syntaxes, through
 //!   dicom-rs once [`scan`] has accepted it.
+//!
+//! UID syntax (PS3.5 §9.1) is checked by `dimsum-uid`, the validator the Upper Layer uses too.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod convert;
 pub mod part10;

@@ -1,13 +1,20 @@
 //! Storage SOP classes (PS3.4 Annex B), taken from the SOP class dictionary of
 //! dicom-dictionary-std (PS3.6 Annex A).
+//!
+//! dicom-dictionary-std 0.10 answers look-ups by UID but offers no way to list its entries, so
+//! the list of Storage SOP classes is a generated file (`sop_class/storage_list.rs`), written by
+//! `scripts/gen-storage-sop-classes` from the source of the pinned dicom-dictionary-std. The
+//! tests below check it against the dictionary's own look-up.
 
-use std::sync::OnceLock;
+mod storage_list;
 
 use dicom_core::dictionary::{UidDictionary, UidDictionaryEntryRef};
 use dicom_dictionary_std::sop_class;
 
 use crate::transfer_syntax::compare_uids;
 use crate::trim_uid;
+
+use storage_list::STORAGE_SOP_CLASSES;
 
 fn entry(uid: &str) -> Option<&'static UidDictionaryEntryRef<'static>> {
     sop_class::registry().by_uid(trim_uid(uid))
@@ -18,49 +25,41 @@ pub fn name(uid: &str) -> Option<&'static str> {
     entry(uid).map(|entry| entry.name)
 }
 
-/// True if `name` names a SOP class of the Storage Service Class (PS3.4 Annex B): "… Storage",
-/// "… Storage - For Presentation", "… Storage - For Processing", the retired "… Storage - Trial"
-/// and "… Storage SOP Class" ones; not Storage Commitment (PS3.4 Annex J), and not the
-/// Query/Retrieve information models whose names mention no storage.
-fn is_storage_name(name: &str) -> bool {
-    name.contains("Storage") && !name.contains("Storage Commitment")
-}
-
 /// True if the UID is one of [`storage_sop_classes`].
 pub fn is_storage_sop_class(uid: &str) -> bool {
-    entry(uid).is_some_and(|entry| is_storage_name(entry.name))
+    let uid = trim_uid(uid);
+    STORAGE_SOP_CLASSES
+        .binary_search_by(|listed| compare_uids(listed, uid))
+        .is_ok()
 }
 
 /// Every Storage SOP class of the standard (PS3.4 Annex B.5, retired ones included), in UID
-/// order, as the SOP class dictionary of dicom-dictionary-std lists them.
-///
-/// dicom-dictionary-std 0.10 answers look-ups by UID but offers no way to list its entries. Its
-/// registry's `Debug` output does name every entry, so the candidate UIDs are gathered from it
-/// once, and each is then confirmed through the dictionary's own look-up; the tests check that
-/// this keeps finding the classes of the standard.
+/// order, as the SOP class dictionary of dicom-dictionary-std lists them: the SOP classes named
+/// "… Storage", "… Storage - For Presentation", "… Storage - For Processing", the retired
+/// "… Storage - Trial" and "… Storage SOP Class" ones; not Storage Commitment (PS3.4 Annex J),
+/// and not the Query/Retrieve information models whose names mention no storage.
 pub fn storage_sop_classes() -> Vec<&'static str> {
-    static STORAGE: OnceLock<Vec<&'static str>> = OnceLock::new();
-    STORAGE
-        .get_or_init(|| {
-            let listing = format!("{:?}", sop_class::registry());
-            let mut uids: Vec<&'static str> = listing
-                .split("uid: \"")
-                .skip(1)
-                .filter_map(|rest| rest.split('"').next())
-                .filter_map(entry)
-                .filter(|entry| is_storage_name(entry.name))
-                .map(|entry| entry.uid)
-                .collect();
-            uids.sort_by(|a, b| compare_uids(a, b));
-            uids.dedup();
-            uids
-        })
-        .clone()
+    STORAGE_SOP_CLASSES.to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule scripts/gen-storage-sop-classes applies to the dictionary's names.
+    fn is_storage_name(name: &str) -> bool {
+        name.contains("Storage") && !name.contains("Storage Commitment")
+    }
+
+    #[test]
+    fn every_listed_class_is_a_storage_class_of_the_dictionary() {
+        for uid in STORAGE_SOP_CLASSES {
+            let entry = entry(uid).unwrap_or_else(|| panic!("{uid} unknown to the dictionary"));
+            assert_eq!(entry.uid, *uid);
+            assert!(is_storage_name(entry.name), "{uid}: {}", entry.name);
+            assert!(is_storage_sop_class(uid), "{uid}");
+        }
+    }
 
     const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
     const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
@@ -99,19 +98,26 @@ mod tests {
             "1.2.840.10008.5.1.4.1.2.2.1", // Study Root Q/R FIND
             "1.2.840.10008.5.1.4.1.2.2.2", // Study Root Q/R MOVE
         ] {
+            // Known to the dictionary, but not a storage class.
+            assert!(name(uid).is_some(), "{uid}");
             assert!(!all.contains(&uid), "{uid} listed");
             assert!(!is_storage_sop_class(uid), "{uid}");
         }
-        assert!(all.iter().all(|uid| {
-            let name = name(uid).unwrap_or_default();
-            name.contains("Storage") && !name.contains("Commitment")
-        }));
     }
 
     #[test]
     fn listing_is_sorted_without_duplicates() {
         let all = storage_sop_classes();
+        // is_storage_sop_class searches it by halves: it must be in this order.
         assert!(all.windows(2).all(|w| compare_uids(w[0], w[1]).is_lt()));
+    }
+
+    #[test]
+    fn padding_is_ignored() {
+        assert!(is_storage_sop_class("1.2.840.10008.5.1.4.1.1.2\0"));
+        assert!(is_storage_sop_class("1.2.840.10008.5.1.4.1.1.2 "));
+        assert!(!is_storage_sop_class(""));
+        assert!(!is_storage_sop_class("1.2.3.4"));
     }
 
     #[test]

@@ -6,14 +6,18 @@
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
+use dicom_dictionary_std::uids::{
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntax};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
-use dimsum_ul::uids::{
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-};
 
 use crate::trim_uid;
+
+/// Explicit VR Big Endian (PS3.5 §A.3). Retired, so deprecated in dicom-dictionary-std, but still
+/// one that a Storage SCP must read and convert.
+#[allow(deprecated)]
+const EXPLICIT_VR_BIG_ENDIAN: &str = dicom_dictionary_std::uids::EXPLICIT_VR_BIG_ENDIAN;
 
 /// The uncompressed transfer syntaxes every implementation can convert between (PS3.5 §A.1,
 /// §A.2, §A.3 and §A.5), in the order of preference used by [`known_transfer_syntaxes`].
@@ -114,12 +118,10 @@ pub fn known_transfer_syntaxes() -> Vec<&'static str> {
 
 /// Orders UIDs by their numeric components, so that "1.2.4.100" follows "1.2.4.91".
 pub(crate) fn compare_uids(a: &str, b: &str) -> Ordering {
-    let key = |uid: &'_ str| -> Vec<(usize, String)> {
-        uid.split('.')
-            .map(|component| (component.len(), component.to_owned()))
-            .collect()
-    };
-    key(a).cmp(&key(b))
+    fn key(uid: &str) -> impl Iterator<Item = (usize, &str)> {
+        uid.split('.').map(|component| (component.len(), component))
+    }
+    key(a).cmp(key(b))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! Nothing here touches a socket or a clock: the async driver lives in `dimsum-net`.
 
 pub mod assemble;
+pub mod association;
 pub mod command;
 pub mod fragment;
 pub mod message;

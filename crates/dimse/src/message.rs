@@ -708,80 +708,91 @@ impl Message {
     /// responses and C-CANCEL-RQ, which are not answered.
     pub fn response_with_status(&self, status: Status) -> Option<Message> {
         let id = self.message_id()?;
-        // A UID that could not be encoded (decoding is lenient, encoding strict) is left out, so
-        // that the refusal itself can always be sent.
-        let class = |uid: &String| {
-            (!uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_graphic()))
-                .then(|| uid.clone())
-        };
         Some(match self {
             Message::CStoreRq(rq) => CStoreRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.affected_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.affected_sop_instance_uid),
                 ..CStoreRsp::new(id, status)
             }
             .into(),
             Message::CFindRq(rq) => CFindRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
                 ..CFindRsp::new(id, status)
             }
             .into(),
             Message::CGetRq(rq) => CGetRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
                 ..CGetRsp::new(id, status)
             }
             .into(),
             Message::CMoveRq(rq) => CMoveRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
                 ..CMoveRsp::new(id, status)
             }
             .into(),
             Message::CEchoRq(rq) => CEchoRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
                 ..CEchoRsp::new(id, status)
             }
             .into(),
             Message::NEventReportRq(rq) => NEventReportRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.affected_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.affected_sop_instance_uid),
                 event_type_id: Some(rq.event_type_id),
                 ..NEventReportRsp::new(id, status)
             }
             .into(),
             Message::NGetRq(rq) => NGetRsp {
-                affected_sop_class_uid: class(&rq.requested_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.requested_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.requested_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.requested_sop_instance_uid),
                 ..NGetRsp::new(id, status)
             }
             .into(),
             Message::NSetRq(rq) => NSetRsp {
-                affected_sop_class_uid: class(&rq.requested_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.requested_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.requested_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.requested_sop_instance_uid),
                 ..NSetRsp::new(id, status)
             }
             .into(),
             Message::NActionRq(rq) => NActionRsp {
-                affected_sop_class_uid: class(&rq.requested_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.requested_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.requested_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.requested_sop_instance_uid),
                 action_type_id: Some(rq.action_type_id),
                 ..NActionRsp::new(id, status)
             }
             .into(),
             Message::NCreateRq(rq) => NCreateRsp {
-                affected_sop_class_uid: class(&rq.affected_sop_class_uid),
-                affected_sop_instance_uid: rq.affected_sop_instance_uid.as_ref().and_then(class),
+                affected_sop_class_uid: echoable_uid(&rq.affected_sop_class_uid),
+                affected_sop_instance_uid: rq
+                    .affected_sop_instance_uid
+                    .as_deref()
+                    .and_then(echoable_uid),
                 ..NCreateRsp::new(id, status)
             }
             .into(),
             Message::NDeleteRq(rq) => NDeleteRsp {
-                affected_sop_class_uid: class(&rq.requested_sop_class_uid),
-                affected_sop_instance_uid: class(&rq.requested_sop_instance_uid),
+                affected_sop_class_uid: echoable_uid(&rq.requested_sop_class_uid),
+                affected_sop_instance_uid: echoable_uid(&rq.requested_sop_instance_uid),
                 ..NDeleteRsp::new(id, status)
             }
             .into(),
             _ => return None,
         })
     }
+}
+
+/// A request's UID as a response may echo it, or `None` when the command encoder would refuse
+/// it: 1 to [`MAX_LEN`](dimsum_ul::uid::MAX_LEN) printable ASCII characters, no space.
+///
+/// Deliberately not the UID syntax of PS3.5 §9.1 ([`dimsum_ul::uid::validate`]): decoding is
+/// lenient, so a request may carry a malformed UID, and a provider that refuses it (0xC000,
+/// 0xA900…) still echoes whatever can be encoded. Leaving out only what cannot be encoded keeps
+/// the refusal itself always sendable.
+fn echoable_uid(uid: &str) -> Option<String> {
+    (!uid.is_empty()
+        && uid.len() <= dimsum_ul::uid::MAX_LEN
+        && uid.bytes().all(|b| b.is_ascii_graphic()))
+    .then(|| uid.to_owned())
 }
 
 #[cfg(test)]
@@ -939,5 +950,35 @@ mod tests {
                 .response_with_status(Status::SUCCESS),
             None
         );
+    }
+
+    /// Refusals echo what the encoder can encode, well-formed UID or not, and leave out the rest.
+    #[test]
+    fn refusals_echo_encodable_uids_only() {
+        let too_long = "1".repeat(dimsum_ul::uid::MAX_LEN + 1);
+        for (uid, echoed) in [
+            ("1.2.840.10008.5.1.4.1.1.2", true),
+            ("1.2.x", true),  // malformed (PS3.5 §9.1), but encodable
+            ("1.02.3", true), // likewise
+            ("", false),
+            ("1.2 3", false),
+            ("1.2.\u{e9}", false),
+            (too_long.as_str(), false),
+        ] {
+            assert_eq!(echoable_uid(uid).is_some(), echoed, "{uid:?}");
+            let rq = Message::CStoreRq(CStoreRq {
+                message_id: 1,
+                affected_sop_class_uid: uid.into(),
+                affected_sop_instance_uid: uid.into(),
+                priority: Priority::Medium,
+                move_originator_ae_title: None,
+                move_originator_message_id: None,
+                data_set_present: true,
+            });
+            let Some(rsp) = rq.response_with_status(Status::OUT_OF_RESOURCES) else {
+                panic!("a C-STORE-RQ is answered");
+            };
+            assert!(rsp.to_command_set().encode().is_ok(), "{uid:?}");
+        }
     }
 }

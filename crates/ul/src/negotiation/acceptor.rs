@@ -177,6 +177,18 @@ pub fn reject_temporary_congestion() -> AssociateRj {
     }
 }
 
+/// The rejection the Upper Layer service-provider itself gives an A-ASSOCIATE-RQ it cannot take
+/// (PS3.8 AE-6, "not acceptable by the service-provider"), before any user policy: a protocol
+/// version without bit 0 (version 1) set is refused permanently with service-provider (ACSE)
+/// source, protocol-version-not-supported (PS3.8 §9.3.2, Table 9-21).
+pub fn provider_rejection(rq: &AssociateRq) -> Option<AssociateRj> {
+    (rq.protocol_version & 1 == 0).then(|| {
+        reject_permanent(RejectSource::ServiceProviderAcse(
+            ServiceProviderAcseReason::ProtocolVersionNotSupported,
+        ))
+    })
+}
+
 fn reject_permanent(source: RejectSource) -> AssociateRj {
     AssociateRj {
         result: RejectResult::Permanent,
@@ -360,10 +372,8 @@ impl AcceptorPolicy {
 
     /// The checks that refuse the whole association before any context is looked at.
     fn association_rejection(&self, rq: &AssociateRq) -> Option<AssociateRj> {
-        if rq.protocol_version & 1 == 0 {
-            return Some(reject_permanent(RejectSource::ServiceProviderAcse(
-                ServiceProviderAcseReason::ProtocolVersionNotSupported,
-            )));
+        if let Some(rejection) = provider_rejection(rq) {
+            return Some(rejection);
         }
         if trim_uid(&rq.application_context_name) != uids::APPLICATION_CONTEXT_NAME {
             return Some(reject_permanent(RejectSource::ServiceUser(
@@ -541,9 +551,11 @@ impl AcceptorPolicy {
         answers
     }
 
-    /// Our answer to a proposed asynchronous operations window (PS3.7 §D.3.3.3): we invoke no
-    /// more operations than the requestor performs and perform no more than it invokes, within
-    /// our own window; without one, 1/1.
+    /// Our answer to a proposed asynchronous operations window (PS3.7 §D.3.3.3). The AC's
+    /// Maximum Number Operations Invoked is how many operations the *requestor* may have
+    /// outstanding: no more than it proposed, no more than we perform at once. Its Maximum
+    /// Number Operations Performed is how many the requestor performs for us: no more than it
+    /// proposed, no more than we invoke. Without a window of our own, 1/1.
     fn answer_async_ops_window(&self, proposed: AsyncOpsWindow) -> AsyncOpsWindow {
         match self.async_ops_window {
             None => AsyncOpsWindow {
@@ -552,12 +564,12 @@ impl AcceptorPolicy {
             },
             Some(ours) => AsyncOpsWindow {
                 max_operations_invoked: min_window_value(
-                    ours.max_operations_invoked,
-                    proposed.max_operations_performed,
+                    proposed.max_operations_invoked,
+                    ours.max_operations_performed,
                 ),
                 max_operations_performed: min_window_value(
-                    ours.max_operations_performed,
-                    proposed.max_operations_invoked,
+                    proposed.max_operations_performed,
+                    ours.max_operations_invoked,
                 ),
             },
         }

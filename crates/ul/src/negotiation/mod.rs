@@ -36,12 +36,13 @@ mod tests;
 
 pub use acceptor::{
     AcceptorPolicy, Decision, IdentityOutcome, SopClassExtendedHandler, SupportedContext,
-    UserIdentityHandler, reject_local_limit_exceeded, reject_temporary_congestion,
+    UserIdentityHandler, provider_rejection, reject_local_limit_exceeded,
+    reject_temporary_congestion,
 };
 pub use requestor::{AssociationRequest, ProposedContext};
 
 use crate::pdu::{
-    AsyncOpsWindow, MAX_AE_TITLE_LEN, MAX_UID_LEN, PresentationContextResult, RoleSelection,
+    AsyncOpsWindow, MAX_AE_TITLE_LEN, PresentationContextResult, RoleSelection,
     SopClassCommonExtendedNegotiation, SopClassExtendedNegotiation, UserIdentityAc, UserIdentityRq,
 };
 
@@ -276,43 +277,16 @@ pub fn validate_ae_title<'a>(
     Ok(trimmed)
 }
 
-/// Whether a UID has the syntax of PS3.5 §9.1: at most 64 characters, dot-separated components
-/// of digits, each non-empty and without a leading zero (except "0" itself).
-pub fn is_valid_uid(uid: &str) -> bool {
-    uid_syntax_error(uid).is_none()
-}
+/// Whether a UID has the syntax of PS3.5 §9.1; the rule is [`crate::uid::validate`]'s.
+pub use crate::uid::is_valid as is_valid_uid;
 
-fn uid_syntax_error(uid: &str) -> Option<&'static str> {
-    if uid.is_empty() {
-        return Some("empty");
-    }
-    if uid.len() > MAX_UID_LEN {
-        return Some("longer than 64 characters");
-    }
-    for component in uid.split('.') {
-        if component.is_empty() {
-            return Some("empty component");
-        }
-        if !component.bytes().all(|b| b.is_ascii_digit()) {
-            return Some("a component contains a character other than a digit");
-        }
-        if component.len() > 1 && component.starts_with('0') {
-            return Some("a component has a leading zero");
-        }
-    }
-    None
-}
-
-/// Checks a UID (PS3.5 §9.1) for the named field.
+/// Checks a UID (PS3.5 §9.1, through [`crate::uid::validate`]) for the named field.
 pub fn validate_uid(field: &'static str, uid: &str) -> Result<(), NegotiationError> {
-    match uid_syntax_error(uid) {
-        None => Ok(()),
-        Some(reason) => Err(NegotiationError::InvalidUid {
-            field,
-            uid: uid.to_owned(),
-            reason,
-        }),
-    }
+    crate::uid::validate(uid).map_err(|error| NegotiationError::InvalidUid {
+        field,
+        uid: uid.to_owned(),
+        reason: error.reason(),
+    })
 }
 
 /// Checks an implementation version name (PS3.7 §D.3.3.2): 1–16 ISO 646 basic G0 characters.

@@ -900,18 +900,20 @@ fn async_ops_window_answer() {
         answer(Some(window(10, 3)), None).async_ops_window,
         Some(window(1, 1))
     );
-    // Ours invoked is capped by their performed and vice versa; 0 is unlimited.
+    // PS3.7 §D.3.3.3: the AC's "invoked" is what the requestor may invoke (at most what it
+    // proposed and what we perform); its "performed" what the requestor performs for us (at
+    // most what it proposed and what we invoke); 0 is unlimited.
     assert_eq!(
         answer(Some(window(10, 3)), Some(window(8, 4))).async_ops_window,
-        Some(window(3, 4))
+        Some(window(4, 3))
     );
     assert_eq!(
         answer(Some(window(0, 0)), Some(window(8, 4))).async_ops_window,
-        Some(window(8, 4))
+        Some(window(4, 8))
     );
     assert_eq!(
         answer(Some(window(2, 7)), Some(window(0, 0))).async_ops_window,
-        Some(window(7, 2))
+        Some(window(2, 7))
     );
 }
 

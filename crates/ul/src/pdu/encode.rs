@@ -92,7 +92,8 @@ fn u16_prefixed_bytes(
     })
 }
 
-/// Fails unless `uid` has 1 to 64 bytes (PS3.5 §9.1).
+/// Fails unless `uid` fits a UID field: 1 to 64 bytes (PS3.5 §9.1). Only the length, which the
+/// encoding needs; the syntax of a UID is checked once, by negotiation, with [`crate::uid`].
 fn check_uid(field: &'static str, uid: &str) -> Result<(), EncodeError> {
     if uid.is_empty() {
         return Err(EncodeError::InvalidValue {

@@ -23,7 +23,7 @@ pub const PDV_HEADER_LEN: usize = 6;
 /// Longest AE title on the wire (PS3.5 §6.2, AE VR).
 pub const MAX_AE_TITLE_LEN: usize = 16;
 /// Longest UID (PS3.5 §9.1).
-pub const MAX_UID_LEN: usize = 64;
+pub const MAX_UID_LEN: usize = crate::uid::MAX_LEN;
 
 /// Item and sub-item type codes (PS3.8 §9.3.2–9.3.3, Annex D; PS3.7 Annex D.3.3).
 pub mod item_type {
