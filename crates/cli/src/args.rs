@@ -1,5 +1,5 @@
-//! DCMTK's tools take multi-letter options after a single dash (`-aet`, `-aec`, `-pdu`, `-to`);
-//! they are rewritten to their long forms before parsing.
+//! DCMTK's tools take multi-letter options after a single dash (`-aet`, `-aec`, `-pdu`, `-to`)
+//! or a plus (`+tls`, `+cf`); they are rewritten to their long forms before parsing.
 
 use std::ffi::OsString;
 
@@ -17,6 +17,14 @@ const DCMTK_ALIASES: &[(&str, &str)] = &[
     ("-xe", "--propose-explicit"),
     ("-xb", "--propose-big-endian"),
     ("-xd", "--propose-deflated"),
+    // TLS (PS3.15 Annex B)
+    ("+tls", "--tls"),
+    ("-tls", "--disable-tls"),
+    ("+tla", "--anonymous-tls"),
+    ("+cf", "--add-cert-file"),
+    ("-ic", "--ignore-peer-cert"),
+    ("-rc", "--require-peer-cert"),
+    ("-vc", "--verify-peer-cert"),
 ];
 
 /// Replaces DCMTK-style single-dash long options with their double-dash forms.
@@ -37,6 +45,34 @@ pub fn expand_dcmtk_options(args: impl IntoIterator<Item = OsString>) -> Vec<OsS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dcmtk_tls_aliases_become_long_options() {
+        let args = [
+            "dimsum", "echoscu", "+tls", "key.pem", "cert.pem", "+cf", "ca.pem", "-ic", "-rc",
+            "-vc", "+tla", "-tls", "host",
+        ];
+        let expanded = expand_dcmtk_options(args.iter().map(OsString::from));
+        let expected = [
+            "dimsum",
+            "echoscu",
+            "--tls",
+            "key.pem",
+            "cert.pem",
+            "--add-cert-file",
+            "ca.pem",
+            "--ignore-peer-cert",
+            "--require-peer-cert",
+            "--verify-peer-cert",
+            "--anonymous-tls",
+            "--disable-tls",
+            "host",
+        ];
+        assert_eq!(
+            expanded,
+            expected.iter().map(OsString::from).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn dcmtk_aliases_become_long_options_and_the_rest_is_untouched() {

@@ -19,7 +19,6 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let config = options.server.config("ECHOSCP");
     let dispatcher = Dispatcher::new().with(EchoScp::new());
-    crate::serve::run_server(&options.server.bind, options.port, config, dispatcher).await
+    crate::serve::serve(&options.server, options.port, "ECHOSCP", dispatcher).await
 }

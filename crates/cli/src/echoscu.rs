@@ -48,12 +48,26 @@ pub async fn run(options: Options) -> Code {
         "Requesting association with {}@{} as {}",
         request.called_ae_title, address, request.calling_ae_title
     );
+    let tls = match options.network.tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            error!("{error}");
+            return Code::Usage;
+        }
+    };
     let timeouts = options.network.timeouts();
-    let mut association =
-        match Association::connect(&address, &request, timeouts, Limits::default()).await {
-            Ok(association) => association,
-            Err(error) => return exit::report(&error, &address),
-        };
+    let association = match Association::connect_with(
+        &address,
+        &request,
+        timeouts,
+        Limits::default(),
+        tls.as_ref(),
+    )
+    .await
+    {
+        Ok(association) => association,
+        Err(error) => return exit::report(&error, &address),
+    };
     info!(
         "Association accepted: {}",
         association.info().peer_summary()
@@ -78,7 +92,7 @@ pub async fn run(options: Options) -> Code {
     }
     let mut code = Code::Success;
     for _ in 0..options.repeat {
-        match scu::echo(&mut association).await {
+        match scu::echo(&association).await {
             Ok(status) if status.is_success() => {}
             Ok(_) => code = Code::DimseFailure,
             Err(error) => return exit::report(&error, &address),

@@ -32,7 +32,8 @@ pub fn for_error(error: &dimsum_net::Error) -> Code {
     use dimsum_net::Error::*;
     match error {
         Rejected(_) | NoPresentationContext(_) | Negotiation(_) => Code::Rejected,
-        Connect { .. } | Timeout { .. } | Io(_) | ConnectionClosed => Code::Connection,
+        Connect { .. } | Timeout { .. } | Io(_) | ConnectionClosed | Tls(_) => Code::Connection,
+        DataSource(_) => Code::Internal,
         _ => Code::Aborted,
     }
 }

@@ -9,6 +9,7 @@ mod options;
 mod serve;
 mod storescp;
 mod storescu;
+mod tls_options;
 
 use clap::{Parser, Subcommand};
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use dimsum_net::tls::{ClientTls, TlsError};
 use dimsum_net::{ServerConfig, Timeouts};
+
+use crate::tls_options::TlsOptions;
 
 /// AE titles and user identity of a requestor.
 #[derive(clap::Args, Debug)]
@@ -40,9 +43,15 @@ pub struct NetworkOptions {
     /// ACSE timeout in seconds: waiting for association and release answers (0 = none).
     #[arg(long = "acse-timeout", value_name = "SECONDS", default_value_t = 30)]
     pub acse_timeout: u64,
-    /// DIMSE timeout in seconds: waiting for each response (default: none).
-    #[arg(long = "dimse-timeout", value_name = "SECONDS")]
-    pub dimse_timeout: Option<u64>,
+    /// DIMSE timeout in seconds: the peer silent while a response is due or in the middle of a
+    /// message (0 = none).
+    #[arg(long = "dimse-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub dimse_timeout: u64,
+    /// Write timeout in seconds: the peer not reading what we send (0 = none).
+    #[arg(long = "write-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub write_timeout: u64,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 impl NetworkOptions {
@@ -50,9 +59,15 @@ impl NetworkOptions {
         Timeouts {
             connect: seconds(self.timeout),
             acse: seconds(self.acse_timeout),
-            dimse: self.dimse_timeout.and_then(seconds),
+            dimse: seconds(self.dimse_timeout),
+            write: seconds(self.write_timeout),
             ..Timeouts::default()
         }
+    }
+
+    /// The TLS configuration, read from the files given, or `None` for plain TCP.
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        self.tls.client_tls()
     }
 }
 
@@ -75,12 +90,20 @@ pub struct ServerOptions {
     #[arg(long = "allow-calling", value_name = "AE")]
     pub allow_calling: Vec<String>,
     /// Associations served at once; more are rejected (transient, local limit exceeded).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = dimsum_net::server::DEFAULT_MAX_ASSOCIATIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_associations: u32,
+    /// Associations served at once for one peer IP address (0 = no per-peer limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_associations_per_peer: u32,
     /// Connections whose association request is still awaited (they take no association
-    /// slot until they send one); beyond this, new connections are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// slot until they send one); beyond this, new connections are closed at once (0 = sized
+    /// from the open-file limit, which is raised to its maximum).
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_pending: u32,
+    /// Operations a peer may have outstanding on one association, when it proposes an
+    /// asynchronous operations window (PS3.7 D.3.3.3).
+    #[arg(long, value_name = "N", default_value_t = dimsum_net::server::DEFAULT_OPERATIONS_PERFORMED, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_operations: u16,
     /// ACSE timeout in seconds (0 = none).
     #[arg(long = "acse-timeout", value_name = "SECONDS", default_value_t = 30)]
     pub acse_timeout: u64,
@@ -90,26 +113,42 @@ pub struct ServerOptions {
     /// Abort an association idle for this many seconds (0 = never).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// DIMSE timeout in seconds: abort a peer silent in the middle of a message, or while a
+    /// response to our request is due (0 = never).
+    #[arg(long = "dimse-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub dimse_timeout: u64,
+    /// Write timeout in seconds: cut a peer that does not read what we send (0 = never).
+    #[arg(long = "write-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub write_timeout: u64,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 impl ServerOptions {
     /// The server configuration these options describe, for a tool whose default AE title is
     /// `default_ae_title`.
-    pub fn config(&self, default_ae_title: &str) -> ServerConfig {
+    pub fn config(&self, default_ae_title: &str) -> Result<ServerConfig, TlsError> {
         let mut config = ServerConfig::new(self.aetitle.as_deref().unwrap_or(default_ae_title));
         config.max_pdu_length = self.max_pdu;
         config.require_called_ae_title = self.require_called_aet;
         config.allowed_calling_ae_titles =
             (!self.allow_calling.is_empty()).then(|| self.allow_calling.clone());
         config.max_associations = self.max_associations as usize;
-        config.max_pending_associations = self.max_pending as usize;
+        config.max_associations_per_peer =
+            (self.max_associations_per_peer > 0).then_some(self.max_associations_per_peer as usize);
+        config.max_pending_associations =
+            (self.max_pending > 0).then_some(self.max_pending as usize);
+        config.max_operations_performed = self.max_operations;
         config.timeouts = Timeouts {
             acse: seconds(self.acse_timeout),
             artim: Duration::from_secs(self.artim_timeout),
             idle: seconds(self.idle_timeout),
+            dimse: seconds(self.dimse_timeout),
+            write: seconds(self.write_timeout),
             ..Timeouts::default()
         };
-        config
+        config.tls = self.tls.server_tls()?;
+        Ok(config)
     }
 }
 

@@ -5,7 +5,25 @@ use tracing::{error, info};
 use dimsum_net::scp::Dispatcher;
 use dimsum_net::{Server, ServerConfig};
 
+use crate::options::ServerOptions;
+
 use crate::exit::Code;
+
+/// Serves with `dispatcher` as `options` say (our AE title defaulting to `default_ae_title`).
+pub async fn serve(
+    options: &ServerOptions,
+    port: u16,
+    default_ae_title: &str,
+    dispatcher: Dispatcher,
+) -> Code {
+    match options.config(default_ae_title) {
+        Ok(config) => run_server(&options.bind, port, config, dispatcher).await,
+        Err(error) => {
+            error!("{error}");
+            Code::Usage
+        }
+    }
+}
 
 /// Binds `bind:port`, serves with `dispatcher` until SIGINT or SIGTERM, then stops gracefully.
 pub async fn run_server(

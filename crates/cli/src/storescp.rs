@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use tracing::{error, info};
 
 use dimsum_net::dataset::{sop_class, transfer_syntax};
-use dimsum_net::scp::{Dispatcher, EchoScp, FileStorage, Layout, StoreScp, StoredInstance};
+use dimsum_net::scp::{Dispatcher, EchoScp, StoreScp};
+use dimsum_net::storage::{FileStorage, Layout, Origin, StoredInstance};
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
@@ -72,8 +73,8 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
         info!(
             "Stored {} from {} ({}, {} bytes)",
             stored.path.display(),
-            stored.request.calling_ae_title,
-            stored.request.sop_class_uid,
+            stored.instance.source_ae_title().unwrap_or("?"),
+            stored.instance.sop_class_uid,
             stored.data_set_length
         );
         if let Some(command) = &hook {
@@ -97,8 +98,7 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
     if options.promiscuous {
         dispatcher = dispatcher.with_fallback(store, transfer_syntaxes);
     }
-    let config = options.server.config(default_ae_title);
-    crate::serve::run_server(&options.server.bind, options.port, config, dispatcher).await
+    crate::serve::serve(&options.server, options.port, default_ae_title, dispatcher).await
 }
 
 /// Runs the `--exec-on-reception` command for a stored file, in the background. The values
@@ -120,14 +120,26 @@ fn run_reception_hook(template: &str, stored: &StoredInstance) {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let (calling, called, peer) = match &stored.instance.origin {
+        Origin::Dimse(origin) => (
+            origin.calling_ae_title.clone(),
+            origin.called_ae_title.clone(),
+            origin.peer_address.ip().to_string(),
+        ),
+        Origin::Web { peer_address } => (
+            String::new(),
+            String::new(),
+            peer_address.map(|a| a.ip().to_string()).unwrap_or_default(),
+        ),
+    };
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(&command)
         .env("DIMSUM_FOLDER", folder)
         .env("DIMSUM_FILE", file)
-        .env("DIMSUM_CALLING_AE", &stored.request.calling_ae_title)
-        .env("DIMSUM_CALLED_AE", &stored.request.called_ae_title)
-        .env("DIMSUM_PEER", stored.request.peer_address.ip().to_string())
+        .env("DIMSUM_CALLING_AE", calling)
+        .env("DIMSUM_CALLED_AE", called)
+        .env("DIMSUM_PEER", peer)
         .stdin(Stdio::null())
         .spawn();
     match spawned {

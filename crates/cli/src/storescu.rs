@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use dimsum_net::scu::store::{self, StoreFile, StoreFileError, TransferSyntaxProposal};
+use dimsum_net::tls::ClientTls;
 use dimsum_net::ul::negotiation::{AssociationRequest, MAX_PRESENTATION_CONTEXTS};
+use dimsum_net::ul::pdu::AsyncOpsWindow;
 use dimsum_net::ul::uids::{
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -54,6 +56,10 @@ pub struct Options {
     /// Associations used at once for the batch.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub parallel: u32,
+    /// C-STORE requests outstanding at once on an association: the asynchronous operations
+    /// window proposed (PS3.7 D.3.3.3); a peer that does not grant one gets one at a time.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub window: u16,
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -92,29 +98,19 @@ struct Tally {
 pub async fn run(options: Options, default_ae_title: &str) -> Code {
     logging::init(options.verbosity);
     let started = Instant::now();
-    let paths = match store::collect_files(&options.paths) {
-        Ok(paths) => paths,
-        Err(e) => {
+    let paths = options.paths.clone();
+    let listed = tokio::task::spawn_blocking(move || open_files(&paths)).await;
+    let (files, skipped) = match listed {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => {
             error!("cannot list the files to send: {e}");
             return Code::Usage;
         }
-    };
-    let mut files = Vec::new();
-    let mut skipped = 0;
-    for path in paths {
-        match StoreFile::open(&path) {
-            Ok(file) => files.push(file),
-            Err(e) => {
-                skipped += 1;
-                match e {
-                    StoreFileError::NotDicom { .. } => {
-                        warn!("skipping {}: not a DICOM file ({e})", path.display())
-                    }
-                    other => warn!("skipping {}: {other}", path.display()),
-                }
-            }
+        Err(e) => {
+            error!("cannot list the files to send: {e}");
+            return Code::Internal;
         }
-    }
+    };
     if files.is_empty() {
         error!("no DICOM files to send");
         return Code::DimseFailure;
@@ -134,6 +130,19 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
     )
     .with_contexts(contexts);
     request.max_pdu_length = options.network.max_pdu;
+    if options.window > 1 {
+        request.async_ops_window = Some(AsyncOpsWindow {
+            max_operations_invoked: options.window,
+            max_operations_performed: 1,
+        });
+    }
+    let tls = match options.network.tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            error!("{error}");
+            return Code::Usage;
+        }
+    };
     if let Err(e) = request.to_pdu() {
         error!("{e}");
         return Code::Usage;
@@ -161,25 +170,23 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
     }
     let mut tasks = Vec::new();
     for batch in batches {
-        let (request, address, tally, progress, move_originator) = (
+        let (request, address, tally, progress, move_originator, tls) = (
             request.clone(),
             address.clone(),
             Arc::clone(&tally),
             progress.clone(),
             move_originator.clone(),
+            tls.clone(),
         );
         let timeouts = options.network.timeouts();
         tasks.push(tokio::spawn(async move {
-            send_batch(
-                &address,
-                &request,
+            let peer = Peer {
+                address: &address,
+                request: &request,
                 timeouts,
-                batch,
-                move_originator,
-                &tally,
-                &progress,
-            )
-            .await
+                tls: tls.as_ref(),
+            };
+            send_batch(peer, batch, move_originator, &tally, &progress).await
         }));
     }
     for task in tasks {
@@ -213,11 +220,34 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
     }
 }
 
+/// Lists the files under `paths` and reads their file meta (blocking); the files that are not
+/// DICOM are counted and reported once each.
+fn open_files(paths: &[PathBuf]) -> std::io::Result<(Vec<StoreFile>, usize)> {
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    for path in store::collect_files(paths)? {
+        match StoreFile::open(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => {
+                skipped += 1;
+                warn!("skipping {e}");
+            }
+        }
+    }
+    Ok((files, skipped))
+}
+
+/// Where and how a batch is sent.
+struct Peer<'a> {
+    address: &'a str,
+    request: &'a AssociationRequest,
+    timeouts: dimsum_net::Timeouts,
+    tls: Option<&'a ClientTls>,
+}
+
 /// Sends `files` over one association, carrying on past failures of single files.
 async fn send_batch(
-    address: &str,
-    request: &AssociationRequest,
-    timeouts: dimsum_net::Timeouts,
+    peer: Peer<'_>,
     files: Vec<StoreFile>,
     move_originator: Option<(String, u16)>,
     tally: &Mutex<Tally>,
@@ -227,32 +257,38 @@ async fn send_batch(
         Ok(mut tally) => update(&mut tally),
         Err(poisoned) => update(&mut poisoned.into_inner()),
     };
+    let address = peer.address;
     info!(
         "Requesting association with {}@{} as {}",
-        request.called_ae_title, address, request.calling_ae_title
+        peer.request.called_ae_title, address, peer.request.calling_ae_title
     );
-    let mut association =
-        match Association::connect(address, request, timeouts, Limits::default()).await {
-            Ok(association) => association,
-            Err(error) => {
-                let code = exit::report(&error, address);
-                record(&|t| {
-                    t.failed += files.len();
-                    t.association_error = Some(code);
-                });
-                return;
-            }
-        };
+    let association = match Association::connect_with(
+        address,
+        peer.request,
+        peer.timeouts,
+        Limits::default(),
+        peer.tls,
+    )
+    .await
+    {
+        Ok(association) => association,
+        Err(error) => {
+            let code = exit::report(&error, address);
+            record(&|t| {
+                t.failed += files.len();
+                t.association_error = Some(code);
+            });
+            return;
+        }
+    };
     info!(
         "Association accepted: {}",
         association.info().peer_summary()
     );
-    let mut remaining = files.len();
-    for file in &files {
-        remaining -= 1;
+    store::store_files(&association, &files, move_originator, |file, outcome| {
         let uid = &file.meta.media_storage_sop_instance_uid;
         let path = file.path.display();
-        match store::store_file(&mut association, file, move_originator.clone()).await {
+        match outcome {
             Ok(outcome) => {
                 let status = outcome.response.status;
                 let comment = outcome
@@ -278,6 +314,7 @@ async fn send_batch(
                     record(&|t| t.failed += 1);
                 }
             }
+            Err(StoreFileError::NotSent) => record(&|t| t.failed += 1),
             Err(e) if e.ends_association() => {
                 error!("{path} ({uid}): {e}");
                 let code = match &e {
@@ -285,10 +322,9 @@ async fn send_batch(
                     _ => Code::Aborted,
                 };
                 record(&|t| {
-                    t.failed += 1 + remaining;
+                    t.failed += 1;
                     t.association_error = Some(code);
                 });
-                return;
             }
             Err(e) => {
                 error!("{path}: {e}");
@@ -296,6 +332,10 @@ async fn send_batch(
             }
         }
         progress.advance(file.data_length);
+    })
+    .await;
+    if !association.is_established() {
+        return;
     }
     match association.release().await {
         Ok(()) => info!("Association released"),

@@ -1037,7 +1037,7 @@ fn dcmsend_to_dcmrecv_with_their_default_titles() {
     assert_contains(
         &sent.stderr,
         &format!(
-            "W: skipping {}: not a DICOM file",
+            "W: skipping {}: not a DICOM Part 10 file (no DICM prefix at offset 128)",
             to_send.join("notes.txt").display()
         ),
         &context,

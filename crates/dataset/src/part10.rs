@@ -176,7 +176,11 @@ pub enum Part10Error {
 pub fn read_meta<R: Read>(reader: &mut R) -> Result<(FileMeta, u64), Part10Error> {
     let mut source = CountingReader { reader, offset: 0 };
     let mut header = [0u8; PREAMBLE_LENGTH + 4];
-    source.read_exact(&mut header)?;
+    // A file too short to hold the preamble and prefix is not a Part 10 file either.
+    match source.read_exact(&mut header) {
+        Err(Part10Error::Truncated { .. }) => return Err(Part10Error::NotPart10),
+        other => other?,
+    }
     if header.get(PREAMBLE_LENGTH..) != Some(DICM_PREFIX.as_slice()) {
         return Err(Part10Error::NotPart10);
     }
@@ -718,12 +722,17 @@ mod tests {
     #[test]
     fn truncated_meta() {
         let bytes = encode_header(&sample()).unwrap();
-        for cut in [100, 140, 150, bytes.len() - 1] {
+        for cut in [140, 150, bytes.len() - 1] {
             let error = read_meta(&mut &bytes[..cut]).unwrap_err();
             assert!(
                 matches!(error, Part10Error::Truncated { .. }),
                 "{cut}: {error}"
             );
+        }
+        // Too short for the preamble and prefix: not a Part 10 file at all.
+        for cut in [0, 100, 131] {
+            let error = read_meta(&mut &bytes[..cut]).unwrap_err();
+            assert!(matches!(error, Part10Error::NotPart10), "{cut}: {error}");
         }
     }
 

@@ -1,36 +1,68 @@
 use std::time::Duration;
 
+use dimsum_dimse::association as proto;
+use dimsum_dimse::command::CommandLimits;
 use dimsum_ul::pdu::DecodeLimits;
 
 /// The timers of an association (PS3.8 §9.1.5 for ARTIM; the others are local policy).
 ///
-/// `None` waits for ever. Defaults follow DCMTK and pynetdicom: 30 s for connect, ACSE and
-/// ARTIM, no DIMSE limit, and a 5 minute idle limit for service providers.
+/// `None` switches a timer off. The defaults are safe for a server facing the internet: 30 s
+/// for connect, ACSE and ARTIM; 60 s of silence in the middle of a message or while a response
+/// is due (DIMSE) and 60 s for a peer that does not read what we send (write); 5 minutes idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TCP connect.
+    /// TCP connect (and the TLS handshake).
     pub connect: Option<Duration>,
     /// Waiting for A-ASSOCIATE-AC/RJ and for A-RELEASE-RP.
     pub acse: Option<Duration>,
-    /// Waiting for a DIMSE response, or for the next fragment of a message being received.
+    /// The peer silent in the middle of a message, or while a response to our request is due.
     pub dimse: Option<Duration>,
     /// Association request/reject/release timer: how long an acceptor waits for the
-    /// A-ASSOCIATE-RQ after the connection opens, and how long either side waits for the peer to
-    /// close the connection after an A-ASSOCIATE-RJ, A-RELEASE-RP or A-ABORT.
+    /// A-ASSOCIATE-RQ after the connection opens (and for the TLS handshake), and how long
+    /// either side waits for the peer to close after an A-ASSOCIATE-RJ, A-RELEASE-RP or A-ABORT.
     pub artim: Duration,
-    /// How long a service provider waits for the next command before it aborts.
+    /// How long an association may have nothing in flight before it is aborted.
     pub idle: Option<Duration>,
+    /// How long bytes to send may wait without the peer taking any of them.
+    pub write: Option<Duration>,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
+        let association = proto::Timeouts::default();
         Self {
             connect: Some(Duration::from_secs(30)),
-            acse: Some(Duration::from_secs(30)),
-            dimse: None,
-            artim: Duration::from_secs(30),
-            idle: Some(Duration::from_secs(300)),
+            acse: association.acse,
+            dimse: association.dimse,
+            artim: association.artim,
+            idle: association.idle,
+            write: association.write,
         }
+    }
+}
+
+impl Timeouts {
+    /// The timers the sans-IO association runs.
+    pub fn association(&self) -> proto::Timeouts {
+        proto::Timeouts {
+            artim: self.artim,
+            acse: self.acse,
+            dimse: self.dimse,
+            idle: self.idle,
+            write: self.write,
+        }
+    }
+
+    /// How long `timer` runs, in seconds (for messages).
+    pub fn seconds(&self, timer: proto::Timer) -> f64 {
+        let duration = match timer {
+            proto::Timer::Artim => Some(self.artim),
+            proto::Timer::Acse => self.acse,
+            proto::Timer::Dimse => self.dimse,
+            proto::Timer::Idle => self.idle,
+            proto::Timer::Write => self.write,
+        };
+        duration.map_or(0.0, |d| d.as_secs_f64())
     }
 }
 
@@ -41,7 +73,8 @@ pub struct Limits {
     pub decode: DecodeLimits,
     /// The longest command set accepted (command sets are small; 64 KiB is generous).
     pub max_command_length: usize,
-    /// The largest data set [`crate::Association::receive_data_set`] collects in memory.
+    /// The largest data set collected in memory (identifiers, small objects); larger ones are
+    /// streamed.
     pub max_in_memory_data_set: usize,
 }
 
@@ -52,5 +85,17 @@ impl Default for Limits {
             max_command_length: 64 * 1024,
             max_in_memory_data_set: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// The sans-IO association's configuration for these timers and limits.
+pub(crate) fn association_config(timeouts: &Timeouts, limits: &Limits) -> proto::Config {
+    proto::Config {
+        timeouts: timeouts.association(),
+        decode: limits.decode,
+        command: CommandLimits {
+            max_command_len: limits.max_command_length,
+            ..CommandLimits::default()
+        },
     }
 }

@@ -1,14 +1,17 @@
 //! # dimsum-net — DICOM networking over tokio
 //!
-//! The async driver of the sans-IO cores in `dimsum-ul` and `dimsum-dimse`:
+//! The async driver of the sans-IO association of `dimsum-dimse`, and the services on it:
 //!
-//! * [`Association`]: one DICOM association (PS3.8 §7) for either side — connect or accept,
-//!   exchange DIMSE messages, release, abort — driven through the PS3.8 §9.2 state machine, with
-//!   the connect, ACSE, DIMSE, ARTIM and idle timers of [`Timeouts`].
-//! * [`scu`]: one small client per service (C-ECHO so far).
-//! * [`scp`]: the service-provider framework: an [`scp::Scp`] per service and a
-//!   [`scp::Dispatcher`] that maps each incoming command to its SCP.
-//! * [`Server`]: a listener that runs many associations at once, with a limit, idle timeouts,
+//! * [`Association`]: one DICOM association (PS3.8 §7) for either side, over TCP or TLS
+//!   ([`tls`]) — connect or accept, send requests (pipelined up to the asynchronous operations
+//!   window) and responses, receive both, release, abort — full duplex, with the connect, ACSE,
+//!   DIMSE, ARTIM, idle and write timers of [`Timeouts`].
+//! * [`scu`]: one small client per service (C-ECHO, C-STORE).
+//! * [`scp`]: the service-provider framework: an [`scp::Scp`] per service, handler traits that
+//!   return statuses or streams, and a [`scp::Dispatcher`] that maps each incoming request to
+//!   its SCP and sends the responses.
+//! * [`storage`]: where received instances go, independent of how they came.
+//! * [`Server`]: a listener that runs many associations at once, with limits, timeouts,
 //!   graceful shutdown and statistics.
 
 mod association;
@@ -16,9 +19,14 @@ mod config;
 mod error;
 pub mod scp;
 pub mod scu;
-mod server;
+pub mod server;
+pub mod storage;
+pub mod tls;
 
-pub use association::{Association, AssociationInfo, Command, Incoming};
+pub use association::{
+    Association, AssociationInfo, DataSetStream, DataSetWriter, IncomingRequest, Response,
+    Responses, Role, Transport,
+};
 pub use config::{Limits, Timeouts};
 pub use error::{AbortOrigin, Error};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStatistics};

@@ -1,19 +1,38 @@
-//! A DICOM server: accepts associations on a TCP listener and serves each with a dispatcher.
+//! A DICOM server: accepts associations on a TCP listener (optionally TLS) and serves each with
+//! a dispatcher.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, info, info_span, warn};
 
 use dimsum_ul::negotiation::{AcceptorPolicy, Decision, reject_local_limit_exceeded};
+use dimsum_ul::pdu::AsyncOpsWindow;
 
 use crate::scp::{Dispatcher, Outcome};
+use crate::tls::ServerTls;
 use crate::{Association, Error, Limits, Timeouts};
+
+/// Associations served at once by default: an association costs a task and a few buffers, so a
+/// busy hospital's peers (hundreds of modalities and workstations at once) all fit.
+pub const DEFAULT_MAX_ASSOCIATIONS: usize = 512;
+/// Operations a peer may have outstanding on one association by default (the asynchronous
+/// operations window we grant, PS3.7 §D.3.3.3), when it asks for a window.
+pub const DEFAULT_OPERATIONS_PERFORMED: u16 = 16;
+/// Bounds for the automatic pending-connection cap.
+const MIN_PENDING: usize = 64;
+const MAX_PENDING: usize = 16_384;
+/// File descriptors kept for each association slot (its socket and a file being stored) and
+/// for everything else, when the pending cap is sized from the open-file limit.
+const DESCRIPTORS_PER_ASSOCIATION: u64 = 2;
+const DESCRIPTORS_SPARE: u64 = 64;
 
 /// How a [`Server`] accepts and serves associations.
 #[derive(Debug, Clone)]
@@ -23,11 +42,20 @@ pub struct ServerConfig {
     /// Associations served at once; one more is rejected with A-ASSOCIATE-RJ (transient,
     /// service-provider presentation, local limit exceeded — PS3.8 Table 9-21).
     pub max_associations: usize,
-    /// Connections whose association request is still awaited or being answered. They do not
+    /// Associations served at once for one peer IP address (`None`: no per-peer limit); one
+    /// more is rejected the same way.
+    pub max_associations_per_peer: Option<usize>,
+    /// Connections whose association request (or TLS handshake) is still awaited. They do not
     /// take association slots (a peer that connects and says nothing cannot keep others out of
     /// an association for ARTIM), but they are bounded too: beyond this, new connections are
-    /// closed at once.
-    pub max_pending_associations: usize,
+    /// closed at once. `None` sizes the bound from the process's open-file limit (raised to its
+    /// hard limit when the server binds), so that thousands of silent connections fit.
+    pub max_pending_associations: Option<usize>,
+    /// TLS on every association (PS3.15 Annex B), when given.
+    pub tls: Option<ServerTls>,
+    /// How many operations a peer may have outstanding when it proposes an asynchronous
+    /// operations window.
+    pub max_operations_performed: u16,
     /// The maximum PDU length we announce (PS3.8 §D.1); 0 = unlimited.
     pub max_pdu_length: u32,
     /// Reject requests whose called AE title is not ours.
@@ -44,8 +72,11 @@ impl ServerConfig {
     pub fn new(ae_title: impl Into<String>) -> Self {
         Self {
             ae_title: ae_title.into(),
-            max_associations: 64,
-            max_pending_associations: 256,
+            max_associations: DEFAULT_MAX_ASSOCIATIONS,
+            max_associations_per_peer: None,
+            max_pending_associations: None,
+            tls: None,
+            max_operations_performed: DEFAULT_OPERATIONS_PERFORMED,
             max_pdu_length: 16_384,
             require_called_ae_title: false,
             allowed_calling_ae_titles: None,
@@ -98,6 +129,8 @@ struct Counters {
     active: AtomicUsize,
     /// Connections whose association is not established yet.
     pending: AtomicUsize,
+    /// Associations per peer address.
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Counters {
@@ -137,6 +170,8 @@ pub struct Server {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     policy: Arc<AcceptorPolicy>,
+    tls: Option<TlsAcceptor>,
+    max_pending: usize,
     dispatcher: Arc<Dispatcher>,
     handle: ServerHandle,
 }
@@ -147,15 +182,25 @@ impl Server {
         address: impl ToSocketAddrs,
         config: ServerConfig,
         dispatcher: Dispatcher,
-    ) -> std::io::Result<Server> {
+    ) -> Result<Server, Error> {
         let listener = TcpListener::bind(address).await?;
         let mut policy = dispatcher.policy(&config.ae_title);
         policy.max_pdu_length = config.max_pdu_length;
         policy.require_called_ae_title = config.require_called_ae_title;
         policy.allowed_calling_ae_titles = config.allowed_calling_ae_titles.clone();
+        policy.async_ops_window = Some(AsyncOpsWindow {
+            max_operations_invoked: 1,
+            max_operations_performed: config.max_operations_performed,
+        });
+        let tls = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+        let max_pending = config
+            .max_pending_associations
+            .unwrap_or_else(|| pending_cap(config.max_associations));
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listener,
+            tls,
+            max_pending,
             config: Arc::new(config),
             policy: Arc::new(policy),
             dispatcher: Arc::new(dispatcher),
@@ -221,7 +266,7 @@ impl Server {
 
     fn start(&self, stream: TcpStream, peer: SocketAddr, tasks: &mut JoinSet<()>) {
         let counters = Arc::clone(&self.handle.counters);
-        if !try_claim(&counters.pending, self.config.max_pending_associations) {
+        if !try_claim(&counters.pending, self.max_pending) {
             counters.failed_requests.fetch_add(1, Ordering::Relaxed);
             warn!(%peer, "too many association requests in progress: connection closed");
             return;
@@ -229,20 +274,18 @@ impl Server {
         let config = Arc::clone(&self.config);
         let policy = Arc::clone(&self.policy);
         let dispatcher = Arc::clone(&self.dispatcher);
+        let tls = self.tls.clone();
         tasks.spawn(
             async move {
                 // The unit claimed above, given back however the connection ends.
                 let pending = Slot(&counters.pending);
-                serve_connection(
-                    stream,
-                    peer,
-                    pending,
-                    &config,
-                    &policy,
-                    &dispatcher,
-                    &counters,
-                )
-                .await;
+                let connection = Connection {
+                    config: &config,
+                    policy: &policy,
+                    dispatcher: &dispatcher,
+                    counters: &counters,
+                };
+                connection.serve(stream, peer, pending, tls).await;
             }
             .instrument(info_span!("association", %peer)),
         );
@@ -280,54 +323,163 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    pending: Slot<'_>,
-    config: &ServerConfig,
-    policy: &AcceptorPolicy,
-    dispatcher: &Dispatcher,
-    counters: &Counters,
-) {
-    let mut calling = None;
-    let mut slot = None;
-    let accepted = Association::accept_with(stream, config.timeouts, config.limits, |rq| {
-        calling = Some(rq.calling_ae_title.clone());
-        // An association slot is taken only now, when a request has come.
-        let Some(claimed) = Slot::claim(&counters.active, config.max_associations) else {
-            return Decision::Reject(reject_local_limit_exceeded());
+/// What serving one connection needs.
+struct Connection<'a> {
+    config: &'a ServerConfig,
+    policy: &'a AcceptorPolicy,
+    dispatcher: &'a Dispatcher,
+    counters: &'a Counters,
+}
+
+impl Connection<'_> {
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        pending: Slot<'_>,
+        tls: Option<TlsAcceptor>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (counters, config) = (self.counters, self.config);
+        let accepted = match tls {
+            None => self.accept(stream, peer, false).await,
+            Some(acceptor) => {
+                match crate::tls::accept(stream, &acceptor, config.timeouts.artim).await {
+                    Ok(stream) => self.accept(stream, peer, true).await,
+                    Err(error) => Err((None, Error::Tls(error))),
+                }
+            }
         };
-        let decision = policy.evaluate(rq);
-        if matches!(decision, Decision::Accept { .. }) {
-            slot = Some(claimed);
+        drop(pending);
+        let (association, _slot, _peer_slot) = match accepted {
+            Ok(accepted) => accepted,
+            Err((calling, error)) => return log_refusal(counters, peer, calling, Some(error)),
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let negotiated = association.negotiated();
+        info!(
+            "Association accepted from {}@{} to {}: {}",
+            negotiated.calling_ae_title,
+            peer,
+            negotiated.called_ae_title,
+            association.info().peer_summary()
+        );
+        let calling = negotiated.calling_ae_title.clone();
+        match self.dispatcher.serve(&association).await {
+            Outcome::Released => {
+                counters.released.fetch_add(1, Ordering::Relaxed);
+                info!("Association released by {calling}");
+            }
+            Outcome::Failed(error) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                info!("Association with {calling} ended: {error}");
+            }
         }
-        decision
-    })
-    .await;
-    drop(pending);
-    let mut association = match accepted {
-        Ok(association) => association,
-        Err(error) => return log_refusal(counters, peer, calling, Some(error)),
-    };
-    let _slot = slot;
-    counters.accepted.fetch_add(1, Ordering::Relaxed);
-    let negotiated = association.negotiated();
-    info!(
-        "Association accepted from {}@{} to {}: {}",
-        negotiated.calling_ae_title,
-        peer,
-        negotiated.called_ae_title,
-        association.info().peer_summary()
-    );
-    let calling = negotiated.calling_ae_title.clone();
-    match dispatcher.serve(&mut association).await {
-        Outcome::Released => {
-            counters.released.fetch_add(1, Ordering::Relaxed);
-            info!("Association released by {calling}");
+    }
+
+    /// Answers the association request; on success, the association and the slots it holds.
+    #[allow(clippy::type_complexity)]
+    async fn accept<T: crate::Transport>(
+        &self,
+        transport: T,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<(Association, Option<Slot<'_>>, Option<PeerSlot<'_>>), (Option<String>, Error)>
+    {
+        let (counters, config) = (self.counters, self.config);
+        let mut calling = None;
+        let mut slots = None;
+        let accepted =
+            Association::accept_over(transport, peer, config.timeouts, config.limits, tls, |rq| {
+                calling = Some(rq.calling_ae_title.trim().to_string());
+                // An association slot is taken only now, when a request has come.
+                let Some(slot) = Slot::claim(&counters.active, config.max_associations) else {
+                    return Decision::Reject(reject_local_limit_exceeded());
+                };
+                let Some(peer_slot) = PeerSlot::claim(
+                    &counters.per_peer,
+                    peer.ip(),
+                    config.max_associations_per_peer,
+                ) else {
+                    return Decision::Reject(reject_local_limit_exceeded());
+                };
+                let decision = self.policy.evaluate(rq);
+                if matches!(decision, Decision::Accept { .. }) {
+                    slots = Some((slot, peer_slot));
+                }
+                decision
+            })
+            .await;
+        match accepted {
+            Ok(association) => {
+                let (slot, peer_slot) = slots.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+                Ok((association, slot, peer_slot))
+            }
+            Err(error) => Err((calling, error)),
         }
-        Outcome::Failed(error) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            info!("Association with {calling} ended: {error}");
+    }
+}
+
+/// One association of a peer address, given back when dropped.
+struct PeerSlot<'a> {
+    counts: &'a Mutex<HashMap<IpAddr, usize>>,
+    address: IpAddr,
+}
+
+impl<'a> PeerSlot<'a> {
+    /// Takes a unit for `address` if it has fewer than `max` (always, without a limit).
+    fn claim(
+        counts: &'a Mutex<HashMap<IpAddr, usize>>,
+        address: IpAddr,
+        max: Option<usize>,
+    ) -> Option<PeerSlot<'a>> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = map.entry(address).or_insert(0);
+        if max.is_some_and(|max| *count >= max) {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { counts, address })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = map.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The pending-connection cap when none is configured: what the open-file limit leaves after
+/// the association slots, after raising the soft limit to the hard one.
+fn pending_cap(max_associations: usize) -> usize {
+    let limit = raise_open_file_limit();
+    let reserved = (max_associations as u64)
+        .saturating_mul(DESCRIPTORS_PER_ASSOCIATION)
+        .saturating_add(DESCRIPTORS_SPARE);
+    usize::try_from(limit.saturating_sub(reserved))
+        .unwrap_or(MAX_PENDING)
+        .clamp(MIN_PENDING, MAX_PENDING)
+}
+
+/// Raises the process's soft open-file limit (RLIMIT_NOFILE) to its hard limit and returns the
+/// limit now in force (1024, a common default, when it cannot be read).
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            warn!(%error, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     }
 }

@@ -29,18 +29,13 @@ async fn echoes_go_through_at_every_max_pdu_size() {
         let mut config = config();
         config.max_pdu_length = theirs;
         let server = start_server(config).await;
-        let mut association = connect(server.address, &echo_request(ours))
+        let association = connect(server.address, &echo_request(ours))
             .await
             .expect("accepted");
         assert_eq!(association.negotiated().peer_max_pdu_length, theirs);
         assert_eq!(association.negotiated().local_max_pdu_length, ours);
         for _ in 0..3 {
-            assert!(
-                scu::echo(&mut association)
-                    .await
-                    .expect("echo")
-                    .is_success()
-            );
+            assert!(scu::echo(&association).await.expect("echo").is_success());
         }
         association.release().await.expect("released");
         let statistics = server.stop().await;
@@ -203,17 +198,12 @@ async fn a_peer_abort_is_reported_with_its_source() {
 #[tokio::test]
 async fn shutdown_waits_for_running_associations_within_the_grace_period() {
     let server = start_server(config()).await;
-    let mut association = connect(server.address, &echo_request(16384))
+    let association = connect(server.address, &echo_request(16384))
         .await
         .expect("accepted");
     server.handle.shutdown();
     // The running association is still served during the grace period.
-    assert!(
-        scu::echo(&mut association)
-            .await
-            .expect("echo")
-            .is_success()
-    );
+    assert!(scu::echo(&association).await.expect("echo").is_success());
     association.release().await.expect("released");
     let statistics = tokio::time::timeout(PATIENCE, server.task)
         .await

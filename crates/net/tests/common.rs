@@ -83,6 +83,7 @@ pub fn client_timeouts() -> Timeouts {
         dimse: Some(PATIENCE),
         artim: Duration::from_secs(2),
         idle: None,
+        write: Some(PATIENCE),
     }
 }
 
@@ -101,10 +102,10 @@ pub async fn connect(
 
 /// Opens an association, echoes and releases: the server still serves normally.
 pub async fn assert_echo_works(address: SocketAddr) {
-    let mut association = connect(address, &echo_request(16384))
+    let association = connect(address, &echo_request(16384))
         .await
         .expect("association accepted");
-    let status = scu::echo(&mut association).await.expect("echo answered");
+    let status = scu::echo(&association).await.expect("echo answered");
     assert!(status.is_success(), "echo status {status}");
     association.release().await.expect("released");
 }

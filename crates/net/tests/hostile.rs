@@ -271,7 +271,7 @@ async fn a_raw_release_request_is_answered_and_the_server_goes_on() {
 async fn silent_connections_do_not_take_association_slots() {
     let mut config = config();
     config.max_associations = 1;
-    config.max_pending_associations = 3;
+    config.max_pending_associations = Some(3);
     let server = start_server(config).await;
     // Two peers connect and say nothing (each is closed by ARTIM after 1 s)...
     let silent = [

@@ -14,8 +14,9 @@ use dimsum_net::ServerConfig;
 use dimsum_net::dataset::part10;
 use dimsum_net::dimse::message::{CStoreRq, Message, Priority};
 use dimsum_net::dimse::status::Status;
-use dimsum_net::scp::{Dispatcher, EchoScp, FileStorage, Layout, StoreScp};
+use dimsum_net::scp::{Dispatcher, EchoScp, StoreScp};
 use dimsum_net::scu::store::{self, StoreRequest};
+use dimsum_net::storage::{FileStorage, Layout};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
 use dimsum_net::ul::pdu::{PData, Pdu, Pdv};
 use dimsum_net::ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
@@ -129,11 +130,11 @@ fn read_stored(path: &Path) -> (part10::FileMeta, Vec<u8>) {
 async fn a_data_set_is_stored_as_a_part10_file_byte_for_byte() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = start_store_server(root.path(), Layout::Flat, 16384).await;
-    let mut association = connect(server.address, &store_association_request(16384))
+    let association = connect(server.address, &store_association_request(16384))
         .await
         .expect("accepted");
     let sent = data_set("1.2.3.4.5.6", 100_000);
-    let response = store::store_data_set(&mut association, 1, &request("1.2.3.4.5.6"), &sent)
+    let response = store::store_data_set(&association, 1, &request("1.2.3.4.5.6"), &sent)
         .await
         .expect("stored");
     assert_eq!(
@@ -165,16 +166,28 @@ async fn a_data_set_is_stored_as_a_part10_file_byte_for_byte() {
 async fn a_large_data_set_streams_through_small_pdus_into_study_and_series_folders() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = start_store_server(root.path(), Layout::ByStudyAndSeries, 4096).await;
-    let mut association = connect(server.address, &store_association_request(4096))
+    let association = connect(server.address, &store_association_request(4096))
         .await
         .expect("accepted");
     let sent = data_set("1.2.3.4.5.7", 8 * 1024 * 1024 + 4);
-    let mut reader = &sent[..];
-    let response = store::store_from_reader(
-        &mut association,
+    // Streamed in uneven pieces, as a reader gives them.
+    let (pieces, receiver) = tokio::sync::mpsc::channel(2);
+    let chunks: Vec<bytes::Bytes> = sent
+        .chunks(1_000_003)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if pieces.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let response = store::store_pieces(
+        &association,
         1,
         &request("1.2.3.4.5.7"),
-        &mut reader,
+        receiver,
         sent.len() as u64,
     )
     .await
@@ -197,14 +210,13 @@ async fn hostile_uids_are_refused_and_nothing_leaves_the_output_folder() {
     let root = tempfile::tempdir().expect("tempdir");
     let inner = root.path().join("out");
     let server = start_store_server(&inner, Layout::ByStudy, 16384).await;
-    let mut association = connect(server.address, &store_association_request(16384))
+    let association = connect(server.address, &store_association_request(16384))
         .await
         .expect("accepted");
     for uid in ["../escaped", "/etc/evil", "a/../../b", ".", ".."] {
-        let response =
-            store::store_data_set(&mut association, 1, &request(uid), &data_set(uid, 10))
-                .await
-                .expect("answered");
+        let response = store::store_data_set(&association, 1, &request(uid), &data_set(uid, 10))
+            .await
+            .expect("answered");
         assert_eq!(response.status, Status::CANNOT_UNDERSTAND, "{uid}");
     }
     // The study folder comes from the data set, which is not a command field: it is sanitised.
@@ -215,7 +227,7 @@ async fn hostile_uids_are_refused_and_nothing_leaves_the_output_folder() {
         .position(|w| w == study.as_slice())
         .expect("study UID");
     escaping[at..at + 10].copy_from_slice(b"../../../x");
-    let response = store::store_data_set(&mut association, 1, &request("1.2.3.20"), &escaping)
+    let response = store::store_data_set(&association, 1, &request("1.2.3.20"), &escaping)
         .await
         .expect("answered");
     assert_eq!(
@@ -316,7 +328,7 @@ async fn over_long_and_nul_uids_are_refused_with_0xc000_and_nothing_is_written()
 async fn a_data_set_with_a_lying_length_gets_0xa900_and_no_file() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = start_store_server(root.path(), Layout::Flat, 16384).await;
-    let mut association = connect(server.address, &store_association_request(16384))
+    let association = connect(server.address, &store_association_request(16384))
         .await
         .expect("accepted");
     let mut lying = data_set("1.2.3.9", 16);
@@ -326,14 +338,14 @@ async fn a_data_set_with_a_lying_length_gets_0xa900_and_no_file() {
         .position(|w| w == [0x10, 0x00, 0x10, 0x00])
         .expect("patient name");
     lying[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
-    let response = store::store_data_set(&mut association, 1, &request("1.2.3.9"), &lying)
+    let response = store::store_data_set(&association, 1, &request("1.2.3.9"), &lying)
         .await
         .expect("answered");
     assert_eq!(response.status, Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS);
     assert!(response.error_comment.is_some());
     // The association goes on: a good one after it is stored.
     let good = data_set("1.2.3.10", 16);
-    let response = store::store_data_set(&mut association, 1, &request("1.2.3.10"), &good)
+    let response = store::store_data_set(&association, 1, &request("1.2.3.10"), &good)
         .await
         .expect("stored");
     assert_eq!(
@@ -354,11 +366,11 @@ async fn a_data_set_with_a_lying_length_gets_0xa900_and_no_file() {
 async fn a_mismatched_instance_uid_is_stored_with_a_warning() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = start_store_server(root.path(), Layout::Flat, 16384).await;
-    let mut association = connect(server.address, &store_association_request(16384))
+    let association = connect(server.address, &store_association_request(16384))
         .await
         .expect("accepted");
     let response = store::store_data_set(
-        &mut association,
+        &association,
         1,
         &request("1.2.3.11"),
         &data_set("9.9.9", 16),
@@ -422,11 +434,11 @@ async fn an_abort_in_the_middle_of_a_data_set_leaves_no_file_and_the_server_serv
         .expect("abort");
     drop(stream);
     // The server notices, removes the partial file, and serves the next association.
-    let mut association = connect(server.address, &store_association_request(16384))
+    let association = connect(server.address, &store_association_request(16384))
         .await
         .expect("accepted");
     let response = store::store_data_set(
-        &mut association,
+        &association,
         1,
         &request("1.2.3.13"),
         &data_set("1.2.3.13", 10),
@@ -465,12 +477,12 @@ async fn an_unknown_sop_class_is_refused_and_promiscuous_mode_stores_it() {
     let request_private = AssociationRequest::new("STORESCU", "STORESCP").with_context(
         ProposedContext::new(PRIVATE_CLASS, [EXPLICIT_VR_LITTLE_ENDIAN]),
     );
-    let mut association = connect(server.address, &request_private)
+    let association = connect(server.address, &request_private)
         .await
         .expect("accepted");
     let mut rq = request("1.2.3.14");
     rq.sop_class_uid = PRIVATE_CLASS.into();
-    let response = store::store_data_set(&mut association, 1, &rq, &data_set("1.2.3.14", 10))
+    let response = store::store_data_set(&association, 1, &rq, &data_set("1.2.3.14", 10))
         .await
         .expect("answered");
     // Stored; the data set says secondary capture while the command says the private class.

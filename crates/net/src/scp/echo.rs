@@ -1,3 +1,5 @@
+//! Verification SCP (PS3.4 Annex A).
+
 use std::sync::Arc;
 
 use tracing::info;
@@ -10,8 +12,9 @@ use dimsum_ul::uids::{
     VERIFICATION_SOP_CLASS,
 };
 
-use super::{BoxFuture, Scp, refuse};
-use crate::{Association, AssociationInfo, Command, Error};
+use super::{RequestContext, Scp, ScpFailure};
+use crate::storage::BoxFuture;
+use crate::{AssociationInfo, IncomingRequest};
 
 /// The action an [`EchoScp`] takes on a C-ECHO: the status to answer with.
 pub type EchoAction = Arc<dyn Fn(&AssociationInfo, u16) -> Status + Send + Sync>;
@@ -51,31 +54,31 @@ impl Scp for EchoScp {
         )]
     }
 
-    fn handle<'a>(
+    fn perform<'a>(
         &'a self,
-        request: Command,
-        association: &'a mut Association,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
         Box::pin(async move {
             let Message::CEchoRq(rq) = &request.message else {
-                return refuse(request, association, Status::UNRECOGNIZED_OPERATION).await;
+                return Err(ScpFailure::new(
+                    Status::UNRECOGNIZED_OPERATION,
+                    "only C-ECHO is performed on this context",
+                ));
             };
             info!(
                 "Received Echo Request (MsgID {}) from {}",
                 rq.message_id,
-                association.info().peer_ae_title()
+                context.info().peer_ae_title()
             );
             let status = match &self.action {
-                Some(action) => action(association.info(), rq.message_id),
+                Some(action) => action(context.info(), rq.message_id),
                 None => Status::SUCCESS,
             };
-            let response = Message::CEchoRsp(CEchoRsp {
+            Ok(Message::CEchoRsp(CEchoRsp {
                 affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
                 ..CEchoRsp::new(rq.message_id, status)
-            });
-            association
-                .send_message(request.presentation_context_id, &response, None)
-                .await
+            }))
         })
     }
 }

@@ -1,62 +1,142 @@
 //! The service-provider framework (PS3.7 §7–8 from the performing side).
 //!
 //! An [`Scp`] serves some SOP classes: it says which presentation contexts it supports and
-//! handles each request that arrives on them — reading the data set if it wants it and sending
-//! one or many responses. A [`Dispatcher`] holds the SCPs of an application entity, builds the
-//! acceptor policy from them and maps every incoming command to its SCP.
+//! performs each request that arrives on them, returning the final response. The framework owns
+//! the answering: a [`Dispatcher`] maps every request to its SCP by the abstract syntax of its
+//! presentation context, runs each in its own task (as many at once as the asynchronous
+//! operations window lets the peer send), and sends the final response — or 0x0110 (processing
+//! failure) with an error comment when the SCP fails or panics without answering. The sans-IO
+//! association below has already checked the request's SOP class against its context and the
+//! roles (answering 0x0122 itself), and routes a C-CANCEL-RQ to the operation's cancellation
+//! token, never here as a new request.
+//!
+//! The service classes are written on top, each with a handler trait for the user's action:
+//!
+//! * Verification: [`EchoScp`], a status per C-ECHO;
+//! * Storage: [`StoreScp`] over a [`crate::storage::Storage`], the data set streamed in;
+//! * Query/Retrieve: [`FindScp`] over a [`FindHandler`] that returns a stream of matches, and
+//!   [`GetScp`] / [`MoveScp`] over a [`RetrieveHandler`] that returns the instances to send; the
+//!   framework sends the pending responses and the C-STORE sub-operations.
 
 mod echo;
-mod file_storage;
+mod find;
+mod retrieve;
 mod store;
 
-pub use echo::EchoScp;
-pub use file_storage::{FileStorage, Layout, StoredCallback, StoredInstance, safe_file_name};
-pub use store::{
-    StorageHandler, StorageSink, StoreFailure, StoreRequestInfo, StoreScp, StoreSuccess,
+pub use echo::{EchoAction, EchoScp};
+pub use find::{FindHandler, FindMatch, FindQuery, FindScp, MatchStream};
+pub use retrieve::{
+    GetScp, InstanceData, MoveDestination, MoveScp, RetrieveHandler, RetrieveInstance,
+    RetrieveQuery,
 };
+pub use store::StoreScp;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
 
+use dimsum_dimse::association::Ending;
+use dimsum_dimse::message::Message;
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::{AcceptorPolicy, SupportedContext};
 
-use crate::{Association, Command, Error, Incoming};
+use crate::storage::BoxFuture;
+use crate::{Association, AssociationInfo, Error, IncomingRequest};
 
-/// A boxed future, as returned by [`Scp::handle`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// Why an SCP could not perform a request: the status of the final response and its Error
+/// Comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScpFailure {
+    pub status: Status,
+    pub comment: String,
+}
+
+impl ScpFailure {
+    pub fn new(status: Status, comment: impl Into<String>) -> Self {
+        Self {
+            status,
+            comment: comment.into(),
+        }
+    }
+
+    /// 0x0110 processing failure.
+    pub fn processing(comment: impl Into<String>) -> Self {
+        Self::new(Status::PROCESSING_FAILURE, comment)
+    }
+}
+
+impl From<Error> for ScpFailure {
+    fn from(error: Error) -> Self {
+        ScpFailure::processing(error.to_string())
+    }
+}
+
+/// What an SCP knows about the request it performs.
+#[derive(Clone)]
+pub struct RequestContext {
+    /// The association it came on: for pending responses and sub-operations.
+    pub association: Association,
+    pub presentation_context_id: u8,
+    /// Fired by a C-CANCEL-RQ naming the request (C-FIND, C-GET, C-MOVE).
+    pub cancelled: CancellationToken,
+}
+
+impl RequestContext {
+    /// The association's negotiated state and peer.
+    pub fn info(&self) -> &AssociationInfo {
+        self.association.info()
+    }
+
+    /// The transfer syntax of the request's presentation context (its data set's encoding).
+    pub fn transfer_syntax(&self) -> &str {
+        self.association
+            .negotiated()
+            .context(self.presentation_context_id)
+            .and_then(|context| context.transfer_syntax.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Sends a pending response (C-FIND, C-GET, C-MOVE) on the request's context.
+    pub async fn send_pending(
+        &self,
+        response: Message,
+        data_set: Option<bytes::Bytes>,
+    ) -> Result<(), Error> {
+        self.association
+            .respond(self.presentation_context_id, response, data_set)
+            .await
+    }
+}
 
 /// A service class provider for one or more SOP classes.
 pub trait Scp: Send + Sync + 'static {
     /// The presentation contexts this provider accepts.
     fn supported_contexts(&self) -> Vec<SupportedContext>;
 
-    /// Handles one request. The request's data set, if it has one, is read from `association`
-    /// ([`Association::read_data_fragment`] or [`Association::receive_data_set`]); responses are
-    /// sent with [`Association::send_message`]. An error that ends the association ends the
-    /// dispatcher's loop; any other error is logged and the dispatcher goes on.
-    fn handle<'a>(
+    /// Performs one request and returns its final response (pending ones, if the service has
+    /// them, go out through [`RequestContext::send_pending`]). The request's data set, if any,
+    /// is `request.data_set`. On `Err`, the framework answers with the failure's status.
+    fn perform<'a>(
         &'a self,
-        request: Command,
-        association: &'a mut Association,
-    ) -> BoxFuture<'a, Result<(), Error>>;
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>>;
 }
 
 /// How an association served by a [`Dispatcher`] ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The peer released it.
+    /// Released in order.
     Released,
     /// It ended with an error (abort, timeout, protocol error, closed connection).
     Failed(Error),
 }
 
-/// Maps each incoming command to the SCP that serves its SOP class (by the abstract syntax of the
-/// presentation context it came on).
+/// Maps each incoming request to the SCP that serves its SOP class (by the abstract syntax of
+/// the presentation context it came on).
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     providers: Vec<Arc<dyn Scp>>,
@@ -117,67 +197,124 @@ impl Dispatcher {
         }
     }
 
-    /// Serves an established association until the peer releases it or it fails.
-    pub async fn serve(&self, association: &mut Association) -> Outcome {
-        let idle = association.timeouts().idle;
-        loop {
-            let command = match association.receive_incoming(idle, "the next command").await {
-                Ok(Incoming::Command(command)) => command,
-                Ok(Incoming::Released) => return Outcome::Released,
-                Err(error) => return Outcome::Failed(error),
-            };
-            if let Err(error) = self.dispatch(command, association).await {
-                if error.ends_association() {
-                    return Outcome::Failed(error);
-                }
-                warn!(%error, "request failed");
-            }
-        }
+    fn provider_for(&self, abstract_syntax: &str) -> Option<&Arc<dyn Scp>> {
+        self.by_abstract_syntax
+            .get(abstract_syntax)
+            .and_then(|&i| self.providers.get(i))
+            .or(self.fallback.as_ref().map(|(provider, _)| provider))
     }
 
-    async fn dispatch(&self, command: Command, association: &mut Association) -> Result<(), Error> {
-        let abstract_syntax = association
-            .negotiated()
-            .context(command.presentation_context_id)
-            .map(|context| context.abstract_syntax.clone())
-            .unwrap_or_default();
-        let provider = self
-            .by_abstract_syntax
-            .get(&abstract_syntax)
-            .and_then(|&i| self.providers.get(i))
-            .or(self.fallback.as_ref().map(|(provider, _)| provider));
-        match provider {
-            Some(provider) => {
-                let provider = Arc::clone(provider);
-                provider.handle(command, association).await?;
-                // A handler that did not read its data set leaves it to us.
-                association.discard_data_set().await
+    /// Serves an established association until it ends: every request is performed in a task
+    /// of its own and answered.
+    pub async fn serve(&self, association: &Association) -> Outcome {
+        let mut running = JoinSet::new();
+        loop {
+            tokio::select! {
+                request = association.next_request() => match request {
+                    Some(request) => {
+                        let provider = association
+                            .negotiated()
+                            .context(request.presentation_context_id)
+                            .and_then(|context| self.provider_for(&context.abstract_syntax))
+                            .cloned();
+                        running.spawn(
+                            perform(provider, request, association.clone()).in_current_span(),
+                        );
+                    }
+                    None => break,
+                },
+                Some(_) = running.join_next(), if !running.is_empty() => {}
             }
-            None => {
-                info!(%abstract_syntax, "no provider for this SOP class");
-                refuse(command, association, Status::SOP_CLASS_NOT_SUPPORTED).await
-            }
+        }
+        while running.join_next().await.is_some() {}
+        match association.closed().await {
+            Ending::Released => Outcome::Released,
+            ending => Outcome::Failed(Error::from_ending(&ending, association.timeouts())),
         }
     }
 }
 
-/// Answers a request that cannot be served with a failure `status` (the response of the
-/// request's type), after reading and discarding its data set.
-pub async fn refuse(
-    command: Command,
-    association: &mut Association,
-    status: Status,
-) -> Result<(), Error> {
-    association.discard_data_set().await?;
-    match command.message.response_with_status(status) {
-        Some(response) => {
-            association
-                .send_message(command.presentation_context_id, &response, None)
-                .await
+/// Performs one request with `provider` and sends its final response, whatever happens to the
+/// provider (an error or a panic becomes a failure response).
+async fn perform(
+    provider: Option<Arc<dyn Scp>>,
+    mut request: IncomingRequest,
+    association: Association,
+) {
+    let presentation_context_id = request.presentation_context_id;
+    let context = RequestContext {
+        association: association.clone(),
+        presentation_context_id,
+        cancelled: request.cancelled.clone(),
+    };
+    let request_message = request.message.clone();
+    let outcome = match provider {
+        Some(provider) => {
+            // A task of its own, so that a panic in the provider is caught here.
+            let task = tokio::spawn(
+                async move { provider.perform(request, &context).await }.in_current_span(),
+            );
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    warn!(%error, "the service provider failed");
+                    Err(ScpFailure::processing(
+                        "the service provider failed unexpectedly",
+                    ))
+                }
+            }
         }
-        None => Err(Error::UnexpectedMessage(format!(
-            "{:?} is not a request",
-            command.message.command_field()
-        ))),
+        None => {
+            info!("no provider for this SOP class");
+            if let Some(data_set) = request.data_set.take() {
+                // Read to its end before answering, as a peer expects.
+                let _ = data_set.collect(usize::MAX).await;
+            }
+            Err(ScpFailure::new(
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                "no provider for this SOP class",
+            ))
+        }
+    };
+    let response = match outcome {
+        Ok(response) => response,
+        Err(failure) => match failure_response(&request_message, &failure) {
+            Some(response) => response,
+            None => return,
+        },
+    };
+    if let Err(error) = association
+        .respond(presentation_context_id, response, None)
+        .await
+        && !error.ends_association()
+    {
+        warn!(%error, "cannot send the response");
     }
+}
+
+/// The final response reporting `failure` for `request`.
+pub fn failure_response(request: &Message, failure: &ScpFailure) -> Option<Message> {
+    let mut response = request.response_with_status(failure.status)?;
+    set_error_comment(&mut response, &failure.comment);
+    Some(response)
+}
+
+/// Sets the Error Comment (0000,0902) of a response: LO, at most 64 characters.
+pub fn set_error_comment(response: &mut Message, comment: &str) {
+    let comment: String = comment.chars().take(64).collect();
+    let slot = match response {
+        Message::CStoreRsp(rsp) => &mut rsp.error_comment,
+        Message::CFindRsp(rsp) => &mut rsp.error_comment,
+        Message::CGetRsp(rsp) => &mut rsp.error_comment,
+        Message::CMoveRsp(rsp) => &mut rsp.error_comment,
+        Message::CEchoRsp(rsp) => &mut rsp.error_comment,
+        Message::NEventReportRsp(rsp) => &mut rsp.error_comment,
+        Message::NGetRsp(rsp) => &mut rsp.error_comment,
+        Message::NSetRsp(rsp) => &mut rsp.error_comment,
+        Message::NActionRsp(rsp) => &mut rsp.error_comment,
+        Message::NCreateRsp(rsp) => &mut rsp.error_comment,
+        Message::NDeleteRsp(rsp) => &mut rsp.error_comment,
+        _ => return,
+    };
+    *slot = Some(comment);
 }

@@ -1,96 +1,43 @@
-//! Storage Service Class provider (PS3.4 Annex B): receives C-STORE data sets as streams.
+//! Storage Service Class provider (PS3.4 Annex B): receives C-STORE data sets as streams into a
+//! [`Storage`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{debug, error};
 
-use dimsum_dimse::message::{CStoreRsp, Message, Priority};
+use dimsum_dimse::message::{CStoreRq, CStoreRsp, Message};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::SupportedContext;
 
-use super::{BoxFuture, Scp, refuse};
-use crate::{Association, Command, Error};
-
-/// What a storage handler knows about the instance being stored.
-#[derive(Debug, Clone)]
-pub struct StoreRequestInfo {
-    pub calling_ae_title: String,
-    pub called_ae_title: String,
-    pub peer_address: SocketAddr,
-    pub message_id: u16,
-    pub priority: Priority,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// The transfer syntax of the data set: the one negotiated for its presentation context.
-    pub transfer_syntax_uid: String,
-    pub move_originator_ae_title: Option<String>,
-    pub move_originator_message_id: Option<u16>,
-}
-
-/// Why a store failed: the status to answer (PS3.4 Table B.2-1) and what to tell people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreFailure {
-    pub status: Status,
-    /// Goes into the response's Error Comment (at most 64 characters are sent).
-    pub comment: String,
-}
-
-impl StoreFailure {
-    pub fn new(status: Status, comment: impl Into<String>) -> Self {
-        Self {
-            status,
-            comment: comment.into(),
-        }
-    }
-}
-
-/// A successful (possibly warning) outcome of a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSuccess {
-    /// Success, or a warning such as 0xB007 (data set does not match SOP class).
-    pub status: Status,
-    pub comment: Option<String>,
-}
-
-/// Where one data set goes while it arrives.
-pub trait StorageSink: Send {
-    /// Takes the next fragment of the data set.
-    fn write(&mut self, data: &[u8]) -> Result<(), StoreFailure>;
-    /// The data set is complete: make it durable and visible.
-    fn finish(self: Box<Self>) -> Result<StoreSuccess, StoreFailure>;
-}
-
-/// The action of a Storage SCP: where each incoming instance goes. Dropping a sink without
-/// [`StorageSink::finish`] must leave nothing behind (the transfer was cut off or refused).
-pub trait StorageHandler: Send + Sync + 'static {
-    /// Starts storing an instance, or refuses it with a status.
-    fn begin(&self, request: &StoreRequestInfo) -> Result<Box<dyn StorageSink>, StoreFailure>;
-}
+use super::{RequestContext, Scp, ScpFailure, set_error_comment};
+use crate::storage::{
+    BoxFuture, DimseOrigin, InstanceDescription, Origin, Storage, StoreFailure, StoreSuccess,
+};
+use crate::{DataSetStream, Error, IncomingRequest};
 
 /// Storage SCP: accepts the given storage SOP classes and transfer syntaxes and streams each
-/// data set into its [`StorageHandler`].
-pub struct StoreScp<H> {
-    handler: Arc<H>,
+/// data set into its [`Storage`].
+pub struct StoreScp<S> {
+    storage: Arc<S>,
     sop_classes: Vec<String>,
     transfer_syntaxes: Vec<String>,
 }
 
-impl<H> Clone for StoreScp<H> {
+impl<S> Clone for StoreScp<S> {
     fn clone(&self) -> Self {
         Self {
-            handler: Arc::clone(&self.handler),
+            storage: Arc::clone(&self.storage),
             sop_classes: self.sop_classes.clone(),
             transfer_syntaxes: self.transfer_syntaxes.clone(),
         }
     }
 }
 
-impl<H: StorageHandler> StoreScp<H> {
+impl<S: Storage> StoreScp<S> {
     /// `transfer_syntaxes` in our order of preference.
-    pub fn new(handler: H, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
+    pub fn new(storage: S, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
         Self {
-            handler: Arc::new(handler),
+            storage: Arc::new(storage),
             sop_classes,
             transfer_syntaxes,
         }
@@ -101,52 +48,51 @@ impl<H: StorageHandler> StoreScp<H> {
         &self.transfer_syntaxes
     }
 
-    async fn store(&self, request: Command, association: &mut Association) -> Result<(), Error> {
-        let Message::CStoreRq(rq) = &request.message else {
-            return refuse(request, association, Status::UNRECOGNIZED_OPERATION).await;
-        };
-        let presentation_context_id = request.presentation_context_id;
-        let info = association.info();
-        let transfer_syntax_uid = association
-            .negotiated()
-            .context(presentation_context_id)
-            .and_then(|context| context.transfer_syntax.clone())
-            .unwrap_or_default();
-        let store_request = StoreRequestInfo {
-            calling_ae_title: info.negotiated.calling_ae_title.clone(),
-            called_ae_title: info.negotiated.called_ae_title.clone(),
-            peer_address: info.peer_address,
-            message_id: rq.message_id,
-            priority: rq.priority,
+    async fn store(
+        &self,
+        rq: &CStoreRq,
+        data_set: Option<DataSetStream>,
+        context: &RequestContext,
+    ) -> Result<Message, ScpFailure> {
+        let info = context.info();
+        let instance = InstanceDescription {
             sop_class_uid: rq.affected_sop_class_uid.clone(),
             sop_instance_uid: rq.affected_sop_instance_uid.clone(),
-            transfer_syntax_uid,
-            move_originator_ae_title: rq.move_originator_ae_title.clone(),
-            move_originator_message_id: rq.move_originator_message_id,
+            transfer_syntax_uid: context.transfer_syntax().to_owned(),
+            origin: Origin::Dimse(DimseOrigin {
+                calling_ae_title: info.negotiated.calling_ae_title.clone(),
+                called_ae_title: info.negotiated.called_ae_title.clone(),
+                peer_address: info.peer_address,
+                message_id: rq.message_id,
+                priority: rq.priority,
+                move_originator_ae_title: rq.move_originator_ae_title.clone(),
+                move_originator_message_id: rq.move_originator_message_id,
+            }),
         };
-        let outcome = if !rq.data_set_present {
-            Err(StoreFailure::new(
+        let outcome = match data_set {
+            None => Err(StoreFailure::new(
                 Status::CANNOT_UNDERSTAND,
                 "C-STORE-RQ without a data set",
-            ))
-        } else if !acceptable_uid(&store_request.sop_instance_uid)
-            || !acceptable_uid(&store_request.sop_class_uid)
-        {
-            association.discard_data_set().await?;
-            Err(StoreFailure::new(
-                Status::CANNOT_UNDERSTAND,
-                "SOP class or instance UID is not a valid UID",
-            ))
-        } else {
-            self.receive(&store_request, association).await?
+            )),
+            Some(data_set)
+                if !valid_uid(&instance.sop_instance_uid)
+                    || !valid_uid(&instance.sop_class_uid) =>
+            {
+                drain(data_set).await?;
+                Err(StoreFailure::new(
+                    Status::CANNOT_UNDERSTAND,
+                    "SOP class or instance UID is not a valid UID",
+                ))
+            }
+            Some(data_set) => self.receive(&instance, data_set).await?,
         };
         let (status, comment) = match outcome {
             Ok(success) => {
                 debug!(
                     "Stored {} from {} ({}): {}",
-                    store_request.sop_instance_uid,
-                    store_request.calling_ae_title,
-                    store_request.sop_class_uid,
+                    instance.sop_instance_uid,
+                    info.peer_ae_title(),
+                    instance.sop_class_uid,
                     success.status
                 );
                 (success.status, success.comment)
@@ -154,8 +100,8 @@ impl<H: StorageHandler> StoreScp<H> {
             Err(failure) => {
                 error!(
                     "cannot store {} from {}: {} ({})",
-                    store_request.sop_instance_uid,
-                    store_request.calling_ae_title,
+                    instance.sop_instance_uid,
+                    info.peer_ae_title(),
                     failure.comment,
                     failure.status
                 );
@@ -163,69 +109,58 @@ impl<H: StorageHandler> StoreScp<H> {
             }
         };
         // A UID that cannot be sent back (too long, control characters) is left out.
-        let echo = |uid: &String| acceptable_uid(uid).then(|| uid.clone());
-        let response = Message::CStoreRsp(CStoreRsp {
-            affected_sop_class_uid: echo(&store_request.sop_class_uid),
-            affected_sop_instance_uid: echo(&store_request.sop_instance_uid),
-            error_comment: comment.map(|c| error_comment(&c)),
+        let echo = |uid: &String| valid_uid(uid).then(|| uid.clone());
+        let mut response = Message::CStoreRsp(CStoreRsp {
+            affected_sop_class_uid: echo(&instance.sop_class_uid),
+            affected_sop_instance_uid: echo(&instance.sop_instance_uid),
             ..CStoreRsp::new(rq.message_id, status)
         });
-        association
-            .send_message(presentation_context_id, &response, None)
-            .await
+        if let Some(comment) = comment {
+            set_error_comment(&mut response, &comment);
+        }
+        Ok(response)
     }
 
-    /// Streams the data set into the handler's sink. A failing sink does not stop the reading:
-    /// the rest of the data set is read and dropped so that the association stays usable.
+    /// Streams the data set into the storage. A failing writer does not stop the reading: the
+    /// rest of the data set is read and dropped, and the failure answered once it is in.
     async fn receive(
         &self,
-        request: &StoreRequestInfo,
-        association: &mut Association,
+        instance: &InstanceDescription,
+        mut data_set: DataSetStream,
     ) -> Result<Result<StoreSuccess, StoreFailure>, Error> {
-        let mut sink = match self.handler.begin(request) {
-            Ok(sink) => Some(sink),
+        let mut writer = match self.storage.begin(instance).await {
+            Ok(writer) => writer,
             Err(failure) => {
-                association.discard_data_set().await?;
+                drain(data_set).await?;
                 return Ok(Err(failure));
             }
         };
-        let mut failure = None;
-        loop {
-            // On a network error the sink is dropped here: the handler removes what it wrote.
-            let (fragment, is_last) = association.read_data_fragment().await?;
-            if let Some(active) = sink.as_mut()
-                && let Err(e) = active.write(&fragment)
-            {
-                failure = Some(e);
-                sink = None;
-            }
-            if is_last {
-                break;
+        // On a network error the writer is dropped here: the storage removes what it wrote.
+        while let Some(fragment) = data_set.next().await {
+            if let Err(failure) = writer.write(fragment?).await {
+                drop(writer);
+                drain(data_set).await?;
+                return Ok(Err(failure));
             }
         }
-        Ok(match (sink, failure) {
-            (Some(sink), _) => sink.finish(),
-            (None, Some(failure)) => Err(failure),
-            (None, None) => Err(StoreFailure::new(
-                Status::PROCESSING_FAILURE,
-                "storage sink lost",
-            )),
-        })
+        Ok(writer.finish().await)
     }
 }
 
-/// Whether a UID from a command can be stored under and echoed back: a well-formed UID
-/// (PS3.5 §9.1: 1 to 64 characters, digits and dots, no empty component).
-fn acceptable_uid(uid: &str) -> bool {
+/// Reads a data set to its end, keeping nothing.
+async fn drain(mut data_set: DataSetStream) -> Result<(), Error> {
+    while let Some(fragment) = data_set.next().await {
+        fragment?;
+    }
+    Ok(())
+}
+
+/// Whether a UID from a command can be stored under and echoed back (PS3.5 §9.1).
+fn valid_uid(uid: &str) -> bool {
     dimsum_ul::negotiation::is_valid_uid(uid)
 }
 
-/// An Error Comment (0000,0902) is LO: at most 64 characters.
-fn error_comment(text: &str) -> String {
-    text.chars().take(64).collect()
-}
-
-impl<H: StorageHandler> Scp for StoreScp<H> {
+impl<S: Storage> Scp for StoreScp<S> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
         self.sop_classes
             .iter()
@@ -238,11 +173,22 @@ impl<H: StorageHandler> Scp for StoreScp<H> {
             .collect()
     }
 
-    fn handle<'a>(
+    fn perform<'a>(
         &'a self,
-        request: Command,
-        association: &'a mut Association,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.store(request, association))
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+        Box::pin(async move {
+            let IncomingRequest {
+                message, data_set, ..
+            } = request;
+            match &message {
+                Message::CStoreRq(rq) => self.store(rq, data_set, context).await,
+                _ => Err(ScpFailure::new(
+                    Status::UNRECOGNIZED_OPERATION,
+                    "only C-STORE is performed on this context",
+                )),
+            }
+        })
     }
 }

@@ -8,7 +8,7 @@ use crate::{Association, Error};
 
 /// Sends one C-ECHO-RQ (PS3.7 §9.1.5, Verification Service Class PS3.4 Annex A) and returns the
 /// status of the response.
-pub async fn echo(association: &mut Association) -> Result<Status, Error> {
+pub async fn echo(association: &Association) -> Result<Status, Error> {
     let presentation_context_id = association.context_for(VERIFICATION_SOP_CLASS)?;
     let message_id = association.next_message_id();
     let request = Message::CEchoRq(CEchoRq {
@@ -17,12 +17,13 @@ pub async fn echo(association: &mut Association) -> Result<Status, Error> {
         data_set_present: false,
     });
     info!("Sending Echo Request (MsgID {message_id})");
-    association
-        .send_message(presentation_context_id, &request, None)
+    let response = association
+        .request(presentation_context_id, request, None)
+        .await?
+        .last()
         .await?;
-    let response = association.receive_command().await?;
     match response.message {
-        Message::CEchoRsp(rsp) if rsp.message_id_being_responded_to == message_id => {
+        Message::CEchoRsp(rsp) => {
             info!(
                 "Received Echo Response (MsgID {message_id}): {}",
                 rsp.status
@@ -30,7 +31,7 @@ pub async fn echo(association: &mut Association) -> Result<Status, Error> {
             Ok(rsp.status)
         }
         other => Err(Error::UnexpectedMessage(format!(
-            "expected the C-ECHO-RSP to message {message_id}, got {:?}",
+            "expected the C-ECHO-RSP to message {message_id}, got {}",
             other.command_field()
         ))),
     }

@@ -9,6 +9,11 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::sync::mpsc;
+
 use dimsum_dataset::part10::{self, FileMeta};
 use dimsum_dataset::{convert, scan::ScanLimits, transfer_syntax};
 use dimsum_dimse::message::{CStoreRq, CStoreRsp, Message, Priority};
@@ -18,6 +23,11 @@ use dimsum_ul::uids::{
 };
 
 use crate::{Association, Error};
+
+/// The size of the pieces a file is read in.
+const READ_PIECE: usize = 1024 * 1024;
+/// Pieces read ahead of the network, per file being sent.
+const PIECES_AHEAD: usize = 4;
 
 /// The C-STORE-RQ fields that describe what is stored (PS3.7 §9.1.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,55 +56,189 @@ impl StoreRequest {
 /// Sends a data set held in memory (encoded in the transfer syntax of `presentation_context_id`)
 /// and returns the peer's C-STORE-RSP.
 pub async fn store_data_set(
-    association: &mut Association,
+    association: &Association,
     presentation_context_id: u8,
     request: &StoreRequest,
     data_set: &[u8],
 ) -> Result<CStoreRsp, Error> {
-    let message_id = association.next_message_id();
-    association
-        .send_message(
-            presentation_context_id,
-            &request.to_message(message_id),
-            Some(data_set),
-        )
-        .await?;
-    await_store_response(association, message_id).await
+    store_bytes(
+        association,
+        presentation_context_id,
+        request,
+        Bytes::copy_from_slice(data_set),
+    )
+    .await
 }
 
-/// Streams a data set of `length` bytes from `reader` and returns the peer's C-STORE-RSP.
-pub async fn store_from_reader<R: Read>(
-    association: &mut Association,
+/// Like [`store_data_set`], without a copy of the data set.
+pub async fn store_bytes(
+    association: &Association,
     presentation_context_id: u8,
     request: &StoreRequest,
-    reader: &mut R,
-    length: u64,
+    data_set: Bytes,
 ) -> Result<CStoreRsp, Error> {
-    let message_id = association.next_message_id();
-    association
-        .send_message_streaming(
-            presentation_context_id,
-            &request.to_message(message_id),
-            reader,
-            length,
-        )
-        .await?;
-    await_store_response(association, message_id).await
+    store_source(
+        association,
+        presentation_context_id,
+        request,
+        Source::Memory(data_set),
+    )
+    .await
 }
 
-async fn await_store_response(
-    association: &mut Association,
-    message_id: u16,
+/// Streams a data set of `length` bytes, read in pieces by `pieces` (as [`read_file_pieces`]
+/// gives them), and returns the peer's C-STORE-RSP. A failing source aborts the association
+/// (a data set cannot be cut short) and gives [`Error::DataSource`].
+pub async fn store_pieces(
+    association: &Association,
+    presentation_context_id: u8,
+    request: &StoreRequest,
+    pieces: mpsc::Receiver<std::io::Result<Bytes>>,
+    length: u64,
 ) -> Result<CStoreRsp, Error> {
-    let response = association.receive_command().await?;
-    association.discard_data_set().await?;
+    store_source(
+        association,
+        presentation_context_id,
+        request,
+        Source::Pieces { pieces, length },
+    )
+    .await
+}
+
+/// Where the data set of a C-STORE comes from.
+enum Source {
+    Memory(Bytes),
+    Pieces {
+        pieces: mpsc::Receiver<std::io::Result<Bytes>>,
+        length: u64,
+    },
+}
+
+async fn store_source(
+    association: &Association,
+    presentation_context_id: u8,
+    request: &StoreRequest,
+    source: Source,
+) -> Result<CStoreRsp, Error> {
+    let message_id = association.next_message_id();
+    let responses = send_store(
+        association,
+        presentation_context_id,
+        request.to_message(message_id),
+        source,
+    )
+    .await?;
+    store_response(responses.last().await?, message_id)
+}
+
+/// Sends a C-STORE-RQ and its data set; returns its responses.
+async fn send_store(
+    association: &Association,
+    presentation_context_id: u8,
+    message: Message,
+    source: Source,
+) -> Result<crate::Responses, Error> {
+    let (writer, responses) = association
+        .start_request(presentation_context_id, message)
+        .await?;
+    let Some(mut writer) = writer else {
+        return Err(Error::UnexpectedMessage(
+            "a C-STORE-RQ without a data set".into(),
+        ));
+    };
+    match source {
+        Source::Memory(data) => writer.finish(data).await?,
+        Source::Pieces { mut pieces, length } => {
+            let mut remaining = length;
+            loop {
+                match pieces.recv().await {
+                    Some(Ok(piece)) => {
+                        remaining = remaining.saturating_sub(piece.len() as u64);
+                        if remaining == 0 {
+                            writer.finish(piece).await?;
+                            break;
+                        }
+                        writer.write(piece).await?;
+                    }
+                    Some(Err(source)) => {
+                        drop(writer);
+                        return Err(Error::DataSource(source));
+                    }
+                    None if remaining == 0 => {
+                        writer.finish(Bytes::new()).await?;
+                        break;
+                    }
+                    None => {
+                        drop(writer);
+                        return Err(Error::DataSource(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the data set ended early",
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(responses)
+}
+
+/// The C-STORE-RSP in a final response (the association already matched it to its request).
+fn store_response(response: crate::Response, message_id: u16) -> Result<CStoreRsp, Error> {
     match response.message {
-        Message::CStoreRsp(rsp) if rsp.message_id_being_responded_to == message_id => Ok(rsp),
+        Message::CStoreRsp(rsp) => Ok(rsp),
         other => Err(Error::UnexpectedMessage(format!(
             "expected the C-STORE-RSP to message {message_id}, got {}",
             other.command_field()
         ))),
     }
+}
+
+/// Reads `length` bytes of `path` from `offset` on the blocking pool, in pieces of at most
+/// 1 MiB, a few pieces ahead of the consumer: the runtime never waits for the disk.
+pub fn read_file_pieces(
+    path: PathBuf,
+    offset: u64,
+    length: u64,
+) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (sender, receiver) = mpsc::channel(PIECES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let opened = File::open(&path).and_then(|mut file| {
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(file)
+        });
+        let mut file = match opened {
+            Ok(file) => file.take(length),
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        let mut remaining = length;
+        while remaining > 0 {
+            let size = remaining.min(READ_PIECE as u64) as usize;
+            // `read_to_end` fills spare capacity: nothing is zeroed first.
+            let mut piece = Vec::with_capacity(size);
+            let read = std::io::Read::by_ref(&mut file)
+                .take(size as u64)
+                .read_to_end(&mut piece);
+            let result = match read {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} ended early", path.display()),
+                )),
+                Ok(n) => {
+                    remaining -= n as u64;
+                    Ok(Bytes::from(piece))
+                }
+                Err(error) => Err(error),
+            };
+            let failed = result.is_err();
+            if sender.blocking_send(result).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// A Part 10 file ready to be sent: its meta and where its data set lies.
@@ -111,12 +255,12 @@ pub struct StoreFile {
 /// Why one file could not be stored; the association goes on (unlike [`Error`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreFileError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{path}: cannot read it: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a usable DICOM file: {reason}")]
+    #[error("{path}: {reason}")]
     NotDicom { path: PathBuf, reason: String },
     #[error("no presentation context was accepted for SOP class {sop_class_uid}")]
     NoContext { sop_class_uid: String },
@@ -132,12 +276,18 @@ pub enum StoreFileError {
     },
     #[error(transparent)]
     Network(#[from] Error),
+    #[error("not sent: the association ended before")]
+    NotSent,
 }
 
 impl StoreFileError {
     /// Whether the association is gone (the rest of a batch cannot go on it).
     pub fn ends_association(&self) -> bool {
-        matches!(self, StoreFileError::Network(error) if error.ends_association())
+        match self {
+            StoreFileError::Network(error) => error.ends_association(),
+            StoreFileError::NotSent => true,
+            _ => false,
+        }
     }
 }
 
@@ -245,43 +395,44 @@ pub fn propose_contexts(
     contexts
 }
 
-/// Sends one Part 10 file on an established association: as it is when its transfer syntax was
-/// accepted, converted when it is uncompressed and another uncompressed syntax was accepted.
-pub async fn store_file(
-    association: &mut Association,
+/// How one file goes out: on which context, and from where.
+struct Prepared {
+    presentation_context_id: u8,
+    request: StoreRequest,
+    source: Source,
+    converted_to: Option<String>,
+}
+
+/// Chooses the context for `file` — its own transfer syntax if accepted, else an accepted
+/// uncompressed one to convert to — and starts reading it (on the blocking pool).
+async fn prepare(
+    association: &Association,
     file: &StoreFile,
     move_originator: Option<(String, u16)>,
-) -> Result<StoreOutcome, StoreFileError> {
+) -> Result<Prepared, StoreFileError> {
     let sop_class = &file.meta.media_storage_sop_class_uid;
     let file_ts = &file.meta.transfer_syntax_uid;
     let request = file.request(move_originator);
-    let read_error = |source| StoreFileError::Read {
-        path: file.path.clone(),
-        source,
-    };
     let negotiated = association.negotiated();
-    let same_syntax = negotiated.accepted().find(|c| {
-        &c.abstract_syntax == sop_class && c.transfer_syntax.as_deref() == Some(file_ts.as_str())
-    });
-    if let Some(context) = same_syntax {
-        let id = context.id;
-        let mut reader = File::open(&file.path).map_err(read_error)?;
-        reader
-            .seek(SeekFrom::Start(file.data_offset))
-            .map_err(read_error)?;
-        let response =
-            store_from_reader(association, id, &request, &mut reader, file.data_length).await?;
-        return Ok(StoreOutcome {
-            response,
+    let storage_contexts = || {
+        association
+            .accepted_contexts(sop_class, crate::Role::Scu)
+            .filter_map(|c| c.transfer_syntax.clone().map(|ts| (c.id, ts)))
+    };
+    if let Some((id, _)) = storage_contexts().find(|(_, ts)| ts == file_ts) {
+        return Ok(Prepared {
+            presentation_context_id: id,
+            request,
+            source: Source::Pieces {
+                pieces: read_file_pieces(file.path.clone(), file.data_offset, file.data_length),
+                length: file.data_length,
+            },
             converted_to: None,
         });
     }
-    let convertible_target = negotiated
-        .accepted()
-        .filter(|c| &c.abstract_syntax == sop_class)
-        .filter_map(|c| c.transfer_syntax.clone().map(|ts| (c.id, ts)))
-        .find(|(_, ts)| transfer_syntax::is_uncompressed(ts));
-    let Some((id, target)) = convertible_target else {
+    let Some((id, target)) =
+        storage_contexts().find(|(_, ts)| transfer_syntax::is_uncompressed(ts))
+    else {
         if negotiated
             .accepted()
             .any(|c| &c.abstract_syntax == sop_class)
@@ -299,25 +450,149 @@ pub async fn store_file(
             transfer_syntax_uid: file_ts.clone(),
         });
     }
+    let converted = {
+        let file = file.clone();
+        let to = target.clone();
+        tokio::task::spawn_blocking(move || convert_file(&file, &to))
+            .await
+            .map_err(|e| StoreFileError::Conversion {
+                from: file_ts.clone(),
+                to: target.clone(),
+                reason: e.to_string(),
+            })??
+    };
+    Ok(Prepared {
+        presentation_context_id: id,
+        request,
+        source: Source::Memory(Bytes::from(converted)),
+        converted_to: Some(target),
+    })
+}
+
+/// Reads a file's data set and re-encodes it in `target` (blocking).
+fn convert_file(file: &StoreFile, target: &str) -> Result<Vec<u8>, StoreFileError> {
+    let read_error = |source| StoreFileError::Read {
+        path: file.path.clone(),
+        source,
+    };
     let mut data = Vec::new();
     let mut reader = File::open(&file.path).map_err(read_error)?;
     reader
         .seek(SeekFrom::Start(file.data_offset))
         .map_err(read_error)?;
     reader.read_to_end(&mut data).map_err(read_error)?;
-    let converted =
-        convert::transcode(&data, file_ts, &target, &ScanLimits::default()).map_err(|e| {
-            StoreFileError::Conversion {
-                from: file_ts.clone(),
-                to: target.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-    let response = store_data_set(association, id, &request, &converted).await?;
+    let from = &file.meta.transfer_syntax_uid;
+    convert::transcode(&data, from, target, &ScanLimits::default()).map_err(|e| {
+        StoreFileError::Conversion {
+            from: from.clone(),
+            to: target.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Sends one Part 10 file on an established association: as it is when its transfer syntax was
+/// accepted, converted when it is uncompressed and another uncompressed syntax was accepted.
+pub async fn store_file(
+    association: &Association,
+    file: &StoreFile,
+    move_originator: Option<(String, u16)>,
+) -> Result<StoreOutcome, StoreFileError> {
+    let prepared = prepare(association, file, move_originator).await?;
+    let converted_to = prepared.converted_to.clone();
+    let message_id = association.next_message_id();
+    let responses = send_store(
+        association,
+        prepared.presentation_context_id,
+        prepared.request.to_message(message_id),
+        prepared.source,
+    )
+    .await?;
+    let response = store_response(responses.last().await?, message_id)?;
     Ok(StoreOutcome {
         response,
-        converted_to: Some(target),
+        converted_to,
     })
+}
+
+/// Sends `files` on one association, reporting each file's outcome to `on_outcome` as its
+/// response comes. Requests are pipelined up to the asynchronous operations window the peer
+/// granted; whatever the window, the next file is read while the previous one's response is
+/// awaited. Stops early only when the association is gone; then every file not sent is
+/// reported with that error.
+pub async fn store_files(
+    association: &Association,
+    files: &[StoreFile],
+    move_originator: Option<(String, u16)>,
+    mut on_outcome: impl FnMut(&StoreFile, Result<StoreOutcome, StoreFileError>),
+) {
+    let mut in_flight = FuturesOrdered::new();
+    let mut next = files
+        .first()
+        .map(|file| Box::pin(prepare(association, file, move_originator.clone())));
+    for (index, file) in files.iter().enumerate() {
+        let Some(preparing) = next.take() else { break };
+        let prepared = preparing.await;
+        // Read the next file while this one goes out and its response is awaited.
+        next = files
+            .get(index + 1)
+            .map(|file| Box::pin(prepare(association, file, move_originator.clone())));
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                on_outcome(file, Err(error));
+                continue;
+            }
+        };
+        let converted_to = prepared.converted_to.clone();
+        let message_id = association.next_message_id();
+        let sending = send_store(
+            association,
+            prepared.presentation_context_id,
+            prepared.request.to_message(message_id),
+            prepared.source,
+        );
+        tokio::pin!(sending);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                Some((done, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    on_outcome(&files[done], outcome);
+                }
+                sent = &mut sending => break sent,
+            }
+        };
+        match sent {
+            Ok(responses) => in_flight.push_back(async move {
+                let outcome = match responses.last().await {
+                    Ok(response) => store_response(response, message_id)
+                        .map(|response| StoreOutcome {
+                            response,
+                            converted_to,
+                        })
+                        .map_err(StoreFileError::from),
+                    Err(error) => Err(StoreFileError::from(error)),
+                };
+                (index, outcome)
+            }),
+            Err(error) => {
+                let gone = error.ends_association();
+                on_outcome(file, Err(error.into()));
+                if gone {
+                    while let Some((done, outcome)) = in_flight.next().await {
+                        on_outcome(&files[done], outcome);
+                    }
+                    for rest in &files[index + 1..] {
+                        on_outcome(rest, Err(StoreFileError::NotSent));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    while let Some((done, outcome)) = in_flight.next().await {
+        on_outcome(&files[done], outcome);
+    }
 }
 
 /// Lists the files under `paths` (folders recursively), sorted, for a batch.

@@ -1,6 +1,10 @@
-//! The default storage action: each instance becomes a Part 10 file (PS3.10 §7), written under
-//! a temporary name and renamed when complete, so that a transfer cut off half-way leaves
-//! nothing visible.
+//! The default storage: each instance becomes a Part 10 file (PS3.10 §7), written under a
+//! temporary name and renamed when complete, so that a transfer cut off half-way leaves nothing
+//! visible.
+//!
+//! All disk work (create, write, scan, fsync, rename) runs on tokio's blocking pool, one task
+//! per instance, fed through a bounded channel: a slow disk slows the association that writes
+//! to it, never the async workers, and memory stays bounded by the channel.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
@@ -8,13 +12,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
 use dimsum_dataset::part10::{self, FileMeta};
 use dimsum_dataset::scan::{self, ScanLimits, Summary};
 use dimsum_dataset::transfer_syntax;
 use dimsum_dimse::status::Status;
 use dimsum_ul::uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
-use super::store::{StorageHandler, StorageSink, StoreFailure, StoreRequestInfo, StoreSuccess};
+use super::{BoxFuture, InstanceDescription, InstanceWriter, Storage, StoreFailure, StoreSuccess};
+
+/// Pieces of a data set that may wait for the disk, per instance.
+const PIECES_IN_FLIGHT: usize = 16;
 
 /// How received files are laid out under the output folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,7 +42,7 @@ pub enum Layout {
 #[derive(Debug, Clone)]
 pub struct StoredInstance {
     pub path: PathBuf,
-    pub request: StoreRequestInfo,
+    pub instance: InstanceDescription,
     pub summary: Summary,
     /// Bytes of the data set (without the file meta).
     pub data_set_length: u64,
@@ -87,47 +97,85 @@ impl FileStorage {
     }
 }
 
-impl StorageHandler for FileStorage {
-    fn begin(&self, request: &StoreRequestInfo) -> Result<Box<dyn StorageSink>, StoreFailure> {
-        let meta = FileMeta {
-            media_storage_sop_class_uid: request.sop_class_uid.clone(),
-            media_storage_sop_instance_uid: request.sop_instance_uid.clone(),
-            transfer_syntax_uid: request.transfer_syntax_uid.clone(),
-            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_string(),
-            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_string()),
-            source_application_entity_title: Some(request.calling_ae_title.clone()),
-        };
-        let header = part10::encode_header(&meta).map_err(|e| {
-            StoreFailure::new(
-                Status::CANNOT_UNDERSTAND,
-                format!("cannot write a file meta: {e}"),
-            )
-        })?;
-        let temporary = temporary_path(&self.root, &request.sop_instance_uid);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temporary)
-            .map_err(|e| write_failure(&temporary, e))?;
-        let mut sink = FileSink {
-            storage: self.clone(),
-            request: request.clone(),
-            temporary: Some(temporary),
-            data_offset: header.len() as u64,
-            data_length: 0,
-            file: None,
-        };
-        file.write_all(&header)
-            .map_err(|e| write_failure(sink.temporary_path(), e))?;
-        sink.file = Some(file);
-        Ok(Box::new(sink))
+impl Storage for FileStorage {
+    fn begin<'a>(
+        &'a self,
+        instance: &'a InstanceDescription,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceWriter>, StoreFailure>> {
+        let (pieces, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
+        let storage = self.clone();
+        let instance = instance.clone();
+        tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
+        Box::pin(async move { Ok(Box::new(FileWriter { pieces }) as Box<dyn InstanceWriter>) })
+    }
+}
+
+/// What the async side sends the blocking task that writes one instance.
+enum Piece {
+    Data(Bytes),
+    Finish(oneshot::Sender<Result<StoreSuccess, StoreFailure>>),
+}
+
+/// The async end of one instance being written.
+struct FileWriter {
+    pieces: mpsc::Sender<Piece>,
+}
+
+fn writer_gone() -> StoreFailure {
+    StoreFailure::new(Status::PROCESSING_FAILURE, "the file writer stopped")
+}
+
+impl InstanceWriter for FileWriter {
+    fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(async move {
+            self.pieces
+                .send(Piece::Data(data))
+                .await
+                .map_err(|_| writer_gone())
+        })
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
+        Box::pin(async move {
+            let (reply, outcome) = oneshot::channel();
+            self.pieces
+                .send(Piece::Finish(reply))
+                .await
+                .map_err(|_| writer_gone())?;
+            outcome.await.map_err(|_| writer_gone())?
+        })
+    }
+}
+
+/// The blocking side: creates the file, writes every piece, and on `Finish` scans, syncs and
+/// renames it. A channel closed before `Finish` (the transfer was cut off) removes the file. A
+/// write error is kept and reported at `Finish`; the pieces after it are dropped.
+fn write_instance(
+    storage: FileStorage,
+    instance: InstanceDescription,
+    mut pieces: mpsc::Receiver<Piece>,
+) {
+    let mut sink = FileSink::create(storage, instance);
+    while let Some(piece) = pieces.blocking_recv() {
+        match piece {
+            Piece::Data(data) => {
+                if let Ok(active) = &mut sink
+                    && let Err(failure) = active.write(&data)
+                {
+                    sink = Err(failure);
+                }
+            }
+            Piece::Finish(reply) => {
+                let _ = reply.send(sink.and_then(FileSink::finish));
+                return;
+            }
+        }
     }
 }
 
 struct FileSink {
     storage: FileStorage,
-    request: StoreRequestInfo,
+    instance: InstanceDescription,
     /// The file being written; `None` once it was renamed or removed.
     temporary: Option<PathBuf>,
     file: Option<File>,
@@ -136,6 +184,47 @@ struct FileSink {
 }
 
 impl FileSink {
+    /// Creates the temporary file and writes the file meta (the instance's SOP class and
+    /// instance, transfer syntax and source AE title).
+    fn create(
+        storage: FileStorage,
+        instance: InstanceDescription,
+    ) -> Result<FileSink, StoreFailure> {
+        let meta = FileMeta {
+            media_storage_sop_class_uid: instance.sop_class_uid.clone(),
+            media_storage_sop_instance_uid: instance.sop_instance_uid.clone(),
+            transfer_syntax_uid: instance.transfer_syntax_uid.clone(),
+            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_string(),
+            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_string()),
+            source_application_entity_title: instance.source_ae_title().map(str::to_owned),
+        };
+        let header = part10::encode_header(&meta).map_err(|e| {
+            StoreFailure::new(
+                Status::CANNOT_UNDERSTAND,
+                format!("cannot write a file meta: {e}"),
+            )
+        })?;
+        let temporary = temporary_path(&storage.root, &instance.sop_instance_uid);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| write_failure(&temporary, e))?;
+        let mut sink = FileSink {
+            storage,
+            instance,
+            temporary: Some(temporary),
+            data_offset: header.len() as u64,
+            data_length: 0,
+            file: None,
+        };
+        file.write_all(&header)
+            .map_err(|e| write_failure(sink.temporary_path(), e))?;
+        sink.file = Some(file);
+        Ok(sink)
+    }
+
     fn temporary_path(&self) -> &Path {
         self.temporary.as_deref().unwrap_or(Path::new(""))
     }
@@ -146,7 +235,7 @@ impl FileSink {
         let io_failure = |e: io::Error| write_failure(self.temporary_path(), e);
         file.seek(SeekFrom::Start(self.data_offset))
             .map_err(io_failure)?;
-        let ts = &self.request.transfer_syntax_uid;
+        let ts = &self.instance.transfer_syntax_uid;
         let limits = &self.storage.limits;
         let result = if transfer_syntax::is_deflated(ts) {
             scan::scan_deflated(BufReader::new(&mut *file), limits)
@@ -171,13 +260,13 @@ impl FileSink {
         }
         path.push(format!(
             "{}.dcm",
-            safe_file_name(&self.request.sop_instance_uid)
+            safe_file_name(&self.instance.sop_instance_uid)
         ));
         path
     }
 }
 
-impl StorageSink for FileSink {
+impl FileSink {
     fn write(&mut self, data: &[u8]) -> Result<(), StoreFailure> {
         let Some(file) = self.file.as_mut() else {
             return Err(StoreFailure::new(
@@ -191,7 +280,7 @@ impl StorageSink for FileSink {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<StoreSuccess, StoreFailure> {
+    fn finish(mut self) -> Result<StoreSuccess, StoreFailure> {
         let Some(mut file) = self.file.take() else {
             return Err(StoreFailure::new(
                 Status::PROCESSING_FAILURE,
@@ -222,12 +311,12 @@ impl StorageSink for FileSink {
             (
                 "SOP class",
                 &summary.sop_class_uid,
-                &self.request.sop_class_uid,
+                &self.instance.sop_class_uid,
             ),
             (
                 "SOP instance",
                 &summary.sop_instance_uid,
-                &self.request.sop_instance_uid,
+                &self.instance.sop_instance_uid,
             ),
         ]
         .into_iter()
@@ -240,7 +329,7 @@ impl StorageSink for FileSink {
         });
         let stored = StoredInstance {
             path: destination,
-            request: self.request.clone(),
+            instance: self.instance.clone(),
             summary,
             data_set_length: self.data_length,
         };

@@ -1,0 +1,175 @@
+//! C-FIND SCP (PS3.4 Annex C.4.1, Modality Worklist K.4): the handler returns a stream of
+//! matches; the framework sends one pending response per match and the final one, and stops
+//! with status Cancel when a C-CANCEL-RQ arrives.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use dimsum_dimse::message::{CFindRq, CFindRsp, Message, Priority};
+use dimsum_dimse::status::Status;
+use dimsum_ul::negotiation::SupportedContext;
+
+use super::{RequestContext, Scp, ScpFailure};
+use crate::IncomingRequest;
+use crate::storage::BoxFuture;
+
+/// A C-FIND request as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct FindQuery {
+    /// The information model (Affected SOP Class UID), e.g. Study Root FIND.
+    pub sop_class_uid: String,
+    pub priority: Priority,
+    /// The transfer syntax the identifier is encoded in, and the matches must be.
+    pub transfer_syntax_uid: String,
+    /// The request's identifier: the keys to match and return (PS3.4 C.4.1.1.3).
+    pub identifier: Bytes,
+    pub calling_ae_title: String,
+    pub peer_address: SocketAddr,
+}
+
+/// One match: its identifier (encoded in the query's transfer syntax) and the pending status
+/// to send it with (0xFF00, or 0xFF01 when optional keys were not supported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindMatch {
+    pub identifier: Bytes,
+    pub status: Status,
+}
+
+impl FindMatch {
+    /// A match sent with status 0xFF00.
+    pub fn new(identifier: Bytes) -> Self {
+        Self {
+            identifier,
+            status: Status::PENDING,
+        }
+    }
+}
+
+/// The matches of a query, produced as they are found.
+pub type MatchStream = Pin<Box<dyn Stream<Item = Result<FindMatch, ScpFailure>> + Send>>;
+
+/// The action of a C-FIND SCP: the matches for a query. Dropping the stream (on C-CANCEL, or
+/// when the association ends) must stop the search.
+pub trait FindHandler: Send + Sync + 'static {
+    fn find(&self, query: FindQuery) -> BoxFuture<'_, Result<MatchStream, ScpFailure>>;
+}
+
+/// C-FIND SCP for the given information models, over a [`FindHandler`].
+pub struct FindScp<H> {
+    handler: Arc<H>,
+    sop_classes: Vec<String>,
+    transfer_syntaxes: Vec<String>,
+}
+
+impl<H: FindHandler> FindScp<H> {
+    /// `sop_classes`: the FIND SOP classes served; `transfer_syntaxes` in our order of
+    /// preference.
+    pub fn new(handler: H, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            sop_classes,
+            transfer_syntaxes,
+        }
+    }
+
+    async fn find(
+        &self,
+        rq: &CFindRq,
+        request: IncomingRequest,
+        context: &RequestContext,
+    ) -> Result<Message, ScpFailure> {
+        let identifier = match request.data_set {
+            Some(data_set) => {
+                data_set
+                    .collect(context.association.limits().max_in_memory_data_set)
+                    .await?
+            }
+            None => {
+                return Err(ScpFailure::new(
+                    Status::CANNOT_UNDERSTAND,
+                    "C-FIND-RQ without an identifier",
+                ));
+            }
+        };
+        let info = context.info();
+        let query = FindQuery {
+            sop_class_uid: rq.affected_sop_class_uid.clone(),
+            priority: rq.priority,
+            transfer_syntax_uid: context.transfer_syntax().to_owned(),
+            identifier,
+            calling_ae_title: info.negotiated.calling_ae_title.clone(),
+            peer_address: info.peer_address,
+        };
+        let final_response = |status| {
+            Message::CFindRsp(CFindRsp {
+                affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
+                ..CFindRsp::new(rq.message_id, status)
+            })
+        };
+        let mut matches = self.handler.find(query).await?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = context.cancelled.cancelled() => return Ok(final_response(Status::CANCEL)),
+                next = matches.next() => next,
+            };
+            match next {
+                Some(Ok(found)) => {
+                    let pending = Message::CFindRsp(CFindRsp {
+                        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
+                        data_set_present: true,
+                        ..CFindRsp::new(rq.message_id, pending_status(found.status))
+                    });
+                    context
+                        .send_pending(pending, Some(found.identifier))
+                        .await?;
+                }
+                Some(Err(failure)) => return Err(failure),
+                None => return Ok(final_response(Status::SUCCESS)),
+            }
+        }
+    }
+}
+
+/// A match's status as sent: FF00 or FF01; anything else becomes FF00.
+fn pending_status(status: Status) -> Status {
+    if status.is_pending() {
+        status
+    } else {
+        Status::PENDING
+    }
+}
+
+impl<H: FindHandler> Scp for FindScp<H> {
+    fn supported_contexts(&self) -> Vec<SupportedContext> {
+        self.sop_classes
+            .iter()
+            .map(|sop_class| {
+                SupportedContext::new(
+                    sop_class.as_str(),
+                    self.transfer_syntaxes.iter().map(String::as_str),
+                )
+            })
+            .collect()
+    }
+
+    fn perform<'a>(
+        &'a self,
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+        Box::pin(async move {
+            let Message::CFindRq(rq) = request.message.clone() else {
+                return Err(ScpFailure::new(
+                    Status::UNRECOGNIZED_OPERATION,
+                    "only C-FIND is performed on this context",
+                ));
+            };
+            self.find(&rq, request, context).await
+        })
+    }
+}

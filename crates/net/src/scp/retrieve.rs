@@ -1,0 +1,447 @@
+//! C-GET and C-MOVE SCPs (PS3.4 Annex C.4.2, C.4.3): the handler names the instances that
+//! match; the framework sends each with a C-STORE sub-operation — on the same association for
+//! C-GET, on a new one to the move destination for C-MOVE — with a pending response after each
+//! and the final response with the counts; a C-CANCEL-RQ stops it with status Cancel.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use dimsum_dimse::message::{CGetRsp, CMoveRsp, Message, Priority};
+use dimsum_dimse::status::Status;
+use dimsum_ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
+
+use super::{RequestContext, Scp, ScpFailure};
+use crate::scu::store::{self, StoreRequest};
+use crate::storage::BoxFuture;
+use crate::{Association, Error, IncomingRequest, Role};
+
+/// A C-GET or C-MOVE request as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct RetrieveQuery {
+    /// The information model (Affected SOP Class UID), e.g. Study Root GET.
+    pub sop_class_uid: String,
+    pub priority: Priority,
+    /// The transfer syntax the identifier is encoded in.
+    pub transfer_syntax_uid: String,
+    /// The request's identifier: the keys of what to retrieve (PS3.4 C.4.2.1.4).
+    pub identifier: Bytes,
+    pub calling_ae_title: String,
+    pub peer_address: SocketAddr,
+}
+
+/// Where an instance's data set is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceData {
+    /// In memory.
+    Memory(Bytes),
+    /// `length` bytes of a file from `offset` (the data set of a Part 10 file, after its meta).
+    File {
+        path: PathBuf,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// One instance to send, with its identity and encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrieveInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// The transfer syntax `data` is encoded in; it is sent on a context that accepted it.
+    pub transfer_syntax_uid: String,
+    pub data: InstanceData,
+}
+
+/// A C-MOVE destination: its AE title and "host:port".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveDestination {
+    pub ae_title: String,
+    pub address: String,
+}
+
+/// The action of a C-GET or C-MOVE SCP: the instances that match a query, and (for C-MOVE)
+/// where an AE title is.
+pub trait RetrieveHandler: Send + Sync + 'static {
+    fn retrieve(
+        &self,
+        query: RetrieveQuery,
+    ) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>>;
+
+    /// The address of a move destination; `None` answers 0xA801 (move destination unknown).
+    fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
+        let _ = ae_title;
+        None
+    }
+}
+
+/// C-GET SCP over a [`RetrieveHandler`]: sub-operations go back on the same association, on
+/// the storage contexts for which the requestor took the SCP role.
+pub struct GetScp<H> {
+    handler: Arc<H>,
+    sop_classes: Vec<String>,
+    transfer_syntaxes: Vec<String>,
+}
+
+/// C-MOVE SCP over a [`RetrieveHandler`]: sub-operations go to the move destination on an
+/// association of their own.
+pub struct MoveScp<H> {
+    handler: Arc<H>,
+    sop_classes: Vec<String>,
+    transfer_syntaxes: Vec<String>,
+}
+
+impl<H: RetrieveHandler> GetScp<H> {
+    /// `sop_classes`: the GET SOP classes served; `transfer_syntaxes` for their identifiers.
+    pub fn new(handler: H, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            sop_classes,
+            transfer_syntaxes,
+        }
+    }
+}
+
+impl<H: RetrieveHandler> MoveScp<H> {
+    /// `sop_classes`: the MOVE SOP classes served; `transfer_syntaxes` for their identifiers.
+    pub fn new(handler: H, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            sop_classes,
+            transfer_syntaxes,
+        }
+    }
+}
+
+fn contexts(sop_classes: &[String], transfer_syntaxes: &[String]) -> Vec<SupportedContext> {
+    sop_classes
+        .iter()
+        .map(|sop_class| {
+            SupportedContext::new(
+                sop_class.as_str(),
+                transfer_syntaxes.iter().map(String::as_str),
+            )
+        })
+        .collect()
+}
+
+/// The sub-operation counts of PS3.7 Table 9.3-6 / 9.3-8.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    remaining: u16,
+    completed: u16,
+    failed: u16,
+    warning: u16,
+}
+
+impl Counts {
+    /// The final status: success when every sub-operation succeeded, B000 when some failed or
+    /// warned (PS3.4 C.4.2.1.5), Cancel when cancelled.
+    fn final_status(&self, cancelled: bool) -> Status {
+        if cancelled {
+            Status::CANCEL
+        } else if self.failed > 0 || self.warning > 0 {
+            Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        } else {
+            Status::SUCCESS
+        }
+    }
+}
+
+/// Which retrieve a request is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Get,
+    Move,
+}
+
+impl Kind {
+    /// A C-GET-RSP or C-MOVE-RSP with these counts; `remaining` only while pending or after a
+    /// cancel (PS3.7 C.4.2.1.4).
+    fn response(self, message_id: u16, sop_class: &str, status: Status, counts: Counts) -> Message {
+        let remaining = (status.is_pending() || status.is_cancel()).then_some(counts.remaining);
+        match self {
+            Kind::Get => CGetRsp {
+                affected_sop_class_uid: Some(sop_class.to_owned()),
+                number_of_remaining_suboperations: remaining,
+                number_of_completed_suboperations: Some(counts.completed),
+                number_of_failed_suboperations: Some(counts.failed),
+                number_of_warning_suboperations: Some(counts.warning),
+                ..CGetRsp::new(message_id, status)
+            }
+            .into(),
+            Kind::Move => CMoveRsp {
+                affected_sop_class_uid: Some(sop_class.to_owned()),
+                number_of_remaining_suboperations: remaining,
+                number_of_completed_suboperations: Some(counts.completed),
+                number_of_failed_suboperations: Some(counts.failed),
+                number_of_warning_suboperations: Some(counts.warning),
+                ..CMoveRsp::new(message_id, status)
+            }
+            .into(),
+        }
+    }
+}
+
+/// The fields common to C-GET-RQ and C-MOVE-RQ.
+struct RetrieveRequest {
+    kind: Kind,
+    message_id: u16,
+    sop_class_uid: String,
+    priority: Priority,
+    move_destination: Option<String>,
+}
+
+fn retrieve_request(message: &Message, kind: Kind) -> Result<RetrieveRequest, ScpFailure> {
+    match (message, kind) {
+        (Message::CGetRq(rq), Kind::Get) => Ok(RetrieveRequest {
+            kind,
+            message_id: rq.message_id,
+            sop_class_uid: rq.affected_sop_class_uid.clone(),
+            priority: rq.priority,
+            move_destination: None,
+        }),
+        (Message::CMoveRq(rq), Kind::Move) => Ok(RetrieveRequest {
+            kind,
+            message_id: rq.message_id,
+            sop_class_uid: rq.affected_sop_class_uid.clone(),
+            priority: rq.priority,
+            move_destination: Some(rq.move_destination.clone()),
+        }),
+        _ => Err(ScpFailure::new(
+            Status::UNRECOGNIZED_OPERATION,
+            match kind {
+                Kind::Get => "only C-GET is performed on this context",
+                Kind::Move => "only C-MOVE is performed on this context",
+            },
+        )),
+    }
+}
+
+/// Reads the identifier and asks the handler for the instances.
+async fn instances<H: RetrieveHandler>(
+    handler: &H,
+    rq: &RetrieveRequest,
+    request: IncomingRequest,
+    context: &RequestContext,
+) -> Result<Vec<RetrieveInstance>, ScpFailure> {
+    let Some(data_set) = request.data_set else {
+        return Err(ScpFailure::new(
+            Status::CANNOT_UNDERSTAND,
+            "a retrieve request without an identifier",
+        ));
+    };
+    let identifier = data_set
+        .collect(context.association.limits().max_in_memory_data_set)
+        .await?;
+    let info = context.info();
+    handler
+        .retrieve(RetrieveQuery {
+            sop_class_uid: rq.sop_class_uid.clone(),
+            priority: rq.priority,
+            transfer_syntax_uid: context.transfer_syntax().to_owned(),
+            identifier,
+            calling_ae_title: info.negotiated.calling_ae_title.clone(),
+            peer_address: info.peer_address,
+        })
+        .await
+}
+
+/// Sends every instance on `target` as C-STORE sub-operations, with a pending response on the
+/// request's association after each; returns the final response.
+async fn send_all(
+    rq: &RetrieveRequest,
+    instances: Vec<RetrieveInstance>,
+    target: &Association,
+    context: &RequestContext,
+) -> Result<Message, ScpFailure> {
+    let mut counts = Counts {
+        remaining: u16::try_from(instances.len()).unwrap_or(u16::MAX),
+        ..Counts::default()
+    };
+    let move_originator = match rq.kind {
+        Kind::Get => None,
+        Kind::Move => Some((context.info().peer_ae_title().to_owned(), rq.message_id)),
+    };
+    for instance in instances {
+        if context.cancelled.is_cancelled() {
+            return Ok(rq.kind.response(
+                rq.message_id,
+                &rq.sop_class_uid,
+                counts.final_status(true),
+                counts,
+            ));
+        }
+        let status = sub_operation(target, &instance, move_originator.clone()).await;
+        counts.remaining = counts.remaining.saturating_sub(1);
+        match status {
+            Ok(status) if status.is_success() => {
+                counts.completed = counts.completed.saturating_add(1)
+            }
+            Ok(status) if status.is_warning() => counts.warning = counts.warning.saturating_add(1),
+            Ok(status) => {
+                info!(
+                    "sub-operation for {} failed: {status}",
+                    instance.sop_instance_uid
+                );
+                counts.failed = counts.failed.saturating_add(1);
+            }
+            Err(error) if error.ends_association() && rq.kind == Kind::Get => {
+                return Err(error.into());
+            }
+            Err(error) => {
+                warn!(
+                    "sub-operation for {} failed: {error}",
+                    instance.sop_instance_uid
+                );
+                counts.failed = counts.failed.saturating_add(1);
+            }
+        }
+        if counts.remaining > 0 {
+            let pending =
+                rq.kind
+                    .response(rq.message_id, &rq.sop_class_uid, Status::PENDING, counts);
+            context.send_pending(pending, None).await?;
+        }
+    }
+    Ok(rq.kind.response(
+        rq.message_id,
+        &rq.sop_class_uid,
+        counts.final_status(false),
+        counts,
+    ))
+}
+
+/// One C-STORE sub-operation: the status the storage SCP answered.
+async fn sub_operation(
+    target: &Association,
+    instance: &RetrieveInstance,
+    move_originator: Option<(String, u16)>,
+) -> Result<Status, Error> {
+    let context = target
+        .accepted_contexts(&instance.sop_class_uid, Role::Scu)
+        .find(|context| context.transfer_syntax.as_deref() == Some(&instance.transfer_syntax_uid))
+        .map(|context| context.id)
+        .ok_or_else(|| {
+            Error::NoPresentationContext(format!(
+                "{} in {}",
+                instance.sop_class_uid, instance.transfer_syntax_uid
+            ))
+        })?;
+    let request = StoreRequest {
+        sop_class_uid: instance.sop_class_uid.clone(),
+        sop_instance_uid: instance.sop_instance_uid.clone(),
+        priority: Priority::Medium,
+        move_originator,
+    };
+    let response = match &instance.data {
+        InstanceData::Memory(data) => {
+            store::store_bytes(target, context, &request, data.clone()).await?
+        }
+        InstanceData::File {
+            path,
+            offset,
+            length,
+        } => {
+            let pieces = store::read_file_pieces(path.clone(), *offset, *length);
+            store::store_pieces(target, context, &request, pieces, *length).await?
+        }
+    };
+    Ok(response.status)
+}
+
+impl<H: RetrieveHandler> Scp for GetScp<H> {
+    fn supported_contexts(&self) -> Vec<SupportedContext> {
+        contexts(&self.sop_classes, &self.transfer_syntaxes)
+    }
+
+    fn perform<'a>(
+        &'a self,
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+        Box::pin(async move {
+            let rq = retrieve_request(&request.message, Kind::Get)?;
+            let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
+            send_all(&rq, instances, &context.association, context).await
+        })
+    }
+}
+
+impl<H: RetrieveHandler> Scp for MoveScp<H> {
+    fn supported_contexts(&self) -> Vec<SupportedContext> {
+        contexts(&self.sop_classes, &self.transfer_syntaxes)
+    }
+
+    fn perform<'a>(
+        &'a self,
+        request: IncomingRequest,
+        context: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+        Box::pin(async move {
+            let rq = retrieve_request(&request.message, Kind::Move)?;
+            let destination_title = rq.move_destination.clone().unwrap_or_default();
+            let Some(destination) = self.handler.destination(&destination_title) else {
+                return Err(ScpFailure::new(
+                    Status::MOVE_DESTINATION_UNKNOWN,
+                    format!("unknown move destination {destination_title}"),
+                ));
+            };
+            let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
+            if instances.is_empty() {
+                return Ok(rq.kind.response(
+                    rq.message_id,
+                    &rq.sop_class_uid,
+                    Status::SUCCESS,
+                    Counts::default(),
+                ));
+            }
+            let target = connect_destination(&destination, &instances, context)
+                .await
+                .map_err(|error| {
+                    ScpFailure::new(
+                        Status::OUT_OF_RESOURCES_SUBOPERATIONS,
+                        format!("cannot reach {}: {error}", destination.ae_title),
+                    )
+                })?;
+            let outcome = send_all(&rq, instances, &target, context).await;
+            if let Err(error) = target.release().await {
+                warn!(
+                    "releasing the association to {}: {error}",
+                    destination.ae_title
+                );
+            }
+            outcome
+        })
+    }
+}
+
+/// Opens the association for the C-MOVE sub-operations: a context per SOP class and transfer
+/// syntax of the instances.
+async fn connect_destination(
+    destination: &MoveDestination,
+    instances: &[RetrieveInstance],
+    context: &RequestContext,
+) -> Result<Association, Error> {
+    let pairs: BTreeSet<(&str, &str)> = instances
+        .iter()
+        .map(|i| (i.sop_class_uid.as_str(), i.transfer_syntax_uid.as_str()))
+        .collect();
+    let request = AssociationRequest::new(context.info().local_ae_title(), &destination.ae_title)
+        .with_contexts(
+            pairs
+                .into_iter()
+                .map(|(sop_class, ts)| ProposedContext::new(sop_class, [ts])),
+        );
+    Association::connect(
+        &destination.address,
+        &request,
+        *context.association.timeouts(),
+        *context.association.limits(),
+    )
+    .await
+}
