@@ -81,6 +81,11 @@ use event::provider_abort_reason;
 use operations::{Operation, Operations, Window, is_multi_response, request_for};
 use timers::{Activity, Deadlines};
 
+/// A read that may gather several small PDUs.
+const SMALL_READ: usize = 64 * 1024;
+/// The most [`Association::read_size`] asks for at once.
+pub const MAX_READ: usize = 1024 * 1024;
+
 /// Limits and timers of an association.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Config {
@@ -349,6 +354,27 @@ impl Association {
             .is_some()
         {
             self.arm_acse(now);
+        }
+    }
+
+    /// How many bytes the driver should read next, given what it holds unconsumed: up to the end
+    /// of a large PDU under way and its successor's header, so that a large data fragment lands
+    /// in a buffer of its own and is never moved; otherwise a chunk that may hold several small
+    /// PDUs. Never more than [`MAX_READ`], whatever a header claims.
+    pub fn read_size(&self, buffered: &[u8]) -> usize {
+        match pdu::read_header(buffered) {
+            Some(header) => {
+                let total = usize::try_from(header.length)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(pdu::PDU_HEADER_LEN);
+                let missing = total.saturating_sub(buffered.len());
+                if total > SMALL_READ && missing > 0 {
+                    missing.saturating_add(pdu::PDU_HEADER_LEN).min(MAX_READ)
+                } else {
+                    SMALL_READ
+                }
+            }
+            None => SMALL_READ,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tracing::{debug, info};
 
@@ -17,8 +17,6 @@ use dimsum_dimse::association::{Ending, Event};
 use super::{Establishment, IncomingRequest, Inner, Response, Shared, now};
 use crate::Error;
 
-/// Bytes asked of the transport per read.
-const READ_CHUNK: usize = 256 * 1024;
 /// Delivered bytes not yet taken by their consumers beyond which the driver stops reading (the
 /// peer is then held back by TCP flow control, not by our memory).
 pub(super) const READ_PAUSE_BACKLOG: usize = 4 * 1024 * 1024;
@@ -43,7 +41,7 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
     let mut needs_flush = false;
     let mut read_closed = false;
     loop {
-        let (deadline, closed) = {
+        let (deadline, closed, read_size) = {
             let mut inner = shared.lock();
             while let Some(bytes) = inner.core.poll_transmit() {
                 out.push_back(bytes);
@@ -51,7 +49,11 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
             while let Some(event) = inner.core.poll_event() {
                 route(&mut inner, &shared, event);
             }
-            (inner.core.poll_timeout(), inner.core.is_closed())
+            (
+                inner.core.poll_timeout(),
+                inner.core.is_closed(),
+                inner.core.read_size(&read_buf),
+            )
         };
         if closed {
             finish(&mut writer, &mut out, &shared).await;
@@ -60,7 +62,7 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
         let reading = !read_closed && shared.backlog.load(Ordering::Acquire) < READ_PAUSE_BACKLOG;
         let sleep = deadline.map(|at| tokio::time::sleep_until(at.into()));
         tokio::select! {
-            result = read_some(&mut reader, &mut read_buf), if reading => {
+            result = read_some(&mut reader, &mut read_buf, read_size), if reading => {
                 let mut inner = shared.lock();
                 match result {
                     Ok(0) | Err(_) => {
@@ -91,12 +93,14 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
     }
 }
 
+/// Reads at most `size` bytes onto the end of `buffer`.
 async fn read_some<R: AsyncRead + Unpin>(
     reader: &mut ReadHalf<R>,
     buffer: &mut BytesMut,
+    size: usize,
 ) -> std::io::Result<usize> {
-    buffer.reserve(READ_CHUNK);
-    reader.read_buf(buffer).await
+    buffer.reserve(size);
+    reader.read_buf(&mut buffer.limit(size)).await
 }
 
 /// One vectored write of what is queued (then a flush once the queue is empty, for TLS);

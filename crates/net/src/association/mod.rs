@@ -595,11 +595,25 @@ impl Association {
         message: Message,
         data_set: Option<Bytes>,
     ) -> Result<Responses, Error> {
-        let (writer, responses) = self.start_request(presentation_context_id, message).await?;
-        if let Some(writer) = writer {
-            writer.finish(data_set.unwrap_or_default()).await?;
+        let data_set = data_set.filter(|_| message.has_data_set());
+        match data_set {
+            // A data set that fits one piece goes with its command, in one step.
+            Some(data) if data.len() <= SEND_PIECE => {
+                let (_, responses) = self
+                    .send_request(presentation_context_id, message, Some(data))
+                    .await?;
+                Ok(responses)
+            }
+            data_set => {
+                let (writer, responses) = self
+                    .send_request(presentation_context_id, message, None)
+                    .await?;
+                if let Some(writer) = writer {
+                    writer.finish(data_set.unwrap_or_default()).await?;
+                }
+                Ok(responses)
+            }
         }
-        Ok(responses)
     }
 
     /// Sends a request's command; when the message has a data set, the returned writer must
@@ -608,6 +622,18 @@ impl Association {
         &self,
         presentation_context_id: u8,
         message: Message,
+    ) -> Result<(Option<DataSetWriter>, Responses), Error> {
+        self.send_request(presentation_context_id, message, None)
+            .await
+    }
+
+    /// Sends a request's command, and `whole` as its entire data set when given (then no
+    /// writer is returned).
+    async fn send_request(
+        &self,
+        presentation_context_id: u8,
+        message: Message,
+        whole: Option<Bytes>,
     ) -> Result<(Option<DataSetWriter>, Responses), Error> {
         let message_id = message.message_id().unwrap_or_default();
         loop {
@@ -624,20 +650,23 @@ impl Association {
                     if inner.core.transmit_backlog() >= SEND_HIGH_WATER {
                         return None;
                     }
-                    let (sender, receiver) = mpsc::unbounded_channel();
-                    Some(
-                        match inner
-                            .core
-                            .send_message(presentation_context_id, &message, now())
-                        {
-                            Ok(()) => {
-                                inner.routes.responses.insert(message_id, sender);
-                                Ok(Some(receiver))
-                            }
-                            Err(SendError::WindowFull { .. }) => Ok(None),
-                            Err(error) => Err(Error::Send(error)),
-                        },
-                    )
+                    let now = now();
+                    let sent = inner
+                        .core
+                        .send_message(presentation_context_id, &message, now)
+                        .and_then(|()| match &whole {
+                            Some(data) => inner.core.send_data(data.clone(), true, now),
+                            None => Ok(()),
+                        });
+                    Some(match sent {
+                        Ok(()) => {
+                            let (sender, receiver) = mpsc::unbounded_channel();
+                            inner.routes.responses.insert(message_id, sender);
+                            Ok(Some(receiver))
+                        }
+                        Err(SendError::WindowFull { .. }) => Ok(None),
+                        Err(error) => Err(Error::Send(error)),
+                    })
                 })
                 .await?;
             self.shared.wake.notify_one();
@@ -649,7 +678,7 @@ impl Association {
                 shared: Arc::clone(&self.shared),
                 finished: false,
             };
-            let writer = message.has_data_set().then(|| DataSetWriter {
+            let writer = (message.has_data_set() && whole.is_none()).then(|| DataSetWriter {
                 association: self.clone(),
                 _send_lock: guard,
                 finished: false,

@@ -250,14 +250,12 @@ async fn perform(
     let request_message = request.message.clone();
     let outcome = match provider {
         Some(provider) => {
-            // A task of its own, so that a panic in the provider is caught here.
-            let task = tokio::spawn(
-                async move { provider.perform(request, &context).await }.in_current_span(),
-            );
-            match task.await {
+            // A panic in the provider is caught here and answered like any failure.
+            let performing = std::panic::AssertUnwindSafe(provider.perform(request, &context));
+            match futures_util::FutureExt::catch_unwind(performing).await {
                 Ok(outcome) => outcome,
-                Err(error) => {
-                    warn!(%error, "the service provider failed");
+                Err(_) => {
+                    warn!("the service provider panicked");
                     Err(ScpFailure::processing(
                         "the service provider failed unexpectedly",
                     ))

@@ -138,6 +138,14 @@ async fn send_store(
     message: Message,
     source: Source,
 ) -> Result<crate::Responses, Error> {
+    let (mut pieces, length) = match source {
+        Source::Memory(data) => {
+            return association
+                .request(presentation_context_id, message, Some(data))
+                .await;
+        }
+        Source::Pieces { pieces, length } => (pieces, length),
+    };
     let (writer, responses) = association
         .start_request(presentation_context_id, message)
         .await?;
@@ -146,36 +154,31 @@ async fn send_store(
             "a C-STORE-RQ without a data set".into(),
         ));
     };
-    match source {
-        Source::Memory(data) => writer.finish(data).await?,
-        Source::Pieces { mut pieces, length } => {
-            let mut remaining = length;
-            loop {
-                match pieces.recv().await {
-                    Some(Ok(piece)) => {
-                        remaining = remaining.saturating_sub(piece.len() as u64);
-                        if remaining == 0 {
-                            writer.finish(piece).await?;
-                            break;
-                        }
-                        writer.write(piece).await?;
-                    }
-                    Some(Err(source)) => {
-                        drop(writer);
-                        return Err(Error::DataSource(source));
-                    }
-                    None if remaining == 0 => {
-                        writer.finish(Bytes::new()).await?;
-                        break;
-                    }
-                    None => {
-                        drop(writer);
-                        return Err(Error::DataSource(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the data set ended early",
-                        )));
-                    }
+    let mut remaining = length;
+    loop {
+        match pieces.recv().await {
+            Some(Ok(piece)) => {
+                remaining = remaining.saturating_sub(piece.len() as u64);
+                if remaining == 0 {
+                    writer.finish(piece).await?;
+                    break;
                 }
+                writer.write(piece).await?;
+            }
+            Some(Err(source)) => {
+                drop(writer);
+                return Err(Error::DataSource(source));
+            }
+            None if remaining == 0 => {
+                writer.finish(Bytes::new()).await?;
+                break;
+            }
+            None => {
+                drop(writer);
+                return Err(Error::DataSource(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the data set ended early",
+                )));
             }
         }
     }
@@ -201,44 +204,53 @@ pub fn read_file_pieces(
     length: u64,
 ) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(PIECES_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let opened = File::open(&path).and_then(|mut file| {
-            file.seek(SeekFrom::Start(offset))?;
-            Ok(file)
-        });
-        let mut file = match opened {
-            Ok(file) => file.take(length),
-            Err(error) => {
-                let _ = sender.blocking_send(Err(error));
-                return;
-            }
-        };
-        let mut remaining = length;
-        while remaining > 0 {
-            let size = remaining.min(READ_PIECE as u64) as usize;
-            // `read_to_end` fills spare capacity: nothing is zeroed first.
-            let mut piece = Vec::with_capacity(size);
-            let read = std::io::Read::by_ref(&mut file)
-                .take(size as u64)
-                .read_to_end(&mut piece);
-            let result = match read {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} ended early", path.display()),
-                )),
-                Ok(n) => {
-                    remaining -= n as u64;
-                    Ok(Bytes::from(piece))
-                }
-                Err(error) => Err(error),
-            };
-            let failed = result.is_err();
-            if sender.blocking_send(result).is_err() || failed {
-                return;
-            }
-        }
-    });
+    tokio::task::spawn_blocking(move || feed_pieces(&path, offset, length, &sender));
     receiver
+}
+
+/// Reads `length` bytes of `path` from `offset` into `sender`, piece by piece (blocking); an
+/// error is sent as the last item.
+fn feed_pieces(
+    path: &Path,
+    offset: u64,
+    length: u64,
+    sender: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let opened = File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(file)
+    });
+    let mut file = match opened {
+        Ok(file) => file.take(length),
+        Err(error) => {
+            let _ = sender.blocking_send(Err(error));
+            return;
+        }
+    };
+    let mut remaining = length;
+    while remaining > 0 {
+        let size = remaining.min(READ_PIECE as u64) as usize;
+        // `read_to_end` fills spare capacity: nothing is zeroed first.
+        let mut piece = Vec::with_capacity(size);
+        let read = std::io::Read::by_ref(&mut file)
+            .take(size as u64)
+            .read_to_end(&mut piece);
+        let result = match read {
+            Ok(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} ended early", path.display()),
+            )),
+            Ok(n) => {
+                remaining -= n as u64;
+                Ok(Bytes::from(piece))
+            }
+            Err(error) => Err(error),
+        };
+        let failed = result.is_err();
+        if sender.blocking_send(result).is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// A Part 10 file ready to be sent: its meta and where its data set lies.
@@ -395,45 +407,46 @@ pub fn propose_contexts(
     contexts
 }
 
-/// How one file goes out: on which context, and from where.
-struct Prepared {
+/// Files up to this size are read whole; larger ones are streamed in pieces.
+const READ_WHOLE_BELOW: u64 = READ_PIECE as u64;
+/// Files read ahead of the one being sent.
+const FILES_AHEAD: usize = 4;
+
+/// How one file goes out: on which context, with which command, and how its data set is read.
+struct Plan {
     presentation_context_id: u8,
     request: StoreRequest,
-    source: Source,
+    /// The transfer syntax to convert to, when the file's own was not accepted.
     converted_to: Option<String>,
 }
 
 /// Chooses the context for `file` — its own transfer syntax if accepted, else an accepted
-/// uncompressed one to convert to — and starts reading it (on the blocking pool).
-async fn prepare(
+/// uncompressed one to convert to (PS3.4 §B.4.1). Reads nothing.
+fn plan(
     association: &Association,
     file: &StoreFile,
     move_originator: Option<(String, u16)>,
-) -> Result<Prepared, StoreFileError> {
+) -> Result<Plan, StoreFileError> {
     let sop_class = &file.meta.media_storage_sop_class_uid;
     let file_ts = &file.meta.transfer_syntax_uid;
-    let request = file.request(move_originator);
-    let negotiated = association.negotiated();
     let storage_contexts = || {
         association
             .accepted_contexts(sop_class, crate::Role::Scu)
             .filter_map(|c| c.transfer_syntax.clone().map(|ts| (c.id, ts)))
     };
+    let request = file.request(move_originator);
     if let Some((id, _)) = storage_contexts().find(|(_, ts)| ts == file_ts) {
-        return Ok(Prepared {
+        return Ok(Plan {
             presentation_context_id: id,
             request,
-            source: Source::Pieces {
-                pieces: read_file_pieces(file.path.clone(), file.data_offset, file.data_length),
-                length: file.data_length,
-            },
             converted_to: None,
         });
     }
     let Some((id, target)) =
         storage_contexts().find(|(_, ts)| transfer_syntax::is_uncompressed(ts))
     else {
-        if negotiated
+        if association
+            .negotiated()
             .accepted()
             .any(|c| &c.abstract_syntax == sop_class)
         {
@@ -450,37 +463,78 @@ async fn prepare(
             transfer_syntax_uid: file_ts.clone(),
         });
     }
-    let converted = {
-        let file = file.clone();
-        let to = target.clone();
-        tokio::task::spawn_blocking(move || convert_file(&file, &to))
-            .await
-            .map_err(|e| StoreFileError::Conversion {
-                from: file_ts.clone(),
-                to: target.clone(),
-                reason: e.to_string(),
-            })??
-    };
-    Ok(Prepared {
+    Ok(Plan {
         presentation_context_id: id,
         request,
-        source: Source::Memory(Bytes::from(converted)),
         converted_to: Some(target),
     })
 }
 
-/// Reads a file's data set and re-encodes it in `target` (blocking).
-fn convert_file(file: &StoreFile, target: &str) -> Result<Vec<u8>, StoreFileError> {
+/// Reads the data sets of `files` (those with a plan, each as `Some(target)` to convert to, or
+/// `None`) in order on the blocking pool, a few files ahead of the sender: small files whole,
+/// large ones as a stream of pieces read as they are sent. One blocking task for the batch.
+fn load_ahead(
+    files: Vec<(usize, StoreFile, Option<String>)>,
+) -> mpsc::Receiver<(usize, Result<Source, StoreFileError>)> {
+    let (sender, receiver) = mpsc::channel(FILES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        for (index, file, convert_to) in files {
+            let loaded = match convert_to {
+                Some(target) => {
+                    convert_file(&file, &target).map(|data| Source::Memory(data.into()))
+                }
+                None if file.data_length < READ_WHOLE_BELOW => {
+                    read_whole(&file).map(|data| Source::Memory(data.into()))
+                }
+                None => {
+                    // Handed over first, then fed here as the sender takes the pieces.
+                    let (pieces, receiver) = mpsc::channel(PIECES_AHEAD);
+                    let source = Source::Pieces {
+                        pieces: receiver,
+                        length: file.data_length,
+                    };
+                    if sender.blocking_send((index, Ok(source))).is_err() {
+                        return;
+                    }
+                    feed_pieces(&file.path, file.data_offset, file.data_length, &pieces);
+                    continue;
+                }
+            };
+            if sender.blocking_send((index, loaded)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Reads a file's data set into memory (blocking).
+fn read_whole(file: &StoreFile) -> Result<Vec<u8>, StoreFileError> {
     let read_error = |source| StoreFileError::Read {
         path: file.path.clone(),
         source,
     };
-    let mut data = Vec::new();
     let mut reader = File::open(&file.path).map_err(read_error)?;
     reader
         .seek(SeekFrom::Start(file.data_offset))
         .map_err(read_error)?;
-    reader.read_to_end(&mut data).map_err(read_error)?;
+    let mut data = Vec::with_capacity(file.data_length as usize);
+    reader
+        .take(file.data_length)
+        .read_to_end(&mut data)
+        .map_err(read_error)?;
+    if (data.len() as u64) < file.data_length {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file ended early",
+        )));
+    }
+    Ok(data)
+}
+
+/// Reads a file's data set and re-encodes it in `target` (blocking).
+fn convert_file(file: &StoreFile, target: &str) -> Result<Vec<u8>, StoreFileError> {
+    let data = read_whole(file)?;
     let from = &file.meta.transfer_syntax_uid;
     convert::transcode(&data, from, target, &ScanLimits::default()).map_err(|e| {
         StoreFileError::Conversion {
@@ -498,59 +552,70 @@ pub async fn store_file(
     file: &StoreFile,
     move_originator: Option<(String, u16)>,
 ) -> Result<StoreOutcome, StoreFileError> {
-    let prepared = prepare(association, file, move_originator).await?;
-    let converted_to = prepared.converted_to.clone();
-    let message_id = association.next_message_id();
-    let responses = send_store(
+    let mut outcome = Err(StoreFileError::NotSent);
+    store_files(
         association,
-        prepared.presentation_context_id,
-        prepared.request.to_message(message_id),
-        prepared.source,
+        std::slice::from_ref(file),
+        move_originator,
+        |_, result| outcome = result,
     )
-    .await?;
-    let response = store_response(responses.last().await?, message_id)?;
-    Ok(StoreOutcome {
-        response,
-        converted_to,
-    })
+    .await;
+    outcome
 }
 
 /// Sends `files` on one association, reporting each file's outcome to `on_outcome` as its
 /// response comes. Requests are pipelined up to the asynchronous operations window the peer
-/// granted; whatever the window, the next file is read while the previous one's response is
-/// awaited. Stops early only when the association is gone; then every file not sent is
-/// reported with that error.
+/// granted; whatever the window, the next files are read (on the blocking pool) while earlier
+/// ones go out and their responses are awaited. Stops early only when the association is gone;
+/// then every file not sent is reported with [`StoreFileError::NotSent`].
 pub async fn store_files(
     association: &Association,
     files: &[StoreFile],
     move_originator: Option<(String, u16)>,
     mut on_outcome: impl FnMut(&StoreFile, Result<StoreOutcome, StoreFileError>),
 ) {
+    let plans: Vec<Result<Plan, StoreFileError>> = files
+        .iter()
+        .map(|file| plan(association, file, move_originator.clone()))
+        .collect();
+    let mut loaded = load_ahead(
+        plans
+            .iter()
+            .zip(files)
+            .enumerate()
+            .filter_map(|(index, (plan, file))| {
+                let plan = plan.as_ref().ok()?;
+                Some((index, file.clone(), plan.converted_to.clone()))
+            })
+            .collect(),
+    );
     let mut in_flight = FuturesOrdered::new();
-    let mut next = files
-        .first()
-        .map(|file| Box::pin(prepare(association, file, move_originator.clone())));
-    for (index, file) in files.iter().enumerate() {
-        let Some(preparing) = next.take() else { break };
-        let prepared = preparing.await;
-        // Read the next file while this one goes out and its response is awaited.
-        next = files
-            .get(index + 1)
-            .map(|file| Box::pin(prepare(association, file, move_originator.clone())));
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
+    for (index, (file, plan)) in files.iter().zip(plans).enumerate() {
+        let plan = match plan {
+            Ok(plan) => plan,
             Err(error) => {
                 on_outcome(file, Err(error));
                 continue;
             }
         };
-        let converted_to = prepared.converted_to.clone();
+        let source = match loaded.recv().await {
+            Some((loaded_index, source)) if loaded_index == index => source,
+            _ => Err(StoreFileError::NotSent),
+        };
+        let source = match source {
+            Ok(source) => source,
+            Err(error) => {
+                on_outcome(file, Err(error));
+                continue;
+            }
+        };
+        let converted_to = plan.converted_to;
         let message_id = association.next_message_id();
         let sending = send_store(
             association,
-            prepared.presentation_context_id,
-            prepared.request.to_message(message_id),
-            prepared.source,
+            plan.presentation_context_id,
+            plan.request.to_message(message_id),
+            source,
         );
         tokio::pin!(sending);
         let sent = loop {

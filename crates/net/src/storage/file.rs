@@ -2,9 +2,12 @@
 //! temporary name and renamed when complete, so that a transfer cut off half-way leaves nothing
 //! visible.
 //!
-//! All disk work (create, write, scan, fsync, rename) runs on tokio's blocking pool, one task
-//! per instance, fed through a bounded channel: a slow disk slows the association that writes
-//! to it, never the async workers, and memory stays bounded by the channel.
+//! All disk work (create, write, scan, fsync, rename) runs on tokio's blocking pool, never on
+//! the async workers: a slow disk slows the association that writes to it, nothing else. An
+//! instance up to [`BUFFER_BELOW`] is gathered in memory, scanned there and written in one
+//! blocking task when complete (most instances: one hop to the pool and back); a larger one
+//! goes to a blocking task as it arrives, through a bounded channel, so memory stays bounded
+//! whatever its size.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
@@ -25,6 +28,8 @@ use super::{BoxFuture, InstanceDescription, InstanceWriter, Storage, StoreFailur
 
 /// Pieces of a data set that may wait for the disk, per instance.
 const PIECES_IN_FLIGHT: usize = 16;
+/// Instances smaller than this are gathered in memory and written at once.
+pub const BUFFER_BELOW: usize = 256 * 1024;
 
 /// How received files are laid out under the output folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,23 +107,35 @@ impl Storage for FileStorage {
         &'a self,
         instance: &'a InstanceDescription,
     ) -> BoxFuture<'a, Result<Box<dyn InstanceWriter>, StoreFailure>> {
-        let (pieces, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
-        let storage = self.clone();
-        let instance = instance.clone();
-        tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
-        Box::pin(async move { Ok(Box::new(FileWriter { pieces }) as Box<dyn InstanceWriter>) })
+        let writer = FileWriter::Gathering {
+            storage: self.clone(),
+            instance: instance.clone(),
+            pieces: Vec::new(),
+            length: 0,
+        };
+        Box::pin(async move { Ok(Box::new(writer) as Box<dyn InstanceWriter>) })
     }
 }
 
-/// What the async side sends the blocking task that writes one instance.
+/// What the async side sends the blocking task that writes a large instance.
 enum Piece {
     Data(Bytes),
     Finish(oneshot::Sender<Result<StoreSuccess, StoreFailure>>),
 }
 
-/// The async end of one instance being written.
-struct FileWriter {
-    pieces: mpsc::Sender<Piece>,
+/// The async end of one instance being written (boxed once per instance, so the size of the
+/// larger variant costs nothing).
+#[allow(clippy::large_enum_variant)]
+enum FileWriter {
+    /// Small so far: the pieces are kept until the instance is complete.
+    Gathering {
+        storage: FileStorage,
+        instance: InstanceDescription,
+        pieces: Vec<Bytes>,
+        length: usize,
+    },
+    /// Large: a blocking task writes the pieces as they come.
+    Streaming { pieces: mpsc::Sender<Piece> },
 }
 
 fn writer_gone() -> StoreFailure {
@@ -128,23 +145,79 @@ fn writer_gone() -> StoreFailure {
 impl InstanceWriter for FileWriter {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
         Box::pin(async move {
-            self.pieces
-                .send(Piece::Data(data))
-                .await
-                .map_err(|_| writer_gone())
+            if let FileWriter::Gathering {
+                storage,
+                instance,
+                pieces,
+                length,
+            } = self
+            {
+                if *length + data.len() < BUFFER_BELOW {
+                    *length += data.len();
+                    pieces.push(data);
+                    return Ok(());
+                }
+                // Too large to gather: hand what came so far to a blocking writer.
+                let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
+                let (storage, instance) = (storage.clone(), instance.clone());
+                let gathered = std::mem::take(pieces);
+                tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
+                for piece in gathered {
+                    sender
+                        .send(Piece::Data(piece))
+                        .await
+                        .map_err(|_| writer_gone())?;
+                }
+                *self = FileWriter::Streaming { pieces: sender };
+            }
+            match self {
+                FileWriter::Streaming { pieces } => pieces
+                    .send(Piece::Data(data))
+                    .await
+                    .map_err(|_| writer_gone()),
+                FileWriter::Gathering { .. } => Err(writer_gone()),
+            }
         })
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
         Box::pin(async move {
-            let (reply, outcome) = oneshot::channel();
-            self.pieces
-                .send(Piece::Finish(reply))
-                .await
-                .map_err(|_| writer_gone())?;
-            outcome.await.map_err(|_| writer_gone())?
+            match *self {
+                FileWriter::Gathering {
+                    storage,
+                    instance,
+                    pieces,
+                    ..
+                } => tokio::task::spawn_blocking(move || write_whole(storage, instance, pieces))
+                    .await
+                    .map_err(|_| writer_gone())?,
+                FileWriter::Streaming { pieces } => {
+                    let (reply, outcome) = oneshot::channel();
+                    pieces
+                        .send(Piece::Finish(reply))
+                        .await
+                        .map_err(|_| writer_gone())?;
+                    outcome.await.map_err(|_| writer_gone())?
+                }
+            }
         })
     }
+}
+
+/// The blocking side for a small instance: scans it in memory, then writes, syncs and renames
+/// the file in one go (nothing is written for a data set the scan refuses).
+fn write_whole(
+    storage: FileStorage,
+    instance: InstanceDescription,
+    pieces: Vec<Bytes>,
+) -> Result<StoreSuccess, StoreFailure> {
+    let data = match pieces.as_slice() {
+        [one] => one.clone(),
+        _ => Bytes::from(pieces.concat()),
+    };
+    let summary = scan::scan_bytes(&data, &instance.transfer_syntax_uid, &storage.limits)
+        .map_err(scan_failure)?;
+    FileSink::create(storage, instance, &data)?.complete(summary)
 }
 
 /// The blocking side: creates the file, writes every piece, and on `Finish` scans, syncs and
@@ -155,7 +228,7 @@ fn write_instance(
     instance: InstanceDescription,
     mut pieces: mpsc::Receiver<Piece>,
 ) {
-    let mut sink = FileSink::create(storage, instance);
+    let mut sink = FileSink::create(storage, instance, &[]);
     while let Some(piece) = pieces.blocking_recv() {
         match piece {
             Piece::Data(data) => {
@@ -186,9 +259,11 @@ struct FileSink {
 impl FileSink {
     /// Creates the temporary file and writes the file meta (the instance's SOP class and
     /// instance, transfer syntax and source AE title).
+    /// `first` is the beginning of the data set, written with the file meta in one write.
     fn create(
         storage: FileStorage,
         instance: InstanceDescription,
+        first: &[u8],
     ) -> Result<FileSink, StoreFailure> {
         let meta = FileMeta {
             media_storage_sop_class_uid: instance.sop_class_uid.clone(),
@@ -198,7 +273,7 @@ impl FileSink {
             implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_string()),
             source_application_entity_title: instance.source_ae_title().map(str::to_owned),
         };
-        let header = part10::encode_header(&meta).map_err(|e| {
+        let mut header = part10::encode_header(&meta).map_err(|e| {
             StoreFailure::new(
                 Status::CANNOT_UNDERSTAND,
                 format!("cannot write a file meta: {e}"),
@@ -216,9 +291,10 @@ impl FileSink {
             instance,
             temporary: Some(temporary),
             data_offset: header.len() as u64,
-            data_length: 0,
+            data_length: first.len() as u64,
             file: None,
         };
+        header.extend_from_slice(first);
         file.write_all(&header)
             .map_err(|e| write_failure(sink.temporary_path(), e))?;
         sink.file = Some(file);
@@ -242,9 +318,7 @@ impl FileSink {
         } else {
             scan::scan(BufReader::new(&mut *file), self.data_length, ts, limits)
         };
-        result.map_err(|e| {
-            StoreFailure::new(Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, e.to_string())
-        })
+        result.map_err(scan_failure)
     }
 
     fn final_path(&self, summary: &Summary) -> PathBuf {
@@ -268,37 +342,44 @@ impl FileSink {
 
 impl FileSink {
     fn write(&mut self, data: &[u8]) -> Result<(), StoreFailure> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(StoreFailure::new(
-                Status::PROCESSING_FAILURE,
-                "file already closed",
-            ));
-        };
+        let file = self.file.as_mut().ok_or_else(file_closed)?;
         file.write_all(data)
             .map_err(|e| write_failure(self.temporary.as_deref().unwrap_or(Path::new("")), e))?;
         self.data_length += data.len() as u64;
         Ok(())
     }
 
+    /// Scans what was written, then makes it durable and visible.
     fn finish(mut self) -> Result<StoreSuccess, StoreFailure> {
-        let Some(mut file) = self.file.take() else {
-            return Err(StoreFailure::new(
-                Status::PROCESSING_FAILURE,
-                "file already closed",
-            ));
+        let mut file = self.file.take().ok_or_else(file_closed)?;
+        let summary = self.scan(&mut file);
+        self.file = Some(file);
+        self.complete(summary?)
+    }
+
+    /// The data set, already scanned (`summary`), is complete: sync, rename into place, report.
+    fn complete(mut self, summary: Summary) -> Result<StoreSuccess, StoreFailure> {
+        let Some(file) = self.file.take() else {
+            return Err(file_closed());
         };
-        let summary = self.scan(&mut file)?;
         if self.storage.fsync {
             file.sync_all()
                 .map_err(|e| write_failure(self.temporary_path(), e))?;
         }
         drop(file);
         let destination = self.final_path(&summary);
-        if let Some(folder) = destination.parent() {
-            fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
-        }
         let temporary = self.temporary_path().to_path_buf();
-        fs::rename(&temporary, &destination).map_err(|e| write_failure(&destination, e))?;
+        // The folder usually exists: create it only when the rename says it does not.
+        let renamed = match fs::rename(&temporary, &destination) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                if let Some(folder) = destination.parent() {
+                    fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
+                }
+                fs::rename(&temporary, &destination)
+            }
+            other => other,
+        };
+        renamed.map_err(|e| write_failure(&destination, e))?;
         self.temporary = None;
         if self.storage.fsync
             && let Some(folder) = destination.parent()
@@ -357,6 +438,15 @@ impl Drop for FileSink {
             let _ = fs::remove_file(temporary);
         }
     }
+}
+
+/// A data set the hardened scan refuses (PS3.4 Table B.2-1: 0xA900).
+fn scan_failure(error: scan::ScanError) -> StoreFailure {
+    StoreFailure::new(Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, error.to_string())
+}
+
+fn file_closed() -> StoreFailure {
+    StoreFailure::new(Status::PROCESSING_FAILURE, "file already closed")
 }
 
 /// A disk error as a store status: no space is "out of resources" (0xA700), anything else a
