@@ -13,11 +13,6 @@ mod tls_options;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc keeps freed buffers for reuse instead of handing them back to the kernel and
-/// faulting fresh zeroed pages in for the next PDU or file piece.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// DICOM network tools.
 #[derive(Parser)]
 #[command(name = "dimsum", version, about, long_about = None)]
