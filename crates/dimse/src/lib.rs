@@ -8,8 +8,13 @@
 //! * [`fragment`]: splitting commands and data sets into P-DATA-TF PDUs that fit the peer's
 //!   maximum PDU length (PS3.8 §9.3.5, Annex E).
 //! * [`assemble`]: reassembling received PDVs into commands and a stream of data-set fragments.
+//! * [`association`]: the sans-IO association — PS3.8 state machine, negotiation, assembly,
+//!   DIMSE routing, the asynchronous operations window and the timers — driven by bytes and
+//!   instants.
 //!
 //! Nothing here touches a socket or a clock: the async driver lives in `dimsum-net`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod assemble;
 pub mod association;
