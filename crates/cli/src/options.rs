@@ -61,6 +61,8 @@ impl NetworkOptions {
             acse: seconds(self.acse_timeout),
             dimse: seconds(self.dimse_timeout),
             write: seconds(self.write_timeout),
+            // A client ends its own associations; it has no reason to abort an idle one.
+            idle: None,
             ..Timeouts::default()
         }
     }
