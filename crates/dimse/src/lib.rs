@@ -14,7 +14,10 @@
 //!
 //! Nothing here touches a socket or a clock: the async driver lives in `dimsum-net`.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod assemble;
 pub mod association;

@@ -14,7 +14,10 @@
 //! * [`Server`]: a listener that runs many associations at once, with limits, timeouts,
 //!   graceful shutdown and statistics.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod association;
 mod config;

@@ -26,8 +26,11 @@ use dimsum_ul::uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 use super::{BoxFuture, InstanceDescription, InstanceWriter, Storage, StoreFailure, StoreSuccess};
 
-/// Pieces of a data set that may wait for the disk, per instance.
-const PIECES_IN_FLIGHT: usize = 16;
+/// Batches of a data set that may wait for the disk, per instance.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// A large instance goes to its blocking writer in batches of about this many bytes: one
+/// hand-over (and at most one wake-up of the writer) per batch, not per PDU.
+const BATCH: usize = 1024 * 1024;
 /// Instances smaller than this are gathered in memory and written at once.
 pub const BUFFER_BELOW: usize = 256 * 1024;
 
@@ -119,7 +122,7 @@ impl Storage for FileStorage {
 
 /// What the async side sends the blocking task that writes a large instance.
 enum Piece {
-    Data(Bytes),
+    Data(Vec<Bytes>),
     Finish(oneshot::Sender<Result<StoreSuccess, StoreFailure>>),
 }
 
@@ -134,8 +137,12 @@ enum FileWriter {
         pieces: Vec<Bytes>,
         length: usize,
     },
-    /// Large: a blocking task writes the pieces as they come.
-    Streaming { pieces: mpsc::Sender<Piece> },
+    /// Large: a blocking task writes the pieces, handed over a batch at a time.
+    Streaming {
+        pieces: mpsc::Sender<Piece>,
+        batch: Vec<Bytes>,
+        batch_length: usize,
+    },
 }
 
 fn writer_gone() -> StoreFailure {
@@ -157,24 +164,35 @@ impl InstanceWriter for FileWriter {
                     pieces.push(data);
                     return Ok(());
                 }
-                // Too large to gather: hand what came so far to a blocking writer.
-                let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
+                // Too large to gather: what came so far is the first batch of a blocking writer.
+                let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT);
                 let (storage, instance) = (storage.clone(), instance.clone());
                 let gathered = std::mem::take(pieces);
+                let gathered_length = *length;
                 tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
-                for piece in gathered {
-                    sender
-                        .send(Piece::Data(piece))
-                        .await
-                        .map_err(|_| writer_gone())?;
-                }
-                *self = FileWriter::Streaming { pieces: sender };
+                *self = FileWriter::Streaming {
+                    pieces: sender,
+                    batch: gathered,
+                    batch_length: gathered_length,
+                };
             }
             match self {
-                FileWriter::Streaming { pieces } => pieces
-                    .send(Piece::Data(data))
-                    .await
-                    .map_err(|_| writer_gone()),
+                FileWriter::Streaming {
+                    pieces,
+                    batch,
+                    batch_length,
+                } => {
+                    *batch_length += data.len();
+                    batch.push(data);
+                    if *batch_length < BATCH {
+                        return Ok(());
+                    }
+                    *batch_length = 0;
+                    pieces
+                        .send(Piece::Data(std::mem::take(batch)))
+                        .await
+                        .map_err(|_| writer_gone())
+                }
                 FileWriter::Gathering { .. } => Err(writer_gone()),
             }
         })
@@ -191,7 +209,13 @@ impl InstanceWriter for FileWriter {
                 } => tokio::task::spawn_blocking(move || write_whole(storage, instance, pieces))
                     .await
                     .map_err(|_| writer_gone())?,
-                FileWriter::Streaming { pieces } => {
+                FileWriter::Streaming { pieces, batch, .. } => {
+                    if !batch.is_empty() {
+                        pieces
+                            .send(Piece::Data(batch))
+                            .await
+                            .map_err(|_| writer_gone())?;
+                    }
                     let (reply, outcome) = oneshot::channel();
                     pieces
                         .send(Piece::Finish(reply))
@@ -231,11 +255,13 @@ fn write_instance(
     let mut sink = FileSink::create(storage, instance, &[]);
     while let Some(piece) = pieces.blocking_recv() {
         match piece {
-            Piece::Data(data) => {
-                if let Ok(active) = &mut sink
-                    && let Err(failure) = active.write(&data)
-                {
-                    sink = Err(failure);
+            Piece::Data(batch) => {
+                for data in batch {
+                    if let Ok(active) = &mut sink
+                        && let Err(failure) = active.write(&data)
+                    {
+                        sink = Err(failure);
+                    }
                 }
             }
             Piece::Finish(reply) => {
