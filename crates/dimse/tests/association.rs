@@ -1084,6 +1084,10 @@ fn the_write_timer_closes_a_transport_that_takes_nothing() {
         Some(&Ending::TimedOut(Timer::Write))
     );
     assert_eq!(pair.scu.transmit_backlog(), 0);
+    assert!(
+        pair.scu.abandons_unwritten(),
+        "what the driver holds is dropped, not flushed to a peer that does not read"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

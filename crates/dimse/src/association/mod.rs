@@ -164,6 +164,8 @@ pub struct Association {
     ended_reported: bool,
     /// After an undecodable PDU the byte stream means nothing any more: input is dropped.
     discard_input: bool,
+    /// The transport is closed or unusable: nothing more can be written.
+    transport_given_up: bool,
     next_message_id: u16,
 }
 
@@ -219,6 +221,7 @@ impl Association {
             ending: None,
             ended_reported: false,
             discard_input: false,
+            transport_given_up: false,
             next_message_id: 1,
         }
     }
@@ -257,6 +260,13 @@ impl Association {
     /// [`Association::poll_transmit`] still gives, then closes.
     pub fn is_closed(&self) -> bool {
         self.machine.state() == State::Sta1
+    }
+
+    /// Whether bytes the driver still holds unwritten are to be dropped rather than flushed
+    /// before the transport is closed: the peer closed it, or stopped taking our bytes (the
+    /// write timer).
+    pub fn abandons_unwritten(&self) -> bool {
+        self.transport_given_up
     }
 
     /// How many requests we have outstanding, and how many the window allows (0: unlimited).
@@ -402,6 +412,7 @@ impl Association {
     /// The transport connection closed (PS3.8 Evt17), by the peer or because it broke.
     pub fn handle_transport_closed(&mut self, now: Instant) {
         self.transmit.clear();
+        self.transport_given_up = true;
         if self.machine.state() != State::Sta1 {
             self.set_ending(Ending::ConnectionClosed);
             self.step(FsmEvent::TransportClosed, now, None, None);

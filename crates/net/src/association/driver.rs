@@ -49,6 +49,9 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
             while let Some(event) = inner.core.poll_event() {
                 route(&mut inner, &shared, event);
             }
+            if inner.core.abandons_unwritten() {
+                out.clear();
+            }
             (
                 inner.core.poll_timeout(),
                 inner.core.is_closed(),
