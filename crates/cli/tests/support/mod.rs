@@ -13,6 +13,8 @@
 //! request/response protocol then waits ~40 ms per round trip).
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::env;
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
