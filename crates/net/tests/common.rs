@@ -186,3 +186,54 @@ pub async fn raw_associate_with(
         other => panic!("expected A-ASSOCIATE-AC, got {other:?}"),
     }
 }
+
+pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+pub const STUDY: &str = "1.2.3.4.100";
+pub const SERIES: &str = "1.2.3.4.100.1";
+
+/// One explicit VR little endian element (PS3.5 §7.1.2).
+pub fn element(group: u16, number: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&number.to_le_bytes());
+    out.extend_from_slice(vr);
+    if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT") {
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+pub fn padded_uid(uid: &str) -> Vec<u8> {
+    let mut value = uid.as_bytes().to_vec();
+    if value.len() % 2 == 1 {
+        value.push(0);
+    }
+    value
+}
+
+/// A small secondary-capture-like data set with `pixel_bytes` bytes of pixel data.
+pub fn data_set(sop_instance_uid: &str, pixel_bytes: usize) -> Vec<u8> {
+    let mut data = Vec::new();
+    data.extend(element(
+        0x0008,
+        0x0016,
+        b"UI",
+        &padded_uid(SECONDARY_CAPTURE),
+    ));
+    data.extend(element(
+        0x0008,
+        0x0018,
+        b"UI",
+        &padded_uid(sop_instance_uid),
+    ));
+    data.extend(element(0x0010, 0x0010, b"PN", b"DOE^JANE"));
+    data.extend(element(0x0020, 0x000D, b"UI", &padded_uid(STUDY)));
+    data.extend(element(0x0020, 0x000E, b"UI", &padded_uid(SERIES)));
+    let pixels: Vec<u8> = (0..pixel_bytes).map(|i| (i * 7 % 251) as u8).collect();
+    data.extend(element(0x7FE0, 0x0010, b"OW", &pixels));
+    data
+}

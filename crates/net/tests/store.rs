@@ -21,57 +21,6 @@ use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
 use dimsum_net::ul::pdu::{PData, Pdu, Pdv};
 use dimsum_net::ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
 
-const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
-const STUDY: &str = "1.2.3.4.100";
-const SERIES: &str = "1.2.3.4.100.1";
-
-/// One explicit VR little endian element (PS3.5 §7.1.2).
-fn element(group: u16, number: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&group.to_le_bytes());
-    out.extend_from_slice(&number.to_le_bytes());
-    out.extend_from_slice(vr);
-    if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT") {
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    } else {
-        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    }
-    out.extend_from_slice(value);
-    out
-}
-
-fn padded_uid(uid: &str) -> Vec<u8> {
-    let mut value = uid.as_bytes().to_vec();
-    if value.len() % 2 == 1 {
-        value.push(0);
-    }
-    value
-}
-
-/// A small secondary-capture-like data set with `pixel_bytes` bytes of pixel data.
-fn data_set(sop_instance_uid: &str, pixel_bytes: usize) -> Vec<u8> {
-    let mut data = Vec::new();
-    data.extend(element(
-        0x0008,
-        0x0016,
-        b"UI",
-        &padded_uid(SECONDARY_CAPTURE),
-    ));
-    data.extend(element(
-        0x0008,
-        0x0018,
-        b"UI",
-        &padded_uid(sop_instance_uid),
-    ));
-    data.extend(element(0x0010, 0x0010, b"PN", b"DOE^JANE"));
-    data.extend(element(0x0020, 0x000D, b"UI", &padded_uid(STUDY)));
-    data.extend(element(0x0020, 0x000E, b"UI", &padded_uid(SERIES)));
-    let pixels: Vec<u8> = (0..pixel_bytes).map(|i| (i * 7 % 251) as u8).collect();
-    data.extend(element(0x7FE0, 0x0010, b"OW", &pixels));
-    data
-}
-
 fn request(sop_instance_uid: &str) -> StoreRequest {
     StoreRequest {
         sop_class_uid: SECONDARY_CAPTURE.into(),
@@ -493,4 +442,195 @@ async fn an_unknown_sop_class_is_refused_and_promiscuous_mode_stores_it() {
         files_under(root.path()),
         vec![root.path().join("1.2.3.14.dcm")]
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Pipelining through the asynchronous operations window, seen on the wire
+// ------------------------------------------------------------------------------------------
+
+/// C-STORE-RQs outstanding on the wire, as a relay between client and server sees them.
+#[derive(Default)]
+struct Outstanding {
+    now: std::sync::atomic::AtomicIsize,
+    max: std::sync::atomic::AtomicIsize,
+    requests: std::sync::atomic::AtomicUsize,
+}
+
+/// A TCP relay from a local port to `server` that decodes the PDUs going each way and counts
+/// the C-STORE-RQs sent whose response has not come back yet.
+async fn counting_relay(
+    server: std::net::SocketAddr,
+) -> (std::net::SocketAddr, std::sync::Arc<Outstanding>) {
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let address = listener.local_addr().expect("relay address");
+    let outstanding = Arc::new(Outstanding::default());
+    let counts = Arc::clone(&outstanding);
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+            return;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = upstream.into_split();
+        let up = tokio::spawn(pump(client_read, server_write, Arc::clone(&counts), true));
+        let down = tokio::spawn(pump(server_read, client_write, counts, false));
+        let _ = tokio::join!(up, down);
+    });
+    (address, outstanding)
+}
+
+/// Copies one direction, decoding its PDUs on the way: requests (`upstream`) count up,
+/// responses count down.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counts: std::sync::Arc<Outstanding>,
+    upstream: bool,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    let limits = dimsum_net::ul::pdu::DecodeLimits {
+        max_pdata_length: 0,
+        ..Default::default()
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut pending = bytes::BytesMut::new();
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        while let Ok(Some(pdu)) = dimsum_net::ul::pdu::decode_from(&mut pending, &limits) {
+            let Pdu::PData(pdata) = pdu else { continue };
+            for pdv in pdata
+                .pdvs
+                .iter()
+                .filter(|pdv| pdv.is_command && pdv.is_last)
+            {
+                let Ok(command) = dimsum_net::dimse::CommandSet::decode(
+                    &pdv.data,
+                    &dimsum_net::dimse::CommandLimits::default(),
+                ) else {
+                    continue;
+                };
+                match Message::from_command_set(&command) {
+                    Ok(Message::CStoreRq(_)) if upstream => {
+                        counts.requests.fetch_add(1, Ordering::SeqCst);
+                        let now = counts.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        counts.max.fetch_max(now, Ordering::SeqCst);
+                    }
+                    Ok(Message::CStoreRsp(_)) if !upstream => {
+                        counts.now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if to.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes `count` Part 10 files of small data sets into `folder`.
+fn part10_files(folder: &Path, count: usize) -> Vec<store::StoreFile> {
+    std::fs::create_dir_all(folder).expect("folder");
+    (0..count)
+        .map(|i| {
+            let uid = format!("1.2.3.4.200.{}", i + 1);
+            let meta = part10::FileMeta {
+                media_storage_sop_class_uid: SECONDARY_CAPTURE.into(),
+                media_storage_sop_instance_uid: uid.clone(),
+                transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
+                implementation_class_uid: "1.2.3.4".into(),
+                implementation_version_name: None,
+                source_application_entity_title: None,
+            };
+            let mut bytes = part10::encode_header(&meta).expect("header");
+            bytes.extend(data_set(&uid, 2048));
+            let path = folder.join(format!("{i}.dcm"));
+            std::fs::write(&path, bytes).expect("write file");
+            store::StoreFile::open(&path).expect("a Part 10 file")
+        })
+        .collect()
+}
+
+/// Sends `files` through a counting relay to a store server granting `performed` outstanding
+/// operations, with a request proposing 8; returns the most outstanding at once.
+async fn store_through_relay(performed: u16, files: &[store::StoreFile], root: &Path) -> isize {
+    use std::sync::atomic::Ordering;
+    let storage = FileStorage::new(root).expect("storage");
+    let store = StoreScp::new(
+        storage,
+        vec![SECONDARY_CAPTURE.into()],
+        vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
+    );
+    let mut config: ServerConfig = config();
+    config.max_operations_performed = performed;
+    let server = start_server_with(config, Dispatcher::new().with(store)).await;
+    let (relay, counts) = counting_relay(server.address).await;
+    let request = store_association_request(16384).with_async_ops_window(
+        dimsum_net::ul::pdu::AsyncOpsWindow {
+            max_operations_invoked: 8,
+            max_operations_performed: 1,
+        },
+    );
+    let association = connect(relay, &request).await.expect("accepted");
+    let mut statuses = Vec::new();
+    tokio::time::timeout(
+        PATIENCE,
+        store::store_files(&association, files, None, |_, outcome| {
+            statuses.push(outcome.map(|o| o.response.status).ok());
+        }),
+    )
+    .await
+    .expect("the batch finishes");
+    association.release().await.expect("released");
+    server.stop().await;
+    assert_eq!(statuses.len(), files.len());
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == Some(Status::SUCCESS)),
+        "{statuses:?}"
+    );
+    assert_eq!(counts.requests.load(Ordering::SeqCst), files.len());
+    assert_eq!(
+        counts.now.load(Ordering::SeqCst),
+        0,
+        "every request answered"
+    );
+    counts.max.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_pipeline_through_the_window_between_dimsum_peers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let files = part10_files(&root.path().join("send"), 40);
+    let received = root.path().join("received");
+    let most = store_through_relay(16, &files, &received).await;
+    assert!(
+        most > 1 && most <= 8,
+        "at most {most} C-STORE-RQs were outstanding at once; the window allows 8"
+    );
+    assert_eq!(files_under(&received).len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_granted_window_stores_go_one_at_a_time() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let files = part10_files(&root.path().join("send"), 20);
+    let received = root.path().join("received");
+    let most = store_through_relay(1, &files, &received).await;
+    assert_eq!(
+        most, 1,
+        "a request was sent before the previous one was answered"
+    );
+    assert_eq!(files_under(&received).len(), 20);
 }

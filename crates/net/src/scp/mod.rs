@@ -113,8 +113,14 @@ impl RequestContext {
 
 /// A service class provider for one or more SOP classes.
 pub trait Scp: Send + Sync + 'static {
-    /// The presentation contexts this provider accepts.
+    /// The presentation contexts this provider accepts; requests on them come to it.
     fn supported_contexts(&self) -> Vec<SupportedContext>;
+
+    /// Contexts this provider needs accepted for its sub-operations (the storage SOP classes a
+    /// C-GET SCP sends on, with the requestor as SCP), without performing requests on them.
+    fn sub_operation_contexts(&self) -> Vec<SupportedContext> {
+        Vec::new()
+    }
 
     /// Performs one request and returns its final response (pending ones, if the service has
     /// them, go out through [`RequestContext::send_pending`]). The request's data set, if any,
@@ -171,14 +177,34 @@ impl Dispatcher {
         self
     }
 
-    /// Every presentation context of every provider.
+    /// Every presentation context of every provider, sub-operation contexts included. A SOP
+    /// class listed by several providers is supported once, with every role any of them grants
+    /// and their transfer syntaxes in the order of the first.
     pub fn supported_contexts(&self) -> Vec<SupportedContext> {
-        let mut seen = std::collections::HashSet::new();
-        self.providers
-            .iter()
-            .flat_map(|provider| provider.supported_contexts())
-            .filter(|context| seen.insert(context.abstract_syntax.clone()))
-            .collect()
+        let mut merged: Vec<SupportedContext> = Vec::new();
+        let all = self.providers.iter().flat_map(|provider| {
+            let mut contexts = provider.supported_contexts();
+            contexts.extend(provider.sub_operation_contexts());
+            contexts
+        });
+        for context in all {
+            match merged
+                .iter_mut()
+                .find(|known| known.abstract_syntax == context.abstract_syntax)
+            {
+                Some(known) => {
+                    known.scu_role |= context.scu_role;
+                    known.scp_role |= context.scp_role;
+                    for ts in context.transfer_syntaxes {
+                        if !known.transfer_syntaxes.contains(&ts) {
+                            known.transfer_syntaxes.push(ts);
+                        }
+                    }
+                }
+                None => merged.push(context),
+            }
+        }
+        merged
     }
 
     /// An acceptor policy for `ae_title` that supports every provider's contexts.

@@ -80,11 +80,14 @@ pub trait RetrieveHandler: Send + Sync + 'static {
 }
 
 /// C-GET SCP over a [`RetrieveHandler`]: sub-operations go back on the same association, on
-/// the storage contexts for which the requestor took the SCP role.
+/// the storage contexts for which the requestor took the SCP role ([`GetScp::with_storage`]
+/// says which the acceptor grants).
 pub struct GetScp<H> {
     handler: Arc<H>,
     sop_classes: Vec<String>,
     transfer_syntaxes: Vec<String>,
+    /// Storage SOP classes and transfer syntaxes accepted for the sub-operations.
+    storage: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// C-MOVE SCP over a [`RetrieveHandler`]: sub-operations go to the move destination on an
@@ -102,7 +105,20 @@ impl<H: RetrieveHandler> GetScp<H> {
             handler: Arc::new(handler),
             sop_classes,
             transfer_syntaxes,
+            storage: None,
         }
+    }
+
+    /// Accepts these storage SOP classes with these transfer syntaxes for the C-STORE
+    /// sub-operations, granting the requestor the SCP role it proposes for them (PS3.4
+    /// C.4.3.1, PS3.7 §D.3.3.4).
+    pub fn with_storage(
+        mut self,
+        sop_classes: Vec<String>,
+        transfer_syntaxes: Vec<String>,
+    ) -> Self {
+        self.storage = Some((sop_classes, transfer_syntaxes));
+        self
     }
 }
 
@@ -357,6 +373,18 @@ async fn sub_operation(
 impl<H: RetrieveHandler> Scp for GetScp<H> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
         contexts(&self.sop_classes, &self.transfer_syntaxes)
+    }
+
+    fn sub_operation_contexts(&self) -> Vec<SupportedContext> {
+        self.storage
+            .as_ref()
+            .map(|(sop_classes, transfer_syntaxes)| {
+                contexts(sop_classes, transfer_syntaxes)
+                    .into_iter()
+                    .map(|context| context.with_roles(true, true))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn perform<'a>(
