@@ -19,7 +19,6 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from pynetdicom import AE, debug_logger, evt
 from pynetdicom.sop_class import Verification
+from peer_records import Recorder, text
 
 ALL_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -36,33 +36,6 @@ ALL_TRANSFER_SYNTAXES = [
 ]
 
 
-class Recorder:
-    """Appends JSON lines to a file, safely from the association threads."""
-
-    def __init__(self, path: str | None) -> None:
-        self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8") if path else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True)
-        with self._lock:
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
-    return str(value)
 
 
 def _user_identity(assoc: Any) -> dict[str, Any] | None:
@@ -71,8 +44,8 @@ def _user_identity(assoc: Any) -> dict[str, Any] | None:
         return None
     return {
         "type": item.user_identity_type,
-        "primary_field": _text(item.primary_field),
-        "secondary_field": _text(item.secondary_field),
+        "primary_field": text(item.primary_field),
+        "secondary_field": text(item.secondary_field),
         "positive_response_requested": bool(item.positive_response_requested),
     }
 
@@ -107,28 +80,28 @@ def main() -> int:
         recorder.write(
             {
                 "event": "accepted",
-                "calling_ae": _text(requestor.ae_title),
-                "called_ae": _text(requestor.primitive.called_ae_title),
+                "calling_ae": text(requestor.ae_title),
+                "called_ae": text(requestor.primitive.called_ae_title),
                 "requestor_address": requestor.address,
                 "requestor_port": requestor.port,
                 "requestor_max_pdu": requestor.maximum_length,
-                "requestor_implementation_class_uid": _text(requestor.implementation_class_uid),
-                "requestor_implementation_version_name": _text(
+                "requestor_implementation_class_uid": text(requestor.implementation_class_uid),
+                "requestor_implementation_version_name": text(
                     requestor.implementation_version_name
                 ),
                 "user_identity": _user_identity(assoc),
                 "accepted_contexts": [
                     {
                         "context_id": cx.context_id,
-                        "abstract_syntax": _text(cx.abstract_syntax),
-                        "transfer_syntax": _text(cx.transfer_syntax[0]),
+                        "abstract_syntax": text(cx.abstract_syntax),
+                        "transfer_syntax": text(cx.transfer_syntax[0]),
                     }
                     for cx in assoc.accepted_contexts
                 ],
                 "rejected_contexts": [
                     {
                         "context_id": cx.context_id,
-                        "abstract_syntax": _text(cx.abstract_syntax),
+                        "abstract_syntax": text(cx.abstract_syntax),
                         "result": cx.result,
                     }
                     for cx in assoc.rejected_contexts
@@ -143,8 +116,8 @@ def main() -> int:
         recorder.write(
             {
                 "event": "rejected",
-                "calling_ae": _text(rq.calling_ae_title) if rq is not None else None,
-                "called_ae": _text(rq.called_ae_title) if rq is not None else None,
+                "calling_ae": text(rq.calling_ae_title) if rq is not None else None,
+                "called_ae": text(rq.called_ae_title) if rq is not None else None,
                 "result": rj.result if rj is not None else None,
                 "source": rj.result_source if rj is not None else None,
                 "reason": rj.diagnostic if rj is not None else None,
@@ -156,17 +129,17 @@ def main() -> int:
             {
                 "event": "c-echo",
                 "message_id": int(event.request.MessageID),
-                "calling_ae": _text(event.assoc.requestor.ae_title),
+                "calling_ae": text(event.assoc.requestor.ae_title),
                 "context_id": event.context.context_id,
             }
         )
         return 0x0000
 
     def on_released(event: Any) -> None:
-        recorder.write({"event": "released", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        recorder.write({"event": "released", "calling_ae": text(event.assoc.requestor.ae_title)})
 
     def on_aborted(event: Any) -> None:
-        recorder.write({"event": "aborted", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        recorder.write({"event": "aborted", "calling_ae": text(event.assoc.requestor.ae_title)})
 
     ae = AE(ae_title=args.ae_title)
     ae.maximum_pdu_size = args.max_pdu

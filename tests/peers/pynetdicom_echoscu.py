@@ -27,6 +27,7 @@ from typing import Any
 from pynetdicom import AE, debug_logger
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import Verification
+from peer_records import text
 
 DEFAULT_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -34,13 +35,6 @@ DEFAULT_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
 ]
 
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
-    return str(value)
 
 
 def main() -> int:
@@ -133,20 +127,20 @@ def main() -> int:
             "reason": response.diagnostic,
         }
     if response is not None and response.result == 0x00:
-        result["acceptor_ae_title"] = _text(response.called_ae_title)
+        result["acceptor_ae_title"] = text(response.called_ae_title)
         result["acceptor_max_pdu"] = acceptor.maximum_length
-        result["acceptor_implementation_class_uid"] = _text(acceptor.implementation_class_uid)
-        result["acceptor_implementation_version_name"] = _text(
+        result["acceptor_implementation_class_uid"] = text(acceptor.implementation_class_uid)
+        result["acceptor_implementation_version_name"] = text(
             acceptor.implementation_version_name
         )
         identity_response = acceptor.user_identity
         if identity_response is not None:
-            result["user_identity_response"] = _text(identity_response.server_response)
+            result["user_identity_response"] = text(identity_response.server_response)
         result["accepted_contexts"] = [
             {
                 "context_id": cx.context_id,
-                "abstract_syntax": _text(cx.abstract_syntax),
-                "transfer_syntax": _text(cx.transfer_syntax[0]),
+                "abstract_syntax": text(cx.abstract_syntax),
+                "transfer_syntax": text(cx.transfer_syntax[0]),
                 "result": cx.result,
             }
             for cx in assoc.accepted_contexts
@@ -154,7 +148,7 @@ def main() -> int:
         result["rejected_contexts"] = [
             {
                 "context_id": cx.context_id,
-                "abstract_syntax": _text(cx.abstract_syntax),
+                "abstract_syntax": text(cx.abstract_syntax),
                 "result": cx.result,
             }
             for cx in assoc.rejected_contexts

@@ -20,7 +20,6 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import signal
@@ -31,6 +30,11 @@ from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, debug_logger, evt
 from pynetdicom.sop_class import Verification
+from peer_records import Recorder, text
+
+
+def stripped(value):
+    return text(value, strip=True)
 
 DEFAULT_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -51,33 +55,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 
 
-class Recorder:
-    """Appends JSON lines to a file, safely from the association threads."""
-
-    def __init__(self, path: str | None) -> None:
-        self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8") if path else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True)
-        with self._lock:
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace").strip(" \x00")
-    return str(value).strip(" \x00")
 
 
 def file_name(sop_instance_uid: str) -> str:
@@ -118,21 +95,21 @@ def main() -> int:
         recorder.write(
             {
                 "event": "accepted",
-                "calling_ae": _text(assoc.requestor.ae_title),
-                "called_ae": _text(assoc.requestor.primitive.called_ae_title),
+                "calling_ae": stripped(assoc.requestor.ae_title),
+                "called_ae": stripped(assoc.requestor.primitive.called_ae_title),
                 "requestor_max_pdu": assoc.requestor.maximum_length,
                 "accepted_contexts": [
                     {
                         "context_id": cx.context_id,
-                        "abstract_syntax": _text(cx.abstract_syntax),
-                        "transfer_syntax": _text(cx.transfer_syntax[0]),
+                        "abstract_syntax": stripped(cx.abstract_syntax),
+                        "transfer_syntax": stripped(cx.transfer_syntax[0]),
                     }
                     for cx in assoc.accepted_contexts
                 ],
                 "rejected_contexts": [
                     {
                         "context_id": cx.context_id,
-                        "abstract_syntax": _text(cx.abstract_syntax),
+                        "abstract_syntax": stripped(cx.abstract_syntax),
                         "result": cx.result,
                     }
                     for cx in assoc.rejected_contexts
@@ -142,7 +119,7 @@ def main() -> int:
 
     def on_store(event: Any) -> int:
         request = event.request
-        sop_instance_uid = _text(request.AffectedSOPInstanceUID) or ""
+        sop_instance_uid = stripped(request.AffectedSOPInstanceUID) or ""
         path = args.output / file_name(sop_instance_uid)
         path = path.with_name(path.name + ".dcm")
         status = SUCCESS
@@ -161,14 +138,14 @@ def main() -> int:
         recorder.write(
             {
                 "event": "c-store",
-                "calling_ae": _text(event.assoc.requestor.ae_title),
-                "called_ae": _text(event.assoc.requestor.primitive.called_ae_title),
+                "calling_ae": stripped(event.assoc.requestor.ae_title),
+                "called_ae": stripped(event.assoc.requestor.primitive.called_ae_title),
                 "message_id": int(request.MessageID),
                 "context_id": event.context.context_id,
-                "sop_class_uid": _text(request.AffectedSOPClassUID),
+                "sop_class_uid": stripped(request.AffectedSOPClassUID),
                 "sop_instance_uid": sop_instance_uid,
-                "transfer_syntax": _text(event.context.transfer_syntax),
-                "move_originator_aet": _text(request.MoveOriginatorApplicationEntityTitle),
+                "transfer_syntax": stripped(event.context.transfer_syntax),
+                "move_originator_aet": stripped(request.MoveOriginatorApplicationEntityTitle),
                 "move_originator_id": int(originator_id) if originator_id is not None else None,
                 "path": str(path),
                 "bytes": size,
@@ -181,10 +158,10 @@ def main() -> int:
         return SUCCESS
 
     def on_released(event: Any) -> None:
-        recorder.write({"event": "released", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        recorder.write({"event": "released", "calling_ae": stripped(event.assoc.requestor.ae_title)})
 
     def on_aborted(event: Any) -> None:
-        recorder.write({"event": "aborted", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        recorder.write({"event": "aborted", "calling_ae": stripped(event.assoc.requestor.ae_title)})
 
     ae = AE(ae_title=args.ae_title)
     ae.maximum_pdu_size = args.max_pdu

@@ -34,7 +34,6 @@ accepts any server certificate (DCMTK's -ic).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import ssl
@@ -44,6 +43,7 @@ from typing import Any
 
 from pynetdicom import AE, debug_logger, evt
 from pynetdicom.sop_class import Verification
+from peer_records import Recorder, text
 
 TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -51,34 +51,6 @@ TRANSFER_SYNTAXES = [
 ]
 
 
-class Printer:
-    """Prints JSON lines on stdout and appends them to --record, safely from any thread."""
-
-    def __init__(self, path: str | None) -> None:
-        self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8") if path else None
-
-    def emit(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True)
-        with self._lock:
-            print(line, flush=True)
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
-    return str(value)
 
 
 def _ssl_error(exc: BaseException) -> dict[str, Any]:
@@ -117,7 +89,7 @@ def _tls_details(sock: ssl.SSLSocket | None) -> dict[str, Any]:
     }
 
 
-def client_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext:
+def client_context(args: argparse.Namespace, printer: Recorder) -> ssl.SSLContext:
     class RecordingSocket(ssl.SSLSocket):
         """Reports a failed client handshake (pynetdicom only logs it)."""
 
@@ -125,7 +97,7 @@ def client_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext
             try:
                 super().connect(address)
             except ssl.SSLError as exc:
-                printer.emit({"event": "tls-failed", **_ssl_error(exc)})
+                printer.write({"event": "tls-failed", **_ssl_error(exc)})
                 raise
 
         def recv(self, *recv_args: Any, **kwargs: Any) -> bytes:
@@ -134,7 +106,7 @@ def client_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext
             try:
                 return super().recv(*recv_args, **kwargs)
             except ssl.SSLError as exc:
-                printer.emit({"event": "tls-failed", **_ssl_error(exc)})
+                printer.write({"event": "tls-failed", **_ssl_error(exc)})
                 raise
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -151,7 +123,7 @@ def client_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext
     return context
 
 
-def server_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext:
+def server_context(args: argparse.Namespace, printer: Recorder) -> ssl.SSLContext:
     class RecordingContext(ssl.SSLContext):
         """Reports a failed server handshake (pynetdicom's server drops it silently)."""
 
@@ -163,7 +135,7 @@ def server_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext
             try:
                 return super().wrap_socket(sock, *wrap_args, **kwargs)
             except (ssl.SSLError, OSError) as exc:
-                printer.emit(
+                printer.write(
                     {
                         "event": "tls-failed",
                         "address": list(address) if address else None,
@@ -180,7 +152,7 @@ def server_context(args: argparse.Namespace, printer: Printer) -> ssl.SSLContext
     return context
 
 
-def echoscu(args: argparse.Namespace, printer: Printer) -> int:
+def echoscu(args: argparse.Namespace, printer: Recorder) -> int:
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = args.timeout
     ae.dimse_timeout = args.timeout
@@ -195,7 +167,7 @@ def echoscu(args: argparse.Namespace, printer: Printer) -> int:
     sock = _tls_socket(assoc)
     if sock is not None and assoc.is_established:
         details = _tls_details(sock)
-        printer.emit(
+        printer.write(
             {
                 "event": "tls",
                 "version": details["tls_version"],
@@ -206,7 +178,7 @@ def echoscu(args: argparse.Namespace, printer: Printer) -> int:
 
     response = assoc.acceptor.primitive
     if assoc.is_rejected and response is not None:
-        printer.emit(
+        printer.write(
             {
                 "event": "rejected",
                 "result": response.result,
@@ -216,7 +188,7 @@ def echoscu(args: argparse.Namespace, printer: Printer) -> int:
         )
         return 3
     if not assoc.is_established:
-        printer.emit(
+        printer.write(
             {
                 "event": "failed",
                 "error": "association not established (aborted, TLS refused or no connection)",
@@ -224,12 +196,12 @@ def echoscu(args: argparse.Namespace, printer: Printer) -> int:
         )
         return 5
 
-    printer.emit({"event": "accepted", "acceptor_ae_title": _text(response.called_ae_title)})
+    printer.write({"event": "accepted", "acceptor_ae_title": text(response.called_ae_title)})
     exit_code = 0
     for message_id in range(1, args.repeat + 1):
         status = assoc.send_c_echo(msg_id=message_id)
         value = int(status.Status) if "Status" in status else None
-        printer.emit({"event": "c-echo", "message_id": message_id, "status": value})
+        printer.write({"event": "c-echo", "message_id": message_id, "status": value})
         if value is None:
             exit_code = 5 if assoc.is_aborted else 1
             break
@@ -238,40 +210,40 @@ def echoscu(args: argparse.Namespace, printer: Printer) -> int:
     if assoc.is_established:
         assoc.release()
     if assoc.is_aborted:
-        printer.emit({"event": "aborted"})
+        printer.write({"event": "aborted"})
         return exit_code or 5
-    printer.emit({"event": "released"})
+    printer.write({"event": "released"})
     return exit_code
 
 
-def echoscp(args: argparse.Namespace, printer: Printer) -> int:
+def echoscp(args: argparse.Namespace, printer: Recorder) -> int:
     def on_accepted(event: Any) -> None:
         assoc = event.assoc
         requestor = assoc.requestor
-        printer.emit(
+        printer.write(
             {
                 "event": "accepted",
-                "calling_ae": _text(requestor.ae_title),
-                "called_ae": _text(requestor.primitive.called_ae_title),
+                "calling_ae": text(requestor.ae_title),
+                "called_ae": text(requestor.primitive.called_ae_title),
                 **_tls_details(_tls_socket(assoc)),
             }
         )
 
     def on_echo(event: Any) -> int:
-        printer.emit(
+        printer.write(
             {
                 "event": "c-echo",
                 "message_id": int(event.request.MessageID),
-                "calling_ae": _text(event.assoc.requestor.ae_title),
+                "calling_ae": text(event.assoc.requestor.ae_title),
             }
         )
         return 0x0000
 
     def on_released(event: Any) -> None:
-        printer.emit({"event": "released", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        printer.write({"event": "released", "calling_ae": text(event.assoc.requestor.ae_title)})
 
     def on_aborted(event: Any) -> None:
-        printer.emit({"event": "aborted", "calling_ae": _text(event.assoc.requestor.ae_title)})
+        printer.write({"event": "aborted", "calling_ae": text(event.assoc.requestor.ae_title)})
 
     ae = AE(ae_title=args.aet)
     ae.network_timeout = args.timeout
@@ -295,7 +267,7 @@ def echoscp(args: argparse.Namespace, printer: Printer) -> int:
         evt_handlers=handlers,
         ssl_context=server_context(args, printer),
     )
-    printer.emit({"event": "ready", "port": args.port})
+    printer.write({"event": "ready", "port": args.port})
     try:
         while not stop.wait(0.2):
             pass
@@ -348,7 +320,7 @@ def main() -> int:
     else:
         logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
 
-    printer = Printer(args.record)
+    printer = Recorder(args.record, echo=True)
     try:
         if args.mode == "echoscu":
             return echoscu(args, printer)

@@ -43,28 +43,44 @@ pub struct NetworkOptions {
     /// ACSE timeout in seconds: waiting for association and release answers (0 = none).
     #[arg(long = "acse-timeout", value_name = "SECONDS", default_value_t = 30)]
     pub acse_timeout: u64,
-    /// DIMSE timeout in seconds: the peer silent while a response is due or in the middle of a
-    /// message (0 = none).
-    #[arg(long = "dimse-timeout", value_name = "SECONDS", default_value_t = 60)]
-    pub dimse_timeout: u64,
-    /// Write timeout in seconds: the peer not reading what we send (0 = none).
-    #[arg(long = "write-timeout", value_name = "SECONDS", default_value_t = 60)]
-    pub write_timeout: u64,
+    #[command(flatten)]
+    pub message_timeouts: MessageTimeoutOptions,
     #[command(flatten)]
     pub tls: TlsOptions,
 }
 
-impl NetworkOptions {
-    pub fn timeouts(&self) -> Timeouts {
+/// The timers both sides run while messages flow.
+#[derive(clap::Args, Debug)]
+pub struct MessageTimeoutOptions {
+    /// DIMSE timeout in seconds: abort a peer silent in the middle of a message, or while a
+    /// response to our request is due (0 = never).
+    #[arg(long = "dimse-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub dimse_timeout: u64,
+    /// Write timeout in seconds: cut a peer that does not read what we send (0 = never).
+    #[arg(long = "write-timeout", value_name = "SECONDS", default_value_t = 60)]
+    pub write_timeout: u64,
+}
+
+impl MessageTimeoutOptions {
+    /// `timeouts` with these DIMSE and write timers.
+    fn apply(&self, timeouts: Timeouts) -> Timeouts {
         Timeouts {
-            connect: seconds(self.timeout),
-            acse: seconds(self.acse_timeout),
             dimse: seconds(self.dimse_timeout),
             write: seconds(self.write_timeout),
+            ..timeouts
+        }
+    }
+}
+
+impl NetworkOptions {
+    pub fn timeouts(&self) -> Timeouts {
+        self.message_timeouts.apply(Timeouts {
+            connect: seconds(self.timeout),
+            acse: seconds(self.acse_timeout),
             // A client ends its own associations; it has no reason to abort an idle one.
             idle: None,
             ..Timeouts::default()
-        }
+        })
     }
 
     /// The TLS configuration, read from the files given, or `None` for plain TCP.
@@ -115,13 +131,8 @@ pub struct ServerOptions {
     /// Abort an association idle for this many seconds (0 = never).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
-    /// DIMSE timeout in seconds: abort a peer silent in the middle of a message, or while a
-    /// response to our request is due (0 = never).
-    #[arg(long = "dimse-timeout", value_name = "SECONDS", default_value_t = 60)]
-    pub dimse_timeout: u64,
-    /// Write timeout in seconds: cut a peer that does not read what we send (0 = never).
-    #[arg(long = "write-timeout", value_name = "SECONDS", default_value_t = 60)]
-    pub write_timeout: u64,
+    #[command(flatten)]
+    pub message_timeouts: MessageTimeoutOptions,
     #[command(flatten)]
     pub tls: TlsOptions,
 }
@@ -141,14 +152,12 @@ impl ServerOptions {
         config.max_pending_associations =
             (self.max_pending > 0).then_some(self.max_pending as usize);
         config.max_operations_performed = self.max_operations;
-        config.timeouts = Timeouts {
+        config.timeouts = self.message_timeouts.apply(Timeouts {
             acse: seconds(self.acse_timeout),
             artim: Duration::from_secs(self.artim_timeout),
             idle: seconds(self.idle_timeout),
-            dimse: seconds(self.dimse_timeout),
-            write: seconds(self.write_timeout),
             ..Timeouts::default()
-        };
+        });
         config.tls = self.tls.server_tls()?;
         Ok(config)
     }

@@ -702,6 +702,26 @@ messages! {
 }
 
 impl Message {
+    /// Sets the Error Comment (0000,0902) of a response — LO, so at most 64 characters are
+    /// kept (PS3.7 Annex C); requests and C-CANCEL-RQ have none and are left as they are.
+    pub fn set_error_comment(&mut self, comment: &str) {
+        let slot = match self {
+            Message::CStoreRsp(rsp) => &mut rsp.error_comment,
+            Message::CFindRsp(rsp) => &mut rsp.error_comment,
+            Message::CGetRsp(rsp) => &mut rsp.error_comment,
+            Message::CMoveRsp(rsp) => &mut rsp.error_comment,
+            Message::CEchoRsp(rsp) => &mut rsp.error_comment,
+            Message::NEventReportRsp(rsp) => &mut rsp.error_comment,
+            Message::NGetRsp(rsp) => &mut rsp.error_comment,
+            Message::NSetRsp(rsp) => &mut rsp.error_comment,
+            Message::NActionRsp(rsp) => &mut rsp.error_comment,
+            Message::NCreateRsp(rsp) => &mut rsp.error_comment,
+            Message::NDeleteRsp(rsp) => &mut rsp.error_comment,
+            _ => return,
+        };
+        *slot = Some(comment.chars().take(64).collect());
+    }
+
     /// The response to this request carrying only `status` and the request's identifying UIDs
     /// (the affected or requested SOP class and instance, as PS3.7 §9.3 and §10.3 have the
     /// response echo them). What a provider answers when it cannot perform a request. `None` for

@@ -17,8 +17,8 @@ use common::*;
 use dimsum_net::dimse::message::{CFindRq, CGetRq, CMoveRq, CStoreRsp, Message, Priority};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{
-    Dispatcher, EchoScp, FindHandler, FindMatch, FindQuery, FindScp, GetScp, InstanceData,
-    MatchStream, MoveDestination, MoveScp, RetrieveHandler, RetrieveInstance, RetrieveQuery,
+    Dispatcher, EchoScp, FindHandler, FindMatch, Query, FindScp, GetScp, InstanceData,
+    MatchStream, MoveDestination, MoveScp, RetrieveHandler, RetrieveInstance,
     ScpFailure, StoreScp,
 };
 use dimsum_net::storage::{BoxFuture, FileStorage};
@@ -56,7 +56,7 @@ struct TestFind {
 }
 
 impl FindHandler for TestFind {
-    fn find(&self, query: FindQuery) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
+    fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
         let behaviour = self.behaviour;
         let produced = Arc::clone(&self.produced);
         Box::pin(async move {
@@ -297,7 +297,7 @@ fn instances() -> Vec<RetrieveInstance> {
 impl RetrieveHandler for TestRetrieve {
     fn retrieve(
         &self,
-        query: RetrieveQuery,
+        query: Query,
     ) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>> {
         Box::pin(async move {
             assert_eq!(query.identifier, identifier());

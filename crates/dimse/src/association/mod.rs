@@ -1000,7 +1000,7 @@ impl Association {
         let Some(mut response) = message.response_with_status(status) else {
             return Ok(());
         };
-        set_error_comment(&mut response, reason.chars().take(64).collect());
+        response.set_error_comment(&reason);
         let refusal = Refusal {
             presentation_context_id,
             message_id,
@@ -1275,25 +1275,6 @@ fn request_problem(
     let sop_class = request_sop_class(message)?;
     (trim_uid(sop_class) != trim_uid(&context.abstract_syntax))
         .then(|| "SOP Class UID does not match the presentation context".to_owned())
-}
-
-/// Sets the Error Comment (0000,0902) of a response.
-fn set_error_comment(message: &mut Message, comment: String) {
-    let slot = match message {
-        Message::CStoreRsp(rsp) => &mut rsp.error_comment,
-        Message::CFindRsp(rsp) => &mut rsp.error_comment,
-        Message::CGetRsp(rsp) => &mut rsp.error_comment,
-        Message::CMoveRsp(rsp) => &mut rsp.error_comment,
-        Message::CEchoRsp(rsp) => &mut rsp.error_comment,
-        Message::NEventReportRsp(rsp) => &mut rsp.error_comment,
-        Message::NGetRsp(rsp) => &mut rsp.error_comment,
-        Message::NSetRsp(rsp) => &mut rsp.error_comment,
-        Message::NActionRsp(rsp) => &mut rsp.error_comment,
-        Message::NCreateRsp(rsp) => &mut rsp.error_comment,
-        Message::NDeleteRsp(rsp) => &mut rsp.error_comment,
-        _ => return,
-    };
-    *slot = Some(comment);
 }
 
 /// The PDU's name as the standard writes it, for messages.

@@ -61,10 +61,7 @@ impl Scp for EchoScp {
     ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
         Box::pin(async move {
             let Message::CEchoRq(rq) = &request.message else {
-                return Err(ScpFailure::new(
-                    Status::UNRECOGNIZED_OPERATION,
-                    "only C-ECHO is performed on this context",
-                ));
+                return Err(ScpFailure::unrecognized("C-ECHO"));
             };
             info!(
                 "Received Echo Request (MsgID {}) from {}",

@@ -2,34 +2,19 @@
 //! matches; the framework sends one pending response per match and the final one, and stops
 //! with status Cancel when a C-CANCEL-RQ arrives.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use dimsum_dimse::message::{CFindRq, CFindRsp, Message, Priority};
+use dimsum_dimse::message::{CFindRq, CFindRsp, Message};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::SupportedContext;
 
-use super::{RequestContext, Scp, ScpFailure};
+use super::{Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::IncomingRequest;
 use crate::storage::BoxFuture;
-
-/// A C-FIND request as the handler sees it.
-#[derive(Debug, Clone)]
-pub struct FindQuery {
-    /// The information model (Affected SOP Class UID), e.g. Study Root FIND.
-    pub sop_class_uid: String,
-    pub priority: Priority,
-    /// The transfer syntax the identifier is encoded in, and the matches must be.
-    pub transfer_syntax_uid: String,
-    /// The request's identifier: the keys to match and return (PS3.4 C.4.1.1.3).
-    pub identifier: Bytes,
-    pub calling_ae_title: String,
-    pub peer_address: SocketAddr,
-}
 
 /// One match: its identifier (encoded in the query's transfer syntax) and the pending status
 /// to send it with (0xFF00, or 0xFF01 when optional keys were not supported).
@@ -55,7 +40,7 @@ pub type MatchStream = Pin<Box<dyn Stream<Item = Result<FindMatch, ScpFailure>> 
 /// The action of a C-FIND SCP: the matches for a query. Dropping the stream (on C-CANCEL, or
 /// when the association ends) must stop the search.
 pub trait FindHandler: Send + Sync + 'static {
-    fn find(&self, query: FindQuery) -> BoxFuture<'_, Result<MatchStream, ScpFailure>>;
+    fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>>;
 }
 
 /// C-FIND SCP for the given information models, over a [`FindHandler`].
@@ -82,28 +67,13 @@ impl<H: FindHandler> FindScp<H> {
         request: IncomingRequest,
         context: &RequestContext,
     ) -> Result<Message, ScpFailure> {
-        let identifier = match request.data_set {
-            Some(data_set) => {
-                data_set
-                    .collect(context.association.limits().max_in_memory_data_set)
-                    .await?
-            }
-            None => {
-                return Err(ScpFailure::new(
-                    Status::CANNOT_UNDERSTAND,
-                    "C-FIND-RQ without an identifier",
-                ));
-            }
-        };
-        let info = context.info();
-        let query = FindQuery {
-            sop_class_uid: rq.affected_sop_class_uid.clone(),
-            priority: rq.priority,
-            transfer_syntax_uid: context.transfer_syntax().to_owned(),
-            identifier,
-            calling_ae_title: info.negotiated.calling_ae_title.clone(),
-            peer_address: info.peer_address,
-        };
+        let query = Query::read(
+            &rq.affected_sop_class_uid,
+            rq.priority,
+            request.data_set,
+            context,
+        )
+        .await?;
         let final_response = |status| {
             Message::CFindRsp(CFindRsp {
                 affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
@@ -146,15 +116,7 @@ fn pending_status(status: Status) -> Status {
 
 impl<H: FindHandler> Scp for FindScp<H> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        self.sop_classes
-            .iter()
-            .map(|sop_class| {
-                SupportedContext::new(
-                    sop_class.as_str(),
-                    self.transfer_syntaxes.iter().map(String::as_str),
-                )
-            })
-            .collect()
+        contexts_for(&self.sop_classes, &self.transfer_syntaxes)
     }
 
     fn perform<'a>(
@@ -164,10 +126,7 @@ impl<H: FindHandler> Scp for FindScp<H> {
     ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
         Box::pin(async move {
             let Message::CFindRq(rq) = request.message.clone() else {
-                return Err(ScpFailure::new(
-                    Status::UNRECOGNIZED_OPERATION,
-                    "only C-FIND is performed on this context",
-                ));
+                return Err(ScpFailure::unrecognized("C-FIND"));
             };
             self.find(&rq, request, context).await
         })

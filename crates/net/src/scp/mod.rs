@@ -20,14 +20,15 @@
 
 mod echo;
 mod find;
+mod query;
 mod retrieve;
 mod store;
 
 pub use echo::{EchoAction, EchoScp};
-pub use find::{FindHandler, FindMatch, FindQuery, FindScp, MatchStream};
+pub use find::{FindHandler, FindMatch, FindScp, MatchStream};
+pub use query::Query;
 pub use retrieve::{
     GetScp, InstanceData, MoveDestination, MoveScp, RetrieveHandler, RetrieveInstance,
-    RetrieveQuery,
 };
 pub use store::StoreScp;
 
@@ -66,6 +67,30 @@ impl ScpFailure {
     pub fn processing(comment: impl Into<String>) -> Self {
         Self::new(Status::PROCESSING_FAILURE, comment)
     }
+}
+
+impl ScpFailure {
+    /// 0x0211 for a request an SCP does not perform on its context: only `what` is.
+    pub fn unrecognized(what: &str) -> Self {
+        Self::new(
+            Status::UNRECOGNIZED_OPERATION,
+            format!("only {what} is performed on this context"),
+        )
+    }
+}
+
+/// The presentation contexts for `sop_classes`, each accepted with `transfer_syntaxes` (in our
+/// order of preference).
+pub fn contexts_for(sop_classes: &[String], transfer_syntaxes: &[String]) -> Vec<SupportedContext> {
+    sop_classes
+        .iter()
+        .map(|sop_class| {
+            SupportedContext::new(
+                sop_class.as_str(),
+                transfer_syntaxes.iter().map(String::as_str),
+            )
+        })
+        .collect()
 }
 
 impl From<Error> for ScpFailure {
@@ -319,26 +344,6 @@ async fn perform(
 /// The final response reporting `failure` for `request`.
 pub fn failure_response(request: &Message, failure: &ScpFailure) -> Option<Message> {
     let mut response = request.response_with_status(failure.status)?;
-    set_error_comment(&mut response, &failure.comment);
+    response.set_error_comment(&failure.comment);
     Some(response)
-}
-
-/// Sets the Error Comment (0000,0902) of a response: LO, at most 64 characters.
-pub fn set_error_comment(response: &mut Message, comment: &str) {
-    let comment: String = comment.chars().take(64).collect();
-    let slot = match response {
-        Message::CStoreRsp(rsp) => &mut rsp.error_comment,
-        Message::CFindRsp(rsp) => &mut rsp.error_comment,
-        Message::CGetRsp(rsp) => &mut rsp.error_comment,
-        Message::CMoveRsp(rsp) => &mut rsp.error_comment,
-        Message::CEchoRsp(rsp) => &mut rsp.error_comment,
-        Message::NEventReportRsp(rsp) => &mut rsp.error_comment,
-        Message::NGetRsp(rsp) => &mut rsp.error_comment,
-        Message::NSetRsp(rsp) => &mut rsp.error_comment,
-        Message::NActionRsp(rsp) => &mut rsp.error_comment,
-        Message::NCreateRsp(rsp) => &mut rsp.error_comment,
-        Message::NDeleteRsp(rsp) => &mut rsp.error_comment,
-        _ => return,
-    };
-    *slot = Some(comment);
 }

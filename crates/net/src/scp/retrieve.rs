@@ -4,7 +4,6 @@
 //! and the final response with the counts; a C-CANCEL-RQ stops it with status Cancel.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,24 +14,10 @@ use dimsum_dimse::message::{CGetRsp, CMoveRsp, Message, Priority};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
 
-use super::{RequestContext, Scp, ScpFailure};
+use super::{Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::scu::store::{self, StoreRequest};
 use crate::storage::BoxFuture;
 use crate::{Association, Error, IncomingRequest, Role};
-
-/// A C-GET or C-MOVE request as the handler sees it.
-#[derive(Debug, Clone)]
-pub struct RetrieveQuery {
-    /// The information model (Affected SOP Class UID), e.g. Study Root GET.
-    pub sop_class_uid: String,
-    pub priority: Priority,
-    /// The transfer syntax the identifier is encoded in.
-    pub transfer_syntax_uid: String,
-    /// The request's identifier: the keys of what to retrieve (PS3.4 C.4.2.1.4).
-    pub identifier: Bytes,
-    pub calling_ae_title: String,
-    pub peer_address: SocketAddr,
-}
 
 /// Where an instance's data set is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +52,7 @@ pub struct MoveDestination {
 /// The action of a C-GET or C-MOVE SCP: the instances that match a query, and (for C-MOVE)
 /// where an AE title is.
 pub trait RetrieveHandler: Send + Sync + 'static {
-    fn retrieve(
-        &self,
-        query: RetrieveQuery,
-    ) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>>;
+    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>>;
 
     /// The address of a move destination; `None` answers 0xA801 (move destination unknown).
     fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
@@ -131,18 +113,6 @@ impl<H: RetrieveHandler> MoveScp<H> {
             transfer_syntaxes,
         }
     }
-}
-
-fn contexts(sop_classes: &[String], transfer_syntaxes: &[String]) -> Vec<SupportedContext> {
-    sop_classes
-        .iter()
-        .map(|sop_class| {
-            SupportedContext::new(
-                sop_class.as_str(),
-                transfer_syntaxes.iter().map(String::as_str),
-            )
-        })
-        .collect()
 }
 
 /// The sub-operation counts of PS3.7 Table 9.3-6 / 9.3-8.
@@ -228,13 +198,10 @@ fn retrieve_request(message: &Message, kind: Kind) -> Result<RetrieveRequest, Sc
             priority: rq.priority,
             move_destination: Some(rq.move_destination.clone()),
         }),
-        _ => Err(ScpFailure::new(
-            Status::UNRECOGNIZED_OPERATION,
-            match kind {
-                Kind::Get => "only C-GET is performed on this context",
-                Kind::Move => "only C-MOVE is performed on this context",
-            },
-        )),
+        _ => Err(ScpFailure::unrecognized(match kind {
+            Kind::Get => "C-GET",
+            Kind::Move => "C-MOVE",
+        })),
     }
 }
 
@@ -245,26 +212,8 @@ async fn instances<H: RetrieveHandler>(
     request: IncomingRequest,
     context: &RequestContext,
 ) -> Result<Vec<RetrieveInstance>, ScpFailure> {
-    let Some(data_set) = request.data_set else {
-        return Err(ScpFailure::new(
-            Status::CANNOT_UNDERSTAND,
-            "a retrieve request without an identifier",
-        ));
-    };
-    let identifier = data_set
-        .collect(context.association.limits().max_in_memory_data_set)
-        .await?;
-    let info = context.info();
-    handler
-        .retrieve(RetrieveQuery {
-            sop_class_uid: rq.sop_class_uid.clone(),
-            priority: rq.priority,
-            transfer_syntax_uid: context.transfer_syntax().to_owned(),
-            identifier,
-            calling_ae_title: info.negotiated.calling_ae_title.clone(),
-            peer_address: info.peer_address,
-        })
-        .await
+    let query = Query::read(&rq.sop_class_uid, rq.priority, request.data_set, context).await?;
+    handler.retrieve(query).await
 }
 
 /// Sends every instance on `target` as C-STORE sub-operations, with a pending response on the
@@ -372,14 +321,14 @@ async fn sub_operation(
 
 impl<H: RetrieveHandler> Scp for GetScp<H> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        contexts(&self.sop_classes, &self.transfer_syntaxes)
+        contexts_for(&self.sop_classes, &self.transfer_syntaxes)
     }
 
     fn sub_operation_contexts(&self) -> Vec<SupportedContext> {
         self.storage
             .as_ref()
             .map(|(sop_classes, transfer_syntaxes)| {
-                contexts(sop_classes, transfer_syntaxes)
+                contexts_for(sop_classes, transfer_syntaxes)
                     .into_iter()
                     .map(|context| context.with_roles(true, true))
                     .collect()
@@ -402,7 +351,7 @@ impl<H: RetrieveHandler> Scp for GetScp<H> {
 
 impl<H: RetrieveHandler> Scp for MoveScp<H> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        contexts(&self.sop_classes, &self.transfer_syntaxes)
+        contexts_for(&self.sop_classes, &self.transfer_syntaxes)
     }
 
     fn perform<'a>(

@@ -9,7 +9,7 @@ use dimsum_dimse::message::{CStoreRq, CStoreRsp, Message};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::SupportedContext;
 
-use super::{RequestContext, Scp, ScpFailure, set_error_comment};
+use super::{RequestContext, Scp, ScpFailure, contexts_for};
 use crate::storage::{
     BoxFuture, DimseOrigin, InstanceDescription, Origin, Storage, StoreFailure, StoreSuccess,
 };
@@ -116,7 +116,7 @@ impl<S: Storage> StoreScp<S> {
             ..CStoreRsp::new(rq.message_id, status)
         });
         if let Some(comment) = comment {
-            set_error_comment(&mut response, &comment);
+            response.set_error_comment(&comment);
         }
         Ok(response)
     }
@@ -162,15 +162,7 @@ fn valid_uid(uid: &str) -> bool {
 
 impl<S: Storage> Scp for StoreScp<S> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        self.sop_classes
-            .iter()
-            .map(|sop_class| {
-                SupportedContext::new(
-                    sop_class.as_str(),
-                    self.transfer_syntaxes.iter().map(String::as_str),
-                )
-            })
-            .collect()
+        contexts_for(&self.sop_classes, &self.transfer_syntaxes)
     }
 
     fn perform<'a>(
@@ -184,10 +176,7 @@ impl<S: Storage> Scp for StoreScp<S> {
             } = request;
             match &message {
                 Message::CStoreRq(rq) => self.store(rq, data_set, context).await,
-                _ => Err(ScpFailure::new(
-                    Status::UNRECOGNIZED_OPERATION,
-                    "only C-STORE is performed on this context",
-                )),
+                _ => Err(ScpFailure::unrecognized("C-STORE")),
             }
         })
     }
