@@ -167,7 +167,7 @@ fn dcmtk_storescp_refuses_dimsum_showing_a_certificate_it_does_not_trust() {
         RUN_TIMEOUT,
     );
     let context = format!("{}\n{}", echo.describe(), server.describe());
-    assert_ne!(echo.code(), Some(0), "the echo succeeded\n{context}");
+    echo.assert_code(EXIT_CONNECTION);
     assert!(
         lines_starting_with(&echo.stderr, "I: Received Echo Response").is_empty(),
         "an echo went through\n{context}"
@@ -175,6 +175,32 @@ fn dcmtk_storescp_refuses_dimsum_showing_a_certificate_it_does_not_trust() {
     server.terminate(STOP_TIMEOUT);
     assert_contains(&server.output(), "certificate", &context);
     assert!(files_under(&output).is_empty(), "something was stored");
+}
+
+#[test]
+#[ignore = "BUG: net/src/association/driver.rs run(): a read error (the TLS 1.3 alert by which a server refuses our certificate) is dropped as `Ok(0) | Err(_)` => transport closed, so the tools say only \"the peer closed the connection\""]
+fn dimsum_says_why_a_server_refused_its_certificate() {
+    let dir = scratch_dir("tls-dimsum-told-why-refused");
+    let tls = tls_material(&dir);
+    let port = free_port();
+    let server_args = tls_args(&tls.server_key, &tls.server_cert, &tls.ca_cert);
+    let Some(mut server) = start_dcmtk_storescp_into(&dir, &dir.join("in"), port, &server_args)
+    else {
+        return;
+    };
+    let client_args = tls_args(&tls.wrong_key, &tls.wrong_cert, &tls.ca_cert);
+    let echo = run(
+        "dimsum-echoscu",
+        &dir,
+        dimsum_echoscu(port, &client_args),
+        RUN_TIMEOUT,
+    );
+    let context = format!("{}\n{}", echo.describe(), server.describe());
+    echo.assert_code(EXIT_CONNECTION);
+    // The server's alert says why (unknown CA / bad certificate): so must we
+    // (`dimsum_net::tls::explain` has the words: "the peer refused our certificate").
+    assert_contains(&echo.stderr, "certificate", &context);
+    server.terminate(STOP_TIMEOUT);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -276,7 +302,11 @@ fn dimsum_storescp_requiring_a_client_certificate_refuses_anonymous_and_untruste
             .args([LOCALHOST, &port.to_string()]);
         let echo = run(&format!("dimsum-echoscu-{label}"), &dir, ours, RUN_TIMEOUT);
         let context = format!("{context}\n{}", echo.describe());
-        assert_ne!(echo.code(), Some(0), "the echo succeeded\n{context}");
+        echo.assert_code(EXIT_CONNECTION);
+        assert!(
+            lines_starting_with(&echo.stderr, "I: Received Echo Response").is_empty(),
+            "an echo went through\n{context}"
+        );
     }
     server.wait_for_text("TLS handshake", LOG_TIMEOUT);
     let log = server.stderr();
@@ -380,7 +410,7 @@ fn dimsum_echoscu_over_tls_to_pynetdicom_echoscp_and_refused_with_a_wrong_certif
         RUN_TIMEOUT,
     );
     let context = format!("{}\n{}", wrong.describe(), server.describe());
-    assert_ne!(wrong.code(), Some(0), "the echo succeeded\n{context}");
+    wrong.assert_code(EXIT_CONNECTION);
     assert!(
         lines_starting_with(&wrong.stderr, "I: Received Echo Response").is_empty(),
         "{context}"

@@ -207,12 +207,17 @@ pub fn element(group: u16, number: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn padded_uid(uid: &str) -> Vec<u8> {
-    let mut value = uid.as_bytes().to_vec();
-    if value.len() % 2 == 1 {
-        value.push(0);
+/// A value padded to even length with `pad` (NUL for UIDs, a space for text, PS3.5 §6.2).
+pub fn even(value: &str, pad: u8) -> Vec<u8> {
+    let mut bytes = value.as_bytes().to_vec();
+    if bytes.len() % 2 == 1 {
+        bytes.push(pad);
     }
-    value
+    bytes
+}
+
+pub fn padded_uid(uid: &str) -> Vec<u8> {
+    even(uid, 0)
 }
 
 /// A small secondary-capture-like data set with `pixel_bytes` bytes of pixel data.
@@ -236,4 +241,22 @@ pub fn data_set(sop_instance_uid: &str, pixel_bytes: usize) -> Vec<u8> {
     let pixels: Vec<u8> = (0..pixel_bytes).map(|i| (i * 7 % 251) as u8).collect();
     data.extend(element(0x7FE0, 0x0010, b"OW", &pixels));
     data
+}
+
+/// Every file below `root`, hidden ones included, sorted.
+pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
