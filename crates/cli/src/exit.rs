@@ -32,7 +32,9 @@ pub fn for_error(error: &dimsum_net::Error) -> Code {
     use dimsum_net::Error::*;
     match error {
         Rejected(_) | NoPresentationContext(_) | Negotiation(_) => Code::Rejected,
-        Connect { .. } | Timeout { .. } | Io(_) | ConnectionClosed | Tls(_) => Code::Connection,
+        Connect { .. } | Timeout { .. } | Io(_) | ConnectionClosed | Transport(_) | Tls(_) => {
+            Code::Connection
+        }
         DataSource(_) => Code::Internal,
         _ => Code::Aborted,
     }

@@ -52,6 +52,8 @@ pub enum Error {
     Released,
     #[error("the peer closed the connection")]
     ConnectionClosed,
+    #[error("the connection failed: {0}")]
+    Transport(String),
     #[error("invalid PDU from the peer (association aborted): {0}")]
     InvalidPdu(#[from] DecodeError),
     #[error("protocol error (association aborted): {0}")]

@@ -14,8 +14,7 @@ use tracing::{debug, info};
 
 use dimsum_dimse::association::{Ending, Event};
 
-use super::{Establishment, IncomingRequest, Inner, Response, Shared, now};
-use crate::Error;
+use super::{Establishment, IncomingRequest, Inner, Response, Shared, ending_error, now};
 
 /// Delivered bytes not yet taken by their consumers beyond which the driver stops reading (the
 /// peer is then held back by TCP flow control, not by our memory).
@@ -68,8 +67,13 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
             result = read_some(&mut reader, &mut read_buf, read_size), if reading => {
                 let mut inner = shared.lock();
                 match result {
-                    Ok(0) | Err(_) => {
+                    Ok(0) => {
                         read_closed = true;
+                        inner.core.handle_transport_closed(now());
+                    }
+                    Err(error) => {
+                        read_closed = true;
+                        inner.transport_error = transport_failure(&error);
                         inner.core.handle_transport_closed(now());
                     }
                     Ok(_) => inner.core.handle_input(&mut read_buf, now()),
@@ -82,6 +86,7 @@ pub(super) async fn run<T: Transport>(transport: T, shared: Arc<Shared>) {
                     Err(error) => {
                         debug!(%error, "write failed");
                         out.clear();
+                        inner.transport_error = transport_failure(&error);
                         inner.core.handle_transport_closed(now());
                     }
                 }
@@ -168,6 +173,23 @@ async fn finish<W: AsyncWrite + Unpin>(
     close_routes(&mut inner, shared);
     drop(inner);
     shared.progress.notify_waiters();
+}
+
+/// What to tell people about an I/O error that ended the transport; `None` for a peer that
+/// merely went away (reset, or closed without a TLS close_notify).
+fn transport_failure(error: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind::*;
+    match crate::tls::explain(error) {
+        Some(hint) => Some(format!("{error} ({hint})")),
+        None if matches!(
+            error.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        ) =>
+        {
+            None
+        }
+        None => Some(error.to_string()),
+    }
 }
 
 /// Hands one event of the association to whoever waits for it.
@@ -268,7 +290,8 @@ fn close_routes(inner: &mut Inner, shared: &Shared) {
     let Some(ending) = inner.ending.clone() else {
         return;
     };
-    let error = || Error::from_ending(&ending, &shared.timeouts);
+    let transport_error = inner.transport_error.clone();
+    let error = || ending_error(&ending, transport_error.as_deref(), &shared.timeouts);
     inner.routes.establish(Establishment::Ended(ending.clone()));
     for (_, route) in inner.routes.responses.drain() {
         let _ = route.send(Err(error()));

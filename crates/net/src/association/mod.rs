@@ -303,6 +303,23 @@ struct Inner {
     core: proto::Association,
     routes: Routes,
     ending: Option<Ending>,
+    /// Why the transport failed, when it did not just close (a TLS alert, a reset).
+    transport_error: Option<String>,
+}
+
+impl Inner {
+    /// The error reporting `ending` (see [`ending_error`]).
+    fn error(&self, ending: &Ending, timeouts: &Timeouts) -> Error {
+        ending_error(ending, self.transport_error.as_deref(), timeouts)
+    }
+}
+
+/// The error reporting `ending`: the transport's own failure when that is what ended it.
+fn ending_error(ending: &Ending, transport_error: Option<&str>, timeouts: &Timeouts) -> Error {
+    match (ending, transport_error) {
+        (Ending::ConnectionClosed, Some(reason)) => Error::Transport(reason.to_owned()),
+        _ => Error::from_ending(ending, timeouts),
+    }
 }
 
 /// What the driver and every handle share.
@@ -433,7 +450,7 @@ impl Association {
                 }
                 Some(Establishment::Requested(_)) => {}
                 Some(Establishment::Ended(ending)) => {
-                    return Err(Error::from_ending(&ending, &timeouts));
+                    return Err(shared.lock().error(&ending, &timeouts));
                 }
                 None => return Err(Error::ConnectionClosed),
             }
@@ -484,7 +501,7 @@ impl Association {
                     return Ok(Association::established(shared, peer_address, tls));
                 }
                 Some(Establishment::Ended(ending)) => {
-                    return Err(Error::from_ending(&ending, &timeouts));
+                    return Err(shared.lock().error(&ending, &timeouts));
                 }
                 None => return Err(Error::ConnectionClosed),
             }
@@ -788,7 +805,7 @@ impl Association {
             {
                 let mut inner = self.shared.lock();
                 if let Some(ending) = &inner.ending {
-                    return Err(Error::from_ending(ending, &self.shared.timeouts));
+                    return Err(inner.error(ending, &self.shared.timeouts));
                 }
                 if let Some(result) = ready(&mut inner) {
                     return result;
@@ -867,6 +884,7 @@ impl Shared {
                     ..Routes::default()
                 },
                 ending: None,
+                transport_error: None,
             }),
             wake: Notify::new(),
             progress: Notify::new(),
