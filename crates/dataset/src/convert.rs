@@ -93,6 +93,16 @@ pub fn transcode(
         })?;
     object.retain(|element| element.tag().element() != 0x0000);
 
+    encode(&object, to)
+}
+
+/// Encodes `object` in the uncompressed transfer syntax `to` (deflating for Deflated Explicit
+/// VR Little Endian), through dicom-rs.
+pub(crate) fn encode(object: &InMemDicomObject, to: &str) -> Result<Vec<u8>, ConvertError> {
+    let unsupported = || ConvertError::Unsupported {
+        from: to.to_owned(),
+        to: to.to_owned(),
+    };
     let deflate_output = transfer_syntax::is_deflated(to);
     let target_uid = if deflate_output {
         EXPLICIT_VR_LITTLE_ENDIAN
@@ -100,7 +110,7 @@ pub fn transcode(
         to
     };
     let target_ts = registry_entry(target_uid).ok_or_else(unsupported)?;
-    let mut encoded = Vec::with_capacity(plain.len() + plain.len() / 8);
+    let mut encoded = Vec::new();
     object
         .write_dataset_with_ts(&mut encoded, target_ts)
         .map_err(|source| ConvertError::Encode {

@@ -12,6 +12,8 @@
 //!   are skipped rather than read.
 //! - [`convert`]: re-encoding a data set between the uncompressed transfer syntaxes, through
 //!   dicom-rs once [`scan`] has accepted it.
+//! - [`identifier`]: identifiers the services build (the Failed SOP Instance UID List of a
+//!   C-GET or C-MOVE response), encoded by dicom-rs.
 //!
 //! UID syntax (PS3.5 §9.1) is checked by `dimsum-uid`, the validator the Upper Layer uses too.
 
@@ -21,6 +23,7 @@
 )]
 
 pub mod convert;
+pub mod identifier;
 pub mod part10;
 pub mod scan;
 pub mod sop_class;

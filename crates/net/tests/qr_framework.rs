@@ -678,7 +678,6 @@ async fn a_failed_c_get_sub_operation_gives_0xb000_with_one_failed() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: scp/retrieve.rs send_all: a final C-GET-RSP with failures carries no Identifier with Failed SOP Instance UID List (0008,0058) (PS3.4 C.4.3)"]
 async fn a_c_get_with_a_failed_sub_operation_names_the_failed_instance() {
     let server = start_get_server().await;
     let (association, run) = run_get(server.address, |index| {

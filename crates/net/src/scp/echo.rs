@@ -12,7 +12,7 @@ use dimsum_ul::uids::{
     VERIFICATION_SOP_CLASS,
 };
 
-use super::{RequestContext, Scp, ScpFailure};
+use super::{FinalResponse, RequestContext, Scp, ScpFailure};
 use crate::storage::BoxFuture;
 use crate::{AssociationInfo, IncomingRequest};
 
@@ -58,7 +58,7 @@ impl Scp for EchoScp {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let Message::CEchoRq(rq) = &request.message else {
                 return Err(ScpFailure::unrecognized("C-ECHO"));
@@ -75,7 +75,8 @@ impl Scp for EchoScp {
             Ok(Message::CEchoRsp(CEchoRsp {
                 affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
                 ..CEchoRsp::new(rq.message_id, status)
-            }))
+            })
+            .into())
         })
     }
 }

@@ -12,7 +12,7 @@ use dimsum_dimse::message::{CFindRq, CFindRsp, Message};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::SupportedContext;
 
-use super::{Query, RequestContext, Scp, ScpFailure, contexts_for};
+use super::{FinalResponse, Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::IncomingRequest;
 use crate::storage::BoxFuture;
 
@@ -123,12 +123,12 @@ impl<H: FindHandler> Scp for FindScp<H> {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let Message::CFindRq(rq) = request.message.clone() else {
                 return Err(ScpFailure::unrecognized("C-FIND"));
             };
-            self.find(&rq, request, context).await
+            self.find(&rq, request, context).await.map(Into::into)
         })
     }
 }

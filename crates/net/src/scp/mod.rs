@@ -99,6 +99,23 @@ impl From<Error> for ScpFailure {
     }
 }
 
+/// The final response to a request, with the data set it carries, if any (the identifier of a
+/// C-GET or C-MOVE response naming failed instances, an N-GET attribute list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalResponse {
+    pub message: Message,
+    pub data_set: Option<bytes::Bytes>,
+}
+
+impl From<Message> for FinalResponse {
+    fn from(message: Message) -> Self {
+        Self {
+            message,
+            data_set: None,
+        }
+    }
+}
+
 /// What an SCP knows about the request it performs.
 #[derive(Clone)]
 pub struct RequestContext {
@@ -154,7 +171,7 @@ pub trait Scp: Send + Sync + 'static {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>>;
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>>;
 }
 
 /// How an association served by a [`Dispatcher`] ended.
@@ -328,12 +345,12 @@ async fn perform(
     let response = match outcome {
         Ok(response) => response,
         Err(failure) => match failure_response(&request_message, &failure) {
-            Some(response) => response,
+            Some(response) => response.into(),
             None => return,
         },
     };
     if let Err(error) = association
-        .respond(presentation_context_id, response, None)
+        .respond(presentation_context_id, response.message, response.data_set)
         .await
         && !error.ends_association()
     {

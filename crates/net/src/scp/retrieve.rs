@@ -10,11 +10,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use dimsum_dataset::identifier;
 use dimsum_dimse::message::{CGetRsp, CMoveRsp, Message, Priority};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
 
-use super::{Query, RequestContext, Scp, ScpFailure, contexts_for};
+use super::{FinalResponse, Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::scu::store::{self, StoreRequest};
 use crate::storage::BoxFuture;
 use crate::{Association, Error, IncomingRequest, Role};
@@ -223,7 +224,8 @@ async fn send_all(
     instances: Vec<RetrieveInstance>,
     target: &Association,
     context: &RequestContext,
-) -> Result<Message, ScpFailure> {
+) -> Result<FinalResponse, ScpFailure> {
+    let mut failed = Vec::new();
     let mut counts = Counts {
         remaining: u16::try_from(instances.len()).unwrap_or(u16::MAX),
         ..Counts::default()
@@ -234,12 +236,7 @@ async fn send_all(
     };
     for instance in instances {
         if context.cancelled.is_cancelled() {
-            return Ok(rq.kind.response(
-                rq.message_id,
-                &rq.sop_class_uid,
-                counts.final_status(true),
-                counts,
-            ));
+            return Ok(final_response(rq, counts, true, &failed, context));
         }
         let status = sub_operation(target, &instance, move_originator.clone()).await;
         counts.remaining = counts.remaining.saturating_sub(1);
@@ -254,6 +251,7 @@ async fn send_all(
                     instance.sop_instance_uid
                 );
                 counts.failed = counts.failed.saturating_add(1);
+                failed.push(instance.sop_instance_uid.clone());
             }
             Err(error) if error.ends_association() && rq.kind == Kind::Get => {
                 return Err(error.into());
@@ -264,6 +262,7 @@ async fn send_all(
                     instance.sop_instance_uid
                 );
                 counts.failed = counts.failed.saturating_add(1);
+                failed.push(instance.sop_instance_uid.clone());
             }
         }
         if counts.remaining > 0 {
@@ -273,12 +272,43 @@ async fn send_all(
             context.send_pending(pending, None).await?;
         }
     }
-    Ok(rq.kind.response(
-        rq.message_id,
-        &rq.sop_class_uid,
-        counts.final_status(false),
-        counts,
-    ))
+    Ok(final_response(rq, counts, false, &failed, context))
+}
+
+/// The final C-GET-RSP or C-MOVE-RSP; when sub-operations failed, with the identifier naming
+/// them (Failed SOP Instance UID List, PS3.4 C.4.2.1.4), encoded in the request's transfer
+/// syntax.
+fn final_response(
+    rq: &RetrieveRequest,
+    counts: Counts,
+    cancelled: bool,
+    failed: &[String],
+    context: &RequestContext,
+) -> FinalResponse {
+    let status = counts.final_status(cancelled);
+    let mut message = rq
+        .kind
+        .response(rq.message_id, &rq.sop_class_uid, status, counts);
+    if failed.is_empty() {
+        return message.into();
+    }
+    match identifier::failed_instances(failed, context.transfer_syntax()) {
+        Ok(identifier) => {
+            match &mut message {
+                Message::CGetRsp(rsp) => rsp.data_set_present = true,
+                Message::CMoveRsp(rsp) => rsp.data_set_present = true,
+                _ => {}
+            }
+            FinalResponse {
+                message,
+                data_set: Some(identifier.into()),
+            }
+        }
+        Err(error) => {
+            warn!("cannot encode the Failed SOP Instance UID List: {error}");
+            message.into()
+        }
+    }
 }
 
 /// One C-STORE sub-operation: the status the storage SCP answered.
@@ -340,7 +370,7 @@ impl<H: RetrieveHandler> Scp for GetScp<H> {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let rq = retrieve_request(&request.message, Kind::Get)?;
             let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
@@ -358,7 +388,7 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let rq = retrieve_request(&request.message, Kind::Move)?;
             let destination_title = rq.move_destination.clone().unwrap_or_default();
@@ -370,12 +400,15 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
             };
             let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
             if instances.is_empty() {
-                return Ok(rq.kind.response(
-                    rq.message_id,
-                    &rq.sop_class_uid,
-                    Status::SUCCESS,
-                    Counts::default(),
-                ));
+                return Ok(rq
+                    .kind
+                    .response(
+                        rq.message_id,
+                        &rq.sop_class_uid,
+                        Status::SUCCESS,
+                        Counts::default(),
+                    )
+                    .into());
             }
             let target = connect_destination(&destination, &instances, context)
                 .await

@@ -9,7 +9,7 @@ use dimsum_dimse::message::{CStoreRq, CStoreRsp, Message};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::SupportedContext;
 
-use super::{RequestContext, Scp, ScpFailure, contexts_for};
+use super::{FinalResponse, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::storage::{
     BoxFuture, DimseOrigin, InstanceDescription, Origin, Storage, StoreFailure, StoreSuccess,
 };
@@ -169,13 +169,13 @@ impl<S: Storage> Scp for StoreScp<S> {
         &'a self,
         request: IncomingRequest,
         context: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Message, ScpFailure>> {
+    ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let IncomingRequest {
                 message, data_set, ..
             } = request;
             match &message {
-                Message::CStoreRq(rq) => self.store(rq, data_set, context).await,
+                Message::CStoreRq(rq) => self.store(rq, data_set, context).await.map(Into::into),
                 _ => Err(ScpFailure::unrecognized("C-STORE")),
             }
         })
