@@ -37,7 +37,25 @@ enum Tool {
     Dcmrecv(storescp::Options),
 }
 
+/// Keeps glibc from handing every data-set buffer (a 512 KB file, a 128 KB PDU) back to the
+/// kernel when it is freed and faulting fresh zeroed pages in for the next one: buffers up to
+/// 8 MiB come from the heap and freed memory is kept up to 64 MiB. On one association this
+/// cuts the sender's system time by a third (docs/performance.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes two glibc malloc parameters; it is called once, before any
+    // other thread exists, and its result (0 when a value is refused) needs no handling.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = Cli::parse_from(args::expand_dcmtk_options(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
