@@ -57,10 +57,16 @@ fn tune_allocator() {}
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse_from(args::expand_dcmtk_options(std::env::args_os()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A client's tasks (the sender and the association drivers) hand work to each other at
+    // every message: on one thread that is a function call, not a cross-thread wake-up. Disk
+    // work goes to the blocking pool either way. Servers spread associations over all cores.
+    let mut builder = match cli.command {
+        Tool::Echoscu(_) | Tool::Storescu(_) | Tool::Dcmsend(_) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("E: cannot start the async runtime: {error}");
