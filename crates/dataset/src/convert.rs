@@ -71,29 +71,54 @@ pub fn transcode(
         return Err(unsupported());
     }
 
-    let inflated;
-    let (plain, plain_ts) = if transfer_syntax::is_deflated(from) {
-        inflated = inflate(data, limits)?;
-        (inflated.as_slice(), EXPLICIT_VR_LITTLE_ENDIAN)
-    } else {
-        (data, from)
-    };
-    scan_bytes(plain, plain_ts, limits)?;
     if from == to {
+        // Checked as it would be for a conversion, and returned as it came.
+        decode_checked(data, from, limits, false)?;
         return Ok(data.to_vec());
     }
-
-    let source_ts = registry_entry(plain_ts).ok_or_else(unsupported)?;
-    let mut object =
-        InMemDicomObject::read_dataset_with_ts(plain, source_ts).map_err(|source| {
-            ConvertError::Decode {
-                transfer_syntax: plain_ts.to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+    let mut object = decode_checked(data, from, limits, true)?.ok_or_else(unsupported)?;
     object.retain(|element| element.tag().element() != 0x0000);
 
     encode(&object, to)
+}
+
+/// Decodes the data set `data`, encoded in the uncompressed transfer syntax `ts` (inflated first
+/// when deflated), once [`scan_bytes`] has accepted it with `limits`. With `decode` false, only
+/// the checks are made and `None` is returned.
+pub(crate) fn decode_checked(
+    data: &[u8],
+    ts: &str,
+    limits: &ScanLimits,
+    decode: bool,
+) -> Result<Option<InMemDicomObject>, ConvertError> {
+    let ts = trim_uid(ts);
+    if !transfer_syntax::is_uncompressed(ts) {
+        return Err(ConvertError::Unsupported {
+            from: ts.to_owned(),
+            to: ts.to_owned(),
+        });
+    }
+    let inflated;
+    let (plain, plain_ts) = if transfer_syntax::is_deflated(ts) {
+        inflated = inflate(data, limits)?;
+        (inflated.as_slice(), EXPLICIT_VR_LITTLE_ENDIAN)
+    } else {
+        (data, ts)
+    };
+    scan_bytes(plain, plain_ts, limits)?;
+    if !decode {
+        return Ok(None);
+    }
+    let source_ts = registry_entry(plain_ts).ok_or_else(|| ConvertError::Unsupported {
+        from: ts.to_owned(),
+        to: ts.to_owned(),
+    })?;
+    InMemDicomObject::read_dataset_with_ts(plain, source_ts)
+        .map(Some)
+        .map_err(|source| ConvertError::Decode {
+            transfer_syntax: plain_ts.to_owned(),
+            source: Box::new(source),
+        })
 }
 
 /// Encodes `object` in the uncompressed transfer syntax `to` (deflating for Deflated Explicit

@@ -12,8 +12,10 @@
 //!   are skipped rather than read.
 //! - [`convert`]: re-encoding a data set between the uncompressed transfer syntaxes, through
 //!   dicom-rs once [`scan`] has accepted it.
-//! - [`identifier`]: identifiers the services build (the Failed SOP Instance UID List of a
-//!   C-GET or C-MOVE response), encoded by dicom-rs.
+//! - [`identifier`]: identifiers (PS3.4 Annex C.4) decoded from the network once [`scan`] has
+//!   accepted them, and encoded by dicom-rs (queries, matches, the Failed SOP Instance UID List
+//!   of a C-GET or C-MOVE response).
+//! - [`query_model`]: the Query/Retrieve and Modality Worklist information models.
 //!
 //! UID syntax (PS3.5 §9.1) is checked by `dimsum-uid`, the validator the Upper Layer uses too.
 
@@ -25,13 +27,21 @@
 pub mod convert;
 pub mod identifier;
 pub mod part10;
+pub mod query_model;
 pub mod scan;
 pub mod sop_class;
 pub mod transfer_syntax;
 
 pub use convert::{ConvertError, transcode};
 pub use part10::{FileMeta, Part10Error, encode_header, is_part10_file, read_meta};
+pub use query_model::{QueryModel, QueryService};
 pub use scan::{ScanError, ScanLimits, Summary, scan, scan_bytes, scan_deflated};
+
+/// The dicom-rs crates this layer is built on, at the exact versions it checks data against,
+/// for the layers above (data sets, tags, the dictionary).
+pub use dicom_core;
+pub use dicom_dictionary_std;
+pub use dicom_object;
 
 /// Strips the padding that DICOM adds to make a UI value even in length (a trailing NUL) and the
 /// trailing spaces some implementations add instead (PS3.5 §9.1).

@@ -28,7 +28,8 @@ use dimsum_net::dimse::message::{
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{
     Dispatcher, EchoScp, FindHandler, FindMatch, FindScp, GetScp, InstanceData, MatchStream,
-    MoveDestination, MoveScp, Query, RetrieveHandler, RetrieveInstance, ScpFailure, StoreScp,
+    MoveDestination, MoveScp, Query, Retrieval, RetrieveHandler, RetrieveInstance, ScpFailure,
+    StoreScp,
 };
 use dimsum_net::storage::{BoxFuture, FileStorage, Origin};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
@@ -431,18 +432,20 @@ struct TestRetriever {
 }
 
 impl RetrieveHandler for TestRetriever {
-    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>> {
+    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Retrieval, ScpFailure>> {
         self.queries.lock().unwrap().push(query);
         Box::pin(async move {
-            Ok(instance_uids()
-                .into_iter()
-                .map(|uid| RetrieveInstance {
-                    sop_class_uid: SECONDARY_CAPTURE.into(),
-                    data: InstanceData::Memory(instance_data_set(&uid)),
-                    sop_instance_uid: uid,
-                    transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
-                })
-                .collect())
+            Ok(Retrieval::from_instances(
+                instance_uids()
+                    .into_iter()
+                    .map(|uid| RetrieveInstance {
+                        sop_class_uid: SECONDARY_CAPTURE.into(),
+                        data: InstanceData::Memory(instance_data_set(&uid)),
+                        sop_instance_uid: uid,
+                        transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
+                    })
+                    .collect(),
+            ))
         })
     }
 

@@ -28,7 +28,8 @@ pub use echo::{EchoAction, EchoScp};
 pub use find::{FindHandler, FindMatch, FindScp, MatchStream};
 pub use query::Query;
 pub use retrieve::{
-    GetScp, InstanceData, MoveDestination, MoveScp, RetrieveHandler, RetrieveInstance,
+    GetScp, InstanceData, InstanceStream, MoveDestination, MoveScp, Retrieval, RetrieveHandler,
+    RetrieveInstance,
 };
 pub use store::StoreScp;
 

@@ -4,6 +4,11 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use dimsum_dataset::dicom_dictionary_std::tags;
+use dimsum_dataset::dicom_object::InMemDicomObject;
+use dimsum_dataset::identifier;
+use dimsum_dataset::query_model::QueryModel;
+use dimsum_dataset::scan::ScanLimits;
 use dimsum_dimse::message::Priority;
 use dimsum_dimse::status::Status;
 
@@ -18,8 +23,10 @@ pub struct Query {
     pub priority: Priority,
     /// The transfer syntax the identifier is encoded in (and C-FIND matches must be).
     pub transfer_syntax_uid: String,
-    /// The request's identifier: the keys to match (and, for C-FIND, to return).
+    /// The request's identifier as received: the keys to match (and, for C-FIND, to return).
     pub identifier: Bytes,
+    /// The identifier decoded (it passed the hardened scanner first).
+    pub keys: InMemDicomObject,
     pub calling_ae_title: String,
     pub peer_address: SocketAddr,
 }
@@ -41,14 +48,55 @@ impl Query {
         let identifier = identifier
             .collect(context.association.limits().max_in_memory_data_set)
             .await?;
+        let transfer_syntax_uid = context.transfer_syntax().to_owned();
+        let keys = identifier::decode(&identifier, &transfer_syntax_uid, &ScanLimits::default())
+            .map_err(|error| {
+                ScpFailure::new(
+                    Status::CANNOT_UNDERSTAND,
+                    format!("the identifier is not a valid data set: {error}"),
+                )
+            })?;
+        check_level(sop_class_uid, &keys)?;
         let info = context.info();
         Ok(Query {
             sop_class_uid: sop_class_uid.to_owned(),
             priority,
-            transfer_syntax_uid: context.transfer_syntax().to_owned(),
+            transfer_syntax_uid,
             identifier,
+            keys,
             calling_ae_title: info.negotiated.calling_ae_title.clone(),
             peer_address: info.peer_address,
         })
+    }
+}
+
+/// A Query/Retrieve identifier must name one of its model's levels in Query/Retrieve Level
+/// (0008,0052) (PS3.4 C.4.1.1.3.1, C.6); a worklist query has none. Anything else answers
+/// 0xA900 (identifier does not match SOP class).
+fn check_level(sop_class_uid: &str, keys: &InMemDicomObject) -> Result<(), ScpFailure> {
+    let Some((model, _)) = QueryModel::of_sop_class(sop_class_uid) else {
+        return Ok(());
+    };
+    if model.levels().is_empty() {
+        return Ok(());
+    }
+    let level = keys
+        .element(tags::QUERY_RETRIEVE_LEVEL)
+        .ok()
+        .and_then(|element| element.to_str().ok())
+        .map(|level| level.trim().to_owned());
+    match level {
+        Some(level) if model.levels().contains(&level.as_str()) => Ok(()),
+        Some(level) => Err(ScpFailure::new(
+            Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            format!(
+                "Query/Retrieve Level {level:?} is not one of {} in this information model",
+                model.levels().join(", ")
+            ),
+        )),
+        None => Err(ScpFailure::new(
+            Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            "the identifier has no Query/Retrieve Level (0008,0052)",
+        )),
     }
 }

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use tracing::{info, warn};
 
 use dimsum_dataset::identifier;
@@ -50,15 +52,61 @@ pub struct MoveDestination {
     pub address: String,
 }
 
+/// The instances of a retrieval, produced as they are needed (an archive opens each file when
+/// its turn comes). Dropping the stream (on C-CANCEL, or when the association ends) must stop
+/// the work.
+pub type InstanceStream = Pin<Box<dyn Stream<Item = Result<RetrieveInstance, ScpFailure>> + Send>>;
+
+/// What a [`RetrieveHandler`] answers to a C-GET or C-MOVE: how many instances it will send,
+/// which SOP classes and transfer syntaxes they use, and the instances themselves as a stream.
+pub struct Retrieval {
+    /// How many instances `instances` yields: the first Number of Remaining Sub-operations.
+    pub count: usize,
+    /// The (SOP class UID, transfer syntax UID) pairs among the instances: the presentation
+    /// contexts a C-MOVE proposes to its destination before the first instance is read.
+    pub contexts: BTreeSet<(String, String)>,
+    pub instances: InstanceStream,
+}
+
+impl Retrieval {
+    /// A retrieval of instances that are all known already.
+    pub fn from_instances(instances: Vec<RetrieveInstance>) -> Retrieval {
+        Retrieval {
+            count: instances.len(),
+            contexts: instances
+                .iter()
+                .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()))
+                .collect(),
+            instances: Box::pin(futures_util::stream::iter(instances.into_iter().map(Ok))),
+        }
+    }
+}
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrieval")
+            .field("count", &self.count)
+            .field("contexts", &self.contexts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The action of a C-GET or C-MOVE SCP: the instances that match a query, and (for C-MOVE)
-/// where an AE title is.
+/// where an AE title is and how many associations may carry its sub-operations.
 pub trait RetrieveHandler: Send + Sync + 'static {
-    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Vec<RetrieveInstance>, ScpFailure>>;
+    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Retrieval, ScpFailure>>;
 
     /// The address of a move destination; `None` answers 0xA801 (move destination unknown).
     fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
         let _ = ae_title;
         None
+    }
+
+    /// How many associations a C-MOVE may open to `destination` at once to carry its
+    /// sub-operations (at least 1).
+    fn move_associations(&self, destination: &MoveDestination) -> usize {
+        let _ = destination;
+        1
     }
 }
 
@@ -212,7 +260,7 @@ async fn instances<H: RetrieveHandler>(
     rq: &RetrieveRequest,
     request: IncomingRequest,
     context: &RequestContext,
-) -> Result<Vec<RetrieveInstance>, ScpFailure> {
+) -> Result<Retrieval, ScpFailure> {
     let query = Query::read(&rq.sop_class_uid, rq.priority, request.data_set, context).await?;
     handler.retrieve(query).await
 }
@@ -221,20 +269,22 @@ async fn instances<H: RetrieveHandler>(
 /// request's association after each; returns the final response.
 async fn send_all(
     rq: &RetrieveRequest,
-    instances: Vec<RetrieveInstance>,
+    retrieval: Retrieval,
     target: &Association,
     context: &RequestContext,
 ) -> Result<FinalResponse, ScpFailure> {
     let mut failed = Vec::new();
     let mut counts = Counts {
-        remaining: u16::try_from(instances.len()).unwrap_or(u16::MAX),
+        remaining: u16::try_from(retrieval.count).unwrap_or(u16::MAX),
         ..Counts::default()
     };
+    let mut instances = retrieval.instances;
     let move_originator = match rq.kind {
         Kind::Get => None,
         Kind::Move => Some((context.info().peer_ae_title().to_owned(), rq.message_id)),
     };
-    for instance in instances {
+    while let Some(instance) = instances.next().await {
+        let instance = instance?;
         if context.cancelled.is_cancelled() {
             return Ok(final_response(rq, counts, true, &failed, context));
         }
@@ -399,7 +449,7 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
                 ));
             };
             let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
-            if instances.is_empty() {
+            if instances.count == 0 {
                 return Ok(rq
                     .kind
                     .response(
@@ -410,7 +460,7 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
                     )
                     .into());
             }
-            let target = connect_destination(&destination, &instances, context)
+            let target = connect_destination(&destination, &instances.contexts, context)
                 .await
                 .map_err(|error| {
                     ScpFailure::new(
@@ -434,18 +484,14 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
 /// syntax of the instances.
 async fn connect_destination(
     destination: &MoveDestination,
-    instances: &[RetrieveInstance],
+    pairs: &BTreeSet<(String, String)>,
     context: &RequestContext,
 ) -> Result<Association, Error> {
-    let pairs: BTreeSet<(&str, &str)> = instances
-        .iter()
-        .map(|i| (i.sop_class_uid.as_str(), i.transfer_syntax_uid.as_str()))
-        .collect();
     let request = AssociationRequest::new(context.info().local_ae_title(), &destination.ae_title)
         .with_contexts(
             pairs
-                .into_iter()
-                .map(|(sop_class, ts)| ProposedContext::new(sop_class, [ts])),
+                .iter()
+                .map(|(sop_class, ts)| ProposedContext::new(sop_class, [ts.as_str()])),
         );
     Association::connect(
         &destination.address,
