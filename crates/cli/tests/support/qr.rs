@@ -1,0 +1,1352 @@
+//! The Query/Retrieve interop harness: real Q/R peers that we did not write, loaded with a known
+//! data set, and DCMTK's own Q/R clients to drive them.
+//!
+//! - [`QrDataSet`]: a small archive (three patients, four studies, six series, eleven CT, MR and
+//!   Secondary Capture instances, different dates, names with carets, a study with two
+//!   modalities, one file in Implicit VR Little Endian), written once per test binary with
+//!   dicom-object into cargo's target tmp dir, and described on the Rust side (patients,
+//!   studies, series, instances and their files) so that tests compare what a peer answers with
+//!   what was loaded.
+//! - [`Dcmqrscp`]: DCMTK `dcmqrscp` configured by the test (its AE title, a storage area, the
+//!   move destinations in its host table), started on a free port and loaded with DCMTK
+//!   `storescu`.
+//! - [`PynetdicomQrscp`]: pynetdicom's `python -m pynetdicom qrscp` with a generated config file
+//!   (SQLite index through sqlalchemy, storage folder, AE title, port, move destinations),
+//!   loaded the same way.
+//! - [`StorescpDestination`]: DCMTK `storescp` as a C-MOVE destination, with what it received.
+//! - [`dcmtk_findscu`], [`dcmtk_getscu`], [`dcmtk_movescu`]: DCMTK's clients, the tools that
+//!   ours are compared with; C-FIND responses are extracted with `-X` and read back with
+//!   dicom-object ([`QrIdentifier`]).
+//! - [`assert_received_instances`]: what a retrieve delivered against what was loaded (SOP
+//!   Instance UIDs, pixel data bytes, and the whole data sets through `compare_datasets.py`).
+//!
+//! Peer quirks the tests must respect (DCMTK 3.6.7, pynetdicom 3.0.4):
+//! - dcmqrscp matches strictly hierarchically: a query below STUDY level must carry the unique
+//!   keys of every level above (an IMAGE query needs the Study and the Series Instance UID;
+//!   with the study key alone it fails with "unable to process"). It returns only the
+//!   keys it indexes (e.g. no Modalities in Study).
+//! - dcmqrscp crashes (SIGSEGV) after the first association in `--single-process` mode, so it
+//!   runs in its default fork mode, in a process group of its own that is killed as a whole.
+//! - pynetdicom's qrscp answers a C-FIND with one response per matching *instance* at every
+//!   level: a STUDY query returns each study once per instance it holds. It also indexes only
+//!   the Patient ID and Name, the study, series and instance UIDs, Study Date and Time,
+//!   Accession Number, Study ID, Modality, Series and Instance Number.
+//! - DCMTK tools need `TCP_NODELAY=1` (set by [`super::dcmtk`]) or each round trip waits ~40 ms.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use dimsum_net::dataset::dicom_core::header::Header;
+use dimsum_net::dataset::dicom_core::value::Value;
+use dimsum_net::dataset::dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dimsum_net::dataset::dicom_dictionary_std::tags;
+use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomObject};
+
+use super::{
+    EXPLICIT_VR_LE, Finished, IMPLICIT_VR_LE, LOCALHOST, ProcessGuard, RUN_TIMEOUT,
+    STARTUP_TIMEOUT, assert_datasets_equal, dcmtk, files_under, free_port, peer_missing,
+    python_script, run, start_dcmtk_storescp_into,
+};
+
+/// CT Image Storage (PS3.4 Annex B).
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+/// MR Image Storage (PS3.4 Annex B).
+pub const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+/// Secondary Capture Image Storage (PS3.4 Annex B).
+pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+/// The root of every UID in the Q/R test data (pydicom's test root, then a branch of ours).
+pub const QR_UID_ROOT: &str = "1.2.826.0.1.3680043.8.498.7007";
+/// The calling AE title of the DCMTK clients run by this harness.
+pub const DCMTK_CLIENT_AE: &str = "DCMTKSCU";
+/// The calling AE title used to load the peers' storage.
+pub const LOADER_AE: &str = "QRLOADER";
+
+// ---------------------------------------------------------------------------------------------
+// The test data set
+// ---------------------------------------------------------------------------------------------
+
+/// A patient of the Q/R test data (PS3.4 C.6.1.1.2, the Patient level).
+#[derive(Clone, Debug)]
+pub struct QrPatient {
+    pub patient_id: String,
+    pub patient_name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub studies: Vec<QrStudy>,
+}
+
+/// A study of the Q/R test data (PS3.4 C.6.1.1.3, the Study level).
+#[derive(Clone, Debug)]
+pub struct QrStudy {
+    pub study_instance_uid: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub study_id: String,
+    pub description: String,
+    pub referring_physician: String,
+    pub series: Vec<QrSeries>,
+}
+
+/// A series of the Q/R test data (PS3.4 C.6.1.1.4, the Series level).
+#[derive(Clone, Debug)]
+pub struct QrSeries {
+    pub series_instance_uid: String,
+    pub modality: String,
+    pub series_number: u32,
+    pub description: String,
+    pub instances: Vec<QrInstance>,
+}
+
+/// One instance of the Q/R test data (PS3.4 C.6.1.1.5, the Composite Object Instance level)
+/// and the file it was written to.
+#[derive(Clone, Debug)]
+pub struct QrInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub instance_number: u32,
+    pub transfer_syntax: String,
+    pub rows: u16,
+    pub columns: u16,
+    pub bits_allocated: u16,
+    pub path: PathBuf,
+}
+
+/// An instance with the patient, study and series it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct InstanceRef<'a> {
+    pub patient: &'a QrPatient,
+    pub study: &'a QrStudy,
+    pub series: &'a QrSeries,
+    pub instance: &'a QrInstance,
+}
+
+/// A study with its patient.
+#[derive(Clone, Copy, Debug)]
+pub struct StudyRef<'a> {
+    pub patient: &'a QrPatient,
+    pub study: &'a QrStudy,
+}
+
+/// The Q/R test archive: what was generated, where, and how it hangs together.
+#[derive(Clone, Debug)]
+pub struct QrDataSet {
+    /// The folder holding every file of the data set.
+    pub dir: PathBuf,
+    pub patients: Vec<QrPatient>,
+}
+
+impl QrStudy {
+    /// Every instance of the study, series by series.
+    pub fn instances(&self) -> impl Iterator<Item = &QrInstance> {
+        self.series
+            .iter()
+            .flat_map(|series| series.instances.iter())
+    }
+
+    /// The distinct modalities of the study's series (Modalities in Study).
+    pub fn modalities(&self) -> BTreeSet<&str> {
+        self.series
+            .iter()
+            .map(|series| series.modality.as_str())
+            .collect()
+    }
+
+    /// The SOP Instance UIDs of the study.
+    pub fn sop_instance_uids(&self) -> BTreeSet<String> {
+        self.instances()
+            .map(|instance| instance.sop_instance_uid.clone())
+            .collect()
+    }
+}
+
+impl QrSeries {
+    /// The SOP Instance UIDs of the series.
+    pub fn sop_instance_uids(&self) -> BTreeSet<String> {
+        self.instances
+            .iter()
+            .map(|instance| instance.sop_instance_uid.clone())
+            .collect()
+    }
+}
+
+impl QrDataSet {
+    /// The data set, generated once per test binary into `<target tmp>/qr-data` (rewritten
+    /// every run, each file atomically, so concurrent runs see whole files).
+    pub fn get() -> &'static QrDataSet {
+        static DATA: OnceLock<QrDataSet> = OnceLock::new();
+        DATA.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qr-data");
+            QrDataSet::generate(&dir)
+        })
+    }
+
+    /// Writes the data set into `dir` and returns its description.
+    pub fn generate(dir: &Path) -> QrDataSet {
+        fs::create_dir_all(dir)
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", dir.display()));
+        let data = QrDataSet {
+            dir: dir.to_path_buf(),
+            patients: catalogue(dir),
+        };
+        for item in data.instances() {
+            write_instance(&item);
+        }
+        data
+    }
+
+    /// Every study, with its patient.
+    pub fn studies(&self) -> Vec<StudyRef<'_>> {
+        self.patients
+            .iter()
+            .flat_map(|patient| {
+                patient
+                    .studies
+                    .iter()
+                    .map(move |study| StudyRef { patient, study })
+            })
+            .collect()
+    }
+
+    /// Every instance, with its patient, study and series.
+    pub fn instances(&self) -> Vec<InstanceRef<'_>> {
+        self.studies()
+            .into_iter()
+            .flat_map(|StudyRef { patient, study }| {
+                study.series.iter().flat_map(move |series| {
+                    series.instances.iter().map(move |instance| InstanceRef {
+                        patient,
+                        study,
+                        series,
+                        instance,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// The Study Instance UIDs of the data set.
+    pub fn study_uids(&self) -> BTreeSet<String> {
+        self.studies()
+            .iter()
+            .map(|item| item.study.study_instance_uid.clone())
+            .collect()
+    }
+
+    /// The SOP Instance UIDs of the data set.
+    pub fn sop_instance_uids(&self) -> BTreeSet<String> {
+        self.instances()
+            .iter()
+            .map(|item| item.instance.sop_instance_uid.clone())
+            .collect()
+    }
+
+    /// The study with this Study Instance UID (panics when there is none).
+    pub fn study(&self, study_instance_uid: &str) -> StudyRef<'_> {
+        self.studies()
+            .into_iter()
+            .find(|item| item.study.study_instance_uid == study_instance_uid)
+            .unwrap_or_else(|| panic!("no study {study_instance_uid} in the Q/R data set"))
+    }
+
+    /// The instance with this SOP Instance UID, if the data set has it.
+    pub fn instance(&self, sop_instance_uid: &str) -> Option<InstanceRef<'_>> {
+        self.instances()
+            .into_iter()
+            .find(|item| item.instance.sop_instance_uid == sop_instance_uid)
+    }
+
+    /// The study whose series have more than one modality (CT and a secondary capture).
+    pub fn two_modality_study(&self) -> StudyRef<'_> {
+        self.studies()
+            .into_iter()
+            .find(|item| item.study.modalities().len() > 1)
+            .expect("the Q/R data set has a study with two modalities")
+    }
+
+    /// Every file of the data set.
+    pub fn files(&self) -> Vec<&Path> {
+        self.instances()
+            .into_iter()
+            .map(|item| item.instance.path.as_path())
+            .collect()
+    }
+}
+
+/// What the data set holds: the single place the test archive is described.
+fn catalogue(dir: &Path) -> Vec<QrPatient> {
+    struct SeriesSpec {
+        modality: &'static str,
+        sop_class: &'static str,
+        description: &'static str,
+        instances: u32,
+        /// Index (0-based) of an instance written in Implicit VR LE; the others are explicit.
+        implicit: Option<u32>,
+    }
+    struct StudySpec {
+        date: &'static str,
+        time: &'static str,
+        accession: &'static str,
+        id: &'static str,
+        description: &'static str,
+        referring: &'static str,
+        series: &'static [SeriesSpec],
+    }
+    struct PatientSpec {
+        id: &'static str,
+        name: &'static str,
+        birth_date: &'static str,
+        sex: &'static str,
+        studies: &'static [StudySpec],
+    }
+    const CT: &str = CT_IMAGE_STORAGE;
+    const MR: &str = MR_IMAGE_STORAGE;
+    const SC: &str = SECONDARY_CAPTURE_IMAGE_STORAGE;
+    const PATIENTS: &[PatientSpec] = &[
+        PatientSpec {
+            id: "QR-0001",
+            name: "Doe^Jane",
+            birth_date: "19700101",
+            sex: "F",
+            studies: &[
+                StudySpec {
+                    date: "20240102",
+                    time: "101500",
+                    accession: "QRACC0101",
+                    id: "101",
+                    description: "CT CHEST WITH DOSE REPORT",
+                    referring: "House^Gregory",
+                    series: &[
+                        SeriesSpec {
+                            modality: "CT",
+                            sop_class: CT,
+                            description: "AXIAL 5mm",
+                            instances: 3,
+                            implicit: None,
+                        },
+                        SeriesSpec {
+                            modality: "OT",
+                            sop_class: SC,
+                            description: "DOSE REPORT",
+                            instances: 1,
+                            implicit: None,
+                        },
+                    ],
+                },
+                StudySpec {
+                    date: "20230515",
+                    time: "083000",
+                    accession: "QRACC0102",
+                    id: "102",
+                    description: "MR BRAIN",
+                    referring: "Cuddy^Lisa",
+                    series: &[SeriesSpec {
+                        modality: "MR",
+                        sop_class: MR,
+                        description: "T1 SAG",
+                        instances: 2,
+                        implicit: Some(1),
+                    }],
+                },
+            ],
+        },
+        PatientSpec {
+            id: "QR-0002",
+            name: "Smith^John^Quincy^Dr^Jr",
+            birth_date: "19551231",
+            sex: "M",
+            studies: &[StudySpec {
+                date: "20220301",
+                time: "154510",
+                accession: "QRACC0201",
+                id: "201",
+                description: "MR KNEE",
+                referring: "Wilson^James",
+                series: &[
+                    SeriesSpec {
+                        modality: "MR",
+                        sop_class: MR,
+                        description: "PD FS COR",
+                        instances: 2,
+                        implicit: None,
+                    },
+                    SeriesSpec {
+                        modality: "MR",
+                        sop_class: MR,
+                        description: "T2 AX",
+                        instances: 1,
+                        implicit: None,
+                    },
+                ],
+            }],
+        },
+        PatientSpec {
+            id: "QR-0003",
+            name: "Garcia Lopez^Maria^Jose",
+            birth_date: "19891120",
+            sex: "F",
+            studies: &[StudySpec {
+                date: "20210707",
+                time: "070707",
+                accession: "QRACC0301",
+                id: "301",
+                description: "OUTSIDE IMAGES",
+                referring: "",
+                series: &[SeriesSpec {
+                    modality: "OT",
+                    sop_class: SC,
+                    description: "SCANNED FILMS",
+                    instances: 2,
+                    implicit: None,
+                }],
+            }],
+        },
+    ];
+
+    PATIENTS
+        .iter()
+        .enumerate()
+        .map(|(p, patient)| QrPatient {
+            patient_id: patient.id.to_owned(),
+            patient_name: patient.name.to_owned(),
+            birth_date: patient.birth_date.to_owned(),
+            sex: patient.sex.to_owned(),
+            studies: patient
+                .studies
+                .iter()
+                .enumerate()
+                .map(|(s, study)| QrStudy {
+                    study_instance_uid: format!("{QR_UID_ROOT}.1.{}.{}", p + 1, s + 1),
+                    study_date: study.date.to_owned(),
+                    study_time: study.time.to_owned(),
+                    accession_number: study.accession.to_owned(),
+                    study_id: study.id.to_owned(),
+                    description: study.description.to_owned(),
+                    referring_physician: study.referring.to_owned(),
+                    series: study
+                        .series
+                        .iter()
+                        .enumerate()
+                        .map(|(r, series)| {
+                            let series_key = format!("{}.{}.{}", p + 1, s + 1, r + 1);
+                            QrSeries {
+                                series_instance_uid: format!("{QR_UID_ROOT}.2.{series_key}"),
+                                modality: series.modality.to_owned(),
+                                series_number: (r + 1) as u32,
+                                description: series.description.to_owned(),
+                                instances: (0..series.instances)
+                                    .map(|i| {
+                                        let implicit = series.implicit == Some(i);
+                                        let (rows, columns, bits) = match series.sop_class {
+                                            SC => (16, 16, 8),
+                                            _ => (32, 32, 16),
+                                        };
+                                        let uid = format!("{QR_UID_ROOT}.3.{series_key}.{}", i + 1);
+                                        QrInstance {
+                                            sop_class_uid: series.sop_class.to_owned(),
+                                            path: dir.join(format!(
+                                                "{}_{series_key}.{}.dcm",
+                                                series.modality.to_lowercase(),
+                                                i + 1
+                                            )),
+                                            sop_instance_uid: uid,
+                                            instance_number: i + 1,
+                                            transfer_syntax: if implicit {
+                                                IMPLICIT_VR_LE
+                                            } else {
+                                                EXPLICIT_VR_LE
+                                            }
+                                            .to_owned(),
+                                            rows,
+                                            columns,
+                                            bits_allocated: bits,
+                                        }
+                                    })
+                                    .collect(),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Deterministic pixel values for an instance: splitmix64 seeded by its SOP Instance UID.
+fn pixel_data(instance: &QrInstance) -> Vec<u8> {
+    let mut state = instance
+        .sop_instance_uid
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let pixels = usize::from(instance.rows) * usize::from(instance.columns);
+    if instance.bits_allocated == 8 {
+        (0..pixels).map(|_| (next() & 0xff) as u8).collect()
+    } else {
+        // 12 bits stored in 16 allocated, little endian words
+        (0..pixels)
+            .flat_map(|_| ((next() & 0x0fff) as u16).to_le_bytes())
+            .collect()
+    }
+}
+
+/// Writes one instance of the data set (atomically: a hidden partial file, then a rename).
+fn write_instance(item: &InstanceRef<'_>) {
+    let InstanceRef {
+        patient,
+        study,
+        series,
+        instance,
+    } = *item;
+    let text =
+        |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+    let word = |tag: Tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+    let mut object = InMemDicomObject::new_empty();
+    let mut elements = vec![
+        text(tags::SOP_CLASS_UID, VR::UI, &instance.sop_class_uid),
+        text(tags::SOP_INSTANCE_UID, VR::UI, &instance.sop_instance_uid),
+        text(tags::STUDY_DATE, VR::DA, &study.study_date),
+        text(tags::CONTENT_DATE, VR::DA, &study.study_date),
+        text(tags::STUDY_TIME, VR::TM, &study.study_time),
+        text(tags::CONTENT_TIME, VR::TM, &study.study_time),
+        text(tags::ACCESSION_NUMBER, VR::SH, &study.accession_number),
+        text(tags::MODALITY, VR::CS, &series.modality),
+        text(tags::MANUFACTURER, VR::LO, "dimsum"),
+        text(
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            &study.referring_physician,
+        ),
+        text(tags::STUDY_DESCRIPTION, VR::LO, &study.description),
+        text(tags::SERIES_DESCRIPTION, VR::LO, &series.description),
+        text(tags::PATIENT_NAME, VR::PN, &patient.patient_name),
+        text(tags::PATIENT_ID, VR::LO, &patient.patient_id),
+        text(tags::PATIENT_BIRTH_DATE, VR::DA, &patient.birth_date),
+        text(tags::PATIENT_SEX, VR::CS, &patient.sex),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_instance_uid),
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &series.series_instance_uid,
+        ),
+        text(tags::STUDY_ID, VR::SH, &study.study_id),
+        text(
+            tags::SERIES_NUMBER,
+            VR::IS,
+            &series.series_number.to_string(),
+        ),
+        text(
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            &instance.instance_number.to_string(),
+        ),
+        word(tags::SAMPLES_PER_PIXEL, 1),
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        word(tags::ROWS, instance.rows),
+        word(tags::COLUMNS, instance.columns),
+        word(tags::BITS_ALLOCATED, instance.bits_allocated),
+        word(
+            tags::BITS_STORED,
+            if instance.bits_allocated == 8 { 8 } else { 12 },
+        ),
+        word(
+            tags::HIGH_BIT,
+            if instance.bits_allocated == 8 { 7 } else { 11 },
+        ),
+        word(tags::PIXEL_REPRESENTATION, 0),
+    ];
+    if instance.sop_class_uid == SECONDARY_CAPTURE_IMAGE_STORAGE {
+        elements.push(text(tags::CONVERSION_TYPE, VR::CS, "WSD"));
+    } else {
+        let frame_of_reference = series.series_instance_uid.replacen(".2.", ".4.", 1);
+        elements.push(text(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL"));
+        elements.push(text(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &frame_of_reference,
+        ));
+        elements.push(text(tags::SLICE_THICKNESS, VR::DS, "5"));
+    }
+    let pixels = pixel_data(instance);
+    elements.push(if instance.bits_allocated == 8 {
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels))
+    } else {
+        let words: Vec<u16> = pixels
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(words.into()))
+    });
+    for element in elements {
+        object.put(element);
+    }
+    let file = object
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(instance.transfer_syntax.as_str()))
+        .unwrap_or_else(|error| panic!("file meta of {}: {error}", instance.sop_instance_uid));
+    let name = instance
+        .path
+        .file_name()
+        .expect("instance paths have a file name")
+        .to_string_lossy();
+    let partial = instance
+        .path
+        .with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    file.write_to_file(&partial)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", partial.display()));
+    fs::rename(&partial, &instance.path)
+        .unwrap_or_else(|error| panic!("cannot rename to {}: {error}", instance.path.display()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading DICOM files back
+// ---------------------------------------------------------------------------------------------
+
+/// The top-level elements of a data set read from a file (a C-FIND response extracted by a
+/// tool, or a retrieved instance), as trimmed text: strings as they are, numbers in their
+/// decimal form, multiple values joined with `\`. Sequences and binary values are left out.
+#[derive(Clone, Debug)]
+pub struct QrIdentifier {
+    pub path: PathBuf,
+    pub elements: BTreeMap<Tag, String>,
+}
+
+impl QrIdentifier {
+    /// Reads `path` (a Part 10 file) with dicom-object.
+    pub fn read(path: &Path) -> QrIdentifier {
+        let object = dicom_object::open_file(path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+        let elements = object
+            .iter()
+            .filter(|element| !matches!(element.vr(), VR::OB | VR::OW | VR::UN | VR::SQ))
+            .filter_map(|element| match element.value() {
+                Value::Primitive(value) => Some((element.tag(), value.to_str().into_owned())),
+                _ => None,
+            })
+            .collect();
+        QrIdentifier {
+            path: path.to_path_buf(),
+            elements,
+        }
+    }
+
+    /// The value of `tag`, if the data set has it.
+    pub fn get(&self, tag: Tag) -> Option<&str> {
+        self.elements.get(&tag).map(String::as_str)
+    }
+
+    /// The value of `tag`; panics (showing the data set) when it is missing.
+    #[track_caller]
+    pub fn require(&self, tag: Tag) -> &str {
+        self.get(tag)
+            .unwrap_or_else(|| panic!("no {tag} in {}: {:#?}", self.path.display(), self.elements))
+    }
+}
+
+/// The SOP Instance UID of every DICOM file under `dir` (recursively), with its path. Files
+/// that are not DICOM (e.g. dcmqrscp's `index.dat`) are skipped.
+pub fn sop_instance_uids_in(dir: &Path) -> BTreeMap<String, PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter_map(|path| {
+            let object = dicom_object::OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(&path)
+                .ok()?;
+            let uid = object.element(tags::SOP_INSTANCE_UID).ok()?.to_str().ok()?;
+            Some((uid.into_owned(), path))
+        })
+        .collect()
+}
+
+/// The Pixel Data of a file as little-endian bytes.
+pub fn pixel_data_bytes(path: &Path) -> Vec<u8> {
+    let object = dicom_object::open_file(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let element = object
+        .element(tags::PIXEL_DATA)
+        .unwrap_or_else(|error| panic!("no pixel data in {}: {error}", path.display()));
+    element
+        .to_bytes()
+        .unwrap_or_else(|error| panic!("pixel data of {}: {error}", path.display()))
+        .into_owned()
+}
+
+/// Asserts that `received_dir` holds exactly the `expected` instances: the same SOP Instance
+/// UIDs (no more, no fewer), the same pixel data bytes (read with dicom-object), and data sets
+/// equal element by element (`tests/peers/compare_datasets.py`, decoded values, so a transfer
+/// syntax change still compares equal). `dir` is the test's scratch folder; `context` is shown
+/// on failure (usually the peers' logs).
+#[track_caller]
+pub fn assert_received_instances(
+    dir: &Path,
+    expected: &[&QrInstance],
+    received_dir: &Path,
+    context: &str,
+) {
+    let received = sop_instance_uids_in(received_dir);
+    let expected_uids: BTreeSet<&str> = expected
+        .iter()
+        .map(|instance| instance.sop_instance_uid.as_str())
+        .collect();
+    let received_uids: BTreeSet<&str> = received.keys().map(String::as_str).collect();
+    assert_eq!(
+        received_uids,
+        expected_uids,
+        "SOP Instance UIDs received in {} differ from the expected ones\n{context}",
+        received_dir.display()
+    );
+    assert_eq!(
+        files_under(received_dir).len(),
+        expected.len(),
+        "files in {} besides the expected instances\n{context}",
+        received_dir.display()
+    );
+    for instance in expected {
+        let path = &received[&instance.sop_instance_uid];
+        assert!(
+            pixel_data_bytes(path) == pixel_data_bytes(&instance.path),
+            "pixel data of {} ({}) differs from {}\n{context}",
+            instance.sop_instance_uid,
+            path.display(),
+            instance.path.display()
+        );
+    }
+    // compare_datasets.py matches folders by SOP Instance UID: give it exactly the expected files
+    let sent_dir = dir.join(format!(
+        "expected-{}",
+        received_dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    if sent_dir.exists() {
+        fs::remove_dir_all(&sent_dir).expect("clear the expected folder");
+    }
+    fs::create_dir_all(&sent_dir).expect("create the expected folder");
+    for instance in expected {
+        let name = instance.path.file_name().expect("instance file name");
+        fs::copy(&instance.path, sent_dir.join(name)).expect("copy an expected instance");
+    }
+    assert_datasets_equal(dir, &sent_dir, received_dir, &[], context);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers
+// ---------------------------------------------------------------------------------------------
+
+/// An application entity on the network: AE title, host and port (a Q/R SCP to call, or a move
+/// destination to configure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AeAddress {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl AeAddress {
+    /// `ae_title` on 127.0.0.1:`port`.
+    pub fn local(ae_title: &str, port: u16) -> AeAddress {
+        AeAddress {
+            ae_title: ae_title.to_owned(),
+            host: LOCALHOST.to_owned(),
+            port,
+        }
+    }
+}
+
+/// Checks that `ae_title` is a valid AE title (PS3.5 §6.2, AE: 1 to 16 characters of the
+/// default repertoire, no backslash, not only spaces) that needs no quoting in a peer's
+/// configuration file.
+fn check_ae_title(ae_title: &str) {
+    assert!(
+        !ae_title.is_empty()
+            && ae_title.len() <= 16
+            && ae_title
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'),
+        "AE title {ae_title:?} is not one the Q/R harness writes into a config file"
+    );
+}
+
+/// Loads `files` into the Storage SCP at `peer` with DCMTK `storescu` (one association),
+/// and checks that every file was answered with Success.
+fn load_with_storescu(dir: &Path, name: &str, peer: &AeAddress, files: &[&Path]) -> Option<()> {
+    if files.is_empty() {
+        return Some(());
+    }
+    let mut command = dcmtk("storescu")?;
+    command
+        .args(["-v", "-aet", LOADER_AE, "-aec", &peer.ae_title])
+        .arg(&peer.host)
+        .arg(peer.port.to_string())
+        .args(files);
+    let finished = run(name, dir, command, RUN_TIMEOUT);
+    finished.assert_code(0);
+    let successes = finished
+        .output()
+        .lines()
+        .filter(|line| line.contains("Received Store Response (Success)"))
+        .count();
+    assert_eq!(
+        successes,
+        files.len(),
+        "storescu stored {successes} of {} files into {}\n{}",
+        files.len(),
+        peer.ae_title,
+        finished.describe()
+    );
+    Some(())
+}
+
+/// Asserts that an SCP accepts an association from DCMTK `echoscu` (it is up and knows its AE
+/// title), showing `logs` otherwise.
+fn assert_accepts_echo(dir: &Path, peer: &AeAddress, logs: impl Fn() -> String) -> Option<()> {
+    let mut command = dcmtk("echoscu")?;
+    command
+        .args(["-aet", DCMTK_CLIENT_AE, "-aec", &peer.ae_title])
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    let finished = run("echoscu-ready", dir, command, RUN_TIMEOUT);
+    assert_eq!(
+        finished.code(),
+        Some(0),
+        "{} on port {} does not accept a C-ECHO association\n{}\n{}",
+        peer.ae_title,
+        peer.port,
+        finished.describe(),
+        logs()
+    );
+    Some(())
+}
+
+/// DCMTK `dcmqrscp` (PS3.4 Annex C, the Q/R SCP) with a configuration written by the test; its
+/// process group is killed on drop.
+pub struct Dcmqrscp {
+    process: ProcessGuard,
+    address: AeAddress,
+    config: PathBuf,
+    storage: PathBuf,
+    dir: PathBuf,
+}
+
+impl Dcmqrscp {
+    /// The AE title tests give it unless they need another.
+    pub const AE_TITLE: &'static str = "DCMQRSCP";
+
+    /// Writes `<dir>/dcmqrscp.cfg` (the AE `ae_title` with the read/write storage area
+    /// `<dir>/dcmqrscp-storage/<ae_title>` open to any peer, and `destinations` in the host
+    /// table as C-MOVE destinations), starts `dcmqrscp -d -c <cfg> <args> <port>` on a free
+    /// port with `TCP_NODELAY=1` and waits until it accepts an association. It listens on all
+    /// interfaces (DCMTK 3.6.7's dcmqrscp cannot bind one); it is called on 127.0.0.1. `None`
+    /// (after `SKIP:`) when DCMTK is missing.
+    pub fn start(
+        dir: &Path,
+        ae_title: &str,
+        destinations: &[AeAddress],
+        args: &[&str],
+    ) -> Option<Dcmqrscp> {
+        check_ae_title(ae_title);
+        let storage = dir.join("dcmqrscp-storage").join(ae_title);
+        fs::create_dir_all(&storage).expect("create the dcmqrscp storage area");
+        let config = dir.join("dcmqrscp.cfg");
+        let port = free_port();
+        fs::write(
+            &config,
+            dcmqrscp_config(ae_title, &storage, port, destinations),
+        )
+        .expect("write dcmqrscp.cfg");
+        let mut command = dcmtk("dcmqrscp")?;
+        command
+            .arg("-d")
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .arg(port.to_string())
+            // its own process group: the children it forks per association die with it
+            .process_group(0);
+        let mut process = ProcessGuard::spawn("dcmqrscp", dir, command);
+        process.wait_for_listening(port, STARTUP_TIMEOUT);
+        let server = Dcmqrscp {
+            process,
+            address: AeAddress::local(ae_title, port),
+            config,
+            storage,
+            dir: dir.to_path_buf(),
+        };
+        assert_accepts_echo(dir, &server.address, || server.describe())?;
+        Some(server)
+    }
+
+    /// Where to call it.
+    pub fn address(&self) -> &AeAddress {
+        &self.address
+    }
+
+    /// The configuration file it runs with.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Its storage area (the stored files and `index.dat`).
+    pub fn storage_area(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Stores `files` into it with DCMTK `storescu` and checks that its storage area now holds
+    /// each of their SOP instances.
+    pub fn load(&self, files: &[&Path]) {
+        let Some(()) =
+            load_with_storescu(&self.dir, "storescu-load-dcmqrscp", &self.address, files)
+        else {
+            panic!("storescu disappeared after dcmqrscp started");
+        };
+        assert_stored(files, &self.storage, &self.describe());
+    }
+
+    /// Stores the whole Q/R data set into it.
+    pub fn load_data_set(&self, data: &QrDataSet) {
+        self.load(&data.files());
+    }
+
+    /// Its logs, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "--- dcmqrscp.cfg ---\n{}\n{}",
+            fs::read_to_string(&self.config).unwrap_or_default(),
+            self.process.describe()
+        )
+    }
+}
+
+impl Drop for Dcmqrscp {
+    fn drop(&mut self) {
+        // the whole group: the listener and any child still serving an association
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.process.id())])
+            .stderr(Stdio::null())
+            .status();
+        self.process.kill();
+    }
+}
+
+/// The text of a dcmqrscp configuration file (DCMTK's dcmqrcnf format: global parameters, then
+/// the HostTable, VendorTable and AETable blocks).
+fn dcmqrscp_config(
+    ae_title: &str,
+    storage: &Path,
+    port: u16,
+    destinations: &[AeAddress],
+) -> String {
+    let storage = storage.to_string_lossy();
+    assert!(
+        !storage.contains(char::is_whitespace),
+        "dcmqrscp storage areas cannot contain spaces: {storage}"
+    );
+    let mut hosts = String::new();
+    for (index, destination) in destinations.iter().enumerate() {
+        check_ae_title(&destination.ae_title);
+        hosts.push_str(&format!(
+            "destination{index} = ({}, {}, {})\n",
+            destination.ae_title, destination.host, destination.port
+        ));
+    }
+    format!(
+        "# written by the dimsum Q/R interop harness\n\
+         NetworkTCPPort  = {port}\n\
+         MaxPDUSize      = 16384\n\
+         MaxAssociations = 16\n\
+         \n\
+         HostTable BEGIN\n\
+         {hosts}\
+         HostTable END\n\
+         \n\
+         VendorTable BEGIN\n\
+         VendorTable END\n\
+         \n\
+         AETable BEGIN\n\
+         {ae_title} {storage} RW (10000, 1024mb) ANY\n\
+         AETable END\n"
+    )
+}
+
+/// Asserts that the SOP instances of `files` are stored under `storage`.
+#[track_caller]
+fn assert_stored(files: &[&Path], storage: &Path, context: &str) {
+    let stored = sop_instance_uids_in(storage);
+    for file in files {
+        let loaded = sop_instance_uids_in_file(file);
+        assert!(
+            stored.contains_key(&loaded),
+            "{} ({loaded}) was sent but is not in the storage area {}\n{context}",
+            file.display(),
+            storage.display()
+        );
+    }
+}
+
+fn sop_instance_uids_in_file(path: &Path) -> String {
+    let object = dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let element = object
+        .element(tags::SOP_INSTANCE_UID)
+        .unwrap_or_else(|error| panic!("no SOP Instance UID in {}: {error}", path.display()));
+    element
+        .to_str()
+        .unwrap_or_else(|error| panic!("SOP Instance UID of {}: {error}", path.display()))
+        .into_owned()
+}
+
+/// pynetdicom's Q/R SCP application (`python -m pynetdicom qrscp`, PS3.4 Annex C) with a
+/// generated configuration file; killed on drop.
+pub struct PynetdicomQrscp {
+    process: ProcessGuard,
+    address: AeAddress,
+    config: PathBuf,
+    instances: PathBuf,
+    dir: PathBuf,
+}
+
+impl PynetdicomQrscp {
+    /// The AE title tests give it unless they need another.
+    pub const AE_TITLE: &'static str = "PYQRSCP";
+
+    /// Writes `<dir>/qrscp.ini` (AE title, port, bind address 127.0.0.1, the instance folder
+    /// `<dir>/pynetdicom-qrscp/instances` and its SQLite index, one section per move
+    /// destination), starts `python -m pynetdicom qrscp -v -c <ini> <args>` on a free port and
+    /// waits until it accepts an association. `None` (after `SKIP:`) when the peer environment,
+    /// sqlalchemy or DCMTK is missing.
+    pub fn start(
+        dir: &Path,
+        ae_title: &str,
+        destinations: &[AeAddress],
+        args: &[&str],
+    ) -> Option<PynetdicomQrscp> {
+        check_ae_title(ae_title);
+        let mut command = qrscp_python()?;
+        let home = dir.join("pynetdicom-qrscp");
+        let instances = home.join("instances");
+        fs::create_dir_all(&instances).expect("create the qrscp instance folder");
+        let port = free_port();
+        let config = dir.join("qrscp.ini");
+        fs::write(
+            &config,
+            qrscp_config(
+                ae_title,
+                port,
+                &instances,
+                &home.join("index.sqlite"),
+                destinations,
+            ),
+        )
+        .expect("write qrscp.ini");
+        command
+            .args(["-u", "-m", "pynetdicom", "qrscp", "-v", "-c"])
+            .arg(&config)
+            .args(args);
+        let mut process = ProcessGuard::spawn("pynetdicom-qrscp", dir, command);
+        process.wait_for_listening(port, STARTUP_TIMEOUT);
+        let server = PynetdicomQrscp {
+            process,
+            address: AeAddress::local(ae_title, port),
+            config,
+            instances,
+            dir: dir.to_path_buf(),
+        };
+        assert_accepts_echo(dir, &server.address, || server.describe())?;
+        Some(server)
+    }
+
+    /// Where to call it.
+    pub fn address(&self) -> &AeAddress {
+        &self.address
+    }
+
+    /// The folder its stored instances are written to (one file per SOP Instance UID).
+    pub fn instance_folder(&self) -> &Path {
+        &self.instances
+    }
+
+    /// Stores `files` into it with DCMTK `storescu` and checks that its instance folder now
+    /// holds each of their SOP instances.
+    pub fn load(&self, files: &[&Path]) {
+        let Some(()) = load_with_storescu(&self.dir, "storescu-load-qrscp", &self.address, files)
+        else {
+            panic!("storescu disappeared after qrscp started");
+        };
+        assert_stored(files, &self.instances, &self.describe());
+    }
+
+    /// Stores the whole Q/R data set into it.
+    pub fn load_data_set(&self, data: &QrDataSet) {
+        self.load(&data.files());
+    }
+
+    /// Its logs, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "--- qrscp.ini ---\n{}\n{}",
+            fs::read_to_string(&self.config).unwrap_or_default(),
+            self.process.describe()
+        )
+    }
+}
+
+/// The peer environment's Python, checked once to have what the qrscp app needs (sqlalchemy,
+/// installed by `scripts/setup-peers`); `None` after `SKIP:` otherwise.
+fn qrscp_python() -> Option<Command> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    // support::python_script finds (and checks) the peer environment's interpreter: reuse it
+    let python = python_script("tests/peers/compare_datasets.py")?
+        .get_program()
+        .to_owned();
+    let checked = CHECK.get_or_init(|| {
+        let probe = Command::new(&python)
+            .args(["-c", "import sqlalchemy, pynetdicom.apps.qrscp.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|error| format!("cannot run {}: {error}", python.to_string_lossy()))?;
+        if probe.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pynetdicom's qrscp app cannot load (sqlalchemy missing?): {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ))
+        }
+    });
+    match checked {
+        Ok(()) => Some(Command::new(python)),
+        Err(why) => peer_missing(why),
+    }
+}
+
+/// The text of a qrscp configuration file (Python's configparser INI: the application settings
+/// in `[DEFAULT]`, then one section per move destination named by its AE title).
+fn qrscp_config(
+    ae_title: &str,
+    port: u16,
+    instances: &Path,
+    database: &Path,
+    destinations: &[AeAddress],
+) -> String {
+    let mut text = format!(
+        "# written by the dimsum Q/R interop harness\n\
+         [DEFAULT]\n\
+         ae_title: {ae_title}\n\
+         port: {port}\n\
+         max_pdu: 16382\n\
+         acse_timeout: 30\n\
+         dimse_timeout: 30\n\
+         network_timeout: 30\n\
+         bind_address: {LOCALHOST}\n\
+         instance_location: {}\n\
+         database_location: {}\n\
+         log_identifier: True\n",
+        instances.display(),
+        database.display()
+    );
+    for destination in destinations {
+        check_ae_title(&destination.ae_title);
+        text.push_str(&format!(
+            "\n[{}]\naddress: {}\nport: {}\n",
+            destination.ae_title, destination.host, destination.port
+        ));
+    }
+    text
+}
+
+/// DCMTK `storescp` as a C-MOVE destination (PS3.4 Annex B), storing into a folder of its own;
+/// killed on drop.
+pub struct StorescpDestination {
+    process: ProcessGuard,
+    address: AeAddress,
+    output: PathBuf,
+}
+
+impl StorescpDestination {
+    /// The AE title tests give it unless they need another.
+    pub const AE_TITLE: &'static str = "STORESCP";
+
+    /// Starts `storescp -d -aet <ae_title> -od <dir>/<ae_title>-received <args> <port>` on a
+    /// free port (all interfaces: DCMTK 3.6.7's storescp cannot bind one) and waits until it
+    /// listens. `None` (after `SKIP:`) when DCMTK is missing.
+    pub fn start(dir: &Path, ae_title: &str, args: &[&str]) -> Option<StorescpDestination> {
+        check_ae_title(ae_title);
+        let port = free_port();
+        let output = dir.join(format!("{}-received", ae_title.to_lowercase()));
+        let mut all_args = vec!["-aet", ae_title];
+        all_args.extend_from_slice(args);
+        let process = start_dcmtk_storescp_into(dir, &output, port, &all_args)?;
+        Some(StorescpDestination {
+            process,
+            address: AeAddress::local(ae_title, port),
+            output,
+        })
+    }
+
+    /// Its address, to configure it as a move destination.
+    pub fn address(&self) -> &AeAddress {
+        &self.address
+    }
+
+    /// The folder it stores into.
+    pub fn output_dir(&self) -> &Path {
+        &self.output
+    }
+
+    /// What it received so far: SOP Instance UID and file, read from the files.
+    pub fn received(&self) -> BTreeMap<String, PathBuf> {
+        sop_instance_uids_in(&self.output)
+    }
+
+    /// The SOP Instance UIDs it received so far.
+    pub fn received_sop_instance_uids(&self) -> BTreeSet<String> {
+        self.received().into_keys().collect()
+    }
+
+    /// Its logs, for failure messages.
+    pub fn describe(&self) -> String {
+        self.process.describe()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DCMTK's Q/R clients
+// ---------------------------------------------------------------------------------------------
+
+/// The information model options of DCMTK's findscu/getscu/movescu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrModel {
+    /// `-P`: Patient Root (PS3.4 C.6.1).
+    PatientRoot,
+    /// `-S`: Study Root (PS3.4 C.6.2).
+    StudyRoot,
+}
+
+impl QrModel {
+    fn flag(self) -> &'static str {
+        match self {
+            QrModel::PatientRoot => "-P",
+            QrModel::StudyRoot => "-S",
+        }
+    }
+}
+
+/// A DCMTK Q/R client command: `<tool> -v -aet DCMTKSCU -aec <peer> <model> -k <key>...`,
+/// host and port still to be appended.
+fn dcmtk_qr_command(
+    tool: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Option<Command> {
+    let mut command = dcmtk(tool)?;
+    command.args([
+        "-v",
+        "-aet",
+        DCMTK_CLIENT_AE,
+        "-aec",
+        &peer.ae_title,
+        model.flag(),
+    ]);
+    for key in keys {
+        command.arg("-k").arg(key);
+    }
+    Some(command)
+}
+
+/// What a DCMTK `findscu` run gave: its exit and output, and the identifiers of its pending
+/// responses in arrival order.
+pub struct FindRun {
+    pub finished: Finished,
+    pub identifiers: Vec<QrIdentifier>,
+}
+
+/// Runs DCMTK `findscu -X -od <dir>/<label>` with `keys` (`-k` values such as
+/// `QueryRetrieveLevel=STUDY`, `PatientName=Doe*`, `StudyInstanceUID`) against `peer` and reads
+/// back the response identifiers it extracted (`rsp0001.dcm`, ...). The exit status is the
+/// caller's to check. `None` (after `SKIP:`) when DCMTK is missing.
+pub fn dcmtk_findscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Option<FindRun> {
+    let output = dir.join(label);
+    fs::create_dir_all(&output).expect("create the findscu output folder");
+    let mut command = dcmtk_qr_command("findscu", peer, model, keys)?;
+    command
+        .arg("-X")
+        .arg("-od")
+        .arg(&output)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    let finished = run(&format!("findscu-{label}"), dir, command, RUN_TIMEOUT);
+    let mut responses = files_under(&output);
+    responses.sort();
+    let identifiers = responses
+        .iter()
+        .map(|path| QrIdentifier::read(path))
+        .collect();
+    Some(FindRun {
+        finished,
+        identifiers,
+    })
+}
+
+/// Runs DCMTK `getscu -od <dir>/<label>` with `keys` against `peer`; returns its exit and
+/// output and the folder the instances went to. `None` (after `SKIP:`) when DCMTK is missing.
+pub fn dcmtk_getscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Option<(Finished, PathBuf)> {
+    let output = dir.join(label);
+    fs::create_dir_all(&output).expect("create the getscu output folder");
+    let mut command = dcmtk_qr_command("getscu", peer, model, keys)?;
+    command
+        .arg("-od")
+        .arg(&output)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    let finished = run(&format!("getscu-{label}"), dir, command, RUN_TIMEOUT);
+    Some((finished, output))
+}
+
+/// Runs DCMTK `movescu -aem <destination>` with `keys` against `peer`. `None` (after `SKIP:`)
+/// when DCMTK is missing.
+pub fn dcmtk_movescu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    destination: &str,
+    keys: &[&str],
+) -> Option<Finished> {
+    let mut command = dcmtk_qr_command("movescu", peer, model, keys)?;
+    command
+        .args(["-aem", destination])
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    Some(run(&format!("movescu-{label}"), dir, command, RUN_TIMEOUT))
+}
