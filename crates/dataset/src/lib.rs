@@ -16,6 +16,12 @@
 //!   accepted them, and encoded by dicom-rs (queries, matches, the Failed SOP Instance UID List
 //!   of a C-GET or C-MOVE response).
 //! - [`query_model`]: the Query/Retrieve and Modality Worklist information models.
+//! - [`query_keys`]: matching and return keys as a person writes them (DCMTK's `-k
+//!   PatientName=DOE*`, `-k (0040,0100)[0].Modality=CT`), applied to an identifier, and query
+//!   files read through [`scan`](mod@scan) (PS3.4 C.4.1.1.3).
+//! - [`dump`]: a data set as text for a person, one element per line (what `findscu` prints).
+//! - [`json`]: the DICOM JSON Model (PS3.18 F.2), both ways, over the dicom-json crate (QIDO-RS
+//!   responses, `findscu --json`).
 //!
 //! UID syntax (PS3.5 §9.1) is checked by `dimsum-uid`, the validator the Upper Layer uses too.
 
@@ -25,8 +31,11 @@
 )]
 
 pub mod convert;
+pub mod dump;
 pub mod identifier;
+pub mod json;
 pub mod part10;
+pub mod query_keys;
 pub mod query_model;
 pub mod scan;
 pub mod sop_class;
