@@ -6,7 +6,10 @@
 //!   ([`tls`]) — connect or accept, send requests (pipelined up to the asynchronous operations
 //!   window) and responses, receive both, release, abort — full duplex, with the connect, ACSE,
 //!   DIMSE, ARTIM, idle and write timers of [`Timeouts`].
-//! * [`scu`]: one small client per service (C-ECHO, C-STORE).
+//! * [`scu`]: one small client per service: C-ECHO, C-STORE, and the Query/Retrieve services —
+//!   C-FIND (collected or streamed, with C-CANCEL; the Modality Worklist too), C-GET (its
+//!   C-STORE sub-operations served on the same association into a [`storage::Storage`]) and
+//!   C-MOVE (to a destination AE title, or to a temporary Storage SCP of our own).
 //! * [`scp`]: the service-provider framework: an [`scp::Scp`] per service, handler traits that
 //!   return statuses or streams, and a [`scp::Dispatcher`] that maps each incoming request to
 //!   its SCP and sends the responses.
