@@ -77,7 +77,10 @@ impl Error {
     pub fn ends_association(&self) -> bool {
         match self {
             Error::Send(SendError::Ended | SendError::NotEstablished(_)) => true,
-            Error::Send(_) | Error::NoPresentationContext(_) | Error::UnexpectedMessage(_) => false,
+            Error::Send(_)
+            | Error::NoPresentationContext(_)
+            | Error::UnexpectedMessage(_)
+            | Error::DataSetTooLarge { .. } => false,
             _ => true,
         }
     }

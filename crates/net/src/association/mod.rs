@@ -173,6 +173,19 @@ impl Responses {
     }
 }
 
+impl Drop for Responses {
+    /// Responses still queued count against the read backlog until they are taken: give them
+    /// back, so that dropping an operation's responses early never holds the driver's reading.
+    fn drop(&mut self) {
+        self.receiver.close();
+        while let Ok(item) = self.receiver.try_recv() {
+            if item.is_ok() {
+                self.shared.taken(driver::MESSAGE_WEIGHT);
+            }
+        }
+    }
+}
+
 /// A data set arriving, fragment by fragment, as the peer sends it (each a slice of a received
 /// PDU). Dropping it discards the rest.
 #[derive(Debug)]
