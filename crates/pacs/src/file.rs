@@ -1,0 +1,299 @@
+//! Reading Part 10 files from disk for the archive (PS3.10 §7): the meta through
+//! `dimsum_dataset::part10` (bounded), the whole data set through the hardened scanner
+//! (`dimsum_dataset::scan`, which seeks over large values), and only then the attributes before
+//! the Pixel Data group through dicom-rs. Blocking: call it on tokio's blocking pool.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use dimsum_dataset::dicom_core::Tag;
+use dimsum_dataset::dicom_object::file::ReadPreamble;
+use dimsum_dataset::dicom_object::{DicomCollectorOptions, InMemDicomObject};
+use dimsum_dataset::part10::{self, FileMeta, Part10Error};
+use dimsum_dataset::scan::{self, ScanError, ScanLimits, Summary};
+use dimsum_dataset::{identifier, transfer_syntax};
+use tracing::warn;
+
+/// The attributes kept are those before this tag: the Pixel Data group (7FE0) and what follows
+/// it (Float and Double Float Pixel Data included) are never read.
+const PIXEL_DATA_GROUP: Tag = Tag(0x7FE0, 0x0000);
+
+/// The largest deflated data set read into memory to be inflated (its inflated size is bounded
+/// by [`ScanLimits::max_inflated_size`]).
+pub const MAX_DEFLATED_LENGTH: u64 = 64 * 1024 * 1024;
+
+/// A Part 10 file as the archive reads it (PS3.10 §7.1): its meta, where its data set lies, the
+/// scanner's summary and the attributes before the Pixel Data.
+#[derive(Debug, Clone)]
+pub struct Part10File {
+    pub path: PathBuf,
+    pub meta: FileMeta,
+    /// Offset of the data set in the file (after the File Meta Information).
+    pub data_set_offset: u64,
+    /// Length of the data set in bytes (to the end of the file).
+    pub data_set_length: u64,
+    pub summary: Summary,
+    /// The data set's attributes before the Pixel Data group (7FE0,xxxx).
+    pub attributes: InMemDicomObject,
+}
+
+/// Why a file could not be read (PS3.10 §7).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: cannot read it: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Part10 { path: PathBuf, source: Part10Error },
+    #[error("{path}: the data set was refused: {source}")]
+    Refused { path: PathBuf, source: ScanError },
+    #[error("{path}: cannot decode the data set: {reason}")]
+    Decode { path: PathBuf, reason: String },
+}
+
+impl FileError {
+    /// Whether the file is simply not a DICOM Part 10 file (no "DICM" prefix): skipped quietly
+    /// by a folder walk, unlike a DICOM file that is damaged.
+    pub fn is_not_dicom(&self) -> bool {
+        matches!(
+            self,
+            FileError::Part10 {
+                source: Part10Error::NotPart10,
+                ..
+            }
+        )
+    }
+}
+
+/// Reads a Part 10 file: meta, scan of the whole data set with `limits`, then the attributes
+/// before the Pixel Data.
+pub fn read_part10(path: &Path, limits: &ScanLimits) -> Result<Part10File, FileError> {
+    let io_error = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_error)?;
+    let file_length = file.metadata().map_err(io_error)?.len();
+    let (meta, data_set_offset) =
+        part10::read_meta(&mut BufReader::new(&mut file)).map_err(|source| FileError::Part10 {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let data_set_length = file_length.saturating_sub(data_set_offset);
+    let ts = meta.transfer_syntax_uid.clone();
+
+    file.seek(SeekFrom::Start(data_set_offset))
+        .map_err(io_error)?;
+    let summary =
+        scan::scan(BufReader::new(&mut file), data_set_length, &ts, limits).map_err(|source| {
+            FileError::Refused {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+
+    file.seek(SeekFrom::Start(data_set_offset))
+        .map_err(io_error)?;
+    let decode_error = |reason: String| FileError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let attributes = if transfer_syntax::is_deflated(&ts) {
+        // dicom-rs's incremental reader does not inflate: inflate in memory, bounded.
+        if data_set_length > MAX_DEFLATED_LENGTH {
+            return Err(decode_error(format!(
+                "a deflated data set of {data_set_length} bytes is larger than the {MAX_DEFLATED_LENGTH} read into memory"
+            )));
+        }
+        let mut data = Vec::new();
+        file.take(data_set_length)
+            .read_to_end(&mut data)
+            .map_err(io_error)?;
+        let mut object = identifier::decode(&data, &ts, limits)
+            .map_err(|error| decode_error(error.to_string()))?;
+        object.retain(|element| element.header().tag < PIXEL_DATA_GROUP);
+        object
+    } else {
+        let mut collector = DicomCollectorOptions::new()
+            .expected_ts(ts.clone())
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(BufReader::new(file));
+        let mut object = InMemDicomObject::new_empty();
+        collector
+            .read_dataset_up_to(PIXEL_DATA_GROUP, &mut object)
+            .map_err(|error| decode_error(error.to_string()))?;
+        object
+    };
+    Ok(Part10File {
+        path: path.to_path_buf(),
+        meta,
+        data_set_offset,
+        data_set_length,
+        summary,
+        attributes,
+    })
+}
+
+/// The files under `root`, recursively, sorted. Hidden entries (a name starting with `.`, such
+/// as the temporary files of a Storage SCP still receiving) are left out; symbolic links to
+/// files are followed, those to folders are not (no cycles). A subfolder that cannot be read is
+/// reported and skipped; only an unreadable `root` is an error.
+pub fn list_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    let mut first = true;
+    while let Some(folder) = folders.pop() {
+        let entries = match fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(error) if first => return Err(error),
+            Err(error) => {
+                warn!("skipping folder {}: {error}", folder.display());
+                continue;
+            }
+        };
+        first = false;
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    warn!("skipping an entry of {}: {error}", folder.display());
+                    continue;
+                }
+            };
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                folders.push(path);
+            } else if file_type.is_file()
+                || (file_type.is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_file()))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimsum_dataset::dicom_core::value::PrimitiveValue;
+    use dimsum_dataset::dicom_core::{DataElement, VR};
+    use dimsum_dataset::dicom_dictionary_std::tags;
+    use dimsum_dataset::part10::encode_header;
+
+    const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+    const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+    fn write_file(path: &Path, ts: &str, with_pixels: bool) -> Vec<u8> {
+        let mut object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4"),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, "DOE^JOHN"),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3"),
+        ]);
+        if with_pixels {
+            object.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U8(vec![7u8; 4096].into()),
+            ));
+        }
+        let data_set = identifier::encode(&object, ts).expect("encoded");
+        let meta = FileMeta::new(SECONDARY_CAPTURE, "1.2.3.4", ts, "1.2.3.999", "TEST");
+        let mut bytes = encode_header(&meta).expect("header");
+        bytes.extend_from_slice(&data_set);
+        fs::write(path, &bytes).expect("write");
+        data_set
+    }
+
+    #[test]
+    fn a_part10_file_is_read_up_to_its_pixel_data() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let path = folder.path().join("a.dcm");
+        let data_set = write_file(&path, EXPLICIT, true);
+        let file = read_part10(&path, &ScanLimits::default()).expect("read");
+        assert_eq!(file.data_set_length, data_set.len() as u64);
+        let bytes = fs::read(&path).expect("read back");
+        assert_eq!(&bytes[file.data_set_offset as usize..], &data_set[..]);
+        assert_eq!(file.summary.sop_instance_uid.as_deref(), Some("1.2.3.4"));
+        assert!(file.summary.has_pixel_data);
+        assert_eq!(
+            file.attributes
+                .get(tags::PATIENT_NAME)
+                .expect("name")
+                .to_str()
+                .expect("text"),
+            "DOE^JOHN"
+        );
+        assert!(file.attributes.get(tags::PIXEL_DATA).is_none());
+        assert_eq!(file.meta.transfer_syntax_uid, EXPLICIT);
+    }
+
+    #[test]
+    fn deflated_and_implicit_files_are_read_too() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        for (name, ts) in [
+            ("deflated.dcm", "1.2.840.10008.1.2.1.99"),
+            ("implicit.dcm", "1.2.840.10008.1.2"),
+            ("big.dcm", "1.2.840.10008.1.2.2"),
+        ] {
+            let path = folder.path().join(name);
+            write_file(&path, ts, true);
+            let file = read_part10(&path, &ScanLimits::default()).expect(name);
+            assert!(file.attributes.get(tags::PATIENT_NAME).is_some(), "{name}");
+            assert!(file.attributes.get(tags::PIXEL_DATA).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_dicom_or_lies_is_refused_with_a_reason() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let text = folder.path().join("notes.txt");
+        fs::write(&text, b"not a DICOM file at all").expect("write");
+        let error = read_part10(&text, &ScanLimits::default()).expect_err("refused");
+        assert!(error.is_not_dicom(), "{error}");
+
+        // A data set whose last element claims more bytes than the file has.
+        let lying = folder.path().join("lying.dcm");
+        write_file(&lying, EXPLICIT, false);
+        let mut bytes = fs::read(&lying).expect("read");
+        bytes.extend_from_slice(&[0x10, 0x00, 0x20, 0x00, b'L', b'O', 0xF0, 0xFF, b'P']);
+        fs::write(&lying, &bytes).expect("write");
+        let error = read_part10(&lying, &ScanLimits::default()).expect_err("refused");
+        assert!(matches!(error, FileError::Refused { .. }), "{error}");
+        assert!(!error.is_not_dicom());
+        assert!(error.to_string().contains("lying.dcm"), "{error}");
+    }
+
+    #[test]
+    fn listing_skips_hidden_entries_and_folder_links() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let root = folder.path();
+        fs::create_dir_all(root.join("a/b")).expect("dirs");
+        fs::create_dir_all(root.join(".hidden")).expect("dirs");
+        for file in ["one", "a/two", "a/b/three", ".partial", ".hidden/four"] {
+            fs::write(root.join(file), b"x").expect("write");
+        }
+        std::os::unix::fs::symlink(root, root.join("a/loop")).expect("link");
+        std::os::unix::fs::symlink(root.join("one"), root.join("a/link")).expect("link");
+        let files = list_files(root).expect("listed");
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, vec!["a/b/three", "a/link", "a/two", "one"]);
+        assert!(list_files(&root.join("missing")).is_err());
+    }
+}

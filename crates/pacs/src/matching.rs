@@ -1,0 +1,924 @@
+//! The C-FIND matching engine: attribute matching (PS3.4 C.2.2.2) and the response identifier
+//! (PS3.4 C.4.1.1.3.2), over decoded data sets and independent of any storage.
+//!
+//! The rules, as implemented:
+//!
+//! * **Universal matching** (C.2.2.2.3): a zero-length key (or one of spaces only) matches every
+//!   candidate, even one without the attribute; a lone `*` is universal for the VRs that allow
+//!   wild cards.
+//! * **Single value matching** (C.2.2.2.1): exact, after the padding PS3.5 §6.2 calls
+//!   insignificant (trailing spaces and NULs; leading spaces too for AE, AS, CS, DA, DS, DT, IS,
+//!   LO, SH, TM). PN is compared case-insensitively, with empty trailing components ignored and,
+//!   for a key without `=`, against the alphabetic component group too. IS, DS and the binary
+//!   numbers compare as numbers.
+//! * **Wild card matching** (C.2.2.2.4): `*` (any run) and `?` (one character) for AE, CS, LO,
+//!   LT, PN, SH, ST, UC, UR and UT; not for DA, TM, DT, UI or numbers, where they are plain
+//!   characters.
+//! * **List of UID matching** (C.2.2.2.2): a UI key of several backslash-separated UIDs matches
+//!   any of them. A key with several values of another VR that allows several is treated
+//!   alike: it matches when any of its values matches.
+//! * **Range matching** (C.2.2.2.5): DA, TM and DT keys `a-b`, `a-`, `-b`; a single value is the
+//!   range of its own precision (TM `1012` is 10:12:00 to 10:12:59.999999, DT `2024` the whole
+//!   year), so TM with fractional parts and partial values compare correctly. The legacy forms
+//!   `YYYY.MM.DD` and `HH:MM:SS` are read too. A DT value's UTC offset is not applied: values
+//!   are compared as written. Combined date and time matching (C.2.2.2.5.2, optional) is not
+//!   done: a DA key and a TM key match independently.
+//! * **Sequence matching** (C.2.2.2.6): a query sequence with no item, or whose item holds only
+//!   universal keys, is universal; otherwise the candidate matches when at least one of its
+//!   items matches every key of the query item (only the first query item is used; PS3.4 allows
+//!   one).
+//! * **Multi-valued candidates** (Modalities In Study, SOP Classes In Study, Other Patient
+//!   Names…): the candidate matches when any of its values matches.
+//!
+//! A non-universal key the candidate has no value for does not match.
+
+use std::borrow::Cow;
+
+use dimsum_dataset::dicom_core::header::Header;
+use dimsum_dataset::dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
+use dimsum_dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_dataset::dicom_dictionary_std::tags;
+use dimsum_dataset::dicom_object::{InMemDicomObject, mem::InMemElement};
+
+/// Where the matching engine finds a candidate's attributes: a data set, or anything that can
+/// look one up by tag (a folder archive's entity and its parents).
+pub trait Candidate {
+    /// The candidate's element for `tag`, if it has one.
+    fn attribute(&self, tag: Tag) -> Option<&InMemElement>;
+}
+
+impl Candidate for InMemDicomObject {
+    fn attribute(&self, tag: Tag) -> Option<&InMemElement> {
+        self.get(tag)
+    }
+}
+
+/// Keys that take part in no matching: Query/Retrieve Level (0008,0052), Specific Character
+/// Set (0008,0005) and group lengths (gggg,0000).
+pub fn is_return_only(tag: Tag) -> bool {
+    tag == tags::QUERY_RETRIEVE_LEVEL
+        || tag == tags::SPECIFIC_CHARACTER_SET
+        || tag.element() == 0x0000
+}
+
+/// Whether `candidate` matches every key of `keys` (PS3.4 C.2.2.2); return-only keys
+/// ([`is_return_only`]) are left out.
+pub fn matches<C: Candidate + ?Sized>(keys: &InMemDicomObject, candidate: &C) -> bool {
+    keys.iter()
+        .filter(|key| !is_return_only(key.tag()))
+        .all(|key| key_matches(key, candidate.attribute(key.tag())))
+}
+
+/// Whether the key would match every candidate (C.2.2.2.3): no value, only spaces, a lone `*`
+/// where wild cards are allowed, or a sequence with no item or only universal keys in its item.
+pub fn is_universal(key: &InMemElement) -> bool {
+    match key.value() {
+        Value::Sequence(sequence) => sequence.items().first().is_none_or(item_is_universal),
+        Value::PixelSequence(_) => true,
+        Value::Primitive(value) => {
+            let vr = key.vr();
+            values(vr, value)
+                .iter()
+                .all(|v| v.is_empty() || (allows_wild_cards(vr) && v.chars().all(|c| c == '*')))
+        }
+    }
+}
+
+fn item_is_universal(item: &InMemDicomObject) -> bool {
+    item.iter()
+        .filter(|key| !is_return_only(key.tag()))
+        .all(is_universal)
+}
+
+/// Whether one key matches the candidate's element for its tag (`None`: the candidate has no
+/// such attribute).
+pub fn key_matches(key: &InMemElement, candidate: Option<&InMemElement>) -> bool {
+    if is_universal(key) {
+        return true;
+    }
+    let Some(candidate) = candidate else {
+        return false;
+    };
+    match key.value() {
+        Value::Sequence(sequence) => {
+            let Some(query_item) = sequence.items().first() else {
+                return true;
+            };
+            candidate
+                .value()
+                .items()
+                .is_some_and(|items| items.iter().any(|item| matches(query_item, item)))
+        }
+        // Encapsulated values are not matched (is_universal said so above).
+        Value::PixelSequence(_) => true,
+        Value::Primitive(key_value) => {
+            let Value::Primitive(candidate_value) = candidate.value() else {
+                return false;
+            };
+            // A key of unknown VR (a private attribute in implicit VR) takes the candidate's.
+            let vr = match key.vr() {
+                VR::UN => candidate.vr(),
+                vr => vr,
+            };
+            let key_values = values(vr, key_value);
+            let candidate_values = values(vr, candidate_value);
+            key_values.iter().filter(|k| !k.is_empty()).any(|k| {
+                candidate_values
+                    .iter()
+                    .any(|candidate| value_matches(vr, k, candidate))
+            })
+        }
+    }
+}
+
+/// The response identifier for a matching candidate (PS3.4 C.4.1.1.3.2): for each key of the
+/// query, the candidate's element (zero-length when it has none), recursively inside sequences;
+/// Query/Retrieve Level as the query asked; Specific Character Set of the candidate when it has
+/// one.
+pub fn response_identifier<C: Candidate + ?Sized>(
+    keys: &InMemDicomObject,
+    candidate: &C,
+) -> InMemDicomObject {
+    let mut response = response_item(keys, candidate);
+    if let Some(level) = keys.get(tags::QUERY_RETRIEVE_LEVEL) {
+        response.put(level.clone());
+    }
+    if let Some(charset) = candidate.attribute(tags::SPECIFIC_CHARACTER_SET) {
+        response.put(charset.clone());
+    }
+    response
+}
+
+/// The elements of a response (or of a response item) for `keys`.
+fn response_item<C: Candidate + ?Sized>(
+    keys: &InMemDicomObject,
+    candidate: &C,
+) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter(
+        keys.iter()
+            .filter(|key| !is_return_only(key.tag()))
+            .map(|key| response_element(key, candidate.attribute(key.tag()))),
+    )
+}
+
+/// The response element for one key: for a sequence, the candidate's items that match the
+/// query item, each reduced to the item's keys (all of them, whole, for a query sequence with
+/// no item); otherwise the candidate's element.
+fn response_element(key: &InMemElement, candidate: Option<&InMemElement>) -> InMemElement {
+    let tag = key.tag();
+    let Value::Sequence(sequence) = key.value() else {
+        return match candidate {
+            Some(element) => element.clone(),
+            None => DataElement::empty(tag, key.vr()),
+        };
+    };
+    let candidate_items = candidate.and_then(|element| element.value().items());
+    let items: Vec<InMemDicomObject> = match (candidate_items, sequence.items().first()) {
+        (None, _) => Vec::new(),
+        (Some(items), None) => items.to_vec(),
+        (Some(items), Some(query_item)) => items
+            .iter()
+            .filter(|item| matches(query_item, *item))
+            .map(|item| response_item(query_item, item))
+            .collect(),
+    };
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+/// The values of a primitive value as text, without the padding that is insignificant for `vr`
+/// (PS3.5 §6.2). VRs whose value is one text (LT, ST, UT, UR) give one value whatever it holds.
+fn values(vr: VR, value: &PrimitiveValue) -> Vec<Cow<'_, str>> {
+    match value {
+        PrimitiveValue::Empty => Vec::new(),
+        PrimitiveValue::Str(text) => split(vr, text),
+        PrimitiveValue::Strs(texts) => texts.iter().flat_map(|text| split(vr, text)).collect(),
+        // Bytes of a key whose VR was unknown: their text, when they are text.
+        PrimitiveValue::U8(bytes) if !matches!(vr, VR::OB | VR::UN) => {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            split(vr, &text)
+                .into_iter()
+                .map(|v| Cow::Owned(v.into_owned()))
+                .collect()
+        }
+        other => other
+            .to_multi_str()
+            .iter()
+            .map(|v| Cow::Owned(trim(vr, v).to_owned()))
+            .collect(),
+    }
+}
+
+fn split(vr: VR, text: &str) -> Vec<Cow<'_, str>> {
+    if matches!(vr, VR::LT | VR::ST | VR::UT | VR::UR) {
+        vec![Cow::Borrowed(trim(vr, text))]
+    } else {
+        text.split('\\')
+            .map(|value| Cow::Borrowed(trim(vr, value)))
+            .collect()
+    }
+}
+
+/// Strips the padding PS3.5 §6.2 calls insignificant for `vr`.
+fn trim(vr: VR, value: &str) -> &str {
+    let value = value.trim_end_matches([' ', '\0']);
+    match vr {
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::SH | VR::TM => {
+            value.trim_start_matches(' ')
+        }
+        _ => value,
+    }
+}
+
+/// The VRs for which PS3.4 C.2.2.2.4 allows wild cards.
+fn allows_wild_cards(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE | VR::CS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UR | VR::UT
+    )
+}
+
+/// Whether one (non-empty) key value matches one candidate value.
+fn value_matches(vr: VR, key: &str, candidate: &str) -> bool {
+    match vr {
+        VR::DA | VR::TM | VR::DT => range_matches(vr, key, candidate),
+        VR::PN => person_name_matches(key, candidate),
+        VR::IS | VR::DS | VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::SV | VR::UV => {
+            match (key.trim().parse::<f64>(), candidate.trim().parse::<f64>()) {
+                (Ok(k), Ok(c)) => k == c,
+                _ => key == candidate,
+            }
+        }
+        vr if allows_wild_cards(vr) && has_wild_cards(key) => wild_card_matches(key, candidate),
+        _ => key == candidate,
+    }
+}
+
+fn has_wild_cards(value: &str) -> bool {
+    value.contains(['*', '?'])
+}
+
+/// PN: case-insensitive, empty trailing components ignored; a key without component groups
+/// (`=`) is also tried against the candidate's alphabetic group.
+fn person_name_matches(key: &str, candidate: &str) -> bool {
+    let key = normalize_person_name(key);
+    let whole = normalize_person_name(candidate);
+    let alphabetic = (!key.contains('=') && candidate.contains('='))
+        .then(|| normalize_person_name(candidate.split('=').next().unwrap_or_default()));
+    let one = |candidate: &str| {
+        if has_wild_cards(&key) {
+            wild_card_matches(&key, candidate)
+        } else {
+            key == candidate
+        }
+    };
+    one(&whole) || alphabetic.as_deref().is_some_and(one)
+}
+
+/// Lower case, without empty trailing components in each group, nor empty trailing groups.
+fn normalize_person_name(name: &str) -> String {
+    let groups: Vec<&str> = name
+        .split('=')
+        .map(|group| group.trim_end_matches([' ', '^']))
+        .collect();
+    let kept = groups
+        .iter()
+        .rposition(|group| !group.is_empty())
+        .map_or(0, |last| last + 1);
+    groups[..kept].join("=").to_lowercase()
+}
+
+/// `*` matches any run of characters (none included), `?` any one character.
+fn wild_card_matches(pattern: &str, value: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let value: Vec<char> = value.chars().collect();
+    let (mut p, mut v) = (0, 0);
+    // Where the last `*` was, and the value position it was tried against.
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, v));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == value[v] => {
+                p += 1;
+                v += 1;
+            }
+            _ => match star {
+                Some((star_p, star_v)) => {
+                    p = star_p + 1;
+                    v = star_v + 1;
+                    star = Some((star_p, star_v + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Which end of a range a partial value stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Lower,
+    Upper,
+}
+
+/// DA, TM and DT: a single value, or a range `a-b`, `a-`, `-b` (C.2.2.2.5).
+fn range_matches(vr: VR, key: &str, candidate: &str) -> bool {
+    let Some(point) = normalize(vr, candidate, End::Lower) else {
+        return false;
+    };
+    let (lower, upper) = match split_range(vr, key) {
+        Some((lower, upper)) => (lower, upper),
+        None => (Some(key), Some(key)),
+    };
+    let lower = match lower {
+        Some(lower) => match normalize(vr, lower, End::Lower) {
+            Some(lower) => Some(lower),
+            None => return false,
+        },
+        None => None,
+    };
+    let upper = match upper {
+        Some(upper) => match normalize(vr, upper, End::Upper) {
+            Some(upper) => Some(upper),
+            None => return false,
+        },
+        None => None,
+    };
+    lower.is_none_or(|lower| point >= lower) && upper.is_none_or(|upper| point <= upper)
+}
+
+/// The two ends of a range key (`None` for an open end), or `None` when the key is a single
+/// value. In DT, a `-` followed by four digits that ends the value or the range's lower end
+/// and follows a date of at least YYYYMMDD is a UTC offset, not the range separator.
+fn split_range(vr: VR, key: &str) -> Option<(Option<&str>, Option<&str>)> {
+    let separator = if vr == VR::DT {
+        key.char_indices()
+            .filter(|&(_, c)| c == '-')
+            .map(|(i, _)| i)
+            .find(|&i| !is_utc_offset(key, i))?
+    } else {
+        key.find('-')?
+    };
+    let lower = key[..separator].trim();
+    let upper = key[separator + 1..].trim();
+    Some((
+        (!lower.is_empty()).then_some(lower),
+        (!upper.is_empty()).then_some(upper),
+    ))
+}
+
+/// Whether the `-` at `index` of a DT value starts a UTC offset (`-HHMM`).
+fn is_utc_offset(value: &str, index: usize) -> bool {
+    let before = &value[..index];
+    let digits_before = before.rsplit(['-', ' ']).next().unwrap_or_default();
+    let after = &value[index + 1..];
+    let offset = after.split('-').next().unwrap_or_default();
+    digits_before.split('.').next().unwrap_or_default().len() >= 8
+        && offset.len() == 4
+        && offset.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A DA, TM or DT value as a fixed-width string of digits that sorts in time order: DA
+/// `YYYYMMDD`, TM `HHMMSSffffff`, DT `YYYYMMDDHHMMSSffffff`; components left out are filled
+/// with their least (`End::Lower`) or greatest (`End::Upper`) value. `None` if it is not one.
+fn normalize(vr: VR, value: &str, end: End) -> Option<String> {
+    let value = value.trim();
+    match vr {
+        VR::DA => {
+            let digits: String = if value.len() == 10 && value.as_bytes().get(4) == Some(&b'.') {
+                value.chars().filter(|&c| c != '.').collect()
+            } else {
+                value.to_owned()
+            };
+            fill_date(&digits, end)
+        }
+        VR::TM if value.is_empty() => None,
+        VR::TM => {
+            let value: String = value.chars().filter(|&c| c != ':').collect();
+            fill_time(&value, end)
+        }
+        VR::DT => {
+            // The UTC offset, if any, is not applied.
+            let value = match value.rfind(['+', '-']) {
+                Some(sign) if sign >= 4 => &value[..sign],
+                _ => value,
+            };
+            let (date, time) = value.split_at(value.len().min(8));
+            let mut out = fill_date(date, end)?;
+            out.push_str(&fill_time(time, end)?);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// `YYYY`, `YYYYMM` or `YYYYMMDD`, filled to eight digits.
+fn fill_date(date: &str, end: End) -> Option<String> {
+    if !date.bytes().all(|b| b.is_ascii_digit()) || !matches!(date.len(), 4 | 6 | 8) {
+        return None;
+    }
+    let fill = match end {
+        End::Lower => "0101",
+        End::Upper => "1231",
+    };
+    Some(format!("{date}{}", &fill[date.len() - 4..]))
+}
+
+/// `HH[MM[SS[.F{1,6}]]]` (or nothing, after the date of a DT), filled to twelve digits.
+fn fill_time(time: &str, end: End) -> Option<String> {
+    let (main, fraction) = match time.split_once('.') {
+        Some((main, fraction)) => (main, Some(fraction)),
+        None => (time, None),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(main) || !matches!(main.len(), 0 | 2 | 4 | 6) {
+        return None;
+    }
+    if let Some(fraction) = fraction
+        && (main.len() != 6 || fraction.is_empty() || fraction.len() > 6 || !digits(fraction))
+    {
+        return None;
+    }
+    let (fill, fraction_fill) = match end {
+        End::Lower => ("000000", '0'),
+        End::Upper => ("235959", '9'),
+    };
+    let mut out = format!("{main}{}", &fill[main.len()..]);
+    let fraction = fraction.unwrap_or_default();
+    out.push_str(fraction);
+    out.extend(std::iter::repeat_n(fraction_fill, 6 - fraction.len()));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimsum_dataset::dicom_core::value::PrimitiveValue;
+
+    fn element(tag: Tag, vr: VR, value: &str) -> InMemElement {
+        if value.is_empty() {
+            DataElement::empty(tag, vr)
+        } else {
+            DataElement::new(tag, vr, PrimitiveValue::from(value))
+        }
+    }
+
+    fn multi(tag: Tag, vr: VR, values: &[&str]) -> InMemElement {
+        DataElement::new(
+            tag,
+            vr,
+            PrimitiveValue::Strs(values.iter().map(|v| v.to_string()).collect()),
+        )
+    }
+
+    fn object(elements: Vec<InMemElement>) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter(elements)
+    }
+
+    fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> InMemElement {
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    }
+
+    /// Whether a key of `vr` with value `key` matches a candidate with value `candidate`.
+    fn one(vr: VR, key: &str, candidate: &str) -> bool {
+        let tag = Tag(0x0011, 0x1000);
+        let candidate = (!candidate.is_empty()).then(|| element(tag, vr, candidate));
+        key_matches(&element(tag, vr, key), candidate.as_ref())
+    }
+
+    #[test]
+    fn universal_matching_matches_everything_even_a_missing_attribute() {
+        assert!(one(VR::LO, "", "anything"));
+        assert!(one(VR::LO, "", ""));
+        assert!(one(VR::LO, "   ", "anything"));
+        assert!(one(VR::DA, "", "20240101"));
+        assert!(one(VR::UI, "", "1.2.3"));
+        // A lone `*` is universal where wild cards are allowed, even with no value.
+        assert!(one(VR::PN, "*", ""));
+        assert!(one(VR::CS, "*", "CT"));
+        // …but not for a date, where `*` is no wild card.
+        assert!(!one(VR::DA, "*", "20240101"));
+    }
+
+    #[test]
+    fn a_key_with_a_value_does_not_match_a_candidate_without_one() {
+        assert!(!one(VR::LO, "PID1", ""));
+        assert!(!one(VR::DA, "20240101-", ""));
+        assert!(!one(VR::PN, "DOE*", ""));
+    }
+
+    #[test]
+    fn single_value_matching_is_exact_except_for_padding() {
+        assert!(one(VR::LO, "PID1", "PID1"));
+        assert!(one(VR::LO, "PID1", "PID1 "));
+        assert!(one(VR::LO, " PID1", "PID1"));
+        assert!(one(VR::SH, "ACC1", " ACC1 "));
+        assert!(!one(VR::LO, "PID1", "PID10"));
+        assert!(!one(VR::LO, "pid1", "PID1"), "LO is case-sensitive");
+        assert!(!one(VR::CS, "ct", "CT"), "CS is case-sensitive");
+        // UI padding is a NUL.
+        assert!(one(VR::UI, "1.2.3", "1.2.3\0"));
+        assert!(!one(VR::UI, "1.2.3", "1.2.3.4"));
+        // LT keeps its leading spaces.
+        assert!(!one(VR::LT, "text", " text"));
+    }
+
+    #[test]
+    fn person_names_match_case_insensitively_without_empty_trailing_components() {
+        assert!(one(VR::PN, "DOE^JOHN", "Doe^John"));
+        assert!(one(VR::PN, "doe^john", "DOE^JOHN^^^"));
+        assert!(one(VR::PN, "DOE^JOHN^^^", "DOE^JOHN"));
+        assert!(!one(VR::PN, "DOE^JOHN", "DOE^JANE"));
+        assert!(!one(VR::PN, "DOE", "DOE^JOHN"));
+        // A key without component groups is also tried against the alphabetic group.
+        assert!(one(
+            VR::PN,
+            "Yamada^Tarou",
+            "Yamada^Tarou=山田^太郎=やまだ^たろう"
+        ));
+        assert!(one(VR::PN, "YAMADA*", "Yamada^Tarou=山田^太郎"));
+        assert!(!one(VR::PN, "山田^太郎", "Yamada^Tarou=山田^太郎"));
+    }
+
+    #[test]
+    fn numbers_match_by_value() {
+        assert!(one(VR::IS, "5", "05"));
+        assert!(one(VR::DS, "1.5", "1.50"));
+        assert!(!one(VR::IS, "5", "6"));
+        let tag = tags::ROWS;
+        let rows = DataElement::new(tag, VR::US, PrimitiveValue::from(512_u16));
+        assert!(key_matches(&element(tag, VR::US, "512"), Some(&rows)));
+        assert!(!key_matches(&element(tag, VR::US, "256"), Some(&rows)));
+    }
+
+    #[test]
+    fn wild_cards_match_runs_and_single_characters() {
+        assert!(one(VR::PN, "DOE*", "DOE^JOHN"));
+        assert!(one(VR::PN, "doe*", "DOE^JOHN"), "PN wild cards ignore case");
+        assert!(one(VR::PN, "*JOHN", "DOE^JOHN"));
+        assert!(one(VR::PN, "D?E^*", "DOE^JOHN"));
+        assert!(!one(VR::PN, "D?E", "DOE^JOHN"));
+        assert!(one(VR::LO, "A*B*C", "AxxBxxC"));
+        assert!(one(VR::LO, "A*B*C", "ABC"));
+        assert!(one(VR::LO, "A**C", "AC"));
+        assert!(!one(VR::LO, "A*B*C", "AxxBxx"));
+        assert!(!one(VR::LO, "a*", "ABC"), "LO wild cards keep case");
+        assert!(one(VR::CS, "C?", "CT"));
+        assert!(one(VR::SH, "??", "AB"));
+        assert!(!one(VR::SH, "??", "ABC"));
+        assert!(
+            one(VR::LO, "*ÜR*", "ZÜRICH"),
+            "wild cards count characters, not bytes"
+        );
+        assert!(one(VR::LO, "?RICH", "ÜRICH"));
+    }
+
+    #[test]
+    fn wild_cards_are_plain_characters_in_dates_times_uids_and_numbers() {
+        assert!(!one(VR::UI, "1.2.*", "1.2.3"));
+        assert!(one(VR::UI, "1.2.*", "1.2.*"));
+        assert!(!one(VR::DA, "2024*", "20240101"));
+        assert!(!one(VR::TM, "10*", "101500"));
+        assert!(!one(VR::IS, "1?", "12"));
+        assert!(!one(VR::AS, "04?Y", "045Y"));
+    }
+
+    #[test]
+    fn list_of_uid_matching_matches_any_uid_of_the_list() {
+        let tag = tags::SOP_INSTANCE_UID;
+        let key = multi(tag, VR::UI, &["1.2.3", "1.2.4", "1.2.5"]);
+        assert!(key_matches(&key, Some(&element(tag, VR::UI, "1.2.4"))));
+        assert!(key_matches(&key, Some(&element(tag, VR::UI, "1.2.5\0"))));
+        assert!(!key_matches(&key, Some(&element(tag, VR::UI, "1.2.6"))));
+        // The same list in one string, as a peer may have encoded it.
+        let joined = element(tag, VR::UI, "1.2.3\\1.2.4");
+        assert!(key_matches(&joined, Some(&element(tag, VR::UI, "1.2.4"))));
+        assert!(!key_matches(
+            &joined,
+            Some(&element(tag, VR::UI, "1.2.3.4"))
+        ));
+    }
+
+    #[test]
+    fn a_multi_valued_candidate_matches_when_any_value_matches() {
+        let tag = tags::MODALITIES_IN_STUDY;
+        let candidate = multi(tag, VR::CS, &["CT", "MR", "SR"]);
+        assert!(key_matches(&element(tag, VR::CS, "MR"), Some(&candidate)));
+        assert!(key_matches(&element(tag, VR::CS, "S?"), Some(&candidate)));
+        assert!(!key_matches(&element(tag, VR::CS, "US"), Some(&candidate)));
+        // A key with several values: any against any.
+        let key = multi(tag, VR::CS, &["US", "SR"]);
+        assert!(key_matches(&key, Some(&candidate)));
+        let key = multi(tag, VR::CS, &["US", "XA"]);
+        assert!(!key_matches(&key, Some(&candidate)));
+    }
+
+    #[test]
+    fn date_ranges_bound_inclusively_and_open_ended() {
+        assert!(one(VR::DA, "20240101-20241231", "20240615"));
+        assert!(one(VR::DA, "20240101-20241231", "20240101"));
+        assert!(one(VR::DA, "20240101-20241231", "20241231"));
+        assert!(!one(VR::DA, "20240101-20241231", "20250101"));
+        assert!(!one(VR::DA, "20240101-20241231", "20231231"));
+        assert!(one(VR::DA, "20240101-", "20990101"));
+        assert!(!one(VR::DA, "20240101-", "20231231"));
+        assert!(one(VR::DA, "-20240101", "19000101"));
+        assert!(!one(VR::DA, "-20240101", "20240102"));
+        // A single value, and the legacy YYYY.MM.DD form on either side.
+        assert!(one(VR::DA, "20240615", "20240615"));
+        assert!(!one(VR::DA, "20240615", "20240616"));
+        assert!(one(VR::DA, "2024.06.15", "20240615"));
+        assert!(one(VR::DA, "20240601-20240630", "2024.06.15"));
+        // Malformed values match nothing.
+        assert!(!one(VR::DA, "2024-06-15", "20240615"));
+        assert!(!one(VR::DA, "20240101-20241231", "June"));
+    }
+
+    #[test]
+    fn time_ranges_honour_precision_and_fractions() {
+        assert!(one(VR::TM, "1000-1200", "1100"));
+        assert!(
+            one(VR::TM, "1000-1200", "120059.999999"),
+            "1200 runs to 12:00:59.999999"
+        );
+        assert!(!one(VR::TM, "1000-1200", "120100"));
+        assert!(!one(VR::TM, "1000-1200", "095959.999999"));
+        assert!(one(VR::TM, "101500.25-101500.5", "101500.3"));
+        assert!(!one(VR::TM, "101500.25-101500.5", "101500.2"));
+        assert!(one(VR::TM, "101500.25-101500.5", "101500.5"));
+        // The upper end is as precise as it is written: .5 runs to .599999.
+        assert!(one(VR::TM, "101500.25-101500.5", "101500.599999"));
+        assert!(!one(VR::TM, "101500.25-101500.5", "101500.6"));
+        assert!(!one(VR::TM, "101500.25-101500.500000", "101500.500001"));
+        assert!(one(VR::TM, "-08", "080000"));
+        assert!(one(VR::TM, "-08", "085959.123"));
+        assert!(!one(VR::TM, "-08", "09"));
+        assert!(one(VR::TM, "17-", "235959.999999"));
+        // A single value is the range of its precision.
+        assert!(one(VR::TM, "1012", "101230"));
+        assert!(!one(VR::TM, "1012", "101300"));
+        assert!(one(VR::TM, "101230.5", "101230.5"));
+        assert!(one(VR::TM, "10:12:30", "101230"));
+        assert!(!one(VR::TM, "1O12", "101230"));
+    }
+
+    #[test]
+    fn datetime_ranges_fill_partial_values_and_ignore_offsets() {
+        assert!(one(VR::DT, "2024", "20240615103000"));
+        assert!(!one(VR::DT, "2024", "20250101"));
+        assert!(one(VR::DT, "202401-202403", "20240331235959.999999"));
+        assert!(!one(VR::DT, "202401-202403", "20240401"));
+        assert!(one(VR::DT, "20240101120000-", "20240101120000"));
+        assert!(!one(VR::DT, "20240101120000-", "20240101115959"));
+        // A UTC offset is not the range separator.
+        assert!(one(VR::DT, "20240101120000-0500", "20240101120000"));
+        assert!(one(VR::DT, "20240101-0500-20240102", "20240101230000"));
+        assert!(one(
+            VR::DT,
+            "20240101000000+0100-20240101235959+0100",
+            "20240101120000+0100"
+        ));
+        assert!(!one(
+            VR::DT,
+            "20240101000000+0100-20240101235959+0100",
+            "20240102"
+        ));
+        assert!(one(VR::DT, "2024-2025", "20251231"));
+    }
+
+    #[test]
+    fn sequence_matching_needs_one_candidate_item_matching_every_key() {
+        let sps = tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE;
+        let item = |modality: &str, date: &str| {
+            object(vec![
+                element(tags::MODALITY, VR::CS, modality),
+                element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, date),
+            ])
+        };
+        let candidate = sequence(sps, vec![item("MR", "20240101"), item("CT", "20240615")]);
+        let key = |modality: &str, dates: &str| sequence(sps, vec![item(modality, dates)]);
+        assert!(key_matches(
+            &key("CT", "20240601-20240630"),
+            Some(&candidate)
+        ));
+        assert!(key_matches(&key("MR", "20240101"), Some(&candidate)));
+        // Both keys must hold in the same item.
+        assert!(!key_matches(
+            &key("MR", "20240601-20240630"),
+            Some(&candidate)
+        ));
+        assert!(!key_matches(&key("US", ""), Some(&candidate)));
+        // No item, or an item of universal keys: universal, even with no candidate sequence.
+        assert!(key_matches(&sequence(sps, vec![]), None));
+        assert!(key_matches(&key("", ""), None));
+        assert!(!key_matches(&key("CT", ""), None));
+        // A candidate that is no sequence does not match a sequence key.
+        assert!(!key_matches(
+            &key("CT", ""),
+            Some(&element(sps, VR::LO, "CT"))
+        ));
+    }
+
+    #[test]
+    fn nested_sequences_match_recursively() {
+        let code = |value: &str| {
+            object(vec![
+                element(tags::CODE_VALUE, VR::SH, value),
+                element(tags::CODING_SCHEME_DESIGNATOR, VR::SH, "DCM"),
+            ])
+        };
+        let step = |value: &str| {
+            object(vec![sequence(
+                tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+                vec![code(value)],
+            )])
+        };
+        let sps = tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE;
+        let candidate = sequence(sps, vec![step("113091")]);
+        let key = |value: &str| {
+            sequence(
+                sps,
+                vec![object(vec![sequence(
+                    tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+                    vec![object(vec![element(tags::CODE_VALUE, VR::SH, value)])],
+                )])],
+            )
+        };
+        assert!(key_matches(&key("113091"), Some(&candidate)));
+        assert!(key_matches(&key("1130*"), Some(&candidate)));
+        assert!(!key_matches(&key("113092"), Some(&candidate)));
+    }
+
+    #[test]
+    fn matches_applies_every_key_but_the_return_only_ones() {
+        let candidate = object(vec![
+            element(tags::PATIENT_NAME, VR::PN, "DOE^JOHN"),
+            element(tags::PATIENT_ID, VR::LO, "PID1"),
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        ]);
+        let keys = |name: &str, id: &str| {
+            object(vec![
+                element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "PATIENT"),
+                element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+                element(tags::PATIENT_NAME, VR::PN, name),
+                element(tags::PATIENT_ID, VR::LO, id),
+                element(tags::PATIENT_BIRTH_DATE, VR::DA, ""),
+            ])
+        };
+        assert!(matches(&keys("DOE*", "PID1"), &candidate));
+        assert!(matches(&keys("", ""), &candidate));
+        assert!(!matches(&keys("DOE*", "PID2"), &candidate));
+        assert!(!matches(&keys("ROE*", "PID1"), &candidate));
+        assert!(matches(&InMemDicomObject::new_empty(), &candidate));
+    }
+
+    #[test]
+    fn the_response_has_each_key_with_the_candidate_value_or_empty() {
+        let candidate = object(vec![
+            element(tags::PATIENT_NAME, VR::PN, "DOE^JOHN"),
+            element(tags::PATIENT_ID, VR::LO, "PID1"),
+            element(tags::PATIENT_SEX, VR::CS, "M"),
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        ]);
+        let keys = object(vec![
+            element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "PATIENT"),
+            element(tags::PATIENT_NAME, VR::PN, "DOE*"),
+            element(tags::PATIENT_ID, VR::LO, ""),
+            element(tags::PATIENT_BIRTH_DATE, VR::DA, ""),
+        ]);
+        let response = response_identifier(&keys, &candidate);
+        let text = |tag| {
+            response
+                .get(tag)
+                .map(|e: &InMemElement| e.to_str().expect("text").into_owned())
+        };
+        assert_eq!(text(tags::QUERY_RETRIEVE_LEVEL).as_deref(), Some("PATIENT"));
+        assert_eq!(text(tags::PATIENT_NAME).as_deref(), Some("DOE^JOHN"));
+        assert_eq!(text(tags::PATIENT_ID).as_deref(), Some("PID1"));
+        // Asked for, missing in the candidate: zero-length, with the key's VR.
+        let birth = response.get(tags::PATIENT_BIRTH_DATE).expect("birth date");
+        assert_eq!(birth.vr(), VR::DA);
+        assert!(matches!(
+            birth.value(),
+            Value::Primitive(PrimitiveValue::Empty)
+        ));
+        // Not asked for: not returned; the candidate's character set is.
+        assert!(response.get(tags::PATIENT_SEX).is_none());
+        assert_eq!(
+            text(tags::SPECIFIC_CHARACTER_SET).as_deref(),
+            Some("ISO_IR 100")
+        );
+        assert_eq!(response.iter().count(), 5);
+    }
+
+    #[test]
+    fn the_response_has_no_character_set_when_the_candidate_has_none() {
+        let candidate = object(vec![element(tags::PATIENT_ID, VR::LO, "PID1")]);
+        let keys = object(vec![
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+            element(tags::PATIENT_ID, VR::LO, ""),
+        ]);
+        let response = response_identifier(&keys, &candidate);
+        assert!(response.get(tags::SPECIFIC_CHARACTER_SET).is_none());
+        assert!(response.get(tags::QUERY_RETRIEVE_LEVEL).is_none());
+        assert!(response.get(tags::PATIENT_ID).is_some());
+    }
+
+    #[test]
+    fn the_response_reduces_matching_sequence_items_to_the_item_keys() {
+        let sps = tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE;
+        let step = |modality: &str, station: &str| {
+            object(vec![
+                element(tags::MODALITY, VR::CS, modality),
+                element(tags::SCHEDULED_STATION_AE_TITLE, VR::AE, station),
+                element(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, "SPS1"),
+            ])
+        };
+        let candidate = object(vec![
+            element(tags::PATIENT_ID, VR::LO, "PID1"),
+            sequence(sps, vec![step("CT", "CT1"), step("MR", "MR1")]),
+        ]);
+        let keys = object(vec![sequence(
+            sps,
+            vec![object(vec![
+                element(tags::MODALITY, VR::CS, "MR"),
+                element(tags::SCHEDULED_STATION_AE_TITLE, VR::AE, ""),
+                element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, ""),
+            ])],
+        )]);
+        let response = response_identifier(&keys, &candidate);
+        let items = response
+            .get(sps)
+            .and_then(|e| e.value().items())
+            .expect("a sequence");
+        assert_eq!(items.len(), 1, "only the matching item");
+        let item = &items[0];
+        assert_eq!(item.iter().count(), 3);
+        assert_eq!(
+            item.get(tags::SCHEDULED_STATION_AE_TITLE)
+                .expect("station")
+                .to_str()
+                .expect("text"),
+            "MR1"
+        );
+        assert!(
+            item.get(tags::SCHEDULED_PROCEDURE_STEP_START_DATE)
+                .is_some()
+        );
+        assert!(item.get(tags::SCHEDULED_PROCEDURE_STEP_ID).is_none());
+        assert!(response.get(tags::PATIENT_ID).is_none());
+
+        // An empty query sequence returns the candidate's items whole; a missing candidate
+        // sequence returns an empty one.
+        let keys = object(vec![
+            sequence(sps, vec![]),
+            sequence(tags::REFERENCED_STUDY_SEQUENCE, vec![]),
+        ]);
+        let response = response_identifier(&keys, &candidate);
+        let items = response
+            .get(sps)
+            .and_then(|e| e.value().items())
+            .expect("sequence");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].iter().count(), 3);
+        let referenced = response
+            .get(tags::REFERENCED_STUDY_SEQUENCE)
+            .and_then(|e| e.value().items())
+            .expect("an empty sequence");
+        assert!(referenced.is_empty());
+    }
+
+    #[test]
+    fn the_response_round_trips_through_the_identifier_encoder() {
+        let candidate = object(vec![
+            element(tags::PATIENT_NAME, VR::PN, "MÜLLER^JÜRGEN"),
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        ]);
+        let keys = object(vec![
+            element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "PATIENT"),
+            element(tags::PATIENT_NAME, VR::PN, "m?ller*"),
+        ]);
+        assert!(matches(&keys, &candidate));
+        let response = response_identifier(&keys, &candidate);
+        let ts = "1.2.840.10008.1.2.1";
+        let bytes = dimsum_dataset::identifier::encode(&response, ts).expect("encoded");
+        // Latin-1 on the wire, as the character set says.
+        assert!(bytes.windows(2).any(|w| w == [b'M', 0xDC]));
+        let back = dimsum_dataset::identifier::decode(
+            &bytes,
+            ts,
+            &dimsum_dataset::scan::ScanLimits::default(),
+        )
+        .expect("decoded");
+        assert_eq!(
+            back.get(tags::PATIENT_NAME)
+                .expect("name")
+                .to_str()
+                .expect("text"),
+            "MÜLLER^JÜRGEN"
+        );
+    }
+}
