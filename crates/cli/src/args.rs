@@ -12,6 +12,8 @@ const DCMTK_ALIASES: &[(&str, &str)] = &[
     ("-ta", "--acse-timeout"),
     ("-td", "--dimse-timeout"),
     ("-od", "--output-directory"),
+    ("-aem", "--move"),
+    ("+P", "--port"),
     ("-xcr", "--exec-on-reception"),
     ("-xi", "--propose-implicit"),
     ("-xe", "--propose-explicit"),

@@ -129,7 +129,7 @@ fn build_request(options: &Options) -> Result<AssociationRequest, String> {
 }
 
 impl AssociationOptions {
-    fn user_identity(&self) -> Option<UserIdentityRq> {
+    pub(crate) fn user_identity(&self) -> Option<UserIdentityRq> {
         let username = self.username.as_ref()?;
         let (identity_type, secondary_field) = match &self.password {
             Some(password) => (

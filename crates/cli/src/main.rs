@@ -4,8 +4,14 @@ mod args;
 mod echoscp;
 mod echoscu;
 mod exit;
+mod findscu;
+mod getscu;
 mod logging;
+mod movescu;
 mod options;
+mod qr_options;
+mod qrscp;
+mod retrieve;
 mod serve;
 mod storescp;
 mod storescu;
@@ -35,6 +41,14 @@ enum Tool {
     Dcmsend(storescu::Options),
     /// Receive instances into a folder (like DCMTK's dcmrecv).
     Dcmrecv(storescp::Options),
+    /// Query SCU: C-FIND on a Q/R or worklist information model (like DCMTK's findscu).
+    Findscu(findscu::Options),
+    /// Retrieve SCU: C-GET instances into a folder (like DCMTK's getscu).
+    Getscu(getscu::Options),
+    /// Retrieve SCU: C-MOVE instances to a destination, or to ourselves (like DCMTK's movescu).
+    Movescu(movescu::Options),
+    /// Query/Retrieve SCP over a folder, with optional worklist (like DCMTK's dcmqrscp).
+    Qrscp(qrscp::Options),
 }
 
 /// Keeps glibc from handing every data-set buffer (a 512 KB file, a 128 KB PDU) back to the
@@ -61,9 +75,12 @@ fn main() -> std::process::ExitCode {
     // every message: on one thread that is a function call, not a cross-thread wake-up. Disk
     // work goes to the blocking pool either way. Servers spread associations over all cores.
     let mut builder = match cli.command {
-        Tool::Echoscu(_) | Tool::Storescu(_) | Tool::Dcmsend(_) => {
-            tokio::runtime::Builder::new_current_thread()
-        }
+        Tool::Echoscu(_)
+        | Tool::Storescu(_)
+        | Tool::Dcmsend(_)
+        | Tool::Findscu(_)
+        | Tool::Getscu(_)
+        | Tool::Movescu(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -81,6 +98,10 @@ fn main() -> std::process::ExitCode {
             Tool::Storescp(options) => storescp::run(options, "STORESCP").await,
             Tool::Dcmsend(options) => storescu::run(options, "DCMSEND").await,
             Tool::Dcmrecv(options) => storescp::run(options, "DCMRECV").await,
+            Tool::Findscu(options) => findscu::run(options).await,
+            Tool::Getscu(options) => getscu::run(options).await,
+            Tool::Movescu(options) => movescu::run(options).await,
+            Tool::Qrscp(options) => qrscp::run(options).await,
         }
     });
     code.into()

@@ -1,0 +1,159 @@
+//! `dimsum movescu`: Query/Retrieve C-MOVE SCU (PS3.4 C.4.2), like DCMTK's movescu: asks the
+//! peer to send the matching instances to a move destination, which may be this tool itself
+//! (`--port`: a temporary Storage SCP writes them into a folder).
+
+use std::path::PathBuf;
+
+use tracing::{error, info};
+
+use dimsum_net::ServerConfig;
+use dimsum_net::dataset::{QueryService, sop_class, transfer_syntax};
+use dimsum_net::scp::StoreScp;
+use dimsum_net::scu::{self, MoveReceiver, QueryRequest, query_context};
+use dimsum_net::ul::negotiation::AssociationRequest;
+
+use crate::exit::Code;
+use crate::logging::{self, Verbosity};
+use crate::options::{AssociationOptions, NetworkOptions};
+use crate::qr_options::{self, KeyOptions, RetrieveModelOptions};
+use crate::retrieve::{self, ReceiveOptions};
+
+/// Options of `dimsum movescu`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Host name or IP address of the peer.
+    pub host: String,
+    /// TCP port of the peer.
+    pub port: u16,
+    /// A query file (a DICOM data set), with the `-k` keys applied over it.
+    #[arg(value_name = "QUERYFILE")]
+    pub query_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: RetrieveModelOptions,
+    #[command(flatten)]
+    pub keys: KeyOptions,
+    #[command(flatten)]
+    pub association: AssociationOptions,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+    /// The move destination's AE title [default: our own AE title].
+    #[arg(long = "move", value_name = "AE")]
+    pub move_destination: Option<String>,
+    /// Receive the instances ourselves: listen on this port for the peer's C-STORE
+    /// sub-operations (the move destination must then be us, as the peer knows us).
+    #[arg(long = "port", value_name = "PORT")]
+    pub incoming_port: Option<u16>,
+    /// Address to listen on with --port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0",
+        requires = "incoming_port"
+    )]
+    pub bind: String,
+    #[command(flatten)]
+    pub receive: ReceiveOptions,
+    /// Abort the association instead of releasing it.
+    #[arg(long)]
+    pub abort: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+pub async fn run(options: Options) -> Code {
+    logging::init(options.verbosity);
+    let model = options.model.model();
+    let identifier = match options.keys.identifier(options.query_file.as_ref()) {
+        Ok(identifier) => identifier,
+        Err(message) => {
+            error!("{message}");
+            return Code::Usage;
+        }
+    };
+    let calling = options.association.calling("MOVESCU").to_owned();
+    let destination = options
+        .move_destination
+        .clone()
+        .unwrap_or_else(|| calling.clone());
+    let receiver = match options.incoming_port {
+        Some(port) => match bind_receiver(&options, port, &destination).await {
+            Ok(receiver) => Some(receiver),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let context = match query_context(model, QueryService::Move) {
+        Ok(context) => context,
+        Err(error) => {
+            error!("{error}");
+            return Code::Usage;
+        }
+    };
+    let request =
+        AssociationRequest::new(&calling, &options.association.call).with_context(context);
+    let association = match qr_options::connect(
+        &options.host,
+        options.port,
+        request,
+        &options.association,
+        &options.network,
+    )
+    .await
+    {
+        Ok(association) => association,
+        Err(code) => return code,
+    };
+    let mut progress = options.receive.progress();
+    let query = QueryRequest::new(model, identifier);
+    let moved = match receiver {
+        Some(receiver) => scu::move_to_self(&association, receiver, &query, |p| progress.update(p))
+            .await
+            .map(|(outcome, statistics)| {
+                info!(
+                    "Received on port {:?}: {statistics:?}",
+                    options.incoming_port
+                );
+                outcome
+            }),
+        None => scu::move_to(&association, &destination, &query, |p| progress.update(p)).await,
+    };
+    let code = match moved {
+        Ok(outcome) => retrieve::summarize("Move", &outcome),
+        Err(error) => qr_options::query_failed(&error),
+    };
+    if association.ending().is_some() {
+        return code;
+    }
+    qr_options::finish(association, options.abort, code).await
+}
+
+/// The temporary Storage SCP for `--port`, answering as `ae_title` and writing into the output
+/// folder; it accepts every storage SOP class in every transfer syntax we know.
+async fn bind_receiver(options: &Options, port: u16, ae_title: &str) -> Result<MoveReceiver, Code> {
+    let storage = options.receive.storage()?;
+    let mut config = ServerConfig::new(ae_title);
+    config.max_pdu_length = options.network.max_pdu;
+    config.timeouts = options.network.timeouts();
+    config.tls = options.network.tls.server_tls().map_err(|error| {
+        error!("{error}");
+        Code::Usage
+    })?;
+    let store = StoreScp::new(
+        storage,
+        sop_class::storage_sop_classes()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        transfer_syntax::known_transfer_syntaxes()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    );
+    let address = format!("{}:{port}", options.bind);
+    MoveReceiver::bind(address.as_str(), config, store)
+        .await
+        .map_err(|error| {
+            error!("cannot listen on {address}: {error}");
+            Code::Internal
+        })
+}

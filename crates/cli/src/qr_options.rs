@@ -1,0 +1,142 @@
+//! Options shared by the Query/Retrieve tools (findscu, getscu, movescu): the information
+//! model and the identifier, built from query files and `-k` keys as DCMTK's tools do.
+
+use std::path::PathBuf;
+
+use tracing::{error, info};
+
+use dimsum_net::dataset::QueryModel;
+use dimsum_net::dataset::dicom_object::InMemDicomObject;
+use dimsum_net::dataset::query_keys::{self, QueryKey};
+use dimsum_net::scu::QueryError;
+use dimsum_net::ul::negotiation::AssociationRequest;
+use dimsum_net::{Association, Limits};
+
+use crate::exit::{self, Code};
+use crate::options::{AssociationOptions, NetworkOptions};
+
+/// The information model flags of getscu and movescu (Patient Root by default, as DCMTK's).
+#[derive(clap::Args, Debug)]
+pub struct RetrieveModelOptions {
+    /// Use the Patient Root information model (the default).
+    #[arg(short = 'P', long = "patient", group = "model")]
+    pub patient: bool,
+    /// Use the Study Root information model.
+    #[arg(short = 'S', long = "study", group = "model")]
+    pub study: bool,
+    /// Use the Patient/Study Only information model (retired).
+    #[arg(short = 'O', long = "psonly", group = "model")]
+    pub psonly: bool,
+}
+
+impl RetrieveModelOptions {
+    pub fn model(&self) -> QueryModel {
+        if self.study {
+            QueryModel::StudyRoot
+        } else if self.psonly {
+            QueryModel::PatientStudyOnly
+        } else {
+            QueryModel::PatientRoot
+        }
+    }
+}
+
+/// The identifier: query files, then `-k` keys over them.
+#[derive(clap::Args, Debug)]
+pub struct KeyOptions {
+    /// A matching or return key: `PatientName=DOE*`, `0010,0020=123`, `(0008,0052)=STUDY`,
+    /// `(0040,0100)[0].Modality=CT`; without `=` a return key (repeatable; later keys win).
+    #[arg(short = 'k', long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+impl KeyOptions {
+    /// The identifier: `query_file` (a DICOM file, as DCMTK's dump2dcm writes) if given, with
+    /// the `-k` keys applied over it.
+    pub fn identifier(&self, query_file: Option<&PathBuf>) -> Result<InMemDicomObject, String> {
+        let mut identifier = match query_file {
+            Some(path) => query_keys::read_query_file(path)
+                .map_err(|e| format!("cannot read the query file {}: {e}", path.display()))?,
+            None => InMemDicomObject::new_empty(),
+        };
+        let keys = self
+            .keys
+            .iter()
+            .map(|key| QueryKey::parse(key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        query_keys::apply_keys(&mut identifier, &keys).map_err(|e| e.to_string())?;
+        Ok(identifier)
+    }
+}
+
+/// Opens the association a Q/R tool asks for, reporting failures for a person; the exit status
+/// on failure.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    mut request: AssociationRequest,
+    association: &AssociationOptions,
+    network: &NetworkOptions,
+) -> Result<Association, Code> {
+    let address = format!("{host}:{port}");
+    request.max_pdu_length = network.max_pdu;
+    request.user_identity = association.user_identity();
+    if let Err(error) = request.to_pdu() {
+        error!("{error}");
+        return Err(Code::Usage);
+    }
+    let tls = network.tls().map_err(|error| {
+        error!("{error}");
+        Code::Usage
+    })?;
+    info!(
+        "Requesting association with {}@{} as {}",
+        request.called_ae_title, address, request.calling_ae_title
+    );
+    let association = Association::connect_with(
+        &address,
+        &request,
+        network.timeouts(),
+        Limits::default(),
+        tls.as_ref(),
+    )
+    .await
+    .map_err(|error| exit::report(&error, &address))?;
+    info!(
+        "Association accepted: {}",
+        association.info().peer_summary()
+    );
+    Ok(association)
+}
+
+/// Releases `association` (or aborts it when `abort`), returning `code` unless that fails.
+pub async fn finish(association: Association, abort: bool, code: Code) -> Code {
+    if abort {
+        info!("Aborting association");
+        association.abort().await;
+        return code;
+    }
+    info!("Releasing association");
+    match association.release().await {
+        Ok(()) => code,
+        Err(error) => {
+            error!("releasing the association: {error}");
+            if code == Code::Success {
+                exit::for_error(&error)
+            } else {
+                code
+            }
+        }
+    }
+}
+
+/// The exit status and a report for a Q/R operation that could not be carried out.
+pub fn query_failed(error: &QueryError) -> Code {
+    error!("{error}");
+    match error {
+        QueryError::Network(error) => exit::for_error(error),
+        _ if error.ends_association() => Code::Aborted,
+        _ => Code::DimseFailure,
+    }
+}
