@@ -14,44 +14,27 @@ use dimsum_net::dataset::part10::{self, FileMeta};
 use dimsum_net::dataset::{QueryModel, QueryService, dump, identifier, json};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scu::{FindStream, QueryRequest, query_context};
-use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
 };
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::options::{AssociationOptions, NetworkOptions};
-use crate::qr_options::{self, KeyOptions};
+use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
 
 /// Options of `dimsum findscu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Host name or IP address of the peer.
-    pub host: String,
-    /// TCP port of the peer.
-    pub port: u16,
+    #[command(flatten)]
+    pub peer: PeerOptions,
     /// Query files (DICOM data sets); one query each, with the `-k` keys applied over it.
     #[arg(value_name = "QUERYFILE")]
     pub query_files: Vec<PathBuf>,
-    /// Use the Modality Worklist information model (the default, as DCMTK's findscu).
-    #[arg(short = 'W', long = "worklist", group = "model")]
-    pub worklist: bool,
-    /// Use the Patient Root information model.
-    #[arg(short = 'P', long = "patient", group = "model")]
-    pub patient: bool,
-    /// Use the Study Root information model.
-    #[arg(short = 'S', long = "study", group = "model")]
-    pub study: bool,
-    /// Use the Patient/Study Only information model (retired).
-    #[arg(short = 'O', long = "psonly", group = "model")]
-    pub psonly: bool,
+    /// The information model [default: Modality Worklist, as DCMTK's findscu].
+    #[command(flatten)]
+    pub model: ModelOptions,
     #[command(flatten)]
     pub keys: KeyOptions,
-    #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
     /// Print the matches as one DICOM JSON array (PS3.18 F.2) on standard output.
     #[arg(long, conflicts_with = "extract")]
     pub json: bool,
@@ -80,15 +63,7 @@ pub struct Options {
 
 impl Options {
     fn model(&self) -> QueryModel {
-        if self.patient {
-            QueryModel::PatientRoot
-        } else if self.study {
-            QueryModel::StudyRoot
-        } else if self.psonly {
-            QueryModel::PatientStudyOnly
-        } else {
-            QueryModel::ModalityWorklist
-        }
+        self.model.model(QueryModel::ModalityWorklist)
     }
 }
 
@@ -229,26 +204,12 @@ pub async fn run(options: Options) -> Code {
         );
         return Code::Usage;
     }
-    let context = match query_context(model, QueryService::Find) {
-        Ok(context) => context,
-        Err(error) => {
-            error!("{error}");
-            return Code::Usage;
-        }
-    };
-    let request = AssociationRequest::new(
-        options.association.calling("FINDSCU"),
-        &options.association.call,
-    )
-    .with_context(context);
-    let association = match qr_options::connect(
-        &options.host,
-        options.port,
-        request,
-        &options.association,
-        &options.network,
-    )
-    .await
+    let association = match options
+        .peer
+        .open("FINDSCU", |request| {
+            Ok(request.with_context(query_context(model, QueryService::Find)?))
+        })
+        .await
     {
         Ok(association) => association,
         Err(code) => return code,

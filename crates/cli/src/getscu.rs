@@ -5,35 +5,28 @@ use std::path::PathBuf;
 
 use tracing::error;
 
-use dimsum_net::dataset::QueryService;
+use dimsum_net::dataset::{QueryModel, QueryService};
 use dimsum_net::scu::{self, QueryRequest};
-use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::ul::pdu::AsyncOpsWindow;
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::options::{AssociationOptions, NetworkOptions};
-use crate::qr_options::{self, KeyOptions, RetrieveModelOptions};
+use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
 use crate::retrieve::{self, ReceiveOptions};
 
 /// Options of `dimsum getscu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Host name or IP address of the peer.
-    pub host: String,
-    /// TCP port of the peer.
-    pub port: u16,
+    #[command(flatten)]
+    pub peer: PeerOptions,
     /// A query file (a DICOM data set), with the `-k` keys applied over it.
     #[arg(value_name = "QUERYFILE")]
     pub query_file: Option<PathBuf>,
+    /// The information model [default: Patient Root].
     #[command(flatten)]
-    pub model: RetrieveModelOptions,
+    pub model: ModelOptions,
     #[command(flatten)]
     pub keys: KeyOptions,
-    #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
     #[command(flatten)]
     pub receive: ReceiveOptions,
     /// Storage SOP classes to receive (repeatable) [default: the common storage SOP classes].
@@ -56,7 +49,7 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let model = options.model.model();
+    let model = options.model.model(QueryModel::PatientRoot);
     let identifier = match options.keys.identifier(options.query_file.as_ref()) {
         Ok(identifier) => identifier,
         Err(message) => {
@@ -84,29 +77,20 @@ pub async fn run(options: Options) -> Code {
         scu::storage_contexts(&sop_classes, &transfer_syntaxes)
     };
     // We invoke one C-GET; the peer may perform up to `window` C-STOREs towards us at once.
-    let request = AssociationRequest::new(
-        options.association.calling("GETSCU"),
-        &options.association.call,
-    )
-    .with_async_ops_window(AsyncOpsWindow {
+    let window = AsyncOpsWindow {
         max_operations_invoked: 1,
         max_operations_performed: options.window,
-    });
-    let request = match scu::propose_get(request, model, &storage_contexts) {
-        Ok(request) => request,
-        Err(error) => {
-            error!("{error}");
-            return Code::Usage;
-        }
     };
-    let association = match qr_options::connect(
-        &options.host,
-        options.port,
-        request,
-        &options.association,
-        &options.network,
-    )
-    .await
+    let association = match options
+        .peer
+        .open("GETSCU", |request| {
+            scu::propose_get(
+                request.with_async_ops_window(window),
+                model,
+                &storage_contexts,
+            )
+        })
+        .await
     {
         Ok(association) => association,
         Err(code) => return code,

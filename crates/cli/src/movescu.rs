@@ -7,35 +7,28 @@ use std::path::PathBuf;
 use tracing::{error, info};
 
 use dimsum_net::ServerConfig;
-use dimsum_net::dataset::{QueryService, sop_class, transfer_syntax};
+use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
 use dimsum_net::scp::StoreScp;
 use dimsum_net::scu::{self, MoveReceiver, QueryRequest, query_context};
-use dimsum_net::ul::negotiation::AssociationRequest;
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::options::{AssociationOptions, NetworkOptions};
-use crate::qr_options::{self, KeyOptions, RetrieveModelOptions};
+use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
 use crate::retrieve::{self, ReceiveOptions};
 
 /// Options of `dimsum movescu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Host name or IP address of the peer.
-    pub host: String,
-    /// TCP port of the peer.
-    pub port: u16,
+    #[command(flatten)]
+    pub peer: PeerOptions,
     /// A query file (a DICOM data set), with the `-k` keys applied over it.
     #[arg(value_name = "QUERYFILE")]
     pub query_file: Option<PathBuf>,
+    /// The information model [default: Patient Root].
     #[command(flatten)]
-    pub model: RetrieveModelOptions,
+    pub model: ModelOptions,
     #[command(flatten)]
     pub keys: KeyOptions,
-    #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
     /// The move destination's AE title [default: our own AE title].
     #[arg(long = "move", value_name = "AE")]
     pub move_destination: Option<String>,
@@ -62,7 +55,7 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let model = options.model.model();
+    let model = options.model.model(QueryModel::PatientRoot);
     let identifier = match options.keys.identifier(options.query_file.as_ref()) {
         Ok(identifier) => identifier,
         Err(message) => {
@@ -70,7 +63,7 @@ pub async fn run(options: Options) -> Code {
             return Code::Usage;
         }
     };
-    let calling = options.association.calling("MOVESCU").to_owned();
+    let calling = options.peer.calling("MOVESCU").to_owned();
     let destination = options
         .move_destination
         .clone()
@@ -82,23 +75,12 @@ pub async fn run(options: Options) -> Code {
         },
         None => None,
     };
-    let context = match query_context(model, QueryService::Move) {
-        Ok(context) => context,
-        Err(error) => {
-            error!("{error}");
-            return Code::Usage;
-        }
-    };
-    let request =
-        AssociationRequest::new(&calling, &options.association.call).with_context(context);
-    let association = match qr_options::connect(
-        &options.host,
-        options.port,
-        request,
-        &options.association,
-        &options.network,
-    )
-    .await
+    let association = match options
+        .peer
+        .open("MOVESCU", |request| {
+            Ok(request.with_context(query_context(model, QueryService::Move)?))
+        })
+        .await
     {
         Ok(association) => association,
         Err(code) => return code,
@@ -132,9 +114,9 @@ pub async fn run(options: Options) -> Code {
 async fn bind_receiver(options: &Options, port: u16, ae_title: &str) -> Result<MoveReceiver, Code> {
     let storage = options.receive.storage()?;
     let mut config = ServerConfig::new(ae_title);
-    config.max_pdu_length = options.network.max_pdu;
-    config.timeouts = options.network.timeouts();
-    config.tls = options.network.tls.server_tls().map_err(|error| {
+    config.max_pdu_length = options.peer.network.max_pdu;
+    config.timeouts = options.peer.network.timeouts();
+    config.tls = options.peer.network.tls.server_tls().map_err(|error| {
         error!("{error}");
         Code::Usage
     })?;

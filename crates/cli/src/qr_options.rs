@@ -15,10 +15,14 @@ use dimsum_net::{Association, Limits};
 use crate::exit::{self, Code};
 use crate::options::{AssociationOptions, NetworkOptions};
 
-/// The information model flags of getscu and movescu (Patient Root by default, as DCMTK's).
+/// The information model flags (DCMTK's): findscu defaults to the worklist, getscu and movescu
+/// to Patient Root.
 #[derive(clap::Args, Debug)]
-pub struct RetrieveModelOptions {
-    /// Use the Patient Root information model (the default).
+pub struct ModelOptions {
+    /// Use the Modality Worklist information model (C-FIND only).
+    #[arg(short = 'W', long = "worklist", group = "model")]
+    pub worklist: bool,
+    /// Use the Patient Root information model.
     #[arg(short = 'P', long = "patient", group = "model")]
     pub patient: bool,
     /// Use the Study Root information model.
@@ -29,15 +33,64 @@ pub struct RetrieveModelOptions {
     pub psonly: bool,
 }
 
-impl RetrieveModelOptions {
-    pub fn model(&self) -> QueryModel {
-        if self.study {
+impl ModelOptions {
+    /// The model chosen, or `default` when none was.
+    pub fn model(&self, default: QueryModel) -> QueryModel {
+        if self.worklist {
+            QueryModel::ModalityWorklist
+        } else if self.patient {
+            QueryModel::PatientRoot
+        } else if self.study {
             QueryModel::StudyRoot
         } else if self.psonly {
             QueryModel::PatientStudyOnly
         } else {
-            QueryModel::PatientRoot
+            default
         }
+    }
+}
+
+/// The peer of a Q/R tool and how to reach it.
+#[derive(clap::Args, Debug)]
+pub struct PeerOptions {
+    /// Host name or IP address of the peer.
+    pub host: String,
+    /// TCP port of the peer.
+    pub port: u16,
+    #[command(flatten)]
+    pub association: AssociationOptions,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+}
+
+impl PeerOptions {
+    /// Our AE title: the one given, or the tool's default.
+    pub fn calling<'a>(&'a self, default: &'a str) -> &'a str {
+        self.association.calling(default)
+    }
+
+    /// Requests an association as `-aet` (or `default_calling`) with what `build` adds to the
+    /// request (contexts, roles, a window), reporting failures for a person; the exit status
+    /// on failure.
+    pub async fn open(
+        &self,
+        default_calling: &str,
+        build: impl FnOnce(AssociationRequest) -> Result<AssociationRequest, QueryError>,
+    ) -> Result<Association, Code> {
+        let request =
+            AssociationRequest::new(self.calling(default_calling), &self.association.call);
+        let request = build(request).map_err(|error| {
+            error!("{error}");
+            Code::Usage
+        })?;
+        connect(
+            &self.host,
+            self.port,
+            request,
+            &self.association,
+            &self.network,
+        )
+        .await
     }
 }
 
@@ -72,7 +125,7 @@ impl KeyOptions {
 
 /// Opens the association a Q/R tool asks for, reporting failures for a person; the exit status
 /// on failure.
-pub async fn connect(
+async fn connect(
     host: &str,
     port: u16,
     mut request: AssociationRequest,
