@@ -386,6 +386,11 @@ fn is_utc_offset(value: &str, index: usize) -> bool {
 /// with their least (`End::Lower`) or greatest (`End::Upper`) value. `None` if it is not one.
 fn normalize(vr: VR, value: &str, end: End) -> Option<String> {
     let value = value.trim();
+    // Dates and times are ASCII digits and separators; anything else (a peer's stray bytes)
+    // matches nothing, and the byte offsets below stay on character boundaries.
+    if !value.is_ascii() {
+        return None;
+    }
     match vr {
         VR::DA => {
             let digits: String = if value.len() == 10 && value.as_bytes().get(4) == Some(&b'.') {
@@ -487,6 +492,19 @@ mod tests {
         let tag = Tag(0x0011, 0x1000);
         let candidate = (!candidate.is_empty()).then(|| element(tag, vr, candidate));
         key_matches(&element(tag, vr, key), candidate.as_ref())
+    }
+
+    #[test]
+    fn a_non_ascii_date_time_matches_nothing_and_does_not_panic() {
+        for (vr, key) in [
+            (VR::DT, "20Q\u{ff}\u{ff}\u{ff}0261"),
+            (VR::DA, "2026\u{e9}101"),
+            (VR::TM, "10\u{ff}30-11"),
+        ] {
+            let key = element(tags::ACQUISITION_DATE_TIME, vr, key);
+            let candidate = element(tags::ACQUISITION_DATE_TIME, vr, "20261207101530");
+            assert!(!key_matches(&key, Some(&candidate)));
+        }
     }
 
     #[test]
