@@ -19,6 +19,14 @@
 //!   dicom-object ([`QrIdentifier`]).
 //! - [`assert_received_instances`]: what a retrieve delivered against what was loaded (SOP
 //!   Instance UIDs, pixel data bytes, and the whole data sets through `compare_datasets.py`).
+//! - [`DimsumQrscp`] (`dimsum qrscp` serving a folder, e.g. a copy of the data set) and our
+//!   clients: [`dimsum_findscu`] (its text, `--json` and `-X` outputs read back as [`Match`]es),
+//!   [`dimsum_getscu`], [`dimsum_movescu`], [`dimsum_movescu_to_self`] (`--port`).
+//! - pynetdicom's client apps ([`pynetdicom_findscu`], [`pynetdicom_getscu`],
+//!   [`pynetdicom_movescu`]: `python -m pynetdicom <app>`), and [`RefusingStorescp`], a
+//!   pynetdicom move destination that refuses chosen instances.
+//! - [`QrPeer`]: either peer SCP, loaded; [`LargeSeries`]: a series of many small instances
+//!   (for C-CANCEL and the 10,000-match stream), written once and reused.
 //!
 //! Peer quirks the tests must respect (DCMTK 3.6.7, pynetdicom 3.0.4):
 //! - dcmqrscp matches strictly hierarchically: a query below STUDY level must carry the unique
@@ -1231,20 +1239,25 @@ impl StorescpDestination {
 // DCMTK's Q/R clients
 // ---------------------------------------------------------------------------------------------
 
-/// The information model options of DCMTK's findscu/getscu/movescu.
+/// The information model options of DCMTK's findscu/getscu/movescu (the same flags for ours
+/// and pynetdicom's apps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QrModel {
     /// `-P`: Patient Root (PS3.4 C.6.1).
     PatientRoot,
     /// `-S`: Study Root (PS3.4 C.6.2).
     StudyRoot,
+    /// `-W`: Modality Worklist (PS3.4 K.6.1), C-FIND only.
+    ModalityWorklist,
 }
 
 impl QrModel {
-    fn flag(self) -> &'static str {
+    /// The command-line flag that selects the model.
+    pub fn flag(self) -> &'static str {
         match self {
             QrModel::PatientRoot => "-P",
             QrModel::StudyRoot => "-S",
+            QrModel::ModalityWorklist => "-W",
         }
     }
 }
@@ -1290,6 +1303,18 @@ pub fn dcmtk_findscu(
     model: QrModel,
     keys: &[&str],
 ) -> Option<FindRun> {
+    dcmtk_findscu_with(dir, label, peer, model, keys, &[])
+}
+
+/// [`dcmtk_findscu`] with more options (e.g. `--cancel 5`) before the host and port.
+pub fn dcmtk_findscu_with(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+    args: &[&str],
+) -> Option<FindRun> {
     let output = dir.join(label);
     fs::create_dir_all(&output).expect("create the findscu output folder");
     let mut command = dcmtk_qr_command("findscu", peer, model, keys)?;
@@ -1297,6 +1322,7 @@ pub fn dcmtk_findscu(
         .arg("-X")
         .arg("-od")
         .arg(&output)
+        .args(args)
         .arg(&peer.host)
         .arg(peer.port.to_string());
     let finished = run(&format!("findscu-{label}"), dir, command, RUN_TIMEOUT);
@@ -1343,10 +1369,862 @@ pub fn dcmtk_movescu(
     destination: &str,
     keys: &[&str],
 ) -> Option<Finished> {
+    dcmtk_movescu_with(dir, label, peer, model, destination, keys, &[])
+}
+
+/// [`dcmtk_movescu`] with more options (e.g. `-d`, which dumps each response's counts) before
+/// the host and port.
+pub fn dcmtk_movescu_with(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    destination: &str,
+    keys: &[&str],
+    args: &[&str],
+) -> Option<Finished> {
     let mut command = dcmtk_qr_command("movescu", peer, model, keys)?;
     command
         .args(["-aem", destination])
+        .args(args)
         .arg(&peer.host)
         .arg(peer.port.to_string());
     Some(run(&format!("movescu-{label}"), dir, command, RUN_TIMEOUT))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our own Q/R SCP and clients
+// ---------------------------------------------------------------------------------------------
+
+/// The calling AE title of the dimsum clients run by this harness (also the move destination
+/// of `movescu --port`, so peers must know it at the port the test gives).
+pub const DIMSUM_CLIENT_AE: &str = "DIMSUMSCU";
+
+/// `dimsum qrscp` (our SCP library serving a folder, PS3.4 Annex C and K); killed on drop.
+pub struct DimsumQrscp {
+    process: ProcessGuard,
+    address: AeAddress,
+    folder: PathBuf,
+}
+
+impl DimsumQrscp {
+    /// The AE title tests give it unless they need another.
+    pub const AE_TITLE: &'static str = "DIMSUMQR";
+
+    /// Starts `dimsum qrscp -v --bind 127.0.0.1 -aet <ae_title> -od <folder> <args> <port>` on
+    /// a free port and waits for its "I: Listening on" line (the folder is indexed by then).
+    pub fn start(dir: &Path, ae_title: &str, folder: &Path, args: &[&str]) -> DimsumQrscp {
+        check_ae_title(ae_title);
+        let port = free_port();
+        let mut command = super::dimsum();
+        command
+            .args(["qrscp", "-v", "--bind", LOCALHOST, "-aet", ae_title, "-od"])
+            .arg(folder)
+            .args(args)
+            .arg(port.to_string());
+        let mut process = ProcessGuard::spawn("dimsum-qrscp", dir, command);
+        process.wait_for_text("I: Listening on", STARTUP_TIMEOUT);
+        DimsumQrscp {
+            process,
+            address: AeAddress::local(ae_title, port),
+            folder: folder.to_path_buf(),
+        }
+    }
+
+    /// Copies every file of the Q/R data set into `<dir>/dimsum-qrscp-folder` (it stores into
+    /// the folder it serves, so it must not serve the shared data set folder itself) and starts
+    /// serving that folder.
+    pub fn serving_data_set(dir: &Path, data: &QrDataSet, args: &[&str]) -> DimsumQrscp {
+        let folder = dir.join("dimsum-qrscp-folder");
+        fs::create_dir_all(&folder).expect("create the qrscp folder");
+        for file in data.files() {
+            let name = file.file_name().expect("data set files have a name");
+            fs::copy(file, folder.join(name)).expect("copy a data set file");
+        }
+        DimsumQrscp::start(dir, Self::AE_TITLE, &folder, args)
+    }
+
+    /// Where to call it.
+    pub fn address(&self) -> &AeAddress {
+        &self.address
+    }
+
+    /// The folder it serves.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The process, to measure it or wait for its log lines.
+    pub fn process(&mut self) -> &mut ProcessGuard {
+        &mut self.process
+    }
+
+    /// Its logs, for failure messages.
+    pub fn describe(&self) -> String {
+        self.process.describe()
+    }
+}
+
+/// `--move-destination` for `dimsum qrscp`: `AE=HOST:PORT` of `destination`.
+pub fn move_destination_arg(destination: &AeAddress) -> String {
+    format!(
+        "{}={}:{}",
+        destination.ae_title, destination.host, destination.port
+    )
+}
+
+/// The output of `dimsum findscu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindOutput {
+    /// The default text: a `# Match N` header and one line per element.
+    Text,
+    /// `--json`: one DICOM JSON array on stdout.
+    Json,
+    /// `-X -od DIR`: one file per match.
+    Extract,
+}
+
+/// A match as the tests compare it: each top-level element as trimmed text (see
+/// [`QrIdentifier`]), whatever output it was read from.
+pub type Match = BTreeMap<Tag, String>;
+
+/// What a `dimsum findscu` run gave: its exit and output, the matches in arrival order, and
+/// with `--json` the DICOM JSON objects themselves (for nested sequences).
+pub struct DimsumFindRun {
+    pub finished: Finished,
+    pub matches: Vec<Match>,
+    pub json: Vec<serde_json::Value>,
+}
+
+/// `dimsum findscu -v -aet DIMSUMSCU -aec <peer> <model> -k <key>... <args> HOST PORT`.
+pub fn dimsum_findscu_command(
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+    args: &[&str],
+) -> Command {
+    let mut command = super::dimsum();
+    command.args([
+        "findscu",
+        "-v",
+        "-aet",
+        DIMSUM_CLIENT_AE,
+        "-aec",
+        &peer.ae_title,
+        model.flag(),
+    ]);
+    for key in keys {
+        command.arg("-k").arg(key);
+    }
+    command
+        .args(args)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    command
+}
+
+/// Runs `dimsum findscu` with `keys` against `peer`, its matches written as `output` says
+/// (files into `<dir>/<label>`), and reads the matches back. The exit status is the caller's
+/// to check.
+pub fn dimsum_findscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+    output: FindOutput,
+    args: &[&str],
+) -> DimsumFindRun {
+    let folder = dir.join(label);
+    let folder_text = folder.to_string_lossy().into_owned();
+    let mut all_args: Vec<&str> = match output {
+        FindOutput::Text => Vec::new(),
+        FindOutput::Json => vec!["--json"],
+        FindOutput::Extract => {
+            fs::create_dir_all(&folder).expect("create the findscu output folder");
+            vec!["-X", "-od", &folder_text]
+        }
+    };
+    all_args.extend_from_slice(args);
+    let command = dimsum_findscu_command(peer, model, keys, &all_args);
+    let finished = run(
+        &format!("dimsum-findscu-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    );
+    let (matches, json) = match output {
+        FindOutput::Text => (parse_find_text(&finished.stdout), Vec::new()),
+        FindOutput::Json => {
+            let json = if finished.stdout.trim().is_empty() {
+                Vec::new()
+            } else {
+                match serde_json::from_str::<serde_json::Value>(&finished.stdout) {
+                    Ok(serde_json::Value::Array(items)) => items,
+                    other => panic!(
+                        "dimsum findscu --json did not print one JSON array ({other:?})\n{}",
+                        finished.describe()
+                    ),
+                }
+            };
+            (json.iter().map(json_match).collect(), json)
+        }
+        FindOutput::Extract => {
+            let mut files = files_under(&folder);
+            files.sort();
+            let matches = files
+                .iter()
+                .map(|path| QrIdentifier::read(path).elements)
+                .collect();
+            (matches, Vec::new())
+        }
+    };
+    DimsumFindRun {
+        finished,
+        matches,
+        json,
+    }
+}
+
+/// The matches of `dimsum findscu`'s text output: after each `# Match N` line, one line per
+/// top-level element, `(gggg,eeee) VR value  Keyword`, the value `[text]`, a plain number or
+/// `(no value)`. Nested lines (indented), sequences and binary values are left out.
+pub fn parse_find_text(stdout: &str) -> Vec<Match> {
+    let mut matches: Vec<Match> = Vec::new();
+    for line in stdout.lines() {
+        if line.starts_with("# Match ") {
+            matches.push(Match::new());
+            continue;
+        }
+        if !line.starts_with('(') {
+            continue;
+        }
+        let current = matches
+            .last_mut()
+            .unwrap_or_else(|| panic!("an element line before any `# Match`: {line}"));
+        let parse_hex = |range: std::ops::Range<usize>| {
+            line.get(range)
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                .unwrap_or_else(|| panic!("not an element line: {line}"))
+        };
+        let tag = Tag(parse_hex(1..5), parse_hex(6..10));
+        let vr = line.get(12..14).unwrap_or_default();
+        let rest = line.get(15..).unwrap_or_default();
+        let value = if let Some(text) = rest.strip_prefix('[') {
+            let end = text
+                .rfind(']')
+                .unwrap_or_else(|| panic!("unterminated value: {line}"));
+            text[..end].to_owned()
+        } else if rest.starts_with("(no value)") {
+            String::new()
+        } else if vr == "SQ" || rest.starts_with("binary") || rest.starts_with("encapsulated") {
+            continue;
+        } else {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        current.insert(tag, value);
+    }
+    matches
+}
+
+/// The top-level elements of one DICOM JSON object (PS3.18 F.2) as text: strings as they are,
+/// person names by their alphabetic group, numbers in decimal, multiple values joined with
+/// `\`. Sequences and binary values are left out.
+pub fn json_match(object: &serde_json::Value) -> Match {
+    let object = object
+        .as_object()
+        .unwrap_or_else(|| panic!("a DICOM JSON match is not an object: {object}"));
+    object
+        .iter()
+        .filter_map(|(key, attribute)| {
+            let tag = json_tag(key);
+            if attribute["vr"] == "SQ" || attribute.get("InlineBinary").is_some() {
+                return None;
+            }
+            let value = attribute
+                .get("Value")
+                .and_then(serde_json::Value::as_array)
+                .map(|values| {
+                    values
+                        .iter()
+                        .map(json_text)
+                        .collect::<Vec<String>>()
+                        .join("\\")
+                })
+                .unwrap_or_default();
+            Some((tag, value))
+        })
+        .collect()
+}
+
+/// A DICOM JSON attribute key (`"0020000D"`) as a tag.
+pub fn json_tag(key: &str) -> Tag {
+    let number = u32::from_str_radix(key, 16)
+        .unwrap_or_else(|error| panic!("DICOM JSON key {key:?}: {error}"));
+    Tag((number >> 16) as u16, (number & 0xffff) as u16)
+}
+
+/// One value of a DICOM JSON attribute as text.
+pub fn json_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Number(number) => number
+            .as_i64()
+            .map(|integer| integer.to_string())
+            .unwrap_or_else(|| number.to_string()),
+        serde_json::Value::Object(name) => name
+            .get("Alphabetic")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        serde_json::Value::Null => String::new(),
+        other => panic!("unexpected DICOM JSON value {other}"),
+    }
+}
+
+/// The arguments our Q/R clients and DCMTK's share: `-v -aet <ae> -aec <peer> <model>` and
+/// `-k <key>...`.
+fn qr_client_args(calling: &str, peer: &AeAddress, model: QrModel, keys: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["-v", "-aet", calling, "-aec", &peer.ae_title, model.flag()]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for key in keys {
+        args.push("-k".to_owned());
+        args.push((*key).to_owned());
+    }
+    args
+}
+
+/// Runs `dimsum getscu -od <dir>/<label> <args>` with `keys` against `peer`; its exit and
+/// output and the folder the instances went to.
+pub fn dimsum_getscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+    args: &[&str],
+) -> (Finished, PathBuf) {
+    let output = dir.join(label);
+    let mut command = super::dimsum();
+    command
+        .arg("getscu")
+        .args(qr_client_args(DIMSUM_CLIENT_AE, peer, model, keys))
+        .arg("-od")
+        .arg(&output)
+        .args(args)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    let finished = run(&format!("dimsum-getscu-{label}"), dir, command, RUN_TIMEOUT);
+    (finished, output)
+}
+
+/// Runs `dimsum movescu -aem <destination> <args>` with `keys` against `peer`.
+pub fn dimsum_movescu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    destination: &str,
+    keys: &[&str],
+    args: &[&str],
+) -> Finished {
+    let mut command = super::dimsum();
+    command
+        .arg("movescu")
+        .args(qr_client_args(DIMSUM_CLIENT_AE, peer, model, keys))
+        .args(["-aem", destination])
+        .args(args)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    run(
+        &format!("dimsum-movescu-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    )
+}
+
+/// Runs `dimsum movescu -aem DIMSUMSCU --port <port> --bind 127.0.0.1 -od <dir>/<label>`: the
+/// peer sends the instances to the tool itself (it must know DIMSUMSCU at `port`). Its exit and
+/// output and the folder the instances went to.
+pub fn dimsum_movescu_to_self(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    port: u16,
+    keys: &[&str],
+) -> (Finished, PathBuf) {
+    let output = dir.join(label);
+    let output_text = output.to_string_lossy().into_owned();
+    let port_text = port.to_string();
+    let finished = dimsum_movescu(
+        dir,
+        label,
+        peer,
+        model,
+        DIMSUM_CLIENT_AE,
+        keys,
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            LOCALHOST,
+            "-od",
+            &output_text,
+        ],
+    );
+    (finished, output)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pynetdicom's Q/R clients and a refusing Storage SCP
+// ---------------------------------------------------------------------------------------------
+
+/// The calling AE title of the pynetdicom apps run by this harness.
+pub const PYNETDICOM_CLIENT_AE: &str = "PYNETSCU";
+
+/// One of pynetdicom's apps (`python -u -m pynetdicom <app>`) with the peer environment's
+/// interpreter; `None` (after `SKIP:`) when that environment is missing.
+pub fn pynetdicom_app(app: &str) -> Option<Command> {
+    let python = python_script("tests/peers/compare_datasets.py")?
+        .get_program()
+        .to_owned();
+    let mut command = Command::new(python);
+    command.args(["-u", "-m", "pynetdicom", app]);
+    Some(command)
+}
+
+/// pynetdicom's apps take a return key as `Keyword=` (an empty value), not a bare keyword.
+fn pynetdicom_keys(keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .map(|key| {
+            if key.contains('=') {
+                (*key).to_owned()
+            } else {
+                format!("{key}=")
+            }
+        })
+        .collect()
+}
+
+/// Runs pynetdicom's `findscu -w` (responses written as `rsp000001.dcm`, ... into
+/// `<dir>/<label>`, its working folder) with `keys` against `peer` and reads the responses
+/// back. `None` (after `SKIP:`) when the peer environment is missing.
+pub fn pynetdicom_findscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Option<FindRun> {
+    let output = dir.join(label);
+    fs::create_dir_all(&output).expect("create the findscu output folder");
+    let mut command = pynetdicom_app("findscu")?;
+    command
+        .args(qr_client_args(
+            PYNETDICOM_CLIENT_AE,
+            peer,
+            model,
+            &pynetdicom_keys(keys)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ))
+        .arg("-w")
+        .arg(&peer.host)
+        .arg(peer.port.to_string())
+        .current_dir(&output);
+    let finished = run(
+        &format!("pynetdicom-findscu-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    );
+    let mut responses = files_under(&output);
+    responses.sort();
+    let identifiers = responses
+        .iter()
+        .map(|path| QrIdentifier::read(path))
+        .collect();
+    Some(FindRun {
+        finished,
+        identifiers,
+    })
+}
+
+/// Runs pynetdicom's `getscu -od <dir>/<label>` with `keys` against `peer`. `None` (after
+/// `SKIP:`) when the peer environment is missing.
+pub fn pynetdicom_getscu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Option<(Finished, PathBuf)> {
+    let output = dir.join(label);
+    let mut command = pynetdicom_app("getscu")?;
+    command
+        .args(qr_client_args(
+            PYNETDICOM_CLIENT_AE,
+            peer,
+            model,
+            &pynetdicom_keys(keys)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ))
+        .arg("-od")
+        .arg(&output)
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    let finished = run(
+        &format!("pynetdicom-getscu-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    );
+    Some((finished, output))
+}
+
+/// Runs pynetdicom's `movescu -aem <destination>` with `keys` against `peer`. `None` (after
+/// `SKIP:`) when the peer environment is missing.
+pub fn pynetdicom_movescu(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    destination: &str,
+    keys: &[&str],
+) -> Option<Finished> {
+    let mut command = pynetdicom_app("movescu")?;
+    command
+        .args(qr_client_args(
+            PYNETDICOM_CLIENT_AE,
+            peer,
+            model,
+            &pynetdicom_keys(keys)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ))
+        .args(["-aem", destination])
+        .arg(&peer.host)
+        .arg(peer.port.to_string());
+    Some(run(
+        &format!("pynetdicom-movescu-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    ))
+}
+
+/// `tests/peers/pynetdicom_refusing_storescp.py`: a Storage SCP (a C-MOVE destination) that
+/// answers the C-STOREs of chosen SOP instances with a failure status; killed on drop.
+pub struct RefusingStorescp {
+    process: ProcessGuard,
+    address: AeAddress,
+    output: PathBuf,
+    record: PathBuf,
+}
+
+impl RefusingStorescp {
+    /// Starts it as `ae_title` on a free port of 127.0.0.1, refusing `refuse` with 0xA700 (Out
+    /// of Resources), and waits for its "READY" line. `None` (after `SKIP:`) when pynetdicom is
+    /// missing.
+    pub fn start(dir: &Path, ae_title: &str, refuse: &[&str]) -> Option<RefusingStorescp> {
+        check_ae_title(ae_title);
+        let mut command = super::pynetdicom("pynetdicom_refusing_storescp.py")?;
+        let port = free_port();
+        let output = dir.join(format!("{}-received", ae_title.to_lowercase()));
+        let record = dir.join(format!("{}-stores.jsonl", ae_title.to_lowercase()));
+        command
+            .args(["--port", &port.to_string(), "--bind", LOCALHOST])
+            .args(["--ae-title", ae_title, "--output"])
+            .arg(&output)
+            .arg("--record")
+            .arg(&record);
+        for uid in refuse {
+            command.args(["--refuse", uid]);
+        }
+        let mut process = ProcessGuard::spawn("pynetdicom-refusing-storescp", dir, command);
+        process.wait_for_text("READY", STARTUP_TIMEOUT);
+        Some(RefusingStorescp {
+            process,
+            address: AeAddress::local(ae_title, port),
+            output,
+            record,
+        })
+    }
+
+    /// Its address, to configure it as a move destination.
+    pub fn address(&self) -> &AeAddress {
+        &self.address
+    }
+
+    /// The folder it stores into.
+    pub fn output_dir(&self) -> &Path {
+        &self.output
+    }
+
+    /// The SOP Instance UIDs it stored, read from the files.
+    pub fn received_sop_instance_uids(&self) -> BTreeSet<String> {
+        sop_instance_uids_in(&self.output).into_keys().collect()
+    }
+
+    /// Each C-STORE it was sent, as recorded: SOP Instance UID → the status it answered.
+    pub fn answered(&self) -> BTreeMap<String, u64> {
+        super::read_json_lines(&self.record)
+            .iter()
+            .map(|record| {
+                (
+                    record["sop_instance_uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    record["status"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    }
+
+    /// Its logs and records, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}\n--- records ---\n{}",
+            self.process.describe(),
+            fs::read_to_string(&self.record).unwrap_or_default()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many instances in one series
+// ---------------------------------------------------------------------------------------------
+
+/// A series of many small Secondary Capture instances (one patient, one study, one series),
+/// for the tests that need many matches: C-CANCEL before the last one, and a 10,000-match
+/// stream. Each instance carries an Image Comments value of `comment_len` characters, so that
+/// the responses of an IMAGE query that asks for it have a known size.
+#[derive(Clone, Debug)]
+pub struct LargeSeries {
+    /// The folder holding the files (nothing else).
+    pub dir: PathBuf,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub count: usize,
+    pub comment_len: usize,
+}
+
+impl LargeSeries {
+    /// The series of `count` instances with `comment_len`-character comments, written once into
+    /// `<target tmp>/qr-series-<count>-<comment_len>` and reused by later runs (a marker file
+    /// beside the folder says it is complete; the content is deterministic).
+    pub fn get(count: usize, comment_len: usize) -> LargeSeries {
+        use std::sync::Mutex;
+        static WRITTEN: Mutex<BTreeSet<(usize, usize)>> = Mutex::new(BTreeSet::new());
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let name = format!("qr-series-{count}-{comment_len}");
+        let series = LargeSeries {
+            dir: root.join(&name),
+            patient_id: format!("QR-MANY-{count}"),
+            patient_name: "Many^Instances".to_owned(),
+            study_instance_uid: format!("{QR_UID_ROOT}.5.{count}.{comment_len}"),
+            series_instance_uid: format!("{QR_UID_ROOT}.6.{count}.{comment_len}"),
+            count,
+            comment_len,
+        };
+        let mut written = WRITTEN.lock().unwrap_or_else(|poison| poison.into_inner());
+        if written.contains(&(count, comment_len)) {
+            return series;
+        }
+        let marker = root.join(format!("{name}.complete"));
+        if !marker.is_file() || files_under(&series.dir).len() != count {
+            if series.dir.exists() {
+                fs::remove_dir_all(&series.dir).expect("clear an incomplete series folder");
+            }
+            fs::create_dir_all(&series.dir).expect("create the series folder");
+            series.write_all();
+            fs::write(&marker, b"").expect("write the series marker");
+        }
+        written.insert((count, comment_len));
+        series
+    }
+
+    /// The SOP Instance UID of the instance at `index` (0-based; its Instance Number is
+    /// `index + 1`).
+    pub fn sop_instance_uid(&self, index: usize) -> String {
+        format!(
+            "{QR_UID_ROOT}.7.{}.{}.{}",
+            self.count,
+            self.comment_len,
+            index + 1
+        )
+    }
+
+    /// Every SOP Instance UID of the series.
+    pub fn sop_instance_uids(&self) -> BTreeSet<String> {
+        (0..self.count)
+            .map(|index| self.sop_instance_uid(index))
+            .collect()
+    }
+
+    /// The Image Comments of the instance at `index`: `comment_len` characters that start with
+    /// the instance number.
+    pub fn image_comments(&self, index: usize) -> String {
+        let mut text = format!("instance {} ", index + 1);
+        while text.len() < self.comment_len {
+            text.push_str("lorem ipsum ");
+        }
+        text.truncate(self.comment_len);
+        text.trim_end().to_owned()
+    }
+
+    /// The files of the series (sorted by name).
+    pub fn files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir)
+    }
+
+    fn write_all(&self) {
+        let text =
+            |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+        let word =
+            |tag: Tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+        let mut template = InMemDicomObject::new_empty();
+        for element in [
+            text(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_IMAGE_STORAGE),
+            text(tags::STUDY_DATE, VR::DA, "20200202"),
+            text(tags::STUDY_TIME, VR::TM, "120000"),
+            text(tags::ACCESSION_NUMBER, VR::SH, "QRMANY"),
+            text(tags::MODALITY, VR::CS, "OT"),
+            text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+            text(tags::PATIENT_NAME, VR::PN, &self.patient_name),
+            text(tags::PATIENT_ID, VR::LO, &self.patient_id),
+            text(tags::PATIENT_BIRTH_DATE, VR::DA, "20000101"),
+            text(tags::PATIENT_SEX, VR::CS, "O"),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, &self.study_instance_uid),
+            text(tags::SERIES_INSTANCE_UID, VR::UI, &self.series_instance_uid),
+            text(tags::STUDY_ID, VR::SH, "MANY"),
+            text(tags::SERIES_NUMBER, VR::IS, "1"),
+            text(tags::CONVERSION_TYPE, VR::CS, "WSD"),
+            word(tags::SAMPLES_PER_PIXEL, 1),
+            text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            word(tags::ROWS, 2),
+            word(tags::COLUMNS, 2),
+            word(tags::BITS_ALLOCATED, 8),
+            word(tags::BITS_STORED, 8),
+            word(tags::HIGH_BIT, 7),
+            word(tags::PIXEL_REPRESENTATION, 0),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PrimitiveValue::from(vec![0_u8, 64, 128, 255]),
+            ),
+        ] {
+            template.put(element);
+        }
+        for index in 0..self.count {
+            let uid = self.sop_instance_uid(index);
+            let mut object = template.clone();
+            object.put(text(tags::SOP_INSTANCE_UID, VR::UI, &uid));
+            object.put(text(
+                tags::INSTANCE_NUMBER,
+                VR::IS,
+                &(index + 1).to_string(),
+            ));
+            if self.comment_len > 0 {
+                object.put(text(
+                    tags::IMAGE_COMMENTS,
+                    VR::LT,
+                    &self.image_comments(index),
+                ));
+            }
+            let file = object
+                .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
+                .unwrap_or_else(|error| panic!("file meta of {uid}: {error}"));
+            let path = self.dir.join(format!("sc_{:05}.dcm", index + 1));
+            file.write_to_file(&path)
+                .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Either peer SCP, loaded
+// ---------------------------------------------------------------------------------------------
+
+/// Which Q/R SCP we did not write a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrPeerKind {
+    Dcmqrscp,
+    Pynetdicom,
+}
+
+/// A running Q/R SCP we did not write, loaded by the test.
+pub enum QrPeer {
+    Dcmqrscp(Dcmqrscp),
+    Pynetdicom(PynetdicomQrscp),
+}
+
+impl QrPeer {
+    /// Starts `kind` in `dir` with `destinations` (move destinations it knows) and loads the
+    /// whole Q/R data set into it. `None` (after `SKIP:`) when the peer is missing.
+    pub fn start_loaded(
+        kind: QrPeerKind,
+        dir: &Path,
+        destinations: &[AeAddress],
+    ) -> Option<QrPeer> {
+        let data = QrDataSet::get();
+        let peer = match kind {
+            QrPeerKind::Dcmqrscp => {
+                QrPeer::Dcmqrscp(Dcmqrscp::start(dir, Dcmqrscp::AE_TITLE, destinations, &[])?)
+            }
+            QrPeerKind::Pynetdicom => QrPeer::Pynetdicom(PynetdicomQrscp::start(
+                dir,
+                PynetdicomQrscp::AE_TITLE,
+                destinations,
+                &[],
+            )?),
+        };
+        peer.load(&data.files());
+        Some(peer)
+    }
+
+    /// Stores `files` into it with DCMTK `storescu`.
+    pub fn load(&self, files: &[&Path]) {
+        match self {
+            QrPeer::Dcmqrscp(server) => server.load(files),
+            QrPeer::Pynetdicom(server) => server.load(files),
+        }
+    }
+
+    pub fn kind(&self) -> QrPeerKind {
+        match self {
+            QrPeer::Dcmqrscp(_) => QrPeerKind::Dcmqrscp,
+            QrPeer::Pynetdicom(_) => QrPeerKind::Pynetdicom,
+        }
+    }
+
+    /// Where to call it.
+    pub fn address(&self) -> &AeAddress {
+        match self {
+            QrPeer::Dcmqrscp(server) => server.address(),
+            QrPeer::Pynetdicom(server) => server.address(),
+        }
+    }
+
+    /// Its logs, for failure messages.
+    pub fn describe(&self) -> String {
+        match self {
+            QrPeer::Dcmqrscp(server) => server.describe(),
+            QrPeer::Pynetdicom(server) => server.describe(),
+        }
+    }
 }

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""A pynetdicom 3.0 Storage SCP that refuses chosen instances: a C-MOVE destination for dimsum's
+sub-operation failure tests (PS3.4 C.4.2.3.1: a refused C-STORE sub-operation is counted as
+failed and named in the Failed SOP Instance UID List).
+
+Every storage SOP class is accepted in Explicit and Implicit VR Little Endian. A C-STORE whose
+Affected SOP Instance UID was given with --refuse (repeatable) is answered with --status
+(default 0xA700, Out of Resources) and not stored; any other is written as received (File Meta
+Information + the data set) to --output/<SOP Instance UID>.dcm and answered 0x0000. One JSON
+object per line goes to --record:
+
+  {"event": "c-store", "calling_ae", "sop_class_uid", "sop_instance_uid",
+   "move_originator_aet", "move_originator_id", "status"}
+
+It prints "READY" on stdout (flushed) once the socket listens and stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+from peer_records import Recorder, text
+
+SUCCESS = 0x0000
+TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+
+
+def file_name(sop_instance_uid: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z.-]", "_", sop_instance_uid)[:128]
+    return (name if name not in ("", ".", "..") else "_") + ".dcm"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--ae-title", default="REFUSER")
+    parser.add_argument("--output", type=Path, required=True, help="folder for stored files")
+    parser.add_argument("--refuse", action="append", default=[], metavar="UID",
+                        help="refuse the C-STORE of this SOP Instance UID (repeatable)")
+    parser.add_argument("--status", type=lambda value: int(value, 0), default=0xA700,
+                        help="the status of a refused C-STORE (default 0xA700)")
+    parser.add_argument("--record", help="append JSON lines describing each C-STORE here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+
+    refused = set(args.refuse)
+    args.output.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(args.record)
+
+    def on_store(event: Any) -> int:
+        request = event.request
+        uid = text(request.AffectedSOPInstanceUID, strip=True) or ""
+        status = args.status if uid in refused else SUCCESS
+        if status == SUCCESS:
+            path = args.output / file_name(uid)
+            temporary = path.with_name(path.name + ".part")
+            temporary.write_bytes(event.encoded_dataset())
+            temporary.replace(path)
+        originator_id = request.MoveOriginatorMessageID
+        recorder.write(
+            {
+                "event": "c-store",
+                "calling_ae": text(event.assoc.requestor.ae_title, strip=True),
+                "sop_class_uid": text(request.AffectedSOPClassUID, strip=True),
+                "sop_instance_uid": uid,
+                "move_originator_aet": text(
+                    request.MoveOriginatorApplicationEntityTitle, strip=True
+                ),
+                "move_originator_id": int(originator_id) if originator_id is not None else None,
+                "status": status,
+            }
+        )
+        return status
+
+    ae = AE(ae_title=args.ae_title)
+    ae.maximum_associations = 16
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = ae.start_server(
+        (args.bind, args.port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)],
+    )
+    print("READY", flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.shutdown()
+        recorder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
