@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// How many operations a peer may have outstanding when it proposes an asynchronous
     /// operations window.
     pub max_operations_performed: u16,
+    /// How many of our own requests (the C-STORE sub-operations of a C-GET) we may have
+    /// outstanding at once, when the peer proposes a window that allows it.
+    pub max_operations_invoked: u16,
     /// The maximum PDU length we announce (PS3.8 §D.1); 0 = unlimited.
     pub max_pdu_length: u32,
     /// Reject requests whose called AE title is not ours.
@@ -77,6 +80,7 @@ impl ServerConfig {
             max_pending_associations: None,
             tls: None,
             max_operations_performed: DEFAULT_OPERATIONS_PERFORMED,
+            max_operations_invoked: DEFAULT_OPERATIONS_PERFORMED,
             max_pdu_length: 16_384,
             require_called_ae_title: false,
             allowed_calling_ae_titles: None,
@@ -189,7 +193,7 @@ impl Server {
         policy.require_called_ae_title = config.require_called_ae_title;
         policy.allowed_calling_ae_titles = config.allowed_calling_ae_titles.clone();
         policy.async_ops_window = Some(AsyncOpsWindow {
-            max_operations_invoked: 1,
+            max_operations_invoked: config.max_operations_invoked,
             max_operations_performed: config.max_operations_performed,
         });
         let tls = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;

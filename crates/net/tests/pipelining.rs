@@ -23,14 +23,16 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::{
-    PATIENCE, SECONDARY_CAPTURE, TestServer, client_timeouts, config, element, even, files_under,
-    start_server_with,
+    PATIENCE, SECONDARY_CAPTURE, TestServer, client_timeouts, config, data_set, element, even,
+    files_under, start_server_with,
 };
 use dimsum_net::dataset::part10::{self, FileMeta};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::dimse::{CommandLimits, CommandSet, Message};
 use dimsum_net::scp::{Dispatcher, StoreScp};
-use dimsum_net::scu::store::{self, StoreFile, TransferSyntaxProposal};
+use dimsum_net::scu::store::{
+    self, BatchEnd, InstanceData, StoreFile, StoreFileError, StoreInstance, TransferSyntaxProposal,
+};
 use dimsum_net::storage::{
     BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Storage, StoreFailure,
     StoreSuccess,
@@ -384,4 +386,147 @@ async fn a_server_granting_no_window_gets_one_c_store_at_a_time() {
         wire.max_outstanding, 1,
         "more than one C-STORE outstanding without a window"
     );
+}
+
+/// The sending engine itself, given a stream: instances from memory, from a file range, and a
+/// large one from a file range streamed in pieces, each reported with its key; a file range
+/// that the file does not hold fails alone, before anything of it is sent, and the association
+/// goes on.
+#[tokio::test]
+async fn the_engine_sends_a_stream_of_instances_and_a_short_file_fails_alone() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let files = write_files(sources.path(), 2);
+    let server = start_store_server(root.path(), 16).await;
+
+    let memory_uid = "1.2.3.4.200.1.10";
+    let memory = small_data_set(memory_uid, 10);
+    // A 3 MiB data set 128 bytes into a file: sent in pieces as it is read.
+    let large_uid = "1.2.3.4.200.1.11";
+    let large = data_set(large_uid, 3 << 20);
+    let large_path = sources.path().join("large.bin");
+    std::fs::write(&large_path, [vec![0u8; 128], large.clone()].concat()).expect("write");
+    let instance = |uid: &str, data| StoreInstance {
+        sop_class_uid: SECONDARY_CAPTURE.into(),
+        sop_instance_uid: uid.into(),
+        transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
+        data,
+    };
+    let mut short = files[1].0.instance();
+    if let InstanceData::File { length, .. } = &mut short.data {
+        *length += 100;
+    }
+    let instances = vec![
+        (
+            0,
+            instance(memory_uid, InstanceData::Memory(memory.clone().into())),
+        ),
+        (1, files[0].0.instance()),
+        (2, short),
+        (
+            3,
+            instance(
+                large_uid,
+                InstanceData::File {
+                    path: large_path,
+                    offset: 128,
+                    length: large.len() as u64,
+                },
+            ),
+        ),
+    ];
+
+    let request = AssociationRequest::new("STORESCU", "STORESCP")
+        .with_contexts(store::propose_contexts_for(
+            [(SECONDARY_CAPTURE, EXPLICIT_VR_LITTLE_ENDIAN)],
+            &TransferSyntaxProposal::AsFiles,
+        ))
+        .with_async_ops_window(PROPOSED);
+    let association = tokio::time::timeout(
+        PATIENCE,
+        Association::connect(
+            &server.address.to_string(),
+            &request,
+            client_timeouts(),
+            Limits::default(),
+        ),
+    )
+    .await
+    .expect("association in time")
+    .expect("association accepted");
+    let (sender, mut outcomes) = tokio::sync::mpsc::channel(8);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let end = tokio::time::timeout(
+        PATIENCE,
+        store::send_instances(
+            &association,
+            futures_util::stream::iter(instances),
+            None,
+            &stop,
+            sender,
+        ),
+    )
+    .await
+    .expect("the batch finishes in time");
+    assert_eq!(end, BatchEnd::Finished);
+    let mut reported = std::collections::BTreeMap::new();
+    while let Some((key, outcome)) = outcomes.recv().await {
+        assert!(
+            reported.insert(key, outcome).is_none(),
+            "{key} reported twice"
+        );
+    }
+    assert_eq!(
+        reported.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    for key in [0, 1, 3] {
+        match &reported[&key] {
+            Ok(stored) => assert_eq!(stored.response.status, Status::SUCCESS, "{key}"),
+            Err(error) => panic!("{key} not stored: {error}"),
+        }
+    }
+    assert!(
+        matches!(&reported[&2], Err(StoreFileError::Read { .. })),
+        "{:?}",
+        reported[&2]
+    );
+    // The association goes on.
+    assert!(association.is_established());
+    let after_uid = "1.2.3.4.200.1.12";
+    let after = small_data_set(after_uid, 12);
+    let context = association
+        .context_for(SECONDARY_CAPTURE)
+        .expect("a storage context");
+    let request = store::StoreRequest {
+        sop_class_uid: SECONDARY_CAPTURE.into(),
+        sop_instance_uid: after_uid.into(),
+        priority: dimsum_net::dimse::message::Priority::Medium,
+        move_originator: None,
+    };
+    let response = tokio::time::timeout(
+        PATIENCE,
+        store::store_data_set(&association, context, &request, &after),
+    )
+    .await
+    .expect("stored in time")
+    .expect("stored");
+    assert_eq!(response.status, Status::SUCCESS);
+    tokio::time::timeout(PATIENCE, association.release())
+        .await
+        .expect("release in time")
+        .expect("released");
+    server.stop().await;
+
+    assert_eq!(files_under(root.path()).len(), 4);
+    for (uid, expected) in [
+        (after_uid, after.as_slice()),
+        (memory_uid, memory.as_slice()),
+        (files[0].1.as_str(), files[0].2.as_slice()),
+        (large_uid, large.as_slice()),
+    ] {
+        let bytes = std::fs::read(root.path().join(format!("{uid}.dcm"))).expect("stored");
+        let (_, offset) = part10::read_meta(&mut &bytes[..]).expect("stored file meta");
+        assert!(&bytes[offset as usize..] == expected, "{uid} differs");
+    }
 }

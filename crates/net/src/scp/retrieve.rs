@@ -1,49 +1,53 @@
 //! C-GET and C-MOVE SCPs (PS3.4 Annex C.4.2, C.4.3): the handler names the instances that
-//! match; the framework sends each with a C-STORE sub-operation — on the same association for
-//! C-GET, on a new one to the move destination for C-MOVE — with a pending response after each
-//! and the final response with the counts; a C-CANCEL-RQ stops it with status Cancel.
+//! match, as a stream; the framework sends each with a C-STORE sub-operation through the
+//! Storage SCU's sending engine ([`crate::scu::store::send_instances`]) — on the same
+//! association for C-GET, on one or more new ones to the move destination for C-MOVE —
+//! pipelined up to the window the peer granted, with a pending response after each completed
+//! sub-operation and the final response with the counts and the failed instances; a
+//! C-CANCEL-RQ stops it with status Cancel.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
-use tracing::{info, warn};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use dimsum_dataset::identifier;
 use dimsum_dimse::message::{CGetRsp, CMoveRsp, Message, Priority};
 use dimsum_dimse::status::Status;
-use dimsum_ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
+use dimsum_ul::negotiation::{AssociationRequest, MAX_PRESENTATION_CONTEXTS, SupportedContext};
+use dimsum_ul::pdu::AsyncOpsWindow;
 
 use super::{FinalResponse, Query, RequestContext, Scp, ScpFailure, contexts_for};
-use crate::scu::store::{self, StoreRequest};
+use crate::scu::store::{
+    self, BatchEnd, Outcome, StoreFileError, StoreInstance, StoreOutcome, TransferSyntaxProposal,
+};
 use crate::storage::BoxFuture;
-use crate::{Association, Error, IncomingRequest, Role};
+use crate::{Association, Error, IncomingRequest};
 
-/// Where an instance's data set is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstanceData {
-    /// In memory.
-    Memory(Bytes),
-    /// `length` bytes of a file from `offset` (the data set of a Part 10 file, after its meta).
-    File {
-        path: PathBuf,
-        offset: u64,
-        length: u64,
-    },
-}
+pub use crate::scu::store::InstanceData;
 
-/// One instance to send, with its identity and encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrieveInstance {
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// The transfer syntax `data` is encoded in; it is sent on a context that accepted it.
-    pub transfer_syntax_uid: String,
-    pub data: InstanceData,
-}
+/// One instance to send as a C-STORE sub-operation (PS3.4 C.4.2.2, C.4.3.2): its identity, the
+/// transfer syntax its data set is encoded in, and where that data set is — what the Storage
+/// SCU's engine sends.
+pub type RetrieveInstance = StoreInstance;
+
+/// Outcomes of sub-operations waiting for the pending response that reports them; with the
+/// window, this bounds the sub-operations one retrieval has in flight.
+const OUTCOMES_QUEUED: usize = 64;
+/// The asynchronous operations window a C-MOVE proposes to its destination: C-STOREs
+/// outstanding at once on each association (a destination that grants none gets one at a
+/// time).
+const MOVE_WINDOW: u16 = 16;
+/// The most associations a C-MOVE opens to its destination, whatever the handler says.
+const MAX_MOVE_ASSOCIATIONS: usize = 16;
+/// Bytes of UIDs the Failed SOP Instance UID List holds at most: a UI value's length has 16
+/// bits in the explicit VR syntaxes. Failures beyond it are counted, not named.
+const FAILED_LIST_BYTES: usize = 65_534;
 
 /// A C-MOVE destination: its AE title and "host:port".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +58,8 @@ pub struct MoveDestination {
 
 /// The instances of a retrieval, produced as they are needed (an archive opens each file when
 /// its turn comes). Dropping the stream (on C-CANCEL, or when the association ends) must stop
-/// the work.
+/// the work. An error ends the retrieval with the error's status after the sub-operations
+/// already started are answered.
 pub type InstanceStream = Pin<Box<dyn Stream<Item = Result<RetrieveInstance, ScpFailure>> + Send>>;
 
 /// What a [`RetrieveHandler`] answers to a C-GET or C-MOVE: how many instances it will send,
@@ -103,7 +108,8 @@ pub trait RetrieveHandler: Send + Sync + 'static {
     }
 
     /// How many associations a C-MOVE may open to `destination` at once to carry its
-    /// sub-operations (at least 1).
+    /// sub-operations (at least 1, at most 16, and no more than there are instances); the
+    /// instances are dealt out to them as they come from the stream.
     fn move_associations(&self, destination: &MoveDestination) -> usize {
         let _ = destination;
         1
@@ -121,8 +127,8 @@ pub struct GetScp<H> {
     storage: Option<(Vec<String>, Vec<String>)>,
 }
 
-/// C-MOVE SCP over a [`RetrieveHandler`]: sub-operations go to the move destination on an
-/// association of their own.
+/// C-MOVE SCP over a [`RetrieveHandler`]: sub-operations go to the move destination on
+/// associations of their own.
 pub struct MoveScp<H> {
     handler: Arc<H>,
     sop_classes: Vec<String>,
@@ -164,27 +170,13 @@ impl<H: RetrieveHandler> MoveScp<H> {
     }
 }
 
-/// The sub-operation counts of PS3.7 Table 9.3-6 / 9.3-8.
+/// The sub-operation counts of PS3.7 Table 9.3-6 / 9.3-8, as sent.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
     remaining: u16,
     completed: u16,
     failed: u16,
     warning: u16,
-}
-
-impl Counts {
-    /// The final status: success when every sub-operation succeeded, B000 when some failed or
-    /// warned (PS3.4 C.4.2.1.5), Cancel when cancelled.
-    fn final_status(&self, cancelled: bool) -> Status {
-        if cancelled {
-            Status::CANCEL
-        } else if self.failed > 0 || self.warning > 0 {
-            Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
-        } else {
-            Status::SUCCESS
-        }
-    }
 }
 
 /// Which retrieve a request is.
@@ -265,64 +257,306 @@ async fn instances<H: RetrieveHandler>(
     handler.retrieve(query).await
 }
 
-/// Sends every instance on `target` as C-STORE sub-operations, with a pending response on the
-/// request's association after each; returns the final response.
-async fn send_all(
-    rq: &RetrieveRequest,
-    retrieval: Retrieval,
-    target: &Association,
-    context: &RequestContext,
-) -> Result<FinalResponse, ScpFailure> {
-    let mut failed = Vec::new();
-    let mut counts = Counts {
-        remaining: u16::try_from(retrieval.count).unwrap_or(u16::MAX),
-        ..Counts::default()
-    };
-    let mut instances = retrieval.instances;
-    let move_originator = match rq.kind {
-        Kind::Get => None,
-        Kind::Move => Some((context.info().peer_ae_title().to_owned(), rq.message_id)),
-    };
-    while let Some(instance) = instances.next().await {
-        let instance = instance?;
-        if context.cancelled.is_cancelled() {
-            return Ok(final_response(rq, counts, true, &failed, context));
+/// What the sub-operations have come to: the counts and the instances that failed.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Sub-operations announced (the handler's count).
+    count: usize,
+    completed: usize,
+    failed: usize,
+    warning: usize,
+    failed_uids: Vec<String>,
+}
+
+impl Tally {
+    fn new(count: usize) -> Self {
+        Self {
+            count,
+            ..Self::default()
         }
-        let status = sub_operation(target, &instance, move_originator.clone()).await;
-        counts.remaining = counts.remaining.saturating_sub(1);
-        match status {
-            Ok(status) if status.is_success() => {
-                counts.completed = counts.completed.saturating_add(1)
-            }
-            Ok(status) if status.is_warning() => counts.warning = counts.warning.saturating_add(1),
-            Ok(status) => {
+    }
+
+    fn remaining(&self) -> usize {
+        self.count
+            .saturating_sub(self.completed + self.failed + self.warning)
+    }
+
+    fn counts(&self) -> Counts {
+        let wire = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        Counts {
+            remaining: wire(self.remaining()),
+            completed: wire(self.completed),
+            failed: wire(self.failed),
+            warning: wire(self.warning),
+        }
+    }
+
+    /// Counts a sub-operation by the C-STORE-RSP's status, or as failed when it got none.
+    fn record(
+        &mut self,
+        instance: &RetrieveInstance,
+        outcome: Result<StoreOutcome, StoreFileError>,
+    ) {
+        match outcome {
+            Ok(stored) if stored.response.status.is_success() => self.completed += 1,
+            Ok(stored) if stored.response.status.is_warning() => self.warning += 1,
+            Ok(stored) => {
                 info!(
-                    "sub-operation for {} failed: {status}",
-                    instance.sop_instance_uid
+                    "sub-operation for {} failed: {}{}",
+                    instance.sop_instance_uid,
+                    stored.response.status,
+                    stored
+                        .response
+                        .error_comment
+                        .map(|comment| format!(" ({comment})"))
+                        .unwrap_or_default()
                 );
-                counts.failed = counts.failed.saturating_add(1);
-                failed.push(instance.sop_instance_uid.clone());
-            }
-            Err(error) if error.ends_association() && rq.kind == Kind::Get => {
-                return Err(error.into());
+                self.fail(instance);
             }
             Err(error) => {
                 warn!(
                     "sub-operation for {} failed: {error}",
                     instance.sop_instance_uid
                 );
-                counts.failed = counts.failed.saturating_add(1);
-                failed.push(instance.sop_instance_uid.clone());
+                self.fail(instance);
             }
         }
-        if counts.remaining > 0 {
-            let pending =
-                rq.kind
-                    .response(rq.message_id, &rq.sop_class_uid, Status::PENDING, counts);
-            context.send_pending(pending, None).await?;
+    }
+
+    fn fail(&mut self, instance: &RetrieveInstance) {
+        self.failed += 1;
+        self.failed_uids.push(instance.sop_instance_uid.clone());
+    }
+
+    /// The final status when nothing went wrong with the retrieval itself: success when every
+    /// sub-operation succeeded, 0xB000 when some failed or warned (PS3.4 C.4.2.1.5).
+    fn final_status(&self) -> Status {
+        if self.failed > 0 || self.warning > 0 {
+            Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        } else {
+            Status::SUCCESS
         }
     }
-    Ok(final_response(rq, counts, false, &failed, context))
+}
+
+/// Deals the instances of a retrieval out to the associations that send them, as each has
+/// room: first those handed back by an association that ended before sending them, then the
+/// handler's stream. Stops (dropping the stream) when `stop` fires.
+struct Dealer {
+    handed_back: Mutex<VecDeque<RetrieveInstance>>,
+    source: tokio::sync::Mutex<DealerSource>,
+    stop: CancellationToken,
+}
+
+struct DealerSource {
+    /// `None` once it has ended, failed or been closed.
+    instances: Option<InstanceStream>,
+    /// The handler's failure, when its stream gave one.
+    failure: Option<ScpFailure>,
+}
+
+impl Dealer {
+    fn new(instances: InstanceStream, stop: CancellationToken) -> Self {
+        Self {
+            handed_back: Mutex::default(),
+            source: tokio::sync::Mutex::new(DealerSource {
+                instances: Some(instances),
+                failure: None,
+            }),
+            stop,
+        }
+    }
+
+    fn handed_back(&self) -> std::sync::MutexGuard<'_, VecDeque<RetrieveInstance>> {
+        self.handed_back
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hand_back(&self, instance: RetrieveInstance) {
+        self.handed_back().push_back(instance);
+    }
+
+    fn has_handed_back(&self) -> bool {
+        !self.handed_back().is_empty()
+    }
+
+    /// The next instance to send; `None` when there are no more, the stream failed, or `stop`
+    /// fired.
+    async fn next(&self) -> Option<RetrieveInstance> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        if let Some(instance) = self.handed_back().pop_front() {
+            return Some(instance);
+        }
+        let mut source = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return None,
+            source = self.source.lock() => source,
+        };
+        // Handed back while this waited for its turn.
+        if let Some(instance) = self.handed_back().pop_front() {
+            return Some(instance);
+        }
+        let instances = source.instances.as_mut()?;
+        let next = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            next = instances.next() => Some(next),
+        };
+        match next {
+            Some(Some(Ok(instance))) => Some(instance),
+            Some(Some(Err(failure))) => {
+                source.failure = Some(failure);
+                source.instances = None;
+                None
+            }
+            Some(None) | None => {
+                source.instances = None;
+                None
+            }
+        }
+    }
+
+    /// The instances for one association, each keyed by itself (to be named or handed back).
+    fn stream(&self) -> impl Stream<Item = (RetrieveInstance, StoreInstance)> + Send + '_ {
+        futures_util::stream::unfold(self, |dealer| async move {
+            let instance = dealer.next().await?;
+            Some(((instance.clone(), instance), dealer))
+        })
+    }
+
+    /// Drops the handler's stream: no more instances are produced.
+    async fn close(&self) {
+        self.source.lock().await.instances = None;
+    }
+
+    async fn take_failure(&self) -> Option<ScpFailure> {
+        self.source.lock().await.failure.take()
+    }
+}
+
+/// Sends every instance of `retrieval` as C-STORE sub-operations on `targets` (dealt out to them
+/// as they come), with a pending response on the request's association after each completed
+/// one; returns the final response. An association that ends fails the sub-operations it had
+/// started; the instances it had taken but not sent go to the others, or, when none is left,
+/// fail with the rest.
+async fn send_all(
+    rq: &RetrieveRequest,
+    retrieval: Retrieval,
+    targets: &[Association],
+    context: &RequestContext,
+) -> Result<FinalResponse, ScpFailure> {
+    let stop = context.cancelled.child_token();
+    let dealer = Dealer::new(retrieval.instances, stop.clone());
+    let mut tally = Tally::new(retrieval.count);
+    let move_originator = match rq.kind {
+        Kind::Get => None,
+        Kind::Move => Some((context.info().peer_ae_title().to_owned(), rq.message_id)),
+    };
+    let mut live: Vec<&Association> = targets.iter().collect();
+    loop {
+        let (sender, outcomes) = mpsc::channel(OUTCOMES_QUEUED);
+        let engines = join_all(live.iter().map(|target| {
+            store::send_instances(
+                target,
+                dealer.stream(),
+                move_originator.clone(),
+                &stop,
+                sender.clone(),
+            )
+        }));
+        drop(sender);
+        let reporting = report(rq, context, &dealer, &mut tally, outcomes, &stop);
+        let (ends, reported) = tokio::join!(engines, reporting);
+        live = live
+            .into_iter()
+            .zip(ends)
+            .filter_map(|(target, end)| (end != BatchEnd::AssociationEnded).then_some(target))
+            .collect();
+        if let Err(error) = reported {
+            // The requestor is gone: nobody to answer.
+            return Err(error.into());
+        }
+        // Another round only to send what an association that ended handed back.
+        if stop.is_cancelled() || live.is_empty() || !dealer.has_handed_back() {
+            break;
+        }
+    }
+    let cancelled = context.cancelled.is_cancelled();
+    let mut failure = dealer.take_failure().await;
+    if live.is_empty() && !cancelled && failure.is_none() {
+        if rq.kind == Kind::Get {
+            return Err(ScpFailure::processing(
+                "the association ended during the sub-operations",
+            ));
+        }
+        // No association left to carry the rest: each is a failed sub-operation.
+        while let Some(instance) = dealer.next().await {
+            tally.fail(&instance);
+        }
+        failure = dealer.take_failure().await;
+    }
+    let (status, comment) = match &failure {
+        Some(failure) => (failure.status, Some(failure.comment.as_str())),
+        None if cancelled => (Status::CANCEL, None),
+        None => (tally.final_status(), None),
+    };
+    Ok(final_response(rq, &tally, status, comment, context))
+}
+
+/// Takes the outcomes of the sub-operations as they come: counts them (or hands back those not
+/// sent) and sends a pending response after each while some remain and no C-CANCEL came. On
+/// C-CANCEL, drops the handler's stream. Fails when the request's association is gone (and
+/// then fires `stop`).
+async fn report(
+    rq: &RetrieveRequest,
+    context: &RequestContext,
+    dealer: &Dealer,
+    tally: &mut Tally,
+    mut outcomes: mpsc::Receiver<Outcome<RetrieveInstance>>,
+    stop: &CancellationToken,
+) -> Result<(), Error> {
+    let mut lost = None;
+    let mut closed = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled(), if !closed => {
+                closed = true;
+                dealer.close().await;
+                continue;
+            }
+            next = outcomes.recv() => next,
+        };
+        let Some((instance, outcome)) = next else {
+            break;
+        };
+        if let Err(StoreFileError::NotSent) = outcome {
+            dealer.hand_back(instance);
+            continue;
+        }
+        tally.record(&instance, outcome);
+        if lost.is_some() || stop.is_cancelled() || tally.remaining() == 0 {
+            continue;
+        }
+        let pending = rq.kind.response(
+            rq.message_id,
+            &rq.sop_class_uid,
+            Status::PENDING,
+            tally.counts(),
+        );
+        match context.send_pending(pending, None).await {
+            Ok(()) => {}
+            Err(error) if error.ends_association() => {
+                stop.cancel();
+                lost = Some(error);
+            }
+            Err(error) => warn!("cannot send a pending response: {error}"),
+        }
+    }
+    lost.map_or(Ok(()), Err)
 }
 
 /// The final C-GET-RSP or C-MOVE-RSP; when sub-operations failed, with the identifier naming
@@ -330,19 +564,29 @@ async fn send_all(
 /// syntax.
 fn final_response(
     rq: &RetrieveRequest,
-    counts: Counts,
-    cancelled: bool,
-    failed: &[String],
+    tally: &Tally,
+    status: Status,
+    comment: Option<&str>,
     context: &RequestContext,
 ) -> FinalResponse {
-    let status = counts.final_status(cancelled);
     let mut message = rq
         .kind
-        .response(rq.message_id, &rq.sop_class_uid, status, counts);
-    if failed.is_empty() {
+        .response(rq.message_id, &rq.sop_class_uid, status, tally.counts());
+    if let Some(comment) = comment {
+        message.set_error_comment(comment);
+    }
+    if tally.failed_uids.is_empty() {
         return message.into();
     }
-    match identifier::failed_instances(failed, context.transfer_syntax()) {
+    let named = nameable(&tally.failed_uids);
+    if named.len() < tally.failed_uids.len() {
+        warn!(
+            "{} failed instances, {} of them named in the response",
+            tally.failed_uids.len(),
+            named.len()
+        );
+    }
+    match identifier::failed_instances(named, context.transfer_syntax()) {
         Ok(identifier) => {
             match &mut message {
                 Message::CGetRsp(rsp) => rsp.data_set_present = true,
@@ -361,42 +605,17 @@ fn final_response(
     }
 }
 
-/// One C-STORE sub-operation: the status the storage SCP answered.
-async fn sub_operation(
-    target: &Association,
-    instance: &RetrieveInstance,
-    move_originator: Option<(String, u16)>,
-) -> Result<Status, Error> {
-    let context = target
-        .accepted_contexts(&instance.sop_class_uid, Role::Scu)
-        .find(|context| context.transfer_syntax.as_deref() == Some(&instance.transfer_syntax_uid))
-        .map(|context| context.id)
-        .ok_or_else(|| {
-            Error::NoPresentationContext(format!(
-                "{} in {}",
-                instance.sop_class_uid, instance.transfer_syntax_uid
-            ))
-        })?;
-    let request = StoreRequest {
-        sop_class_uid: instance.sop_class_uid.clone(),
-        sop_instance_uid: instance.sop_instance_uid.clone(),
-        priority: Priority::Medium,
-        move_originator,
-    };
-    let response = match &instance.data {
-        InstanceData::Memory(data) => {
-            store::store_bytes(target, context, &request, data.clone()).await?
-        }
-        InstanceData::File {
-            path,
-            offset,
-            length,
-        } => {
-            let pieces = store::read_file_pieces(path.clone(), *offset, *length);
-            store::store_pieces(target, context, &request, pieces, *length).await?
-        }
-    };
-    Ok(response.status)
+/// The first UIDs of `uids` that fit in one UI value (with their separators).
+fn nameable(uids: &[String]) -> &[String] {
+    let mut length = 0;
+    let fitting = uids
+        .iter()
+        .take_while(|uid| {
+            length += uid.len() + 1;
+            length <= FAILED_LIST_BYTES + 1
+        })
+        .count();
+    &uids[..fitting]
 }
 
 impl<H: RetrieveHandler> Scp for GetScp<H> {
@@ -423,8 +642,14 @@ impl<H: RetrieveHandler> Scp for GetScp<H> {
     ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
             let rq = retrieve_request(&request.message, Kind::Get)?;
-            let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
-            send_all(&rq, instances, &context.association, context).await
+            let retrieval = instances(self.handler.as_ref(), &rq, request, context).await?;
+            send_all(
+                &rq,
+                retrieval,
+                std::slice::from_ref(&context.association),
+                context,
+            )
+            .await
         })
     }
 }
@@ -448,8 +673,8 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
                     format!("unknown move destination {destination_title}"),
                 ));
             };
-            let instances = instances(self.handler.as_ref(), &rq, request, context).await?;
-            if instances.count == 0 {
+            let retrieval = instances(self.handler.as_ref(), &rq, request, context).await?;
+            if retrieval.count == 0 {
                 return Ok(rq
                     .kind
                     .response(
@@ -460,44 +685,131 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
                     )
                     .into());
             }
-            let target = connect_destination(&destination, &instances.contexts, context)
-                .await
-                .map_err(|error| {
-                    ScpFailure::new(
-                        Status::OUT_OF_RESOURCES_SUBOPERATIONS,
-                        format!("cannot reach {}: {error}", destination.ae_title),
-                    )
-                })?;
-            let outcome = send_all(&rq, instances, &target, context).await;
-            if let Err(error) = target.release().await {
-                warn!(
-                    "releasing the association to {}: {error}",
-                    destination.ae_title
-                );
+            let wanted = self
+                .handler
+                .move_associations(&destination)
+                .clamp(1, MAX_MOVE_ASSOCIATIONS)
+                .min(retrieval.count);
+            let targets =
+                connect_destination(&destination, &retrieval.contexts, wanted, context).await?;
+            let outcome = send_all(&rq, retrieval, &targets, context).await;
+            for (target, released) in targets
+                .iter()
+                .zip(join_all(targets.iter().map(Association::release)).await)
+            {
+                match released {
+                    Ok(()) => {}
+                    // It ended before; its sub-operations were counted already.
+                    Err(error) if target.ending().is_some() => {
+                        debug!("association to {}: {error}", destination.ae_title)
+                    }
+                    Err(error) => warn!(
+                        "releasing the association to {}: {error}",
+                        destination.ae_title
+                    ),
+                }
             }
             outcome
         })
     }
 }
 
-/// Opens the association for the C-MOVE sub-operations: a context per SOP class and transfer
-/// syntax of the instances.
+/// Opens up to `count` associations for the C-MOVE sub-operations, at once: a context per SOP
+/// class and transfer syntax of the instances (and an uncompressed fallback to convert to,
+/// while the contexts fit in one request), and an asynchronous operations window. Fails with
+/// 0xA702 when none can be opened.
 async fn connect_destination(
     destination: &MoveDestination,
     pairs: &BTreeSet<(String, String)>,
+    count: usize,
     context: &RequestContext,
-) -> Result<Association, Error> {
+) -> Result<Vec<Association>, ScpFailure> {
+    let pairs = || pairs.iter().map(|(sop, ts)| (sop.as_str(), ts.as_str()));
+    let mut contexts = store::propose_contexts_for(pairs(), &TransferSyntaxProposal::AsFiles);
+    if contexts.len() > MAX_PRESENTATION_CONTEXTS {
+        // Without the fallbacks; instances beyond the contexts proposed fail one by one.
+        contexts = pairs()
+            .map(|(sop, ts)| dimsum_ul::negotiation::ProposedContext::new(sop, [ts]))
+            .take(MAX_PRESENTATION_CONTEXTS)
+            .collect();
+    }
     let request = AssociationRequest::new(context.info().local_ae_title(), &destination.ae_title)
-        .with_contexts(
-            pairs
-                .iter()
-                .map(|(sop_class, ts)| ProposedContext::new(sop_class, [ts.as_str()])),
+        .with_contexts(contexts)
+        .with_async_ops_window(AsyncOpsWindow {
+            max_operations_invoked: MOVE_WINDOW,
+            max_operations_performed: 1,
+        });
+    let attempts = join_all((0..count).map(|_| {
+        Association::connect(
+            &destination.address,
+            &request,
+            *context.association.timeouts(),
+            *context.association.limits(),
+        )
+    }))
+    .await;
+    let mut connected = Vec::new();
+    let mut first_error = None;
+    for attempt in attempts {
+        match attempt {
+            Ok(association) => connected.push(association),
+            Err(error) => {
+                warn!(
+                    "cannot open an association to {} at {}: {error}",
+                    destination.ae_title, destination.address
+                );
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if connected.is_empty() => Err(ScpFailure::new(
+            Status::OUT_OF_RESOURCES_SUBOPERATIONS,
+            format!("cannot reach {}: {error}", destination.ae_title),
+        )),
+        _ => Ok(connected),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failed_list_names_as_many_uids_as_fit_in_one_ui_value() {
+        let uids: Vec<String> = (0..4000)
+            .map(|i| format!("1.2.840.99999.{i:010}"))
+            .collect();
+        let named = nameable(&uids);
+        let length: usize = named.iter().map(String::len).sum::<usize>() + named.len() - 1;
+        assert!(length <= FAILED_LIST_BYTES, "{length}");
+        let one_more = length + 1 + uids[named.len()].len();
+        assert!(one_more > FAILED_LIST_BYTES, "{one_more}");
+        assert_eq!(nameable(&uids[..3]), &uids[..3]);
+        assert!(nameable(&[]).is_empty());
+    }
+
+    #[test]
+    fn counts_saturate_and_remaining_never_goes_below_zero() {
+        let instance = StoreInstance {
+            sop_class_uid: "1.2.3".into(),
+            sop_instance_uid: "1.2.3.4".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            data: InstanceData::Memory(bytes::Bytes::new()),
+        };
+        let mut tally = Tally::new(2);
+        for _ in 0..3 {
+            tally.fail(&instance);
+        }
+        assert_eq!(tally.remaining(), 0);
+        assert_eq!(
+            tally.final_status(),
+            Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
         );
-    Association::connect(
-        &destination.address,
-        &request,
-        *context.association.timeouts(),
-        *context.association.limits(),
-    )
-    .await
+        let mut many = Tally::new(100_000);
+        many.completed = 70_000;
+        let counts = many.counts();
+        assert_eq!((counts.remaining, counts.completed), (30_000, u16::MAX));
+        assert_eq!(Tally::new(0).final_status(), Status::SUCCESS);
+    }
 }

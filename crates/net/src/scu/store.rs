@@ -1,18 +1,28 @@
-//! Storage Service Class user (PS3.4 Annex B): C-STORE of data sets and Part 10 files.
+//! Storage Service Class user (PS3.4 Annex B): C-STORE of data sets, Part 10 files and the
+//! instances of a retrieval.
 //!
-//! Files are streamed from disk: only the file meta is parsed, the data set goes from the file
-//! into P-DATA-TF PDUs in chunks. When the peer did not accept a file's transfer syntax, an
-//! uncompressed data set is converted (in memory) to one it accepted; compressed data cannot be.
+//! One sending engine, [`send_instances`], carries every batch: the Store SCU's files
+//! ([`store_files`]) and the C-STORE sub-operations of the C-GET and C-MOVE SCPs. It takes the
+//! instances as a stream and reports each outcome as its response arrives. For each instance it
+//! chooses a presentation context — its own transfer syntax when accepted, else an accepted
+//! uncompressed one to convert an uncompressed data set to (compressed data cannot be) — reads
+//! the data sets a few instances ahead on the blocking pool (small ones whole, large ones as a
+//! stream of pieces while they are sent, so memory stays bounded whatever the object size), and
+//! pipelines the requests up to the asynchronous operations window the peer granted; with no
+//! window, the next data set is read while the response to the previous one is awaited.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::future::{FusedFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use dimsum_dataset::part10::{self, FileMeta};
 use dimsum_dataset::{convert, scan::ScanLimits, transfer_syntax};
@@ -22,12 +32,22 @@ use dimsum_ul::uids::{
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 };
 
-use crate::{Association, Error};
+use crate::{Association, DataSetWriter, Error, Responses};
 
 /// The size of the pieces a file is read in.
 const READ_PIECE: usize = 1024 * 1024;
 /// Pieces read ahead of the network, per file being sent.
 const PIECES_AHEAD: usize = 4;
+/// Data sets up to this size are read whole (and sent with their command in one step); larger
+/// ones are streamed in pieces. At most the piece size [`Association::request`] sends with a
+/// command at once, so that starting such a request is all or nothing.
+const READ_WHOLE_BELOW: u64 = READ_PIECE as u64;
+/// Data sets read ahead of the one being sent.
+const FILES_AHEAD: usize = 4;
+/// Instances taken from the stream at once when they are ready (one hop to the reader).
+const TAKEN_AT_ONCE: usize = 8;
+/// Outcomes [`store_files`] lets wait for its caller: also the most requests it has in flight.
+const OUTCOMES_QUEUED: usize = 64;
 
 /// The C-STORE-RQ fields that describe what is stored (PS3.7 §9.1.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,38 +141,67 @@ async fn store_source(
     source: Source,
 ) -> Result<CStoreRsp, Error> {
     let message_id = association.next_message_id();
-    let responses = send_store(
+    let started = start_store(
         association,
         presentation_context_id,
         request.to_message(message_id),
         source,
     )
     .await?;
+    let responses = match started {
+        Started::Sent(responses) => responses,
+        Started::Writing(responses, writer, source) => {
+            finish_store(writer, source).await?;
+            responses
+        }
+    };
     store_response(responses.last().await?, message_id)
 }
 
-/// Sends a C-STORE-RQ and its data set; returns its responses.
-async fn send_store(
+/// A C-STORE-RQ whose command went out.
+enum Started {
+    /// With its whole data set.
+    Sent(Responses),
+    /// The data set is still to be written.
+    Writing(Responses, DataSetWriter, Source),
+}
+
+/// Sends a C-STORE-RQ's command once the asynchronous operations window has room, with its
+/// data set when that is in memory and small. All or nothing: dropped before it completes, it
+/// has sent nothing.
+async fn start_store(
     association: &Association,
     presentation_context_id: u8,
     message: Message,
     source: Source,
-) -> Result<crate::Responses, Error> {
-    let (mut pieces, length) = match source {
-        Source::Memory(data) => {
-            return association
+) -> Result<Started, Error> {
+    match source {
+        Source::Memory(data) if (data.len() as u64) <= READ_WHOLE_BELOW => {
+            let responses = association
                 .request(presentation_context_id, message, Some(data))
-                .await;
+                .await?;
+            Ok(Started::Sent(responses))
         }
+        source => {
+            let (writer, responses) = association
+                .start_request(presentation_context_id, message)
+                .await?;
+            let Some(writer) = writer else {
+                return Err(Error::UnexpectedMessage(
+                    "a C-STORE-RQ without a data set".into(),
+                ));
+            };
+            Ok(Started::Writing(responses, writer, source))
+        }
+    }
+}
+
+/// Sends the data set of a C-STORE-RQ whose command went out; a failing source aborts the
+/// association (dropping the writer) and gives [`Error::DataSource`].
+async fn finish_store(mut writer: DataSetWriter, source: Source) -> Result<(), Error> {
+    let (mut pieces, length) = match source {
+        Source::Memory(data) => return writer.finish(data).await,
         Source::Pieces { pieces, length } => (pieces, length),
-    };
-    let (writer, responses) = association
-        .start_request(presentation_context_id, message)
-        .await?;
-    let Some(mut writer) = writer else {
-        return Err(Error::UnexpectedMessage(
-            "a C-STORE-RQ without a data set".into(),
-        ));
     };
     let mut remaining = length;
     loop {
@@ -160,21 +209,13 @@ async fn send_store(
             Some(Ok(piece)) => {
                 remaining = remaining.saturating_sub(piece.len() as u64);
                 if remaining == 0 {
-                    writer.finish(piece).await?;
-                    break;
+                    return writer.finish(piece).await;
                 }
                 writer.write(piece).await?;
             }
-            Some(Err(source)) => {
-                drop(writer);
-                return Err(Error::DataSource(source));
-            }
-            None if remaining == 0 => {
-                writer.finish(Bytes::new()).await?;
-                break;
-            }
+            Some(Err(source)) => return Err(Error::DataSource(source)),
+            None if remaining == 0 => return writer.finish(Bytes::new()).await,
             None => {
-                drop(writer);
                 return Err(Error::DataSource(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the data set ended early",
@@ -182,7 +223,6 @@ async fn send_store(
             }
         }
     }
-    Ok(responses)
 }
 
 /// The C-STORE-RSP in a final response (the association already matched it to its request).
@@ -204,29 +244,38 @@ pub fn read_file_pieces(
     length: u64,
 ) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(PIECES_AHEAD);
-    tokio::task::spawn_blocking(move || feed_pieces(&path, offset, length, &sender));
+    tokio::task::spawn_blocking(move || match open_range(&path, offset, length) {
+        Ok(file) => feed_pieces(file, &path, length, &sender),
+        Err(error) => {
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
     receiver
 }
 
-/// Reads `length` bytes of `path` from `offset` into `sender`, piece by piece (blocking); an
-/// error is sent as the last item.
+/// Opens `path` at `offset`, making sure that `length` bytes follow (blocking).
+fn open_range(path: &Path, offset: u64, length: u64) -> std::io::Result<File> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{size} bytes, fewer than the {length} of the data set from byte {offset}"),
+        ));
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(file)
+}
+
+/// Reads `length` bytes of `file` into `sender`, piece by piece (blocking); an error is sent as
+/// the last item.
 fn feed_pieces(
+    file: File,
     path: &Path,
-    offset: u64,
     length: u64,
     sender: &mpsc::Sender<std::io::Result<Bytes>>,
 ) {
-    let opened = File::open(path).and_then(|mut file| {
-        file.seek(SeekFrom::Start(offset))?;
-        Ok(file)
-    });
-    let mut file = match opened {
-        Ok(file) => file.take(length),
-        Err(error) => {
-            let _ = sender.blocking_send(Err(error));
-            return;
-        }
-    };
+    let mut file = file.take(length);
     let mut remaining = length;
     while remaining > 0 {
         let size = remaining.min(READ_PIECE as u64) as usize;
@@ -264,7 +313,32 @@ pub struct StoreFile {
     pub data_length: u64,
 }
 
-/// Why one file could not be stored; the association goes on (unlike [`Error`]).
+/// Where the data set of an instance to send is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceData {
+    /// In memory.
+    Memory(Bytes),
+    /// `length` bytes of a file from `offset` (the data set of a Part 10 file, after its meta).
+    File {
+        path: PathBuf,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// An instance to send with a C-STORE (PS3.4 B.2, PS3.7 §9.1.1): its identity, the transfer
+/// syntax its data set is encoded in, and where that data set is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// The transfer syntax `data` is encoded in; it is sent on a context that accepted it, or
+    /// converted to another uncompressed one when it is uncompressed and only that was accepted.
+    pub transfer_syntax_uid: String,
+    pub data: InstanceData,
+}
+
+/// Why one instance could not be stored; the association goes on (unlike [`Error`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreFileError {
     #[error("{path}: cannot read it: {source}")]
@@ -303,7 +377,7 @@ impl StoreFileError {
     }
 }
 
-/// What happened to one stored file.
+/// What happened to one stored instance.
 #[derive(Debug, Clone)]
 pub struct StoreOutcome {
     pub response: CStoreRsp,
@@ -343,12 +417,17 @@ impl StoreFile {
         })
     }
 
-    fn request(&self, move_originator: Option<(String, u16)>) -> StoreRequest {
-        StoreRequest {
+    /// The instance this file holds, as the sending engine takes it.
+    pub fn instance(&self) -> StoreInstance {
+        StoreInstance {
             sop_class_uid: self.meta.media_storage_sop_class_uid.clone(),
             sop_instance_uid: self.meta.media_storage_sop_instance_uid.clone(),
-            priority: Priority::Medium,
-            move_originator,
+            transfer_syntax_uid: self.meta.transfer_syntax_uid.clone(),
+            data: InstanceData::File {
+                path: self.path.clone(),
+                offset: self.data_offset,
+                length: self.data_length,
+            },
         }
     }
 }
@@ -376,13 +455,28 @@ pub fn propose_contexts(
     files: &[StoreFile],
     proposal: &TransferSyntaxProposal,
 ) -> Vec<ProposedContext> {
+    propose_contexts_for(
+        files.iter().map(|file| {
+            (
+                file.meta.media_storage_sop_class_uid.as_str(),
+                file.meta.transfer_syntax_uid.as_str(),
+            )
+        }),
+        proposal,
+    )
+}
+
+/// The presentation contexts to propose for sending instances of these (SOP class UID,
+/// transfer syntax UID) pairs.
+pub fn propose_contexts_for<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    proposal: &TransferSyntaxProposal,
+) -> Vec<ProposedContext> {
     let mut by_class: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for file in files {
-        let syntaxes = by_class
-            .entry(&file.meta.media_storage_sop_class_uid)
-            .or_default();
-        if !syntaxes.contains(&file.meta.transfer_syntax_uid.as_str()) {
-            syntaxes.push(&file.meta.transfer_syntax_uid);
+    for (sop_class, ts) in pairs {
+        let syntaxes = by_class.entry(sop_class).or_default();
+        if !syntaxes.contains(&ts) {
+            syntaxes.push(ts);
         }
     }
     let mut contexts = Vec::new();
@@ -407,35 +501,36 @@ pub fn propose_contexts(
     contexts
 }
 
-/// Files up to this size are read whole; larger ones are streamed in pieces.
-const READ_WHOLE_BELOW: u64 = READ_PIECE as u64;
-/// Files read ahead of the one being sent.
-const FILES_AHEAD: usize = 4;
-
-/// How one file goes out: on which context, with which command, and how its data set is read.
+/// How one instance goes out: on which context, with which command, and how its data set is
+/// read.
 struct Plan {
     presentation_context_id: u8,
     request: StoreRequest,
-    /// The transfer syntax to convert to, when the file's own was not accepted.
+    /// The transfer syntax to convert to, when the instance's own was not accepted.
     converted_to: Option<String>,
 }
 
-/// Chooses the context for `file` — its own transfer syntax if accepted, else an accepted
+/// Chooses the context for `instance` — its own transfer syntax if accepted, else an accepted
 /// uncompressed one to convert to (PS3.4 §B.4.1). Reads nothing.
 fn plan(
     association: &Association,
-    file: &StoreFile,
-    move_originator: Option<(String, u16)>,
+    instance: &StoreInstance,
+    move_originator: Option<&(String, u16)>,
 ) -> Result<Plan, StoreFileError> {
-    let sop_class = &file.meta.media_storage_sop_class_uid;
-    let file_ts = &file.meta.transfer_syntax_uid;
+    let sop_class = &instance.sop_class_uid;
+    let own_ts = &instance.transfer_syntax_uid;
     let storage_contexts = || {
         association
             .accepted_contexts(sop_class, crate::Role::Scu)
             .filter_map(|c| c.transfer_syntax.clone().map(|ts| (c.id, ts)))
     };
-    let request = file.request(move_originator);
-    if let Some((id, _)) = storage_contexts().find(|(_, ts)| ts == file_ts) {
+    let request = StoreRequest {
+        sop_class_uid: sop_class.clone(),
+        sop_instance_uid: instance.sop_instance_uid.clone(),
+        priority: Priority::Medium,
+        move_originator: move_originator.cloned(),
+    };
+    if let Some((id, _)) = storage_contexts().find(|(_, ts)| ts == own_ts) {
         return Ok(Plan {
             presentation_context_id: id,
             request,
@@ -451,16 +546,16 @@ fn plan(
             .any(|c| &c.abstract_syntax == sop_class)
         {
             return Err(StoreFileError::CannotConvert {
-                transfer_syntax_uid: file_ts.clone(),
+                transfer_syntax_uid: own_ts.clone(),
             });
         }
         return Err(StoreFileError::NoContext {
             sop_class_uid: sop_class.clone(),
         });
     };
-    if !transfer_syntax::is_uncompressed(file_ts) {
+    if !transfer_syntax::is_uncompressed(own_ts) {
         return Err(StoreFileError::CannotConvert {
-            transfer_syntax_uid: file_ts.clone(),
+            transfer_syntax_uid: own_ts.clone(),
         });
     }
     Ok(Plan {
@@ -470,79 +565,346 @@ fn plan(
     })
 }
 
-/// Reads the data sets of `files` (those with a plan, each as `Some(target)` to convert to, or
-/// `None`) in order on the blocking pool, a few files ahead of the sender: small files whole,
-/// large ones as a stream of pieces read as they are sent. One blocking task for the batch.
-fn load_ahead(
-    files: Vec<(usize, StoreFile, Option<String>)>,
-) -> mpsc::Receiver<(usize, Result<Source, StoreFileError>)> {
-    let (sender, receiver) = mpsc::channel(FILES_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        for (index, file, convert_to) in files {
-            let loaded = match convert_to {
-                Some(target) => {
-                    convert_file(&file, &target).map(|data| Source::Memory(data.into()))
-                }
-                None if file.data_length < READ_WHOLE_BELOW => {
-                    read_whole(&file).map(|data| Source::Memory(data.into()))
-                }
-                None => {
-                    // Handed over first, then fed here as the sender takes the pieces.
-                    let (pieces, receiver) = mpsc::channel(PIECES_AHEAD);
-                    let source = Source::Pieces {
-                        pieces: receiver,
-                        length: file.data_length,
-                    };
-                    if sender.blocking_send((index, Ok(source))).is_err() {
-                        return;
-                    }
-                    feed_pieces(&file.path, file.data_offset, file.data_length, &pieces);
+/// An instance with its plan, on its way to the reader.
+struct Prepared {
+    plan: Plan,
+    /// The transfer syntax `data` is encoded in.
+    transfer_syntax_uid: String,
+    data: InstanceData,
+}
+
+/// An instance taken from the stream: planned, or why it cannot be sent.
+type Taken<K> = (K, Result<Prepared, StoreFileError>);
+/// An instance whose data set is ready to go (or why it cannot be).
+type Loaded<K> = (K, Result<(Plan, Source), StoreFileError>);
+/// The outcome of one instance, as [`send_instances`] reports it.
+pub type Outcome<K> = (K, Result<StoreOutcome, StoreFileError>);
+
+/// How a batch sent by [`send_instances`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// The stream ended and every instance taken from it was answered or failed on its own.
+    Finished,
+    /// `stop` fired, or nobody takes the outcomes any more: no more instances were taken, the
+    /// requests sent were answered, the instances taken but not sent were dropped unreported.
+    Stopped,
+    /// The association ended: every instance taken and not sent was reported with
+    /// [`StoreFileError::NotSent`]; the rest of the stream was left alone.
+    AssociationEnded,
+}
+
+/// Sends the instances of `instances` with C-STORE on `association` and reports the outcome of
+/// each, with its key, to `outcomes` as its response arrives (in the order responses arrive).
+///
+/// Requests are pipelined up to the asynchronous operations window the peer granted (and to the
+/// capacity of `outcomes`: each request in flight holds a place there); whatever the window,
+/// the next data sets are read on the blocking pool, a few instances ahead, while earlier ones
+/// go out and their responses are awaited. An instance that cannot be sent (no usable context,
+/// unreadable data) is reported and the batch goes on. `move_originator` goes on every request
+/// (C-MOVE sub-operations). When `stop` fires, no more instances are taken and the stream is
+/// dropped; a data set being sent is finished (it cannot be cut short) and the responses to the
+/// requests sent are awaited.
+pub async fn send_instances<K, S>(
+    association: &Association,
+    instances: S,
+    move_originator: Option<(String, u16)>,
+    stop: &CancellationToken,
+    outcomes: mpsc::Sender<Outcome<K>>,
+) -> BatchEnd
+where
+    K: Send + 'static,
+    S: Stream<Item = (K, StoreInstance)>,
+{
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let (taken_sender, taken) = mpsc::channel(1);
+    let mut loaded = load_ahead(taken, Arc::clone(&abandoned));
+    let mut feeder = Box::pin(feed(association, instances, move_originator, taken_sender).fuse());
+    let mut in_flight = FuturesUnordered::new();
+    let mut permit = None;
+    let end = loop {
+        // A place for the outcome first, then the next instance ready to go.
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => break BatchEnd::Stopped,
+            Some(()) = in_flight.next() => continue,
+            () = &mut feeder, if !feeder.is_terminated() => continue,
+            reserved = outcomes.clone().reserve_owned(), if permit.is_none() => match reserved {
+                Ok(reserved) => {
+                    permit = Some(reserved);
                     continue;
                 }
-            };
-            if sender.blocking_send((index, loaded)).is_err() {
-                return;
+                Err(_) => break BatchEnd::Stopped,
+            },
+            next = loaded.recv(), if permit.is_some() => next,
+        };
+        let (Some((key, ready)), Some(permit)) = (next, permit.take()) else {
+            break BatchEnd::Finished;
+        };
+        let (plan, source) = match ready {
+            Ok(ready) => ready,
+            Err(error) => {
+                permit.send((key, Err(error)));
+                continue;
+            }
+        };
+        let message_id = association.next_message_id();
+        let starting = start_store(
+            association,
+            plan.presentation_context_id,
+            plan.request.to_message(message_id),
+            source,
+        );
+        tokio::pin!(starting);
+        let started = loop {
+            tokio::select! {
+                biased;
+                // Nothing was sent for this one yet: it stays unsent.
+                () = stop.cancelled() => break None,
+                Some(()) = in_flight.next() => {}
+                () = &mut feeder, if !feeder.is_terminated() => {}
+                started = &mut starting => break Some(started),
+            }
+        };
+        let Some(started) = started else {
+            break BatchEnd::Stopped;
+        };
+        let sent = match started {
+            Ok(Started::Sent(responses)) => Ok(responses),
+            Ok(Started::Writing(responses, writer, source)) => {
+                let finishing = finish_store(writer, source);
+                tokio::pin!(finishing);
+                let finished = loop {
+                    tokio::select! {
+                        biased;
+                        Some(()) = in_flight.next() => {}
+                        () = &mut feeder, if !feeder.is_terminated() => {}
+                        finished = &mut finishing => break finished,
+                    }
+                };
+                finished.map(|()| responses)
+            }
+            Err(error) => Err(error),
+        };
+        match sent {
+            Ok(responses) => in_flight.push(answered(
+                responses,
+                message_id,
+                plan.converted_to,
+                key,
+                permit,
+            )),
+            Err(error) => {
+                let gone = error.ends_association();
+                permit.send((key, Err(error.into())));
+                if gone {
+                    break BatchEnd::AssociationEnded;
+                }
+            }
+        }
+    };
+    // The stream is dropped here: nothing more is taken.
+    drop(feeder);
+    if end == BatchEnd::AssociationEnded {
+        abandoned.store(true, Ordering::Relaxed);
+    }
+    while in_flight.next().await.is_some() {}
+    if end == BatchEnd::AssociationEnded {
+        while let Some((key, _)) = loaded.recv().await {
+            if outcomes
+                .send((key, Err(StoreFileError::NotSent)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    end
+}
+
+/// Awaits the response to a C-STORE-RQ and reports it in the place kept for it.
+async fn answered<K>(
+    responses: Responses,
+    message_id: u16,
+    converted_to: Option<String>,
+    key: K,
+    permit: mpsc::OwnedPermit<Outcome<K>>,
+) {
+    let outcome = match responses.last().await {
+        Ok(response) => store_response(response, message_id)
+            .map(|response| StoreOutcome {
+                response,
+                converted_to,
+            })
+            .map_err(StoreFileError::from),
+        Err(error) => Err(error.into()),
+    };
+    permit.send((key, outcome));
+}
+
+/// Takes the instances from the stream as the reader has room, plans each, and hands them to
+/// the reader, several at once when several are ready. Cancel-safe: an instance taken from the
+/// stream is in the reader's hands before this yields again.
+async fn feed<K, S>(
+    association: &Association,
+    instances: S,
+    move_originator: Option<(String, u16)>,
+    taken: mpsc::Sender<Vec<Taken<K>>>,
+) where
+    S: Stream<Item = (K, StoreInstance)>,
+{
+    let chunks = instances.ready_chunks(TAKEN_AT_ONCE);
+    tokio::pin!(chunks);
+    // Room first, then the instances: dropped at any await, it holds none of them.
+    while let Ok(room) = taken.reserve().await {
+        let Some(chunk) = chunks.next().await else {
+            return;
+        };
+        let chunk = chunk
+            .into_iter()
+            .map(|(key, instance)| {
+                let prepared =
+                    plan(association, &instance, move_originator.as_ref()).map(|plan| Prepared {
+                        plan,
+                        transfer_syntax_uid: instance.transfer_syntax_uid,
+                        data: instance.data,
+                    });
+                (key, prepared)
+            })
+            .collect();
+        room.send(chunk);
+    }
+}
+
+/// Reads the data sets of the instances taken, in order, on the blocking pool, a few ahead of
+/// the sender: small ones whole, large ones as a stream of pieces read as they are sent,
+/// converted when their plan says so. One blocking task per batch. Once `abandoned` is set, the
+/// instances still coming are passed on as not sent, unread.
+fn load_ahead<K: Send + 'static>(
+    mut taken: mpsc::Receiver<Vec<Taken<K>>>,
+    abandoned: Arc<AtomicBool>,
+) -> mpsc::Receiver<Loaded<K>> {
+    let (sender, receiver) = mpsc::channel(FILES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = taken.blocking_recv() {
+            for (key, prepared) in chunk {
+                let prepared = match prepared {
+                    Ok(_) if abandoned.load(Ordering::Relaxed) => Err(StoreFileError::NotSent),
+                    prepared => prepared,
+                };
+                let loaded = prepared.and_then(|prepared| {
+                    let Prepared {
+                        plan,
+                        transfer_syntax_uid,
+                        data,
+                    } = prepared;
+                    load(data, &transfer_syntax_uid, plan.converted_to.as_deref())
+                        .map(|load| (plan, load))
+                });
+                let (plan, path, file, length) = match loaded {
+                    Err(error) => {
+                        if sender.blocking_send((key, Err(error))).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok((plan, Load::Ready(source))) => {
+                        if sender.blocking_send((key, Ok((plan, source)))).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok((plan, Load::Streamed { path, file, length })) => (plan, path, file, length),
+                };
+                // Handed over first, then fed here as the sender takes the pieces.
+                let (pieces, receiver) = mpsc::channel(PIECES_AHEAD);
+                let source = Source::Pieces {
+                    pieces: receiver,
+                    length,
+                };
+                if sender.blocking_send((key, Ok((plan, source)))).is_err() {
+                    return;
+                }
+                feed_pieces(file, &path, length, &pieces);
             }
         }
     });
     receiver
 }
 
-/// Reads a file's data set into memory (blocking).
-fn read_whole(file: &StoreFile) -> Result<Vec<u8>, StoreFileError> {
+/// A data set read for sending.
+enum Load {
+    /// In memory, whole.
+    Ready(Source),
+    /// Large: to be read in pieces while it is sent.
+    Streamed {
+        path: PathBuf,
+        file: File,
+        length: u64,
+    },
+}
+
+/// Reads (or takes) a data set for sending, converting it to `convert_to` when given
+/// (blocking).
+fn load(
+    data: InstanceData,
+    transfer_syntax_uid: &str,
+    convert_to: Option<&str>,
+) -> Result<Load, StoreFileError> {
+    let (path, offset, length) = match data {
+        InstanceData::Memory(data) => {
+            return match convert_to {
+                None => Ok(Load::Ready(Source::Memory(data))),
+                Some(target) => convert_data(&data, transfer_syntax_uid, target)
+                    .map(|data| Load::Ready(Source::Memory(data))),
+            };
+        }
+        InstanceData::File {
+            path,
+            offset,
+            length,
+        } => (path, offset, length),
+    };
     let read_error = |source| StoreFileError::Read {
-        path: file.path.clone(),
+        path: path.clone(),
         source,
     };
-    let mut reader = File::open(&file.path).map_err(read_error)?;
-    reader
-        .seek(SeekFrom::Start(file.data_offset))
-        .map_err(read_error)?;
-    let mut data = Vec::with_capacity(file.data_length as usize);
-    reader
-        .take(file.data_length)
-        .read_to_end(&mut data)
-        .map_err(read_error)?;
-    if (data.len() as u64) < file.data_length {
-        return Err(read_error(std::io::Error::new(
+    let file = open_range(&path, offset, length).map_err(read_error)?;
+    match convert_to {
+        Some(target) => {
+            let data = read_whole(file, length).map_err(read_error)?;
+            convert_data(&data, transfer_syntax_uid, target)
+                .map(|data| Load::Ready(Source::Memory(data)))
+        }
+        None if length < READ_WHOLE_BELOW => read_whole(file, length)
+            .map(|data| Load::Ready(Source::Memory(data.into())))
+            .map_err(read_error),
+        None => Ok(Load::Streamed { path, file, length }),
+    }
+}
+
+/// Reads `length` bytes of an open file (blocking).
+fn read_whole(file: File, length: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(length.min(READ_WHOLE_BELOW) as usize);
+    file.take(length).read_to_end(&mut data)?;
+    if (data.len() as u64) < length {
+        return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "the file ended early",
-        )));
+        ));
     }
     Ok(data)
 }
 
-/// Reads a file's data set and re-encodes it in `target` (blocking).
-fn convert_file(file: &StoreFile, target: &str) -> Result<Vec<u8>, StoreFileError> {
-    let data = read_whole(file)?;
-    let from = &file.meta.transfer_syntax_uid;
-    convert::transcode(&data, from, target, &ScanLimits::default()).map_err(|e| {
-        StoreFileError::Conversion {
-            from: from.clone(),
-            to: target.to_owned(),
+/// Re-encodes a data set from `from` to `to` (blocking).
+fn convert_data(data: &[u8], from: &str, to: &str) -> Result<Bytes, StoreFileError> {
+    convert::transcode(data, from, to, &ScanLimits::default())
+        .map(Bytes::from)
+        .map_err(|e| StoreFileError::Conversion {
+            from: from.to_owned(),
+            to: to.to_owned(),
             reason: e.to_string(),
-        }
-    })
+        })
 }
 
 /// Sends one Part 10 file on an established association: as it is when its transfer syntax was
@@ -563,100 +925,31 @@ pub async fn store_file(
     outcome
 }
 
-/// Sends `files` on one association, reporting each file's outcome to `on_outcome` as its
-/// response comes. Requests are pipelined up to the asynchronous operations window the peer
-/// granted; whatever the window, the next files are read (on the blocking pool) while earlier
-/// ones go out and their responses are awaited. Stops early only when the association is gone;
-/// then every file not sent is reported with [`StoreFileError::NotSent`].
+/// Sends `files` on one association through [`send_instances`], reporting each file's outcome
+/// to `on_outcome` as its response comes. Stops early only when the association is gone; then
+/// every file not sent is reported with [`StoreFileError::NotSent`].
 pub async fn store_files(
     association: &Association,
     files: &[StoreFile],
     move_originator: Option<(String, u16)>,
     mut on_outcome: impl FnMut(&StoreFile, Result<StoreOutcome, StoreFileError>),
 ) {
-    let plans: Vec<Result<Plan, StoreFileError>> = files
-        .iter()
-        .map(|file| plan(association, file, move_originator.clone()))
-        .collect();
-    let mut loaded = load_ahead(
-        plans
-            .iter()
-            .zip(files)
-            .enumerate()
-            .filter_map(|(index, (plan, file))| {
-                let plan = plan.as_ref().ok()?;
-                Some((index, file.clone(), plan.converted_to.clone()))
-            })
-            .collect(),
-    );
-    let mut in_flight = FuturesOrdered::new();
-    for (index, (file, plan)) in files.iter().zip(plans).enumerate() {
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(error) => {
-                on_outcome(file, Err(error));
-                continue;
-            }
-        };
-        let source = match loaded.recv().await {
-            Some((loaded_index, source)) if loaded_index == index => source,
-            _ => Err(StoreFileError::NotSent),
-        };
-        let source = match source {
-            Ok(source) => source,
-            Err(error) => {
-                on_outcome(file, Err(error));
-                continue;
-            }
-        };
-        let converted_to = plan.converted_to;
-        let message_id = association.next_message_id();
-        let sending = send_store(
-            association,
-            plan.presentation_context_id,
-            plan.request.to_message(message_id),
-            source,
-        );
-        tokio::pin!(sending);
-        let sent = loop {
-            tokio::select! {
-                biased;
-                Some((done, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    on_outcome(&files[done], outcome);
-                }
-                sent = &mut sending => break sent,
-            }
-        };
-        match sent {
-            Ok(responses) => in_flight.push_back(async move {
-                let outcome = match responses.last().await {
-                    Ok(response) => store_response(response, message_id)
-                        .map(|response| StoreOutcome {
-                            response,
-                            converted_to,
-                        })
-                        .map_err(StoreFileError::from),
-                    Err(error) => Err(StoreFileError::from(error)),
-                };
-                (index, outcome)
-            }),
-            Err(error) => {
-                let gone = error.ends_association();
-                on_outcome(file, Err(error.into()));
-                if gone {
-                    while let Some((done, outcome)) = in_flight.next().await {
-                        on_outcome(&files[done], outcome);
-                    }
-                    for rest in &files[index + 1..] {
-                        on_outcome(rest, Err(StoreFileError::NotSent));
-                    }
-                    return;
-                }
+    let (sender, mut outcomes) = mpsc::channel(OUTCOMES_QUEUED);
+    let instances = futures_util::stream::iter(files.iter().map(StoreFile::instance).enumerate());
+    let never = CancellationToken::new();
+    let mut reported = vec![false; files.len()];
+    let sending = send_instances(association, instances, move_originator, &never, sender);
+    let reporting = async {
+        while let Some((index, outcome)) = outcomes.recv().await {
+            if let (Some(file), Some(seen)) = (files.get(index), reported.get_mut(index)) {
+                *seen = true;
+                on_outcome(file, outcome);
             }
         }
-    }
-    while let Some((done, outcome)) = in_flight.next().await {
-        on_outcome(&files[done], outcome);
+    };
+    tokio::join!(sending, reporting);
+    for (file, _) in files.iter().zip(&reported).filter(|(_, seen)| !**seen) {
+        on_outcome(file, Err(StoreFileError::NotSent));
     }
 }
 
