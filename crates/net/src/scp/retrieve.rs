@@ -533,7 +533,8 @@ async fn report(
         let Some((instance, outcome)) = next else {
             break;
         };
-        if let Err(StoreFileError::NotSent) = outcome {
+        if let Err(StoreFileError::NotSent | StoreFileError::NotStarted(_)) = outcome {
+            // Its association ended before it went out: another one may send it.
             dealer.hand_back(instance);
             continue;
         }

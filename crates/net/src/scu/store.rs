@@ -364,13 +364,20 @@ pub enum StoreFileError {
     Network(#[from] Error),
     #[error("not sent: the association ended before")]
     NotSent,
+    /// Reported by [`send_instances`] (never by [`store_files`], which reports the error
+    /// itself): the association ended as the request was to go out, and nothing of it was
+    /// sent.
+    #[error("not sent: {0}")]
+    NotStarted(Error),
 }
 
 impl StoreFileError {
     /// Whether the association is gone (the rest of a batch cannot go on it).
     pub fn ends_association(&self) -> bool {
         match self {
-            StoreFileError::Network(error) => error.ends_association(),
+            StoreFileError::Network(error) | StoreFileError::NotStarted(error) => {
+                error.ends_association()
+            }
             StoreFileError::NotSent => true,
             _ => false,
         }
@@ -589,7 +596,8 @@ pub enum BatchEnd {
     /// requests sent were answered, the instances taken but not sent were dropped unreported.
     Stopped,
     /// The association ended: every instance taken and not sent was reported with
-    /// [`StoreFileError::NotSent`]; the rest of the stream was left alone.
+    /// [`StoreFileError::NotStarted`] (the one about to go out) or [`StoreFileError::NotSent`];
+    /// the rest of the stream was left alone.
     AssociationEnded,
 }
 
@@ -669,6 +677,10 @@ where
             break BatchEnd::Stopped;
         };
         let sent = match started {
+            Err(error) if error.ends_association() => {
+                permit.send((key, Err(StoreFileError::NotStarted(error))));
+                break BatchEnd::AssociationEnded;
+            }
             Ok(Started::Sent(responses)) => Ok(responses),
             Ok(Started::Writing(responses, writer, source)) => {
                 let finishing = finish_store(writer, source);
@@ -941,6 +953,10 @@ pub async fn store_files(
     let sending = send_instances(association, instances, move_originator, &never, sender);
     let reporting = async {
         while let Some((index, outcome)) = outcomes.recv().await {
+            let outcome = match outcome {
+                Err(StoreFileError::NotStarted(error)) => Err(StoreFileError::Network(error)),
+                outcome => outcome,
+            };
             if let (Some(file), Some(seen)) = (files.get(index), reported.get_mut(index)) {
                 *seen = true;
                 on_outcome(file, outcome);
