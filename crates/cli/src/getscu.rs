@@ -1,32 +1,22 @@
 //! `dimsum getscu`: Query/Retrieve C-GET SCU (PS3.4 C.4.3), like DCMTK's getscu: the instances
 //! come back on the same association and are written into a folder.
 
-use std::path::PathBuf;
-
 use tracing::error;
 
-use dimsum_net::dataset::{QueryModel, QueryService};
-use dimsum_net::scu::{self, QueryRequest};
+use dimsum_net::dataset::QueryService;
+use dimsum_net::scu;
 use dimsum_net::ul::pdu::AsyncOpsWindow;
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
+use crate::qr_options::{self, RetrieveQueryOptions};
 use crate::retrieve::{self, ReceiveOptions};
 
 /// Options of `dimsum getscu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
     #[command(flatten)]
-    pub peer: PeerOptions,
-    /// A query file (a DICOM data set), with the `-k` keys applied over it.
-    #[arg(value_name = "QUERYFILE")]
-    pub query_file: Option<PathBuf>,
-    /// The information model [default: Patient Root].
-    #[command(flatten)]
-    pub model: ModelOptions,
-    #[command(flatten)]
-    pub keys: KeyOptions,
+    pub query: RetrieveQueryOptions,
     #[command(flatten)]
     pub receive: ReceiveOptions,
     /// Storage SOP classes to receive (repeatable) [default: the common storage SOP classes].
@@ -40,23 +30,17 @@ pub struct Options {
     /// operations window proposed, PS3.7 D.3.3.3); peers that grant none send one at a time.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub window: u16,
-    /// Abort the association instead of releasing it.
-    #[arg(long)]
-    pub abort: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let model = options.model.model(QueryModel::PatientRoot);
-    let identifier = match options.keys.identifier(options.query_file.as_ref()) {
-        Ok(identifier) => identifier,
-        Err(message) => {
-            error!("{message}");
-            return Code::Usage;
-        }
+    let query = match options.query.query() {
+        Ok(query) => query,
+        Err(code) => return code,
     };
+    let model = query.model;
     let storage = match options.receive.storage() {
         Ok(storage) => storage,
         Err(code) => return code,
@@ -82,6 +66,7 @@ pub async fn run(options: Options) -> Code {
         max_operations_performed: options.window,
     };
     let association = match options
+        .query
         .peer
         .open("GETSCU", |request| {
             scu::propose_get(
@@ -103,7 +88,6 @@ pub async fn run(options: Options) -> Code {
         return Code::Rejected;
     }
     let mut progress = options.receive.progress();
-    let query = QueryRequest::new(model, identifier);
     let code = match scu::get(&association, &query, storage, |p| progress.update(p)).await {
         Ok(outcome) => retrieve::summarize("Get", &outcome),
         Err(error) => {
@@ -117,5 +101,5 @@ pub async fn run(options: Options) -> Code {
     if association.ending().is_some() {
         return code;
     }
-    qr_options::finish(association, options.abort, code).await
+    qr_options::finish(association, options.query.abort, code).await
 }

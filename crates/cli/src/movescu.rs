@@ -2,33 +2,23 @@
 //! peer to send the matching instances to a move destination, which may be this tool itself
 //! (`--port`: a temporary Storage SCP writes them into a folder).
 
-use std::path::PathBuf;
-
 use tracing::{error, info};
 
 use dimsum_net::ServerConfig;
-use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
+use dimsum_net::dataset::{QueryService, sop_class, transfer_syntax};
 use dimsum_net::scp::StoreScp;
-use dimsum_net::scu::{self, MoveReceiver, QueryRequest, query_context};
+use dimsum_net::scu::{self, MoveReceiver, query_context};
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
+use crate::qr_options::{self, RetrieveQueryOptions};
 use crate::retrieve::{self, ReceiveOptions};
 
 /// Options of `dimsum movescu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
     #[command(flatten)]
-    pub peer: PeerOptions,
-    /// A query file (a DICOM data set), with the `-k` keys applied over it.
-    #[arg(value_name = "QUERYFILE")]
-    pub query_file: Option<PathBuf>,
-    /// The information model [default: Patient Root].
-    #[command(flatten)]
-    pub model: ModelOptions,
-    #[command(flatten)]
-    pub keys: KeyOptions,
+    pub query: RetrieveQueryOptions,
     /// The move destination's AE title [default: our own AE title].
     #[arg(long = "move", value_name = "AE")]
     pub move_destination: Option<String>,
@@ -46,24 +36,18 @@ pub struct Options {
     pub bind: String,
     #[command(flatten)]
     pub receive: ReceiveOptions,
-    /// Abort the association instead of releasing it.
-    #[arg(long)]
-    pub abort: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let model = options.model.model(QueryModel::PatientRoot);
-    let identifier = match options.keys.identifier(options.query_file.as_ref()) {
-        Ok(identifier) => identifier,
-        Err(message) => {
-            error!("{message}");
-            return Code::Usage;
-        }
+    let query = match options.query.query() {
+        Ok(query) => query,
+        Err(code) => return code,
     };
-    let calling = options.peer.calling("MOVESCU").to_owned();
+    let model = query.model;
+    let calling = options.query.peer.calling("MOVESCU").to_owned();
     let destination = options
         .move_destination
         .clone()
@@ -76,6 +60,7 @@ pub async fn run(options: Options) -> Code {
         None => None,
     };
     let association = match options
+        .query
         .peer
         .open("MOVESCU", |request| {
             Ok(request.with_context(query_context(model, QueryService::Move)?))
@@ -86,7 +71,6 @@ pub async fn run(options: Options) -> Code {
         Err(code) => return code,
     };
     let mut progress = options.receive.progress();
-    let query = QueryRequest::new(model, identifier);
     let moved = match receiver {
         Some(receiver) => scu::move_to_self(&association, receiver, &query, |p| progress.update(p))
             .await
@@ -106,7 +90,7 @@ pub async fn run(options: Options) -> Code {
     if association.ending().is_some() {
         return code;
     }
-    qr_options::finish(association, options.abort, code).await
+    qr_options::finish(association, options.query.abort, code).await
 }
 
 /// The temporary Storage SCP for `--port`, answering as `ae_title` and writing into the output
@@ -114,12 +98,18 @@ pub async fn run(options: Options) -> Code {
 async fn bind_receiver(options: &Options, port: u16, ae_title: &str) -> Result<MoveReceiver, Code> {
     let storage = options.receive.storage()?;
     let mut config = ServerConfig::new(ae_title);
-    config.max_pdu_length = options.peer.network.max_pdu;
-    config.timeouts = options.peer.network.timeouts();
-    config.tls = options.peer.network.tls.server_tls().map_err(|error| {
-        error!("{error}");
-        Code::Usage
-    })?;
+    config.max_pdu_length = options.query.peer.network.max_pdu;
+    config.timeouts = options.query.peer.network.timeouts();
+    config.tls = options
+        .query
+        .peer
+        .network
+        .tls
+        .server_tls()
+        .map_err(|error| {
+            error!("{error}");
+            Code::Usage
+        })?;
     let store = StoreScp::new(
         storage,
         sop_class::storage_sop_classes()

@@ -8,7 +8,7 @@ use tracing::{error, info};
 use dimsum_net::dataset::QueryModel;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::query_keys::{self, QueryKey};
-use dimsum_net::scu::QueryError;
+use dimsum_net::scu::{QueryError, QueryRequest};
 use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::{Association, Limits};
 
@@ -91,6 +91,42 @@ impl PeerOptions {
             &self.network,
         )
         .await
+    }
+}
+
+/// What getscu and movescu are asked: the peer, the information model (Patient Root unless
+/// told) and the identifier, from a query file and `-k` keys.
+#[derive(clap::Args, Debug)]
+pub struct RetrieveQueryOptions {
+    #[command(flatten)]
+    pub peer: PeerOptions,
+    /// A query file (a DICOM data set), with the `-k` keys applied over it.
+    #[arg(value_name = "QUERYFILE")]
+    pub query_file: Option<PathBuf>,
+    /// The information model [default: Patient Root].
+    #[command(flatten)]
+    pub model: ModelOptions,
+    #[command(flatten)]
+    pub keys: KeyOptions,
+    /// Abort the association instead of releasing it.
+    #[arg(long)]
+    pub abort: bool,
+}
+
+impl RetrieveQueryOptions {
+    /// The request to send, or the exit status of a usage error (reported).
+    pub fn query(&self) -> Result<QueryRequest, Code> {
+        let identifier = self
+            .keys
+            .identifier(self.query_file.as_ref())
+            .map_err(|message| {
+                error!("{message}");
+                Code::Usage
+            })?;
+        Ok(QueryRequest::new(
+            self.model.model(QueryModel::PatientRoot),
+            identifier,
+        ))
     }
 }
 
