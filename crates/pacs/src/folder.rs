@@ -861,44 +861,27 @@ trait Node {
     fn entity(&self) -> Entity<'_>;
 }
 
-impl Node for PatientNode {
-    type Child = StudyNode;
-    fn record(&self) -> &InMemDicomObject {
-        &self.record
-    }
-    fn children(&self) -> Option<&BTreeMap<String, StudyNode>> {
-        Some(&self.studies)
-    }
-    fn entity(&self) -> Entity<'_> {
-        Entity::Patient(self)
-    }
+/// A level with children: its record, its child map and its entity.
+macro_rules! parent_node {
+    ($node:ty, $child:ty, $children:ident, $entity:ident) => {
+        impl Node for $node {
+            type Child = $child;
+            fn record(&self) -> &InMemDicomObject {
+                &self.record
+            }
+            fn children(&self) -> Option<&BTreeMap<String, $child>> {
+                Some(&self.$children)
+            }
+            fn entity(&self) -> Entity<'_> {
+                Entity::$entity(self)
+            }
+        }
+    };
 }
 
-impl Node for StudyNode {
-    type Child = SeriesNode;
-    fn record(&self) -> &InMemDicomObject {
-        &self.record
-    }
-    fn children(&self) -> Option<&BTreeMap<String, SeriesNode>> {
-        Some(&self.series)
-    }
-    fn entity(&self) -> Entity<'_> {
-        Entity::Study(self)
-    }
-}
-
-impl Node for SeriesNode {
-    type Child = InstanceNode;
-    fn record(&self) -> &InMemDicomObject {
-        &self.record
-    }
-    fn children(&self) -> Option<&BTreeMap<String, InstanceNode>> {
-        Some(&self.instances)
-    }
-    fn entity(&self) -> Entity<'_> {
-        Entity::Series(self)
-    }
-}
+parent_node!(PatientNode, StudyNode, studies, Patient);
+parent_node!(StudyNode, SeriesNode, series, Study);
+parent_node!(SeriesNode, InstanceNode, instances, Series);
 
 impl Node for InstanceNode {
     type Child = InstanceNode;

@@ -124,27 +124,24 @@ impl<P: FnMut(&RetrieveProgress)> RetrieveResponses<P> {
             None => return Err(Error::ConnectionClosed.into()),
         };
         let name = self.kind.response_name();
+        // C-GET-RSP and C-MOVE-RSP carry the same fields (PS3.7 Tables 9.3-6, 9.3-8).
+        macro_rules! fields {
+            ($rsp:expr) => {
+                (
+                    $rsp.status,
+                    SubOperations {
+                        remaining: $rsp.number_of_remaining_suboperations,
+                        completed: $rsp.number_of_completed_suboperations,
+                        failed: $rsp.number_of_failed_suboperations,
+                        warning: $rsp.number_of_warning_suboperations,
+                    },
+                    $rsp.error_comment.clone(),
+                )
+            };
+        }
         let (status, sub_operations, error_comment) = match (&response.message, self.kind) {
-            (Message::CGetRsp(rsp), RetrieveKind::Get) => (
-                rsp.status,
-                SubOperations {
-                    remaining: rsp.number_of_remaining_suboperations,
-                    completed: rsp.number_of_completed_suboperations,
-                    failed: rsp.number_of_failed_suboperations,
-                    warning: rsp.number_of_warning_suboperations,
-                },
-                rsp.error_comment.clone(),
-            ),
-            (Message::CMoveRsp(rsp), RetrieveKind::Move) => (
-                rsp.status,
-                SubOperations {
-                    remaining: rsp.number_of_remaining_suboperations,
-                    completed: rsp.number_of_completed_suboperations,
-                    failed: rsp.number_of_failed_suboperations,
-                    warning: rsp.number_of_warning_suboperations,
-                },
-                rsp.error_comment.clone(),
-            ),
+            (Message::CGetRsp(rsp), RetrieveKind::Get) => fields!(rsp),
+            (Message::CMoveRsp(rsp), RetrieveKind::Move) => fields!(rsp),
             (other, _) => return Err(unexpected(name, self.message_id, other).into()),
         };
         (self.progress)(&RetrieveProgress {
