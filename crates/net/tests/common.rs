@@ -1,7 +1,10 @@
 //! Shared helpers for the network tests: a server on a free loopback port, raw peers.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -9,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{Dispatcher, EchoScp};
+use dimsum_net::storage::{FileStorage, Origin};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
 use dimsum_net::ul::pdu::{self, DecodeLimits, Pdu};
 use dimsum_net::ul::uids::{IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS};
@@ -49,6 +54,13 @@ pub fn config() -> ServerConfig {
     config
 }
 
+/// Awaits `future`, failing the test after PATIENCE.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
+}
+
 pub async fn start_server(config: ServerConfig) -> TestServer {
     start_server_with(config, Dispatcher::new().with(EchoScp::new())).await
 }
@@ -66,6 +78,13 @@ pub async fn start_server_with(config: ServerConfig, dispatcher: Dispatcher) -> 
         handle,
         task,
     }
+}
+
+/// A server with the test configuration, named `ae_title`, serving with `dispatcher`.
+pub async fn start_named(dispatcher: Dispatcher, ae_title: &str) -> TestServer {
+    let mut config = config();
+    config.ae_title = ae_title.into();
+    start_server_with(config, dispatcher).await
 }
 
 pub fn echo_request(max_pdu: u32) -> AssociationRequest {
@@ -100,13 +119,67 @@ pub async fn connect(
     .await
 }
 
+/// An association that `address` accepts within PATIENCE, with `timeouts`.
+pub async fn associate_with(
+    address: SocketAddr,
+    request: &AssociationRequest,
+    timeouts: Timeouts,
+) -> Association {
+    within(
+        "association",
+        Association::connect(&address.to_string(), request, timeouts, Limits::default()),
+    )
+    .await
+    .expect("association accepted")
+}
+
+/// An association that `address` accepts within PATIENCE, with the client timeouts.
+pub async fn associate(address: SocketAddr, request: &AssociationRequest) -> Association {
+    associate_with(address, request, client_timeouts()).await
+}
+
+/// A C-ECHO on `association` that succeeds within PATIENCE.
+pub async fn assert_echo_on(association: &Association) {
+    let status = within("echo", scu::echo(association))
+        .await
+        .expect("echo answered");
+    assert_eq!(status, Status::SUCCESS);
+}
+
+/// Releases `association` within PATIENCE, then stops `server`.
+pub async fn release_and_stop(association: Association, server: TestServer) {
+    within("release", association.release())
+        .await
+        .expect("released");
+    server.stop().await;
+}
+
+/// Checks that `association` still works (a C-ECHO), then releases it and stops `server`.
+pub async fn echo_release_and_stop(association: Association, server: TestServer) {
+    assert_echo_on(&association).await;
+    release_and_stop(association, server).await;
+}
+
+/// Checks that `what` (C-STOREs, sub-operations) went out pipelined: more than one outstanding
+/// at a time, and never more than `window`; then prints how many at most of `total`.
+pub fn assert_pipelined(what: &str, max_outstanding: usize, window: usize, total: usize) {
+    assert!(
+        max_outstanding > 1,
+        "the {what} were not pipelined: at most {max_outstanding} outstanding"
+    );
+    assert!(
+        max_outstanding <= window,
+        "{max_outstanding} {what} outstanding, beyond the window of {window}"
+    );
+    eprintln!("at most {max_outstanding} of {total} {what} outstanding");
+}
+
 /// Opens an association, echoes and releases: the server still serves normally.
 pub async fn assert_echo_works(address: SocketAddr) {
     let association = connect(address, &echo_request(16384))
         .await
         .expect("association accepted");
-    let status = scu::echo(&association).await.expect("echo answered");
-    assert!(status.is_success(), "echo status {status}");
+    assert_echo_on(&association).await;
     association.release().await.expect("released");
 }
 
@@ -188,6 +261,13 @@ pub async fn raw_associate_with(
 }
 
 pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+pub const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+/// Our AE titles in the Query/Retrieve tests: the Q/R SCU, the Q/R SCP, the move destination.
+pub const SCU_AE: &str = "QRSCU";
+pub const SCP_AE: &str = "QRSCP";
+pub const DEST_AE: &str = "DEST";
+/// The Error Comment of the Q/R test handlers that fail.
+pub const FAILURE_COMMENT: &str = "the index is unavailable";
 pub const STUDY: &str = "1.2.3.4.100";
 pub const SERIES: &str = "1.2.3.4.100.1";
 
@@ -243,8 +323,58 @@ pub fn data_set(sop_instance_uid: &str, pixel_bytes: usize) -> Vec<u8> {
     data
 }
 
+/// A small instance of `sop_class` in study `study` (explicit VR little endian): what the
+/// Q/R test handlers retrieve.
+pub fn instance_data_set(sop_class: &str, sop_instance_uid: &str, study: &str) -> bytes::Bytes {
+    bytes::Bytes::from(
+        [
+            element(0x0008, 0x0016, b"UI", &even(sop_class, 0)),
+            element(0x0008, 0x0018, b"UI", &even(sop_instance_uid, 0)),
+            element(0x0010, 0x0010, b"PN", b"DOE^JOHN"),
+            element(0x0010, 0x0020, b"LO", b"PID1"),
+            element(0x0020, 0x000D, b"UI", &even(study, 0)),
+            element(0x0020, 0x000E, b"UI", &even(&format!("{study}.1"), 0)),
+        ]
+        .concat(),
+    )
+}
+
+/// What a store server of the tests received, as its storage reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Arrival {
+    pub path: PathBuf,
+    pub sop_instance_uid: String,
+    /// The calling AE title of the association that brought it.
+    pub calling: String,
+    pub originator: Option<String>,
+    pub originator_id: Option<u16>,
+    /// Which association brought it.
+    pub peer: SocketAddr,
+}
+
+/// A FileStorage at `root` that records every instance stored over DIMSE.
+pub fn recording_storage(root: &Path) -> (FileStorage, Arc<Mutex<Vec<Arrival>>>) {
+    let arrivals: Arc<Mutex<Vec<Arrival>>> = Arc::default();
+    let seen = Arc::clone(&arrivals);
+    let storage = FileStorage::new(root)
+        .expect("storage")
+        .on_stored(move |stored| {
+            if let Origin::Dimse(origin) = &stored.instance.origin {
+                seen.lock().unwrap().push(Arrival {
+                    path: stored.path.clone(),
+                    sop_instance_uid: stored.instance.sop_instance_uid.clone(),
+                    calling: origin.calling_ae_title.clone(),
+                    originator: origin.move_originator_ae_title.clone(),
+                    originator_id: origin.move_originator_message_id,
+                    peer: origin.peer_address,
+                });
+            }
+        });
+    (storage, arrivals)
+}
+
 /// Every file below `root`, hidden ones included, sorted.
-pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -23,8 +23,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::{
-    PATIENCE, SECONDARY_CAPTURE, TestServer, client_timeouts, config, data_set, element, even,
-    files_under, start_server_with,
+    PATIENCE, SECONDARY_CAPTURE, TestServer, assert_pipelined, associate, config, data_set,
+    element, even, files_under, start_server_with,
 };
 use dimsum_net::dataset::part10::{self, FileMeta};
 use dimsum_net::dimse::status::Status;
@@ -40,7 +40,6 @@ use dimsum_net::storage::{
 use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::ul::pdu::{self, AsyncOpsWindow, DecodeLimits, Pdu};
 use dimsum_net::ul::uids::EXPLICIT_VR_LITTLE_ENDIAN;
-use dimsum_net::{Association, Limits};
 
 const INSTANCES: usize = 40;
 /// What the SCU proposes: up to 8 of its requests outstanding, 1 of ours.
@@ -287,18 +286,7 @@ async fn store_through_relay(max_operations_performed: u16) -> (Wire, AsyncOpsWi
             &TransferSyntaxProposal::AsFiles,
         ))
         .with_async_ops_window(PROPOSED);
-    let association = tokio::time::timeout(
-        PATIENCE,
-        Association::connect(
-            &relay.to_string(),
-            &request,
-            client_timeouts(),
-            Limits::default(),
-        ),
-    )
-    .await
-    .expect("association in time")
-    .expect("association accepted");
+    let association = associate(relay, &request).await;
     let window = association.negotiated().async_window();
 
     let mut outcomes = Vec::new();
@@ -357,20 +345,7 @@ async fn c_stores_pipeline_up_to_the_window_the_server_grants() {
     };
     assert_eq!(wire.granted, Some(Some(granted)), "{wire:?}");
     assert_eq!(window, granted);
-    assert!(
-        wire.max_outstanding > 1,
-        "the C-STOREs were not pipelined: at most {} outstanding",
-        wire.max_outstanding
-    );
-    assert!(
-        wire.max_outstanding <= 8,
-        "{} C-STOREs outstanding, beyond the window of 8",
-        wire.max_outstanding
-    );
-    eprintln!(
-        "at most {} of {INSTANCES} C-STOREs outstanding",
-        wire.max_outstanding
-    );
+    assert_pipelined("C-STOREs", wire.max_outstanding, 8, INSTANCES);
 }
 
 #[tokio::test]
@@ -442,18 +417,7 @@ async fn the_engine_sends_a_stream_of_instances_and_a_short_file_fails_alone() {
             &TransferSyntaxProposal::AsFiles,
         ))
         .with_async_ops_window(PROPOSED);
-    let association = tokio::time::timeout(
-        PATIENCE,
-        Association::connect(
-            &server.address.to_string(),
-            &request,
-            client_timeouts(),
-            Limits::default(),
-        ),
-    )
-    .await
-    .expect("association in time")
-    .expect("association accepted");
+    let association = associate(server.address, &request).await;
     let (sender, mut outcomes) = tokio::sync::mpsc::channel(8);
     let stop = tokio_util::sync::CancellationToken::new();
     let end = tokio::time::timeout(

@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +19,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
 use common::{
-    PATIENCE, SECONDARY_CAPTURE, TestServer, client_timeouts, config, element, even,
-    start_server_with,
+    Arrival, CT_IMAGE, DEST_AE, FAILURE_COMMENT, PATIENCE, SCP_AE, SCU_AE, SECONDARY_CAPTURE,
+    TestServer, assert_echo_on, assert_pipelined, associate, echo_release_and_stop, element, even,
+    recording_storage, release_and_stop, start_named, within,
 };
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::part10::{self, FileMeta};
@@ -36,35 +36,26 @@ use dimsum_net::scp::{
     RetrieveInstance, Scp, ScpFailure, StoreScp, contexts_for,
 };
 use dimsum_net::storage::{
-    BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Origin, Storage, StoreFailure,
+    BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Storage, StoreFailure,
 };
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
 use dimsum_net::ul::pdu::AsyncOpsWindow;
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
 };
-use dimsum_net::{Association, IncomingRequest, Limits, Response, Responses, Role, scu};
+use dimsum_net::{
+    Association, DataSetStream, IncomingRequest, Response, Responses, Role, ServerStatistics,
+};
 
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
 const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 const WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
 const STUDY: &str = "1.2.3.4.300";
-/// Our AE titles: the Q/R SCU, the Q/R SCP, the move destination.
-const SCU_AE: &str = "QRSCU";
-const SCP_AE: &str = "QRSCP";
-const DEST_AE: &str = "DEST";
 
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-/// Awaits `future`, failing the test after PATIENCE.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
-}
 
 /// A STUDY level identifier asking for the studies of `patient_id` (the test handlers pick
 /// their behaviour by it).
@@ -121,43 +112,13 @@ fn study_match(index: usize) -> Bytes {
 
 /// A small Secondary Capture data set for `sop_instance_uid`.
 fn instance_data_set(sop_instance_uid: &str) -> Bytes {
-    Bytes::from(
-        [
-            element(0x0008, 0x0016, b"UI", &even(SECONDARY_CAPTURE, 0)),
-            element(0x0008, 0x0018, b"UI", &even(sop_instance_uid, 0)),
-            element(0x0010, 0x0010, b"PN", b"DOE^JOHN"),
-            element(0x0010, 0x0020, b"LO", b"PID1"),
-            element(0x0020, 0x000D, b"UI", &even(STUDY, 0)),
-            element(0x0020, 0x000E, b"UI", &even(&format!("{STUDY}.1"), 0)),
-        ]
-        .concat(),
-    )
+    common::instance_data_set(SECONDARY_CAPTURE, sop_instance_uid, STUDY)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
-}
-
-async fn start(dispatcher: Dispatcher, ae_title: &str) -> TestServer {
-    let mut config = config();
-    config.ae_title = ae_title.into();
-    start_server_with(config, dispatcher).await
-}
-
-async fn connect(address: SocketAddr, request: &AssociationRequest) -> Association {
-    within(
-        "association",
-        Association::connect(
-            &address.to_string(),
-            request,
-            client_timeouts(),
-            Limits::default(),
-        ),
-    )
-    .await
-    .expect("association accepted")
 }
 
 fn qr_request(sop_class: &str) -> AssociationRequest {
@@ -180,11 +141,59 @@ async fn next_response(responses: &mut Responses) -> Response {
         .expect("a response, not an error")
 }
 
-async fn release(association: Association, server: TestServer) {
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+/// Sends `request`, made with the next Message ID, on the context of `sop_class` with
+/// `identifier`; returns the Message ID, the context and the responses.
+async fn send_request(
+    association: &Association,
+    sop_class: &str,
+    request: impl FnOnce(u16) -> Message,
+    identifier: Bytes,
+) -> (u16, u8, Responses) {
+    let context = association.context_for(sop_class).expect("a context");
+    let message_id = association.next_message_id();
+    let responses = within(
+        "request sent",
+        association.request(context, request(message_id), Some(identifier)),
+    )
+    .await
+    .expect("request sent");
+    (message_id, context, responses)
+}
+
+/// The whole data set of a response, if it has one.
+async fn collect_data_set(data_set: Option<DataSetStream>) -> Option<Bytes> {
+    match data_set {
+        Some(data_set) => Some(
+            within("data set", data_set.collect(1 << 20))
+                .await
+                .expect("data set"),
+        ),
+        None => None,
+    }
+}
+
+/// Waits for the handler's stream to be dropped (`dropped` set), then checks that nothing more
+/// is produced for a while; returns how many items it had produced.
+async fn assert_stream_dropped(
+    dropped: &AtomicBool,
+    produced: &AtomicUsize,
+    poll: Duration,
+    settle: Duration,
+) -> usize {
+    within("stream dropped", async {
+        while !dropped.load(Ordering::SeqCst) {
+            tokio::time::sleep(poll).await;
+        }
+    })
+    .await;
+    let so_far = produced.load(Ordering::SeqCst);
+    tokio::time::sleep(settle).await;
+    assert_eq!(
+        produced.load(Ordering::SeqCst),
+        so_far,
+        "the stream went on after it was dropped"
+    );
+    so_far
 }
 
 // ------------------------------------------------------------------------------------------
@@ -205,7 +214,6 @@ struct TestFinder {
 
 const MANY: usize = 5;
 const SLOW: usize = 100;
-const FAILURE_COMMENT: &str = "the index is unavailable";
 
 /// Sets its flag when dropped (with the stream that owns it).
 struct DropFlag(Arc<AtomicBool>);
@@ -293,7 +301,14 @@ async fn start_find_server(finder: TestFinder) -> TestServer {
         vec![STUDY_ROOT_FIND.into(), WORKLIST_FIND.into()],
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    start(Dispatcher::new().with(EchoScp::new()).with(find), SCP_AE).await
+    start_named(Dispatcher::new().with(EchoScp::new()).with(find), SCP_AE).await
+}
+
+/// A find server with `finder`, and an association to it on `sop_class`.
+async fn find_session(finder: TestFinder, sop_class: &str) -> (TestServer, Association) {
+    let server = start_find_server(finder).await;
+    let association = associate(server.address, &qr_request(sop_class)).await;
+    (server, association)
 }
 
 /// Sends a C-FIND-RQ for `patient_id`; returns its message ID, context and responses.
@@ -307,21 +322,15 @@ async fn send_find_with(
     sop_class: &str,
     identifier: Bytes,
 ) -> (u16, u8, Responses) {
-    let context = association.context_for(sop_class).expect("FIND context");
-    let message_id = association.next_message_id();
-    let rq = Message::CFindRq(CFindRq {
-        message_id,
-        affected_sop_class_uid: sop_class.into(),
-        priority: Priority::Medium,
-        data_set_present: true,
-    });
-    let responses = within(
-        "C-FIND-RQ sent",
-        association.request(context, rq, Some(identifier)),
-    )
-    .await
-    .expect("C-FIND-RQ sent");
-    (message_id, context, responses)
+    let rq = |message_id| {
+        Message::CFindRq(CFindRq {
+            message_id,
+            affected_sop_class_uid: sop_class.into(),
+            priority: Priority::Medium,
+            data_set_present: true,
+        })
+    };
+    send_request(association, sop_class, rq, identifier).await
 }
 
 /// The only response to a C-FIND that fails at once: its status and Error Comment.
@@ -345,37 +354,42 @@ async fn find_response(response: Response, message_id: u16) -> (Status, Option<B
     assert_eq!(rsp.affected_sop_class_uid.as_deref(), Some(STUDY_ROOT_FIND));
     assert_eq!(response.is_final, rsp.status.is_final());
     let status = rsp.status;
-    let data = match response.data_set {
-        Some(data_set) => Some(
-            within("identifier", data_set.collect(1 << 20))
-                .await
-                .expect("identifier"),
-        ),
-        None => None,
-    };
-    (status, data)
+    (status, collect_data_set(response.data_set).await)
+}
+
+/// The pending responses of a C-FIND, each status with its identifier, and the final status.
+async fn find_responses(
+    mut responses: Responses,
+    message_id: u16,
+) -> (Vec<(Status, Option<Bytes>)>, Status) {
+    let mut pendings = Vec::new();
+    loop {
+        let (status, identifier) =
+            find_response(next_response(&mut responses).await, message_id).await;
+        if status.is_final() {
+            assert!(
+                identifier.is_none(),
+                "a final C-FIND-RSP with an identifier"
+            );
+            assert!(within("end", responses.next()).await.is_none());
+            return (pendings, status);
+        }
+        pendings.push((status, identifier));
+    }
 }
 
 #[tokio::test]
 async fn a_find_handler_stream_becomes_pending_responses_then_success() {
     let finder = TestFinder::default();
     let queries = Arc::clone(&finder.queries);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
-    let (message_id, _, mut responses) = send_find(&association, "MANY").await;
-    let mut identifiers = Vec::new();
-    let final_status = loop {
-        let response = next_response(&mut responses).await;
-        match find_response(response, message_id).await {
-            (status, Some(identifier)) if status == Status::PENDING => identifiers.push(identifier),
-            (status, None) if status.is_final() => break status,
-            (status, data) => panic!("unexpected C-FIND-RSP {status} with {data:?}"),
-        }
-    };
+    let (server, association) = find_session(finder, STUDY_ROOT_FIND).await;
+    let (message_id, _, responses) = send_find(&association, "MANY").await;
+    let (pendings, final_status) = find_responses(responses, message_id).await;
     assert_eq!(final_status, Status::SUCCESS);
-    let expected: Vec<Bytes> = (0..MANY).map(study_match).collect();
-    assert_eq!(identifiers, expected);
-    assert!(within("end", responses.next()).await.is_none());
+    let expected: Vec<(Status, Option<Bytes>)> = (0..MANY)
+        .map(|i| (Status::PENDING, Some(study_match(i))))
+        .collect();
+    assert_eq!(pendings, expected);
 
     let queries = queries.lock().unwrap().clone();
     assert_eq!(queries.len(), 1);
@@ -383,7 +397,7 @@ async fn a_find_handler_stream_becomes_pending_responses_then_success() {
     assert_eq!(queries[0].identifier, study_query("MANY"));
     assert_eq!(queries[0].transfer_syntax_uid, EXPLICIT_VR_LITTLE_ENDIAN);
     assert_eq!(queries[0].calling_ae_title, SCU_AE);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -391,8 +405,7 @@ async fn a_c_cancel_stops_a_slow_find_with_status_cancel_and_drops_the_stream() 
     let finder = TestFinder::default();
     let produced = Arc::clone(&finder.produced);
     let dropped = Arc::clone(&finder.dropped);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
+    let (server, association) = find_session(finder, STUDY_ROOT_FIND).await;
     let (message_id, context, mut responses) = send_find(&association, "SLOW").await;
     let mut pendings = 0;
     let final_status = loop {
@@ -415,129 +428,91 @@ async fn a_c_cancel_stops_a_slow_find_with_status_cancel_and_drops_the_stream() 
         "{pendings} pending responses of {SLOW} after a C-CANCEL after the 2nd"
     );
     // The handler's stream was dropped: the search stopped.
-    within("stream dropped", async {
-        while !dropped.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    let so_far = assert_stream_dropped(
+        &dropped,
+        &produced,
+        Duration::from_millis(10),
+        Duration::from_millis(200),
+    )
     .await;
-    let so_far = produced.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        produced.load(Ordering::SeqCst),
-        so_far,
-        "the search went on"
-    );
     assert!(so_far < 10, "{so_far} matches produced");
     // The association goes on.
-    let status = within("echo", scu::echo(&association)).await.expect("echo");
-    assert_eq!(status, Status::SUCCESS);
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_failing_find_handler_gives_its_status_and_error_comment() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
-    let (message_id, _, mut responses) = send_find(&association, "FAIL").await;
-    let response = next_response(&mut responses).await;
-    assert!(response.is_final, "{:?}", response.message);
-    let Message::CFindRsp(rsp) = &response.message else {
-        panic!("expected a C-FIND-RSP, got {:?}", response.message);
-    };
-    assert_eq!(rsp.message_id_being_responded_to, message_id);
-    assert_eq!(rsp.status, Status::OUT_OF_RESOURCES);
-    assert_eq!(rsp.error_comment.as_deref(), Some(FAILURE_COMMENT));
-    assert!(response.data_set.is_none());
-    release(association, server).await;
+    let (server, association) = find_session(TestFinder::default(), STUDY_ROOT_FIND).await;
+    let (message_id, _, responses) = send_find(&association, "FAIL").await;
+    let refusal = find_refusal(responses, message_id).await;
+    assert_eq!(
+        refusal,
+        (Status::OUT_OF_RESOURCES, Some(FAILURE_COMMENT.to_owned()))
+    );
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_find_stream_failing_after_a_match_ends_with_its_status_and_error_comment() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
+    let (server, association) = find_session(TestFinder::default(), STUDY_ROOT_FIND).await;
     let (message_id, _, mut responses) = send_find(&association, "PARTIAL").await;
     let first = find_response(next_response(&mut responses).await, message_id).await;
     assert_eq!(first, (Status::PENDING, Some(study_match(0))));
-    let response = next_response(&mut responses).await;
-    assert!(response.is_final, "{:?}", response.message);
-    let Message::CFindRsp(rsp) = &response.message else {
-        panic!("expected a C-FIND-RSP, got {:?}", response.message);
-    };
-    assert_eq!(rsp.status, Status::OUT_OF_RESOURCES);
-    assert_eq!(rsp.error_comment.as_deref(), Some(FAILURE_COMMENT));
-    release(association, server).await;
+    let refusal = find_refusal(responses, message_id).await;
+    assert_eq!(
+        refusal,
+        (Status::OUT_OF_RESOURCES, Some(FAILURE_COMMENT.to_owned()))
+    );
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_panicking_find_handler_gives_0x0110_and_the_association_goes_on() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
-    let (message_id, _, mut responses) = send_find(&association, "PANIC").await;
-    let response = next_response(&mut responses).await;
-    assert!(response.is_final, "{:?}", response.message);
-    let Message::CFindRsp(rsp) = &response.message else {
-        panic!("expected a C-FIND-RSP, got {:?}", response.message);
-    };
-    assert_eq!(rsp.message_id_being_responded_to, message_id);
-    assert_eq!(rsp.status, Status::PROCESSING_FAILURE);
-    assert!(rsp.error_comment.is_some());
-    let status = within("echo", scu::echo(&association))
-        .await
-        .expect("echo after the panic");
-    assert_eq!(status, Status::SUCCESS);
+    let (server, association) = find_session(TestFinder::default(), STUDY_ROOT_FIND).await;
+    let (message_id, _, responses) = send_find(&association, "PANIC").await;
+    let (status, comment) = find_refusal(responses, message_id).await;
+    assert_eq!(status, Status::PROCESSING_FAILURE);
+    assert!(comment.is_some());
+    assert_echo_on(&association).await;
     // And another C-FIND on it works.
     let (message_id, _, responses) = send_find(&association, "NONE").await;
-    let last = within("final", responses.last()).await.expect("final");
     assert_eq!(
-        last.message.message_id_being_responded_to(),
-        Some(message_id)
+        find_responses(responses, message_id).await,
+        (vec![], Status::SUCCESS)
     );
-    assert_eq!(last.message.status(), Some(Status::SUCCESS));
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_find_handlers_pending_0xff01_is_kept_on_every_match() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
-    let (message_id, _, mut responses) = send_find(&association, "OPTIONAL").await;
-    let mut pendings = Vec::new();
-    let final_status = loop {
-        let (status, identifier) =
-            find_response(next_response(&mut responses).await, message_id).await;
-        if status.is_final() {
-            break status;
-        }
-        pendings.push((status, identifier));
-    };
+    let (server, association) = find_session(TestFinder::default(), STUDY_ROOT_FIND).await;
+    let (message_id, _, responses) = send_find(&association, "OPTIONAL").await;
+    let (pendings, final_status) = find_responses(responses, message_id).await;
     assert_eq!(final_status, Status::SUCCESS);
     let expected: Vec<(Status, Option<Bytes>)> = (0..MANY)
         .map(|i| (Status::PENDING_WARNING, Some(study_match(i))))
         .collect();
     assert_eq!(pendings, expected);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_find_handlers_refusals_come_back_with_their_status_and_comment() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
+    let (server, association) = find_session(TestFinder::default(), STUDY_ROOT_FIND).await;
     for (status, comment) in REFUSALS {
         let patient_id = format!("REFUSE-{:04X}", status.0);
         let (message_id, _, responses) = send_find(&association, &patient_id).await;
         let refusal = find_refusal(responses, message_id).await;
         assert_eq!(refusal, (status, Some(comment.to_owned())), "{patient_id}");
     }
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_find_identifier_that_is_not_a_data_set_gets_0xc000_and_reaches_no_handler() {
     let finder = TestFinder::default();
     let queries = Arc::clone(&finder.queries);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
+    let (server, association) = find_session(finder, STUDY_ROOT_FIND).await;
     let (message_id, _, responses) =
         send_find_with(&association, STUDY_ROOT_FIND, not_a_data_set()).await;
     let (status, comment) = find_refusal(responses, message_id).await;
@@ -545,17 +520,14 @@ async fn a_find_identifier_that_is_not_a_data_set_gets_0xc000_and_reaches_no_han
     assert!(comment.is_some());
     assert!(queries.lock().unwrap().is_empty());
     // The association goes on.
-    let status = within("echo", scu::echo(&association)).await.expect("echo");
-    assert_eq!(status, Status::SUCCESS);
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_find_without_a_level_or_with_one_outside_the_model_gets_0xa900() {
     let finder = TestFinder::default();
     let queries = Arc::clone(&finder.queries);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_FIND)).await;
+    let (server, association) = find_session(finder, STUDY_ROOT_FIND).await;
     for identifier in [no_level_query(), level_query(b"IMAGEX")] {
         let (message_id, _, responses) =
             send_find_with(&association, STUDY_ROOT_FIND, identifier).await;
@@ -574,15 +546,14 @@ async fn a_find_without_a_level_or_with_one_outside_the_model_gets_0xa900() {
         send_find_with(&association, STUDY_ROOT_FIND, level_query(b"PATIENT ")).await;
     let (status, _) = find_refusal(responses, message_id).await;
     assert_eq!(status, Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_worklist_query_has_no_level_and_reaches_its_handler() {
     let finder = TestFinder::default();
     let queries = Arc::clone(&finder.queries);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(WORKLIST_FIND)).await;
+    let (server, association) = find_session(finder, WORKLIST_FIND).await;
     let worklist = Bytes::from(
         [
             element(0x0010, 0x0020, b"LO", b"MANY"),
@@ -602,7 +573,7 @@ async fn a_worklist_query_has_no_level_and_reaches_its_handler() {
     assert_eq!(queries.len(), 1);
     assert_eq!(queries[0].sop_class_uid, WORKLIST_FIND);
     assert_eq!(queries[0].identifier, worklist);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -615,7 +586,6 @@ const RETRIEVED: usize = 50;
 /// several are visibly outstanding when the window allows it however fast the machine is.
 const ANSWER_DELAY: Duration = Duration::from_millis(15);
 const BROKEN_COMMENT: &str = "the archive went offline";
-const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 
 /// The SOP Instance UID of instance `index` (from 1).
@@ -819,22 +789,24 @@ impl RetrieveHandler for TestRetriever {
 /// warning.
 type Counts = (Option<u16>, Option<u16>, Option<u16>, Option<u16>);
 
+/// The [`Counts`] of a C-GET-RSP or a C-MOVE-RSP, which name them alike.
+macro_rules! sub_operation_counts {
+    ($rsp:expr) => {
+        (
+            $rsp.number_of_remaining_suboperations,
+            $rsp.number_of_completed_suboperations,
+            $rsp.number_of_failed_suboperations,
+            $rsp.number_of_warning_suboperations,
+        )
+    };
+}
+
 fn get_counts(rsp: &CGetRsp) -> Counts {
-    (
-        rsp.number_of_remaining_suboperations,
-        rsp.number_of_completed_suboperations,
-        rsp.number_of_failed_suboperations,
-        rsp.number_of_warning_suboperations,
-    )
+    sub_operation_counts!(rsp)
 }
 
 fn move_counts(rsp: &CMoveRsp) -> Counts {
-    (
-        rsp.number_of_remaining_suboperations,
-        rsp.number_of_completed_suboperations,
-        rsp.number_of_failed_suboperations,
-        rsp.number_of_warning_suboperations,
-    )
+    sub_operation_counts!(rsp)
 }
 
 /// Pending counts after each of `total` sub-operations that all succeeded, but the last.
@@ -871,7 +843,7 @@ async fn start_get_server(retriever: TestRetriever) -> TestServer {
         vec![SECONDARY_CAPTURE.into()],
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    start(Dispatcher::new().with(EchoScp::new()).with(get), SCP_AE).await
+    start_named(Dispatcher::new().with(EchoScp::new()).with(get), SCP_AE).await
 }
 
 /// A C-STORE sub-operation as the C-GET SCU received it.
@@ -923,6 +895,38 @@ async fn run_get(address: SocketAddr, answer: impl Fn(usize) -> Status) -> (Asso
     run_get_with(address, &GetScu::new(study_query("PID1")), answer).await
 }
 
+/// How a C-GET SCU answers that fails its second sub-operation with 0xA700.
+fn failing_the_second(index: usize) -> Status {
+    if index == 1 {
+        Status::OUT_OF_RESOURCES
+    } else {
+        Status::SUCCESS
+    }
+}
+
+/// Like [`run_get`] for `patient_id`, every C-STORE-RQ answered with success.
+async fn run_get_of(address: SocketAddr, patient_id: &str) -> (Association, GetRun) {
+    run_get_with(address, &GetScu::new(study_query(patient_id)), |_| {
+        Status::SUCCESS
+    })
+    .await
+}
+
+/// The SOP Instance UIDs a C-GET SCU received, each once, after checking that none came twice.
+fn received_uids(run: &GetRun) -> BTreeSet<String> {
+    let received: BTreeSet<String> = run
+        .stores
+        .iter()
+        .map(|store| store.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(
+        received.len(),
+        run.stores.len(),
+        "an instance received twice"
+    );
+    received
+}
+
 /// Like [`run_get`], behaving as `scu` says.
 async fn run_get_with(
     address: SocketAddr,
@@ -941,26 +945,20 @@ async fn run_get_with(
             max_operations_performed: performs,
         });
     }
-    let association = connect(address, &request).await;
+    let association = associate(address, &request).await;
     let store_context = association
         .context_for_role(SECONDARY_CAPTURE, Role::Scp)
         .expect("the server granted us the SCP role for the storage SOP class");
-    let context = association
-        .context_for(STUDY_ROOT_GET)
-        .expect("GET context");
-    let message_id = association.next_message_id();
-    let rq = Message::CGetRq(CGetRq {
-        message_id,
-        affected_sop_class_uid: STUDY_ROOT_GET.into(),
-        priority: Priority::Medium,
-        data_set_present: true,
-    });
-    let mut responses = within(
-        "C-GET-RQ sent",
-        association.request(context, rq, Some(scu.identifier.clone())),
-    )
-    .await
-    .expect("C-GET-RQ sent");
+    let rq = |message_id| {
+        Message::CGetRq(CGetRq {
+            message_id,
+            affected_sop_class_uid: STUDY_ROOT_GET.into(),
+            priority: Priority::Medium,
+            data_set_present: true,
+        })
+    };
+    let (message_id, context, mut responses) =
+        send_request(&association, STUDY_ROOT_GET, rq, scu.identifier.clone()).await;
 
     let mut stores = Vec::new();
     let mut pendings = Vec::new();
@@ -1030,16 +1028,7 @@ async fn run_get_with(
                     pendings.push(get_counts(rsp));
                     continue;
                 }
-                let rsp = rsp.clone();
-                let data = match response.data_set {
-                    Some(data_set) => Some(
-                        within("final identifier", data_set.collect(1 << 20))
-                            .await
-                            .expect("identifier"),
-                    ),
-                    None => None,
-                };
-                break (rsp, data);
+                break (rsp.clone(), collect_data_set(response.data_set).await);
             }
             _ = &mut deadline => panic!(
                 "no final C-GET-RSP within {PATIENCE:?}; {} stores, pendings {pendings:?}",
@@ -1088,22 +1077,13 @@ async fn a_c_get_sends_its_instances_on_the_same_association_with_pending_counts
     // Number of Remaining Sub-operations only while pending or after a cancel (PS3.7 C.4.3).
     assert_eq!(get_counts(last).0, None);
     assert_eq!(run.final_data_set, None);
-    let status = within("echo", scu::echo(&association)).await.expect("echo");
-    assert_eq!(status, Status::SUCCESS);
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_failed_c_get_sub_operation_gives_0xb000_with_one_failed() {
     let server = start_get_server(TestRetriever::default()).await;
-    let (association, run) = run_get(server.address, |index| {
-        if index == 1 {
-            Status::OUT_OF_RESOURCES
-        } else {
-            Status::SUCCESS
-        }
-    })
-    .await;
+    let (association, run) = run_get(server.address, failing_the_second).await;
     assert_eq!(run.stores.len(), 3, "{:?}", run.stores);
     assert_eq!(
         run.pendings,
@@ -1118,20 +1098,13 @@ async fn a_failed_c_get_sub_operation_gives_0xb000_with_one_failed() {
         (get_counts(last).1, get_counts(last).2, get_counts(last).3),
         (Some(2), Some(1), Some(0))
     );
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_c_get_with_a_failed_sub_operation_names_the_failed_instance() {
     let server = start_get_server(TestRetriever::default()).await;
-    let (association, run) = run_get(server.address, |index| {
-        if index == 1 {
-            Status::OUT_OF_RESOURCES
-        } else {
-            Status::SUCCESS
-        }
-    })
-    .await;
+    let (association, run) = run_get(server.address, failing_the_second).await;
     assert_eq!(
         run.final_response.status,
         Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
@@ -1141,7 +1114,7 @@ async fn a_c_get_with_a_failed_sub_operation_names_the_failed_instance() {
         .final_data_set
         .expect("an identifier in the final C-GET-RSP");
     assert_eq!(failed_list(&identifier), vec![instance_uids()[1].clone()]);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -1160,33 +1133,15 @@ async fn a_c_get_from_a_stream_pipelines_its_sub_operations_through_the_window()
         (None, Some(RETRIEVED as u16), Some(0), Some(0))
     );
     // Every instance once, with its data set, from memory or from its file.
-    let received: BTreeSet<String> = run
-        .stores
-        .iter()
-        .map(|store| store.sop_instance_uid.clone())
-        .collect();
     assert_eq!(run.stores.len(), RETRIEVED);
-    assert_eq!(received, retrieved_uids());
+    assert_eq!(received_uids(&run), retrieved_uids());
     for store in &run.stores {
         assert_eq!(store.data_set, instance_data_set(&store.sop_instance_uid));
     }
-    assert!(
-        run.max_outstanding > 1,
-        "the sub-operations were not pipelined: at most {} outstanding",
-        run.max_outstanding
-    );
-    assert!(
-        run.max_outstanding <= 8,
-        "{} sub-operations outstanding, beyond the window of 8",
-        run.max_outstanding
-    );
+    assert_pipelined("sub-operations", run.max_outstanding, 8, RETRIEVED);
     // A pending response after each completed sub-operation but the last.
     assert_eq!(run.pendings, successful_pendings(RETRIEVED as u16));
-    eprintln!(
-        "at most {} of {RETRIEVED} sub-operations outstanding",
-        run.max_outstanding
-    );
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -1199,15 +1154,10 @@ async fn a_c_get_without_a_window_sends_one_sub_operation_at_a_time() {
     let (association, run) = run_get_with(server.address, &scu, |_| Status::SUCCESS).await;
     assert_eq!(run.final_response.status, Status::SUCCESS);
     assert_eq!(run.max_outstanding, 1);
-    let received: BTreeSet<String> = run
-        .stores
-        .iter()
-        .map(|store| store.sop_instance_uid.clone())
-        .collect();
     assert_eq!(run.stores.len(), RETRIEVED);
-    assert_eq!(received, retrieved_uids());
+    assert_eq!(received_uids(&run), retrieved_uids());
     assert_eq!(run.pendings, successful_pendings(RETRIEVED as u16));
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -1247,50 +1197,34 @@ async fn a_cancelled_c_get_ends_with_0xfe00_counts_that_add_up_and_a_dropped_str
         run.stores.len()
     );
     // The handler's stream was dropped: nothing more is produced.
-    within("stream dropped", async {
-        while !dropped.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
+    let so_far = assert_stream_dropped(
+        &dropped,
+        &produced,
+        Duration::from_millis(5),
+        Duration::from_millis(100),
+    )
     .await;
-    let so_far = produced.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        produced.load(Ordering::SeqCst),
-        so_far,
-        "the stream went on"
-    );
     assert!(so_far < RETRIEVED / 2, "{so_far} instances produced");
     // The association goes on.
-    let status = within("echo", scu::echo(&association)).await.expect("echo");
-    assert_eq!(status, Status::SUCCESS);
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_retrieval_stream_that_fails_ends_with_its_status_after_the_sub_operations_sent() {
     let server = start_get_server(TestRetriever::default()).await;
-    let (association, run) =
-        run_get_with(server.address, &GetScu::new(study_query("BROKEN")), |_| {
-            Status::SUCCESS
-        })
-        .await;
+    let (association, run) = run_get_of(server.address, "BROKEN").await;
     let last = &run.final_response;
     assert_eq!(last.status, Status::OUT_OF_RESOURCES);
     assert_eq!(last.error_comment.as_deref(), Some(BROKEN_COMMENT));
     assert_eq!(get_counts(last), (None, Some(3), Some(0), Some(0)));
     assert_eq!(run.stores.len(), 3);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn instances_without_a_usable_context_fail_alone_and_an_uncompressed_one_is_converted() {
     let server = start_get_server(TestRetriever::default()).await;
-    let (association, run) =
-        run_get_with(server.address, &GetScu::new(study_query("MIXED")), |_| {
-            Status::SUCCESS
-        })
-        .await;
+    let (association, run) = run_get_of(server.address, "MIXED").await;
     let last = &run.final_response;
     assert_eq!(last.status, Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES);
     assert_eq!(get_counts(last), (None, Some(3), Some(2), Some(0)));
@@ -1315,7 +1249,7 @@ async fn instances_without_a_usable_context_fail_alone_and_an_uncompressed_one_i
     );
     // The implicit VR one arrives in the explicit VR syntax the context accepted.
     assert_eq!(run.stores[2].data_set, instance_data_set(&instance_uid(5)));
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -1341,17 +1275,6 @@ async fn a_c_get_with_a_bad_identifier_gets_0xc000_and_without_a_level_0xa900() 
     }
     assert!(queries.lock().unwrap().is_empty(), "a handler was asked");
     server.stop().await;
-}
-
-/// What the move destination stored.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Arrival {
-    path: PathBuf,
-    calling: String,
-    originator: Option<String>,
-    originator_id: Option<u16>,
-    /// Which association brought it.
-    peer: SocketAddr,
 }
 
 /// [`FileStorage`], refusing one instance with 0xA700.
@@ -1385,21 +1308,7 @@ async fn start_refusing_destination(
     root: &Path,
     refuse: Option<String>,
 ) -> (TestServer, Arc<Mutex<Vec<Arrival>>>) {
-    let arrivals: Arc<Mutex<Vec<Arrival>>> = Arc::default();
-    let seen = Arc::clone(&arrivals);
-    let storage = FileStorage::new(root)
-        .expect("storage")
-        .on_stored(move |stored| {
-            if let Origin::Dimse(origin) = &stored.instance.origin {
-                seen.lock().unwrap().push(Arrival {
-                    path: stored.path.clone(),
-                    calling: origin.calling_ae_title.clone(),
-                    originator: origin.move_originator_ae_title.clone(),
-                    originator_id: origin.move_originator_message_id,
-                    peer: origin.peer_address,
-                });
-            }
-        });
+    let (storage, arrivals) = recording_storage(root);
     let store = StoreScp::new(
         RefusingStorage {
             inner: storage,
@@ -1408,11 +1317,13 @@ async fn start_refusing_destination(
         vec![SECONDARY_CAPTURE.into()],
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    let server = start(Dispatcher::new().with(store), DEST_AE).await;
+    let server = start_named(Dispatcher::new().with(store), DEST_AE).await;
     (server, arrivals)
 }
 
-async fn start_move_server(destination: SocketAddr, associations: usize) -> TestServer {
+/// A move server whose destination `DEST` is at `destination`, reached over `associations`
+/// associations, and an association to it on Study Root MOVE.
+async fn move_session(destination: SocketAddr, associations: usize) -> (TestServer, Association) {
     let retriever = TestRetriever {
         destination: Some(destination),
         associations,
@@ -1423,11 +1334,24 @@ async fn start_move_server(destination: SocketAddr, associations: usize) -> Test
         vec![STUDY_ROOT_MOVE.into()],
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    start(
+    let server = start_named(
         Dispatcher::new().with(EchoScp::new()).with(find_move),
         SCP_AE,
     )
-    .await
+    .await;
+    let association = associate(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    (server, association)
+}
+
+/// Releases the association of a move, stops its server and then the destination; the
+/// destination's statistics.
+async fn finish_move(
+    association: Association,
+    server: TestServer,
+    destination: TestServer,
+) -> ServerStatistics {
+    release_and_stop(association, server).await;
+    destination.stop().await
 }
 
 /// What a C-MOVE SCU saw: the message ID, the pending counts, the final response and its
@@ -1445,23 +1369,17 @@ async fn run_move(association: &Association, destination: &str) -> MoveRun {
 }
 
 async fn run_move_with(association: &Association, destination: &str, identifier: Bytes) -> MoveRun {
-    let context = association
-        .context_for(STUDY_ROOT_MOVE)
-        .expect("MOVE context");
-    let message_id = association.next_message_id();
-    let rq = Message::CMoveRq(CMoveRq {
-        message_id,
-        affected_sop_class_uid: STUDY_ROOT_MOVE.into(),
-        priority: Priority::Medium,
-        move_destination: destination.into(),
-        data_set_present: true,
-    });
-    let mut responses = within(
-        "C-MOVE-RQ sent",
-        association.request(context, rq, Some(identifier)),
-    )
-    .await
-    .expect("C-MOVE-RQ sent");
+    let rq = |message_id| {
+        Message::CMoveRq(CMoveRq {
+            message_id,
+            affected_sop_class_uid: STUDY_ROOT_MOVE.into(),
+            priority: Priority::Medium,
+            move_destination: destination.into(),
+            data_set_present: true,
+        })
+    };
+    let (message_id, _, mut responses) =
+        send_request(association, STUDY_ROOT_MOVE, rq, identifier).await;
     let mut pendings = Vec::new();
     loop {
         let response = next_response(&mut responses).await;
@@ -1470,14 +1388,7 @@ async fn run_move_with(association: &Association, destination: &str, identifier:
         };
         assert_eq!(rsp.message_id_being_responded_to, message_id);
         if response.is_final {
-            let final_data_set = match response.data_set {
-                Some(data_set) => Some(
-                    within("final identifier", data_set.collect(1 << 20))
-                        .await
-                        .expect("identifier"),
-                ),
-                None => None,
-            };
+            let final_data_set = collect_data_set(response.data_set).await;
             return MoveRun {
                 message_id,
                 pendings,
@@ -1504,8 +1415,7 @@ fn stored_uid(arrival: &Arrival) -> String {
 async fn a_c_move_stores_its_instances_at_the_destination_with_the_move_originator() {
     let root = tempfile::tempdir().expect("tempdir");
     let (destination, arrivals) = start_destination(root.path()).await;
-    let server = start_move_server(destination.address, 1).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(destination.address, 1).await;
     let run = run_move(&association, DEST_AE).await;
     let last = &run.last;
     assert_eq!(last.status, Status::SUCCESS, "{:?}", last.error_comment);
@@ -1513,8 +1423,7 @@ async fn a_c_move_stores_its_instances_at_the_destination_with_the_move_originat
     let counts = move_counts(last);
     assert_eq!((counts.1, counts.2, counts.3), (Some(3), Some(0), Some(0)));
     assert_eq!(counts.0, None);
-    release(association, server).await;
-    let statistics = destination.stop().await;
+    let statistics = finish_move(association, server, destination).await;
     assert_eq!(
         (statistics.accepted, statistics.released),
         (1, 1),
@@ -1544,8 +1453,7 @@ async fn a_c_move_stores_its_instances_at_the_destination_with_the_move_originat
 async fn a_c_move_over_three_associations_stores_every_instance_once() {
     let root = tempfile::tempdir().expect("tempdir");
     let (destination, arrivals) = start_destination(root.path()).await;
-    let server = start_move_server(destination.address, 3).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(destination.address, 3).await;
     let run = run_move_with(&association, DEST_AE, study_query("MANY")).await;
     let last = &run.last;
     assert_eq!(last.status, Status::SUCCESS, "{:?}", last.error_comment);
@@ -1554,8 +1462,7 @@ async fn a_c_move_over_three_associations_stores_every_instance_once() {
         (None, Some(RETRIEVED as u16), Some(0), Some(0))
     );
     assert_eq!(run.pendings, successful_pendings(RETRIEVED as u16));
-    release(association, server).await;
-    let statistics = destination.stop().await;
+    let statistics = finish_move(association, server, destination).await;
     assert_eq!(
         (statistics.accepted, statistics.released, statistics.failed),
         (3, 3, 0),
@@ -1590,8 +1497,7 @@ async fn an_instance_refused_by_the_move_destination_gives_0xb000_and_is_named()
     let refused = instance_uid(17);
     let (destination, arrivals) =
         start_refusing_destination(root.path(), Some(refused.clone())).await;
-    let server = start_move_server(destination.address, 3).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(destination.address, 3).await;
     let run = run_move_with(&association, DEST_AE, study_query("MANY")).await;
     let last = &run.last;
     assert_eq!(last.status, Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES);
@@ -1602,8 +1508,7 @@ async fn an_instance_refused_by_the_move_destination_gives_0xb000_and_is_named()
     assert!(last.data_set_present);
     let identifier = run.final_data_set.expect("a Failed SOP Instance UID List");
     assert_eq!(failed_list(&identifier), vec![refused.clone()]);
-    release(association, server).await;
-    destination.stop().await;
+    finish_move(association, server, destination).await;
     let stored: BTreeSet<String> = arrivals.lock().unwrap().iter().map(stored_uid).collect();
     let mut expected = retrieved_uids();
     expected.remove(&refused);
@@ -1614,14 +1519,12 @@ async fn an_instance_refused_by_the_move_destination_gives_0xb000_and_is_named()
 async fn a_c_move_to_an_unknown_destination_gives_0xa801() {
     let root = tempfile::tempdir().expect("tempdir");
     let (destination, arrivals) = start_destination(root.path()).await;
-    let server = start_move_server(destination.address, 1).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(destination.address, 1).await;
     let run = run_move(&association, "NOWHERE").await;
     assert_eq!(run.last.status, Status::MOVE_DESTINATION_UNKNOWN);
     assert!(run.pendings.is_empty(), "{:?}", run.pendings);
     assert!(run.last.error_comment.is_some());
-    release(association, server).await;
-    let statistics = destination.stop().await;
+    let statistics = finish_move(association, server, destination).await;
     assert_eq!(statistics.accepted, 0, "{statistics}");
     assert!(arrivals.lock().unwrap().is_empty());
     assert_eq!(
@@ -1637,8 +1540,7 @@ async fn a_c_move_to_an_unreachable_destination_gives_0xa702() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port");
-    let server = start_move_server(closed, 2).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(closed, 2).await;
     let run = run_move(&association, DEST_AE).await;
     assert_eq!(
         run.last.status,
@@ -1655,7 +1557,7 @@ async fn a_c_move_to_an_unreachable_destination_gives_0xa702() {
         run.last.error_comment
     );
     assert!(run.pendings.is_empty(), "{:?}", run.pendings);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 /// A storage SCP that aborts its association when it receives `poison`, and answers every
@@ -1709,7 +1611,7 @@ impl Scp for AbortingStore {
 async fn a_destination_association_that_ends_fails_only_its_own_sub_operations() {
     let poison = instance_uid(10);
     let stored: Arc<Mutex<Vec<(String, SocketAddr)>>> = Arc::default();
-    let destination = start(
+    let destination = start_named(
         Dispatcher::new().with(AbortingStore {
             poison: poison.clone(),
             stored: Arc::clone(&stored),
@@ -1717,8 +1619,7 @@ async fn a_destination_association_that_ends_fails_only_its_own_sub_operations()
         DEST_AE,
     )
     .await;
-    let server = start_move_server(destination.address, 3).await;
-    let association = connect(server.address, &qr_request(STUDY_ROOT_MOVE)).await;
+    let (server, association) = move_session(destination.address, 3).await;
     let run = run_move_with(&association, DEST_AE, study_query("MANY")).await;
     let last = &run.last;
     assert_eq!(last.status, Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES);
@@ -1741,8 +1642,7 @@ async fn a_destination_association_that_ends_fails_only_its_own_sub_operations()
     assert_eq!(named.len(), failed);
     assert!(named.contains(&poison), "{named:?}");
     eprintln!("{failed} sub-operations failed with the association that ended");
-    release(association, server).await;
-    let statistics = destination.stop().await;
+    let statistics = finish_move(association, server, destination).await;
     assert_eq!(
         (statistics.accepted, statistics.released, statistics.failed),
         (3, 2, 1),

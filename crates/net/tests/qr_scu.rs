@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
 use common::{
-    PATIENCE, SECONDARY_CAPTURE, TestServer, client_timeouts, config, element, even, files_under,
-    start_server_with,
+    Arrival, CT_IMAGE, DEST_AE, FAILURE_COMMENT, SCP_AE, SCU_AE, SECONDARY_CAPTURE, TestServer,
+    associate, associate_with, client_timeouts, config, echo_release_and_stop, files_under,
+    instance_data_set, recording_storage, release_and_stop, start_named, within,
 };
 use dimsum_net::dataset::dicom_core::{DataElement, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
@@ -35,54 +36,21 @@ use dimsum_net::scp::{
     RetrieveInstance, Scp, ScpFailure, StoreScp,
 };
 use dimsum_net::scu::{
-    self, FindStream, MoveReceiver, QueryError, QueryRequest, RetrieveProgress, find::FindEnd,
+    self, FindOutcome, FindStream, MoveReceiver, QueryError, QueryRequest, RetrieveOutcome,
+    RetrieveProgress, find::FindEnd,
 };
-use dimsum_net::storage::{BoxFuture, FileStorage, Origin};
+use dimsum_net::storage::{BoxFuture, FileStorage};
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
 };
-use dimsum_net::{Association, Error, IncomingRequest, Limits, ServerConfig, Timeouts};
+use dimsum_net::{Association, Error, IncomingRequest, ServerConfig, Timeouts};
 
-const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const STUDY: &str = "1.2.3.4.700";
-const SCU_AE: &str = "QRSCU";
-const SCP_AE: &str = "QRSCP";
-const DEST_AE: &str = "DEST";
-const FAILURE_COMMENT: &str = "the index is unavailable";
 
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
-}
-
-async fn start(dispatcher: Dispatcher, ae_title: &str) -> TestServer {
-    let mut config = config();
-    config.ae_title = ae_title.into();
-    start_server_with(config, dispatcher).await
-}
-
-async fn connect_with(
-    address: SocketAddr,
-    request: &AssociationRequest,
-    timeouts: Timeouts,
-) -> Association {
-    within(
-        "association",
-        Association::connect(&address.to_string(), request, timeouts, Limits::default()),
-    )
-    .await
-    .expect("association accepted")
-}
-
-async fn connect(address: SocketAddr, request: &AssociationRequest) -> Association {
-    connect_with(address, request, client_timeouts()).await
-}
 
 /// An association request with the context of `service` for every model that has one, and
 /// Verification.
@@ -98,20 +66,6 @@ fn qr_request(service: QueryService) -> AssociationRequest {
             VERIFICATION_SOP_CLASS,
             [IMPLICIT_VR_LITTLE_ENDIAN],
         ))
-}
-
-async fn release(association: Association, server: TestServer) {
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
-}
-
-async fn assert_echo(association: &Association) {
-    let status = within("echo", scu::echo(association))
-        .await
-        .expect("echo answered");
-    assert_eq!(status, Status::SUCCESS);
 }
 
 /// A text value of an identifier, without padding.
@@ -267,17 +221,52 @@ async fn start_find_server(finder: TestFinder) -> TestServer {
             IMPLICIT_VR_LITTLE_ENDIAN.into(),
         ],
     );
-    start(Dispatcher::new().with(EchoScp::new()).with(find), SCP_AE).await
+    start_named(Dispatcher::new().with(EchoScp::new()).with(find), SCP_AE).await
+}
+
+/// A find server with `finder`, and an association to it with every FIND context.
+async fn find_session(finder: TestFinder) -> (TestServer, Association) {
+    let server = start_find_server(finder).await;
+    let association = associate(server.address, &qr_request(QueryService::Find)).await;
+    (server, association)
+}
+
+/// `scu::find` of the studies of `patient_id` in `model`, within PATIENCE.
+async fn find_studies(
+    association: &Association,
+    model: QueryModel,
+    patient_id: &str,
+) -> Result<FindOutcome, QueryError> {
+    within(
+        "find",
+        scu::find(association, &study_query(model, patient_id)),
+    )
+    .await
+}
+
+/// The streamed form of `query`, its C-FIND-RQ sent.
+async fn start_stream(association: &Association, query: &QueryRequest) -> FindStream {
+    within("start", FindStream::start(association, query))
+        .await
+        .expect("C-FIND-RQ sent")
+}
+
+/// The Study Instance UID of the stream's next match, which must be a valid one.
+async fn next_study_uid(stream: &mut FindStream) -> String {
+    let found = within("next match", stream.next())
+        .await
+        .expect("a valid match")
+        .expect("a match, not the end");
+    text(&found.identifier, tags::STUDY_INSTANCE_UID)
 }
 
 #[tokio::test]
 async fn find_collects_every_match_with_its_content_on_every_model() {
     let finder = TestFinder::default();
     let sop_classes = Arc::clone(&finder.sop_classes);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let (server, association) = find_session(finder).await;
     for model in QueryModel::ALL {
-        let outcome = within("find", scu::find(&association, &study_query(model, "MANY")))
+        let outcome = find_studies(&association, model, "MANY")
             .await
             .expect("find");
         assert_eq!(outcome.status, Status::SUCCESS, "{model:?}");
@@ -304,35 +293,22 @@ async fn find_collects_every_match_with_its_content_on_every_model() {
         .collect();
     assert_eq!(*sop_classes.lock().unwrap(), expected);
     // A query with no match.
-    let outcome = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::StudyRoot, "NONE")),
-    )
-    .await
-    .expect("find");
+    let outcome = find_studies(&association, QueryModel::StudyRoot, "NONE")
+        .await
+        .expect("find");
     assert_eq!(outcome.status, Status::SUCCESS);
     assert!(outcome.matches.is_empty());
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn the_streamed_form_yields_the_matches_one_by_one_as_they_come() {
     let finder = TestFinder::default();
     let produced = Arc::clone(&finder.produced);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let (server, association) = find_session(finder).await;
     let query = study_query(QueryModel::PatientRoot, "SLOW");
-    let mut stream = within("start", FindStream::start(&association, &query))
-        .await
-        .expect("C-FIND-RQ sent");
-    let first = within("first match", stream.next())
-        .await
-        .expect("a match")
-        .expect("not the end");
-    assert_eq!(
-        text(&first.identifier, tags::STUDY_INSTANCE_UID),
-        study_uid(0)
-    );
+    let mut stream = start_stream(&association, &query).await;
+    assert_eq!(next_study_uid(&mut stream).await, study_uid(0));
     let so_far = produced.load(Ordering::SeqCst);
     assert!(
         so_far < SLOW,
@@ -360,26 +336,16 @@ async fn the_streamed_form_yields_the_matches_one_by_one_as_they_come() {
     // After the end, the stream stays ended.
     assert!(stream.next().await.expect("no error").is_none());
     assert_eq!(stream.finish().await.expect("final"), end);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn cancel_after_three_matches_ends_with_status_cancel_and_few_more_matches() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let (server, association) = find_session(TestFinder::default()).await;
     let query = study_query(QueryModel::StudyRoot, "SLOW");
-    let mut stream = within("start", FindStream::start(&association, &query))
-        .await
-        .expect("C-FIND-RQ sent");
+    let mut stream = start_stream(&association, &query).await;
     for index in 0..3 {
-        let found = within("match", stream.next())
-            .await
-            .expect("a match")
-            .expect("not the end");
-        assert_eq!(
-            text(&found.identifier, tags::STUDY_INSTANCE_UID),
-            study_uid(index)
-        );
+        assert_eq!(next_study_uid(&mut stream).await, study_uid(index));
     }
     within("cancel", stream.cancel())
         .await
@@ -401,20 +367,15 @@ async fn cancel_after_three_matches_ends_with_status_cancel_and_few_more_matches
     assert_eq!(end.matches, 3 + after);
     // Cancelling after the end does nothing, and the association goes on.
     within("cancel", stream.cancel()).await.expect("no-op");
-    assert_echo(&association).await;
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_pending_warning_0xff01_is_reported_with_its_match() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
-    let outcome = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::StudyRoot, "WARN")),
-    )
-    .await
-    .expect("find");
+    let (server, association) = find_session(TestFinder::default()).await;
+    let outcome = find_studies(&association, QueryModel::StudyRoot, "WARN")
+        .await
+        .expect("find");
     assert_eq!(outcome.status, Status::SUCCESS);
     assert_eq!(outcome.matches.len(), 2);
     for (index, found) in outcome.matches.iter().enumerate() {
@@ -425,29 +386,24 @@ async fn a_pending_warning_0xff01_is_reported_with_its_match() {
             study_uid(index)
         );
     }
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn a_failing_scp_gives_its_status_and_error_comment() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
-    let outcome = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::PatientRoot, "FAIL")),
-    )
-    .await
-    .expect("a final response, not an error");
+    let (server, association) = find_session(TestFinder::default()).await;
+    let outcome = find_studies(&association, QueryModel::PatientRoot, "FAIL")
+        .await
+        .expect("a final response, not an error");
     assert_eq!(outcome.status, Status::OUT_OF_RESOURCES);
     assert_eq!(outcome.error_comment.as_deref(), Some(FAILURE_COMMENT));
     assert!(outcome.matches.is_empty());
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn an_undecodable_match_is_an_error_that_names_it() {
-    let server = start_find_server(TestFinder::default()).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let (server, association) = find_session(TestFinder::default()).await;
     let query = study_query(QueryModel::StudyRoot, "BROKEN");
     let error = within("find", scu::find(&association, &query))
         .await
@@ -464,50 +420,27 @@ async fn an_undecodable_match_is_an_error_that_names_it() {
     assert!(!error.ends_association());
 
     // The streamed form reports it and goes on with the next match.
-    let mut stream = within("start", FindStream::start(&association, &query))
-        .await
-        .expect("C-FIND-RQ sent");
-    let first = within("first", stream.next())
-        .await
-        .expect("valid")
-        .expect("a match");
-    assert_eq!(
-        text(&first.identifier, tags::STUDY_INSTANCE_UID),
-        study_uid(0)
-    );
+    let mut stream = start_stream(&association, &query).await;
+    assert_eq!(next_study_uid(&mut stream).await, study_uid(0));
     let second = within("second", stream.next()).await;
     assert!(
         matches!(second, Err(QueryError::InvalidMatch { index: 2, .. })),
         "{second:?}"
     );
-    let third = within("third", stream.next())
-        .await
-        .expect("valid")
-        .expect("a match");
-    assert_eq!(
-        text(&third.identifier, tags::STUDY_INSTANCE_UID),
-        study_uid(2)
-    );
+    assert_eq!(next_study_uid(&mut stream).await, study_uid(2));
     let end = within("end", stream.finish()).await.expect("final");
     assert_eq!((end.status, end.matches), (Status::SUCCESS, 3));
-    assert_echo(&association).await;
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
 async fn ten_thousand_matches_stream_under_backpressure_and_all_arrive() {
     let finder = TestFinder::default();
     let produced = Arc::clone(&finder.produced);
-    let server = start_find_server(finder).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let (server, association) = find_session(finder).await;
     let query = study_query(QueryModel::StudyRoot, "HUGE");
-    let mut stream = within("start", FindStream::start(&association, &query))
-        .await
-        .expect("C-FIND-RQ sent");
-    within("first", stream.next())
-        .await
-        .expect("valid")
-        .expect("a match");
+    let mut stream = start_stream(&association, &query).await;
+    assert_eq!(next_study_uid(&mut stream).await, study_uid(0));
     // Nothing takes the matches for a while: the association stops reading once a few MB wait
     // (the socket buffers hold a few more), TCP holds the SCP back, and it cannot produce most
     // of the 40 MB.
@@ -535,7 +468,7 @@ async fn ten_thousand_matches_stream_under_backpressure_and_all_arrive() {
     assert_eq!(count, HUGE);
     let end = stream.end().cloned().expect("final");
     assert_eq!((end.status, end.matches), (Status::SUCCESS, HUGE));
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 /// A C-FIND SCP that misbehaves by Patient ID: "ABORT" sends one match then aborts the
@@ -594,20 +527,11 @@ impl Scp for Misbehaving {
 
 #[tokio::test]
 async fn an_association_aborted_mid_find_is_a_typed_error_after_the_matches_so_far() {
-    let server = start(Dispatcher::new().with(Misbehaving), SCP_AE).await;
-    let association = connect(server.address, &qr_request(QueryService::Find)).await;
+    let server = start_named(Dispatcher::new().with(Misbehaving), SCP_AE).await;
+    let association = associate(server.address, &qr_request(QueryService::Find)).await;
     let query = study_query(QueryModel::StudyRoot, "ABORT");
-    let mut stream = within("start", FindStream::start(&association, &query))
-        .await
-        .expect("C-FIND-RQ sent");
-    let first = within("first", stream.next())
-        .await
-        .expect("valid")
-        .expect("a match");
-    assert_eq!(
-        text(&first.identifier, tags::STUDY_INSTANCE_UID),
-        study_uid(0)
-    );
+    let mut stream = start_stream(&association, &query).await;
+    assert_eq!(next_study_uid(&mut stream).await, study_uid(0));
     let error = within("abort", stream.next())
         .await
         .expect_err("the association was aborted");
@@ -626,18 +550,16 @@ async fn an_association_aborted_mid_find_is_a_typed_error_after_the_matches_so_f
 
 #[tokio::test]
 async fn a_silent_scp_gives_a_dimse_timeout() {
-    let server = start(Dispatcher::new().with(Misbehaving), SCP_AE).await;
+    let server = start_named(Dispatcher::new().with(Misbehaving), SCP_AE).await;
     let timeouts = Timeouts {
         dimse: Some(Duration::from_secs(1)),
         ..client_timeouts()
     };
-    let association = connect_with(server.address, &qr_request(QueryService::Find), timeouts).await;
-    let error = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::StudyRoot, "SILENT")),
-    )
-    .await
-    .expect_err("no answer");
+    let association =
+        associate_with(server.address, &qr_request(QueryService::Find), timeouts).await;
+    let error = find_studies(&association, QueryModel::StudyRoot, "SILENT")
+        .await
+        .expect_err("no answer");
     assert!(
         matches!(error, QueryError::Network(Error::Timeout { .. })),
         "{error}"
@@ -650,26 +572,20 @@ async fn a_model_without_the_service_or_an_unnegotiated_context_is_refused_befor
     let server = start_find_server(TestFinder::default()).await;
     let request = AssociationRequest::new(SCU_AE, SCP_AE)
         .with_context(scu::query_context(QueryModel::StudyRoot, QueryService::Find).unwrap());
-    let association = connect(server.address, &request).await;
-    let error = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::PatientRoot, "MANY")),
-    )
-    .await
-    .expect_err("Patient Root was not proposed");
+    let association = associate(server.address, &request).await;
+    let error = find_studies(&association, QueryModel::PatientRoot, "MANY")
+        .await
+        .expect_err("Patient Root was not proposed");
     assert!(
         matches!(error, QueryError::Network(Error::NoPresentationContext(_))),
         "{error}"
     );
     let root = tempfile::tempdir().expect("tempdir");
-    let error = within(
-        "get",
-        scu::get(
-            &association,
-            &study_query(QueryModel::ModalityWorklist, "MANY"),
-            FileStorage::new(root.path()).unwrap(),
-            |_| {},
-        ),
+    let error = get_into(
+        &association,
+        QueryModel::ModalityWorklist,
+        "MANY",
+        root.path(),
     )
     .await
     .expect_err("the worklist has no C-GET");
@@ -684,34 +600,16 @@ async fn a_model_without_the_service_or_an_unnegotiated_context_is_refused_befor
         "{error}"
     );
     // Still usable.
-    let outcome = within(
-        "find",
-        scu::find(&association, &study_query(QueryModel::StudyRoot, "MANY")),
-    )
-    .await
-    .expect("find");
+    let outcome = find_studies(&association, QueryModel::StudyRoot, "MANY")
+        .await
+        .expect("find");
     assert_eq!(outcome.matches.len(), MANY);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 // ------------------------------------------------------------------------------------------
 // C-GET and C-MOVE
 // ------------------------------------------------------------------------------------------
-
-/// A small data set of `sop_class` for `sop_instance_uid`.
-fn instance_data_set(sop_class: &str, sop_instance_uid: &str) -> Bytes {
-    Bytes::from(
-        [
-            element(0x0008, 0x0016, b"UI", &even(sop_class, 0)),
-            element(0x0008, 0x0018, b"UI", &even(sop_instance_uid, 0)),
-            element(0x0010, 0x0010, b"PN", b"DOE^JOHN"),
-            element(0x0010, 0x0020, b"LO", b"PID1"),
-            element(0x0020, 0x000D, b"UI", &even(STUDY, 0)),
-            element(0x0020, 0x000E, b"UI", &even(&format!("{STUDY}.1"), 0)),
-        ]
-        .concat(),
-    )
-}
 
 /// The instances every retrieve answers: three Secondary Captures, and with `with_ct` a CT.
 fn instances(with_ct: bool) -> Vec<(String, String)> {
@@ -738,7 +636,7 @@ impl RetrieveHandler for TestRetriever {
             Ok(Retrieval::from_instances(
                 all.into_iter()
                     .map(|(sop_class, uid)| RetrieveInstance {
-                        data: InstanceData::Memory(instance_data_set(&sop_class, &uid)),
+                        data: InstanceData::Memory(instance_data_set(&sop_class, &uid, STUDY)),
                         sop_class_uid: sop_class,
                         sop_instance_uid: uid,
                         transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
@@ -774,7 +672,7 @@ async fn start_get_server(with_ct: bool) -> TestServer {
         vec![SECONDARY_CAPTURE.into(), CT_IMAGE.into()],
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    start(Dispatcher::new().with(EchoScp::new()).with(get), SCP_AE).await
+    start_named(Dispatcher::new().with(EchoScp::new()).with(get), SCP_AE).await
 }
 
 /// Checks that `root` holds exactly the instances `uids` as `<uid>.dcm`, each the data set sent.
@@ -793,7 +691,7 @@ fn assert_stored(root: &Path, expected: &[(String, String)]) {
         assert_eq!(meta.transfer_syntax_uid, EXPLICIT_VR_LITTLE_ENDIAN);
         assert_eq!(
             Bytes::copy_from_slice(&bytes[offset as usize..]),
-            instance_data_set(sop_class, uid),
+            instance_data_set(sop_class, uid, STUDY),
             "{uid}"
         );
     }
@@ -820,6 +718,48 @@ fn assert_counts_down(progress: &[RetrieveProgress], total: u16) {
     }
 }
 
+/// A retrieve of the three Secondary Captures that succeeded: every sub-operation completed,
+/// none failed or with a warning, none named, the progress counting down to the final counts.
+fn assert_retrieved_all(outcome: &RetrieveOutcome, progress: &[RetrieveProgress]) {
+    assert_eq!(
+        outcome.status,
+        Status::SUCCESS,
+        "{:?}",
+        outcome.error_comment
+    );
+    assert_eq!(outcome.sub_operations.completed, Some(3));
+    assert_eq!(outcome.sub_operations.failed, Some(0));
+    assert_eq!(outcome.sub_operations.warning, Some(0));
+    assert!(outcome.failed_sop_instance_uids.is_empty());
+    assert_counts_down(progress, 3);
+    assert_eq!(
+        progress.last().expect("the final response").sub_operations,
+        outcome.sub_operations
+    );
+}
+
+/// `scu::get` of the studies of `patient_id` in `model` into a FileStorage at `root`, within
+/// PATIENCE; the outcome with every progress step.
+async fn get_into(
+    association: &Association,
+    model: QueryModel,
+    patient_id: &str,
+    root: &Path,
+) -> Result<(RetrieveOutcome, Vec<RetrieveProgress>), QueryError> {
+    let mut progress = Vec::new();
+    let outcome = within(
+        "get",
+        scu::get(
+            association,
+            &study_query(model, patient_id),
+            FileStorage::new(root).expect("storage"),
+            |step| progress.push(*step),
+        ),
+    )
+    .await?;
+    Ok((outcome, progress))
+}
+
 #[tokio::test]
 async fn get_into_a_file_storage_stores_exactly_the_instances_sent() {
     let server = start_get_server(false).await;
@@ -834,55 +774,23 @@ async fn get_into_a_file_storage_stores_exactly_the_instances_sent() {
     .expect("fits");
     // A second model on the same association, with the storage contexts already there.
     let request = scu::propose_get(request, QueryModel::PatientRoot, &[]).expect("fits");
-    let association = connect(server.address, &request).await;
+    let association = associate(server.address, &request).await;
     let root = tempfile::tempdir().expect("tempdir");
-    let mut progress = Vec::new();
-    let outcome = within(
-        "get",
-        scu::get(
-            &association,
-            &study_query(QueryModel::StudyRoot, "PID1"),
-            FileStorage::new(root.path()).expect("storage"),
-            |step| progress.push(*step),
-        ),
-    )
-    .await
-    .expect("get");
-    assert_eq!(
-        outcome.status,
-        Status::SUCCESS,
-        "{:?}",
-        outcome.error_comment
-    );
-    assert_eq!(outcome.sub_operations.completed, Some(3));
-    assert_eq!(outcome.sub_operations.failed, Some(0));
-    assert_eq!(outcome.sub_operations.warning, Some(0));
-    assert!(outcome.failed_sop_instance_uids.is_empty());
+    let (outcome, progress) = get_into(&association, QueryModel::StudyRoot, "PID1", root.path())
+        .await
+        .expect("get");
     assert!(progress.len() >= 2, "{progress:?}");
-    assert_counts_down(&progress, 3);
-    assert_eq!(
-        progress.last().unwrap().sub_operations,
-        outcome.sub_operations
-    );
+    assert_retrieved_all(&outcome, &progress);
     assert_stored(root.path(), &instances(false));
 
     // Another C-GET on the same association, into another folder.
     let again = tempfile::tempdir().expect("tempdir");
-    let outcome = within(
-        "second get",
-        scu::get(
-            &association,
-            &study_query(QueryModel::PatientRoot, "PID1"),
-            FileStorage::new(again.path()).expect("storage"),
-            |_| {},
-        ),
-    )
-    .await
-    .expect("get");
-    assert_eq!(outcome.status, Status::SUCCESS);
+    let (outcome, progress) = get_into(&association, QueryModel::PatientRoot, "PID1", again.path())
+        .await
+        .expect("second get");
+    assert_retrieved_all(&outcome, &progress);
     assert_stored(again.path(), &instances(false));
-    assert_echo(&association).await;
-    release(association, server).await;
+    echo_release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -894,20 +802,11 @@ async fn a_get_of_a_sop_class_we_did_not_propose_counts_it_failed_and_names_it()
         &scu::storage_contexts(&[SECONDARY_CAPTURE], &[EXPLICIT_VR_LITTLE_ENDIAN]),
     )
     .expect("fits");
-    let association = connect(server.address, &request).await;
+    let association = associate(server.address, &request).await;
     let root = tempfile::tempdir().expect("tempdir");
-    let mut progress = Vec::new();
-    let outcome = within(
-        "get",
-        scu::get(
-            &association,
-            &study_query(QueryModel::StudyRoot, "PID1"),
-            FileStorage::new(root.path()).expect("storage"),
-            |step| progress.push(*step),
-        ),
-    )
-    .await
-    .expect("get");
+    let (outcome, progress) = get_into(&association, QueryModel::StudyRoot, "PID1", root.path())
+        .await
+        .expect("get");
     assert_eq!(outcome.status, Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES);
     assert_eq!(outcome.sub_operations.completed, Some(3));
     assert_eq!(outcome.sub_operations.failed, Some(1));
@@ -915,29 +814,27 @@ async fn a_get_of_a_sop_class_we_did_not_propose_counts_it_failed_and_names_it()
     assert_eq!(outcome.failed_sop_instance_uids, vec![ct_uid]);
     assert_counts_down(&progress, 4);
     assert_stored(root.path(), &instances(false));
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
-/// What a store server received: instance UID, calling AE title, Move Originator AE title and
-/// Message ID.
-type Arrival = (String, String, Option<String>, Option<u16>);
-
-fn recording_storage(root: &Path) -> (FileStorage, Arc<Mutex<Vec<Arrival>>>) {
-    let arrivals: Arc<Mutex<Vec<Arrival>>> = Arc::default();
-    let seen = Arc::clone(&arrivals);
-    let storage = FileStorage::new(root)
-        .expect("storage")
-        .on_stored(move |stored| {
-            if let Origin::Dimse(origin) = &stored.instance.origin {
-                seen.lock().unwrap().push((
-                    stored.instance.sop_instance_uid.clone(),
-                    origin.calling_ae_title.clone(),
-                    origin.move_originator_ae_title.clone(),
-                    origin.move_originator_message_id,
-                ));
-            }
-        });
-    (storage, arrivals)
+/// What a store server received, sorted: instance UID, calling AE title, Move Originator AE
+/// title and Message ID.
+fn senders(arrivals: &Mutex<Vec<Arrival>>) -> Vec<(String, String, Option<String>, Option<u16>)> {
+    let mut senders: Vec<_> = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|arrival| {
+            (
+                arrival.sop_instance_uid.clone(),
+                arrival.calling.clone(),
+                arrival.originator.clone(),
+                arrival.originator_id,
+            )
+        })
+        .collect();
+    senders.sort();
+    senders
 }
 
 fn store_scp(storage: FileStorage) -> StoreScp<FileStorage> {
@@ -948,7 +845,8 @@ fn store_scp(storage: FileStorage) -> StoreScp<FileStorage> {
     )
 }
 
-async fn start_move_server(destinations: HashMap<String, SocketAddr>) -> TestServer {
+/// A move server knowing `destinations`, and an association to it with every MOVE context.
+async fn move_session(destinations: HashMap<String, SocketAddr>) -> (TestServer, Association) {
     let retriever = TestRetriever {
         destinations,
         ..TestRetriever::default()
@@ -961,44 +859,46 @@ async fn start_move_server(destinations: HashMap<String, SocketAddr>) -> TestSer
             .collect(),
         vec![EXPLICIT_VR_LITTLE_ENDIAN.into()],
     );
-    start(Dispatcher::new().with(EchoScp::new()).with(moving), SCP_AE).await
+    let server = start_named(Dispatcher::new().with(EchoScp::new()).with(moving), SCP_AE).await;
+    let association = associate(server.address, &qr_request(QueryService::Move)).await;
+    (server, association)
+}
+
+/// `scu::move_to` `destination` of the studies of "PID1" in `model`, within PATIENCE; the
+/// outcome with every progress step.
+async fn move_study(
+    association: &Association,
+    destination: &str,
+    model: QueryModel,
+) -> (RetrieveOutcome, Vec<RetrieveProgress>) {
+    let mut progress = Vec::new();
+    let outcome = within(
+        "move",
+        scu::move_to(
+            association,
+            destination,
+            &study_query(model, "PID1"),
+            |step| progress.push(*step),
+        ),
+    )
+    .await
+    .expect("a final response");
+    (outcome, progress)
 }
 
 #[tokio::test]
 async fn move_stores_at_a_separate_destination_with_the_move_originator() {
     let root = tempfile::tempdir().expect("tempdir");
     let (storage, arrivals) = recording_storage(root.path());
-    let destination = start(Dispatcher::new().with(store_scp(storage)), DEST_AE).await;
-    let server =
-        start_move_server(HashMap::from([(DEST_AE.to_owned(), destination.address)])).await;
-    let association = connect(server.address, &qr_request(QueryService::Move)).await;
-    let mut progress = Vec::new();
-    let outcome = within(
-        "move",
-        scu::move_to(
-            &association,
-            DEST_AE,
-            &study_query(QueryModel::StudyRoot, "PID1"),
-            |step| progress.push(*step),
-        ),
-    )
-    .await
-    .expect("move");
-    assert_eq!(
-        outcome.status,
-        Status::SUCCESS,
-        "{:?}",
-        outcome.error_comment
-    );
-    assert_eq!(outcome.sub_operations.completed, Some(3));
-    assert_eq!(outcome.sub_operations.failed, Some(0));
-    assert_counts_down(&progress, 3);
-    release(association, server).await;
+    let destination = start_named(Dispatcher::new().with(store_scp(storage)), DEST_AE).await;
+    let (server, association) =
+        move_session(HashMap::from([(DEST_AE.to_owned(), destination.address)])).await;
+    let (outcome, progress) = move_study(&association, DEST_AE, QueryModel::StudyRoot).await;
+    assert_retrieved_all(&outcome, &progress);
+    release_and_stop(association, server).await;
     destination.stop().await;
 
-    let mut arrivals = arrivals.lock().unwrap().clone();
-    arrivals.sort();
-    let expected: Vec<Arrival> = instances(false)
+    let expected: Vec<_> = instances(false)
         .into_iter()
         .map(|(_, uid)| {
             (
@@ -1009,26 +909,14 @@ async fn move_stores_at_a_separate_destination_with_the_move_originator() {
             )
         })
         .collect();
-    assert_eq!(arrivals, expected);
+    assert_eq!(senders(&arrivals), expected);
     assert_stored(root.path(), &instances(false));
 }
 
 #[tokio::test]
 async fn move_to_an_unknown_destination_gives_0xa801_and_its_comment() {
-    let server = start_move_server(HashMap::new()).await;
-    let association = connect(server.address, &qr_request(QueryService::Move)).await;
-    let mut progress = Vec::new();
-    let outcome = within(
-        "move",
-        scu::move_to(
-            &association,
-            "NOWHERE",
-            &study_query(QueryModel::PatientRoot, "PID1"),
-            |step| progress.push(*step),
-        ),
-    )
-    .await
-    .expect("a final response");
+    let (server, association) = move_session(HashMap::new()).await;
+    let (outcome, progress) = move_study(&association, "NOWHERE", QueryModel::PatientRoot).await;
     assert_eq!(outcome.status, Status::MOVE_DESTINATION_UNKNOWN);
     assert!(
         outcome
@@ -1040,7 +928,7 @@ async fn move_to_an_unknown_destination_gives_0xa801_and_its_comment() {
     );
     assert_eq!(progress.len(), 1);
     assert!(progress[0].is_final);
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
 
 #[tokio::test]
@@ -1055,8 +943,7 @@ async fn move_to_our_own_incoming_port_receives_the_instances() {
         .expect("bound");
     assert_eq!(receiver.ae_title(), SCU_AE);
     let incoming = receiver.local_addr().expect("address");
-    let server = start_move_server(HashMap::from([(SCU_AE.to_owned(), incoming)])).await;
-    let association = connect(server.address, &qr_request(QueryService::Move)).await;
+    let (server, association) = move_session(HashMap::from([(SCU_AE.to_owned(), incoming)])).await;
     let mut progress = Vec::new();
     let (outcome, statistics) = within(
         "move",
@@ -1069,21 +956,14 @@ async fn move_to_our_own_incoming_port_receives_the_instances() {
     )
     .await
     .expect("move");
-    assert_eq!(
-        outcome.status,
-        Status::SUCCESS,
-        "{:?}",
-        outcome.error_comment
-    );
-    assert_eq!(outcome.sub_operations.completed, Some(3));
-    assert_counts_down(&progress, 3);
+    assert_retrieved_all(&outcome, &progress);
     assert_eq!(
         (statistics.accepted, statistics.released, statistics.active),
         (1, 1, 0),
         "{statistics}"
     );
     assert_stored(root.path(), &instances(false));
-    let arrivals = arrivals.lock().unwrap().clone();
+    let arrivals = senders(&arrivals);
     assert_eq!(arrivals.len(), 3, "{arrivals:?}");
     assert!(
         arrivals
@@ -1098,5 +978,5 @@ async fn move_to_our_own_incoming_port_receives_the_instances() {
         tokio::net::TcpStream::connect(incoming).await.is_err(),
         "the incoming port is still open"
     );
-    release(association, server).await;
+    release_and_stop(association, server).await;
 }
