@@ -3,7 +3,8 @@
 //! (instances on the same association, bytes equal to the files' data sets), C-MOVE to a
 //! second server, instances stored later becoming queryable, and a Modality Worklist query
 //! matched on its Scheduled Procedure Step Sequence. The SCU side is written by hand with
-//! `Association::request`.
+//! `Association::request`, but for the C-MOVE, which goes through `scu::move_to` (what is
+//! checked there is what reaches the destination).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -23,14 +24,19 @@ use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dimsum_net::dataset::identifier;
 use dimsum_net::dataset::part10;
+use dimsum_net::dataset::query_model::QueryModel;
 use dimsum_net::dataset::scan::ScanLimits;
-use dimsum_net::dimse::message::{CFindRq, CGetRq, CMoveRq, CStoreRsp, Message, Priority};
+use dimsum_net::dimse::message::{CFindRq, CGetRq, CStoreRsp, Message, Priority};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{Dispatcher, FindScp, GetScp, MoveScp, StoreScp};
 use dimsum_net::scu::store::{StoreRequest, store_data_set};
+use dimsum_net::scu::{self, QueryRequest, RetrieveOutcome};
 use dimsum_net::storage::FileStorage;
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
-use dimsum_net::{Association, Limits, Role, Server, ServerConfig, ServerStatistics, Timeouts};
+use dimsum_net::{
+    Association, Limits, Response, Responses, Role, Server, ServerConfig, ServerStatistics,
+    Timeouts,
+};
 use dimsum_pacs::{FolderArchive, FolderArchiveConfig, WorklistFolder};
 
 const EXPLICIT: &str = "1.2.840.10008.1.2.1";
@@ -171,6 +177,7 @@ fn data_set_of(path: &Path) -> Bytes {
 // Server and client
 // ------------------------------------------------------------------------------------------
 
+/// A server on a free loopback port, and the task that runs it.
 struct TestServer {
     address: SocketAddr,
     handle: dimsum_net::ServerHandle,
@@ -178,23 +185,19 @@ struct TestServer {
 }
 
 impl TestServer {
+    /// Serves `dispatcher` as `ae_title`, with the default timers (every wait of these tests
+    /// is bounded by PATIENCE) and a short shutdown grace.
     async fn start(ae_title: &str, dispatcher: Dispatcher) -> TestServer {
-        let mut config = ServerConfig::new(ae_title);
-        config.timeouts = Timeouts {
-            artim: Duration::from_secs(1),
-            idle: Some(Duration::from_secs(5)),
-            dimse: Some(Duration::from_secs(5)),
-            ..Timeouts::default()
+        let config = ServerConfig {
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerConfig::new(ae_title)
         };
-        config.shutdown_grace = Duration::from_secs(2);
         let server = Server::bind("127.0.0.1:0", config, dispatcher)
             .await
             .expect("bind");
-        let address = server.local_addr().expect("address");
-        let handle = server.handle();
         TestServer {
-            address,
-            handle,
+            address: server.local_addr().expect("address"),
+            handle: server.handle(),
             task: tokio::spawn(server.run()),
         }
     }
@@ -203,6 +206,58 @@ impl TestServer {
         self.handle.shutdown();
         within("server stop", self.task).await.expect("server task")
     }
+}
+
+/// A served archive and an association to it.
+struct Session {
+    server: TestServer,
+    association: Association,
+}
+
+impl Session {
+    /// Serves `archive` (and `worklist`) and opens an association with `request`.
+    async fn open(
+        archive: &FolderArchive,
+        worklist: Option<&Path>,
+        request: AssociationRequest,
+    ) -> Session {
+        let server = start_archive(archive, worklist).await;
+        let association = within(
+            "association",
+            Association::connect(
+                &server.address.to_string(),
+                &request,
+                Timeouts::default(),
+                Limits::default(),
+            ),
+        )
+        .await
+        .expect("association accepted");
+        Session {
+            server,
+            association,
+        }
+    }
+
+    /// Releases the association and stops the server.
+    async fn end(self) {
+        within("release", self.association.release())
+            .await
+            .expect("released");
+        self.server.stop().await;
+    }
+}
+
+/// The test folder (see [`write_folder`]) in a temporary directory, served as an archive, with
+/// an association to it opened with `request`.
+async fn serve_test_folder(
+    request: AssociationRequest,
+) -> (tempfile::TempDir, FolderArchive, Session) {
+    let folder = tempfile::tempdir().expect("tempdir");
+    write_folder(folder.path());
+    let archive = open_archive(folder.path()).await;
+    let session = Session::open(&archive, None, request).await;
+    (folder, archive, session)
 }
 
 fn explicit() -> Vec<String> {
@@ -248,23 +303,6 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
 }
 
-async fn connect(address: SocketAddr, request: AssociationRequest) -> Association {
-    let timeouts = Timeouts {
-        connect: Some(PATIENCE),
-        acse: Some(PATIENCE),
-        dimse: Some(PATIENCE),
-        artim: Duration::from_secs(2),
-        idle: None,
-        write: Some(PATIENCE),
-    };
-    within(
-        "association",
-        Association::connect(&address.to_string(), &request, timeouts, Limits::default()),
-    )
-    .await
-    .expect("association accepted")
-}
-
 fn request(sop_classes: &[&str]) -> AssociationRequest {
     AssociationRequest::new(SCU_AE, SCP_AE).with_contexts(
         sop_classes
@@ -282,31 +320,46 @@ fn decode(bytes: &[u8]) -> InMemDicomObject {
     identifier::decode(bytes, EXPLICIT, &ScanLimits::default()).expect("identifier")
 }
 
+/// Sends `request` on the context of `sop_class` with `keys` as its identifier.
+async fn send(
+    association: &Association,
+    sop_class: &str,
+    request: Message,
+    keys: &[InMemElement],
+) -> Responses {
+    let context = association.context_for(sop_class).expect("a context");
+    within(
+        "request sent",
+        association.request(context, request, Some(encode(keys))),
+    )
+    .await
+    .expect("request sent")
+}
+
+/// The next response, within PATIENCE.
+async fn next_response(responses: &mut Responses) -> Response {
+    within("response", responses.next())
+        .await
+        .expect("a response")
+        .expect("a response, not an error")
+}
+
 /// A C-FIND: the pending matches with their statuses, and the final status.
 async fn find(
     association: &Association,
     sop_class: &str,
     keys: &[InMemElement],
 ) -> (Vec<(Status, InMemDicomObject)>, Status) {
-    let context = association.context_for(sop_class).expect("FIND context");
     let rq = Message::CFindRq(CFindRq {
         message_id: association.next_message_id(),
         affected_sop_class_uid: sop_class.into(),
         priority: Priority::Medium,
         data_set_present: true,
     });
-    let mut responses = within(
-        "C-FIND-RQ",
-        association.request(context, rq, Some(encode(keys))),
-    )
-    .await
-    .expect("C-FIND-RQ sent");
+    let mut responses = send(association, sop_class, rq, keys).await;
     let mut matches = Vec::new();
     loop {
-        let response = within("C-FIND-RSP", responses.next())
-            .await
-            .expect("a response")
-            .expect("a response, not an error");
+        let response = next_response(&mut responses).await;
         let Message::CFindRsp(rsp) = &response.message else {
             panic!("expected a C-FIND-RSP, got {:?}", response.message);
         };
@@ -377,15 +430,12 @@ async fn the_folder_is_indexed_skipping_what_is_not_dicom() {
 
 #[tokio::test]
 async fn patient_root_finds_patients_studies_series_and_images_with_computed_keys() {
-    let folder = tempfile::tempdir().expect("tempdir");
-    write_folder(folder.path());
-    let archive = open_archive(folder.path()).await;
-    let server = start_archive(&archive, None).await;
-    let association = connect(server.address, request(&[PATIENT_ROOT_FIND])).await;
+    let (_folder, _archive, session) = serve_test_folder(request(&[PATIENT_ROOT_FIND])).await;
+    let association = &session.association;
 
     // PATIENT: every patient, with the patient counts.
     let (patients, status) = find(
-        &association,
+        association,
         PATIENT_ROOT_FIND,
         &[
             level("PATIENT"),
@@ -424,7 +474,7 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
 
     // STUDY, under patient P1 (the unique key above the level restricts).
     let (studies, _) = find(
-        &association,
+        association,
         PATIENT_ROOT_FIND,
         &[
             level("STUDY"),
@@ -468,7 +518,7 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
 
     // SERIES of one study of patient P2.
     let (series, _) = find(
-        &association,
+        association,
         PATIENT_ROOT_FIND,
         &[
             level("SERIES"),
@@ -492,7 +542,7 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
 
     // IMAGE: the instances of one series, with an instance attribute.
     let (images, _) = find(
-        &association,
+        association,
         PATIENT_ROOT_FIND,
         &[
             level("IMAGE"),
@@ -516,7 +566,7 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
 
     // A patient that is not there.
     let (none, status) = find(
-        &association,
+        association,
         PATIENT_ROOT_FIND,
         &[level("STUDY"), text_element(tags::PATIENT_ID, VR::LO, "P9")],
     )
@@ -524,23 +574,14 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
     assert!(none.is_empty());
     assert_eq!(status, Status::SUCCESS);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
 }
 
 #[tokio::test]
 async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
-    let folder = tempfile::tempdir().expect("tempdir");
-    write_folder(folder.path());
-    let archive = open_archive(folder.path()).await;
-    let server = start_archive(&archive, None).await;
-    let association = connect(
-        server.address,
-        request(&[STUDY_ROOT_FIND, PATIENT_STUDY_ONLY_FIND]),
-    )
-    .await;
+    let (_folder, _archive, session) =
+        serve_test_folder(request(&[STUDY_ROOT_FIND, PATIENT_STUDY_ONLY_FIND])).await;
+    let association = &session.association;
     let study_keys = |name: &str, date: &str, modalities: &str| {
         vec![
             level("STUDY"),
@@ -551,15 +592,15 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         ]
     };
 
-    let (all, _) = find(&association, STUDY_ROOT_FIND, &study_keys("", "", "")).await;
+    let (all, _) = find(association, STUDY_ROOT_FIND, &study_keys("", "", "")).await;
     assert_eq!(
         column(&all, tags::STUDY_INSTANCE_UID),
         [STUDY_1, STUDY_2, STUDY_3]
     );
-    let (does, _) = find(&association, STUDY_ROOT_FIND, &study_keys("doe*", "", "")).await;
+    let (does, _) = find(association, STUDY_ROOT_FIND, &study_keys("doe*", "", "")).await;
     assert_eq!(column(&does, tags::STUDY_INSTANCE_UID), [STUDY_1, STUDY_2]);
     let (in_2024, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &study_keys("", "20240101-", ""),
     )
@@ -569,13 +610,13 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         [STUDY_1, STUDY_2]
     );
     let (early, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &study_keys("", "-20240201", ""),
     )
     .await;
     assert_eq!(column(&early, tags::STUDY_INSTANCE_UID), [STUDY_1, STUDY_3]);
-    let (with_mr, _) = find(&association, STUDY_ROOT_FIND, &study_keys("", "", "MR")).await;
+    let (with_mr, _) = find(association, STUDY_ROOT_FIND, &study_keys("", "", "MR")).await;
     assert_eq!(
         column(&with_mr, tags::STUDY_INSTANCE_UID),
         [STUDY_2, STUDY_3]
@@ -585,7 +626,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         ["MR", "CT\\MR"]
     );
     let (both, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &study_keys("ROE^JANE", "2023", "CT"),
     )
@@ -594,7 +635,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
 
     // SERIES of a list of studies.
     let (series, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &[
             level("SERIES"),
@@ -616,7 +657,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
     // IMAGE by SOP Instance UID alone, across the whole archive.
     let wanted = format!("{STUDY_1}.2.1");
     let (images, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &[
             level("IMAGE"),
@@ -629,7 +670,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
 
     // A key below the query level is not supported: returned empty, with status FF01.
     let (warned, status) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &[
             level("STUDY"),
@@ -645,7 +686,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
 
     // Patient/Study Only: patients, then studies.
     let (patients, _) = find(
-        &association,
+        association,
         PATIENT_STUDY_ONLY_FIND,
         &[
             level("PATIENT"),
@@ -656,7 +697,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
     .await;
     assert_eq!(column(&patients, tags::PATIENT_ID), ["P1", "P2"]);
     let (studies, _) = find(
-        &association,
+        association,
         PATIENT_STUDY_ONLY_FIND,
         &[
             level("STUDY"),
@@ -674,7 +715,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
 
     // A level the model does not have is refused before the archive sees it.
     let (none, status) = find(
-        &association,
+        association,
         PATIENT_STUDY_ONLY_FIND,
         &[level("SERIES"), text_element(tags::PATIENT_ID, VR::LO, "")],
     )
@@ -682,19 +723,13 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
     assert!(none.is_empty());
     assert_eq!(status, Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
 }
 
 #[tokio::test]
 async fn an_instance_stored_into_the_folder_is_found_by_the_next_query() {
-    let folder = tempfile::tempdir().expect("tempdir");
-    write_folder(folder.path());
-    let archive = open_archive(folder.path()).await;
-    let server = start_archive(&archive, None).await;
-    let association = connect(server.address, request(&[STUDY_ROOT_FIND, MR])).await;
+    let (_folder, archive, session) = serve_test_folder(request(&[STUDY_ROOT_FIND, MR])).await;
+    let association = &session.association;
 
     // A new instance in a new series of study 2, sent by C-STORE.
     let source = tempfile::tempdir().expect("tempdir");
@@ -716,14 +751,14 @@ async fn an_instance_stored_into_the_folder_is_found_by_the_next_query() {
     };
     let response: CStoreRsp = within(
         "C-STORE",
-        store_data_set(&association, context, &request, &data_set_of(&path)),
+        store_data_set(association, context, &request, &data_set_of(&path)),
     )
     .await
     .expect("stored");
     assert_eq!(response.status, Status::SUCCESS);
 
     let (series, _) = find(
-        &association,
+        association,
         STUDY_ROOT_FIND,
         &[
             level("SERIES"),
@@ -743,10 +778,7 @@ async fn an_instance_stored_into_the_folder_is_found_by_the_next_query() {
     );
     assert_eq!(archive.counts().instances, 9);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -755,26 +787,20 @@ async fn an_instance_stored_into_the_folder_is_found_by_the_next_query() {
 
 #[tokio::test]
 async fn a_c_get_of_a_study_sends_its_instances_as_they_are_in_the_files() {
-    let folder = tempfile::tempdir().expect("tempdir");
-    write_folder(folder.path());
-    let archive = open_archive(folder.path()).await;
-    let server = start_archive(&archive, None).await;
-    let mut request = request(&[STUDY_ROOT_GET]);
-    for sop_class in [CT, MR, SC] {
-        request = request
-            .with_context(ProposedContext::new(sop_class, [EXPLICIT]))
-            .with_role(sop_class, true, true);
-    }
-    let association = connect(server.address, request).await;
+    // The storage contexts with the SCP role, for the sub-operations.
+    let request = [CT, MR, SC].into_iter().fold(
+        request(&[STUDY_ROOT_GET, CT, MR, SC]),
+        |request, sop_class| request.with_role(sop_class, true, true),
+    );
+    let (folder, _archive, session) = serve_test_folder(request).await;
+    let association = &session.association;
     for sop_class in [CT, SC] {
         association
             .context_for_role(sop_class, Role::Scp)
             .expect("the SCP role for the sub-operations");
     }
-    let context = association.context_for(STUDY_ROOT_GET).expect("GET");
-    let message_id = association.next_message_id();
     let rq = Message::CGetRq(CGetRq {
-        message_id,
+        message_id: association.next_message_id(),
         affected_sop_class_uid: STUDY_ROOT_GET.into(),
         priority: Priority::Medium,
         data_set_present: true,
@@ -783,12 +809,7 @@ async fn a_c_get_of_a_study_sends_its_instances_as_they_are_in_the_files() {
         level("STUDY"),
         text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
     ];
-    let mut responses = within(
-        "C-GET-RQ",
-        association.request(context, rq, Some(encode(&keys))),
-    )
-    .await
-    .expect("sent");
+    let mut responses = send(association, STUDY_ROOT_GET, rq, &keys).await;
 
     let mut received = Vec::new();
     let last = loop {
@@ -848,10 +869,27 @@ async fn a_c_get_of_a_study_sends_its_instances_as_they_are_in_the_files() {
     assert_eq!(received.len(), 4);
     assert_eq!(received, expected);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
+}
+
+/// A C-MOVE of series `series` of study 1 to `destination`, through the Move SCU: how it ended.
+async fn move_series(
+    association: &Association,
+    destination: &str,
+    series: String,
+) -> RetrieveOutcome {
+    let keys = InMemDicomObject::from_element_iter([
+        level("SERIES"),
+        text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
+        text_element(tags::SERIES_INSTANCE_UID, VR::UI, &series),
+    ]);
+    let query = QueryRequest::new(QueryModel::StudyRoot, keys);
+    within(
+        "C-MOVE",
+        scu::move_to(association, destination, &query, |_| {}),
+    )
+    .await
+    .expect("a final C-MOVE-RSP")
 }
 
 #[tokio::test]
@@ -882,46 +920,11 @@ async fn a_c_move_of_a_series_stores_it_at_the_configured_destination() {
     )
     .await
     .expect("archive");
-    let server = start_archive(&archive, None).await;
-    let association = connect(server.address, request(&[STUDY_ROOT_MOVE])).await;
-    let context = association.context_for(STUDY_ROOT_MOVE).expect("MOVE");
-
-    let send_move = |destination: &str, series: String| {
-        let rq = Message::CMoveRq(CMoveRq {
-            message_id: association.next_message_id(),
-            affected_sop_class_uid: STUDY_ROOT_MOVE.into(),
-            priority: Priority::Medium,
-            move_destination: destination.into(),
-            data_set_present: true,
-        });
-        let keys = [
-            level("SERIES"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
-            text_element(tags::SERIES_INSTANCE_UID, VR::UI, &series),
-        ];
-        association.request(context, rq, Some(encode(&keys)))
-    };
-    let final_move_response = |mut responses: dimsum_net::Responses| async move {
-        loop {
-            let response = within("C-MOVE-RSP", responses.next())
-                .await
-                .expect("a response")
-                .expect("a response");
-            let Message::CMoveRsp(rsp) = response.message else {
-                panic!("expected a C-MOVE-RSP, got {:?}", response.message);
-            };
-            if response.is_final {
-                return rsp;
-            }
-        }
-    };
-
-    let responses = within("C-MOVE-RQ", send_move(DEST_AE, format!("{STUDY_1}.1")))
-        .await
-        .expect("sent");
-    let last = final_move_response(responses).await;
+    let session = Session::open(&archive, None, request(&[STUDY_ROOT_MOVE])).await;
+    let association = &session.association;
+    let last = move_series(association, DEST_AE, format!("{STUDY_1}.1")).await;
     assert_eq!(last.status, Status::SUCCESS, "{:?}", last.error_comment);
-    assert_eq!(last.number_of_completed_suboperations, Some(3));
+    assert_eq!(last.sub_operations.completed, Some(3));
 
     let mut arrived = arrivals.lock().unwrap().clone();
     arrived.sort();
@@ -933,17 +936,11 @@ async fn a_c_move_of_a_series_stores_it_at_the_configured_destination() {
     }
 
     // An AE title that is not configured: 0xA801, nothing sent.
-    let responses = within("C-MOVE-RQ", send_move("NOWHERE", format!("{STUDY_1}.2")))
-        .await
-        .expect("sent");
-    let last = final_move_response(responses).await;
+    let last = move_series(association, "NOWHERE", format!("{STUDY_1}.2")).await;
     assert_eq!(last.status, Status::MOVE_DESTINATION_UNKNOWN);
     assert_eq!(arrivals.lock().unwrap().len(), 3);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
     destination.stop().await;
 }
 
@@ -996,8 +993,8 @@ async fn a_worklist_query_matches_on_modality_and_date_range_in_the_step_sequenc
     write_worklist_item(worklist.path(), "2", "ROE^JANE", "MR", "20240612");
     write_worklist_item(worklist.path(), "3", "POE^EDGAR", "CT", "20240620");
     std::fs::write(worklist.path().join("notes.txt"), "not an item").expect("write");
-    let server = start_archive(&archive, Some(worklist.path())).await;
-    let association = connect(server.address, request(&[WORKLIST_FIND])).await;
+    let session = Session::open(&archive, Some(worklist.path()), request(&[WORKLIST_FIND])).await;
+    let association = &session.association;
 
     let step_keys = |modality: &str, dates: &str| {
         DataElement::new(
@@ -1020,12 +1017,8 @@ async fn a_worklist_query_matches_on_modality_and_date_range_in_the_step_sequenc
         ]
     };
 
-    let (matches, status) = find(
-        &association,
-        WORKLIST_FIND,
-        &keys("CT", "20240601-20240615"),
-    )
-    .await;
+    let (matches, status) =
+        find(association, WORKLIST_FIND, &keys("CT", "20240601-20240615")).await;
     assert_eq!(status, Status::SUCCESS);
     assert_eq!(matches.len(), 1, "{matches:?}");
     let item = &matches[0].1;
@@ -1053,20 +1046,17 @@ async fn a_worklist_query_matches_on_modality_and_date_range_in_the_step_sequenc
         ])
     );
 
-    let (all_ct, _) = find(&association, WORKLIST_FIND, &keys("CT", "")).await;
+    let (all_ct, _) = find(association, WORKLIST_FIND, &keys("CT", "")).await;
     assert_eq!(column(&all_ct, tags::PATIENT_ID), ["1", "3"]);
-    let (june_12_on, _) = find(&association, WORKLIST_FIND, &keys("", "20240611-")).await;
+    let (june_12_on, _) = find(association, WORKLIST_FIND, &keys("", "20240611-")).await;
     assert_eq!(column(&june_12_on, tags::PATIENT_ID), ["2", "3"]);
-    let (none, _) = find(&association, WORKLIST_FIND, &keys("MR", "-20240611")).await;
+    let (none, _) = find(association, WORKLIST_FIND, &keys("MR", "-20240611")).await;
     assert!(none.is_empty());
 
     // Items change during the day: a new file is seen by the next query.
     write_worklist_item(worklist.path(), "4", "NEW^ITEM", "MR", "20240601");
-    let (now, _) = find(&association, WORKLIST_FIND, &keys("MR", "-20240611")).await;
+    let (now, _) = find(association, WORKLIST_FIND, &keys("MR", "-20240611")).await;
     assert_eq!(column(&now, tags::PATIENT_ID), ["4"]);
 
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    session.end().await;
 }
