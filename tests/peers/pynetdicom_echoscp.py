@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from typing import Any
 
 from pynetdicom import AE, debug_logger, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
+from peer_server import context_records, end_handlers, serve_until_stopped
 
 ALL_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -90,22 +89,7 @@ def main() -> int:
                     requestor.implementation_version_name
                 ),
                 "user_identity": _user_identity(assoc),
-                "accepted_contexts": [
-                    {
-                        "context_id": cx.context_id,
-                        "abstract_syntax": text(cx.abstract_syntax),
-                        "transfer_syntax": text(cx.transfer_syntax[0]),
-                    }
-                    for cx in assoc.accepted_contexts
-                ],
-                "rejected_contexts": [
-                    {
-                        "context_id": cx.context_id,
-                        "abstract_syntax": text(cx.abstract_syntax),
-                        "result": cx.result,
-                    }
-                    for cx in assoc.rejected_contexts
-                ],
+                **context_records(assoc),
             }
         )
 
@@ -135,12 +119,6 @@ def main() -> int:
         )
         return 0x0000
 
-    def on_released(event: Any) -> None:
-        recorder.write({"event": "released", "calling_ae": text(event.assoc.requestor.ae_title)})
-
-    def on_aborted(event: Any) -> None:
-        recorder.write({"event": "aborted", "calling_ae": text(event.assoc.requestor.ae_title)})
-
     ae = AE(ae_title=args.ae_title)
     ae.maximum_pdu_size = args.max_pdu
     ae.require_called_aet = args.require_called_aet
@@ -151,23 +129,9 @@ def main() -> int:
         (evt.EVT_ACCEPTED, on_accepted),
         (evt.EVT_REJECTED, on_rejected),
         (evt.EVT_C_ECHO, on_echo),
-        (evt.EVT_RELEASED, on_released),
-        (evt.EVT_ABORTED, on_aborted),
+        *end_handlers(recorder),
     ]
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    server = ae.start_server((args.bind, args.port), block=False, evt_handlers=handlers)
-    print("READY", flush=True)
-    try:
-        while not stop.wait(0.2):
-            pass
-    finally:
-        server.shutdown()
-        recorder.close()
-    return 0
+    return serve_until_stopped(ae, (args.bind, args.port), handlers, recorder=recorder)
 
 
 if __name__ == "__main__":

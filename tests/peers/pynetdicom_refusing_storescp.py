@@ -9,8 +9,9 @@ Affected SOP Instance UID was given with --refuse (repeatable) is answered with 
 Information + the data set) to --output/<SOP Instance UID>.dcm and answered 0x0000. One JSON
 object per line goes to --record:
 
-  {"event": "c-store", "calling_ae", "sop_class_uid", "sop_instance_uid",
-   "move_originator_aet", "move_originator_id", "status"}
+  {"event": "c-store", "calling_ae", "called_ae", "message_id", "context_id",
+   "sop_class_uid", "sop_instance_uid", "transfer_syntax", "move_originator_aet",
+   "move_originator_id", "status"}
 
 It prints "READY" on stdout (flushed) once the socket listens and stops on SIGTERM/SIGINT.
 """
@@ -19,24 +20,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
+from peer_server import c_store_record, serve_until_stopped, stored_file_name, write_received
 
 SUCCESS = 0x0000
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-
-
-def file_name(sop_instance_uid: str) -> str:
-    name = re.sub(r"[^0-9A-Za-z.-]", "_", sop_instance_uid)[:128]
-    return (name if name not in ("", ".", "..") else "_") + ".dcm"
 
 
 def main() -> int:
@@ -58,28 +52,11 @@ def main() -> int:
     recorder = Recorder(args.record)
 
     def on_store(event: Any) -> int:
-        request = event.request
-        uid = text(request.AffectedSOPInstanceUID, strip=True) or ""
+        uid = text(event.request.AffectedSOPInstanceUID, strip=True) or ""
         status = args.status if uid in refused else SUCCESS
         if status == SUCCESS:
-            path = args.output / file_name(uid)
-            temporary = path.with_name(path.name + ".part")
-            temporary.write_bytes(event.encoded_dataset())
-            temporary.replace(path)
-        originator_id = request.MoveOriginatorMessageID
-        recorder.write(
-            {
-                "event": "c-store",
-                "calling_ae": text(event.assoc.requestor.ae_title, strip=True),
-                "sop_class_uid": text(request.AffectedSOPClassUID, strip=True),
-                "sop_instance_uid": uid,
-                "move_originator_aet": text(
-                    request.MoveOriginatorApplicationEntityTitle, strip=True
-                ),
-                "move_originator_id": int(originator_id) if originator_id is not None else None,
-                "status": status,
-            }
-        )
+            write_received(args.output / stored_file_name(uid), event)
+        recorder.write(c_store_record(event, status))
         return status
 
     ae = AE(ae_title=args.ae_title)
@@ -88,22 +65,8 @@ def main() -> int:
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = ae.start_server(
-        (args.bind, args.port),
-        block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)],
-    )
-    print("READY", flush=True)
-    try:
-        while not stop.wait(0.2):
-            pass
-    finally:
-        server.shutdown()
-        recorder.close()
-    return 0
+    handlers = [(evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+    return serve_until_stopped(ae, (args.bind, args.port), handlers, recorder=recorder)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, debug_logger, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
-
-
-def stripped(value):
-    return text(value, strip=True)
+from peer_server import (
+    c_store_record,
+    context_records,
+    end_handlers,
+    serve_until_stopped,
+    stored_file_name,
+    write_received,
+)
 
 DEFAULT_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -53,13 +54,6 @@ DEFAULT_TRANSFER_SYNTAXES = [
 ]
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
-
-
-
-
-def file_name(sop_instance_uid: str) -> str:
-    name = re.sub(r"[^0-9A-Za-z.-]", "_", sop_instance_uid)[:128]
-    return name if name not in ("", ".", "..") else "_"
 
 
 def main() -> int:
@@ -95,73 +89,28 @@ def main() -> int:
         recorder.write(
             {
                 "event": "accepted",
-                "calling_ae": stripped(assoc.requestor.ae_title),
-                "called_ae": stripped(assoc.requestor.primitive.called_ae_title),
+                "calling_ae": text(assoc.requestor.ae_title, strip=True),
+                "called_ae": text(assoc.requestor.primitive.called_ae_title, strip=True),
                 "requestor_max_pdu": assoc.requestor.maximum_length,
-                "accepted_contexts": [
-                    {
-                        "context_id": cx.context_id,
-                        "abstract_syntax": stripped(cx.abstract_syntax),
-                        "transfer_syntax": stripped(cx.transfer_syntax[0]),
-                    }
-                    for cx in assoc.accepted_contexts
-                ],
-                "rejected_contexts": [
-                    {
-                        "context_id": cx.context_id,
-                        "abstract_syntax": stripped(cx.abstract_syntax),
-                        "result": cx.result,
-                    }
-                    for cx in assoc.rejected_contexts
-                ],
+                **context_records(assoc, strip=True),
             }
         )
 
     def on_store(event: Any) -> int:
-        request = event.request
-        sop_instance_uid = stripped(request.AffectedSOPInstanceUID) or ""
-        path = args.output / file_name(sop_instance_uid)
-        path = path.with_name(path.name + ".dcm")
+        sop_instance_uid = text(event.request.AffectedSOPInstanceUID, strip=True) or ""
+        path = args.output / stored_file_name(sop_instance_uid)
         status = SUCCESS
         size = 0
         try:
-            # the File Meta Information plus the data set bytes exactly as received
-            encoded = event.encoded_dataset()
-            temporary = path.with_name(path.name + ".part")
-            temporary.write_bytes(encoded)
-            temporary.replace(path)
-            size = len(encoded)
+            size = write_received(path, event)
         except OSError as error:
             logging.error("cannot store %s: %s", sop_instance_uid, error)
             status = OUT_OF_RESOURCES
-        originator_id = request.MoveOriginatorMessageID
-        recorder.write(
-            {
-                "event": "c-store",
-                "calling_ae": stripped(event.assoc.requestor.ae_title),
-                "called_ae": stripped(event.assoc.requestor.primitive.called_ae_title),
-                "message_id": int(request.MessageID),
-                "context_id": event.context.context_id,
-                "sop_class_uid": stripped(request.AffectedSOPClassUID),
-                "sop_instance_uid": sop_instance_uid,
-                "transfer_syntax": stripped(event.context.transfer_syntax),
-                "move_originator_aet": stripped(request.MoveOriginatorApplicationEntityTitle),
-                "move_originator_id": int(originator_id) if originator_id is not None else None,
-                "path": str(path),
-                "bytes": size,
-                "status": status,
-            }
-        )
+        recorder.write({**c_store_record(event, status), "path": str(path), "bytes": size})
         return status
 
     def on_echo(event: Any) -> int:
         return SUCCESS
-
-    def on_released(event: Any) -> None:
-        recorder.write({"event": "released", "calling_ae": stripped(event.assoc.requestor.ae_title)})
-
-    def on_aborted(event: Any) -> None:
-        recorder.write({"event": "aborted", "calling_ae": stripped(event.assoc.requestor.ae_title)})
 
     ae = AE(ae_title=args.ae_title)
     ae.maximum_pdu_size = args.max_pdu
@@ -174,23 +123,9 @@ def main() -> int:
         (evt.EVT_ACCEPTED, on_accepted),
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_C_ECHO, on_echo),
-        (evt.EVT_RELEASED, on_released),
-        (evt.EVT_ABORTED, on_aborted),
+        *end_handlers(recorder, strip=True),
     ]
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    server = ae.start_server((args.bind, args.port), block=False, evt_handlers=handlers)
-    print("READY", flush=True)
-    try:
-        while not stop.wait(0.2):
-            pass
-    finally:
-        server.shutdown()
-        recorder.close()
-    return 0
+    return serve_until_stopped(ae, (args.bind, args.port), handlers, recorder=recorder)
 
 
 if __name__ == "__main__":

@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import ssl
 import sys
-import threading
 from typing import Any
 
 from pynetdicom import AE, debug_logger, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
+from peer_server import end_handlers, serve_until_stopped
 
 TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -239,12 +238,6 @@ def echoscp(args: argparse.Namespace, printer: Recorder) -> int:
         )
         return 0x0000
 
-    def on_released(event: Any) -> None:
-        printer.write({"event": "released", "calling_ae": text(event.assoc.requestor.ae_title)})
-
-    def on_aborted(event: Any) -> None:
-        printer.write({"event": "aborted", "calling_ae": text(event.assoc.requestor.ae_title)})
-
     ae = AE(ae_title=args.aet)
     ae.network_timeout = args.timeout
     ae.acse_timeout = args.timeout
@@ -253,27 +246,15 @@ def echoscp(args: argparse.Namespace, printer: Recorder) -> int:
     handlers = [
         (evt.EVT_ACCEPTED, on_accepted),
         (evt.EVT_C_ECHO, on_echo),
-        (evt.EVT_RELEASED, on_released),
-        (evt.EVT_ABORTED, on_aborted),
+        *end_handlers(printer),
     ]
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    server = ae.start_server(
+    return serve_until_stopped(
+        ae,
         (args.bind, args.port),
-        block=False,
-        evt_handlers=handlers,
+        handlers,
+        announce=lambda: printer.write({"event": "ready", "port": args.port}),
         ssl_context=server_context(args, printer),
     )
-    printer.write({"event": "ready", "port": args.port})
-    try:
-        while not stop.wait(0.2):
-            pass
-    finally:
-        server.shutdown()
-    return 0
 
 
 def main() -> int:
