@@ -17,36 +17,23 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dimsum_net::dataset::dicom_core::value::DataSetSequence;
 use dimsum_net::dataset::dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomObject};
 use support::qr::{
-    AeAddress, DIMSUM_CLIENT_AE, Dcmqrscp, DimsumQrscp, FindOutput, LargeSeries, Match, QrDataSet,
-    QrIdentifier, QrInstance, QrModel, QrPeer, QrPeerKind, RefusingStorescp, StorescpDestination,
-    StudyRef, assert_received_instances, dcmtk_findscu, dcmtk_findscu_with, dcmtk_getscu,
-    dcmtk_movescu, dcmtk_movescu_with, dimsum_findscu, dimsum_findscu_command, dimsum_getscu,
-    dimsum_movescu, dimsum_movescu_to_self, json_match, move_destination_arg, parse_find_text,
-    pynetdicom_findscu, pynetdicom_getscu, pynetdicom_movescu,
+    AeAddress, DIMSUM_CLIENT_AE, DimsumQrscp, FindOutput, LargeSeries, Match, QrClient, QrDataSet,
+    QrIdentifier, QrInstance, QrModel, QrPeer, QrPeerKind, QrStudy, RefusingStorescp, STUDY_KEYS,
+    StorescpDestination, StudyRef, assert_received_instances, dimsum_findscu,
+    dimsum_findscu_command, dimsum_movescu_to_self, json_match, move_destination_arg,
+    parse_find_text, retrieve_scratch_dir,
 };
 use support::{
-    EXPLICIT_VR_LE, RUN_TIMEOUT, assert_contains, dcmtk_field_values, free_port, python_script,
-    run, scratch_dir, time_report_peak_rss_kib, under_gnu_time,
+    EXPLICIT_VR_LE, Finished, RUN_TIMEOUT, assert_contains, dcmtk_field_values, free_port,
+    proc_status_kib, run, scratch_dir, time_report_peak_rss_kib, under_gnu_time,
 };
-
-/// The STUDY-level keys of the study finds: every one of them is indexed by both peers.
-const STUDY_KEYS: &[&str] = &[
-    "QueryRetrieveLevel=STUDY",
-    "StudyInstanceUID",
-    "PatientName",
-    "PatientID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyID",
-];
 
 /// Instances of the series the C-CANCEL tests query. An SCP streams its matches ahead of the
 /// client reading them (TCP buffers), so the cancel stops it some way after the client's N-th
@@ -79,6 +66,15 @@ const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
 /// The logs of a run and the servers it talked to, for failure messages.
 fn context(parts: &[String]) -> String {
     parts.join("\n")
+}
+
+/// The logs of `finished` and of the servers it talked to, after checking that it exited 0.
+#[track_caller]
+fn exited_ok(finished: &Finished, servers: &[String]) -> String {
+    finished.assert_code(0);
+    let mut parts = vec![finished.describe()];
+    parts.extend_from_slice(servers);
+    context(&parts)
 }
 
 /// The value of `tag` in a match; panics (showing the match) when it is missing.
@@ -170,21 +166,6 @@ fn instance_numbers(matches: &[Match], context: &str) -> BTreeMap<String, String
         .collect()
 }
 
-/// `uid → instance number` of loaded instances.
-fn expected_instance_numbers<'a>(
-    instances: impl IntoIterator<Item = &'a QrInstance>,
-) -> BTreeMap<String, String> {
-    instances
-        .into_iter()
-        .map(|instance| {
-            (
-                instance.sop_instance_uid.clone(),
-                instance.instance_number.to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The summary line of our getscu/movescu, e.g. `Get finished: 0x0000 (success); completed 4,
 /// failed 0, warning 0`: its status code and counts.
 #[track_caller]
@@ -205,6 +186,117 @@ fn assert_summary(stderr: &str, what: &str, status: &str, counts: [usize; 3], co
     );
 }
 
+/// Asserts that our getscu or movescu (`what`: `Get`, `Move`) succeeded with every one of
+/// `expected` completed, and that `received` holds exactly those instances, data sets equal.
+#[track_caller]
+fn assert_retrieved(
+    dir: &Path,
+    finished: &Finished,
+    what: &str,
+    expected: &[&QrInstance],
+    received: &Path,
+    log: &str,
+) {
+    finished.assert_code(0);
+    assert_summary(
+        &finished.stderr,
+        what,
+        "0x0000",
+        [expected.len(), 0, 0],
+        log,
+    );
+    assert_received_instances(dir, expected, received, log);
+}
+
+/// The STUDY-level keys with matching values on the name (a wildcard) and the date (a range):
+/// they select [`doe_in_range`].
+fn matching_study_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = STUDY_KEYS
+        .iter()
+        .copied()
+        .filter(|key| !["PatientName", "StudyDate"].contains(key))
+        .collect();
+    keys.extend(["PatientName=Doe*", "StudyDate=20220101-20231231"]);
+    keys
+}
+
+/// The studies [`matching_study_keys`] select: Doe^Jane's studies are of 2024 and 2023, and
+/// Smith^John's 2022 study is not hers.
+fn doe_in_range(data: &QrDataSet) -> BTreeSet<String> {
+    BTreeSet::from([data.patients[0].studies[1].study_instance_uid.clone()])
+}
+
+/// How one column of a find's responses is checked: its tag, and the value an item of the data
+/// set should give it.
+type Column<T> = (Tag, fn(&T) -> String);
+
+/// Asserts that `responses` are exactly one per item of `items`, told apart by `key`, each
+/// with the values of `columns` that item gives.
+#[track_caller]
+fn assert_responses<T>(
+    responses: &[QrIdentifier],
+    items: &[T],
+    key: Column<T>,
+    columns: &[Column<T>],
+    log: &str,
+) {
+    let found: BTreeMap<String, Vec<String>> = responses
+        .iter()
+        .map(|response| {
+            let values = columns
+                .iter()
+                .map(|(tag, _)| response.require(*tag).to_owned())
+                .collect();
+            (response.require(key.0).to_owned(), values)
+        })
+        .collect();
+    let expected: BTreeMap<String, Vec<String>> = items
+        .iter()
+        .map(|item| {
+            let values = columns.iter().map(|(_, value)| value(item)).collect();
+            (key.1(item), values)
+        })
+        .collect();
+    assert_eq!(found, expected, "{log}");
+    assert_eq!(responses.len(), items.len(), "one response each\n{log}");
+}
+
+/// The scratch folder `label`, a DCMTK storescp as move destination and `dimsum qrscp`
+/// serving the data set, knowing it. `None` (after `SKIP:`) when storescp or the Python
+/// environment that compares data sets is missing.
+fn storescp_and_dimsum_qrscp(label: &str) -> Option<(PathBuf, StorescpDestination, DimsumQrscp)> {
+    let dir = retrieve_scratch_dir(label)?;
+    let storescp = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])?;
+    let destination = move_destination_arg(storescp.address());
+    let server = DimsumQrscp::serving_data_set(
+        &dir,
+        QrDataSet::get(),
+        &["--move-destination", &destination],
+    );
+    Some((dir, storescp, server))
+}
+
+/// Asserts what a find cancelled after [`CANCEL_AFTER`] matches of `series` returned: instances
+/// of the series, none twice, at least that many and not all; prints how many.
+#[track_caller]
+fn assert_cancelled_find(matches: &[Match], series: &LargeSeries, who: &str, log: &str) {
+    let uids = distinct(matches, tags::SOP_INSTANCE_UID, log);
+    assert!(
+        uids.is_subset(&series.sop_instance_uids()),
+        "matches outside the series\n{log}"
+    );
+    assert_eq!(uids.len(), matches.len(), "a match came twice\n{log}");
+    assert!(
+        matches.len() >= CANCEL_AFTER && matches.len() < CANCEL_SERIES,
+        "{} matches arrived with a cancel after {CANCEL_AFTER} of {CANCEL_SERIES}\n{log}",
+        matches.len()
+    );
+    eprintln!(
+        "{who} --cancel {CANCEL_AFTER}: {} of {CANCEL_SERIES} matches",
+        matches.len()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Our findscu against dcmqrscp and pynetdicom's qrscp
 // ---------------------------------------------------------------------------------------------
@@ -217,22 +309,22 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
     let Some(peer) = QrPeer::start_loaded(kind, &dir, &[]) else {
         return;
     };
-    let address = peer.address();
+    // our findscu against the peer, which must exit 0: what it found, with the logs
+    let find = |label: &str, model: QrModel, keys: &[&str], output: FindOutput| {
+        let run = dimsum_findscu(&dir, label, peer.address(), model, keys, output, &[]);
+        let log = exited_ok(&run.finished, &[peer.describe()]);
+        (run, log)
+    };
     // pynetdicom's qrscp answers once per instance at every level
     let per_instance = kind == QrPeerKind::Pynetdicom;
 
     // Study Root, STUDY level, text output: every study, with its values
-    let studies = dimsum_findscu(
-        &dir,
+    let (studies, log) = find(
         "studies-text",
-        address,
         QrModel::StudyRoot,
         STUDY_KEYS,
         FindOutput::Text,
-        &[],
     );
-    let log = context(&[studies.finished.describe(), peer.describe()]);
-    studies.finished.assert_code(0);
     assert_contains(
         &studies.finished.stderr,
         "Find finished: 0x0000 (success)",
@@ -249,26 +341,13 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
     }
 
     // matching keys reach the peer: a wildcard on the name and a range on the date
-    let mut keys: Vec<&str> = STUDY_KEYS
-        .iter()
-        .copied()
-        .filter(|key| !["PatientName", "StudyDate"].contains(key))
-        .collect();
-    keys.extend(["PatientName=Doe*", "StudyDate=20220101-20231231"]);
-    let matched = dimsum_findscu(
-        &dir,
+    let (matched, log) = find(
         "studies-matched",
-        address,
         QrModel::StudyRoot,
-        &keys,
+        &matching_study_keys(),
         FindOutput::Text,
-        &[],
     );
-    let log = context(&[matched.finished.describe(), peer.describe()]);
-    matched.finished.assert_code(0);
-    // Doe^Jane's studies are of 2024 and 2023; Smith^John's 2022 study is not hers
-    let doe_in_range = BTreeSet::from([data.patients[0].studies[1].study_instance_uid.clone()]);
-    assert_studies(data, &matched.matches, &doe_in_range, &log);
+    assert_studies(data, &matched.matches, &doe_in_range(data), &log);
 
     // Patient Root, PATIENT level, DICOM JSON: every patient with name (and what dcmqrscp also
     // indexes: birth date and sex)
@@ -276,17 +355,12 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
     if !per_instance {
         keys.extend(["PatientBirthDate", "PatientSex"]);
     }
-    let patients = dimsum_findscu(
-        &dir,
+    let (patients, log) = find(
         "patients-json",
-        address,
         QrModel::PatientRoot,
         &keys,
         FindOutput::Json,
-        &[],
     );
-    let log = context(&[patients.finished.describe(), peer.describe()]);
-    patients.finished.assert_code(0);
     let mut found_patients = BTreeSet::new();
     for found in &patients.matches {
         let id = value(found, tags::PATIENT_ID, &log);
@@ -320,10 +394,8 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
     let study = data.two_modality_study();
     let patient_key = format!("PatientID={}", study.patient.patient_id);
     let study_key = format!("StudyInstanceUID={}", study.study.study_instance_uid);
-    let series = dimsum_findscu(
-        &dir,
+    let (series, log) = find(
         "series-files",
-        address,
         QrModel::PatientRoot,
         &[
             "QueryRetrieveLevel=SERIES",
@@ -334,10 +406,7 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
             "SeriesNumber",
         ],
         FindOutput::Extract,
-        &[],
     );
-    let log = context(&[series.finished.describe(), peer.describe()]);
-    series.finished.assert_code(0);
     let found: BTreeMap<String, (String, String)> = series
         .matches
         .iter()
@@ -378,10 +447,8 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
     // Study Root, IMAGE level of the CT series, DICOM JSON
     let ct = &study.study.series[0];
     let series_key = format!("SeriesInstanceUID={}", ct.series_instance_uid);
-    let images = dimsum_findscu(
-        &dir,
+    let (images, log) = find(
         "images-json",
-        address,
         QrModel::StudyRoot,
         &[
             "QueryRetrieveLevel=IMAGE",
@@ -391,27 +458,16 @@ fn dimsum_findscu_against(kind: QrPeerKind, label: &str) {
             "InstanceNumber",
         ],
         FindOutput::Json,
-        &[],
     );
-    let log = context(&[images.finished.describe(), peer.describe()]);
-    images.finished.assert_code(0);
     assert_eq!(
         instance_numbers(&images.matches, &log),
-        expected_instance_numbers(&ct.instances),
+        ct.instance_numbers(),
         "instances of the series\n{log}"
     );
     assert_eq!(images.matches.len(), ct.instances.len(), "{log}");
 }
 
-#[test]
-fn dimsum_findscu_against_dcmqrscp() {
-    dimsum_findscu_against(QrPeerKind::Dcmqrscp, "qr-dimsum-findscu-dcmqrscp");
-}
-
-#[test]
-fn dimsum_findscu_against_pynetdicom_qrscp() {
-    dimsum_findscu_against(QrPeerKind::Pynetdicom, "qr-dimsum-findscu-pynetdicom");
-}
+test_against_both_peers!(dimsum_findscu_against: dimsum_findscu_against_dcmqrscp, dimsum_findscu_against_pynetdicom_qrscp);
 
 // ---------------------------------------------------------------------------------------------
 // 2. Our getscu against both
@@ -420,130 +476,95 @@ fn dimsum_findscu_against_pynetdicom_qrscp() {
 /// Our getscu: a study (Study Root) and a series holding an Implicit VR file (Patient Root);
 /// exactly their instances arrive, data sets equal.
 fn dimsum_getscu_against(kind: QrPeerKind, label: &str) {
-    let dir = scratch_dir(label);
-    if python_script("tests/peers/compare_datasets.py").is_none() {
+    let Some(dir) = retrieve_scratch_dir(label) else {
         return;
-    }
+    };
     let data = QrDataSet::get();
     let Some(peer) = QrPeer::start_loaded(kind, &dir, &[]) else {
         return;
     };
     let study = data.two_modality_study();
-    let study_key = format!("StudyInstanceUID={}", study.study.study_instance_uid);
-    let (finished, received) = dimsum_getscu(
-        &dir,
-        "study",
-        peer.address(),
-        QrModel::StudyRoot,
-        &["QueryRetrieveLevel=STUDY", &study_key],
-        &[],
-    );
-    let log = context(&[finished.describe(), peer.describe()]);
-    finished.assert_code(0);
-    let expected: Vec<&QrInstance> = study.study.instances().collect();
-    assert_summary(
-        &finished.stderr,
-        "Get",
-        "0x0000",
-        [expected.len(), 0, 0],
-        &log,
-    );
-    assert_received_instances(&dir, &expected, &received, &log);
-
     // the MR series with one file stored in Implicit VR Little Endian
     let patient = &data.patients[0];
     let mr_study = &patient.studies[1];
     let mr_series = &mr_study.series[0];
     let patient_key = format!("PatientID={}", patient.patient_id);
-    let study_key = format!("StudyInstanceUID={}", mr_study.study_instance_uid);
+    let mr_study_key = format!("StudyInstanceUID={}", mr_study.study_instance_uid);
     let series_key = format!("SeriesInstanceUID={}", mr_series.series_instance_uid);
-    let (finished, received) = dimsum_getscu(
-        &dir,
-        "series",
-        peer.address(),
-        QrModel::PatientRoot,
-        &[
-            "QueryRetrieveLevel=SERIES",
-            &patient_key,
-            &study_key,
-            &series_key,
-        ],
-        &[],
-    );
-    let log = context(&[finished.describe(), peer.describe()]);
-    finished.assert_code(0);
-    let expected: Vec<&QrInstance> = mr_series.instances.iter().collect();
-    assert_summary(
-        &finished.stderr,
-        "Get",
-        "0x0000",
-        [expected.len(), 0, 0],
-        &log,
-    );
-    assert_received_instances(&dir, &expected, &received, &log);
+    let study_key = format!("StudyInstanceUID={}", study.study.study_instance_uid);
+    let gets: [(&str, QrModel, Vec<&str>, Vec<&QrInstance>); 2] = [
+        (
+            "study",
+            QrModel::StudyRoot,
+            vec!["QueryRetrieveLevel=STUDY", &study_key],
+            study.study.instances().collect(),
+        ),
+        (
+            "series",
+            QrModel::PatientRoot,
+            vec![
+                "QueryRetrieveLevel=SERIES",
+                &patient_key,
+                &mr_study_key,
+                &series_key,
+            ],
+            mr_series.instances.iter().collect(),
+        ),
+    ];
+    for (label, model, keys, expected) in gets {
+        let (finished, received) = QrClient::Dimsum
+            .get(&dir, label, peer.address(), model, &keys, &[])
+            .expect("our getscu needs no peer");
+        let log = context(&[finished.describe(), peer.describe()]);
+        assert_retrieved(&dir, &finished, "Get", &expected, &received, &log);
+    }
 }
 
-#[test]
-fn dimsum_getscu_against_dcmqrscp() {
-    dimsum_getscu_against(QrPeerKind::Dcmqrscp, "qr-dimsum-getscu-dcmqrscp");
-}
-
-#[test]
-fn dimsum_getscu_against_pynetdicom_qrscp() {
-    dimsum_getscu_against(QrPeerKind::Pynetdicom, "qr-dimsum-getscu-pynetdicom");
-}
+test_against_both_peers!(dimsum_getscu_against: dimsum_getscu_against_dcmqrscp, dimsum_getscu_against_pynetdicom_qrscp);
 
 // ---------------------------------------------------------------------------------------------
 // 3. Our movescu against both: to DCMTK storescp, and to ourselves
 // ---------------------------------------------------------------------------------------------
 
+/// Our movescu: a study to DCMTK storescp, and one to ourselves (`--port`); exactly their
+/// instances arrive, data sets equal.
 fn dimsum_movescu_against(kind: QrPeerKind, label: &str) {
-    let dir = scratch_dir(label);
-    if python_script("tests/peers/compare_datasets.py").is_none() {
-        return;
-    }
-    let data = QrDataSet::get();
-    let Some(storescp) = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])
-    else {
+    let Some(dir) = retrieve_scratch_dir(label) else {
         return;
     };
+    let data = QrDataSet::get();
     let own_port = free_port();
-    let destinations = [
-        storescp.address().clone(),
-        AeAddress::local(DIMSUM_CLIENT_AE, own_port),
-    ];
-    let Some(peer) = QrPeer::start_loaded(kind, &dir, &destinations) else {
+    let ourselves = AeAddress::local(DIMSUM_CLIENT_AE, own_port);
+    let Some((storescp, peer)) = QrPeer::start_loaded_with_storescp(kind, &dir, &[ourselves])
+    else {
         return;
     };
 
     // the second patient's study (MR, two series) to storescp
     let study = &data.patients[1].studies[0];
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
-    let finished = dimsum_movescu(
-        &dir,
-        "to-storescp",
-        peer.address(),
-        QrModel::StudyRoot,
-        StorescpDestination::AE_TITLE,
-        &["QueryRetrieveLevel=STUDY", &study_key],
-        &[],
-    );
+    let finished = QrClient::Dimsum
+        .move_to(
+            &dir,
+            "to-storescp",
+            peer.address(),
+            QrModel::StudyRoot,
+            StorescpDestination::AE_TITLE,
+            &["QueryRetrieveLevel=STUDY", &study_key],
+            &[],
+        )
+        .expect("our movescu needs no peer");
     let log = context(&[finished.describe(), peer.describe(), storescp.describe()]);
-    finished.assert_code(0);
     let expected: Vec<&QrInstance> = study.instances().collect();
-    assert_summary(
-        &finished.stderr,
+    assert_retrieved(
+        &dir,
+        &finished,
         "Move",
-        "0x0000",
-        [expected.len(), 0, 0],
+        &expected,
+        storescp.output_dir(),
         &log,
     );
-    assert_eq!(
-        storescp.received_sop_instance_uids(),
-        study.sop_instance_uids(),
-        "instances at storescp\n{log}"
-    );
-    assert_received_instances(&dir, &expected, storescp.output_dir(), &log);
+    storescp.assert_received_study(&dir, study, &log);
 
     // the two-modality study to ourselves (--port), Patient Root
     let two = data.two_modality_study();
@@ -558,27 +579,11 @@ fn dimsum_movescu_against(kind: QrPeerKind, label: &str) {
         &["QueryRetrieveLevel=STUDY", &patient_key, &study_key],
     );
     let log = context(&[finished.describe(), peer.describe()]);
-    finished.assert_code(0);
     let expected: Vec<&QrInstance> = two.study.instances().collect();
-    assert_summary(
-        &finished.stderr,
-        "Move",
-        "0x0000",
-        [expected.len(), 0, 0],
-        &log,
-    );
-    assert_received_instances(&dir, &expected, &received, &log);
+    assert_retrieved(&dir, &finished, "Move", &expected, &received, &log);
 }
 
-#[test]
-fn dimsum_movescu_against_dcmqrscp() {
-    dimsum_movescu_against(QrPeerKind::Dcmqrscp, "qr-dimsum-movescu-dcmqrscp");
-}
-
-#[test]
-fn dimsum_movescu_against_pynetdicom_qrscp() {
-    dimsum_movescu_against(QrPeerKind::Pynetdicom, "qr-dimsum-movescu-pynetdicom");
-}
+test_against_both_peers!(dimsum_movescu_against: dimsum_movescu_against_dcmqrscp, dimsum_movescu_against_pynetdicom_qrscp);
 
 // ---------------------------------------------------------------------------------------------
 // 4. DCMTK's and pynetdicom's clients against dimsum qrscp
@@ -589,7 +594,12 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
     let dir = scratch_dir("qr-dcmtk-findscu-dimsum");
     let data = QrDataSet::get();
     let server = DimsumQrscp::serving_data_set(&dir, data, &[]);
-    let address = server.address();
+    // DCMTK findscu against our qrscp, which must exit 0: what it found, with the logs
+    let find = |label: &str, model: QrModel, keys: &[&str]| {
+        let run = QrClient::Dcmtk.find(&dir, label, server.address(), model, keys, &[])?;
+        let log = exited_ok(&run.finished, &[server.describe()]);
+        Some((run, log))
+    };
 
     // Study Root, STUDY level, with the keys our SCP computes
     let mut keys = STUDY_KEYS.to_vec();
@@ -599,11 +609,9 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
         "NumberOfStudyRelatedSeries",
         "NumberOfStudyRelatedInstances",
     ]);
-    let Some(studies) = dcmtk_findscu(&dir, "studies", address, QrModel::StudyRoot, &keys) else {
+    let Some((studies, log)) = find("studies", QrModel::StudyRoot, &keys) else {
         return;
     };
-    let log = context(&[studies.finished.describe(), server.describe()]);
-    studies.finished.assert_code(0);
     assert_contains(
         &studies.finished.output(),
         "Received Final Find Response (Success)",
@@ -637,22 +645,14 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
     }
 
     // matching: a wildcard on the name and a date range
-    let mut keys: Vec<&str> = STUDY_KEYS
-        .iter()
-        .copied()
-        .filter(|key| !["PatientName", "StudyDate"].contains(key))
-        .collect();
-    keys.extend(["PatientName=Doe*", "StudyDate=20220101-20231231"]);
-    let Some(matched) = dcmtk_findscu(&dir, "matched", address, QrModel::StudyRoot, &keys) else {
+    let keys = matching_study_keys();
+    let Some((matched, log)) = find("matched", QrModel::StudyRoot, &keys) else {
         return;
     };
-    let log = context(&[matched.finished.describe(), server.describe()]);
-    matched.finished.assert_code(0);
-    let doe_in_range = BTreeSet::from([data.patients[0].studies[1].study_instance_uid.clone()]);
     assert_studies(
         data,
         &identifiers_as_matches(&matched.identifiers),
-        &doe_in_range,
+        &doe_in_range(data),
         &log,
     );
 
@@ -665,47 +665,25 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
         "PatientSex",
         "NumberOfPatientRelatedStudies",
     ];
-    let Some(patients) = dcmtk_findscu(&dir, "patients", address, QrModel::PatientRoot, &keys)
-    else {
+    let Some((patients, log)) = find("patients", QrModel::PatientRoot, &keys) else {
         return;
     };
-    let log = context(&[patients.finished.describe(), server.describe()]);
-    patients.finished.assert_code(0);
-    let found: BTreeMap<String, Vec<String>> = patients
-        .identifiers
-        .iter()
-        .map(|response| {
-            (
-                response.require(tags::PATIENT_ID).to_owned(),
-                [
-                    tags::PATIENT_NAME,
-                    tags::PATIENT_BIRTH_DATE,
-                    tags::PATIENT_SEX,
-                    tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
-                ]
-                .iter()
-                .map(|tag| response.require(*tag).to_owned())
-                .collect(),
-            )
-        })
-        .collect();
-    let expected: BTreeMap<String, Vec<String>> = data
-        .patients
-        .iter()
-        .map(|patient| {
-            (
-                patient.patient_id.clone(),
-                vec![
-                    patient.patient_name.clone(),
-                    patient.birth_date.clone(),
-                    patient.sex.clone(),
-                    patient.studies.len().to_string(),
-                ],
-            )
-        })
-        .collect();
-    assert_eq!(found, expected, "patients\n{log}");
-    assert_eq!(patients.identifiers.len(), data.patients.len(), "{log}");
+    assert_responses(
+        &patients.identifiers,
+        &data.patients,
+        (tags::PATIENT_ID, |patient| patient.patient_id.clone()),
+        &[
+            (tags::PATIENT_NAME, |patient| patient.patient_name.clone()),
+            (tags::PATIENT_BIRTH_DATE, |patient| {
+                patient.birth_date.clone()
+            }),
+            (tags::PATIENT_SEX, |patient| patient.sex.clone()),
+            (tags::NUMBER_OF_PATIENT_RELATED_STUDIES, |patient| {
+                patient.studies.len().to_string()
+            }),
+        ],
+        &log,
+    );
 
     // Patient Root, SERIES level of the second patient's study
     let patient = &data.patients[1];
@@ -722,45 +700,29 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
         "SeriesDescription",
         "NumberOfSeriesRelatedInstances",
     ];
-    let Some(series) = dcmtk_findscu(&dir, "series", address, QrModel::PatientRoot, &keys) else {
+    let Some((series, log)) = find("series", QrModel::PatientRoot, &keys) else {
         return;
     };
-    let log = context(&[series.finished.describe(), server.describe()]);
-    series.finished.assert_code(0);
-    let found: BTreeMap<String, Vec<String>> = series
-        .identifiers
-        .iter()
-        .map(|response| {
-            (
-                response.require(tags::SERIES_INSTANCE_UID).to_owned(),
-                [
-                    tags::MODALITY,
-                    tags::SERIES_NUMBER,
-                    tags::SERIES_DESCRIPTION,
-                    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
-                ]
-                .iter()
-                .map(|tag| response.require(*tag).to_owned())
-                .collect(),
-            )
-        })
-        .collect();
-    let expected: BTreeMap<String, Vec<String>> = study
-        .series
-        .iter()
-        .map(|series| {
-            (
-                series.series_instance_uid.clone(),
-                vec![
-                    series.modality.clone(),
-                    series.series_number.to_string(),
-                    series.description.clone(),
-                    series.instances.len().to_string(),
-                ],
-            )
-        })
-        .collect();
-    assert_eq!(found, expected, "series\n{log}");
+    assert_responses(
+        &series.identifiers,
+        &study.series,
+        (tags::SERIES_INSTANCE_UID, |series| {
+            series.series_instance_uid.clone()
+        }),
+        &[
+            (tags::MODALITY, |series| series.modality.clone()),
+            (tags::SERIES_NUMBER, |series| {
+                series.series_number.to_string()
+            }),
+            (tags::SERIES_DESCRIPTION, |series| {
+                series.description.clone()
+            }),
+            (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, |series| {
+                series.instances.len().to_string()
+            }),
+        ],
+        &log,
+    );
 
     // Study Root, IMAGE level of the CT series, with the SOP class
     let two = data.two_modality_study();
@@ -775,15 +737,13 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
         "SOPClassUID",
         "InstanceNumber",
     ];
-    let Some(images) = dcmtk_findscu(&dir, "images", address, QrModel::StudyRoot, &keys) else {
+    let Some((images, log)) = find("images", QrModel::StudyRoot, &keys) else {
         return;
     };
-    let log = context(&[images.finished.describe(), server.describe()]);
-    images.finished.assert_code(0);
     let matches = identifiers_as_matches(&images.identifiers);
     assert_eq!(
         instance_numbers(&matches, &log),
-        expected_instance_numbers(&ct.instances),
+        ct.instance_numbers(),
         "instances\n{log}"
     );
     for response in &images.identifiers {
@@ -795,96 +755,105 @@ fn dcmtk_findscu_against_dimsum_qrscp() {
     }
 }
 
-#[test]
-fn dcmtk_getscu_and_movescu_against_dimsum_qrscp() {
-    let dir = scratch_dir("qr-dcmtk-retrieve-dimsum");
-    if python_script("tests/peers/compare_datasets.py").is_none() {
-        return;
-    }
-    let data = QrDataSet::get();
-    let Some(storescp) = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])
-    else {
-        return;
-    };
-    let destination = move_destination_arg(storescp.address());
-    let server = DimsumQrscp::serving_data_set(&dir, data, &["--move-destination", &destination]);
-
-    // C-GET of the two-modality study
-    let two = data.two_modality_study();
+/// `client` retrieves from `server`, which knows `storescp`: a C-GET of the two-modality study
+/// (Study Root), then a C-MOVE of `moved` to storescp with `move_keys` in `move_model`. Exactly
+/// their instances arrive, data sets equal. Returns both runs with their logs, for what only
+/// that client shows; `None` (after `SKIP:`) when the client is missing.
+fn assert_client_retrieves(
+    client: QrClient,
+    dir: &Path,
+    (storescp, server): (&StorescpDestination, &DimsumQrscp),
+    move_model: QrModel,
+    move_keys: &[&str],
+    moved: &QrStudy,
+) -> Option<[(Finished, String); 2]> {
+    let two = QrDataSet::get().two_modality_study();
     let study_key = format!("StudyInstanceUID={}", two.study.study_instance_uid);
-    let Some((finished, received)) = dcmtk_getscu(
-        &dir,
+    let get_keys = ["QueryRetrieveLevel=STUDY", study_key.as_str()];
+    let (got, received) = client.get(
+        dir,
         "get",
         server.address(),
         QrModel::StudyRoot,
-        &["QueryRetrieveLevel=STUDY", &study_key],
-    ) else {
+        &get_keys,
+        &[],
+    )?;
+    let get_log = exited_ok(&got, &[server.describe()]);
+    let expected: Vec<&QrInstance> = two.study.instances().collect();
+    assert_received_instances(dir, &expected, &received, &get_log);
+
+    let destination = StorescpDestination::AE_TITLE;
+    let sent = client.move_to(
+        dir,
+        "move",
+        server.address(),
+        move_model,
+        destination,
+        move_keys,
+        &[],
+    )?;
+    let move_log = exited_ok(&sent, &[server.describe(), storescp.describe()]);
+    storescp.assert_received_study(dir, moved, &move_log);
+    Some([(got, get_log), (sent, move_log)])
+}
+
+#[test]
+fn dcmtk_getscu_and_movescu_against_dimsum_qrscp() {
+    let Some((dir, storescp, server)) = storescp_and_dimsum_qrscp("qr-dcmtk-retrieve-dimsum")
+    else {
         return;
     };
-    let log = context(&[finished.describe(), server.describe()]);
-    finished.assert_code(0);
-    let expected: Vec<&QrInstance> = two.study.instances().collect();
-    assert_contains(
-        &finished.output(),
-        &format!("Number of Completed Suboperations : {}", expected.len()),
-        &log,
-    );
-    assert_received_instances(&dir, &expected, &received, &log);
-
-    // C-MOVE of the second patient's study to storescp, Patient Root
+    let data = QrDataSet::get();
+    // the C-MOVE: the second patient's study, Patient Root
     let patient = &data.patients[1];
     let study = &patient.studies[0];
     let patient_key = format!("PatientID={}", patient.patient_id);
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
-    let Some(finished) = dcmtk_movescu(
+    let move_keys = ["QueryRetrieveLevel=STUDY", &patient_key, &study_key];
+    let Some([(got, get_log), (moved, move_log)]) = assert_client_retrieves(
+        QrClient::Dcmtk,
         &dir,
-        "move",
-        server.address(),
+        (&storescp, &server),
         QrModel::PatientRoot,
-        StorescpDestination::AE_TITLE,
-        &["QueryRetrieveLevel=STUDY", &patient_key, &study_key],
+        &move_keys,
+        study,
     ) else {
         return;
     };
-    let log = context(&[finished.describe(), server.describe(), storescp.describe()]);
-    finished.assert_code(0);
+    let completed = data.two_modality_study().study.instances().count();
     assert_contains(
-        &finished.output(),
+        &got.output(),
+        &format!("Number of Completed Suboperations : {completed}"),
+        &get_log,
+    );
+    assert_contains(
+        &moved.output(),
         "Received Final Move Response (Success)",
-        &log,
+        &move_log,
     );
-    let expected: Vec<&QrInstance> = study.instances().collect();
-    assert_eq!(
-        storescp.received_sop_instance_uids(),
-        study.sop_instance_uids(),
-        "instances at storescp\n{log}"
-    );
-    assert_received_instances(&dir, &expected, storescp.output_dir(), &log);
 }
 
 #[test]
 fn pynetdicom_clients_against_dimsum_qrscp() {
-    let dir = scratch_dir("qr-pynetdicom-clients-dimsum");
-    if python_script("tests/peers/compare_datasets.py").is_none() {
-        return;
-    }
-    let data = QrDataSet::get();
-    let Some(storescp) = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])
+    let Some((dir, storescp, server)) = storescp_and_dimsum_qrscp("qr-pynetdicom-clients-dimsum")
     else {
         return;
     };
-    let destination = move_destination_arg(storescp.address());
-    let server = DimsumQrscp::serving_data_set(&dir, data, &["--move-destination", &destination]);
+    let data = QrDataSet::get();
     let address = server.address();
 
     // findscu, Study Root, STUDY level
-    let Some(studies) =
-        pynetdicom_findscu(&dir, "studies", address, QrModel::StudyRoot, STUDY_KEYS)
-    else {
+    let Some(studies) = QrClient::Pynetdicom.find(
+        &dir,
+        "studies",
+        address,
+        QrModel::StudyRoot,
+        STUDY_KEYS,
+        &[],
+    ) else {
         return;
     };
-    let log = context(&[studies.finished.describe(), server.describe()]);
-    studies.finished.assert_code(0);
+    let log = exited_ok(&studies.finished, &[server.describe()]);
     let matches = identifiers_as_matches(&studies.identifiers);
     assert_eq!(matches.len(), data.studies().len(), "{log}");
     assert_studies(data, &matches, &data.study_uids(), &log);
@@ -895,7 +864,7 @@ fn pynetdicom_clients_against_dimsum_qrscp() {
     let patient_key = format!("PatientID={}", two.patient.patient_id);
     let study_key = format!("StudyInstanceUID={}", two.study.study_instance_uid);
     let series_key = format!("SeriesInstanceUID={}", ct.series_instance_uid);
-    let Some(images) = pynetdicom_findscu(
+    let Some(images) = QrClient::Pynetdicom.find(
         &dir,
         "images",
         address,
@@ -908,56 +877,30 @@ fn pynetdicom_clients_against_dimsum_qrscp() {
             "SOPInstanceUID",
             "InstanceNumber",
         ],
+        &[],
     ) else {
         return;
     };
-    let log = context(&[images.finished.describe(), server.describe()]);
-    images.finished.assert_code(0);
+    let log = exited_ok(&images.finished, &[server.describe()]);
     let matches = identifiers_as_matches(&images.identifiers);
     assert_eq!(
         instance_numbers(&matches, &log),
-        expected_instance_numbers(&ct.instances),
+        ct.instance_numbers(),
         "{log}"
     );
     assert_eq!(matches.len(), ct.instances.len(), "{log}");
 
-    // getscu of the two-modality study
-    let Some((finished, received)) = pynetdicom_getscu(
-        &dir,
-        "get",
-        address,
-        QrModel::StudyRoot,
-        &["QueryRetrieveLevel=STUDY", &study_key],
-    ) else {
-        return;
-    };
-    let log = context(&[finished.describe(), server.describe()]);
-    finished.assert_code(0);
-    let expected: Vec<&QrInstance> = two.study.instances().collect();
-    assert_received_instances(&dir, &expected, &received, &log);
-
-    // movescu of the third patient's study to storescp
+    // getscu of the two-modality study, movescu of the third patient's study to storescp
     let study = &data.patients[2].studies[0];
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
-    let Some(finished) = pynetdicom_movescu(
+    assert_client_retrieves(
+        QrClient::Pynetdicom,
         &dir,
-        "move",
-        address,
+        (&storescp, &server),
         QrModel::StudyRoot,
-        StorescpDestination::AE_TITLE,
         &["QueryRetrieveLevel=STUDY", &study_key],
-    ) else {
-        return;
-    };
-    let log = context(&[finished.describe(), server.describe(), storescp.describe()]);
-    finished.assert_code(0);
-    let expected: Vec<&QrInstance> = study.instances().collect();
-    assert_eq!(
-        storescp.received_sop_instance_uids(),
-        study.sop_instance_uids(),
-        "instances at storescp\n{log}"
+        study,
     );
-    assert_received_instances(&dir, &expected, storescp.output_dir(), &log);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -981,7 +924,7 @@ fn series_image_keys(series: &LargeSeries, extra: &[&str]) -> Vec<String> {
 fn dimsum_findscu_cancels_a_dcmqrscp_find() {
     let dir = scratch_dir("qr-cancel-dcmqrscp");
     let series = LargeSeries::get(CANCEL_SERIES, 0);
-    let Some(server) = Dcmqrscp::start(&dir, Dcmqrscp::AE_TITLE, &[], &[]) else {
+    let Some(server) = QrPeer::start(QrPeerKind::Dcmqrscp, &dir, &[]) else {
         return;
     };
     let files = series.files();
@@ -998,23 +941,13 @@ fn dimsum_findscu_cancels_a_dcmqrscp_find() {
         FindOutput::Text,
         &["--cancel", &cancel],
     );
-    let log = context(&[found.finished.describe(), server.describe()]);
-    found.finished.assert_code(0);
+    let log = exited_ok(&found.finished, &[server.describe()]);
     assert_contains(&found.finished.stderr, "Find finished: 0xFE00", &log);
-    let uids = distinct(&found.matches, tags::SOP_INSTANCE_UID, &log);
-    assert!(
-        uids.is_subset(&series.sop_instance_uids()),
-        "matches outside the series\n{log}"
-    );
-    assert_eq!(uids.len(), found.matches.len(), "a match came twice\n{log}");
-    assert!(
-        found.matches.len() >= CANCEL_AFTER && found.matches.len() < CANCEL_SERIES,
-        "{} matches arrived with a cancel after {CANCEL_AFTER} of {CANCEL_SERIES}\n{log}",
-        found.matches.len()
-    );
-    eprintln!(
-        "dimsum findscu --cancel {CANCEL_AFTER} against dcmqrscp: {} of {CANCEL_SERIES} matches",
-        found.matches.len()
+    assert_cancelled_find(
+        &found.matches,
+        &series,
+        "dimsum findscu against dcmqrscp",
+        &log,
     );
 }
 
@@ -1026,7 +959,7 @@ fn dcmtk_findscu_cancels_a_dimsum_qrscp_find() {
     let keys = series_image_keys(&series, &[]);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let cancel = CANCEL_AFTER.to_string();
-    let Some(found) = dcmtk_findscu_with(
+    let Some(found) = QrClient::Dcmtk.find(
         &dir,
         "cancelled",
         server.address(),
@@ -1036,49 +969,23 @@ fn dcmtk_findscu_cancels_a_dimsum_qrscp_find() {
     ) else {
         return;
     };
-    let log = context(&[found.finished.describe(), server.describe()]);
-    found.finished.assert_code(0);
+    let log = exited_ok(&found.finished, &[server.describe()]);
     assert_contains(
         &found.finished.output(),
         "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)",
         &log,
     );
-    let matches = identifiers_as_matches(&found.identifiers);
-    let uids = distinct(&matches, tags::SOP_INSTANCE_UID, &log);
-    assert!(uids.is_subset(&series.sop_instance_uids()), "{log}");
-    assert_eq!(uids.len(), matches.len(), "a match came twice\n{log}");
-    assert!(
-        matches.len() >= CANCEL_AFTER && matches.len() < CANCEL_SERIES,
-        "{} matches arrived with a cancel after {CANCEL_AFTER} of {CANCEL_SERIES}\n{log}",
-        matches.len()
-    );
-    eprintln!(
-        "DCMTK findscu --cancel {CANCEL_AFTER} against dimsum qrscp: {} of {CANCEL_SERIES} matches",
-        matches.len()
+    assert_cancelled_find(
+        &identifiers_as_matches(&found.identifiers),
+        &series,
+        "DCMTK findscu against dimsum qrscp",
+        &log,
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // 6. 10,000 matches with bounded memory on both sides
 // ---------------------------------------------------------------------------------------------
-
-/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 /// Runs our findscu with `keys` against `server` under GNU time; its output and peak RSS.
 /// `None` (after `SKIP:`) when GNU time is missing.
@@ -1087,7 +994,7 @@ fn timed_findscu(
     label: &str,
     server: &AeAddress,
     keys: &[&str],
-) -> Option<(support::Finished, u64)> {
+) -> Option<(Finished, u64)> {
     let command = dimsum_findscu_command(server, QrModel::StudyRoot, keys, &[]);
     let report = dir.join(format!("{label}.time"));
     let timed = under_gnu_time(&command, &report)?;
@@ -1196,10 +1103,9 @@ fn ten_thousand_matches_stream_with_bounded_memory() {
 
 #[test]
 fn move_to_a_destination_refusing_one_instance_counts_the_failure() {
-    let dir = scratch_dir("qr-move-refused");
-    if python_script("tests/peers/compare_datasets.py").is_none() {
+    let Some(dir) = retrieve_scratch_dir("qr-move-refused") else {
         return;
-    }
+    };
     let data = QrDataSet::get();
     let two = data.two_modality_study();
     let instances: Vec<&QrInstance> = two.study.instances().collect();
@@ -1219,15 +1125,17 @@ fn move_to_a_destination_refusing_one_instance_counts_the_failure() {
     let keys = ["QueryRetrieveLevel=STUDY", study_key.as_str()];
 
     // our movescu: the final status, the counts and the failed instance
-    let finished = dimsum_movescu(
-        &dir,
-        "ours",
-        server.address(),
-        QrModel::StudyRoot,
-        "REFUSER",
-        &keys,
-        &[],
-    );
+    let finished = QrClient::Dimsum
+        .move_to(
+            &dir,
+            "ours",
+            server.address(),
+            QrModel::StudyRoot,
+            "REFUSER",
+            &keys,
+            &[],
+        )
+        .expect("our movescu needs no peer");
     let log = context(&[
         finished.describe(),
         server.describe(),
@@ -1267,7 +1175,7 @@ fn move_to_a_destination_refusing_one_instance_counts_the_failure() {
     assert_received_instances(&dir, &others, destination.output_dir(), &log);
 
     // DCMTK's movescu reads the same from our final response: its dump (-d) of each C-MOVE-RSP
-    let Some(finished) = dcmtk_movescu_with(
+    let Some(finished) = QrClient::Dcmtk.move_to(
         &dir,
         "dcmtk",
         server.address(),
@@ -1311,81 +1219,56 @@ fn move_to_a_destination_refusing_one_instance_counts_the_failure() {
 
 /// One worklist item (a Scheduled Procedure Step with its patient and request, PS3.4 K.6.1).
 struct WorklistItem {
-    accession: &'static str,
+    accession: String,
     patient_name: &'static str,
-    patient_id: &'static str,
+    patient_id: String,
     modality: &'static str,
     station: &'static str,
     start_date: &'static str,
     start_time: &'static str,
-    step_id: &'static str,
+    step_id: String,
     step_description: &'static str,
 }
 
-const WORKLIST: &[WorklistItem] = &[
-    WorklistItem {
-        accession: "WLACC001",
-        patient_name: "Brown^Alice",
-        patient_id: "WL-001",
-        modality: "CT",
-        station: "CT01",
-        start_date: "20250310",
-        start_time: "080000",
-        step_id: "SPS001",
-        step_description: "CT HEAD",
-    },
-    WorklistItem {
-        accession: "WLACC002",
-        patient_name: "Chen^Bo",
-        patient_id: "WL-002",
-        modality: "CT",
-        station: "CT02",
-        start_date: "20250312",
-        start_time: "093000",
-        step_id: "SPS002",
-        step_description: "CT ABDOMEN",
-    },
-    WorklistItem {
-        accession: "WLACC003",
-        patient_name: "Diaz^Carla",
-        patient_id: "WL-003",
-        modality: "MR",
-        station: "MR01",
-        start_date: "20250311",
-        start_time: "100000",
-        step_id: "SPS003",
-        step_description: "MR KNEE",
-    },
-    WorklistItem {
-        accession: "WLACC004",
-        patient_name: "Evans^Dan",
-        patient_id: "WL-004",
-        modality: "CT",
-        station: "CT01",
-        start_date: "20250320",
-        start_time: "110000",
-        step_id: "SPS004",
-        step_description: "CT CHEST",
-    },
-    WorklistItem {
-        accession: "WLACC005",
-        patient_name: "Fox^Eve",
-        patient_id: "WL-005",
-        modality: "CT",
-        station: "CT02",
-        start_date: "20250309",
-        start_time: "235959",
-        step_id: "SPS005",
-        step_description: "CT SPINE",
-    },
+/// The worklist items: patient name, modality, station, start date and time, step description.
+/// Item n (from 1) has Accession Number WLACC00n, Patient ID WL-00n and step ID SPS00n.
+const WORKLIST_ITEMS: [(&str, &str, &str, &str, &str, &str); 5] = [
+    ("Brown^Alice", "CT", "CT01", "20250310", "080000", "CT HEAD"),
+    ("Chen^Bo", "CT", "CT02", "20250312", "093000", "CT ABDOMEN"),
+    ("Diaz^Carla", "MR", "MR01", "20250311", "100000", "MR KNEE"),
+    ("Evans^Dan", "CT", "CT01", "20250320", "110000", "CT CHEST"),
+    ("Fox^Eve", "CT", "CT02", "20250309", "235959", "CT SPINE"),
 ];
+
+/// The worklist, item by item.
+fn worklist() -> Vec<WorklistItem> {
+    WORKLIST_ITEMS
+        .iter()
+        .zip(1..)
+        .map(
+            |(&(patient_name, modality, station, start_date, start_time, step_description), n)| {
+                WorklistItem {
+                    accession: format!("WLACC{n:03}"),
+                    patient_name,
+                    patient_id: format!("WL-{n:03}"),
+                    modality,
+                    station,
+                    start_date,
+                    start_time,
+                    step_id: format!("SPS{n:03}"),
+                    step_description,
+                }
+            },
+        )
+        .collect()
+}
 
 /// Writes each worklist item as a Part 10 file into `folder`.
 fn write_worklist(folder: &Path) {
     fs::create_dir_all(folder).expect("create the worklist folder");
     let text =
         |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
-    for (index, item) in WORKLIST.iter().enumerate() {
+    for (index, item) in worklist().iter().enumerate() {
         let mut step = InMemDicomObject::new_empty();
         for element in [
             text(tags::MODALITY, VR::CS, item.modality),
@@ -1410,17 +1293,17 @@ fn write_worklist(folder: &Path) {
                 VR::LO,
                 item.step_description,
             ),
-            text(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, item.step_id),
+            text(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, &item.step_id),
         ] {
             step.put(element);
         }
         let mut object = InMemDicomObject::new_empty();
         for element in [
             text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
-            text(tags::ACCESSION_NUMBER, VR::SH, item.accession),
+            text(tags::ACCESSION_NUMBER, VR::SH, &item.accession),
             text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "House^Gregory"),
             text(tags::PATIENT_NAME, VR::PN, item.patient_name),
-            text(tags::PATIENT_ID, VR::LO, item.patient_id),
+            text(tags::PATIENT_ID, VR::LO, &item.patient_id),
             text(tags::PATIENT_BIRTH_DATE, VR::DA, "19800101"),
             text(tags::PATIENT_SEX, VR::CS, "O"),
             text(
@@ -1433,7 +1316,7 @@ fn write_worklist(folder: &Path) {
                 VR::LO,
                 item.step_description,
             ),
-            text(tags::REQUESTED_PROCEDURE_ID, VR::SH, item.step_id),
+            text(tags::REQUESTED_PROCEDURE_ID, VR::SH, &item.step_id),
         ] {
             object.put(element);
         }
@@ -1473,9 +1356,9 @@ struct WorklistAnswer {
 impl WorklistAnswer {
     fn of(item: &WorklistItem) -> WorklistAnswer {
         WorklistAnswer {
-            accession: item.accession.to_owned(),
+            accession: item.accession.clone(),
             patient_name: item.patient_name.to_owned(),
-            patient_id: item.patient_id.to_owned(),
+            patient_id: item.patient_id.clone(),
             modality: item.modality.to_owned(),
             station: item.station.to_owned(),
             start_date: item.start_date.to_owned(),
@@ -1560,7 +1443,7 @@ fn worklist_keys(modality: &str, dates: &str, station: &str) -> Vec<String> {
 
 /// The answers `expected` predicts: the items that `keep` selects.
 fn expected_answers(keep: impl Fn(&WorklistItem) -> bool) -> BTreeSet<WorklistAnswer> {
-    WORKLIST
+    worklist()
         .iter()
         .filter(|item| keep(item))
         .map(WorklistAnswer::of)
@@ -1582,17 +1465,17 @@ fn modality_worklist_read_by_dcmtk_findscu_and_ours() {
     // DCMTK findscu -W: CT steps from the 10th to the 15th of March
     let keys = worklist_keys("CT", "20250310-20250315", "");
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let Some(found) = dcmtk_findscu(
+    let Some(found) = QrClient::Dcmtk.find(
         &dir,
         "dcmtk",
         server.address(),
         QrModel::ModalityWorklist,
         &keys,
+        &[],
     ) else {
         return;
     };
-    let log = context(&[found.finished.describe(), server.describe()]);
-    found.finished.assert_code(0);
+    let log = exited_ok(&found.finished, &[server.describe()]);
     assert_contains(
         &found.finished.output(),
         "Received Final Find Response (Success)",
@@ -1642,8 +1525,7 @@ fn modality_worklist_read_by_dcmtk_findscu_and_ours() {
             FindOutput::Json,
             &[],
         );
-        let log = context(&[found.finished.describe(), server.describe()]);
-        found.finished.assert_code(0);
+        let log = exited_ok(&found.finished, &[server.describe()]);
         let answers: Vec<WorklistAnswer> =
             found.json.iter().map(WorklistAnswer::from_json).collect();
         assert_eq!(answers.len(), expected.len(), "{answers:#?}\n{log}");

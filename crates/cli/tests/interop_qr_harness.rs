@@ -14,76 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use support::qr::{
-    AeAddress, Dcmqrscp, PynetdicomQrscp, QrDataSet, QrIdentifier, QrInstance, QrModel,
-    StorescpDestination, assert_received_instances, dcmtk_findscu, dcmtk_getscu, dcmtk_movescu,
-    pixel_data_bytes,
+    QrClient, QrDataSet, QrIdentifier, QrInstance, QrModel, QrPeer, QrPeerKind, STUDY_KEYS,
+    StorescpDestination, assert_received_instances, pixel_data_bytes, retrieve_scratch_dir,
 };
-use support::{python_script, scratch_dir};
-
-/// The STUDY-level keys every find below asks for.
-const STUDY_KEYS: &[&str] = &[
-    "QueryRetrieveLevel=STUDY",
-    "StudyInstanceUID",
-    "PatientName",
-    "PatientID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyID",
-];
-
-/// A loaded Q/R SCP under test, whichever implementation.
-trait LoadedPeer {
-    fn address(&self) -> &AeAddress;
-    fn logs(&self) -> String;
-}
-
-impl LoadedPeer for Dcmqrscp {
-    fn address(&self) -> &AeAddress {
-        Dcmqrscp::address(self)
-    }
-    fn logs(&self) -> String {
-        self.describe()
-    }
-}
-
-impl LoadedPeer for PynetdicomQrscp {
-    fn address(&self) -> &AeAddress {
-        PynetdicomQrscp::address(self)
-    }
-    fn logs(&self) -> String {
-        self.describe()
-    }
-}
-
-/// Which peer a test runs against.
-#[derive(Clone, Copy, Debug)]
-enum Peer {
-    Dcmqrscp,
-    Pynetdicom,
-}
-
-/// Starts `peer` in `dir` with `destinations`, loaded with the whole Q/R data set. `None` when
-/// the peer is missing (skipped), or when the Python environment that compares data sets is.
-fn start_loaded(
-    peer: Peer,
-    dir: &std::path::Path,
-    destinations: &[AeAddress],
-) -> Option<Box<dyn LoadedPeer>> {
-    let data = QrDataSet::get();
-    match peer {
-        Peer::Dcmqrscp => {
-            let server = Dcmqrscp::start(dir, Dcmqrscp::AE_TITLE, destinations, &[])?;
-            server.load_data_set(data);
-            Some(Box::new(server))
-        }
-        Peer::Pynetdicom => {
-            let server = PynetdicomQrscp::start(dir, PynetdicomQrscp::AE_TITLE, destinations, &[])?;
-            server.load_data_set(data);
-            Some(Box::new(server))
-        }
-    }
-}
+use support::scratch_dir;
 
 /// Asserts that a STUDY-level response carries the attributes of the study it names.
 #[track_caller]
@@ -116,14 +50,21 @@ fn assert_study_response(data: &QrDataSet, response: &QrIdentifier, context: &st
 
 /// The study-level find of both peers: every loaded study comes back with its attributes; a
 /// find by Patient ID returns that patient's studies only. Returns the responses per study.
-fn find_studies(peer: Peer, label: &str) -> Option<BTreeMap<String, usize>> {
+fn find_studies(peer: QrPeerKind, label: &str) -> Option<BTreeMap<String, usize>> {
     let dir = scratch_dir(label);
     let data = QrDataSet::get();
-    let server = start_loaded(peer, &dir, &[])?;
+    let server = QrPeer::start_loaded(peer, &dir, &[])?;
     let address = server.address();
 
-    let all = dcmtk_findscu(&dir, "all-studies", address, QrModel::StudyRoot, STUDY_KEYS)?;
-    let context = format!("{}\n{}", all.finished.describe(), server.logs());
+    let all = QrClient::Dcmtk.find(
+        &dir,
+        "all-studies",
+        address,
+        QrModel::StudyRoot,
+        STUDY_KEYS,
+        &[],
+    )?;
+    let context = format!("{}\n{}", all.finished.describe(), server.describe());
     all.finished.assert_code(0);
     assert!(
         all.finished
@@ -147,8 +88,8 @@ fn find_studies(peer: Peer, label: &str) -> Option<BTreeMap<String, usize>> {
     let mut keys = STUDY_KEYS.to_vec();
     keys.retain(|key| *key != "PatientID");
     keys.push(&patient_key);
-    let one = dcmtk_findscu(&dir, "one-patient", address, QrModel::StudyRoot, &keys)?;
-    let context = format!("{}\n{}", one.finished.describe(), server.logs());
+    let one = QrClient::Dcmtk.find(&dir, "one-patient", address, QrModel::StudyRoot, &keys, &[])?;
+    let context = format!("{}\n{}", one.finished.describe(), server.describe());
     one.finished.assert_code(0);
     let found: BTreeSet<&str> = one
         .identifiers
@@ -269,7 +210,7 @@ fn generated_data_set_is_what_its_description_says() {
 
 #[test]
 fn dcmqrscp_finds_exactly_the_loaded_studies() {
-    let Some(per_study) = find_studies(Peer::Dcmqrscp, "qr-harness-dcmqrscp-find") else {
+    let Some(per_study) = find_studies(QrPeerKind::Dcmqrscp, "qr-harness-dcmqrscp-find") else {
         return;
     };
     // dcmqrscp answers one response per study
@@ -278,7 +219,7 @@ fn dcmqrscp_finds_exactly_the_loaded_studies() {
 
 #[test]
 fn pynetdicom_qrscp_finds_exactly_the_loaded_studies() {
-    let Some(per_study) = find_studies(Peer::Pynetdicom, "qr-harness-pynetdicom-find") else {
+    let Some(per_study) = find_studies(QrPeerKind::Pynetdicom, "qr-harness-pynetdicom-find") else {
         return;
     };
     // pynetdicom's qrscp answers one response per matching instance, at every level
@@ -296,7 +237,7 @@ fn pynetdicom_qrscp_finds_exactly_the_loaded_studies() {
 fn dcmqrscp_finds_the_instances_of_a_series_hierarchically() {
     let dir = scratch_dir("qr-harness-dcmqrscp-image-level");
     let data = QrDataSet::get();
-    let Some(server) = start_loaded(Peer::Dcmqrscp, &dir, &[]) else {
+    let Some(server) = QrPeer::start_loaded(QrPeerKind::Dcmqrscp, &dir, &[]) else {
         return;
     };
     let study = data.two_modality_study().study;
@@ -310,129 +251,96 @@ fn dcmqrscp_finds_the_instances_of_a_series_hierarchically() {
         "SOPInstanceUID",
         "InstanceNumber",
     ];
-    let Some(found) = dcmtk_findscu(&dir, "image", server.address(), QrModel::StudyRoot, &keys)
-    else {
+    let Some(found) = QrClient::Dcmtk.find(
+        &dir,
+        "image",
+        server.address(),
+        QrModel::StudyRoot,
+        &keys,
+        &[],
+    ) else {
         return;
     };
-    let context = format!("{}\n{}", found.finished.describe(), server.logs());
+    let context = format!("{}\n{}", found.finished.describe(), server.describe());
     found.finished.assert_code(0);
-    let instances: BTreeMap<&str, &str> = found
+    let instances: BTreeMap<String, String> = found
         .identifiers
         .iter()
         .map(|response| {
             (
-                response.require(tags::SOP_INSTANCE_UID),
-                response.require(tags::INSTANCE_NUMBER),
+                response.require(tags::SOP_INSTANCE_UID).to_owned(),
+                response.require(tags::INSTANCE_NUMBER).to_owned(),
             )
         })
         .collect();
-    let expected: BTreeMap<String, String> = series
-        .instances
-        .iter()
-        .map(|instance| {
-            (
-                instance.sop_instance_uid.clone(),
-                instance.instance_number.to_string(),
-            )
-        })
-        .collect();
-    let expected: BTreeMap<&str, &str> = expected
-        .iter()
-        .map(|(uid, number)| (uid.as_str(), number.as_str()))
-        .collect();
+    let expected = series.instance_numbers();
     assert_eq!(instances, expected, "instances of the series\n{context}");
     assert_eq!(found.identifiers.len(), series.instances.len(), "{context}");
 }
 
 /// C-GET of the two-modality study with DCMTK getscu: exactly its instances, whole data sets.
-fn get_study(peer: Peer, label: &str) {
-    let dir = scratch_dir(label);
-    if python_script("tests/peers/compare_datasets.py").is_none() {
-        return;
-    }
-    let data = QrDataSet::get();
-    let Some(server) = start_loaded(peer, &dir, &[]) else {
+fn get_study(peer: QrPeerKind, label: &str) {
+    let Some(dir) = retrieve_scratch_dir(label) else {
         return;
     };
-    let study = data.two_modality_study().study;
+    let Some(server) = QrPeer::start_loaded(peer, &dir, &[]) else {
+        return;
+    };
+    let study = QrDataSet::get().two_modality_study().study;
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
     let keys = ["QueryRetrieveLevel=STUDY", study_key.as_str()];
-    let Some((finished, received)) = dcmtk_getscu(
-        &dir,
-        "retrieved",
-        server.address(),
-        QrModel::StudyRoot,
-        &keys,
-    ) else {
+    let address = server.address();
+    let Some((finished, received)) =
+        QrClient::Dcmtk.get(&dir, "retrieved", address, QrModel::StudyRoot, &keys, &[])
+    else {
         return;
     };
-    let context = format!("{}\n{}", finished.describe(), server.logs());
+    let context = format!("{}\n{}", finished.describe(), server.describe());
     finished.assert_code(0);
     let expected: Vec<&QrInstance> = study.instances().collect();
     assert_received_instances(&dir, &expected, &received, &context);
 }
 
-#[test]
-fn dcmqrscp_getscu_retrieves_a_study() {
-    get_study(Peer::Dcmqrscp, "qr-harness-dcmqrscp-get");
-}
-
-#[test]
-fn pynetdicom_qrscp_getscu_retrieves_a_study() {
-    get_study(Peer::Pynetdicom, "qr-harness-pynetdicom-get");
-}
+test_against_both_peers!(
+    get_study: dcmqrscp_getscu_retrieves_a_study,
+    pynetdicom_qrscp_getscu_retrieves_a_study
+);
 
 /// C-MOVE of a study to a DCMTK storescp with DCMTK movescu: it receives exactly the study's
 /// instances, whole data sets.
-fn move_study(peer: Peer, label: &str) {
-    let dir = scratch_dir(label);
-    if python_script("tests/peers/compare_datasets.py").is_none() {
-        return;
-    }
-    let data = QrDataSet::get();
-    let Some(destination) = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])
-    else {
+fn move_study(peer: QrPeerKind, label: &str) {
+    let Some(dir) = retrieve_scratch_dir(label) else {
         return;
     };
-    let Some(server) = start_loaded(peer, &dir, &[destination.address().clone()]) else {
+    let Some((destination, server)) = QrPeer::start_loaded_with_storescp(peer, &dir, &[]) else {
         return;
     };
     // the study of the second patient: MR in two series
-    let study = &data.patients[1].studies[0];
+    let study = &QrDataSet::get().patients[1].studies[0];
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
     let keys = ["QueryRetrieveLevel=STUDY", study_key.as_str()];
-    let Some(finished) = dcmtk_movescu(
+    let Some(finished) = QrClient::Dcmtk.move_to(
         &dir,
         "to-storescp",
         server.address(),
         QrModel::StudyRoot,
         StorescpDestination::AE_TITLE,
         &keys,
+        &[],
     ) else {
         return;
     };
     let context = format!(
         "{}\n{}\n{}",
         finished.describe(),
-        server.logs(),
+        server.describe(),
         destination.describe()
     );
     finished.assert_code(0);
-    assert_eq!(
-        destination.received_sop_instance_uids(),
-        study.sop_instance_uids(),
-        "instances at the move destination\n{context}"
-    );
-    let expected: Vec<&QrInstance> = study.instances().collect();
-    assert_received_instances(&dir, &expected, destination.output_dir(), &context);
+    destination.assert_received_study(&dir, study, &context);
 }
 
-#[test]
-fn dcmqrscp_movescu_delivers_a_study_to_storescp() {
-    move_study(Peer::Dcmqrscp, "qr-harness-dcmqrscp-move");
-}
-
-#[test]
-fn pynetdicom_qrscp_movescu_delivers_a_study_to_storescp() {
-    move_study(Peer::Pynetdicom, "qr-harness-pynetdicom-move");
-}
+test_against_both_peers!(
+    move_study: dcmqrscp_movescu_delivers_a_study_to_storescp,
+    pynetdicom_qrscp_movescu_delivers_a_study_to_storescp
+);

@@ -36,8 +36,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::{
     Finished, IMPLICIT_VR_LE, LOCALHOST, LOG_TIMEOUT, ProcessGuard, VERIFICATION, dcmtk,
-    files_under, free_port, generate_test_data, run, scratch_dir, start_dimsum_storescp,
-    wait_until,
+    files_under, free_port, generate_test_data, proc_status_kib, run, scratch_dir,
+    start_dimsum_storescp, wait_until,
 };
 
 /// Secondary Capture Image Storage (PS3.4 Annex B): what the stalling peers announce.
@@ -360,24 +360,6 @@ fn echo_until_success(
         }
         thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Open file descriptors of a process.

@@ -870,12 +870,28 @@ impl ProcessGuard {
     /// reports as "Maximum resident set size" when the process ends), for a running server
     /// that is stopped by a signal and so cannot be measured by a `time` wrapper.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|line| {
-            line.strip_prefix("VmHWM:")
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
+        read_proc_status_kib(self.child.id(), "VmHWM")
     }
+}
+
+/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM); panics when it cannot be read.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    read_proc_status_kib(pid, field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status (has the process ended?)"))
+}
+
+/// A field of /proc/<pid>/status in KiB, if the process and the field are there.
+fn read_proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The line of `log` that starts with `prefix` (e.g. "Summary:"), panicking with `context`.

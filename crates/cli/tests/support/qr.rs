@@ -7,26 +7,23 @@
 //!   dicom-object into cargo's target tmp dir, and described on the Rust side (patients,
 //!   studies, series, instances and their files) so that tests compare what a peer answers with
 //!   what was loaded.
-//! - [`Dcmqrscp`]: DCMTK `dcmqrscp` configured by the test (its AE title, a storage area, the
-//!   move destinations in its host table), started on a free port and loaded with DCMTK
-//!   `storescu`.
-//! - [`PynetdicomQrscp`]: pynetdicom's `python -m pynetdicom qrscp` with a generated config file
-//!   (SQLite index through sqlalchemy, storage folder, AE title, port, move destinations),
-//!   loaded the same way.
+//! - [`QrPeer`]: a Q/R SCP we did not write ([`QrPeerKind`]), started on a free port and
+//!   loaded with DCMTK `storescu`: DCMTK `dcmqrscp` configured by the test (its AE title, a
+//!   storage area, the move destinations in its host table), or pynetdicom's
+//!   `python -m pynetdicom qrscp` with a generated config file (SQLite index through
+//!   sqlalchemy, storage folder, AE title, port, move destinations).
 //! - [`StorescpDestination`]: DCMTK `storescp` as a C-MOVE destination, with what it received.
-//! - [`dcmtk_findscu`], [`dcmtk_getscu`], [`dcmtk_movescu`]: DCMTK's clients, the tools that
-//!   ours are compared with; C-FIND responses are extracted with `-X` and read back with
-//!   dicom-object ([`QrIdentifier`]).
+//! - [`QrClient`]: DCMTK's `findscu`, `getscu` and `movescu` (the tools ours are compared
+//!   with), ours and pynetdicom's apps (`python -m pynetdicom <app>`), run alike; C-FIND
+//!   responses are extracted into files and read back with dicom-object ([`QrIdentifier`]).
 //! - [`assert_received_instances`]: what a retrieve delivered against what was loaded (SOP
 //!   Instance UIDs, pixel data bytes, and the whole data sets through `compare_datasets.py`).
-//! - [`DimsumQrscp`] (`dimsum qrscp` serving a folder, e.g. a copy of the data set) and our
-//!   clients: [`dimsum_findscu`] (its text, `--json` and `-X` outputs read back as [`Match`]es),
-//!   [`dimsum_getscu`], [`dimsum_movescu`], [`dimsum_movescu_to_self`] (`--port`).
-//! - pynetdicom's client apps ([`pynetdicom_findscu`], [`pynetdicom_getscu`],
-//!   [`pynetdicom_movescu`]: `python -m pynetdicom <app>`), and [`RefusingStorescp`], a
-//!   pynetdicom move destination that refuses chosen instances.
-//! - [`QrPeer`]: either peer SCP, loaded; [`LargeSeries`]: a series of many small instances
-//!   (for C-CANCEL and the 10,000-match stream), written once and reused.
+//! - [`DimsumQrscp`] (`dimsum qrscp` serving a folder, e.g. a copy of the data set) and what
+//!   only our clients do: [`dimsum_findscu`] (its text, `--json` and `-X` outputs read back as
+//!   [`Match`]es) and [`dimsum_movescu_to_self`] (`--port`).
+//! - [`RefusingStorescp`], a pynetdicom move destination that refuses chosen instances.
+//! - [`LargeSeries`]: a series of many small instances (for C-CANCEL and the 10,000-match
+//!   stream), written once and reused.
 //!
 //! Peer quirks the tests must respect (DCMTK 3.6.7, pynetdicom 3.0.4):
 //! - dcmqrscp matches strictly hierarchically: a query below STUDY level must carry the unique
@@ -58,7 +55,7 @@ use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomOb
 use super::{
     EXPLICIT_VR_LE, Finished, IMPLICIT_VR_LE, LOCALHOST, ProcessGuard, RUN_TIMEOUT,
     STARTUP_TIMEOUT, assert_datasets_equal, dcmtk, files_under, free_port, peer_missing,
-    python_script, run, start_dcmtk_storescp_into,
+    python_script, run, scratch_dir, start_dcmtk_storescp_into,
 };
 
 /// CT Image Storage (PS3.4 Annex B).
@@ -70,6 +67,18 @@ pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
 
 /// The root of every UID in the Q/R test data (pydicom's test root, then a branch of ours).
 pub const QR_UID_ROOT: &str = "1.2.826.0.1.3680043.8.498.7007";
+/// The STUDY-level keys of the study finds (`-k` values): every one of them is indexed by both
+/// peers we did not write.
+pub const STUDY_KEYS: &[&str] = &[
+    "QueryRetrieveLevel=STUDY",
+    "StudyInstanceUID",
+    "PatientName",
+    "PatientID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+];
 /// The calling AE title of the DCMTK clients run by this harness.
 pub const DCMTK_CLIENT_AE: &str = "DCMTKSCU";
 /// The calling AE title used to load the peers' storage.
@@ -180,6 +189,20 @@ impl QrSeries {
         self.instances
             .iter()
             .map(|instance| instance.sop_instance_uid.clone())
+            .collect()
+    }
+
+    /// `SOP Instance UID → Instance Number` of its instances, as an IMAGE-level find returns
+    /// them.
+    pub fn instance_numbers(&self) -> BTreeMap<String, String> {
+        self.instances
+            .iter()
+            .map(|instance| {
+                (
+                    instance.sop_instance_uid.clone(),
+                    instance.instance_number.to_string(),
+                )
+            })
             .collect()
     }
 }
@@ -841,9 +864,29 @@ fn assert_accepts_echo(dir: &Path, peer: &AeAddress, logs: impl Fn() -> String) 
     Some(())
 }
 
-/// DCMTK `dcmqrscp` (PS3.4 Annex C, the Q/R SCP) with a configuration written by the test; its
-/// process group is killed on drop.
-pub struct Dcmqrscp {
+/// Which Q/R SCP we did not write a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrPeerKind {
+    /// DCMTK `dcmqrscp`.
+    Dcmqrscp,
+    /// pynetdicom's Q/R SCP application, `python -m pynetdicom qrscp`.
+    Pynetdicom,
+}
+
+impl QrPeerKind {
+    /// The AE title the tests give it.
+    pub fn ae_title(self) -> &'static str {
+        match self {
+            QrPeerKind::Dcmqrscp => "DCMQRSCP",
+            QrPeerKind::Pynetdicom => "PYQRSCP",
+        }
+    }
+}
+
+/// A running Q/R SCP we did not write (PS3.4 Annex C), with a configuration file written by the
+/// test, loaded through its own Storage SCP; its process group is killed on drop.
+pub struct QrPeer {
+    kind: QrPeerKind,
     process: ProcessGuard,
     address: AeAddress,
     config: PathBuf,
@@ -851,44 +894,58 @@ pub struct Dcmqrscp {
     dir: PathBuf,
 }
 
-impl Dcmqrscp {
-    /// The AE title tests give it unless they need another.
-    pub const AE_TITLE: &'static str = "DCMQRSCP";
-
-    /// Writes `<dir>/dcmqrscp.cfg` (the AE `ae_title` with the read/write storage area
-    /// `<dir>/dcmqrscp-storage/<ae_title>` open to any peer, and `destinations` in the host
-    /// table as C-MOVE destinations), starts `dcmqrscp -d -c <cfg> <args> <port>` on a free
-    /// port with `TCP_NODELAY=1` and waits until it accepts an association. It listens on all
-    /// interfaces (DCMTK 3.6.7's dcmqrscp cannot bind one); it is called on 127.0.0.1. `None`
-    /// (after `SKIP:`) when DCMTK is missing.
-    pub fn start(
-        dir: &Path,
-        ae_title: &str,
-        destinations: &[AeAddress],
-        args: &[&str],
-    ) -> Option<Dcmqrscp> {
+impl QrPeer {
+    /// Writes the configuration of `kind` into `dir` and starts it on a free port, knowing
+    /// `destinations` as C-MOVE destinations, then waits until it accepts an association.
+    /// `None` (after `SKIP:`) when the peer (or DCMTK `echoscu`) is missing.
+    ///
+    /// - dcmqrscp: `<dir>/dcmqrscp.cfg` (the AE with the read/write storage area
+    ///   `<dir>/dcmqrscp-storage/<AE>` open to any peer, the destinations in the host table);
+    ///   `dcmqrscp -d -c <cfg> <port>` with `TCP_NODELAY=1`. It listens on all interfaces
+    ///   (DCMTK 3.6.7's dcmqrscp cannot bind one) and is called on 127.0.0.1.
+    /// - pynetdicom: `<dir>/qrscp.ini` (AE title, port, bind address 127.0.0.1, the instance
+    ///   folder `<dir>/pynetdicom-qrscp/instances` and its SQLite index, one section per
+    ///   destination); `python -m pynetdicom qrscp -v -c <ini>`.
+    pub fn start(kind: QrPeerKind, dir: &Path, destinations: &[AeAddress]) -> Option<QrPeer> {
+        let ae_title = kind.ae_title();
         check_ae_title(ae_title);
-        let storage = dir.join("dcmqrscp-storage").join(ae_title);
-        fs::create_dir_all(&storage).expect("create the dcmqrscp storage area");
-        let config = dir.join("dcmqrscp.cfg");
         let port = free_port();
-        fs::write(
-            &config,
-            dcmqrscp_config(ae_title, &storage, port, destinations),
-        )
-        .expect("write dcmqrscp.cfg");
-        let mut command = dcmtk("dcmqrscp")?;
-        command
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
-            .args(args)
-            .arg(port.to_string())
-            // its own process group: the children it forks per association die with it
-            .process_group(0);
-        let mut process = ProcessGuard::spawn("dcmqrscp", dir, command);
+        let (name, mut command, config, storage) = match kind {
+            QrPeerKind::Dcmqrscp => {
+                let storage = dir.join("dcmqrscp-storage").join(ae_title);
+                fs::create_dir_all(&storage).expect("create the dcmqrscp storage area");
+                let config = dir.join("dcmqrscp.cfg");
+                let text = dcmqrscp_config(ae_title, &storage, port, destinations);
+                fs::write(&config, text).expect("write dcmqrscp.cfg");
+                let mut command = dcmtk("dcmqrscp")?;
+                command
+                    .arg("-d")
+                    .arg("-c")
+                    .arg(&config)
+                    .arg(port.to_string());
+                ("dcmqrscp", command, config, storage)
+            }
+            QrPeerKind::Pynetdicom => {
+                let mut command = qrscp_python()?;
+                let home = dir.join("pynetdicom-qrscp");
+                let instances = home.join("instances");
+                fs::create_dir_all(&instances).expect("create the qrscp instance folder");
+                let config = dir.join("qrscp.ini");
+                let database = home.join("index.sqlite");
+                let text = qrscp_config(ae_title, port, &instances, &database, destinations);
+                fs::write(&config, text).expect("write qrscp.ini");
+                command
+                    .args(["-u", "-m", "pynetdicom", "qrscp", "-v", "-c"])
+                    .arg(&config);
+                ("pynetdicom-qrscp", command, config, instances)
+            }
+        };
+        // its own process group: the children dcmqrscp forks per association die with it
+        command.process_group(0);
+        let mut process = ProcessGuard::spawn(name, dir, command);
         process.wait_for_listening(port, STARTUP_TIMEOUT);
-        let server = Dcmqrscp {
+        let server = QrPeer {
+            kind,
             process,
             address: AeAddress::local(ae_title, port),
             config,
@@ -897,6 +954,35 @@ impl Dcmqrscp {
         };
         assert_accepts_echo(dir, &server.address, || server.describe())?;
         Some(server)
+    }
+
+    /// [`QrPeer::start`], then loads the whole Q/R data set into it.
+    pub fn start_loaded(
+        kind: QrPeerKind,
+        dir: &Path,
+        destinations: &[AeAddress],
+    ) -> Option<QrPeer> {
+        let peer = QrPeer::start(kind, dir, destinations)?;
+        peer.load_data_set(QrDataSet::get());
+        Some(peer)
+    }
+
+    /// Starts a DCMTK storescp as move destination, then `kind` in `dir` loaded and knowing
+    /// it (and `more` destinations). `None` (after `SKIP:`) when either peer is missing.
+    pub fn start_loaded_with_storescp(
+        kind: QrPeerKind,
+        dir: &Path,
+        more: &[AeAddress],
+    ) -> Option<(StorescpDestination, QrPeer)> {
+        let storescp = StorescpDestination::start(dir, StorescpDestination::AE_TITLE, &[])?;
+        let mut destinations = vec![storescp.address().clone()];
+        destinations.extend_from_slice(more);
+        let peer = QrPeer::start_loaded(kind, dir, &destinations)?;
+        Some((storescp, peer))
+    }
+
+    pub fn kind(&self) -> QrPeerKind {
+        self.kind
     }
 
     /// Where to call it.
@@ -909,18 +995,19 @@ impl Dcmqrscp {
         &self.config
     }
 
-    /// Its storage area (the stored files and `index.dat`).
-    pub fn storage_area(&self) -> &Path {
+    /// The folder it stores instances into (dcmqrscp's storage area with its `index.dat`,
+    /// qrscp's instance folder with one file per SOP Instance UID).
+    pub fn storage(&self) -> &Path {
         &self.storage
     }
 
-    /// Stores `files` into it with DCMTK `storescu` and checks that its storage area now holds
-    /// each of their SOP instances.
+    /// Stores `files` into it with DCMTK `storescu` and checks that its storage now holds each
+    /// of their SOP instances.
     pub fn load(&self, files: &[&Path]) {
-        let Some(()) =
-            load_with_storescu(&self.dir, "storescu-load-dcmqrscp", &self.address, files)
-        else {
-            panic!("storescu disappeared after dcmqrscp started");
+        let name = self.kind.ae_title().to_lowercase();
+        let label = format!("storescu-load-{name}");
+        let Some(()) = load_with_storescu(&self.dir, &label, &self.address, files) else {
+            panic!("storescu disappeared after {name} started");
         };
         assert_stored(files, &self.storage, &self.describe());
     }
@@ -930,17 +1017,18 @@ impl Dcmqrscp {
         self.load(&data.files());
     }
 
-    /// Its logs, for failure messages.
+    /// Its configuration and logs, for failure messages.
     pub fn describe(&self) -> String {
         format!(
-            "--- dcmqrscp.cfg ---\n{}\n{}",
+            "--- {} ---\n{}\n{}",
+            self.config.display(),
             fs::read_to_string(&self.config).unwrap_or_default(),
             self.process.describe()
         )
     }
 }
 
-impl Drop for Dcmqrscp {
+impl Drop for QrPeer {
     fn drop(&mut self) {
         // the whole group: the listener and any child still serving an association
         let _ = Command::new("kill")
@@ -996,122 +1084,14 @@ fn dcmqrscp_config(
 fn assert_stored(files: &[&Path], storage: &Path, context: &str) {
     let stored = sop_instance_uids_in(storage);
     for file in files {
-        let loaded = sop_instance_uids_in_file(file);
+        let loaded = QrIdentifier::read(file);
+        let loaded = loaded.require(tags::SOP_INSTANCE_UID);
         assert!(
-            stored.contains_key(&loaded),
+            stored.contains_key(loaded),
             "{} ({loaded}) was sent but is not in the storage area {}\n{context}",
             file.display(),
             storage.display()
         );
-    }
-}
-
-fn sop_instance_uids_in_file(path: &Path) -> String {
-    let object = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    let element = object
-        .element(tags::SOP_INSTANCE_UID)
-        .unwrap_or_else(|error| panic!("no SOP Instance UID in {}: {error}", path.display()));
-    element
-        .to_str()
-        .unwrap_or_else(|error| panic!("SOP Instance UID of {}: {error}", path.display()))
-        .into_owned()
-}
-
-/// pynetdicom's Q/R SCP application (`python -m pynetdicom qrscp`, PS3.4 Annex C) with a
-/// generated configuration file; killed on drop.
-pub struct PynetdicomQrscp {
-    process: ProcessGuard,
-    address: AeAddress,
-    config: PathBuf,
-    instances: PathBuf,
-    dir: PathBuf,
-}
-
-impl PynetdicomQrscp {
-    /// The AE title tests give it unless they need another.
-    pub const AE_TITLE: &'static str = "PYQRSCP";
-
-    /// Writes `<dir>/qrscp.ini` (AE title, port, bind address 127.0.0.1, the instance folder
-    /// `<dir>/pynetdicom-qrscp/instances` and its SQLite index, one section per move
-    /// destination), starts `python -m pynetdicom qrscp -v -c <ini> <args>` on a free port and
-    /// waits until it accepts an association. `None` (after `SKIP:`) when the peer environment,
-    /// sqlalchemy or DCMTK is missing.
-    pub fn start(
-        dir: &Path,
-        ae_title: &str,
-        destinations: &[AeAddress],
-        args: &[&str],
-    ) -> Option<PynetdicomQrscp> {
-        check_ae_title(ae_title);
-        let mut command = qrscp_python()?;
-        let home = dir.join("pynetdicom-qrscp");
-        let instances = home.join("instances");
-        fs::create_dir_all(&instances).expect("create the qrscp instance folder");
-        let port = free_port();
-        let config = dir.join("qrscp.ini");
-        fs::write(
-            &config,
-            qrscp_config(
-                ae_title,
-                port,
-                &instances,
-                &home.join("index.sqlite"),
-                destinations,
-            ),
-        )
-        .expect("write qrscp.ini");
-        command
-            .args(["-u", "-m", "pynetdicom", "qrscp", "-v", "-c"])
-            .arg(&config)
-            .args(args);
-        let mut process = ProcessGuard::spawn("pynetdicom-qrscp", dir, command);
-        process.wait_for_listening(port, STARTUP_TIMEOUT);
-        let server = PynetdicomQrscp {
-            process,
-            address: AeAddress::local(ae_title, port),
-            config,
-            instances,
-            dir: dir.to_path_buf(),
-        };
-        assert_accepts_echo(dir, &server.address, || server.describe())?;
-        Some(server)
-    }
-
-    /// Where to call it.
-    pub fn address(&self) -> &AeAddress {
-        &self.address
-    }
-
-    /// The folder its stored instances are written to (one file per SOP Instance UID).
-    pub fn instance_folder(&self) -> &Path {
-        &self.instances
-    }
-
-    /// Stores `files` into it with DCMTK `storescu` and checks that its instance folder now
-    /// holds each of their SOP instances.
-    pub fn load(&self, files: &[&Path]) {
-        let Some(()) = load_with_storescu(&self.dir, "storescu-load-qrscp", &self.address, files)
-        else {
-            panic!("storescu disappeared after qrscp started");
-        };
-        assert_stored(files, &self.instances, &self.describe());
-    }
-
-    /// Stores the whole Q/R data set into it.
-    pub fn load_data_set(&self, data: &QrDataSet) {
-        self.load(&data.files());
-    }
-
-    /// Its logs, for failure messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "--- qrscp.ini ---\n{}\n{}",
-            fs::read_to_string(&self.config).unwrap_or_default(),
-            self.process.describe()
-        )
     }
 }
 
@@ -1229,6 +1209,20 @@ impl StorescpDestination {
         self.received().into_keys().collect()
     }
 
+    /// Asserts that it received exactly the instances of `study`, data sets equal to the
+    /// loaded files (see [`assert_received_instances`]).
+    #[track_caller]
+    pub fn assert_received_study(&self, dir: &Path, study: &QrStudy, context: &str) {
+        assert_eq!(
+            self.received_sop_instance_uids(),
+            study.sop_instance_uids(),
+            "instances at {}\n{context}",
+            self.address.ae_title
+        );
+        let expected: Vec<&QrInstance> = study.instances().collect();
+        assert_received_instances(dir, &expected, &self.output, context);
+    }
+
     /// Its logs, for failure messages.
     pub fn describe(&self) -> String {
         self.process.describe()
@@ -1262,134 +1256,174 @@ impl QrModel {
     }
 }
 
-/// A DCMTK Q/R client command: `<tool> -v -aet DCMTKSCU -aec <peer> <model> -k <key>...`,
-/// host and port still to be appended.
-fn dcmtk_qr_command(
-    tool: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-) -> Option<Command> {
-    let mut command = dcmtk(tool)?;
-    command.args([
-        "-v",
-        "-aet",
-        DCMTK_CLIENT_AE,
-        "-aec",
-        &peer.ae_title,
-        model.flag(),
-    ]);
-    for key in keys {
-        command.arg("-k").arg(key);
-    }
-    Some(command)
+/// Whose Q/R client a test runs: DCMTK's tools, ours or pynetdicom's apps
+/// (`python -u -m pynetdicom <app>`). All three take `-v -aet <calling AE> -aec <peer> <model>
+/// -k <key>...`, their options, then the host and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrClient {
+    Dcmtk,
+    Dimsum,
+    Pynetdicom,
 }
 
-/// What a DCMTK `findscu` run gave: its exit and output, and the identifiers of its pending
-/// responses in arrival order.
+impl QrClient {
+    /// Names its runs (`<name>-<tool>-<label>`).
+    fn name(self) -> &'static str {
+        match self {
+            QrClient::Dcmtk => "dcmtk",
+            QrClient::Dimsum => "dimsum",
+            QrClient::Pynetdicom => "pynetdicom",
+        }
+    }
+
+    /// The calling AE title it runs with.
+    fn ae_title(self) -> &'static str {
+        match self {
+            QrClient::Dcmtk => DCMTK_CLIENT_AE,
+            QrClient::Dimsum => DIMSUM_CLIENT_AE,
+            QrClient::Pynetdicom => PYNETDICOM_CLIENT_AE,
+        }
+    }
+
+    /// `<tool> -v -aet <calling AE> -aec <peer> <model> -k <key>... <options> HOST PORT`, where
+    /// `options` adds the options. `None` (after `SKIP:`) when the client is missing.
+    fn command(
+        self,
+        tool: &str,
+        peer: &AeAddress,
+        model: QrModel,
+        keys: &[&str],
+        options: impl FnOnce(&mut Command),
+    ) -> Option<Command> {
+        let mut command = match self {
+            QrClient::Dcmtk => dcmtk(tool)?,
+            QrClient::Dimsum => {
+                let mut command = super::dimsum();
+                command.arg(tool);
+                command
+            }
+            QrClient::Pynetdicom => pynetdicom_app(tool)?,
+        };
+        command.args([
+            "-v",
+            "-aet",
+            self.ae_title(),
+            "-aec",
+            &peer.ae_title,
+            model.flag(),
+        ]);
+        for key in keys {
+            // pynetdicom's apps take a return key as `Keyword=` (an empty value), not a bare
+            // keyword
+            if self == QrClient::Pynetdicom && !key.contains('=') {
+                command.arg("-k").arg(format!("{key}="));
+            } else {
+                command.arg("-k").arg(key);
+            }
+        }
+        options(&mut command);
+        command.arg(&peer.host).arg(peer.port.to_string());
+        Some(command)
+    }
+
+    /// Runs [`QrClient::command`] in `dir` as `<name>-<tool>-<label>`; the exit status is the
+    /// caller's to check. `None` (after `SKIP:`) when the client is missing.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        tool: &str,
+        dir: &Path,
+        label: &str,
+        peer: &AeAddress,
+        model: QrModel,
+        keys: &[&str],
+        options: impl FnOnce(&mut Command),
+    ) -> Option<Finished> {
+        let command = self.command(tool, peer, model, keys, options)?;
+        let name = format!("{}-{tool}-{label}", self.name());
+        Some(run(&name, dir, command, RUN_TIMEOUT))
+    }
+
+    /// Runs `findscu` with `keys` against `peer` and `args` (e.g. `--cancel 5`) before the
+    /// host and port, each response written as a file into `<dir>/<label>` (DCMTK's and ours:
+    /// `-X -od <folder>`; pynetdicom's: `-w`, run in that folder), and reads the responses back
+    /// in arrival order. The exit status is the caller's to check. `None` (after `SKIP:`) when
+    /// the client is missing.
+    pub fn find(
+        self,
+        dir: &Path,
+        label: &str,
+        peer: &AeAddress,
+        model: QrModel,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Option<FindRun> {
+        let output = dir.join(label);
+        fs::create_dir_all(&output).expect("create the findscu output folder");
+        let finished = self.run("findscu", dir, label, peer, model, keys, |command| {
+            match self {
+                QrClient::Pynetdicom => command.arg("-w").current_dir(&output),
+                QrClient::Dcmtk | QrClient::Dimsum => command.arg("-X").arg("-od").arg(&output),
+            };
+            command.args(args);
+        })?;
+        Some(FindRun {
+            finished,
+            identifiers: read_identifiers(&output),
+        })
+    }
+
+    /// Runs `getscu -od <dir>/<label> <args>` with `keys` against `peer`; its run and the
+    /// folder the instances went to. `None` (after `SKIP:`) when the client is missing.
+    pub fn get(
+        self,
+        dir: &Path,
+        label: &str,
+        peer: &AeAddress,
+        model: QrModel,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Option<(Finished, PathBuf)> {
+        let output = dir.join(label);
+        fs::create_dir_all(&output).expect("create the getscu output folder");
+        let finished = self.run("getscu", dir, label, peer, model, keys, |command| {
+            command.arg("-od").arg(&output).args(args);
+        })?;
+        Some((finished, output))
+    }
+
+    /// Runs `movescu -aem <destination> <args>` (e.g. DCMTK's `-d`, which dumps each
+    /// response's counts) with `keys` against `peer`. `None` (after `SKIP:`) when the client is
+    /// missing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn move_to(
+        self,
+        dir: &Path,
+        label: &str,
+        peer: &AeAddress,
+        model: QrModel,
+        destination: &str,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Option<Finished> {
+        self.run("movescu", dir, label, peer, model, keys, |command| {
+            command.args(["-aem", destination]).args(args);
+        })
+    }
+}
+
+/// The DICOM files a client wrote into `folder`, read back in name order.
+fn read_identifiers(folder: &Path) -> Vec<QrIdentifier> {
+    let mut files = files_under(folder);
+    files.sort();
+    files.iter().map(|path| QrIdentifier::read(path)).collect()
+}
+
+/// What a `findscu` run gave ([`QrClient::find`]): its exit and output, and the identifiers of
+/// its pending responses in arrival order.
 pub struct FindRun {
     pub finished: Finished,
     pub identifiers: Vec<QrIdentifier>,
-}
-
-/// Runs DCMTK `findscu -X -od <dir>/<label>` with `keys` (`-k` values such as
-/// `QueryRetrieveLevel=STUDY`, `PatientName=Doe*`, `StudyInstanceUID`) against `peer` and reads
-/// back the response identifiers it extracted (`rsp0001.dcm`, ...). The exit status is the
-/// caller's to check. `None` (after `SKIP:`) when DCMTK is missing.
-pub fn dcmtk_findscu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-) -> Option<FindRun> {
-    dcmtk_findscu_with(dir, label, peer, model, keys, &[])
-}
-
-/// [`dcmtk_findscu`] with more options (e.g. `--cancel 5`) before the host and port.
-pub fn dcmtk_findscu_with(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-    args: &[&str],
-) -> Option<FindRun> {
-    let output = dir.join(label);
-    fs::create_dir_all(&output).expect("create the findscu output folder");
-    let mut command = dcmtk_qr_command("findscu", peer, model, keys)?;
-    command
-        .arg("-X")
-        .arg("-od")
-        .arg(&output)
-        .args(args)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    let finished = run(&format!("findscu-{label}"), dir, command, RUN_TIMEOUT);
-    let mut responses = files_under(&output);
-    responses.sort();
-    let identifiers = responses
-        .iter()
-        .map(|path| QrIdentifier::read(path))
-        .collect();
-    Some(FindRun {
-        finished,
-        identifiers,
-    })
-}
-
-/// Runs DCMTK `getscu -od <dir>/<label>` with `keys` against `peer`; returns its exit and
-/// output and the folder the instances went to. `None` (after `SKIP:`) when DCMTK is missing.
-pub fn dcmtk_getscu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-) -> Option<(Finished, PathBuf)> {
-    let output = dir.join(label);
-    fs::create_dir_all(&output).expect("create the getscu output folder");
-    let mut command = dcmtk_qr_command("getscu", peer, model, keys)?;
-    command
-        .arg("-od")
-        .arg(&output)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    let finished = run(&format!("getscu-{label}"), dir, command, RUN_TIMEOUT);
-    Some((finished, output))
-}
-
-/// Runs DCMTK `movescu -aem <destination>` with `keys` against `peer`. `None` (after `SKIP:`)
-/// when DCMTK is missing.
-pub fn dcmtk_movescu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    destination: &str,
-    keys: &[&str],
-) -> Option<Finished> {
-    dcmtk_movescu_with(dir, label, peer, model, destination, keys, &[])
-}
-
-/// [`dcmtk_movescu`] with more options (e.g. `-d`, which dumps each response's counts) before
-/// the host and port.
-pub fn dcmtk_movescu_with(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    destination: &str,
-    keys: &[&str],
-    args: &[&str],
-) -> Option<Finished> {
-    let mut command = dcmtk_qr_command("movescu", peer, model, keys)?;
-    command
-        .args(["-aem", destination])
-        .args(args)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    Some(run(&format!("movescu-{label}"), dir, command, RUN_TIMEOUT))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1503,24 +1537,11 @@ pub fn dimsum_findscu_command(
     keys: &[&str],
     args: &[&str],
 ) -> Command {
-    let mut command = super::dimsum();
-    command.args([
-        "findscu",
-        "-v",
-        "-aet",
-        DIMSUM_CLIENT_AE,
-        "-aec",
-        &peer.ae_title,
-        model.flag(),
-    ]);
-    for key in keys {
-        command.arg("-k").arg(key);
-    }
-    command
-        .args(args)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    command
+    QrClient::Dimsum
+        .command("findscu", peer, model, keys, |command| {
+            command.args(args);
+        })
+        .expect("our own client needs no peer")
 }
 
 /// Runs `dimsum findscu` with `keys` against `peer`, its matches written as `output` says
@@ -1570,11 +1591,9 @@ pub fn dimsum_findscu(
             (json.iter().map(json_match).collect(), json)
         }
         FindOutput::Extract => {
-            let mut files = files_under(&folder);
-            files.sort();
-            let matches = files
-                .iter()
-                .map(|path| QrIdentifier::read(path).elements)
+            let matches = read_identifiers(&folder)
+                .into_iter()
+                .map(|identifier| identifier.elements)
                 .collect();
             (matches, Vec::new())
         }
@@ -1685,70 +1704,6 @@ pub fn json_text(value: &serde_json::Value) -> String {
     }
 }
 
-/// The arguments our Q/R clients and DCMTK's share: `-v -aet <ae> -aec <peer> <model>` and
-/// `-k <key>...`.
-fn qr_client_args(calling: &str, peer: &AeAddress, model: QrModel, keys: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["-v", "-aet", calling, "-aec", &peer.ae_title, model.flag()]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    for key in keys {
-        args.push("-k".to_owned());
-        args.push((*key).to_owned());
-    }
-    args
-}
-
-/// Runs `dimsum getscu -od <dir>/<label> <args>` with `keys` against `peer`; its exit and
-/// output and the folder the instances went to.
-pub fn dimsum_getscu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-    args: &[&str],
-) -> (Finished, PathBuf) {
-    let output = dir.join(label);
-    let mut command = super::dimsum();
-    command
-        .arg("getscu")
-        .args(qr_client_args(DIMSUM_CLIENT_AE, peer, model, keys))
-        .arg("-od")
-        .arg(&output)
-        .args(args)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    let finished = run(&format!("dimsum-getscu-{label}"), dir, command, RUN_TIMEOUT);
-    (finished, output)
-}
-
-/// Runs `dimsum movescu -aem <destination> <args>` with `keys` against `peer`.
-pub fn dimsum_movescu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    destination: &str,
-    keys: &[&str],
-    args: &[&str],
-) -> Finished {
-    let mut command = super::dimsum();
-    command
-        .arg("movescu")
-        .args(qr_client_args(DIMSUM_CLIENT_AE, peer, model, keys))
-        .args(["-aem", destination])
-        .args(args)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    run(
-        &format!("dimsum-movescu-{label}"),
-        dir,
-        command,
-        RUN_TIMEOUT,
-    )
-}
-
 /// Runs `dimsum movescu -aem DIMSUMSCU --port <port> --bind 127.0.0.1 -od <dir>/<label>`: the
 /// peer sends the instances to the tool itself (it must know DIMSUMSCU at `port`). Its exit and
 /// output and the folder the instances went to.
@@ -1763,22 +1718,24 @@ pub fn dimsum_movescu_to_self(
     let output = dir.join(label);
     let output_text = output.to_string_lossy().into_owned();
     let port_text = port.to_string();
-    let finished = dimsum_movescu(
-        dir,
-        label,
-        peer,
-        model,
-        DIMSUM_CLIENT_AE,
-        keys,
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            LOCALHOST,
-            "-od",
-            &output_text,
-        ],
-    );
+    let finished = QrClient::Dimsum
+        .move_to(
+            dir,
+            label,
+            peer,
+            model,
+            DIMSUM_CLIENT_AE,
+            keys,
+            &[
+                "--port",
+                &port_text,
+                "--bind",
+                LOCALHOST,
+                "-od",
+                &output_text,
+            ],
+        )
+        .expect("our own client needs no peer");
     (finished, output)
 }
 
@@ -1798,130 +1755,6 @@ pub fn pynetdicom_app(app: &str) -> Option<Command> {
     let mut command = Command::new(python);
     command.args(["-u", "-m", "pynetdicom", app]);
     Some(command)
-}
-
-/// pynetdicom's apps take a return key as `Keyword=` (an empty value), not a bare keyword.
-fn pynetdicom_keys(keys: &[&str]) -> Vec<String> {
-    keys.iter()
-        .map(|key| {
-            if key.contains('=') {
-                (*key).to_owned()
-            } else {
-                format!("{key}=")
-            }
-        })
-        .collect()
-}
-
-/// Runs pynetdicom's `findscu -w` (responses written as `rsp000001.dcm`, ... into
-/// `<dir>/<label>`, its working folder) with `keys` against `peer` and reads the responses
-/// back. `None` (after `SKIP:`) when the peer environment is missing.
-pub fn pynetdicom_findscu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-) -> Option<FindRun> {
-    let output = dir.join(label);
-    fs::create_dir_all(&output).expect("create the findscu output folder");
-    let mut command = pynetdicom_app("findscu")?;
-    command
-        .args(qr_client_args(
-            PYNETDICOM_CLIENT_AE,
-            peer,
-            model,
-            &pynetdicom_keys(keys)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ))
-        .arg("-w")
-        .arg(&peer.host)
-        .arg(peer.port.to_string())
-        .current_dir(&output);
-    let finished = run(
-        &format!("pynetdicom-findscu-{label}"),
-        dir,
-        command,
-        RUN_TIMEOUT,
-    );
-    let mut responses = files_under(&output);
-    responses.sort();
-    let identifiers = responses
-        .iter()
-        .map(|path| QrIdentifier::read(path))
-        .collect();
-    Some(FindRun {
-        finished,
-        identifiers,
-    })
-}
-
-/// Runs pynetdicom's `getscu -od <dir>/<label>` with `keys` against `peer`. `None` (after
-/// `SKIP:`) when the peer environment is missing.
-pub fn pynetdicom_getscu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    keys: &[&str],
-) -> Option<(Finished, PathBuf)> {
-    let output = dir.join(label);
-    let mut command = pynetdicom_app("getscu")?;
-    command
-        .args(qr_client_args(
-            PYNETDICOM_CLIENT_AE,
-            peer,
-            model,
-            &pynetdicom_keys(keys)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ))
-        .arg("-od")
-        .arg(&output)
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    let finished = run(
-        &format!("pynetdicom-getscu-{label}"),
-        dir,
-        command,
-        RUN_TIMEOUT,
-    );
-    Some((finished, output))
-}
-
-/// Runs pynetdicom's `movescu -aem <destination>` with `keys` against `peer`. `None` (after
-/// `SKIP:`) when the peer environment is missing.
-pub fn pynetdicom_movescu(
-    dir: &Path,
-    label: &str,
-    peer: &AeAddress,
-    model: QrModel,
-    destination: &str,
-    keys: &[&str],
-) -> Option<Finished> {
-    let mut command = pynetdicom_app("movescu")?;
-    command
-        .args(qr_client_args(
-            PYNETDICOM_CLIENT_AE,
-            peer,
-            model,
-            &pynetdicom_keys(keys)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ))
-        .args(["-aem", destination])
-        .arg(&peer.host)
-        .arg(peer.port.to_string());
-    Some(run(
-        &format!("pynetdicom-movescu-{label}"),
-        dir,
-        command,
-        RUN_TIMEOUT,
-    ))
 }
 
 /// `tests/peers/pynetdicom_refusing_storescp.py`: a Storage SCP (a C-MOVE destination) that
@@ -2156,75 +1989,33 @@ impl LargeSeries {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Either peer SCP, loaded
-// ---------------------------------------------------------------------------------------------
+/// Two tests of `$check(kind: QrPeerKind, label: &str)`, one against each Q/R SCP we did not
+/// write, each with a scratch folder named after the test.
+#[macro_export]
+macro_rules! test_against_both_peers {
+    ($check:ident: $dcmqrscp:ident, $pynetdicom:ident) => {
+        #[test]
+        fn $dcmqrscp() {
+            $check(
+                $crate::support::qr::QrPeerKind::Dcmqrscp,
+                concat!("qr-", stringify!($dcmqrscp)),
+            );
+        }
 
-/// Which Q/R SCP we did not write a test runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QrPeerKind {
-    Dcmqrscp,
-    Pynetdicom,
+        #[test]
+        fn $pynetdicom() {
+            $check(
+                $crate::support::qr::QrPeerKind::Pynetdicom,
+                concat!("qr-", stringify!($pynetdicom)),
+            );
+        }
+    };
 }
 
-/// A running Q/R SCP we did not write, loaded by the test.
-pub enum QrPeer {
-    Dcmqrscp(Dcmqrscp),
-    Pynetdicom(PynetdicomQrscp),
-}
-
-impl QrPeer {
-    /// Starts `kind` in `dir` with `destinations` (move destinations it knows) and loads the
-    /// whole Q/R data set into it. `None` (after `SKIP:`) when the peer is missing.
-    pub fn start_loaded(
-        kind: QrPeerKind,
-        dir: &Path,
-        destinations: &[AeAddress],
-    ) -> Option<QrPeer> {
-        let data = QrDataSet::get();
-        let peer = match kind {
-            QrPeerKind::Dcmqrscp => {
-                QrPeer::Dcmqrscp(Dcmqrscp::start(dir, Dcmqrscp::AE_TITLE, destinations, &[])?)
-            }
-            QrPeerKind::Pynetdicom => QrPeer::Pynetdicom(PynetdicomQrscp::start(
-                dir,
-                PynetdicomQrscp::AE_TITLE,
-                destinations,
-                &[],
-            )?),
-        };
-        peer.load(&data.files());
-        Some(peer)
-    }
-
-    /// Stores `files` into it with DCMTK `storescu`.
-    pub fn load(&self, files: &[&Path]) {
-        match self {
-            QrPeer::Dcmqrscp(server) => server.load(files),
-            QrPeer::Pynetdicom(server) => server.load(files),
-        }
-    }
-
-    pub fn kind(&self) -> QrPeerKind {
-        match self {
-            QrPeer::Dcmqrscp(_) => QrPeerKind::Dcmqrscp,
-            QrPeer::Pynetdicom(_) => QrPeerKind::Pynetdicom,
-        }
-    }
-
-    /// Where to call it.
-    pub fn address(&self) -> &AeAddress {
-        match self {
-            QrPeer::Dcmqrscp(server) => server.address(),
-            QrPeer::Pynetdicom(server) => server.address(),
-        }
-    }
-
-    /// Its logs, for failure messages.
-    pub fn describe(&self) -> String {
-        match self {
-            QrPeer::Dcmqrscp(server) => server.describe(),
-            QrPeer::Pynetdicom(server) => server.describe(),
-        }
-    }
+/// The scratch folder `label` of a test that compares retrieved data sets; `None` (after
+/// `SKIP:`) when the Python environment that compares them is missing.
+pub fn retrieve_scratch_dir(label: &str) -> Option<PathBuf> {
+    let dir = scratch_dir(label);
+    python_script("tests/peers/compare_datasets.py")?;
+    Some(dir)
 }
