@@ -7,6 +7,7 @@ Imported by the peer scripts beside it, as peer_records.py is.
 
 from __future__ import annotations
 
+import argparse
 import re
 import signal
 import threading
@@ -15,6 +16,17 @@ from typing import Any, Callable
 
 from pynetdicom import AE, evt
 from peer_records import Recorder, text
+
+
+def scp_arguments(doc: str, ae_title: str) -> argparse.ArgumentParser:
+    """A parser described by the first line of `doc`, with the options every SCP peer takes:
+    --port (required), --bind (127.0.0.1), --ae-title (`ae_title`) and --record."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--ae-title", default=ae_title)
+    parser.add_argument("--record", help="append JSON lines describing each event to this file")
+    return parser
 
 
 def announce_ready() -> None:

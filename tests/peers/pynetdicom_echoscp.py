@@ -18,7 +18,6 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from pynetdicom import AE, debug_logger, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
-from peer_server import context_records, end_handlers, serve_until_stopped
+from peer_server import context_records, end_handlers, scp_arguments, serve_until_stopped
 
 ALL_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -50,10 +49,7 @@ def _user_identity(assoc: Any) -> dict[str, Any] | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--bind", default="127.0.0.1")
-    parser.add_argument("--ae-title", default="PYNETDICOM")
+    parser = scp_arguments(__doc__, "PYNETDICOM")
     parser.add_argument(
         "--require-called-aet",
         action="store_true",
@@ -62,7 +58,6 @@ def main() -> int:
     parser.add_argument(
         "--max-pdu", type=int, default=16382, help="maximum PDU we receive (0 = unlimited)"
     )
-    parser.add_argument("--record", help="append JSON lines describing each event to this file")
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 

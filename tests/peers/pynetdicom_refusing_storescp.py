@@ -18,7 +18,6 @@ It prints "READY" on stdout (flushed) once the socket listens and stops on SIGTE
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -27,23 +26,25 @@ from typing import Any
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from peer_records import Recorder, text
-from peer_server import c_store_record, serve_until_stopped, stored_file_name, write_received
+from peer_server import (
+    c_store_record,
+    scp_arguments,
+    serve_until_stopped,
+    stored_file_name,
+    write_received,
+)
 
 SUCCESS = 0x0000
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--bind", default="127.0.0.1")
-    parser.add_argument("--ae-title", default="REFUSER")
+    parser = scp_arguments(__doc__, "REFUSER")
     parser.add_argument("--output", type=Path, required=True, help="folder for stored files")
     parser.add_argument("--refuse", action="append", default=[], metavar="UID",
                         help="refuse the C-STORE of this SOP Instance UID (repeatable)")
     parser.add_argument("--status", type=lambda value: int(value, 0), default=0xA700,
                         help="the status of a refused C-STORE (default 0xA700)")
-    parser.add_argument("--record", help="append JSON lines describing each C-STORE here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
 

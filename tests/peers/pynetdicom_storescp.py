@@ -19,7 +19,6 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from peer_server import (
     c_store_record,
     context_records,
     end_handlers,
+    scp_arguments,
     serve_until_stopped,
     stored_file_name,
     write_received,
@@ -57,10 +57,7 @@ OUT_OF_RESOURCES = 0xA700
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--bind", default="127.0.0.1")
-    parser.add_argument("--ae-title", default="PYNETDICOM")
+    parser = scp_arguments(__doc__, "PYNETDICOM")
     parser.add_argument("--output", type=Path, required=True, help="folder for received files")
     parser.add_argument(
         "--accept-ts",
@@ -70,7 +67,6 @@ def main() -> int:
         help="accept only these transfer syntaxes (repeatable, or comma-separated)",
     )
     parser.add_argument("--max-pdu", type=int, default=16382, help="maximum PDU we receive")
-    parser.add_argument("--record", help="append JSON lines describing each event to this file")
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 
