@@ -1367,6 +1367,16 @@ mod tests {
             .unwrap_or_else(|| panic!("no {tag}"))
     }
 
+    /// The sample folder (kept alive by the returned guard) and its archive.
+    async fn sample_archive() -> (tempfile::TempDir, FolderArchive) {
+        let folder = tempfile::tempdir().expect("tempdir");
+        sample(folder.path());
+        let archive = FolderArchive::open(FolderArchiveConfig::new(folder.path()))
+            .await
+            .expect("open");
+        (folder, archive)
+    }
+
     fn sample(root: &Path) {
         for row in [
             ("P1", "DOE^JOHN", "1.1", "1.1.1", "CT", CT, "1.1.1.1"),
@@ -1380,11 +1390,7 @@ mod tests {
 
     #[tokio::test]
     async fn large_values_are_not_kept_and_computed_keys_are_filled() {
-        let folder = tempfile::tempdir().expect("tempdir");
-        sample(folder.path());
-        let archive = FolderArchive::open(FolderArchiveConfig::new(folder.path()))
-            .await
-            .expect("open");
+        let (_folder, archive) = sample_archive().await;
         let counts = archive.counts();
         assert_eq!(
             (
@@ -1417,11 +1423,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_find_pauses_and_resumes_across_steps() {
-        let folder = tempfile::tempdir().expect("tempdir");
-        sample(folder.path());
-        let archive = FolderArchive::open(FolderArchiveConfig::new(folder.path()))
-            .await
-            .expect("open");
+        let (_folder, archive) = sample_archive().await;
         let q = query(
             STUDY_ROOT_FIND,
             vec![
@@ -1453,11 +1455,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_below_the_level_are_not_matched_and_warn() {
-        let folder = tempfile::tempdir().expect("tempdir");
-        sample(folder.path());
-        let archive = FolderArchive::open(FolderArchiveConfig::new(folder.path()))
-            .await
-            .expect("open");
+        let (_folder, archive) = sample_archive().await;
         let q = query(
             PATIENT_ROOT_FIND,
             vec![
@@ -1479,11 +1477,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_re_stored_instance_replaces_the_old_one_and_empty_entities_go() {
-        let folder = tempfile::tempdir().expect("tempdir");
-        sample(folder.path());
-        let archive = FolderArchive::open(FolderArchiveConfig::new(folder.path()))
-            .await
-            .expect("open");
+        let (folder, archive) = sample_archive().await;
         // The same SOP instance, now in a new series of patient P2's study.
         let moved = write(
             folder.path(),
