@@ -89,7 +89,7 @@ pub async fn run(options: Options) -> Code {
     }
     let mut progress = options.receive.progress();
     let code = match scu::get(&association, &query, storage, |p| progress.update(p)).await {
-        Ok(outcome) => retrieve::summarize("Get", &outcome),
+        Ok(outcome) => retrieve::summarize("Get", &outcome, options.verbosity.quiet),
         Err(error) => {
             let code = qr_options::query_failed(&error);
             if association.ending().is_some() {

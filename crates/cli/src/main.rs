@@ -68,7 +68,21 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// dicom-rs's parser meets the end of every data set it decodes as an error that it then takes
+/// for the end, and snafu captures a backtrace for each such error whenever RUST_BACKTRACE
+/// allows it: one capture per C-FIND match decoded, 70% more CPU for findscu when
+/// RUST_BACKTRACE=1 is set (docs/performance.md). Library backtraces are turned off unless the
+/// user asked for them with RUST_LIB_BACKTRACE; panics keep theirs.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists, so nothing reads
+        // the environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_library_backtraces();
     tune_allocator();
     let cli = Cli::parse_from(args::expand_dcmtk_options(std::env::args_os()));
     // A client's tasks (the sender and the association drivers) hand work to each other at

@@ -84,7 +84,7 @@ pub async fn run(options: Options) -> Code {
         None => scu::move_to(&association, &destination, &query, |p| progress.update(p)).await,
     };
     let code = match moved {
-        Ok(outcome) => retrieve::summarize("Move", &outcome),
+        Ok(outcome) => retrieve::summarize("Move", &outcome, options.verbosity.quiet),
         Err(error) => qr_options::query_failed(&error),
     };
     if association.ending().is_some() {

@@ -109,9 +109,9 @@ fn show(count: Option<u16>) -> String {
     count.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-/// Prints the summary of a retrieval and returns its exit status: success only when every
-/// sub-operation completed.
-pub fn summarize(what: &str, outcome: &RetrieveOutcome) -> Code {
+/// Prints the summary of a retrieval (unless `quiet`) and returns its exit status: success only
+/// when every sub-operation completed.
+pub fn summarize(what: &str, outcome: &RetrieveOutcome, quiet: bool) -> Code {
     let counts = outcome.sub_operations;
     let summary = format!(
         "{what} finished: {}; completed {}, failed {}, warning {}",
@@ -120,7 +120,9 @@ pub fn summarize(what: &str, outcome: &RetrieveOutcome) -> Code {
         counts.failed.unwrap_or(0),
         counts.warning.unwrap_or(0)
     );
-    eprintln!("{summary}");
+    if !quiet {
+        eprintln!("{summary}");
+    }
     if let Some(comment) = &outcome.error_comment {
         warn!("error comment: {comment}");
     }
