@@ -68,14 +68,14 @@ where
         };
         write!(writer, "{prefix}: ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
-        if *event.metadata().level() >= Level::DEBUG {
-            if let Some(scope) = ctx.event_scope() {
-                for span in scope.from_root() {
-                    if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
-                        if !fields.is_empty() {
-                            write!(writer, " [{}: {}]", span.name(), fields)?;
-                        }
-                    }
+        if *event.metadata().level() >= Level::DEBUG
+            && let Some(scope) = ctx.event_scope()
+        {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
+                    && !fields.is_empty()
+                {
+                    write!(writer, " [{}: {}]", span.name(), fields)?;
                 }
             }
         }

@@ -888,15 +888,14 @@ fn pydicom_test_files_round_trip_through_dimsum() {
         // failures only: a 0xB000 warning is legitimate for the corpus files whose meta names
         // another instance than their data set (the file is still stored and compared)
         for line in sent.stderr.lines() {
-            if let Some(rest) = line.strip_prefix("E: ") {
-                if let Some(file) = files
+            if let Some(rest) = line.strip_prefix("E: ")
+                && let Some(file) = files
                     .iter()
                     .find(|file| rest.starts_with(&*file.path.to_string_lossy()))
-                {
-                    failures
-                        .entry(file_name(&file.path))
-                        .or_insert_with(|| format!("storescu: {line}"));
-                }
+            {
+                failures
+                    .entry(file_name(&file.path))
+                    .or_insert_with(|| format!("storescu: {line}"));
             }
         }
         scp.terminate(STOP_TIMEOUT);

@@ -448,10 +448,10 @@ impl Group {
         encoded.extend_from_slice(&self.bytes);
         let table = FileMetaTable::from_reader(encoded.as_slice()).map_err(|error| {
             // dicom-rs does not say which UID has a character other than digits and dots.
-            if matches!(error, meta::Error::InvalidUid { .. }) {
-                if let Some(invalid) = self.first_invalid_uid() {
-                    return invalid;
-                }
+            if matches!(error, meta::Error::InvalidUid { .. })
+                && let Some(invalid) = self.first_invalid_uid()
+            {
+                return invalid;
             }
             Part10Error::Decode(Box::new(error))
         })?;

@@ -673,7 +673,7 @@ impl<'l, S: Source> Scanner<'l, S> {
         }
         let vr = header.vr.unwrap_or_else(|| implicit_vr(tag));
         let unit = value_unit(vr);
-        if header.length % unit != 0 {
+        if !header.length.is_multiple_of(unit) {
             return Err(ScanError::LengthNotMultiple {
                 tag,
                 offset,
@@ -800,7 +800,7 @@ impl<'l, S: Source> Scanner<'l, S> {
                 if let Some(open) = self.stack.last_mut() {
                     open.items += 1;
                 }
-                if is_offset_table && header.length % 4 != 0 {
+                if is_offset_table && !header.length.is_multiple_of(4) {
                     return Err(ScanError::LengthNotMultiple {
                         tag: ITEM,
                         offset,

@@ -548,7 +548,7 @@ fn check_length(tag: u32, vr: CommandVr, len: usize) -> Result<(), CommandValueE
     let allowed = match vr {
         CommandVr::Us => len == 2,
         CommandVr::Ul => len == 4,
-        CommandVr::At => len % 4 == 0 && len > 0,
+        CommandVr::At => len.is_multiple_of(4) && len > 0,
         CommandVr::Ui | CommandVr::Ae | CommandVr::Lo | CommandVr::Sh | CommandVr::Cs => {
             vr.max_string_len().is_some_and(|max| len <= max)
         }

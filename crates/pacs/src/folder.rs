@@ -57,7 +57,7 @@ use dimsum_net::scp::{
 use dimsum_net::storage::{BoxFuture, StoredInstance};
 
 use crate::file::{self, FileError, Part10File};
-use crate::matching::{self, Candidate};
+use crate::hierarchy::{Level, QueryPlan as Plan, attribute_level, is_computed};
 
 /// Values longer than this (in bytes, sequences excepted) are not kept in the index: they are
 /// not what queries match on, and a folder of objects with large private blobs or waveforms
@@ -379,191 +379,6 @@ fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Archiv
             transfer_syntax_uid: meta.transfer_syntax_uid,
         },
     })
-}
-
-// ------------------------------------------------------------------------------------------
-// Levels
-// ------------------------------------------------------------------------------------------
-
-/// A Query/Retrieve level (PS3.4 C.6), as a depth in the index tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
-    Patient,
-    Study,
-    Series,
-    Image,
-}
-
-impl Level {
-    fn parse(text: &str) -> Option<Level> {
-        match text.trim() {
-            "PATIENT" => Some(Level::Patient),
-            "STUDY" => Some(Level::Study),
-            "SERIES" => Some(Level::Series),
-            "IMAGE" => Some(Level::Image),
-            _ => None,
-        }
-    }
-
-    /// 1 for the patient, 4 for the instance.
-    fn depth(self) -> usize {
-        self as usize + 1
-    }
-
-    /// The unique key of the level (PS3.4 C.6.1.1).
-    fn unique_key(self) -> (Tag, &'static str) {
-        match self {
-            Level::Patient => (tags::PATIENT_ID, "Patient ID (0010,0020)"),
-            Level::Study => (tags::STUDY_INSTANCE_UID, "Study Instance UID (0020,000D)"),
-            Level::Series => (tags::SERIES_INSTANCE_UID, "Series Instance UID (0020,000E)"),
-            Level::Image => (tags::SOP_INSTANCE_UID, "SOP Instance UID (0008,0018)"),
-        }
-    }
-}
-
-/// Patient level attributes: PS3.4 Table C.6-1 (and C.6-5 for Patient/Study Only), with the
-/// Patient module attributes (PS3.3 C.7.1.1) that queries ask for.
-const PATIENT_ATTRIBUTES: &[Tag] = &[
-    tags::PATIENT_NAME,
-    tags::PATIENT_ID,
-    tags::ISSUER_OF_PATIENT_ID,
-    tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE,
-    tags::TYPE_OF_PATIENT_ID,
-    Tag(0x0010, 0x1000), // Other Patient IDs (retired)
-    Tag(0x0010, 0x1002), // Other Patient IDs Sequence
-    tags::OTHER_PATIENT_NAMES,
-    tags::PATIENT_BIRTH_DATE,
-    tags::PATIENT_BIRTH_TIME,
-    tags::PATIENT_SEX,
-    tags::PATIENT_BIRTH_NAME,
-    tags::PATIENT_MOTHER_BIRTH_NAME,
-    Tag(0x0010, 0x2160), // Ethnic Group (retired)
-    tags::PATIENT_COMMENTS,
-    tags::REFERENCED_PATIENT_SEQUENCE,
-    tags::PATIENT_SPECIES_DESCRIPTION,
-    tags::PATIENT_SPECIES_CODE_SEQUENCE,
-    tags::PATIENT_BREED_DESCRIPTION,
-    tags::PATIENT_BREED_CODE_SEQUENCE,
-    tags::RESPONSIBLE_PERSON,
-    tags::RESPONSIBLE_PERSON_ROLE,
-    tags::RESPONSIBLE_ORGANIZATION,
-    tags::PATIENT_IDENTITY_REMOVED,
-    tags::DEIDENTIFICATION_METHOD,
-    tags::PATIENT_ADDRESS,
-    tags::PATIENT_TELEPHONE_NUMBERS,
-    tags::MEDICAL_ALERTS,
-    tags::ALLERGIES,
-    tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
-    tags::NUMBER_OF_PATIENT_RELATED_SERIES,
-    tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
-];
-
-/// Study level attributes: PS3.4 Table C.6-2, with the General Study and Patient Study modules
-/// (PS3.3 C.7.2.1, C.7.2.2).
-const STUDY_ATTRIBUTES: &[Tag] = &[
-    tags::STUDY_DATE,
-    tags::STUDY_TIME,
-    tags::ACCESSION_NUMBER,
-    tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
-    tags::STUDY_ID,
-    tags::STUDY_INSTANCE_UID,
-    tags::REFERRING_PHYSICIAN_NAME,
-    tags::REFERRING_PHYSICIAN_IDENTIFICATION_SEQUENCE,
-    tags::CONSULTING_PHYSICIAN_NAME,
-    tags::STUDY_DESCRIPTION,
-    tags::PROCEDURE_CODE_SEQUENCE,
-    tags::PHYSICIANS_OF_RECORD,
-    tags::NAME_OF_PHYSICIANS_READING_STUDY,
-    tags::ADMITTING_DIAGNOSES_DESCRIPTION,
-    tags::ADMITTING_DIAGNOSES_CODE_SEQUENCE,
-    tags::REFERENCED_STUDY_SEQUENCE,
-    tags::PATIENT_AGE,
-    tags::PATIENT_SIZE,
-    tags::PATIENT_WEIGHT,
-    tags::OCCUPATION,
-    tags::ADDITIONAL_PATIENT_HISTORY,
-    Tag(0x0020, 0x1070), // Other Study Numbers (retired)
-    tags::ANATOMIC_REGIONS_IN_STUDY_CODE_SEQUENCE,
-    tags::REASON_FOR_PERFORMED_PROCEDURE_CODE_SEQUENCE,
-    tags::MODALITIES_IN_STUDY,
-    tags::SOP_CLASSES_IN_STUDY,
-    tags::NUMBER_OF_STUDY_RELATED_SERIES,
-    tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
-];
-
-/// Series level attributes: PS3.4 Table C.6-3, with the General Series and General Equipment
-/// modules (PS3.3 C.7.3.1, C.7.5.1).
-const SERIES_ATTRIBUTES: &[Tag] = &[
-    tags::MODALITY,
-    tags::SERIES_NUMBER,
-    tags::SERIES_INSTANCE_UID,
-    tags::SERIES_DESCRIPTION,
-    tags::SERIES_DESCRIPTION_CODE_SEQUENCE,
-    tags::SERIES_DATE,
-    tags::SERIES_TIME,
-    tags::PERFORMING_PHYSICIAN_NAME,
-    tags::PROTOCOL_NAME,
-    tags::OPERATORS_NAME,
-    tags::BODY_PART_EXAMINED,
-    tags::LATERALITY,
-    tags::PATIENT_POSITION,
-    tags::PERFORMED_PROCEDURE_STEP_START_DATE,
-    tags::PERFORMED_PROCEDURE_STEP_START_TIME,
-    tags::PERFORMED_PROCEDURE_STEP_ID,
-    tags::PERFORMED_PROCEDURE_STEP_DESCRIPTION,
-    tags::REQUEST_ATTRIBUTES_SEQUENCE,
-    tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
-    tags::MANUFACTURER,
-    tags::INSTITUTION_NAME,
-    tags::STATION_NAME,
-    tags::INSTITUTIONAL_DEPARTMENT_NAME,
-    tags::MANUFACTURER_MODEL_NAME,
-    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
-];
-
-/// Keys of any level that select nothing here and that the index does not hold (PS3.4 C.4.1.1.3:
-/// Specific Character Set, Query/Retrieve Level, Retrieve AE Title, Instance Availability,
-/// Query/Retrieve View, Timezone Offset From UTC, the Storage Media File-Set keys).
-const ANY_LEVEL_ATTRIBUTES: &[Tag] = &[
-    tags::SPECIFIC_CHARACTER_SET,
-    tags::QUERY_RETRIEVE_LEVEL,
-    tags::RETRIEVE_AE_TITLE,
-    tags::INSTANCE_AVAILABILITY,
-    tags::QUERY_RETRIEVE_VIEW,
-    tags::TIMEZONE_OFFSET_FROM_UTC,
-    tags::STORAGE_MEDIA_FILE_SET_ID,
-    tags::STORAGE_MEDIA_FILE_SET_UID,
-];
-
-/// The level an attribute lives at in the index; `None` for the keys of any level.
-fn attribute_level(tag: Tag) -> Option<Level> {
-    if ANY_LEVEL_ATTRIBUTES.contains(&tag) || tag.element() == 0x0000 {
-        None
-    } else if PATIENT_ATTRIBUTES.contains(&tag) {
-        Some(Level::Patient)
-    } else if STUDY_ATTRIBUTES.contains(&tag) {
-        Some(Level::Study)
-    } else if SERIES_ATTRIBUTES.contains(&tag) {
-        Some(Level::Series)
-    } else {
-        Some(Level::Image)
-    }
-}
-
-/// The keys the index computes (PS3.4 C.6.1.1.2–C.6.1.1.4, C.6.2.1.2); a file's own values for
-/// them are not kept.
-fn is_computed(tag: Tag) -> bool {
-    [
-        tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
-        tags::NUMBER_OF_PATIENT_RELATED_SERIES,
-        tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
-        tags::NUMBER_OF_STUDY_RELATED_SERIES,
-        tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
-        tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
-        tags::MODALITIES_IN_STUDY,
-        tags::SOP_CLASSES_IN_STUDY,
-    ]
-    .contains(&tag)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -896,94 +711,6 @@ impl Node for InstanceNode {
     }
 }
 
-/// A query against the index: its level, and its non-universal keys by the level they match at.
-struct Plan {
-    level: Level,
-    /// Keys to match at depth 1 (patient) to 4 (instance), universal ones left out.
-    keys: [Vec<InMemElement>; 4],
-    /// The query's identifier, for the responses.
-    identifier: InMemDicomObject,
-    /// Keys of a level below the query's: not matched, returned empty.
-    unsupported: bool,
-}
-
-impl Plan {
-    /// The plan for a query on a Q/R information model (PS3.4 C.6).
-    fn new(query: &Query, service: QueryService) -> Result<Plan, ScpFailure> {
-        let model = match QueryModel::of_sop_class(&query.sop_class_uid) {
-            Some((model, asked)) if asked == service && !model.levels().is_empty() => model,
-            _ => {
-                return Err(ScpFailure::new(
-                    Status::SOP_CLASS_NOT_SUPPORTED,
-                    format!(
-                        "the folder archive does not serve SOP class {}",
-                        query.sop_class_uid
-                    ),
-                ));
-            }
-        };
-        let level_text = query
-            .keys
-            .get(tags::QUERY_RETRIEVE_LEVEL)
-            .and_then(|element| element.to_str().ok())
-            .map(|text| text.trim().to_owned())
-            .unwrap_or_default();
-        let level = Level::parse(&level_text)
-            .filter(|_| model.levels().contains(&level_text.as_str()))
-            .ok_or_else(|| {
-                ScpFailure::new(
-                    Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    format!(
-                        "Query/Retrieve Level {level_text:?} is not one of {}",
-                        model.levels().join(", ")
-                    ),
-                )
-            })?;
-        let mut keys: [Vec<InMemElement>; 4] = Default::default();
-        let mut unsupported = false;
-        for key in query.keys.iter() {
-            let Some(key_level) = attribute_level(key.tag()) else {
-                continue;
-            };
-            if key_level > level {
-                unsupported = true;
-            } else if !matching::is_universal(key) {
-                keys[key_level.depth() - 1].push(key.clone());
-            }
-        }
-        Ok(Plan {
-            level,
-            keys,
-            identifier: query.keys.clone(),
-            unsupported,
-        })
-    }
-
-    /// Whether the entity at `depth` passes the keys of its level.
-    fn passes(&self, depth: usize, record: &InMemDicomObject) -> bool {
-        self.keys.get(depth - 1).is_none_or(|keys| {
-            keys.iter()
-                .all(|key| matching::key_matches(key, record.get(key.tag())))
-        })
-    }
-}
-
-/// The attributes of an entity and of its parents, each read at its own level.
-struct Chain<'a> {
-    /// Patient first; as long as the query level is deep.
-    records: &'a [&'a InMemDicomObject],
-}
-
-impl Candidate for Chain<'_> {
-    fn attribute(&self, tag: Tag) -> Option<&InMemElement> {
-        if tag == tags::SPECIFIC_CHARACTER_SET {
-            return self.records.last().and_then(|record| record.get(tag));
-        }
-        let level = attribute_level(tag)?;
-        self.records.get(level.depth() - 1)?.get(tag)
-    }
-}
-
 /// Why a walk stopped before the end.
 enum Stop {
     /// The visitor is done (it found what it looked for).
@@ -1019,7 +746,7 @@ where
         depth: usize,
         cursor: &[String],
     ) -> ControlFlow<Stop> {
-        let target = depth == self.plan.level.depth();
+        let target = depth == self.plan.level().depth();
         let start = match cursor.first() {
             Some(key) if target => Bound::Excluded(key.as_str()),
             Some(key) => Bound::Included(key.as_str()),
@@ -1027,7 +754,7 @@ where
         };
         for (key, node) in map.range::<str, _>((start, Bound::Unbounded)) {
             self.path.push(key);
-            let flow = if !self.plan.passes(depth, node.record()) {
+            let flow = if !self.plan.passes(Level::ALL[depth - 1], node.record()) {
                 if target {
                     self.spend(false)
                 } else {
@@ -1095,10 +822,7 @@ impl Index {
             chain: Vec::new(),
             budget: budget.max(1),
             visit: |chain: &[&InMemDicomObject], _: Entity<'_>| {
-                found = Some(matching::response_identifier(
-                    &plan.identifier,
-                    &Chain { records: chain },
-                ));
+                found = Some(plan.response(chain));
                 ControlFlow::Break(())
             },
         }
@@ -1173,7 +897,7 @@ impl FindState {
     }
 
     fn encode(&mut self, identifier: &InMemDicomObject) -> Result<FindMatch, ScpFailure> {
-        let status = if self.plan.unsupported {
+        let status = if self.plan.has_unsupported_keys() {
             Status::PENDING_WARNING
         } else {
             Status::PENDING
@@ -1221,7 +945,7 @@ impl FindHandler for FolderArchive {
     /// C-FIND (PS3.4 C.4.1): the matches stream out of the index as the framework sends them.
     fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
         Box::pin(async move {
-            let plan = Plan::new(&query, QueryService::Find)?;
+            let plan = Plan::from_query(&query, QueryService::Find)?;
             let state = FindState {
                 archive: self.clone(),
                 plan,
@@ -1245,17 +969,8 @@ impl RetrieveHandler for FolderArchive {
                 Some((_, QueryService::Get)) => QueryService::Get,
                 _ => QueryService::Move,
             };
-            let plan = Plan::new(&query, service)?;
-            let (unique, name) = plan.level.unique_key();
-            if query.keys.get(unique).is_none_or(matching::is_universal) {
-                return Err(ScpFailure::new(
-                    Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    format!(
-                        "a retrieval at {:?} level needs a value for its unique key {name}",
-                        plan.level
-                    ),
-                ));
-            }
+            let plan = Plan::from_query(&query, service)?;
+            plan.check_retrieval_keys()?;
             let instances = self.read().instances(&plan);
             debug!("{} instances to retrieve", instances.len());
             Ok(Retrieval::from_instances(instances))
@@ -1432,7 +1147,7 @@ mod tests {
                 key(tags::SERIES_INSTANCE_UID, VR::UI, "1.1.2\\2.1.1"),
             ],
         );
-        let plan = Plan::new(&q, QueryService::Find).expect("plan");
+        let plan = Plan::from_query(&q, QueryService::Find).expect("plan");
         // A budget of one entity per step: every non-match pauses, and nothing is skipped.
         let index = archive.read();
         let mut cursor = Vec::new();

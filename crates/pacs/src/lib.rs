@@ -19,6 +19,7 @@
 
 pub mod file;
 pub mod folder;
+pub mod hierarchy;
 pub mod matching;
 pub mod worklist;
 

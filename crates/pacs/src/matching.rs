@@ -61,12 +61,38 @@ pub fn is_return_only(tag: Tag) -> bool {
         || tag.element() == 0x0000
 }
 
+/// The matching rules PS3.4 leaves to the SCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchOptions {
+    /// PN values compare without regard to case (C.2.2.2.1 allows it; what most users expect,
+    /// and the default). When false, PN values compare case-sensitively; empty trailing
+    /// components are still ignored.
+    pub case_insensitive_person_names: bool,
+}
+
+impl Default for MatchOptions {
+    fn default() -> Self {
+        Self {
+            case_insensitive_person_names: true,
+        }
+    }
+}
+
 /// Whether `candidate` matches every key of `keys` (PS3.4 C.2.2.2); return-only keys
 /// ([`is_return_only`]) are left out.
 pub fn matches<C: Candidate + ?Sized>(keys: &InMemDicomObject, candidate: &C) -> bool {
+    matches_with(keys, candidate, MatchOptions::default())
+}
+
+/// [`matches`] with the optional rules of `options`.
+pub fn matches_with<C: Candidate + ?Sized>(
+    keys: &InMemDicomObject,
+    candidate: &C,
+    options: MatchOptions,
+) -> bool {
     keys.iter()
         .filter(|key| !is_return_only(key.tag()))
-        .all(|key| key_matches(key, candidate.attribute(key.tag())))
+        .all(|key| key_matches_with(key, candidate.attribute(key.tag()), options))
 }
 
 /// Whether the key would match every candidate (C.2.2.2.3): no value, only spaces, a lone `*`
@@ -93,6 +119,15 @@ fn item_is_universal(item: &InMemDicomObject) -> bool {
 /// Whether one key matches the candidate's element for its tag (`None`: the candidate has no
 /// such attribute).
 pub fn key_matches(key: &InMemElement, candidate: Option<&InMemElement>) -> bool {
+    key_matches_with(key, candidate, MatchOptions::default())
+}
+
+/// [`key_matches`] with the optional rules of `options`.
+pub fn key_matches_with(
+    key: &InMemElement,
+    candidate: Option<&InMemElement>,
+    options: MatchOptions,
+) -> bool {
     if is_universal(key) {
         return true;
     }
@@ -104,10 +139,11 @@ pub fn key_matches(key: &InMemElement, candidate: Option<&InMemElement>) -> bool
             let Some(query_item) = sequence.items().first() else {
                 return true;
             };
-            candidate
-                .value()
-                .items()
-                .is_some_and(|items| items.iter().any(|item| matches(query_item, item)))
+            candidate.value().items().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|item| matches_with(query_item, item, options))
+            })
         }
         // Encapsulated values are not matched (is_universal said so above).
         Value::PixelSequence(_) => true,
@@ -125,7 +161,7 @@ pub fn key_matches(key: &InMemElement, candidate: Option<&InMemElement>) -> bool
             key_values.iter().filter(|k| !k.is_empty()).any(|k| {
                 candidate_values
                     .iter()
-                    .any(|candidate| value_matches(vr, k, candidate))
+                    .any(|candidate| value_matches(vr, k, candidate, options))
             })
         }
     }
@@ -139,7 +175,16 @@ pub fn response_identifier<C: Candidate + ?Sized>(
     keys: &InMemDicomObject,
     candidate: &C,
 ) -> InMemDicomObject {
-    let mut response = response_item(keys, candidate);
+    response_identifier_with(keys, candidate, MatchOptions::default())
+}
+
+/// [`response_identifier`], sequence items chosen with the optional rules of `options`.
+pub fn response_identifier_with<C: Candidate + ?Sized>(
+    keys: &InMemDicomObject,
+    candidate: &C,
+    options: MatchOptions,
+) -> InMemDicomObject {
+    let mut response = response_item(keys, candidate, options);
     if let Some(level) = keys.get(tags::QUERY_RETRIEVE_LEVEL) {
         response.put(level.clone());
     }
@@ -153,18 +198,23 @@ pub fn response_identifier<C: Candidate + ?Sized>(
 fn response_item<C: Candidate + ?Sized>(
     keys: &InMemDicomObject,
     candidate: &C,
+    options: MatchOptions,
 ) -> InMemDicomObject {
     InMemDicomObject::from_element_iter(
         keys.iter()
             .filter(|key| !is_return_only(key.tag()))
-            .map(|key| response_element(key, candidate.attribute(key.tag()))),
+            .map(|key| response_element(key, candidate.attribute(key.tag()), options)),
     )
 }
 
 /// The response element for one key: for a sequence, the candidate's items that match the
 /// query item, each reduced to the item's keys (all of them, whole, for a query sequence with
 /// no item); otherwise the candidate's element.
-fn response_element(key: &InMemElement, candidate: Option<&InMemElement>) -> InMemElement {
+fn response_element(
+    key: &InMemElement,
+    candidate: Option<&InMemElement>,
+    options: MatchOptions,
+) -> InMemElement {
     let tag = key.tag();
     let Value::Sequence(sequence) = key.value() else {
         return match candidate {
@@ -178,8 +228,8 @@ fn response_element(key: &InMemElement, candidate: Option<&InMemElement>) -> InM
         (Some(items), None) => items.to_vec(),
         (Some(items), Some(query_item)) => items
             .iter()
-            .filter(|item| matches(query_item, *item))
-            .map(|item| response_item(query_item, item))
+            .filter(|item| matches_with(query_item, *item, options))
+            .map(|item| response_item(query_item, item, options))
             .collect(),
     };
     DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
@@ -187,7 +237,7 @@ fn response_element(key: &InMemElement, candidate: Option<&InMemElement>) -> InM
 
 /// The values of a primitive value as text, without the padding that is insignificant for `vr`
 /// (PS3.5 §6.2). VRs whose value is one text (LT, ST, UT, UR) give one value whatever it holds.
-fn values(vr: VR, value: &PrimitiveValue) -> Vec<Cow<'_, str>> {
+pub(crate) fn values(vr: VR, value: &PrimitiveValue) -> Vec<Cow<'_, str>> {
     match value {
         PrimitiveValue::Empty => Vec::new(),
         PrimitiveValue::Str(text) => split(vr, text),
@@ -219,7 +269,7 @@ fn split(vr: VR, text: &str) -> Vec<Cow<'_, str>> {
 }
 
 /// Strips the padding PS3.5 §6.2 calls insignificant for `vr`.
-fn trim(vr: VR, value: &str) -> &str {
+pub(crate) fn trim(vr: VR, value: &str) -> &str {
     let value = value.trim_end_matches([' ', '\0']);
     match vr {
         VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::SH | VR::TM => {
@@ -230,7 +280,7 @@ fn trim(vr: VR, value: &str) -> &str {
 }
 
 /// The VRs for which PS3.4 C.2.2.2.4 allows wild cards.
-fn allows_wild_cards(vr: VR) -> bool {
+pub(crate) fn allows_wild_cards(vr: VR) -> bool {
     matches!(
         vr,
         VR::AE | VR::CS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UR | VR::UT
@@ -238,10 +288,10 @@ fn allows_wild_cards(vr: VR) -> bool {
 }
 
 /// Whether one (non-empty) key value matches one candidate value.
-fn value_matches(vr: VR, key: &str, candidate: &str) -> bool {
+fn value_matches(vr: VR, key: &str, candidate: &str, options: MatchOptions) -> bool {
     match vr {
         VR::DA | VR::TM | VR::DT => range_matches(vr, key, candidate),
-        VR::PN => person_name_matches(key, candidate),
+        VR::PN => person_name_matches(key, candidate, options.case_insensitive_person_names),
         VR::IS | VR::DS | VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::SV | VR::UV => {
             match (key.trim().parse::<f64>(), candidate.trim().parse::<f64>()) {
                 (Ok(k), Ok(c)) => k == c,
@@ -253,17 +303,26 @@ fn value_matches(vr: VR, key: &str, candidate: &str) -> bool {
     }
 }
 
-fn has_wild_cards(value: &str) -> bool {
+pub(crate) fn has_wild_cards(value: &str) -> bool {
     value.contains(['*', '?'])
 }
 
-/// PN: case-insensitive, empty trailing components ignored; a key without component groups
-/// (`=`) is also tried against the candidate's alphabetic group.
-fn person_name_matches(key: &str, candidate: &str) -> bool {
-    let key = normalize_person_name(key);
-    let whole = normalize_person_name(candidate);
+/// PN: case-insensitive (unless `case_insensitive` is false), empty trailing components
+/// ignored; a key without component groups (`=`) is also tried against the candidate's
+/// alphabetic group.
+fn person_name_matches(key: &str, candidate: &str, case_insensitive: bool) -> bool {
+    let normalize = |name: &str| {
+        let name = normalize_person_name(name);
+        if case_insensitive {
+            name.to_lowercase()
+        } else {
+            name
+        }
+    };
+    let key = normalize(key);
+    let whole = normalize(candidate);
     let alphabetic = (!key.contains('=') && candidate.contains('='))
-        .then(|| normalize_person_name(candidate.split('=').next().unwrap_or_default()));
+        .then(|| normalize(candidate.split('=').next().unwrap_or_default()));
     let one = |candidate: &str| {
         if has_wild_cards(&key) {
             wild_card_matches(&key, candidate)
@@ -274,8 +333,8 @@ fn person_name_matches(key: &str, candidate: &str) -> bool {
     one(&whole) || alphabetic.as_deref().is_some_and(one)
 }
 
-/// Lower case, without empty trailing components in each group, nor empty trailing groups.
-fn normalize_person_name(name: &str) -> String {
+/// Without empty trailing components in each group, nor empty trailing groups (case kept).
+pub(crate) fn normalize_person_name(name: &str) -> String {
     let groups: Vec<&str> = name
         .split('=')
         .map(|group| group.trim_end_matches([' ', '^']))
@@ -284,7 +343,7 @@ fn normalize_person_name(name: &str) -> String {
         .iter()
         .rposition(|group| !group.is_empty())
         .map_or(0, |last| last + 1);
-    groups[..kept].join("=").to_lowercase()
+    groups[..kept].join("=")
 }
 
 /// `*` matches any run of characters (none included), `?` any one character.
@@ -326,28 +385,53 @@ enum End {
 
 /// DA, TM and DT: a single value, or a range `a-b`, `a-`, `-b` (C.2.2.2.5).
 fn range_matches(vr: VR, key: &str, candidate: &str) -> bool {
-    let Some(point) = normalize(vr, candidate, End::Lower) else {
+    let Some(point) = range_point(vr, candidate) else {
         return false;
     };
+    let Some(range) = range_bounds(vr, key) else {
+        return false;
+    };
+    range.contains(&point)
+}
+
+/// The ends of a DA, TM or DT range key, normalized to sort in time order (see [`normalize`]);
+/// `None` at an open end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RangeBounds {
+    pub lower: Option<String>,
+    pub upper: Option<String>,
+}
+
+impl RangeBounds {
+    /// Whether a normalized point ([`range_point`]) lies in the range, ends included.
+    pub fn contains(&self, point: &str) -> bool {
+        self.lower.as_deref().is_none_or(|lower| point >= lower)
+            && self.upper.as_deref().is_none_or(|upper| point <= upper)
+    }
+}
+
+/// A candidate DA, TM or DT value as the point that range matching compares; `None` when it is
+/// not a date or time (it matches no range).
+pub(crate) fn range_point(vr: VR, candidate: &str) -> Option<String> {
+    normalize(vr, candidate, End::Lower)
+}
+
+/// The range a (non-empty) DA, TM or DT key stands for: `a-b`, `a-`, `-b`, or a single value as
+/// the range of its own precision; `None` when an end is malformed (the key matches nothing).
+pub(crate) fn range_bounds(vr: VR, key: &str) -> Option<RangeBounds> {
     let (lower, upper) = match split_range(vr, key) {
         Some((lower, upper)) => (lower, upper),
         None => (Some(key), Some(key)),
     };
     let lower = match lower {
-        Some(lower) => match normalize(vr, lower, End::Lower) {
-            Some(lower) => Some(lower),
-            None => return false,
-        },
+        Some(lower) => Some(normalize(vr, lower, End::Lower)?),
         None => None,
     };
     let upper = match upper {
-        Some(upper) => match normalize(vr, upper, End::Upper) {
-            Some(upper) => Some(upper),
-            None => return false,
-        },
+        Some(upper) => Some(normalize(vr, upper, End::Upper)?),
         None => None,
     };
-    lower.is_none_or(|lower| point >= lower) && upper.is_none_or(|upper| point <= upper)
+    Some(RangeBounds { lower, upper })
 }
 
 /// The two ends of a range key (`None` for an open end), or `None` when the key is a single
@@ -559,6 +643,33 @@ mod tests {
         ));
         assert!(one(VR::PN, "YAMADA*", "Yamada^Tarou=山田^太郎"));
         assert!(!one(VR::PN, "山田^太郎", "Yamada^Tarou=山田^太郎"));
+    }
+
+    #[test]
+    fn person_names_match_case_sensitively_when_asked() {
+        let tag = tags::PATIENT_NAME;
+        let sensitive = MatchOptions {
+            case_insensitive_person_names: false,
+        };
+        let candidate = element(tag, VR::PN, "Doe^John^^");
+        let key = |value| element(tag, VR::PN, value);
+        assert!(key_matches_with(
+            &key("Doe^John"),
+            Some(&candidate),
+            sensitive
+        ));
+        assert!(key_matches_with(&key("Doe*"), Some(&candidate), sensitive));
+        assert!(!key_matches_with(
+            &key("DOE^JOHN"),
+            Some(&candidate),
+            sensitive
+        ));
+        assert!(!key_matches_with(&key("doe*"), Some(&candidate), sensitive));
+        assert!(key_matches_with(
+            &key("DOE^JOHN"),
+            Some(&candidate),
+            MatchOptions::default()
+        ));
     }
 
     #[test]

@@ -350,10 +350,10 @@ impl ProcessGuard {
 
     /// Waits for the process to end by itself; kills it and panics on timeout.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        if wait_until(timeout, || self.try_status().is_some()) {
-            if let Some(status) = self.status {
-                return status;
-            }
+        if wait_until(timeout, || self.try_status().is_some())
+            && let Some(status) = self.status
+        {
+            return status;
         }
         self.kill();
         panic!(
