@@ -175,6 +175,12 @@ pub trait Scp: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>>;
 }
 
+/// Told of every request a [`Dispatcher`] answers, with its final response, as it is sent: how a
+/// [`crate::Server`] counts messages, queries, retrieves and instances.
+pub trait RequestObserver: Send + Sync {
+    fn answered(&self, request: &Message, response: &Message);
+}
+
 /// How an association served by a [`Dispatcher`] ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -276,6 +282,15 @@ impl Dispatcher {
     /// Serves an established association until it ends: every request is performed in a task
     /// of its own and answered.
     pub async fn serve(&self, association: &Association) -> Outcome {
+        self.serve_observed(association, None).await
+    }
+
+    /// [`Dispatcher::serve`], telling `observer` of every request answered.
+    pub async fn serve_observed(
+        &self,
+        association: &Association,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Outcome {
         let mut running = JoinSet::new();
         loop {
             tokio::select! {
@@ -287,7 +302,8 @@ impl Dispatcher {
                             .and_then(|context| self.provider_for(&context.abstract_syntax))
                             .cloned();
                         running.spawn(
-                            perform(provider, request, association.clone()).in_current_span(),
+                            perform(provider, request, association.clone(), observer.clone())
+                                .in_current_span(),
                         );
                     }
                     None => break,
@@ -309,6 +325,7 @@ async fn perform(
     provider: Option<Arc<dyn Scp>>,
     mut request: IncomingRequest,
     association: Association,
+    observer: Option<Arc<dyn RequestObserver>>,
 ) {
     let presentation_context_id = request.presentation_context_id;
     let context = RequestContext {
@@ -350,6 +367,9 @@ async fn perform(
             None => return,
         },
     };
+    if let Some(observer) = &observer {
+        observer.answered(&request_message, &response.message);
+    }
     if let Err(error) = association
         .respond(presentation_context_id, response.message, response.data_set)
         .await
