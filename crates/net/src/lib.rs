@@ -9,10 +9,12 @@
 //! * [`scu`]: one small client per service: C-ECHO, C-STORE, and the Query/Retrieve services —
 //!   C-FIND (collected or streamed, with C-CANCEL; the Modality Worklist too), C-GET (its
 //!   C-STORE sub-operations served on the same association into a [`storage::Storage`]) and
-//!   C-MOVE (to a destination AE title, or to a temporary Storage SCP of our own).
+//!   C-MOVE (to a destination AE title, or to a temporary Storage SCP of our own); and Storage
+//!   Commitment (N-ACTION, the report awaited on the same association or an incoming port).
 //! * [`scp`]: the service-provider framework: an [`scp::Scp`] per service, handler traits that
 //!   return statuses or streams, and a [`scp::Dispatcher`] that maps each incoming request to
-//!   its SCP and sends the responses.
+//!   its SCP and sends the responses (and, for Storage Commitment, the N-EVENT-REPORT after
+//!   them).
 //! * [`storage`]: where received instances go, independent of how they came.
 //! * [`Server`]: a listener that runs many associations at once, with limits, timeouts,
 //!   graceful shutdown and statistics.

@@ -75,6 +75,31 @@ pub fn is_valid(uid: &str) -> bool {
     validate(uid).is_ok()
 }
 
+/// A new UID under the 2.25 root (PS3.5 §B.2): "2.25." and a 128-bit number drawn from the
+/// standard library's randomly seeded hasher keys mixed with the clock, the process id and a
+/// counter, so that no two calls, in one process or in several, give the same UID.
+pub fn generate() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let half = |salt: u64| {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u32(std::process::id());
+        hasher.write_u64(count);
+        hasher.write_u64(salt);
+        hasher.finish()
+    };
+    let value = (u128::from(half(0)) << 64) | u128::from(half(1));
+    format!("2.25.{value}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +138,16 @@ mod tests {
             assert_eq!(validate(uid), Err(error), "{uid:?}");
             assert!(!is_valid(uid), "{uid:?}");
             assert_eq!(error.to_string(), error.reason());
+        }
+    }
+
+    #[test]
+    fn generated_uids_are_valid_and_distinct() {
+        let uids: std::collections::HashSet<String> = (0..1000).map(|_| generate()).collect();
+        assert_eq!(uids.len(), 1000);
+        for uid in &uids {
+            assert!(uid.starts_with("2.25."), "{uid}");
+            assert_eq!(validate(uid), Ok(()), "{uid}");
         }
     }
 }

@@ -16,14 +16,24 @@
 //! * Storage: [`StoreScp`] over a [`crate::storage::Storage`], the data set streamed in;
 //! * Query/Retrieve: [`FindScp`] over a [`FindHandler`] that returns a stream of matches, and
 //!   [`GetScp`] / [`MoveScp`] over a [`RetrieveHandler`] that returns the instances to send; the
-//!   framework sends the pending responses and the C-STORE sub-operations.
+//!   framework sends the pending responses and the C-STORE sub-operations;
+//! * Storage Commitment: [`StorageCommitmentScp`] over a [`CommitmentHandler`] that says which
+//!   instances are committed; the framework answers the N-ACTION and sends the N-EVENT-REPORT.
 
+mod commitment;
 mod echo;
 mod find;
 mod query;
 mod retrieve;
 mod store;
 
+pub use commitment::{
+    COMMITMENT_FAILURES_EXIST, COMMITMENT_SUCCESSFUL, COMMITMENT_TRANSFER_SYNTAXES,
+    CommitmentDataError, CommitmentHandler, CommitmentRequest, CommitmentResult,
+    DEFAULT_MAX_REFERENCES, FailedInstance, FailureReason, KnownInstances,
+    REQUEST_STORAGE_COMMITMENT, STORAGE_COMMITMENT_PUSH_MODEL,
+    STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE, SopReference, StorageCommitmentScp,
+};
 pub use echo::{EchoAction, EchoScp};
 pub use find::{FindHandler, FindMatch, FindScp, MatchStream};
 pub use query::Query;
@@ -125,6 +135,8 @@ pub struct RequestContext {
     pub presentation_context_id: u8,
     /// Fired by a C-CANCEL-RQ naming the request (C-FIND, C-GET, C-MOVE).
     pub cancelled: CancellationToken,
+    /// What to do once the final response has gone out (see [`RequestContext::after_response`]).
+    after_response: Arc<std::sync::Mutex<Option<BoxFuture<'static, ()>>>>,
 }
 
 impl RequestContext {
@@ -140,6 +152,26 @@ impl RequestContext {
             .context(self.presentation_context_id)
             .and_then(|context| context.transfer_syntax.as_deref())
             .unwrap_or_default()
+    }
+
+    /// Runs `work` once the request's successful final response has been sent: for a service
+    /// that goes on after answering, such as Storage Commitment, whose N-EVENT-REPORT follows
+    /// the N-ACTION-RSP (PS3.4 J.3.3). It runs in the request's own task, so the association
+    /// (and a server shutting down) waits for it; it does not run when the SCP fails or the
+    /// response cannot be sent. A later call replaces the work of an earlier one.
+    pub fn after_response(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut slot = self
+            .after_response
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(Box::pin(work));
+    }
+
+    fn take_after_response(&self) -> Option<BoxFuture<'static, ()>> {
+        self.after_response
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     /// Sends a pending response (C-FIND, C-GET, C-MOVE) on the request's context.
@@ -332,6 +364,7 @@ async fn perform(
         association: association.clone(),
         presentation_context_id,
         cancelled: request.cancelled.clone(),
+        after_response: Arc::default(),
     };
     let request_message = request.message.clone();
     let outcome = match provider {
@@ -360,22 +393,28 @@ async fn perform(
             ))
         }
     };
-    let response = match outcome {
-        Ok(response) => response,
+    let after_response = context.take_after_response();
+    let (response, after_response) = match outcome {
+        Ok(response) => (response, after_response),
         Err(failure) => match failure_response(&request_message, &failure) {
-            Some(response) => response.into(),
+            Some(response) => (response.into(), None),
             None => return,
         },
     };
     if let Some(observer) = &observer {
         observer.answered(&request_message, &response.message);
     }
-    if let Err(error) = association
+    match association
         .respond(presentation_context_id, response.message, response.data_set)
         .await
-        && !error.ends_association()
     {
-        warn!(%error, "cannot send the response");
+        Ok(()) => {
+            if let Some(work) = after_response {
+                work.await;
+            }
+        }
+        Err(error) if !error.ends_association() => warn!(%error, "cannot send the response"),
+        Err(_) => {}
     }
 }
 

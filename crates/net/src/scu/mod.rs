@@ -8,14 +8,21 @@
 //! * [`get`](mod@get): C-GET (PS3.4 C.4.3), its C-STORE sub-operations served on the same
 //!   association into a [`crate::storage::Storage`] while the responses come;
 //! * [`move_`]: C-MOVE (PS3.4 C.4.2) to a destination AE title, or to a temporary Storage SCP
-//!   of our own on an incoming port.
+//!   of our own on an incoming port;
+//! * [`commitment`]: Storage Commitment Push Model (PS3.4 Annex J): N-ACTION, then the
+//!   N-EVENT-REPORT awaited on the same association or on an incoming port.
 
+pub mod commitment;
 mod echo;
 pub mod find;
 pub mod get;
 pub mod move_;
 pub mod store;
 
+pub use commitment::{
+    CommitError, CommitmentReceiver, CommitmentReport, DEFAULT_REPORT_TIMEOUT, commit, commit_via,
+    commitment_context,
+};
 pub use echo::echo;
 pub use find::{
     FindEnd, FindOutcome, FindStream, QUERY_TRANSFER_SYNTAXES, QueryError, QueryMatch,
