@@ -1,4 +1,5 @@
-//! `dimsum storescu` (and `dcmsend`): Storage SCU (PS3.4 Annex B), like DCMTK's storescu.
+//! `dimsum storescu` (and `dcmsend`): Storage SCU (PS3.4 Annex B), like DCMTK's storescu; with
+//! `--commit`, Storage Commitment (PS3.4 Annex J) for what was stored.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use dimsum_net::scp::SopReference;
 use dimsum_net::scu::store::{self, StoreFile, StoreFileError, TransferSyntaxProposal};
+use dimsum_net::scu::{self, CommitError, CommitmentReceiver, CommitmentReport};
 use dimsum_net::tls::ClientTls;
 use dimsum_net::ul::negotiation::{AssociationRequest, MAX_PRESENTATION_CONTEXTS};
 use dimsum_net::ul::pdu::AsyncOpsWindow;
@@ -15,7 +18,7 @@ use dimsum_net::ul::uids::{
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 };
-use dimsum_net::{Association, Error, Limits};
+use dimsum_net::{Association, Error, Limits, ServerConfig};
 
 use crate::exit::{self, Code};
 use crate::logging::{self, Verbosity};
@@ -60,6 +63,26 @@ pub struct Options {
     /// window proposed (PS3.7 D.3.3.3); a peer that does not grant one gets one at a time.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub window: u16,
+    /// Once the batch is sent, request storage commitment (PS3.4 Annex J) for the instances
+    /// stored, on an association of its own, and wait for the report: exit 1 if any instance
+    /// is not committed.
+    #[arg(long)]
+    pub commit: bool,
+    /// With --commit: also listen on this port for the report on a new association (the peer
+    /// must know our AE title and this port).
+    #[arg(long, value_name = "PORT", requires = "commit")]
+    pub commit_port: Option<u16>,
+    /// Address to listen on with --commit-port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0",
+        requires = "commit_port"
+    )]
+    pub commit_bind: String,
+    /// With --commit: how many seconds to wait for the report.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_timeout: u64,
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -91,6 +114,8 @@ struct Tally {
     warnings: usize,
     failed: usize,
     bytes: u64,
+    /// The instances stored (with success or a warning), for storage commitment.
+    stored_instances: Vec<SopReference>,
     /// The most serious association-level failure, for the exit status.
     association_error: Option<Code>,
 }
@@ -195,10 +220,11 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
         }
     }
     progress.finish();
-    let tally = match tally.lock() {
+    // The counts are final: taken out, so that no lock is held while commitment is awaited.
+    let tally = std::mem::take(&mut *match tally.lock() {
         Ok(tally) => tally,
         Err(poisoned) => poisoned.into_inner(),
-    };
+    });
     if !options.verbosity.quiet {
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
@@ -213,10 +239,148 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
             megabytes((tally.bytes as f64 / seconds.max(1e-9)) as u64)
         );
     }
+    let commitment = if options.commit {
+        let peer = Peer {
+            address: &address,
+            request: &request,
+            timeouts: options.network.timeouts(),
+            tls: tls.as_ref(),
+        };
+        request_commitment(&options, peer, &tally.stored_instances).await
+    } else {
+        Code::Success
+    };
     match tally.association_error {
         Some(code) => code,
         None if tally.failed > 0 => Code::DimseFailure,
-        None => Code::Success,
+        None => commitment,
+    }
+}
+
+/// Requests storage commitment for `stored` on a new association to the peer of `peer` (with
+/// the Storage Commitment context only) and reports the outcome: every instance committed, or
+/// each one that was not and why.
+async fn request_commitment(options: &Options, peer: Peer<'_>, stored: &[SopReference]) -> Code {
+    if stored.is_empty() {
+        warn!("no instance was stored: no storage commitment requested");
+        return Code::Success;
+    }
+    let calling = peer.request.calling_ae_title.clone();
+    let receiver = match options.commit_port {
+        Some(port) => match bind_commitment_receiver(options, &calling, port).await {
+            Ok(receiver) => Some(receiver),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let mut request = AssociationRequest::new(&calling, &peer.request.called_ae_title)
+        .with_context(scu::commitment_context());
+    request.max_pdu_length = peer.request.max_pdu_length;
+    request.user_identity = peer.request.user_identity.clone();
+    info!(
+        "Requesting association with {}@{} for storage commitment",
+        request.called_ae_title, peer.address
+    );
+    let association = match Association::connect_with(
+        peer.address,
+        &request,
+        peer.timeouts,
+        Limits::default(),
+        peer.tls,
+    )
+    .await
+    {
+        Ok(association) => association,
+        Err(error) => return exit::report(&error, peer.address),
+    };
+    let wait = Duration::from_secs(options.commit_timeout);
+    let outcome = match receiver {
+        Some(receiver) => scu::commit_via(&association, receiver, stored, wait)
+            .await
+            .map(|(report, _)| report),
+        None => scu::commit(&association, stored, wait).await,
+    };
+    if association.is_established() {
+        match association.release().await {
+            Ok(()) | Err(Error::ConnectionClosed) => {}
+            Err(error) => {
+                exit::report(&error, peer.address);
+            }
+        }
+    }
+    match outcome {
+        Ok(report) => summarize_commitment(&report, options.verbosity.quiet),
+        Err(error) => {
+            error!("storage commitment: {error}");
+            match &error {
+                CommitError::Network(error) => exit::for_error(error),
+                CommitError::NoReport { .. } => Code::Connection,
+                CommitError::Ended { source, .. } => exit::for_error(source),
+                CommitError::Refused { .. } | CommitError::Empty | CommitError::Encode(_) => {
+                    Code::DimseFailure
+                }
+            }
+        }
+    }
+}
+
+/// The temporary SCP for `--commit-port`, answering as our calling AE title.
+async fn bind_commitment_receiver(
+    options: &Options,
+    ae_title: &str,
+    port: u16,
+) -> Result<CommitmentReceiver, Code> {
+    let mut config = ServerConfig::new(ae_title);
+    config.max_pdu_length = options.network.max_pdu;
+    config.timeouts = options.network.timeouts();
+    config.tls = options.network.tls.server_tls().map_err(|error| {
+        error!("{error}");
+        Code::Usage
+    })?;
+    let address = format!("{}:{port}", options.commit_bind);
+    CommitmentReceiver::bind(address.as_str(), config)
+        .await
+        .map_err(|error| {
+            error!("cannot listen on {address}: {error}");
+            Code::Internal
+        })
+}
+
+/// Prints the outcome of storage commitment and returns the exit status: 0 when every instance
+/// was committed, 1 otherwise.
+fn summarize_commitment(report: &CommitmentReport, quiet: bool) -> Code {
+    let result = &report.result;
+    let not_committed = result.failed.len() + report.unreported.len();
+    for failed in &result.failed {
+        error!(
+            "not committed: {} ({}): {}",
+            failed.reference.sop_instance_uid, failed.reference.sop_class_uid, failed.reason
+        );
+    }
+    for reference in &report.unreported {
+        error!(
+            "not committed: {} ({}): not named in the report",
+            reference.sop_instance_uid, reference.sop_class_uid
+        );
+    }
+    if !quiet {
+        eprintln!(
+            "Storage commitment: {} committed, {} not committed (transaction {}, event type {}, reported on {} association)",
+            result.committed.len(),
+            not_committed,
+            result.transaction_uid,
+            report.event_type_id,
+            if report.on_new_association {
+                "a new"
+            } else {
+                "the same"
+            }
+        );
+    }
+    if not_committed == 0 {
+        Code::Success
+    } else {
+        Code::DimseFailure
     }
 }
 
@@ -297,17 +461,22 @@ async fn send_batch(
                     .as_deref()
                     .map(|c| format!(": {c}"))
                     .unwrap_or_default();
+                let stored = || {
+                    SopReference::new(file.meta.media_storage_sop_class_uid.clone(), uid.clone())
+                };
                 if status.is_success() {
                     info!("Stored {path} ({uid}): {status}");
                     record(&|t| {
                         t.stored += 1;
                         t.bytes += file.data_length;
+                        t.stored_instances.push(stored());
                     });
                 } else if status.is_warning() {
                     warn!("{path} ({uid}): {status}{comment}");
                     record(&|t| {
                         t.warnings += 1;
                         t.bytes += file.data_length;
+                        t.stored_instances.push(stored());
                     });
                 } else {
                     error!("{path} ({uid}): {status}{comment}");
