@@ -13,8 +13,12 @@ mod qr_options;
 mod qrscp;
 mod retrieve;
 mod serve;
+// The configuration of `dimsum serve`, whose subcommand is added with the archive.
+#[allow(dead_code)]
+mod serve_config;
 mod storescp;
 mod storescu;
+mod termscu;
 mod tls_options;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +53,8 @@ enum Tool {
     Movescu(movescu::Options),
     /// Query/Retrieve SCP over a folder, with optional worklist (like DCMTK's dcmqrscp).
     Qrscp(qrscp::Options),
+    /// Ask a server to shut down with DCMTK's private shutdown request (like DCMTK's termscu).
+    Termscu(termscu::Options),
 }
 
 /// Keeps glibc from handing every data-set buffer (a 512 KB file, a 128 KB PDU) back to the
@@ -94,7 +100,8 @@ fn main() -> std::process::ExitCode {
         | Tool::Dcmsend(_)
         | Tool::Findscu(_)
         | Tool::Getscu(_)
-        | Tool::Movescu(_) => tokio::runtime::Builder::new_current_thread(),
+        | Tool::Movescu(_)
+        | Tool::Termscu(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -116,6 +123,7 @@ fn main() -> std::process::ExitCode {
             Tool::Getscu(options) => getscu::run(options).await,
             Tool::Movescu(options) => movescu::run(options).await,
             Tool::Qrscp(options) => qrscp::run(options).await,
+            Tool::Termscu(options) => termscu::run(options).await,
         }
     });
     code.into()

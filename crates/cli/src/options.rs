@@ -131,6 +131,10 @@ pub struct ServerOptions {
     /// Abort an association idle for this many seconds (0 = never).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// Honour DCMTK's private shutdown request (`termscu`): refuse that association as DCMTK's
+    /// servers do, then stop gracefully (DCMTK dcmqrscp: --allow-shutdown).
+    #[arg(long)]
+    pub allow_shutdown: bool,
     #[command(flatten)]
     pub message_timeouts: MessageTimeoutOptions,
     #[command(flatten)]
@@ -152,6 +156,7 @@ impl ServerOptions {
         config.max_pending_associations =
             (self.max_pending > 0).then_some(self.max_pending as usize);
         config.max_operations_performed = self.max_operations;
+        config.allow_shutdown_request = self.allow_shutdown;
         config.timeouts = self.message_timeouts.apply(Timeouts {
             acse: seconds(self.acse_timeout),
             artim: Duration::from_secs(self.artim_timeout),
@@ -164,7 +169,7 @@ impl ServerOptions {
 }
 
 /// A number of seconds as a timeout; 0 means none.
-fn seconds(seconds: u64) -> Option<Duration> {
+pub(crate) fn seconds(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 

@@ -1,9 +1,10 @@
-//! Running a server tool until SIGINT/SIGTERM.
+//! Running a server tool until SIGINT/SIGTERM (or an honoured shutdown request), then printing
+//! what it did.
 
 use tracing::{error, info};
 
 use dimsum_net::scp::Dispatcher;
-use dimsum_net::{Server, ServerConfig};
+use dimsum_net::{Server, ServerConfig, ServerStatistics};
 
 use crate::options::ServerOptions;
 
@@ -25,7 +26,8 @@ pub async fn serve(
     }
 }
 
-/// Binds `bind:port`, serves with `dispatcher` until SIGINT or SIGTERM, then stops gracefully.
+/// Binds `bind:port`, serves with `dispatcher` until SIGINT or SIGTERM (or, when configured,
+/// DCMTK's shutdown request), then stops gracefully and prints the statistics.
 pub async fn run_server(
     bind: &str,
     port: u16,
@@ -33,6 +35,7 @@ pub async fn run_server(
     dispatcher: Dispatcher,
 ) -> Code {
     let address = format!("{bind}:{port}");
+    let grace = config.shutdown_grace.as_secs_f64();
     let server = match Server::bind(&address, config, dispatcher).await {
         Ok(server) => server,
         Err(e) => {
@@ -41,13 +44,28 @@ pub async fn run_server(
         }
     };
     let handle = server.handle();
-    tokio::spawn(async move {
+    let signals = tokio::spawn(async move {
         shutdown_signal().await;
-        info!("Shutting down");
+        info!("Shutting down: no new associations; running ones have {grace:.0} s to finish");
         handle.shutdown();
     });
-    server.run().await;
+    let statistics = server.run().await;
+    signals.abort();
+    print_statistics(&statistics);
     Code::Success
+}
+
+/// Prints the statistics of a server that has stopped, for the person who ran it (on stderr,
+/// like every message of the tools; not with `-q`).
+pub fn print_statistics(statistics: &ServerStatistics) {
+    if !tracing::enabled!(tracing::Level::WARN) {
+        return;
+    }
+    let report = format!("{statistics:#}");
+    eprintln!("Server stopped. Statistics:");
+    for line in report.lines() {
+        eprintln!("  {line}");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, info, info_span, warn};
@@ -367,10 +367,22 @@ impl RequestObserver for Counters {
     }
 }
 
-/// A transport that counts the bytes read and written into the server's counters.
+/// A transport that counts the bytes read and written into the server's counters, and tells
+/// when it is dropped (the association's driver has closed it).
 struct Counted<T> {
     inner: T,
     counters: Arc<Counters>,
+    _closed: oneshot::Sender<()>,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, counters: &Arc<Counters>, closed: oneshot::Sender<()>) -> Self {
+        Self {
+            inner,
+            counters: Arc::clone(counters),
+            _closed: closed,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
@@ -648,29 +660,34 @@ impl Connection<'_> {
     ) {
         let _ = stream.set_nodelay(true);
         let (counters, config) = (self.counters, self.config);
-        let counted = |inner| Counted {
-            inner,
-            counters: Arc::clone(counters),
-        };
+        let (closed, transport_closed) = oneshot::channel();
         let accepted = match tls {
-            None => self.accept(counted(stream), peer, false).await,
+            None => {
+                let transport = Counted::new(stream, counters, closed);
+                self.accept(transport, peer, false).await
+            }
             Some(acceptor) => {
                 match crate::tls::accept(stream, &acceptor, config.timeouts.artim).await {
                     Ok(stream) => {
-                        let counted = Counted {
-                            inner: stream,
-                            counters: Arc::clone(counters),
-                        };
-                        self.accept(counted, peer, true).await
+                        let transport = Counted::new(stream, counters, closed);
+                        self.accept(transport, peer, true).await
                     }
-                    Err(error) => Err((None, Some(Error::Tls(error)))),
+                    Err(error) => Err(Refusal::failed(None, Error::Tls(error))),
                 }
             }
         };
         drop(pending);
         let (association, _slot, _peer_slot) = match accepted {
             Ok(accepted) => accepted,
-            Err((calling, error)) => return log_refusal(counters, peer, calling, error),
+            Err(Refusal::Shutdown) => {
+                // The server stops once this task ends: the rejection goes out first, and the
+                // peer gets ARTIM (bounded by the grace period) to read it and close.
+                let _ = tokio::time::timeout(config.timeouts.artim, transport_closed).await;
+                return;
+            }
+            Err(Refusal::Failed { calling, error }) => {
+                return log_refusal(counters, peer, calling, Some(error));
+            }
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let negotiated = association.negotiated();
@@ -699,19 +716,14 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers the association request; on success, the association and the slots it holds,
-    /// else the calling AE title (if a request came) and the error to count (none for an
-    /// honoured shutdown request).
+    /// Answers the association request; on success, the association and the slots it holds.
     #[allow(clippy::type_complexity)]
     async fn accept<T: crate::Transport>(
         &self,
         transport: T,
         peer: SocketAddr,
         tls: bool,
-    ) -> Result<
-        (Association, Option<Slot<'_>>, Option<PeerSlot<'_>>),
-        (Option<String>, Option<Error>),
-    > {
+    ) -> Result<(Association, Option<Slot<'_>>, Option<PeerSlot<'_>>), Refusal> {
         let (counters, config) = (self.counters, self.config);
         let mut calling = None;
         let mut slots = None;
@@ -758,8 +770,8 @@ impl Connection<'_> {
                 Ok((association, slot, peer_slot))
             }
             // Counted as a shutdown request, not as a rejection.
-            Err(_) if shutdown_honoured => Err((calling, None)),
-            Err(error) => Err((calling, Some(error))),
+            Err(_) if shutdown_honoured => Err(Refusal::Shutdown),
+            Err(error) => Err(Refusal::failed(calling, error)),
         }
     }
 }
@@ -800,6 +812,23 @@ fn refuse_shutdown_context(
         }
     }
     Decision::Accept { ac, negotiated }
+}
+
+/// Why a connection did not become an association.
+enum Refusal {
+    /// An honoured shutdown request, refused as DCMTK's servers refuse it.
+    Shutdown,
+    /// Rejected, or failed; with the calling AE title if a request came.
+    Failed {
+        calling: Option<String>,
+        error: Error,
+    },
+}
+
+impl Refusal {
+    fn failed(calling: Option<String>, error: Error) -> Self {
+        Refusal::Failed { calling, error }
+    }
 }
 
 /// One association of a peer address, given back when dropped.

@@ -1041,7 +1041,7 @@ impl Drop for QrPeer {
 
 /// The text of a dcmqrscp configuration file (DCMTK's dcmqrcnf format: global parameters, then
 /// the HostTable, VendorTable and AETable blocks).
-fn dcmqrscp_config(
+pub fn dcmqrscp_config(
     ae_title: &str,
     storage: &Path,
     port: u16,

@@ -1,0 +1,1012 @@
+//! The configuration of `dimsum serve`: a TOML file (`--config FILE`) whose every key has a safe
+//! default, and command-line flags that override it.
+//!
+//! [`ServeConfig::resolve`] reads the file (if any), checks it (an error names the file and the
+//! key), applies the flags of [`ServeOptions`] over it (flags win; `--peer` adds or replaces one
+//! destination, `--allow-calling` replaces the list), and checks the result.
+//! [`ServeConfig::server_config`] turns it into the `dimsum_net` server configuration, and
+//! [`ServeConfig::how_to_reach`] is what the server prints when it starts.
+//!
+//! Relative paths in the file (`data`, the TLS files) are taken from the file's folder; those of
+//! flags and the default `./dimsum-data`, from the current folder. docs/tools.md documents the
+//! keys and flags for users.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use dimsum_net::server::{DEFAULT_MAX_ASSOCIATIONS, DEFAULT_OPERATIONS_PERFORMED};
+use dimsum_net::tls::TlsError;
+use dimsum_net::ul::negotiation::validate_ae_title;
+use dimsum_net::{ServerConfig, Timeouts};
+
+use crate::options::{parse_max_pdu, seconds};
+use crate::tls_options::TlsOptions;
+
+/// The port `dimsum serve` listens on by default (the registered DICOM port, PS3.15 Annex B:
+/// 11112 needs no privileges, unlike 104).
+pub const DEFAULT_PORT: u16 = 11112;
+/// The AE title `dimsum serve` answers to by default.
+pub const DEFAULT_AE_TITLE: &str = "DIMSUM";
+/// Where `dimsum serve` keeps its files and index by default.
+pub const DEFAULT_DATA_DIR: &str = "./dimsum-data";
+/// The most matches one C-FIND returns by default: far above what a person reads, low enough
+/// that a universal query on a large archive cannot stream it all out.
+pub const DEFAULT_RESULT_LIMIT: u32 = 100_000;
+
+/// The configuration of `dimsum serve`, as read from its TOML file (keys in kebab-case, the
+/// spelling of the flags). Every field has a safe default ([`ServeConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeConfig {
+    /// Our AE title (`--aet`).
+    pub ae_title: String,
+    /// The address to listen on (`--bind`).
+    pub bind: String,
+    /// The TCP port (`--port`).
+    pub port: u16,
+    /// The folder of the stored files and the index (`--data`).
+    pub data: PathBuf,
+    /// Associations served at once (`--max-associations`); more are rejected (transient, local
+    /// limit exceeded).
+    pub max_associations: usize,
+    /// Associations at once for one peer IP address; 0: no per-peer limit.
+    pub max_associations_per_peer: usize,
+    /// Connections still to send their association request; 0: sized from the open-file limit.
+    pub max_pending: usize,
+    /// Operations a peer may have outstanding on one association (asynchronous operations
+    /// window, PS3.7 D.3.3.3).
+    pub max_operations: u16,
+    /// The maximum PDU length we receive: 0 (no limit) or 4096..=16777216.
+    pub max_pdu: u32,
+    /// Reject associations whose called AE title is not ours.
+    pub require_called_aet: bool,
+    /// The calling AE titles accepted (`--allow-calling`); empty: any.
+    pub allow_calling: Vec<String>,
+    /// Honour DCMTK's private shutdown request, `termscu` (`--allow-shutdown`).
+    pub allow_shutdown: bool,
+    /// What happens when a SOP Instance UID arrives that is already stored.
+    pub duplicates: DuplicatePolicy,
+    /// The most matches one C-FIND returns; beyond, the query ends with a failure status that
+    /// says so (never a silent truncation). 0: no limit.
+    pub result_limit: u32,
+    /// The AE titles we connect to: C-MOVE destinations and Storage Commitment report targets
+    /// (`--peer AE:HOST:PORT`).
+    pub peers: BTreeMap<String, PeerAddress>,
+    /// The timers, in seconds.
+    pub timeouts: TimeoutsConfig,
+    /// TLS on every association (PS3.15 Annex B); absent: plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let server = ServerConfig::new(DEFAULT_AE_TITLE);
+        Self {
+            ae_title: DEFAULT_AE_TITLE.to_owned(),
+            bind: "0.0.0.0".to_owned(),
+            port: DEFAULT_PORT,
+            data: PathBuf::from(DEFAULT_DATA_DIR),
+            max_associations: DEFAULT_MAX_ASSOCIATIONS,
+            max_associations_per_peer: 0,
+            max_pending: 0,
+            max_operations: DEFAULT_OPERATIONS_PERFORMED,
+            max_pdu: server.max_pdu_length,
+            require_called_aet: false,
+            allow_calling: Vec::new(),
+            allow_shutdown: false,
+            duplicates: DuplicatePolicy::default(),
+            result_limit: DEFAULT_RESULT_LIMIT,
+            peers: BTreeMap::new(),
+            timeouts: TimeoutsConfig::default(),
+            tls: None,
+        }
+    }
+}
+
+/// What the archive does with an instance whose SOP Instance UID it already holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep the stored copy, discard the new one; the sender is told success, as the archive
+    /// holds the instance.
+    #[default]
+    KeepFirst,
+    /// Replace the stored copy with the new one.
+    Replace,
+    /// Refuse the new copy with a failure status.
+    Reject,
+}
+
+/// The timers of `dimsum serve`, in seconds; 0 switches a timer off (except ARTIM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TimeoutsConfig {
+    /// Waiting for A-ASSOCIATE and A-RELEASE answers.
+    pub acse: u64,
+    /// Waiting for the association request after a connection opens, and for a peer to close
+    /// (at least 1).
+    pub artim: u64,
+    /// A peer silent in the middle of a message.
+    pub dimse: u64,
+    /// An association with nothing in flight (`--idle-timeout`).
+    pub idle: u64,
+    /// A peer that does not read what we send.
+    pub write: u64,
+    /// On SIGINT/SIGTERM, how long running associations may go on before they are cut.
+    pub shutdown_grace: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        let timeouts = Timeouts::default();
+        let whole = |timeout: Option<Duration>| timeout.map_or(0, |t| t.as_secs());
+        Self {
+            acse: whole(timeouts.acse),
+            artim: timeouts.artim.as_secs(),
+            dimse: whole(timeouts.dimse),
+            idle: whole(timeouts.idle),
+            write: whole(timeouts.write),
+            shutdown_grace: ServerConfig::new(DEFAULT_AE_TITLE).shutdown_grace.as_secs(),
+        }
+    }
+}
+
+/// TLS of `dimsum serve` (PS3.15 Annex B): our key and certificate, the certificates we trust
+/// for client certificates, and how client certificates are treated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// Our private key (PEM).
+    pub private_key: PathBuf,
+    /// Our certificate (PEM, the chain if any).
+    pub certificate: PathBuf,
+    /// CAs or clients' own certificates (PEM) that client certificates are verified against.
+    #[serde(default)]
+    pub trusted: Vec<PathBuf>,
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
+}
+
+/// How `dimsum serve` treats client certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertificates {
+    /// Verify a certificate the client shows; accept a client without one.
+    #[default]
+    VerifyIfPresent,
+    /// Refuse clients without a trusted certificate.
+    Require,
+    /// Ask for none.
+    Ignore,
+}
+
+impl TlsConfig {
+    /// The same settings as the TLS flags of the server tools, whose reading of the files this
+    /// reuses.
+    fn as_options(&self) -> TlsOptions {
+        TlsOptions {
+            tls: Some(vec![self.private_key.clone(), self.certificate.clone()]),
+            add_cert_file: self.trusted.clone(),
+            ignore_peer_cert: self.client_certificates == ClientCertificates::Ignore,
+            require_peer_cert: self.client_certificates == ClientCertificates::Require,
+            ..TlsOptions::default()
+        }
+    }
+
+    /// The TLS settings of the flags, when they turn TLS on.
+    fn from_options(options: &TlsOptions) -> Option<TlsConfig> {
+        let [private_key, certificate] = options.tls.as_deref()? else {
+            return None;
+        };
+        Some(TlsConfig {
+            private_key: private_key.clone(),
+            certificate: certificate.clone(),
+            trusted: options.add_cert_file.clone(),
+            client_certificates: if options.ignore_peer_cert {
+                ClientCertificates::Ignore
+            } else if options.require_peer_cert {
+                ClientCertificates::Require
+            } else {
+                ClientCertificates::VerifyIfPresent
+            },
+        })
+    }
+}
+
+/// Where a peer AE listens: `host:port`, an IPv6 address in brackets (`[::1]:104`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PeerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for PeerAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not HOST:PORT"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("`{text}` has no valid host before the port"));
+        }
+        if host.contains(':') && !text.starts_with('[') {
+            return Err(format!(
+                "`{text}`: write an IPv6 address in brackets, e.g. [{host}]:{port}"
+            ));
+        }
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|&port| port > 0)
+            .ok_or_else(|| format!("`{port}` in `{text}` is not a TCP port (1..65535)"))?;
+        Ok(PeerAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl TryFrom<String> for PeerAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One `--peer AE:HOST:PORT` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFlag {
+    pub ae_title: String,
+    pub address: PeerAddress,
+}
+
+/// Parses `AE:HOST:PORT` (the AE title up to the first colon).
+fn parse_peer_flag(text: &str) -> Result<PeerFlag, String> {
+    let (ae_title, address) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not AE:HOST:PORT"))?;
+    Ok(PeerFlag {
+        ae_title: check_ae_title("peer", ae_title)?,
+        address: address.parse()?,
+    })
+}
+
+/// An AE title checked as the association layer checks it, without its padding; `which` is
+/// its role in messages ("local", "calling", "peer").
+fn check_ae_title(which: &'static str, title: &str) -> Result<String, String> {
+    validate_ae_title(which, title)
+        .map(str::to_owned)
+        .map_err(|error| error.to_string())
+}
+
+/// `--aet`.
+fn parse_local_ae_title(text: &str) -> Result<String, String> {
+    check_ae_title("local", text)
+}
+
+/// `--allow-calling`.
+fn parse_calling_ae_title(text: &str) -> Result<String, String> {
+    check_ae_title("calling", text)
+}
+
+/// The flags of `dimsum serve`; each one given overrides the configuration file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Configuration file (TOML); the flags below override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Our AE title [default: DIMSUM].
+    #[arg(long = "aet", visible_alias = "aetitle", value_name = "AE", value_parser = parse_local_ae_title)]
+    pub aet: Option<String>,
+    /// TCP port to listen on [default: 11112].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0, every interface].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Folder of the stored files and the index [default: ./dimsum-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// A peer we connect to, for C-MOVE and Storage Commitment reports (repeatable; adds to or
+    /// replaces the file's entry for that AE title).
+    #[arg(long = "peer", value_name = "AE:HOST:PORT", value_parser = parse_peer_flag)]
+    pub peers: Vec<PeerFlag>,
+    /// Associations served at once [default: 512].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_associations: Option<u32>,
+    /// Abort an association idle this many seconds (0 = never) [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+    /// Accept only this calling AE title (repeatable; replaces the file's list) [default: any].
+    #[arg(long = "allow-calling", value_name = "AE", value_parser = parse_calling_ae_title)]
+    pub allow_calling: Vec<String>,
+    /// Honour DCMTK's private shutdown request (`termscu`).
+    #[arg(long)]
+    pub allow_shutdown: bool,
+    /// Index the DICOM files of this folder at start (repeatable).
+    #[arg(long = "scan", value_name = "DIR")]
+    pub scan: Vec<PathBuf>,
+    /// Index the --scan folders, then exit without serving.
+    #[arg(long, requires = "scan")]
+    pub scan_only: bool,
+    #[command(flatten)]
+    pub tls: TlsOptions,
+}
+
+/// Why the configuration of `dimsum serve` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML parser's message names the key, line and column.
+    #[error("configuration file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: `{key}`: {problem}")]
+    Invalid {
+        /// The configuration file, or the command line.
+        origin: String,
+        key: String,
+        problem: String,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A key of the configuration and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    key: String,
+    problem: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn from(self, origin: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.into(),
+            key: self.key,
+            problem: self.problem,
+        }
+    }
+}
+
+/// A TOML error on one line: where (line, and the line itself, which shows the key) and what,
+/// e.g. "line 3 (`port = \"eleven\"`): invalid type: string \"eleven\", expected u16".
+fn one_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or_default().trim();
+    const SHOWN: usize = 80;
+    if line.is_empty() || line.chars().count() > SHOWN {
+        format!("line {number}: {message}")
+    } else {
+        format!("line {number} (`{line}`): {message}")
+    }
+}
+
+impl ServeConfig {
+    /// The configuration `options` describe: the file of `--config` (or the defaults), checked,
+    /// with the flags applied over it and checked again.
+    pub fn resolve(options: &ServeOptions) -> Result<ServeConfig, ConfigError> {
+        let mut config = match &options.config {
+            Some(path) => ServeConfig::read(path)?,
+            None => ServeConfig::default(),
+        };
+        config.apply(options);
+        config
+            .check()
+            .map_err(|problem| problem.from("command line"))?;
+        Ok(config)
+    }
+
+    /// Reads and checks a configuration file; relative paths in it are taken from its folder.
+    pub fn read(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        ServeConfig::from_toml(&text, path, folder)
+    }
+
+    /// Parses and checks the text of a configuration file `path`, taking relative paths from
+    /// `folder`.
+    pub fn from_toml(text: &str, path: &Path, folder: &Path) -> Result<ServeConfig, ConfigError> {
+        let parse_error = |error: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(text, &error),
+        };
+        let mut config: ServeConfig = toml::from_str(text).map_err(parse_error)?;
+        config
+            .check()
+            .map_err(|problem| problem.from(format!("configuration file {}", path.display())))?;
+        // Only the paths written in the file are relative to it; the default data folder is
+        // relative to the current one. The text parsed without error just above.
+        let table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        if table.contains_key("data") {
+            config.data = folder.join(&config.data);
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.private_key = folder.join(&tls.private_key);
+            tls.certificate = folder.join(&tls.certificate);
+            for trusted in &mut tls.trusted {
+                *trusted = folder.join(&*trusted);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies the flags given over this configuration.
+    pub fn apply(&mut self, options: &ServeOptions) {
+        if let Some(aet) = &options.aet {
+            self.ae_title.clone_from(aet);
+        }
+        if let Some(port) = options.port {
+            self.port = port;
+        }
+        if let Some(bind) = &options.bind {
+            self.bind.clone_from(bind);
+        }
+        if let Some(data) = &options.data {
+            self.data.clone_from(data);
+        }
+        for peer in &options.peers {
+            self.peers
+                .insert(peer.ae_title.clone(), peer.address.clone());
+        }
+        if let Some(max) = options.max_associations {
+            self.max_associations = max as usize;
+        }
+        if let Some(idle) = options.idle_timeout {
+            self.timeouts.idle = idle;
+        }
+        if !options.allow_calling.is_empty() {
+            self.allow_calling.clone_from(&options.allow_calling);
+        }
+        self.allow_shutdown |= options.allow_shutdown;
+        if options.tls.disable_tls {
+            self.tls = None;
+        }
+        if let Some(tls) = TlsConfig::from_options(&options.tls) {
+            self.tls = Some(tls);
+        }
+    }
+
+    /// Checks every value; the first problem found names its key.
+    fn check(&self) -> Result<(), Problem> {
+        check_ae_title("local", &self.ae_title)
+            .map_err(|problem| Problem::new("ae-title", problem))?;
+        if self.bind.trim().is_empty() || self.bind.contains(char::is_whitespace) {
+            return Err(Problem::new(
+                "bind",
+                format!("`{}` is not an address to listen on", self.bind),
+            ));
+        }
+        if self.port == 0 {
+            return Err(Problem::new("port", "0 is not a TCP port (1..65535)"));
+        }
+        if self.data.as_os_str().is_empty() {
+            return Err(Problem::new("data", "no folder given"));
+        }
+        if self.max_associations == 0 {
+            return Err(Problem::new(
+                "max-associations",
+                "0 would refuse every association; give at least 1",
+            ));
+        }
+        if self.max_operations == 0 {
+            return Err(Problem::new("max-operations", "give at least 1"));
+        }
+        parse_max_pdu(&self.max_pdu.to_string())
+            .map_err(|problem| Problem::new("max-pdu", problem))?;
+        for title in &self.allow_calling {
+            check_ae_title("calling", title)
+                .map_err(|problem| Problem::new("allow-calling", problem))?;
+        }
+        for ae_title in self.peers.keys() {
+            check_ae_title("peer", ae_title)
+                .map_err(|problem| Problem::new(format!("peers.{ae_title}"), problem))?;
+        }
+        if self.timeouts.artim == 0 {
+            return Err(Problem::new(
+                "timeouts.artim",
+                "ARTIM cannot be switched off; give at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The server configuration for `dimsum_net`, TLS files read and checked.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        let mut config = ServerConfig::new(&self.ae_title);
+        config.max_associations = self.max_associations;
+        config.max_associations_per_peer =
+            (self.max_associations_per_peer > 0).then_some(self.max_associations_per_peer);
+        config.max_pending_associations = (self.max_pending > 0).then_some(self.max_pending);
+        config.max_operations_performed = self.max_operations;
+        config.max_pdu_length = self.max_pdu;
+        config.require_called_ae_title = self.require_called_aet;
+        config.allowed_calling_ae_titles =
+            (!self.allow_calling.is_empty()).then(|| self.allow_calling.clone());
+        config.allow_shutdown_request = self.allow_shutdown;
+        let timers = &self.timeouts;
+        config.timeouts = Timeouts {
+            acse: seconds(timers.acse),
+            artim: Duration::from_secs(timers.artim),
+            dimse: seconds(timers.dimse),
+            idle: seconds(timers.idle),
+            write: seconds(timers.write),
+            ..Timeouts::default()
+        };
+        config.shutdown_grace = Duration::from_secs(timers.shutdown_grace);
+        config.tls = match &self.tls {
+            Some(tls) => tls.as_options().server_tls()?,
+            None => None,
+        };
+        Ok(config)
+    }
+
+    /// The address to bind: `bind:port`.
+    pub fn listen_address(&self) -> String {
+        if self.bind.contains(':') {
+            format!("[{}]:{}", self.bind, self.port)
+        } else {
+            format!("{}:{}", self.bind, self.port)
+        }
+    }
+
+    /// What the server prints when it starts listening on `listening`: its AE title and
+    /// address, and commands that reach it.
+    pub fn how_to_reach(&self, listening: SocketAddr) -> String {
+        let everywhere = listening.ip().is_unspecified();
+        let host = if everywhere {
+            "localhost".to_owned()
+        } else {
+            listening.ip().to_string()
+        };
+        let port = listening.port();
+        let mut text = format!(
+            "dimsum serve: {} listening on {listening}, data in {}\n",
+            self.ae_title,
+            self.data.display()
+        );
+        text += &format!("Reach it as AE title {} at {host}:{port}", self.ae_title);
+        if everywhere {
+            text += " (from other machines, at this machine's name or address)";
+        }
+        text += ", e.g.:\n";
+        let mut options = String::new();
+        if let Some(tls) = &self.tls {
+            options += &match tls.client_certificates {
+                ClientCertificates::Require => "+tls YOUR_KEY YOUR_CERT".to_owned(),
+                _ => "+tla".to_owned(),
+            };
+            options += &format!(" +cf {} ", tls.certificate.display());
+        }
+        if let Some(calling) = self.allow_calling.first() {
+            options += &format!("-aet {calling} ");
+        }
+        options += &format!("-aec {}", self.ae_title);
+        let target = format!("{host} {port}");
+        text += &format!("  dimsum echoscu {options} {target}\n");
+        text += &format!("  dimsum storescu {options} {target} FILES_OR_FOLDERS...\n");
+        text += &format!(
+            "  dimsum findscu -S {options} -k QueryRetrieveLevel=STUDY -k PatientName= {target}\n"
+        );
+        text += "(DCMTK's echoscu and findscu take the same arguments; its storescu takes folders \
+                 with +sd.)\n";
+        if !self.allow_calling.is_empty() {
+            text += &format!(
+                "Only these calling AE titles are accepted: {}\n",
+                self.allow_calling.join(", ")
+            );
+        }
+        if self.peers.is_empty() {
+            text +=
+                "No C-MOVE destination configured: add --peer AE:HOST:PORT or a [peers] table.\n";
+        } else {
+            let peers: Vec<String> = self
+                .peers
+                .iter()
+                .map(|(ae_title, address)| format!("{ae_title} ({address})"))
+                .collect();
+            text += &format!("C-MOVE destinations: {}\n", peers.join(", "));
+        }
+        if self.allow_shutdown {
+            text += &format!("Shutdown request honoured: dimsum termscu {options} {target}\n");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::expand_dcmtk_options;
+
+    #[derive(Parser, Debug)]
+    struct Serve {
+        #[command(flatten)]
+        options: ServeOptions,
+    }
+
+    fn flags(args: &[&str]) -> Result<ServeOptions, clap::Error> {
+        let args = std::iter::once("serve").chain(args.iter().copied());
+        Serve::try_parse_from(expand_dcmtk_options(args.map(OsString::from)))
+            .map(|serve| serve.options)
+    }
+
+    fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::from_toml(
+            text,
+            Path::new("/etc/dimsum/serve.toml"),
+            Path::new("/etc/dimsum"),
+        )
+    }
+
+    fn error_text(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("accepted {text:?} as {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// The example of docs/tools.md.
+    const EXAMPLE: &str = r#"
+ae-title = "ARCHIVE"
+port = 104
+bind = "10.0.0.2"
+data = "/srv/dimsum"
+max-associations = 64
+max-associations-per-peer = 8
+max-pdu = 65536
+allow-calling = ["CT1", "WORKSTATION"]
+allow-shutdown = true
+duplicates = "reject"
+result-limit = 5000
+
+[peers]
+WORKSTATION = "10.0.0.7:11112"
+VIEWER = "[fd00::7]:104"
+
+[timeouts]
+idle = 600
+shutdown-grace = 30
+
+[tls]
+private-key = "server-key.pem"
+certificate = "server.pem"
+trusted = ["ca.pem"]
+client-certificates = "require"
+"#;
+
+    #[test]
+    fn with_no_file_and_no_flag_every_value_is_the_safe_default() {
+        let config = ServeConfig::resolve(&flags(&[]).expect("no flags")).expect("defaults");
+        assert_eq!(config, ServeConfig::default());
+        assert_eq!(
+            (config.ae_title.as_str(), config.port, config.data.as_path()),
+            ("DIMSUM", 11112, Path::new("./dimsum-data"))
+        );
+        assert_eq!(config.listen_address(), "0.0.0.0:11112");
+        assert!(config.allow_calling.is_empty() && config.peers.is_empty());
+        assert_eq!(config.duplicates, DuplicatePolicy::KeepFirst);
+        assert_eq!(config.result_limit, DEFAULT_RESULT_LIMIT);
+        assert!(!config.allow_shutdown && config.tls.is_none());
+        let server = config.server_config().expect("server configuration");
+        assert_eq!(server.ae_title, "DIMSUM");
+        assert_eq!(server.max_associations, DEFAULT_MAX_ASSOCIATIONS);
+        assert_eq!(server.allowed_calling_ae_titles, None);
+        assert!(!server.allow_shutdown_request);
+        assert_eq!(server.timeouts.idle, Some(Duration::from_secs(300)));
+        assert_eq!(server.timeouts, Timeouts::default());
+        assert_eq!(server.shutdown_grace, ServerConfig::new("X").shutdown_grace);
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("").expect("empty file"), ServeConfig::default());
+    }
+
+    #[test]
+    fn the_documented_example_reads_as_written() {
+        let config = parse(EXAMPLE).expect("the example parses");
+        assert_eq!(config.ae_title, "ARCHIVE");
+        assert_eq!(config.listen_address(), "10.0.0.2:104");
+        assert_eq!(config.data, PathBuf::from("/srv/dimsum"));
+        assert_eq!(
+            (
+                config.max_associations,
+                config.max_associations_per_peer,
+                config.max_pdu
+            ),
+            (64, 8, 65536)
+        );
+        assert_eq!(config.allow_calling, ["CT1", "WORKSTATION"]);
+        assert!(config.allow_shutdown);
+        assert_eq!(config.duplicates, DuplicatePolicy::Reject);
+        assert_eq!(config.result_limit, 5000);
+        assert_eq!(
+            config.peers["WORKSTATION"],
+            PeerAddress {
+                host: "10.0.0.7".into(),
+                port: 11112
+            }
+        );
+        assert_eq!(config.peers["VIEWER"].to_string(), "[fd00::7]:104");
+        assert_eq!(config.timeouts.idle, 600);
+        assert_eq!(config.timeouts.shutdown_grace, 30);
+        assert_eq!(config.timeouts.acse, TimeoutsConfig::default().acse);
+        let tls = config.tls.as_ref().expect("TLS");
+        assert_eq!(tls.private_key, Path::new("/etc/dimsum/server-key.pem"));
+        assert_eq!(tls.certificate, Path::new("/etc/dimsum/server.pem"));
+        assert_eq!(tls.trusted, [PathBuf::from("/etc/dimsum/ca.pem")]);
+        assert_eq!(tls.client_certificates, ClientCertificates::Require);
+    }
+
+    #[test]
+    fn relative_paths_of_the_file_are_taken_from_its_folder() {
+        let config = parse("data = \"archive\"").expect("parses");
+        assert_eq!(config.data, Path::new("/etc/dimsum/archive"));
+        let config = parse("port = 4242").expect("parses");
+        assert_eq!(
+            config.data,
+            Path::new(DEFAULT_DATA_DIR),
+            "the default stays as it is"
+        );
+    }
+
+    #[test]
+    fn a_file_is_read_from_disk_and_a_missing_one_is_named() {
+        let folder =
+            std::env::temp_dir().join(format!("dimsum-serve-config-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).expect("folder");
+        let path = folder.join("serve.toml");
+        std::fs::write(&path, "ae-title = \"FROMFILE\"\ndata = \"d\"\n").expect("write");
+        let options = flags(&["--config", path.to_str().expect("utf-8")]).expect("flags");
+        let config = ServeConfig::resolve(&options).expect("resolves");
+        assert_eq!(config.ae_title, "FROMFILE");
+        assert_eq!(config.data, folder.join("d"));
+        let missing = folder.join("missing.toml");
+        let error = ServeConfig::read(&missing).expect_err("no such file");
+        assert!(
+            matches!(&error, ConfigError::Read { path, .. } if *path == missing),
+            "{error}"
+        );
+        assert!(error.to_string().contains("missing.toml"), "{error}");
+        std::fs::remove_dir_all(&folder).expect("clean up");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let mut config = parse(EXAMPLE).expect("parses");
+        let options = flags(&[
+            "-aet",
+            "OTHER",
+            "--port",
+            "11113",
+            "--data",
+            "here",
+            "--max-associations",
+            "9",
+            "--idle-timeout",
+            "0",
+            "--allow-calling",
+            "ONLYME",
+            "--peer",
+            "VIEWER:viewer:4006",
+            "--peer",
+            "NEW:10.1.1.1:104",
+            "--disable-tls",
+        ])
+        .expect("flags");
+        config.apply(&options);
+        assert_eq!(config.ae_title, "OTHER");
+        assert_eq!(config.port, 11113);
+        assert_eq!(config.data, Path::new("here"));
+        assert_eq!(config.max_associations, 9);
+        assert_eq!(config.timeouts.idle, 0);
+        assert_eq!(
+            config.allow_calling,
+            ["ONLYME"],
+            "the flags replace the list"
+        );
+        assert_eq!(config.peers.len(), 3, "the flags add to the peers");
+        assert_eq!(config.peers["VIEWER"].to_string(), "viewer:4006");
+        assert_eq!(config.peers["NEW"].to_string(), "10.1.1.1:104");
+        assert_eq!(config.peers["WORKSTATION"].to_string(), "10.0.0.7:11112");
+        assert!(
+            config.tls.is_none(),
+            "--disable-tls turns the file's TLS off"
+        );
+        assert!(
+            config.allow_shutdown,
+            "a flag that is not given changes nothing"
+        );
+        let server = config.server_config().expect("no TLS files to read");
+        assert_eq!(server.timeouts.idle, None);
+        assert_eq!(
+            server.allowed_calling_ae_titles,
+            Some(vec!["ONLYME".to_owned()])
+        );
+        assert_eq!(server.max_pdu_length, 65536);
+    }
+
+    #[test]
+    fn tls_flags_replace_the_file_settings() {
+        let mut config = parse(EXAMPLE).expect("parses");
+        config.apply(&flags(&["+tls", "k.pem", "c.pem", "-ic"]).expect("flags"));
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig {
+                private_key: "k.pem".into(),
+                certificate: "c.pem".into(),
+                trusted: Vec::new(),
+                client_certificates: ClientCertificates::Ignore,
+            })
+        );
+        let error = config.server_config().expect_err("no such key file");
+        assert!(matches!(error, ConfigError::Tls(_)), "{error}");
+        assert!(error.to_string().contains("k.pem"), "{error}");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_when_parsed() {
+        for args in [
+            &["--port", "0"][..],
+            &["--port", "70000"],
+            &["--aet", "WAY_TOO_LONG_AE_TITLE"],
+            &["--allow-calling", "BACK\\SLASH"],
+            &["--peer", "NOPORT:host"],
+            &["--peer", "A:host:0"],
+            &["--peer", "A:fd00::1:104"],
+            &["--peer", ":host:104"],
+            &["--max-associations", "0"],
+            &["--scan-only"],
+        ] {
+            assert!(flags(args).is_err(), "{args:?} accepted");
+        }
+        let options = flags(&["--peer", "V6:[::1]:104", "--scan", "old", "--scan-only"])
+            .expect("valid flags");
+        assert_eq!(
+            options.peers,
+            [PeerFlag {
+                ae_title: "V6".into(),
+                address: PeerAddress {
+                    host: "::1".into(),
+                    port: 104
+                }
+            }]
+        );
+        assert!(options.scan_only && options.scan == [PathBuf::from("old")]);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let unknown = error_text("prot = 104");
+        assert!(
+            unknown.contains("/etc/dimsum/serve.toml") && unknown.contains("prot"),
+            "{unknown}"
+        );
+        let wrong_type = error_text("port = \"eleven\"");
+        assert!(
+            wrong_type.contains("/etc/dimsum/serve.toml") && wrong_type.contains("port"),
+            "{wrong_type}"
+        );
+        let bad_policy = error_text("duplicates = \"overwrite\"");
+        assert!(
+            bad_policy.contains("keep-first") && bad_policy.contains("reject"),
+            "the choices are listed: {bad_policy}"
+        );
+        let bad_peer = error_text("[peers]\nPACS = \"pacs\"");
+        assert!(
+            bad_peer.contains("PACS") && bad_peer.contains("HOST:PORT"),
+            "{bad_peer}"
+        );
+        for (text, key) in [
+            ("ae-title = \"\"", "`ae-title`"),
+            ("ae-title = \"SEVENTEEN_CHARS_X\"", "`ae-title`"),
+            ("port = 0", "`port`"),
+            ("bind = \"\"", "`bind`"),
+            ("data = \"\"", "`data`"),
+            ("max-associations = 0", "`max-associations`"),
+            ("max-pdu = 100", "`max-pdu`"),
+            ("allow-calling = [\"A\\\\B\"]", "`allow-calling`"),
+            ("[timeouts]\nartim = 0", "`timeouts.artim`"),
+            ("[timeouts]\nidel = 5", "idel"),
+            ("[tls]\ncertificate = \"c.pem\"", "private-key"),
+        ] {
+            let message = error_text(text);
+            assert!(
+                message.contains("/etc/dimsum/serve.toml") && message.contains(key),
+                "{text:?} gave {message:?}, which does not name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn how_to_reach_it_names_the_ae_title_the_address_and_commands() {
+        let config = ServeConfig::default();
+        let listening: SocketAddr = "0.0.0.0:11112".parse().expect("address");
+        let text = config.how_to_reach(listening);
+        assert!(
+            text.starts_with(
+                "dimsum serve: DIMSUM listening on 0.0.0.0:11112, data in ./dimsum-data\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Reach it as AE title DIMSUM at localhost:11112 (from other machines"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  dimsum echoscu -aec DIMSUM localhost 11112\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  dimsum findscu -S -aec DIMSUM -k QueryRetrieveLevel=STUDY -k PatientName= localhost 11112\n"),
+            "{text}"
+        );
+        assert!(text.contains("No C-MOVE destination configured"), "{text}");
+        assert!(!text.contains("termscu"), "{text}");
+
+        let config = parse(EXAMPLE).expect("parses");
+        let text = config.how_to_reach("10.0.0.2:104".parse().expect("address"));
+        assert!(
+            text.contains("  dimsum echoscu +tls YOUR_KEY YOUR_CERT +cf /etc/dimsum/server.pem -aet CT1 -aec ARCHIVE 10.0.0.2 104\n"),
+            "{text}"
+        );
+        assert!(!text.contains("other machines"), "{text}");
+        assert!(
+            text.contains("Only these calling AE titles are accepted: CT1, WORKSTATION"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "C-MOVE destinations: VIEWER ([fd00::7]:104), WORKSTATION (10.0.0.7:11112)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("dimsum termscu +tls YOUR_KEY YOUR_CERT +cf /etc/dimsum/server.pem -aet CT1 -aec ARCHIVE 10.0.0.2 104"), "{text}");
+    }
+}
