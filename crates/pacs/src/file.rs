@@ -38,6 +38,41 @@ pub struct Part10File {
     pub attributes: InMemDicomObject,
 }
 
+/// Where an instance sits in the patient / study / series tree (PS3.4 C.6.1.1), and its SOP
+/// Common identity (PS3.3 C.12.1): from the data set, the SOP UIDs falling back on the file
+/// meta's Media Storage SOP Class / Instance UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Empty when the data set has none.
+    pub patient_id: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+}
+
+impl Identity {
+    /// The identity of an instance from the scanner's summary of its data set and its meta;
+    /// `Err` names the attribute that is missing (or empty).
+    pub fn of(summary: &Summary, meta: &FileMeta) -> Result<Identity, &'static str> {
+        let present = |value: &Option<String>| value.clone().filter(|uid| !uid.is_empty());
+        let from_meta = |value: &String| Some(value.clone()).filter(|uid| !uid.is_empty());
+        Ok(Identity {
+            patient_id: summary.patient_id.clone().unwrap_or_default(),
+            study_instance_uid: present(&summary.study_instance_uid)
+                .ok_or("Study Instance UID (0020,000D)")?,
+            series_instance_uid: present(&summary.series_instance_uid)
+                .ok_or("Series Instance UID (0020,000E)")?,
+            sop_instance_uid: present(&summary.sop_instance_uid)
+                .or_else(|| from_meta(&meta.media_storage_sop_instance_uid))
+                .ok_or("SOP Instance UID (0008,0018)")?,
+            sop_class_uid: present(&summary.sop_class_uid)
+                .or_else(|| from_meta(&meta.media_storage_sop_class_uid))
+                .ok_or("SOP Class UID (0008,0016)")?,
+        })
+    }
+}
+
 /// Why a file could not be read (PS3.10 §7).
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {

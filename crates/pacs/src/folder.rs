@@ -41,11 +41,10 @@ use bytes::Bytes;
 use futures_util::stream;
 use tracing::{debug, info, warn};
 
-use dimsum_dataset::dicom_core::header::{HasLength, Header};
-use dimsum_dataset::dicom_core::value::PrimitiveValue;
-use dimsum_dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_dataset::dicom_core::header::HasLength;
+use dimsum_dataset::dicom_core::{DataElement, VR};
 use dimsum_dataset::dicom_dictionary_std::tags;
-use dimsum_dataset::dicom_object::{InMemDicomObject, mem::InMemElement};
+use dimsum_dataset::dicom_object::InMemDicomObject;
 use dimsum_dataset::identifier;
 use dimsum_dataset::query_model::{QueryModel, QueryService};
 use dimsum_dataset::scan::ScanLimits;
@@ -56,8 +55,8 @@ use dimsum_net::scp::{
 };
 use dimsum_net::storage::{BoxFuture, StoredInstance};
 
-use crate::file::{self, FileError, Part10File};
-use crate::hierarchy::{Level, QueryPlan as Plan, attribute_level, is_computed};
+use crate::file::{self, FileError, Identity, Part10File};
+use crate::hierarchy::{Level, QueryPlan as Plan, count_element, set_element, split_by_level};
 
 /// Values longer than this (in bytes, sequences excepted) are not kept in the index: they are
 /// not what queries match on, and a folder of objects with large private blobs or waveforms
@@ -313,56 +312,26 @@ fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Archiv
         summary,
         attributes,
     } = file::read_part10(path, limits)?;
-    let missing = |name| ArchiveError::MissingAttribute {
-        path: path.clone(),
-        name,
-    };
-    let study = summary
-        .study_instance_uid
-        .clone()
-        .filter(|uid| !uid.is_empty())
-        .ok_or_else(|| missing("Study Instance UID (0020,000D)"))?;
-    let series = summary
-        .series_instance_uid
-        .clone()
-        .filter(|uid| !uid.is_empty())
-        .ok_or_else(|| missing("Series Instance UID (0020,000E)"))?;
-    let sop_instance_uid = summary
-        .sop_instance_uid
-        .clone()
-        .filter(|uid| !uid.is_empty())
-        .or_else(|| Some(meta.media_storage_sop_instance_uid.clone()).filter(|uid| !uid.is_empty()))
-        .ok_or_else(|| missing("SOP Instance UID (0008,0018)"))?;
-    let sop_class_uid = summary
-        .sop_class_uid
-        .clone()
-        .filter(|uid| !uid.is_empty())
-        .or_else(|| Some(meta.media_storage_sop_class_uid.clone()).filter(|uid| !uid.is_empty()))
-        .ok_or_else(|| missing("SOP Class UID (0008,0016)"))?;
-    let patient = summary.patient_id.clone().unwrap_or_default();
-
-    let charset = attributes.get(tags::SPECIFIC_CHARACTER_SET).cloned();
-    let mut records: [InMemDicomObject; 4] = std::array::from_fn(|_| InMemDicomObject::new_empty());
-    for element in attributes {
-        let tag = element.tag();
-        let too_long = element.vr() != VR::SQ
-            && element
+    let identity =
+        Identity::of(&summary, &meta).map_err(|name| ArchiveError::MissingAttribute {
+            path: path.clone(),
+            name,
+        })?;
+    let Identity {
+        patient_id: patient,
+        study_instance_uid: study,
+        series_instance_uid: series,
+        sop_instance_uid,
+        sop_class_uid,
+    } = identity;
+    let records = split_by_level(attributes, |element| {
+        element.vr() == VR::SQ
+            || element
                 .header()
                 .length()
                 .get()
-                .is_some_and(|length| length > MAX_INDEXED_VALUE);
-        if too_long || is_computed(tag) {
-            continue;
-        }
-        if let Some(level) = attribute_level(tag) {
-            records[level.depth() - 1].put(element);
-        }
-    }
-    if let Some(charset) = charset {
-        for record in &mut records {
-            record.put(charset.clone());
-        }
-    }
+                .is_none_or(|length| length <= MAX_INDEXED_VALUE)
+    });
     let [patient_record, study_record, series_record, instance_record] = records;
     Ok(NewInstance {
         patient,
@@ -553,18 +522,6 @@ impl Index {
             }
             patient.refresh();
         }
-    }
-}
-
-fn count_element(tag: Tag, count: usize) -> InMemElement {
-    DataElement::new(tag, VR::IS, PrimitiveValue::from(count.to_string()))
-}
-
-fn set_element(tag: Tag, vr: VR, values: BTreeSet<String>) -> InMemElement {
-    if values.is_empty() {
-        DataElement::empty(tag, vr)
-    } else {
-        DataElement::new(tag, vr, PrimitiveValue::Strs(values.into_iter().collect()))
     }
 }
 
@@ -997,6 +954,9 @@ impl RetrieveHandler for FolderArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dimsum_dataset::dicom_core::Tag;
+    use dimsum_dataset::dicom_core::value::PrimitiveValue;
+    use dimsum_dataset::dicom_object::mem::InMemElement;
     use dimsum_dataset::part10::{FileMeta, encode_header};
     use futures_util::StreamExt;
 

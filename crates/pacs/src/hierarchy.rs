@@ -2,8 +2,9 @@
 //! and a hierarchical query planned against them ([`QueryPlan`]). Shared by every archive, so
 //! that a folder in memory and a database answer a query alike.
 
-use dimsum_dataset::dicom_core::Tag;
 use dimsum_dataset::dicom_core::header::Header;
+use dimsum_dataset::dicom_core::value::PrimitiveValue;
+use dimsum_dataset::dicom_core::{DataElement, Tag, VR};
 use dimsum_dataset::dicom_dictionary_std::tags;
 use dimsum_dataset::dicom_object::{InMemDicomObject, mem::InMemElement};
 use dimsum_dataset::query_model::{QueryModel, QueryService};
@@ -205,6 +206,47 @@ pub fn is_computed(tag: Tag) -> bool {
         tags::SOP_CLASSES_IN_STUDY,
     ]
     .contains(&tag)
+}
+
+/// Splits an instance's attributes into the records of its four levels ([`attribute_level`]),
+/// patient first, leaving out the computed keys ([`is_computed`]), the keys of any level and
+/// the elements `keep` refuses; each record gets the instance's Specific Character Set.
+pub fn split_by_level(
+    attributes: InMemDicomObject,
+    keep: impl Fn(&InMemElement) -> bool,
+) -> [InMemDicomObject; 4] {
+    let charset = attributes.get(tags::SPECIFIC_CHARACTER_SET).cloned();
+    let mut records: [InMemDicomObject; 4] = std::array::from_fn(|_| InMemDicomObject::new_empty());
+    for element in attributes {
+        if is_computed(element.tag()) || !keep(&element) {
+            continue;
+        }
+        if let Some(level) = attribute_level(element.tag()) {
+            records[level.depth() - 1].put(element);
+        }
+    }
+    if let Some(charset) = charset {
+        for record in &mut records {
+            record.put(charset.clone());
+        }
+    }
+    records
+}
+
+/// A computed count (Number of … Related …, PS3.4 C.6.1.1.2–C.6.1.1.4) as its IS element.
+pub fn count_element(tag: Tag, count: usize) -> InMemElement {
+    DataElement::new(tag, VR::IS, PrimitiveValue::from(count.to_string()))
+}
+
+/// A computed set (Modalities In Study, SOP Classes In Study, C.6.1.1.3) as a multi-valued
+/// element; zero-length when empty.
+pub fn set_element(tag: Tag, vr: VR, values: impl IntoIterator<Item = String>) -> InMemElement {
+    let values: Vec<String> = values.into_iter().collect();
+    if values.is_empty() {
+        DataElement::empty(tag, vr)
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::Strs(values.into()))
+    }
 }
 
 /// A hierarchical query (PS3.4 C.4.1.3.1; C.4.2.2.1 and C.4.3.2.1 for C-GET and C-MOVE)

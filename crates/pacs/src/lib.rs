@@ -20,6 +20,7 @@
 pub mod file;
 pub mod folder;
 pub mod hierarchy;
+pub mod index;
 pub mod matching;
 pub mod worklist;
 

@@ -1,0 +1,233 @@
+//! The archive's index: what is stored, where, and its attributes, so that every query and
+//! retrieval is answered without opening files (PS3.4 Annex C: the Query/Retrieve information
+//! models; C.6.1.1 for the levels and their computed keys).
+//!
+//! [`Index`] is the boundary between the archive and its database. Its callers — the C-FIND,
+//! C-GET and C-MOVE handlers of [`crate::archive::Archive`], its storage path, Storage
+//! Commitment — never see SQL; a backend answers with the help of the shared query engine
+//! ([`query`]): it narrows its candidates with the engine's [`query::Narrowing`] (typed columns,
+//! in its own SQL dialect, with bound parameters only), then lets [`crate::hierarchy::QueryPlan`]
+//! check every key on the stored attributes and build each response, so results are exactly
+//! those of the matching engine whatever the database. [`SqliteIndex`] is the embedded backend;
+//! a server database (PostgreSQL) implements the same trait.
+//!
+//! Each instance is kept with its file location and its complete attribute set without bulk
+//! data ([`record`]); each patient, study and series with the attributes of its level (from the
+//! first instance that created it) and its computed keys (Number of … Related …, Modalities In
+//! Study, SOP Classes In Study), maintained as instances come and go.
+
+pub mod query;
+pub mod record;
+pub mod schema;
+pub mod sqlite;
+
+pub use sqlite::{SqliteConfig, SqliteIndex};
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures_util::Stream;
+
+use dimsum_dataset::dicom_object::InMemDicomObject;
+use dimsum_net::scp::{InstanceData, RetrieveInstance};
+use dimsum_net::storage::BoxFuture;
+
+use crate::folder::IndexCounts;
+use crate::hierarchy::QueryPlan;
+
+/// Why the index could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open the index database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the index database failed: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error(
+        "the index {path} has schema version {found}, newer than the {known} this dimsum knows: use a newer dimsum"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A query found more matches than the result limit allows (the stream ends with it, after
+    /// `limit` matches).
+    #[error("more than {limit} matches: narrow the query")]
+    TooManyMatches { limit: usize },
+    #[error("instance {0} is already in the index")]
+    Duplicate(String),
+    #[error("the attributes of instance {sop_instance_uid} cannot be indexed: {reason}")]
+    Unindexable {
+        sop_instance_uid: String,
+        reason: String,
+    },
+    #[error("stored attributes in the index cannot be read ({what}): {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("the index writer has stopped")]
+    WriterGone,
+    #[error("an index task failed: {0}")]
+    Task(String),
+}
+
+/// Where an instance's data set is: its Part 10 file and the range of the data set in it,
+/// with the file's size and modification time as they were when it was indexed (so that a
+/// check after a crash can tell a file that changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLocation {
+    pub path: PathBuf,
+    /// Offset of the data set in the file (after the File Meta Information).
+    pub data_set_offset: u64,
+    pub data_set_length: u64,
+    pub file_size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: i64,
+}
+
+/// An instance to index: its identity (PS3.3 C.12.1), its file, and its attributes (those
+/// before the Pixel Data; bulk data is left out when it is stored, see [`record`]).
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub location: FileLocation,
+    pub attributes: InMemDicomObject,
+}
+
+/// What to do when the SOP Instance UID is in the index already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDuplicate {
+    /// Leave the indexed instance: [`Inserted::AlreadyPresent`].
+    Keep,
+    /// Replace it (its file is returned for removal unless it is the new one's).
+    Replace,
+    /// [`IndexError::Duplicate`].
+    Fail,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The instance is new.
+    New,
+    /// It replaced an instance with the same SOP Instance UID, whose file (when it is not the
+    /// new instance's) the caller removes.
+    Replaced { old_file: Option<PathBuf> },
+    /// It was there already and was kept ([`OnDuplicate::Keep`]).
+    AlreadyPresent,
+}
+
+/// An indexed instance: what a retrieval sends and a Storage Commitment checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub location: FileLocation,
+}
+
+impl IndexedInstance {
+    /// The C-STORE sub-operation of a C-GET or C-MOVE that sends it.
+    pub fn to_retrieve(&self) -> RetrieveInstance {
+        RetrieveInstance {
+            sop_class_uid: self.sop_class_uid.clone(),
+            sop_instance_uid: self.sop_instance_uid.clone(),
+            transfer_syntax_uid: self.transfer_syntax_uid.clone(),
+            data: InstanceData::File {
+                path: self.location.path.clone(),
+                offset: self.location.data_set_offset,
+                length: self.location.data_set_length,
+            },
+        }
+    }
+}
+
+/// What to delete: an entity and everything below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteTarget {
+    Study(String),
+    Series(String),
+    Instance(String),
+}
+
+/// What a delete removed from the index: the instances, and their files, which the caller
+/// removes ([`Index::files_removed`] once done). The files stay listed in the index as pending
+/// removal until then, so a crash in between cannot bring them back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub instances: usize,
+    pub files: Vec<PathBuf>,
+}
+
+/// The state kept across runs for crash recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStart {
+    /// Whether the previous run marked the index clean when it closed (no store in flight).
+    pub was_clean: bool,
+    /// Files whose rows were deleted and that may not be removed yet.
+    pub pending_removals: Vec<PathBuf>,
+}
+
+/// The matches of a query as response identifiers, produced as the database cursor advances;
+/// dropping the stream stops the search. After the result limit it ends with
+/// [`IndexError::TooManyMatches`].
+pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<InMemDicomObject, IndexError>> + Send>>;
+
+/// The archive's index (see the module documentation). Every method does its blocking work off
+/// the async workers: the futures only wait for it.
+pub trait Index: Send + Sync + 'static {
+    /// Indexes an instance; its future resolves once the transaction that holds it committed
+    /// (before that, no query sees it).
+    fn insert(
+        &self,
+        instance: NewInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'_, Result<Inserted, IndexError>>;
+
+    /// The response identifiers of a hierarchical query, at most `limit` of them (`None`: no
+    /// limit) before the stream ends with [`IndexError::TooManyMatches`].
+    fn query(
+        &self,
+        plan: QueryPlan,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<ResponseStream, IndexError>>;
+
+    /// Every instance at or below the entities that match a C-GET or C-MOVE.
+    fn instances(&self, plan: QueryPlan)
+    -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>>;
+
+    /// The instance with this SOP Instance UID, if it is indexed.
+    fn lookup(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>>;
+
+    /// Deletes an entity and everything below it, maintaining the computed keys above it.
+    fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>>;
+
+    /// The files of a [`Deleted`] (or of a replaced instance) are gone: forget them.
+    fn files_removed(&self, files: Vec<PathBuf>) -> BoxFuture<'_, Result<(), IndexError>>;
+
+    /// How many patients, studies, series and instances are indexed.
+    fn counts(&self) -> BoxFuture<'_, Result<IndexCounts, IndexError>>;
+
+    /// Up to `limit` indexed instances whose SOP Instance UID sorts after `after`, in that
+    /// order: a walk over the whole index in pages (to check it against the storage).
+    fn instances_after(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>>;
+
+    /// Starts a run: marks the index not clean until [`Index::mark_clean`], and says how the
+    /// previous run ended.
+    fn begin_session(&self) -> BoxFuture<'_, Result<SessionStart, IndexError>>;
+
+    /// Marks the index clean: nothing is in flight, storage and index agree.
+    fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>>;
+}

@@ -1,0 +1,1437 @@
+//! The embedded index: SQLite (bundled, so every machine runs the same version) in WAL mode,
+//! one writer and parallel readers.
+//!
+//! * **One writer thread** owns the only writing connection. Inserts, deletes and the session
+//!   state reach it through a bounded channel (a full channel slows the stores down instead of
+//!   queueing without end) and are committed in batches — group commit: a batch is what
+//!   arrived while the previous one committed, up to [`SqliteConfig::max_batch`] operations or
+//!   [`SqliteConfig::max_batch_time`] — each operation in a savepoint of its own, so one that
+//!   fails does not undo the others. Each operation's future resolves once its batch
+//!   committed: before that, no reader sees it.
+//! * **Readers** run on tokio's blocking pool, each on a connection of its own (kept in a small
+//!   pool), at most [`SqliteConfig::readers`] at once. A query reads the database cursor and
+//!   sends each match through a small bounded channel as it is found; dropping the stream
+//!   (C-CANCEL, a closed association) stops it at the next match. WAL lets readers run while
+//!   the writer commits.
+//! * **SQL** is built only from the fixed names of the schema; every value from a query or a
+//!   data set is a bound parameter. Wild card patterns use GLOB, which is case-sensitive as
+//!   C.2.2.2.4 is and for which `%` and `_` are plain characters (`[` is escaped); UID lists
+//!   are one JSON array parameter read with `json_each`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{debug, warn};
+
+use dimsum_dataset::dicom_object::InMemDicomObject;
+use dimsum_dataset::scan::ScanLimits;
+use dimsum_net::storage::BoxFuture;
+
+use crate::folder::IndexCounts;
+use crate::hierarchy::{Level, QueryPlan};
+
+use super::query::{
+    Cell, Column, ColumnKind, ColumnValue, Computed, Constraint, Narrowing, Target, Test, cells_of,
+    put_computed,
+};
+use super::record::{self, LevelRecords};
+use super::schema::{self, parent_column, table};
+use super::{
+    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
+    OnDuplicate, ResponseStream, SessionStart,
+};
+
+/// Operations waiting for the writer.
+const WRITES_QUEUED: usize = 256;
+/// Matches found ahead of the consumer of a query.
+const MATCHES_AHEAD: usize = 16;
+/// Decoded records kept per level during one query (parents shared by many rows).
+const RECORDS_CACHED: usize = 1024;
+
+/// How a [`SqliteIndex`] is set up.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file (created with its folder if missing).
+    pub path: PathBuf,
+    /// The most operations one transaction commits.
+    pub max_batch: usize,
+    /// The longest the writer gathers operations for one transaction.
+    pub max_batch_time: Duration,
+    /// Queries and lookups that may run at once, each on its own connection.
+    pub readers: usize,
+    /// `synchronous = FULL`: each commit survives a power cut (with fsync'ed files). The
+    /// default, `NORMAL`, survives a crash of the process, which is what WAL guarantees there.
+    pub full_sync: bool,
+    /// Limits for reading stored records back (they pass the hardened scanner).
+    pub limits: ScanLimits,
+    /// How long a connection waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_batch: 512,
+            max_batch_time: Duration::from_millis(50),
+            readers: 8,
+            full_sync: false,
+            limits: ScanLimits::default(),
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The SQLite index (see the module documentation). Cloning is cheap; the clones share the
+/// writer and the readers.
+#[derive(Clone)]
+pub struct SqliteIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SqliteConfig,
+    writer: mpsc::Sender<WriteOp>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    idle_readers: Mutex<Vec<Connection>>,
+    reader_permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for SqliteIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteIndex")
+            .field("path", &self.inner.config.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteIndex {
+    /// Opens (creating or migrating) the database and starts the writer; the work runs on
+    /// tokio's blocking pool.
+    pub async fn open(config: SqliteConfig) -> Result<SqliteIndex, IndexError> {
+        tokio::task::spawn_blocking(move || SqliteIndex::open_blocking(config))
+            .await
+            .map_err(|error| IndexError::Task(error.to_string()))?
+    }
+
+    /// [`SqliteIndex::open`] on the calling thread (which may block).
+    pub fn open_blocking(config: SqliteConfig) -> Result<SqliteIndex, IndexError> {
+        let open_error = |source| IndexError::Open {
+            path: config.path.clone(),
+            source,
+        };
+        if let Some(folder) = config.path.parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(|error| IndexError::Open {
+                path: config.path.clone(),
+                source: rusqlite::Error::InvalidPath(PathBuf::from(format!(
+                    "{}: {error}",
+                    folder.display()
+                ))),
+            })?;
+        }
+        let mut connection = Connection::open(&config.path).map_err(open_error)?;
+        connection
+            .busy_timeout(config.busy_timeout)
+            .map_err(open_error)?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(open_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            warn!(
+                "{}: the index is in journal mode {mode}, not WAL",
+                config.path.display()
+            );
+        }
+        let synchronous = if config.full_sync { "FULL" } else { "NORMAL" };
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -32768;"
+            ))
+            .map_err(open_error)?;
+        match schema::migrate(&mut connection).map_err(open_error)? {
+            Ok(()) => {}
+            Err(found) => {
+                return Err(IndexError::NewerSchema {
+                    path: config.path.clone(),
+                    found,
+                    known: schema::SCHEMA_VERSION,
+                });
+            }
+        }
+        let (writer, operations) = mpsc::channel(WRITES_QUEUED);
+        let writer_config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("dimsum-index-writer".into())
+            .spawn(move || run_writer(connection, operations, &writer_config))
+            .map_err(|error| IndexError::Task(format!("cannot start the writer: {error}")))?;
+        let readers = config.readers.max(1);
+        Ok(SqliteIndex {
+            inner: Arc::new(Inner {
+                config,
+                writer,
+                thread: Mutex::new(Some(thread)),
+                idle_readers: Mutex::new(Vec::new()),
+                reader_permits: Arc::new(Semaphore::new(readers)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.config.path
+    }
+
+    /// Stops the writer once what it was given is committed, and waits for it. Later writes
+    /// fail with [`IndexError::WriterGone`]; reads go on.
+    pub async fn close(&self) -> Result<(), IndexError> {
+        let _ = self.write(Operation::Close).await;
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|error| IndexError::Task(error.to_string()))?
+                .map_err(|_| IndexError::Task("the index writer panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    /// Hands an operation to the writer and waits for its commit.
+    async fn write(&self, operation: Operation) -> Result<Done, IndexError> {
+        let (reply, done) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteOp { operation, reply })
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        done.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    /// Runs `read` on a reader connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection, &SqliteConfig) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let permit = self
+            .inner
+            .reader_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = inner.with_reader(|connection| read(connection, &inner.config));
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|error| IndexError::Task(error.to_string()))?
+    }
+}
+
+impl Inner {
+    /// Runs `read` on an idle reader connection (or a new one), then keeps the connection.
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let idle = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => open_reader(&self.config)?,
+        };
+        let result = read(&connection);
+        let mut idle = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < self.config.readers.max(1) {
+            idle.push(connection);
+        }
+        result
+    }
+}
+
+fn open_reader(config: &SqliteConfig) -> Result<Connection, IndexError> {
+    let open_error = |source| IndexError::Open {
+        path: config.path.clone(),
+        source,
+    };
+    let connection = Connection::open(&config.path).map_err(open_error)?;
+    connection
+        .busy_timeout(config.busy_timeout)
+        .map_err(open_error)?;
+    connection
+        .execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")
+        .map_err(open_error)?;
+    Ok(connection)
+}
+
+// ------------------------------------------------------------------------------------------
+// The writer
+// ------------------------------------------------------------------------------------------
+
+enum Operation {
+    Insert(Box<Prepared>, OnDuplicate),
+    Delete(DeleteTarget),
+    FilesRemoved(Vec<PathBuf>),
+    BeginSession,
+    MarkClean,
+    Close,
+}
+
+enum Done {
+    Inserted(Inserted),
+    Deleted(Deleted),
+    Session(SessionStart),
+    Nothing,
+}
+
+struct WriteOp {
+    operation: Operation,
+    reply: oneshot::Sender<Result<Done, IndexError>>,
+}
+
+fn unexpected() -> IndexError {
+    IndexError::Task("the index writer answered another operation".into())
+}
+
+/// The writer thread: gathers a batch, applies each operation in a savepoint, commits, answers.
+fn run_writer(
+    mut connection: Connection,
+    mut operations: mpsc::Receiver<WriteOp>,
+    config: &SqliteConfig,
+) {
+    let mut closing = false;
+    while !closing && let Some(first) = operations.blocking_recv() {
+        let started = Instant::now();
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch.max(1) && started.elapsed() < config.max_batch_time {
+            match operations.try_recv() {
+                Ok(operation) => batch.push(operation),
+                Err(_) => break,
+            }
+        }
+        closing = batch
+            .iter()
+            .any(|op| matches!(op.operation, Operation::Close));
+        let count = batch.len();
+        commit_batch(&mut connection, batch);
+        debug!("index: committed {count} operations");
+    }
+    // Later senders see a closed channel.
+    operations.close();
+    while let Ok(late) = operations.try_recv() {
+        let _ = late.reply.send(Err(IndexError::WriterGone));
+    }
+}
+
+fn commit_batch(connection: &mut Connection, batch: Vec<WriteOp>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), rusqlite::Error> {
+        let mut transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for WriteOp { operation, reply } in batch {
+            let savepoint = transaction.savepoint()?;
+            let result = apply(&savepoint, operation);
+            match result {
+                Ok(done) => {
+                    savepoint.commit()?;
+                    replies.push((reply, Ok(done)));
+                }
+                Err(error) => {
+                    drop(savepoint);
+                    replies.push((reply, Err(error)));
+                }
+            }
+        }
+        transaction.commit()
+    })();
+    match outcome {
+        Ok(()) => {
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            warn!("index: a transaction failed: {error}");
+            for (reply, _) in replies {
+                let _ = reply.send(Err(IndexError::Task(format!(
+                    "the index transaction failed: {error}"
+                ))));
+            }
+        }
+    }
+}
+
+fn apply(transaction: &Connection, operation: Operation) -> Result<Done, IndexError> {
+    match operation {
+        Operation::Insert(prepared, on_duplicate) => {
+            insert(transaction, &prepared, on_duplicate).map(Done::Inserted)
+        }
+        Operation::Delete(target) => delete(transaction, &target).map(Done::Deleted),
+        Operation::FilesRemoved(files) => {
+            let mut statement =
+                transaction.prepare_cached("DELETE FROM pending_removal WHERE path = ?")?;
+            for file in files {
+                statement.execute([path_text(&file)?])?;
+            }
+            Ok(Done::Nothing)
+        }
+        Operation::BeginSession => {
+            let was_clean: Option<i64> = transaction
+                .query_row(
+                    "SELECT value FROM archive_state WHERE name = 'clean'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            transaction.execute(
+                "INSERT OR REPLACE INTO archive_state (name, value) VALUES ('clean', 0)",
+                [],
+            )?;
+            let mut statement = transaction.prepare("SELECT path FROM pending_removal")?;
+            let pending_removals = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .map(|path| path.map(PathBuf::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Done::Session(SessionStart {
+                was_clean: was_clean.is_none_or(|clean| clean != 0),
+                pending_removals,
+            }))
+        }
+        Operation::MarkClean => {
+            transaction.execute(
+                "INSERT OR REPLACE INTO archive_state (name, value) VALUES ('clean', 1)",
+                [],
+            )?;
+            Ok(Done::Nothing)
+        }
+        Operation::Close => Ok(Done::Nothing),
+    }
+}
+
+fn path_text(path: &Path) -> Result<&str, IndexError> {
+    path.to_str().ok_or_else(|| IndexError::Unindexable {
+        sop_instance_uid: String::new(),
+        reason: format!("the path {} is not UTF-8", path.display()),
+    })
+}
+
+fn to_i64(value: u64) -> Result<i64, IndexError> {
+    i64::try_from(value).map_err(|_| IndexError::Task(format!("{value} is too large to index")))
+}
+
+/// An instance ready for the writer: its rows, encoded off the writer thread.
+struct Prepared {
+    sop_instance_uid: String,
+    sop_class_uid: String,
+    transfer_syntax_uid: String,
+    location: FileLocation,
+    /// Patient, study, series, instance.
+    rows: [EntityRow; 4],
+}
+
+struct EntityRow {
+    cells: Vec<(&'static Column, Cell)>,
+    irregular: bool,
+    blob: Vec<u8>,
+}
+
+impl EntityRow {
+    fn text(&self, name: &str) -> Option<&str> {
+        self.cells
+            .iter()
+            .find(|(column, _)| column.name == name)
+            .and_then(|(_, cell)| match &cell.value {
+                Some(ColumnValue::Text(text)) => Some(text.as_str()),
+                _ => None,
+            })
+    }
+}
+
+/// Encodes the rows of an instance (blocking: call it on the blocking pool).
+fn prepare(instance: NewInstance) -> Result<Prepared, IndexError> {
+    let NewInstance {
+        sop_class_uid,
+        sop_instance_uid,
+        transfer_syntax_uid,
+        location,
+        attributes,
+    } = instance;
+    let unindexable = |reason: String| IndexError::Unindexable {
+        sop_instance_uid: sop_instance_uid.clone(),
+        reason,
+    };
+    let records = LevelRecords::of(attributes);
+    let row = |level: Level, record: &InMemDicomObject| -> Result<EntityRow, IndexError> {
+        let mut cells = cells_of(level, record);
+        for (column, cell) in &mut cells {
+            // The identity of the instance is the one it is stored under.
+            let given = match column.name {
+                "sop_instance_uid" => Some(&sop_instance_uid),
+                "sop_class_uid" => Some(&sop_class_uid),
+                _ => None,
+            };
+            if let Some(given) = given {
+                *cell = Cell {
+                    value: Some(ColumnValue::Text(given.clone())),
+                    ..Cell::default()
+                };
+            }
+        }
+        Ok(EntityRow {
+            irregular: cells.iter().any(|(_, cell)| cell.irregular),
+            cells,
+            blob: record::encode(record).map_err(unindexable)?,
+        })
+    };
+    let rows = [
+        row(Level::Patient, &records.patient)?,
+        row(Level::Study, &records.study)?,
+        row(Level::Series, &records.series)?,
+        row(Level::Image, &records.instance)?,
+    ];
+    for (level, name, what) in [
+        (1, "study_instance_uid", "Study Instance UID (0020,000D)"),
+        (2, "series_instance_uid", "Series Instance UID (0020,000E)"),
+    ] {
+        let row: &EntityRow = &rows[level];
+        if row.irregular && row.text(name).is_some_and(|uid| uid.contains('\\')) {
+            return Err(unindexable(format!("{what} has several values")));
+        }
+        if row.text(name).is_none() {
+            return Err(unindexable(format!("no {what}")));
+        }
+    }
+    path_text(&location.path)
+        .map_err(|_| unindexable(format!("the path {} is not UTF-8", location.path.display())))?;
+    Ok(Prepared {
+        sop_instance_uid,
+        sop_class_uid,
+        transfer_syntax_uid,
+        location,
+        rows,
+    })
+}
+
+/// The column names and values of an entity row, in the order of its level's columns.
+fn row_values(row: &EntityRow) -> (Vec<String>, Vec<SqlValue>) {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for (column, cell) in &row.cells {
+        names.push(column.name.to_owned());
+        let identity = matches!(column.name, "patient_id" | "issuer_of_patient_id");
+        values.push(match &cell.value {
+            Some(ColumnValue::Text(text)) => SqlValue::Text(text.clone()),
+            Some(ColumnValue::Number(number)) => SqlValue::Real(*number),
+            None if identity => SqlValue::Text(String::new()),
+            None => SqlValue::Null,
+        });
+        if column.kind == ColumnKind::PersonName {
+            names.push(format!("{}_alpha", column.name));
+            values.push(
+                cell.alphabetic
+                    .clone()
+                    .map_or(SqlValue::Null, SqlValue::Text),
+            );
+        }
+    }
+    names.push("irregular".into());
+    values.push(SqlValue::Integer(i64::from(row.irregular)));
+    names.push("attributes".into());
+    values.push(SqlValue::Blob(row.blob.clone()));
+    (names, values)
+}
+
+/// Inserts an entity row with its extra columns (parent, location…); returns its id.
+fn insert_row(
+    transaction: &Connection,
+    level: Level,
+    row: &EntityRow,
+    extra: Vec<(&str, SqlValue)>,
+) -> Result<i64, IndexError> {
+    let (table, _) = table(level);
+    let (mut names, mut values) = row_values(row);
+    for (name, value) in extra {
+        names.push(name.to_owned());
+        values.push(value);
+    }
+    let placeholders = vec!["?"; names.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({placeholders})",
+        names.join(", ")
+    );
+    transaction
+        .prepare_cached(&sql)?
+        .execute(params_from_iter(values.iter()))?;
+    Ok(transaction.last_insert_rowid())
+}
+
+fn insert(
+    transaction: &Connection,
+    prepared: &Prepared,
+    on_duplicate: OnDuplicate,
+) -> Result<Inserted, IndexError> {
+    let [patient, study, series, instance] = &prepared.rows;
+    let new_path = path_text(&prepared.location.path)?;
+    let existing: Option<i64> = transaction
+        .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
+        .query_row([&prepared.sop_instance_uid], |row| row.get(0))
+        .optional()?;
+    let mut replaced = None;
+    if let Some(existing) = existing {
+        match on_duplicate {
+            OnDuplicate::Keep => return Ok(Inserted::AlreadyPresent),
+            OnDuplicate::Fail => {
+                return Err(IndexError::Duplicate(prepared.sop_instance_uid.clone()));
+            }
+            OnDuplicate::Replace => {
+                let old = remove_instance(transaction, existing)?;
+                replaced = Some((old.to_str() != Some(new_path)).then_some(old));
+            }
+        }
+    }
+
+    let study_uid = study.text("study_instance_uid").unwrap_or_default();
+    let found_study: Option<(i64, i64)> = transaction
+        .prepare_cached("SELECT id, patient FROM study WHERE study_instance_uid = ?")?
+        .query_row([study_uid], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (mut patient_id, mut study_id, new_study) = match found_study {
+        Some((study_id, patient_id)) => (patient_id, study_id, false),
+        None => {
+            let patient_key = (
+                patient.text("patient_id").unwrap_or_default(),
+                patient.text("issuer_of_patient_id").unwrap_or_default(),
+            );
+            let found_patient: Option<i64> = transaction
+                .prepare_cached(
+                    "SELECT id FROM patient WHERE patient_id = ? AND issuer_of_patient_id = ?",
+                )?
+                .query_row([patient_key.0, patient_key.1], |row| row.get(0))
+                .optional()?;
+            let patient_id = match found_patient {
+                Some(id) => id,
+                None => insert_row(transaction, Level::Patient, patient, Vec::new())?,
+            };
+            let study_id = insert_row(
+                transaction,
+                Level::Study,
+                study,
+                vec![("patient", SqlValue::Integer(patient_id))],
+            )?;
+            (patient_id, study_id, true)
+        }
+    };
+    let series_uid = series.text("series_instance_uid").unwrap_or_default();
+    let found_series: Option<(i64, i64)> = transaction
+        .prepare_cached("SELECT id, study FROM series WHERE series_instance_uid = ?")?
+        .query_row([series_uid], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (series_id, new_series) = match found_series {
+        Some((series_id, owner)) => {
+            if owner != study_id {
+                warn!(
+                    "instance {}: series {series_uid} belongs to another study than {study_uid}; filed under that one",
+                    prepared.sop_instance_uid
+                );
+                study_id = owner;
+                patient_id = transaction
+                    .prepare_cached("SELECT patient FROM study WHERE id = ?")?
+                    .query_row([owner], |row| row.get(0))?;
+            }
+            (series_id, false)
+        }
+        None => (
+            insert_row(
+                transaction,
+                Level::Series,
+                series,
+                vec![("study", SqlValue::Integer(study_id))],
+            )?,
+            true,
+        ),
+    };
+    let location = &prepared.location;
+    insert_row(
+        transaction,
+        Level::Image,
+        instance,
+        vec![
+            ("series", SqlValue::Integer(series_id)),
+            (
+                "transfer_syntax_uid",
+                SqlValue::Text(prepared.transfer_syntax_uid.clone()),
+            ),
+            ("path", SqlValue::Text(new_path.to_owned())),
+            (
+                "data_set_offset",
+                SqlValue::Integer(to_i64(location.data_set_offset)?),
+            ),
+            (
+                "data_set_length",
+                SqlValue::Integer(to_i64(location.data_set_length)?),
+            ),
+            ("file_size", SqlValue::Integer(to_i64(location.file_size)?)),
+            ("file_modified_ns", SqlValue::Integer(location.modified_ns)),
+        ],
+    )?;
+
+    // The computed keys above it.
+    transaction
+        .prepare_cached(
+            "UPDATE series SET number_of_instances = number_of_instances + 1 WHERE id = ?",
+        )?
+        .execute([series_id])?;
+    transaction
+        .prepare_cached(
+            "UPDATE study SET number_of_instances = number_of_instances + 1,
+                number_of_series = number_of_series + ? WHERE id = ?",
+        )?
+        .execute([i64::from(new_series), study_id])?;
+    transaction
+        .prepare_cached(
+            "UPDATE patient SET number_of_instances = number_of_instances + 1,
+                number_of_series = number_of_series + ?,
+                number_of_studies = number_of_studies + ? WHERE id = ?",
+        )?
+        .execute([i64::from(new_series), i64::from(new_study), patient_id])?;
+    let class_instances: i64 = transaction
+        .prepare_cached(
+            "INSERT INTO study_sop_class (study, sop_class_uid, instances) VALUES (?, ?, 1)
+             ON CONFLICT (study, sop_class_uid) DO UPDATE SET instances = instances + 1
+             RETURNING instances",
+        )?
+        .query_row(params![study_id, prepared.sop_class_uid], |row| row.get(0))?;
+    if new_series {
+        refresh_modalities(transaction, study_id)?;
+    }
+    if class_instances == 1 {
+        refresh_sop_classes(transaction, study_id)?;
+    }
+    transaction
+        .prepare_cached("DELETE FROM pending_removal WHERE path = ?")?
+        .execute([new_path])?;
+    match replaced {
+        None => Ok(Inserted::New),
+        Some(old_file) => {
+            if let Some(old) = &old_file {
+                transaction
+                    .prepare_cached("INSERT OR IGNORE INTO pending_removal (path) VALUES (?)")?
+                    .execute([path_text(old)?])?;
+            }
+            Ok(Inserted::Replaced { old_file })
+        }
+    }
+}
+
+/// Removes one instance row and maintains everything above it (entities left empty go too);
+/// returns its file.
+fn remove_instance(transaction: &Connection, id: i64) -> Result<PathBuf, IndexError> {
+    let (path, series_id, sop_class, study_id, patient_id): (String, i64, String, i64, i64) =
+        transaction
+            .prepare_cached(
+                "SELECT i.path, i.series, i.sop_class_uid, se.study, st.patient
+                 FROM instance i JOIN series se ON se.id = i.series
+                 JOIN study st ON st.id = se.study WHERE i.id = ?",
+            )?
+            .query_row([id], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
+    transaction
+        .prepare_cached("DELETE FROM instance WHERE id = ?")?
+        .execute([id])?;
+    let series_left: i64 = transaction
+        .prepare_cached(
+            "UPDATE series SET number_of_instances = number_of_instances - 1 WHERE id = ?
+             RETURNING number_of_instances",
+        )?
+        .query_row([series_id], |row| row.get(0))?;
+    let series_gone = series_left <= 0;
+    if series_gone {
+        transaction
+            .prepare_cached("DELETE FROM series WHERE id = ?")?
+            .execute([series_id])?;
+    }
+    let studies_series: i64 = transaction
+        .prepare_cached(
+            "UPDATE study SET number_of_instances = number_of_instances - 1,
+                number_of_series = number_of_series - ? WHERE id = ?
+             RETURNING number_of_series",
+        )?
+        .query_row([i64::from(series_gone), study_id], |row| row.get(0))?;
+    let class_left: i64 = transaction
+        .prepare_cached(
+            "UPDATE study_sop_class SET instances = instances - 1
+             WHERE study = ? AND sop_class_uid = ? RETURNING instances",
+        )?
+        .query_row(params![study_id, sop_class], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let study_gone = studies_series <= 0;
+    if study_gone {
+        transaction
+            .prepare_cached("DELETE FROM study_sop_class WHERE study = ?")?
+            .execute([study_id])?;
+        transaction
+            .prepare_cached("DELETE FROM study WHERE id = ?")?
+            .execute([study_id])?;
+    } else {
+        if class_left <= 0 {
+            transaction
+                .prepare_cached(
+                    "DELETE FROM study_sop_class WHERE study = ? AND sop_class_uid = ?",
+                )?
+                .execute(params![study_id, sop_class])?;
+            refresh_sop_classes(transaction, study_id)?;
+        }
+        if series_gone {
+            refresh_modalities(transaction, study_id)?;
+        }
+    }
+    let patient_studies: i64 = transaction
+        .prepare_cached(
+            "UPDATE patient SET number_of_instances = number_of_instances - 1,
+                number_of_series = number_of_series - ?,
+                number_of_studies = number_of_studies - ? WHERE id = ?
+             RETURNING number_of_studies",
+        )?
+        .query_row(
+            [i64::from(series_gone), i64::from(study_gone), patient_id],
+            |row| row.get(0),
+        )?;
+    if patient_studies <= 0 {
+        transaction
+            .prepare_cached("DELETE FROM patient WHERE id = ?")?
+            .execute([patient_id])?;
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Modalities In Study: the distinct modalities of the study's series.
+fn refresh_modalities(transaction: &Connection, study_id: i64) -> Result<(), IndexError> {
+    let mut modalities = BTreeSet::new();
+    {
+        let mut statement = transaction.prepare_cached(
+            "SELECT modality FROM series WHERE study = ? AND modality IS NOT NULL",
+        )?;
+        let mut rows = statement.query([study_id])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            modalities.extend(
+                text.split('\\')
+                    .map(|m| m.trim().to_owned())
+                    .filter(|m| !m.is_empty()),
+            );
+        }
+    }
+    let joined = modalities.into_iter().collect::<Vec<_>>().join("\\");
+    transaction
+        .prepare_cached("UPDATE study SET modalities_in_study = ? WHERE id = ?")?
+        .execute(params![joined, study_id])?;
+    Ok(())
+}
+
+/// SOP Classes In Study: the SOP classes of the study's instances.
+fn refresh_sop_classes(transaction: &Connection, study_id: i64) -> Result<(), IndexError> {
+    let classes: Vec<String> = transaction
+        .prepare_cached(
+            "SELECT sop_class_uid FROM study_sop_class WHERE study = ? ORDER BY sop_class_uid",
+        )?
+        .query_map([study_id], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    transaction
+        .prepare_cached("UPDATE study SET sop_classes_in_study = ? WHERE id = ?")?
+        .execute(params![classes.join("\\"), study_id])?;
+    Ok(())
+}
+
+fn delete(transaction: &Connection, target: &DeleteTarget) -> Result<Deleted, IndexError> {
+    let (condition, uid) = match target {
+        DeleteTarget::Study(uid) => ("st.study_instance_uid = ?", uid),
+        DeleteTarget::Series(uid) => ("se.series_instance_uid = ?", uid),
+        DeleteTarget::Instance(uid) => ("i.sop_instance_uid = ?", uid),
+    };
+    let ids: Vec<i64> = transaction
+        .prepare_cached(&format!(
+            "SELECT i.id FROM instance i JOIN series se ON se.id = i.series
+             JOIN study st ON st.id = se.study WHERE {condition}"
+        ))?
+        .query_map([uid], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut deleted = Deleted::default();
+    for id in ids {
+        let path = remove_instance(transaction, id)?;
+        transaction
+            .prepare_cached("INSERT OR IGNORE INTO pending_removal (path) VALUES (?)")?
+            .execute([path_text(&path)?])?;
+        deleted.files.push(path);
+        deleted.instances += 1;
+    }
+    Ok(deleted)
+}
+
+// ------------------------------------------------------------------------------------------
+// Reading
+// ------------------------------------------------------------------------------------------
+
+/// SQL being built, with its parameters.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    params: Vec<SqlValue>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn bind(&mut self, value: SqlValue) {
+        self.text.push('?');
+        self.params.push(value);
+    }
+}
+
+/// A GLOB pattern for a C.2.2.2.4 pattern: `*` and `?` stay, `[` is made literal.
+fn glob(pattern: &str) -> String {
+    pattern.replace('[', "[[]")
+}
+
+fn column_value(value: &ColumnValue) -> SqlValue {
+    match value {
+        ColumnValue::Text(text) => SqlValue::Text(text.clone()),
+        ColumnValue::Number(number) => SqlValue::Real(*number),
+    }
+}
+
+/// Writes one test on `column` (an SQL expression).
+fn push_test(sql: &mut Sql, column: &str, test: &Test) {
+    match test {
+        Test::Equal(value) => {
+            sql.push(&format!("{column} = "));
+            sql.bind(column_value(value));
+        }
+        Test::AnyOf(values) => {
+            sql.push(&format!("{column} IN (SELECT value FROM json_each("));
+            sql.bind(SqlValue::Text(
+                serde_json::to_string(values).unwrap_or_else(|_| "[]".into()),
+            ));
+            sql.push("))");
+        }
+        Test::Pattern(pattern) => {
+            sql.push(&format!("{column} GLOB "));
+            sql.bind(SqlValue::Text(glob(pattern)));
+        }
+        Test::Range { lower, upper } => {
+            sql.push("(");
+            sql.push(&format!("{column} IS NOT NULL"));
+            if let Some(lower) = lower {
+                sql.push(&format!(" AND {column} >= "));
+                sql.bind(SqlValue::Text(lower.clone()));
+            }
+            if let Some(upper) = upper {
+                sql.push(&format!(" AND {column} <= "));
+                sql.bind(SqlValue::Text(upper.clone()));
+            }
+            sql.push(")");
+        }
+        Test::PersonName {
+            value,
+            pattern,
+            alphabetic_too,
+        } => {
+            let (operator, value) = if *pattern {
+                ("GLOB", glob(value))
+            } else {
+                ("=", value.clone())
+            };
+            sql.push(&format!("({column} {operator} "));
+            sql.bind(SqlValue::Text(value.clone()));
+            if *alphabetic_too {
+                sql.push(&format!(" OR {column}_alpha {operator} "));
+                sql.bind(SqlValue::Text(value));
+            }
+            sql.push(")");
+        }
+        Test::Never => sql.push("0"),
+    }
+}
+
+/// Writes a constraint: any of its tests.
+fn push_constraint(sql: &mut Sql, constraint: &Constraint) {
+    let tests = |sql: &mut Sql, column: &str| {
+        sql.push("(");
+        for (n, test) in constraint.any_of.iter().enumerate() {
+            if n > 0 {
+                sql.push(" OR ");
+            }
+            push_test(sql, column, test);
+        }
+        if constraint.any_of.is_empty() {
+            sql.push("1");
+        }
+        sql.push(")");
+    };
+    match constraint.target {
+        Target::Column(column) => {
+            let (_, alias) = table(column.level);
+            tests(sql, &format!("{alias}.{}", column.name));
+        }
+        Target::SeriesModality => {
+            sql.push(
+                "EXISTS (SELECT 1 FROM series m WHERE m.study = st.id AND (m.irregular = 1 OR ",
+            );
+            tests(sql, "m.modality");
+            sql.push("))");
+        }
+        Target::StudySopClass => {
+            sql.push("EXISTS (SELECT 1 FROM study_sop_class c WHERE c.study = st.id AND ");
+            tests(sql, "c.sop_class_uid");
+            sql.push(")");
+        }
+    }
+}
+
+/// The columns each level's part of a candidate row has, after its id.
+fn level_columns(level: Level) -> &'static [&'static str] {
+    match level {
+        Level::Patient => &[
+            "attributes",
+            "number_of_studies",
+            "number_of_series",
+            "number_of_instances",
+        ],
+        Level::Study => &[
+            "attributes",
+            "number_of_series",
+            "number_of_instances",
+            "modalities_in_study",
+            "sop_classes_in_study",
+        ],
+        Level::Series => &["attributes", "number_of_instances"],
+        Level::Image => &["attributes"],
+    }
+}
+
+/// `FROM` the plan's level joined up to the patient, `WHERE` narrowed.
+fn from_where(level: Level, narrowing: &Narrowing) -> Sql {
+    let mut sql = Sql::default();
+    let (first, alias) = table(level);
+    sql.push(&format!(" FROM {first} {alias}"));
+    let mut below = level;
+    for parent in Level::ALL.into_iter().rev().filter(|l| *l < level) {
+        let (parent_table, parent_alias) = table(parent);
+        let (_, child_alias) = table(below);
+        let link = parent_column(below).unwrap_or("id");
+        sql.push(&format!(
+            " JOIN {parent_table} {parent_alias} ON {parent_alias}.id = {child_alias}.{link}"
+        ));
+        below = parent;
+    }
+    let mut first_condition = true;
+    for at in Level::ALL.into_iter().filter(|l| *l <= level) {
+        let constraints: Vec<&Constraint> = narrowing.at(at).collect();
+        if constraints.is_empty() {
+            continue;
+        }
+        let (_, alias) = table(at);
+        sql.push(if first_condition {
+            " WHERE ("
+        } else {
+            " AND ("
+        });
+        first_condition = false;
+        sql.push("(");
+        for (n, constraint) in constraints.into_iter().enumerate() {
+            if n > 0 {
+                sql.push(" AND ");
+            }
+            push_constraint(&mut sql, constraint);
+        }
+        sql.push(&format!(") OR {alias}.irregular = 1)"));
+    }
+    sql
+}
+
+/// The candidate query of a plan: each level's id and record columns, patient first.
+fn candidates_sql(level: Level, narrowing: &Narrowing) -> Sql {
+    let columns: Vec<String> = Level::ALL
+        .into_iter()
+        .filter(|l| *l <= level)
+        .flat_map(|l| {
+            let (_, alias) = table(l);
+            std::iter::once(format!("{alias}.id"))
+                .chain(level_columns(l).iter().map(move |c| format!("{alias}.{c}")))
+        })
+        .collect();
+    let rest = from_where(level, narrowing);
+    Sql {
+        text: format!("SELECT {}{}", columns.join(", "), rest.text),
+        params: rest.params,
+    }
+}
+
+/// The id of an entity that matches, and its chain of records (patient first).
+type MatchingChain = (i64, Vec<Arc<InMemDicomObject>>);
+
+/// Decoded records of one query, by level and id.
+struct RecordCache {
+    levels: [HashMap<i64, Arc<InMemDicomObject>>; 4],
+}
+
+impl RecordCache {
+    fn new() -> Self {
+        Self {
+            levels: Default::default(),
+        }
+    }
+
+    /// The record of the entity of `level` whose columns start at `start` in `row` (its id
+    /// first), with its computed keys.
+    fn record(
+        &mut self,
+        level: Level,
+        row: &Row<'_>,
+        start: usize,
+        limits: &ScanLimits,
+    ) -> Result<(i64, Arc<InMemDicomObject>), IndexError> {
+        let id: i64 = row.get(start)?;
+        let cache = &mut self.levels[level.depth() - 1];
+        if let Some(record) = cache.get(&id) {
+            return Ok((id, record.clone()));
+        }
+        let blob: Vec<u8> = row.get(start + 1)?;
+        let mut record = record::decode(&blob, limits).map_err(|reason| IndexError::Corrupt {
+            what: format!("{} {id}", table(level).0),
+            reason,
+        })?;
+        let count = |n: usize| -> Result<usize, IndexError> {
+            let value: i64 = row.get(start + n)?;
+            Ok(usize::try_from(value).unwrap_or(0))
+        };
+        let list = |n: usize| -> Result<Vec<String>, IndexError> {
+            let value: String = row.get(start + n)?;
+            Ok(value
+                .split('\\')
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect())
+        };
+        let computed = match level {
+            Level::Patient => Computed {
+                patient_studies: count(2)?,
+                patient_series: count(3)?,
+                patient_instances: count(4)?,
+                ..Computed::default()
+            },
+            Level::Study => Computed {
+                study_series: count(2)?,
+                study_instances: count(3)?,
+                modalities_in_study: list(4)?,
+                sop_classes_in_study: list(5)?,
+                ..Computed::default()
+            },
+            Level::Series => Computed {
+                series_instances: count(2)?,
+                ..Computed::default()
+            },
+            Level::Image => Computed::default(),
+        };
+        put_computed(level, &mut record, &computed);
+        let record = Arc::new(record);
+        if cache.len() >= RECORDS_CACHED {
+            cache.clear();
+        }
+        cache.insert(id, record.clone());
+        Ok((id, record))
+    }
+
+    /// The chain of a candidate row if every level passes the plan: (the id at the plan's
+    /// level, the records patient first).
+    fn matching_chain(
+        &mut self,
+        plan: &QueryPlan,
+        row: &Row<'_>,
+        limits: &ScanLimits,
+    ) -> Result<Option<MatchingChain>, IndexError> {
+        let mut records = Vec::with_capacity(4);
+        let mut start = 0;
+        let mut id = 0;
+        for level in Level::ALL.into_iter().filter(|l| *l <= plan.level()) {
+            let (level_id, record) = self.record(level, row, start, limits)?;
+            if !plan.passes(level, &record) {
+                return Ok(None);
+            }
+            id = level_id;
+            records.push(record);
+            start += 1 + level_columns(level).len();
+        }
+        Ok(Some((id, records)))
+    }
+}
+
+/// Runs a query, giving each response to `send` (which says whether to go on).
+fn run_query(
+    connection: &Connection,
+    plan: &QueryPlan,
+    limit: Option<usize>,
+    limits: &ScanLimits,
+    mut send: impl FnMut(Result<InMemDicomObject, IndexError>) -> bool,
+) -> Result<(), IndexError> {
+    let narrowing = Narrowing::of(plan);
+    let sql = candidates_sql(plan.level(), &narrowing);
+    debug!("index query: {}", sql.text);
+    let mut statement = connection.prepare_cached(&sql.text)?;
+    let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
+    let mut cache = RecordCache::new();
+    let mut sent = 0usize;
+    while let Some(row) = rows.next()? {
+        let Some((_, records)) = cache.matching_chain(plan, row, limits)? else {
+            continue;
+        };
+        if limit.is_some_and(|limit| sent >= limit) {
+            send(Err(IndexError::TooManyMatches {
+                limit: limit.unwrap_or_default(),
+            }));
+            return Ok(());
+        }
+        let chain: Vec<&InMemDicomObject> = records.iter().map(|r| r.as_ref()).collect();
+        if !send(Ok(plan.response(&chain))) {
+            return Ok(());
+        }
+        sent += 1;
+    }
+    Ok(())
+}
+
+const INSTANCE_COLUMNS: &str = "i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid,
+    st.study_instance_uid, se.series_instance_uid, i.path, i.data_set_offset,
+    i.data_set_length, i.file_size, i.file_modified_ns";
+const INSTANCE_JOINS: &str =
+    "FROM instance i JOIN series se ON se.id = i.series JOIN study st ON st.id = se.study";
+
+fn indexed_instance(row: &Row<'_>) -> rusqlite::Result<IndexedInstance> {
+    let unsigned = |n: usize| -> rusqlite::Result<u64> {
+        let value: i64 = row.get(n)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    };
+    Ok(IndexedInstance {
+        sop_class_uid: row.get(0)?,
+        sop_instance_uid: row.get(1)?,
+        transfer_syntax_uid: row.get(2)?,
+        study_instance_uid: row.get(3)?,
+        series_instance_uid: row.get(4)?,
+        location: FileLocation {
+            path: PathBuf::from(row.get::<_, String>(5)?),
+            data_set_offset: unsigned(6)?,
+            data_set_length: unsigned(7)?,
+            file_size: unsigned(8)?,
+            modified_ns: row.get(9)?,
+        },
+    })
+}
+
+fn retrieval_instances(
+    connection: &Connection,
+    plan: &QueryPlan,
+    limits: &ScanLimits,
+) -> Result<Vec<IndexedInstance>, IndexError> {
+    let transaction = connection.unchecked_transaction()?;
+    let narrowing = Narrowing::of(plan);
+    let sql = candidates_sql(plan.level(), &narrowing);
+    let mut entities = Vec::new();
+    {
+        let mut statement = transaction.prepare_cached(&sql.text)?;
+        let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
+        let mut cache = RecordCache::new();
+        while let Some(row) = rows.next()? {
+            if let Some((id, _)) = cache.matching_chain(plan, row, limits)? {
+                entities.push(id);
+            }
+        }
+    }
+    let (_, alias) = table(plan.level());
+    let mut statement = transaction.prepare_cached(&format!(
+        "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE {alias}.id = ? ORDER BY i.id"
+    ))?;
+    let mut instances = Vec::new();
+    for id in entities {
+        let rows = statement.query_map([id], indexed_instance)?;
+        for instance in rows {
+            instances.push(instance?);
+        }
+    }
+    Ok(instances)
+}
+
+impl Index for SqliteIndex {
+    fn insert(
+        &self,
+        instance: NewInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'_, Result<Inserted, IndexError>> {
+        Box::pin(async move {
+            let prepared = tokio::task::spawn_blocking(move || prepare(instance))
+                .await
+                .map_err(|error| IndexError::Task(error.to_string()))??;
+            match self
+                .write(Operation::Insert(Box::new(prepared), on_duplicate))
+                .await?
+            {
+                Done::Inserted(inserted) => Ok(inserted),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn query(
+        &self,
+        plan: QueryPlan,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<ResponseStream, IndexError>> {
+        Box::pin(async move {
+            let permit = self
+                .inner
+                .reader_permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
+            let (sender, receiver) = mpsc::channel(MATCHES_AHEAD);
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let outcome = inner.with_reader(|connection| {
+                    run_query(connection, &plan, limit, &inner.config.limits, |item| {
+                        sender.blocking_send(item).is_ok()
+                    })
+                });
+                if let Err(error) = outcome {
+                    let _ = sender.blocking_send(Err(error));
+                }
+                drop(permit);
+            });
+            let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|item| (item, receiver))
+            });
+            Ok(Box::pin(stream) as ResponseStream)
+        })
+    }
+
+    fn instances(
+        &self,
+        plan: QueryPlan,
+    ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
+        Box::pin(
+            self.read(move |connection, config| {
+                retrieval_instances(connection, &plan, &config.limits)
+            }),
+        )
+    }
+
+    fn lookup(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
+        Box::pin(self.read(move |connection, _| {
+            Ok(connection
+                .prepare_cached(&format!(
+                    "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE i.sop_instance_uid = ?"
+                ))?
+                .query_row([sop_instance_uid], indexed_instance)
+                .optional()?)
+        }))
+    }
+
+    fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>> {
+        Box::pin(async move {
+            match self.write(Operation::Delete(target)).await? {
+                Done::Deleted(deleted) => Ok(deleted),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn files_removed(&self, files: Vec<PathBuf>) -> BoxFuture<'_, Result<(), IndexError>> {
+        Box::pin(async move {
+            self.write(Operation::FilesRemoved(files)).await?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<IndexCounts, IndexError>> {
+        Box::pin(self.read(|connection, _| {
+            let count = |table: &str| -> Result<usize, IndexError> {
+                let n: i64 =
+                    connection.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })?;
+                Ok(usize::try_from(n).unwrap_or(0))
+            };
+            Ok(IndexCounts {
+                patients: count("patient")?,
+                studies: count("study")?,
+                series: count("series")?,
+                instances: count("instance")?,
+                skipped_files: 0,
+            })
+        }))
+    }
+
+    fn instances_after(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
+        Box::pin(self.read(move |connection, _| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS}
+                 WHERE i.sop_instance_uid > ? ORDER BY i.sop_instance_uid LIMIT ?"
+            ))?;
+            let rows =
+                statement.query_map(params![after.unwrap_or_default(), limit], indexed_instance)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn begin_session(&self) -> BoxFuture<'_, Result<SessionStart, IndexError>> {
+        Box::pin(async move {
+            match self.write(Operation::BeginSession).await? {
+                Done::Session(session) => Ok(session),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>> {
+        Box::pin(async move {
+            self.write(Operation::MarkClean).await?;
+            Ok(())
+        })
+    }
+}

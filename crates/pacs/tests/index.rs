@@ -1,0 +1,913 @@
+//! The SQLite index on its own: instances indexed from their attributes (no files needed),
+//! queried at every level of the three Q/R information models with every matching rule the
+//! narrowing translates (wild cards, ranges, UID lists, universal keys, literal `%` and `_`,
+//! PN case), computed keys kept right through inserts, replacements and deletes, hostile
+//! identifiers, the result limit, and visibility only after commit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use dimsum_net::dataset::dicom_core::header::Header;
+use dimsum_net::dataset::dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dimsum_net::dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_net::dataset::dicom_dictionary_std::tags;
+use dimsum_net::dataset::dicom_object::InMemDicomObject;
+use dimsum_net::dataset::dicom_object::mem::InMemElement;
+use dimsum_net::dataset::query_model::{QueryModel, QueryService};
+use dimsum_pacs::hierarchy::QueryPlan;
+use dimsum_pacs::index::{
+    DeleteTarget, FileLocation, Index, IndexError, Inserted, NewInstance, OnDuplicate,
+    SqliteConfig, SqliteIndex,
+};
+use dimsum_pacs::matching::MatchOptions;
+
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
+const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
+const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
+const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+
+fn element(tag: Tag, vr: VR, value: &str) -> InMemElement {
+    if value.is_empty() {
+        DataElement::empty(tag, vr)
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::from(value))
+    }
+}
+
+/// One test instance.
+#[derive(Clone)]
+struct Spec {
+    patient: (&'static str, &'static str),
+    study: (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ),
+    series: (&'static str, &'static str, &'static str),
+    sop: (&'static str, &'static str),
+}
+
+impl Spec {
+    fn new_instance(&self, root: &Path) -> NewInstance {
+        let (pid, name) = self.patient;
+        let (study, date, time, accession, description) = self.study;
+        let (series, modality, number) = self.series;
+        let (sop, class) = self.sop;
+        let attributes = InMemDicomObject::from_element_iter([
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+            element(tags::SOP_CLASS_UID, VR::UI, class),
+            element(tags::SOP_INSTANCE_UID, VR::UI, sop),
+            element(tags::STUDY_DATE, VR::DA, date),
+            element(tags::STUDY_TIME, VR::TM, time),
+            element(tags::ACCESSION_NUMBER, VR::SH, accession),
+            element(tags::MODALITY, VR::CS, modality),
+            element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
+            element(tags::STUDY_DESCRIPTION, VR::LO, description),
+            element(tags::PATIENT_NAME, VR::PN, name),
+            element(tags::PATIENT_ID, VR::LO, pid),
+            element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
+            element(tags::PATIENT_SEX, VR::CS, "O"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, study),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, series),
+            element(tags::SERIES_NUMBER, VR::IS, number),
+            element(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        ]);
+        NewInstance {
+            sop_class_uid: class.into(),
+            sop_instance_uid: sop.into(),
+            transfer_syntax_uid: EXPLICIT.into(),
+            location: location(root, study, series, sop),
+            attributes,
+        }
+    }
+}
+
+fn location(root: &Path, study: &str, series: &str, sop: &str) -> FileLocation {
+    FileLocation {
+        path: root.join(study).join(series).join(format!("{sop}.dcm")),
+        data_set_offset: 132,
+        data_set_length: 1000,
+        file_size: 1132,
+        modified_ns: 1,
+    }
+}
+
+const P1: (&str, &str) = ("P1", "DOE^JOHN");
+const P2: (&str, &str) = ("P2", "Roe^Jane");
+const P3: (&str, &str) = ("P3", "Yamada^Tarou=山田^太郎");
+const S11: (&str, &str, &str, &str, &str) = ("1.1", "20240105", "101500", "ACC%1", "CT CHEST");
+const S12: (&str, &str, &str, &str, &str) = ("1.2", "20240320", "083000", "ACC_2", "MR KNEE");
+const S21: (&str, &str, &str, &str, &str) = ("2.1", "20231111", "170000", "A1", "FOLLOW UP");
+const S31: (&str, &str, &str, &str, &str) = ("3.1", "", "", "", "[US] neck");
+
+/// 3 patients, 4 studies, 5 series, 6 instances.
+fn specs() -> Vec<Spec> {
+    let one = |patient, study, series, sop| Spec {
+        patient,
+        study,
+        series,
+        sop,
+    };
+    vec![
+        one(P1, S11, ("1.1.1", "CT", "1"), ("1.1.1.1", CT)),
+        one(P1, S11, ("1.1.1", "CT", "1"), ("1.1.1.2", CT)),
+        one(P1, S11, ("1.1.2", "OT", "2"), ("1.1.2.1", SC)),
+        one(P1, S12, ("1.2.1", "MR", "1"), ("1.2.1.1", MR)),
+        one(P2, S21, ("2.1.1", "CT", "1"), ("2.1.1.1", CT)),
+        one(P3, S31, ("3.1.1", "US", "1"), ("3.1.1.1", US)),
+    ]
+}
+
+struct Fixture {
+    folder: tempfile::TempDir,
+    index: SqliteIndex,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
+            .await
+            .expect("index");
+        let fixture = Fixture { folder, index };
+        for spec in specs() {
+            fixture.insert(&spec).await;
+        }
+        fixture
+    }
+
+    fn root(&self) -> &Path {
+        self.folder.path()
+    }
+
+    async fn insert(&self, spec: &Spec) -> Inserted {
+        self.index
+            .insert(spec.new_instance(self.root()), OnDuplicate::Fail)
+            .await
+            .expect("inserted")
+    }
+
+    async fn find(
+        &self,
+        model: QueryModel,
+        level: &str,
+        keys: Vec<InMemElement>,
+    ) -> Vec<InMemDicomObject> {
+        self.find_with(plan(model, level, keys), None)
+            .await
+            .into_iter()
+            .map(|found| found.expect("a match"))
+            .collect()
+    }
+
+    async fn find_with(
+        &self,
+        plan: QueryPlan,
+        limit: Option<usize>,
+    ) -> Vec<Result<InMemDicomObject, IndexError>> {
+        let stream = self.index.query(plan, limit).await.expect("query");
+        tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
+            .await
+            .expect("the query ends")
+    }
+
+    /// The sorted values of `tag` in the matches of a Study Root query at `level`.
+    async fn column(&self, level: &str, keys: Vec<InMemElement>, tag: Tag) -> Vec<String> {
+        let mut keys = keys;
+        if !keys.iter().any(|key| key.tag() == tag) {
+            keys.push(element(tag, VR::UN, ""));
+        }
+        let found = self.find(QueryModel::StudyRoot, level, keys).await;
+        column(&found, tag)
+    }
+}
+
+fn plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> QueryPlan {
+    let mut object = InMemDicomObject::from_element_iter(keys);
+    object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+    QueryPlan::new(model, QueryService::Find, object).expect("plan")
+}
+
+fn text(object: &InMemDicomObject, tag: Tag) -> String {
+    object
+        .get(tag)
+        .unwrap_or_else(|| panic!("no {tag} in {object:?}"))
+        .to_str()
+        .expect("text")
+        .into_owned()
+}
+
+fn column(found: &[InMemDicomObject], tag: Tag) -> Vec<String> {
+    let mut values: Vec<String> = found.iter().map(|f| text(f, tag)).collect();
+    values.sort();
+    values
+}
+
+fn study_uid(value: &str) -> InMemElement {
+    element(tags::STUDY_INSTANCE_UID, VR::UI, value)
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
+    let fixture = Fixture::new().await;
+    let counts = fixture.index.counts().await.expect("counts");
+    assert_eq!(
+        (
+            counts.patients,
+            counts.studies,
+            counts.series,
+            counts.instances
+        ),
+        (3, 4, 5, 6)
+    );
+
+    let patients = fixture
+        .find(
+            QueryModel::PatientRoot,
+            "PATIENT",
+            vec![
+                element(tags::PATIENT_ID, VR::LO, ""),
+                element(tags::PATIENT_NAME, VR::PN, ""),
+                element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+                element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
+                element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
+            ],
+        )
+        .await;
+    assert_eq!(column(&patients, tags::PATIENT_ID), ["P1", "P2", "P3"]);
+    let p1 = patients
+        .iter()
+        .find(|p| text(p, tags::PATIENT_ID) == "P1")
+        .expect("P1");
+    assert_eq!(text(p1, tags::NUMBER_OF_PATIENT_RELATED_STUDIES), "2");
+    assert_eq!(text(p1, tags::NUMBER_OF_PATIENT_RELATED_SERIES), "3");
+    assert_eq!(text(p1, tags::NUMBER_OF_PATIENT_RELATED_INSTANCES), "4");
+    assert_eq!(text(p1, tags::QUERY_RETRIEVE_LEVEL), "PATIENT");
+    assert_eq!(text(p1, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+
+    // Patient Root STUDY under P1; the same through Patient/Study Only.
+    for model in [QueryModel::PatientRoot, QueryModel::PatientStudyOnly] {
+        let studies = fixture
+            .find(
+                model,
+                "STUDY",
+                vec![
+                    element(tags::PATIENT_ID, VR::LO, "P1"),
+                    study_uid(""),
+                    element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+                    element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
+                    element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+                    element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+                ],
+            )
+            .await;
+        assert_eq!(column(&studies, tags::STUDY_INSTANCE_UID), ["1.1", "1.2"]);
+        let s11 = studies
+            .iter()
+            .find(|s| text(s, tags::STUDY_INSTANCE_UID) == "1.1")
+            .expect("1.1");
+        assert_eq!(text(s11, tags::MODALITIES_IN_STUDY), "CT\\OT");
+        assert_eq!(text(s11, tags::SOP_CLASSES_IN_STUDY), format!("{CT}\\{SC}"));
+        assert_eq!(text(s11, tags::NUMBER_OF_STUDY_RELATED_SERIES), "2");
+        assert_eq!(text(s11, tags::NUMBER_OF_STUDY_RELATED_INSTANCES), "3");
+    }
+
+    // Study Root at each level.
+    assert_eq!(
+        fixture
+            .column("STUDY", vec![], tags::STUDY_INSTANCE_UID)
+            .await,
+        ["1.1", "1.2", "2.1", "3.1"]
+    );
+    let series = fixture
+        .find(
+            QueryModel::StudyRoot,
+            "SERIES",
+            vec![
+                study_uid("1.1"),
+                element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+                element(tags::MODALITY, VR::CS, ""),
+                element(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
+                element(tags::PATIENT_NAME, VR::PN, ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        column(&series, tags::SERIES_INSTANCE_UID),
+        ["1.1.1", "1.1.2"]
+    );
+    assert_eq!(column(&series, tags::MODALITY), ["CT", "OT"]);
+    assert_eq!(
+        column(&series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        ["1", "2"]
+    );
+    assert_eq!(
+        column(&series, tags::PATIENT_NAME),
+        ["DOE^JOHN", "DOE^JOHN"]
+    );
+    let images = fixture
+        .find(
+            QueryModel::PatientRoot,
+            "IMAGE",
+            vec![
+                element(tags::PATIENT_ID, VR::LO, "P1"),
+                study_uid("1.1"),
+                element(tags::SERIES_INSTANCE_UID, VR::UI, "1.1.1"),
+                element(tags::SOP_INSTANCE_UID, VR::UI, ""),
+                element(tags::SOP_CLASS_UID, VR::UI, ""),
+                element(tags::INSTANCE_NUMBER, VR::IS, ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        column(&images, tags::SOP_INSTANCE_UID),
+        ["1.1.1.1", "1.1.1.2"]
+    );
+    assert_eq!(column(&images, tags::SOP_CLASS_UID), [CT, CT]);
+    assert_eq!(column(&images, tags::INSTANCE_NUMBER), ["1", "1"]);
+
+    // Retrieval: every instance below the matches of each level.
+    let retrieve = |level: &str, keys| {
+        let mut object = InMemDicomObject::from_element_iter(keys);
+        object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+        QueryPlan::new(QueryModel::StudyRoot, QueryService::Move, object).expect("plan")
+    };
+    let uids = |instances: Vec<dimsum_pacs::index::IndexedInstance>| {
+        let mut uids: Vec<String> = instances.into_iter().map(|i| i.sop_instance_uid).collect();
+        uids.sort();
+        uids
+    };
+    let study = fixture
+        .index
+        .instances(retrieve("STUDY", vec![study_uid("1.1\\2.1")]))
+        .await
+        .expect("instances");
+    assert_eq!(uids(study), ["1.1.1.1", "1.1.1.2", "1.1.2.1", "2.1.1.1"]);
+    let series = fixture
+        .index
+        .instances(retrieve(
+            "SERIES",
+            vec![element(tags::SERIES_INSTANCE_UID, VR::UI, "1.1.1")],
+        ))
+        .await
+        .expect("instances");
+    assert_eq!(series.len(), 2);
+    assert_eq!(
+        series[0].location.path,
+        fixture
+            .root()
+            .join("1.1/1.1.1")
+            .join(format!("{}.dcm", series[0].sop_instance_uid))
+    );
+    let image = fixture
+        .index
+        .instances(retrieve(
+            "IMAGE",
+            vec![element(tags::SOP_INSTANCE_UID, VR::UI, "3.1.1.1")],
+        ))
+        .await
+        .expect("instances");
+    assert_eq!(uids(image), ["3.1.1.1"]);
+    let found = fixture
+        .index
+        .lookup("1.2.1.1".into())
+        .await
+        .expect("lookup")
+        .expect("indexed");
+    assert_eq!(
+        (
+            found.sop_class_uid.as_str(),
+            found.study_instance_uid.as_str(),
+            found.series_instance_uid.as_str()
+        ),
+        (MR, "1.2", "1.2.1")
+    );
+    assert!(
+        fixture
+            .index
+            .lookup("9.9".into())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn wild_cards_ranges_uid_lists_and_literal_percent_and_underscore() {
+    let fixture = Fixture::new().await;
+    let studies = |keys| fixture.column("STUDY", keys, tags::STUDY_INSTANCE_UID);
+    let accession = |value| vec![element(tags::ACCESSION_NUMBER, VR::SH, value)];
+    assert_eq!(studies(accession("ACC%1")).await, ["1.1"]);
+    assert_eq!(studies(accession("ACC_2")).await, ["1.2"]);
+    assert_eq!(
+        studies(accession("ACC%*")).await,
+        ["1.1"],
+        "% is no wild card"
+    );
+    assert_eq!(
+        studies(accession("ACC_*")).await,
+        ["1.2"],
+        "_ is no wild card"
+    );
+    assert_eq!(studies(accession("ACC?*")).await, ["1.1", "1.2"]);
+    assert_eq!(studies(accession("%")).await, Vec::<String>::new());
+    assert_eq!(studies(accession("*")).await, ["1.1", "1.2", "2.1", "3.1"]);
+    assert_eq!(
+        studies(accession("acc*")).await,
+        Vec::<String>::new(),
+        "SH keeps case"
+    );
+    let description = |value| vec![element(tags::STUDY_DESCRIPTION, VR::LO, value)];
+    assert_eq!(studies(description("[US]*")).await, ["3.1"], "[ is literal");
+    assert_eq!(studies(description("*K*")).await, ["1.2"]);
+
+    let date = |value| vec![element(tags::STUDY_DATE, VR::DA, value)];
+    assert_eq!(studies(date("20240101-")).await, ["1.1", "1.2"]);
+    assert_eq!(studies(date("-20231231")).await, ["2.1"]);
+    assert_eq!(studies(date("20240105")).await, ["1.1"]);
+    assert_eq!(studies(date("20240101-20240131")).await, ["1.1"]);
+    assert_eq!(studies(date("2024.03.20")).await, ["1.2"]);
+    assert_eq!(
+        studies(date("2024-03-20")).await,
+        Vec::<String>::new(),
+        "malformed"
+    );
+    let time = |value| vec![element(tags::STUDY_TIME, VR::TM, value)];
+    assert_eq!(studies(time("08-09")).await, ["1.2"]);
+    assert_eq!(studies(time("08-10")).await, ["1.1", "1.2"]);
+    assert_eq!(studies(time("1015")).await, ["1.1"]);
+    assert_eq!(studies(time("12-")).await, ["2.1"]);
+
+    assert_eq!(
+        studies(vec![study_uid("1.2\\3.1\\9.9")]).await,
+        ["1.2", "3.1"]
+    );
+    let many: Vec<String> = (0..2000)
+        .map(|n| format!("9.{n}"))
+        .chain(["2.1".into()])
+        .collect();
+    let list = DataElement::new(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::Strs(many.into_iter().collect()),
+    );
+    assert_eq!(studies(vec![list]).await, ["2.1"], "a list of 2001 UIDs");
+
+    let modalities = |value| vec![element(tags::MODALITIES_IN_STUDY, VR::CS, value)];
+    assert_eq!(studies(modalities("CT")).await, ["1.1", "2.1"]);
+    assert_eq!(studies(modalities("M?")).await, ["1.2"]);
+    assert_eq!(studies(modalities("OT\\US")).await, ["1.1", "3.1"]);
+    let classes = vec![element(tags::SOP_CLASSES_IN_STUDY, VR::UI, SC)];
+    assert_eq!(studies(classes).await, ["1.1"]);
+
+    // Universal keys of every kind restrict nothing.
+    let universal = vec![
+        element(tags::STUDY_DATE, VR::DA, ""),
+        element(tags::PATIENT_NAME, VR::PN, "*"),
+        element(tags::ACCESSION_NUMBER, VR::SH, "**"),
+        element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+    ];
+    assert_eq!(studies(universal).await, ["1.1", "1.2", "2.1", "3.1"]);
+    // Keys at two levels, both applied.
+    let series = fixture
+        .column(
+            "SERIES",
+            vec![
+                element(tags::PATIENT_ID, VR::LO, "P1"),
+                element(tags::MODALITY, VR::CS, "CT"),
+                element(tags::SERIES_NUMBER, VR::IS, "01"),
+            ],
+            tags::SERIES_INSTANCE_UID,
+        )
+        .await;
+    assert_eq!(series, ["1.1.1"]);
+}
+
+#[tokio::test]
+async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_when_asked() {
+    let fixture = Fixture::new().await;
+    let patients = |name: &str| {
+        fixture.column(
+            "STUDY",
+            vec![element(tags::PATIENT_NAME, VR::PN, name)],
+            tags::PATIENT_ID,
+        )
+    };
+    assert_eq!(patients("doe^john").await, ["P1", "P1"]);
+    assert_eq!(patients("DOE^JOHN^^").await, ["P1", "P1"]);
+    assert_eq!(patients("roe*").await, ["P2"]);
+    assert_eq!(patients("R?E^JANE").await, ["P2"]);
+    assert_eq!(
+        patients("yamada^tarou").await,
+        ["P3"],
+        "the alphabetic group"
+    );
+    assert_eq!(patients("*田*").await, ["P3"], "the whole name");
+    assert_eq!(patients("Yamada^Tarou=山田^太郎").await, ["P3"]);
+    assert_eq!(patients("Doe").await, Vec::<String>::new());
+    let referring = fixture
+        .column(
+            "STUDY",
+            vec![element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "smith*")],
+            tags::STUDY_INSTANCE_UID,
+        )
+        .await;
+    assert_eq!(referring.len(), 4);
+
+    let sensitive = MatchOptions {
+        case_insensitive_person_names: false,
+    };
+    let find = |name: &str| {
+        fixture.find_with(
+            plan(
+                QueryModel::PatientRoot,
+                "PATIENT",
+                vec![
+                    element(tags::PATIENT_NAME, VR::PN, name),
+                    element(tags::PATIENT_ID, VR::LO, ""),
+                ],
+            )
+            .with_options(sensitive),
+            None,
+        )
+    };
+    assert!(find("doe^john").await.is_empty());
+    assert_eq!(find("DOE^JOHN").await.len(), 1);
+    assert!(find("roe?jane").await.is_empty());
+    assert_eq!(find("Roe^Ja?e").await.len(), 1);
+}
+
+#[tokio::test]
+async fn computed_keys_follow_inserts_replacements_and_deletes() {
+    let fixture = &Fixture::new().await;
+    let study = |uid: &'static str| async move {
+        let found = fixture
+            .find(
+                QueryModel::StudyRoot,
+                "STUDY",
+                vec![
+                    study_uid(uid),
+                    element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+                    element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
+                    element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+                    element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+                ],
+            )
+            .await;
+        found.first().map(|s| {
+            [
+                tags::MODALITIES_IN_STUDY,
+                tags::SOP_CLASSES_IN_STUDY,
+                tags::NUMBER_OF_STUDY_RELATED_SERIES,
+                tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+            ]
+            .map(|tag| text(s, tag))
+        })
+    };
+    let patient = |pid: &'static str| async move {
+        let found = fixture
+            .find(
+                QueryModel::PatientRoot,
+                "PATIENT",
+                vec![
+                    element(tags::PATIENT_ID, VR::LO, pid),
+                    element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+                    element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
+                    element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
+                ],
+            )
+            .await;
+        found.first().map(|p| {
+            [
+                tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
+                tags::NUMBER_OF_PATIENT_RELATED_SERIES,
+                tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+            ]
+            .map(|tag| text(p, tag))
+        })
+    };
+    let s = |values: [&str; 4]| Some(values.map(str::to_owned));
+    let p = |values: [&str; 3]| Some(values.map(str::to_owned));
+    assert_eq!(
+        study("1.1").await,
+        s(["CT\\OT", &format!("{CT}\\{SC}"), "2", "3"])
+    );
+
+    // A new series of another modality and SOP class.
+    fixture
+        .insert(&Spec {
+            patient: P1,
+            study: S11,
+            series: ("1.1.3", "MR", "3"),
+            sop: ("1.1.3.1", MR),
+        })
+        .await;
+    assert_eq!(
+        study("1.1").await,
+        s(["CT\\MR\\OT", &format!("{CT}\\{MR}\\{SC}"), "3", "4"])
+    );
+    assert_eq!(patient("P1").await, p(["2", "4", "5"]));
+
+    // Replaced in place (same file): nothing to remove. Replaced elsewhere: the old file.
+    let again = Spec {
+        patient: P1,
+        study: S11,
+        series: ("1.1.3", "MR", "3"),
+        sop: ("1.1.3.1", MR),
+    };
+    let duplicate = fixture
+        .index
+        .insert(again.new_instance(fixture.root()), OnDuplicate::Fail)
+        .await;
+    assert!(
+        matches!(duplicate, Err(IndexError::Duplicate(_))),
+        "{duplicate:?}"
+    );
+    let kept = fixture
+        .index
+        .insert(again.new_instance(fixture.root()), OnDuplicate::Keep)
+        .await
+        .expect("kept");
+    assert_eq!(kept, Inserted::AlreadyPresent);
+    let replaced = fixture
+        .index
+        .insert(again.new_instance(fixture.root()), OnDuplicate::Replace)
+        .await
+        .expect("replaced");
+    assert_eq!(replaced, Inserted::Replaced { old_file: None });
+    let moved = Spec {
+        series: ("2.1.1", "CT", "1"),
+        study: S21,
+        patient: P2,
+        ..again
+    };
+    let replaced = fixture
+        .index
+        .insert(moved.new_instance(fixture.root()), OnDuplicate::Replace)
+        .await
+        .expect("replaced");
+    assert_eq!(
+        replaced,
+        Inserted::Replaced {
+            old_file: Some(location(fixture.root(), "1.1", "1.1.3", "1.1.3.1").path)
+        }
+    );
+    assert_eq!(
+        study("1.1").await,
+        s(["CT\\OT", &format!("{CT}\\{SC}"), "2", "3"])
+    );
+    assert_eq!(
+        study("2.1").await,
+        s(["CT", &format!("{CT}\\{MR}"), "1", "2"])
+    );
+    assert_eq!(patient("P2").await, p(["1", "1", "2"]));
+
+    // Deletes: a series, an instance, a study; empty parents go.
+    let deleted = fixture
+        .index
+        .delete(DeleteTarget::Series("1.1.2".into()))
+        .await
+        .expect("deleted");
+    assert_eq!(deleted.instances, 1);
+    assert_eq!(
+        deleted.files,
+        [location(fixture.root(), "1.1", "1.1.2", "1.1.2.1").path]
+    );
+    assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
+    assert_eq!(patient("P1").await, p(["2", "2", "3"]));
+    let deleted = fixture
+        .index
+        .delete(DeleteTarget::Instance("1.1.1.1".into()))
+        .await
+        .expect("deleted");
+    assert_eq!(deleted.instances, 1);
+    assert_eq!(study("1.1").await, s(["CT", CT, "1", "1"]));
+    let deleted = fixture
+        .index
+        .delete(DeleteTarget::Study("1.2".into()))
+        .await
+        .expect("deleted");
+    assert_eq!(deleted.instances, 1);
+    assert_eq!(study("1.2").await, None);
+    assert_eq!(patient("P1").await, p(["1", "1", "1"]));
+    fixture
+        .index
+        .delete(DeleteTarget::Study("1.1".into()))
+        .await
+        .expect("deleted");
+    assert_eq!(patient("P1").await, None, "a patient without studies goes");
+    let nothing = fixture
+        .index
+        .delete(DeleteTarget::Study("9.9".into()))
+        .await
+        .expect("nothing to delete");
+    assert_eq!(nothing.instances, 0);
+    let counts = fixture.index.counts().await.expect("counts");
+    assert_eq!(
+        (
+            counts.patients,
+            counts.studies,
+            counts.series,
+            counts.instances
+        ),
+        (2, 2, 2, 3)
+    );
+}
+
+#[tokio::test]
+async fn hostile_identifiers_neither_break_the_query_nor_leak_rows() {
+    let fixture = Fixture::new().await;
+    let studies = |keys| fixture.column("STUDY", keys, tags::STUDY_INSTANCE_UID);
+    let none = Vec::<String>::new();
+    for hostile in [
+        "'; DROP TABLE study; --",
+        "\" OR 1=1 --",
+        "1.1' OR '1'='1",
+        "%",
+        "_",
+        "%%",
+        "\\' OR 1=1",
+        "?*' OR ''='",
+    ] {
+        assert_eq!(
+            studies(vec![element(tags::ACCESSION_NUMBER, VR::SH, hostile)]).await,
+            none,
+            "{hostile}"
+        );
+        assert_eq!(
+            studies(vec![element(tags::PATIENT_NAME, VR::PN, hostile)]).await,
+            none,
+            "{hostile}"
+        );
+        assert_eq!(studies(vec![study_uid(hostile)]).await, none, "{hostile}");
+    }
+    // A 10 MB value, as an exact key and as a pattern.
+    let huge = "x".repeat(10 * 1024 * 1024);
+    assert_eq!(
+        studies(vec![element(tags::STUDY_DESCRIPTION, VR::LO, &huge)]).await,
+        none
+    );
+    assert_eq!(
+        studies(vec![element(
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            &format!("*{huge}*")
+        )])
+        .await,
+        none
+    );
+    // 1,000 keys (universal private ones and one that restricts).
+    let mut keys: Vec<InMemElement> = (0..1000u16)
+        .map(|n| element(Tag(0x0011, 0x1000 + n), VR::LO, ""))
+        .collect();
+    keys.push(element(tags::ACCESSION_NUMBER, VR::SH, "A1"));
+    assert_eq!(studies(keys).await, ["2.1"]);
+    // A deeply nested sequence key.
+    let mut nested = element(tags::CODE_VALUE, VR::SH, "X");
+    for _ in 0..64 {
+        nested = DataElement::new(
+            tags::PROCEDURE_CODE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![InMemDicomObject::from_element_iter([nested])]),
+        );
+    }
+    assert_eq!(studies(vec![nested]).await, none);
+    // The tables are intact.
+    let counts = fixture.index.counts().await.expect("counts");
+    assert_eq!((counts.studies, counts.instances), (4, 6));
+}
+
+#[tokio::test]
+async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
+    let fixture = Fixture::new().await;
+    let found = fixture
+        .find_with(
+            plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
+            Some(3),
+        )
+        .await;
+    assert_eq!(found.len(), 4);
+    assert!(found[..3].iter().all(Result::is_ok));
+    assert!(matches!(
+        found[3],
+        Err(IndexError::TooManyMatches { limit: 3 })
+    ));
+    let exactly = fixture
+        .find_with(
+            plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
+            Some(4),
+        )
+        .await;
+    assert_eq!(exactly.len(), 4);
+    assert!(
+        exactly.iter().all(Result::is_ok),
+        "four matches fit a limit of four"
+    );
+
+    // A stream dropped early gives its reader back.
+    for _ in 0..20 {
+        let mut stream = fixture
+            .index
+            .query(plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
+            .await
+            .expect("query");
+        assert!(stream.next().await.is_some());
+    }
+    assert_eq!(
+        fixture
+            .column("STUDY", vec![], tags::STUDY_INSTANCE_UID)
+            .await
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn an_instance_is_visible_only_once_its_transaction_committed() {
+    let fixture = Fixture::new().await;
+    let path = fixture.index.path().to_path_buf();
+    // Another connection holds the write lock: the writer cannot commit.
+    let blocker = rusqlite::Connection::open(&path).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let spec = Spec {
+        patient: P2,
+        study: S21,
+        series: ("2.1.9", "SR", "9"),
+        sop: ("2.1.9.1", SC),
+    };
+    let index = fixture.index.clone();
+    let new = spec.new_instance(fixture.root());
+    let insert = tokio::spawn(async move { index.insert(new, OnDuplicate::Fail).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!insert.is_finished(), "resolved before its commit");
+    assert!(
+        fixture
+            .index
+            .lookup("2.1.9.1".into())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(
+        fixture
+            .column("SERIES", vec![study_uid("2.1")], tags::SERIES_INSTANCE_UID)
+            .await,
+        ["2.1.1"]
+    );
+    blocker.execute_batch("COMMIT").expect("unlock");
+    let inserted = tokio::time::timeout(Duration::from_secs(10), insert)
+        .await
+        .expect("committed")
+        .expect("task")
+        .expect("inserted");
+    assert_eq!(inserted, Inserted::New);
+    assert!(
+        fixture
+            .index
+            .lookup("2.1.9.1".into())
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn the_index_survives_reopening_and_refuses_a_newer_schema() {
+    let fixture = Fixture::new().await;
+    let path: PathBuf = fixture.index.path().to_path_buf();
+    fixture.index.close().await.expect("closed");
+    let late = fixture
+        .index
+        .insert(specs()[0].new_instance(fixture.root()), OnDuplicate::Keep)
+        .await;
+    assert!(matches!(late, Err(IndexError::WriterGone)), "{late:?}");
+    let reopened = SqliteIndex::open(SqliteConfig::new(&path))
+        .await
+        .expect("reopened");
+    assert_eq!(reopened.counts().await.expect("counts").instances, 6);
+    let session = reopened.begin_session().await.expect("session");
+    assert!(session.was_clean, "a new index is clean");
+    let session = reopened.begin_session().await.expect("session");
+    assert!(!session.was_clean, "not marked clean since");
+    reopened.mark_clean().await.expect("clean");
+    assert!(reopened.begin_session().await.expect("session").was_clean);
+    reopened.close().await.expect("closed");
+
+    let connection = rusqlite::Connection::open(&path).expect("open");
+    connection
+        .execute_batch("PRAGMA user_version = 99")
+        .expect("version");
+    drop(connection);
+    let refused = SqliteIndex::open(SqliteConfig::new(&path)).await;
+    assert!(
+        matches!(refused, Err(IndexError::NewerSchema { found: 99, .. })),
+        "{refused:?}"
+    );
+}
