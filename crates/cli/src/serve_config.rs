@@ -691,34 +691,19 @@ mod tests {
         }
     }
 
-    /// The example of docs/tools.md.
-    const EXAMPLE: &str = r#"
-ae-title = "ARCHIVE"
-port = 104
-bind = "10.0.0.2"
-data = "/srv/dimsum"
-max-associations = 64
-max-associations-per-peer = 8
-max-pdu = 65536
-allow-calling = ["CT1", "WORKSTATION"]
-allow-shutdown = true
-duplicates = "reject"
-result-limit = 5000
-
-[peers]
-WORKSTATION = "10.0.0.7:11112"
-VIEWER = "[fd00::7]:104"
-
-[timeouts]
-idle = 600
-shutdown-grace = 30
-
-[tls]
-private-key = "server-key.pem"
-certificate = "server.pem"
-trusted = ["ca.pem"]
-client-certificates = "require"
-"#;
+    /// The example file of docs/tools.md, read from there so that the two cannot drift apart.
+    fn documented_example() -> &'static str {
+        const TOOLS: &str = include_str!("../../../docs/tools.md");
+        let section = TOOLS
+            .split("## dimsum serve")
+            .nth(1)
+            .expect("docs/tools.md has a dimsum serve section");
+        let start = section.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+        let length = section[start..]
+            .find("```")
+            .expect("the end of the example");
+        &section[start..start + length]
+    }
 
     #[test]
     fn with_no_file_and_no_flag_every_value_is_the_safe_default() {
@@ -750,7 +735,7 @@ client-certificates = "require"
 
     #[test]
     fn the_documented_example_reads_as_written() {
-        let config = parse(EXAMPLE).expect("the example parses");
+        let config = parse(documented_example()).expect("the example parses");
         assert_eq!(config.ae_title, "ARCHIVE");
         assert_eq!(config.listen_address(), "10.0.0.2:104");
         assert_eq!(config.data, PathBuf::from("/srv/dimsum"));
@@ -774,9 +759,16 @@ client-certificates = "require"
             }
         );
         assert_eq!(config.peers["VIEWER"].to_string(), "[fd00::7]:104");
-        assert_eq!(config.timeouts.idle, 600);
-        assert_eq!(config.timeouts.shutdown_grace, 30);
-        assert_eq!(config.timeouts.acse, TimeoutsConfig::default().acse);
+        assert_eq!(
+            config.timeouts,
+            TimeoutsConfig {
+                idle: 600,
+                shutdown_grace: 30,
+                ..TimeoutsConfig::default()
+            }
+        );
+        assert_eq!((config.max_pending, config.max_operations), (0, 16));
+        assert!(!config.require_called_aet);
         let tls = config.tls.as_ref().expect("TLS");
         assert_eq!(tls.private_key, Path::new("/etc/dimsum/server-key.pem"));
         assert_eq!(tls.certificate, Path::new("/etc/dimsum/server.pem"));
@@ -819,7 +811,7 @@ client-certificates = "require"
 
     #[test]
     fn flags_win_over_the_file() {
-        let mut config = parse(EXAMPLE).expect("parses");
+        let mut config = parse(documented_example()).expect("parses");
         let options = flags(&[
             "-aet",
             "OTHER",
@@ -874,7 +866,7 @@ client-certificates = "require"
 
     #[test]
     fn tls_flags_replace_the_file_settings() {
-        let mut config = parse(EXAMPLE).expect("parses");
+        let mut config = parse(documented_example()).expect("parses");
         config.apply(&flags(&["+tls", "k.pem", "c.pem", "-ic"]).expect("flags"));
         assert_eq!(
             config.tls,
@@ -990,7 +982,7 @@ client-certificates = "require"
         assert!(text.contains("No C-MOVE destination configured"), "{text}");
         assert!(!text.contains("termscu"), "{text}");
 
-        let config = parse(EXAMPLE).expect("parses");
+        let config = parse(documented_example()).expect("parses");
         let text = config.how_to_reach("10.0.0.2:104".parse().expect("address"));
         assert!(
             text.contains("  dimsum echoscu +tls YOUR_KEY YOUR_CERT +cf /etc/dimsum/server.pem -aet CT1 -aec ARCHIVE 10.0.0.2 104\n"),
