@@ -66,15 +66,15 @@ def main() -> int:
     }
     reported = threading.Event()
 
-    def on_report(event: Any, on_new_association: bool) -> int:
+    def on_report(event: Any, on_new_association: bool) -> tuple[int, None]:
         record = report_record(event.event_type, event.event_information)
         if record["transaction_uid"] != transaction_uid:
-            return 0x0115  # invalid argument value: not a transaction of ours
+            return 0x0115, None  # invalid argument value: not a transaction of ours
         record["on_new_association"] = on_new_association
         record["calling_ae"] = text(event.assoc.requestor.ae_title, strip=True)
         outcome["report"] = record
         reported.set()
-        return 0x0000
+        return 0x0000, None
 
     ae = AE(ae_title=args.calling)
     ae.acse_timeout = args.timeout

@@ -114,6 +114,8 @@ struct Tally {
     warnings: usize,
     failed: usize,
     bytes: u64,
+    /// Whether to keep `stored_instances` (for --commit).
+    keep_stored: bool,
     /// The instances stored (with success or a warning), for storage commitment.
     stored_instances: Vec<SopReference>,
     /// The most serious association-level failure, for the exit status.
@@ -174,7 +176,10 @@ pub async fn run(options: Options, default_ae_title: &str) -> Code {
     }
     let total_files = files.len();
     let total_bytes: u64 = files.iter().map(|f| f.data_length).sum();
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(Tally {
+        keep_stored: options.commit,
+        ..Tally::default()
+    }));
     let progress = Progress::new(
         !options.no_progress
             && !options.verbosity.verbose
@@ -469,14 +474,18 @@ async fn send_batch(
                     record(&|t| {
                         t.stored += 1;
                         t.bytes += file.data_length;
-                        t.stored_instances.push(stored());
+                        if t.keep_stored {
+                            t.stored_instances.push(stored());
+                        }
                     });
                 } else if status.is_warning() {
                     warn!("{path} ({uid}): {status}{comment}");
                     record(&|t| {
                         t.warnings += 1;
                         t.bytes += file.data_length;
-                        t.stored_instances.push(stored());
+                        if t.keep_stored {
+                            t.stored_instances.push(stored());
+                        }
                     });
                 } else {
                     error!("{path} ({uid}): {status}{comment}");

@@ -126,6 +126,11 @@ fn pynetdicom_commitscu(
         finished.describe()
     );
     finished.assert_code(0);
+    assert!(
+        !finished.stderr.contains("Traceback"),
+        "pynetdicom failed\n{}",
+        finished.describe()
+    );
     Some(outcome)
 }
 
@@ -271,11 +276,17 @@ fn storescu_commit(dir: &Path, port: u16, files: &[TestFile], args: &[&str]) -> 
     run("dimsum-storescu", dir, command, RUN_TIMEOUT)
 }
 
-/// The one N-EVENT-REPORT the pynetdicom SCP recorded, once it is there.
-fn recorded_report(record: &Path) -> Value {
+/// The one N-EVENT-REPORT the pynetdicom SCP recorded, once it is there (and the SCP has not
+/// failed).
+fn recorded_report(server: &ProcessGuard, record: &Path) -> Value {
     let records = wait_for_record(record, "n-event-report", Duration::from_secs(20));
     let reports = records_of(&records, "n-event-report");
     assert_eq!(reports.len(), 1, "{records:#?}");
+    assert!(
+        !server.stderr().contains("Traceback"),
+        "pynetdicom failed\n{}",
+        server.describe()
+    );
     reports[0].clone()
 }
 
@@ -285,7 +296,7 @@ fn storescu_commit_reports_what_pynetdicom_did_not_keep() {
     let Some(files) = files() else { return };
     let port = free_port();
     let forgotten = &files[1];
-    let Some((_server, record)) =
+    let Some((server, record)) =
         start_pynetdicom_commitscp(&dir, port, &["--forget", &forgotten.sop_instance_uid])
     else {
         return;
@@ -315,7 +326,7 @@ fn storescu_commit_reports_what_pynetdicom_did_not_keep() {
         ),
         &context,
     );
-    let report = recorded_report(&record);
+    let report = recorded_report(&server, &record);
     // Our SCU answered the report with success.
     assert_eq!(report["status"], json!(0), "{report:#}");
     assert_eq!(report["mode"], json!("same"));
@@ -343,7 +354,7 @@ fn storescu_commit_port_receives_the_report_on_a_new_association() {
     let port = free_port();
     let commit_port = free_port();
     let peer = format!("STORESCU={LOCALHOST}:{commit_port}");
-    let Some((_server, record)) =
+    let Some((server, record)) =
         start_pynetdicom_commitscp(&dir, port, &["--report", "new", "--peer", &peer])
     else {
         return;
@@ -373,7 +384,7 @@ fn storescu_commit_port_receives_the_report_on_a_new_association() {
         "event type 1, reported on a new association",
         &context,
     );
-    let report = recorded_report(&record);
+    let report = recorded_report(&server, &record);
     assert_eq!(report["mode"], json!("new"), "{report:#}");
     assert_eq!(report["status"], json!(0));
     assert_eq!(report["committed"].as_array().map(Vec::len), Some(3));
