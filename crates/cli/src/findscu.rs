@@ -152,7 +152,7 @@ fn write_response_file(
 ) -> Result<(), String> {
     let meta = FileMeta::new(
         sop_class,
-        fresh_uid(),
+        dimsum_net::ul::uid::generate(),
         EXPLICIT_VR_LITTLE_ENDIAN,
         IMPLEMENTATION_CLASS_UID,
         IMPLEMENTATION_VERSION_NAME,
@@ -160,20 +160,6 @@ fn write_response_file(
     let mut bytes = part10::encode_header(&meta).map_err(|e| e.to_string())?;
     bytes.extend(identifier::encode(found, EXPLICIT_VR_LITTLE_ENDIAN).map_err(|e| e.to_string())?);
     std::fs::write(path, bytes).map_err(|e| e.to_string())
-}
-
-/// A UID under the 2.25 root (PS3.5 B.2) from the clock, the process and a counter.
-fn fresh_uid() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let unique = (nanos << 32)
-        ^ (u128::from(std::process::id()) << 16)
-        ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("2.25.{unique}")
 }
 
 pub async fn run(options: Options) -> Code {
