@@ -84,7 +84,7 @@ pub fn matches<C: Candidate + ?Sized>(keys: &InMemDicomObject, candidate: &C) ->
     matches_with(keys, candidate, MatchOptions::default())
 }
 
-/// [`matches`] with the optional rules of `options`.
+/// [`matches()`] with the optional rules of `options`.
 pub fn matches_with<C: Candidate + ?Sized>(
     keys: &InMemDicomObject,
     candidate: &C,

@@ -230,4 +230,7 @@ pub trait Index: Send + Sync + 'static {
 
     /// Marks the index clean: nothing is in flight, storage and index agree.
     fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>>;
+
+    /// Finishes what was given to write and stops writing; reads may go on.
+    fn close(&self) -> BoxFuture<'_, Result<(), IndexError>>;
 }

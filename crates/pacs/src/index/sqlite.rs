@@ -1434,4 +1434,8 @@ impl Index for SqliteIndex {
             Ok(())
         })
     }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), IndexError>> {
+        Box::pin(SqliteIndex::close(self))
+    }
 }

@@ -1,0 +1,1084 @@
+//! The archive behind `dimsum serve`: a data directory with the stored files and their index,
+//! serving Storage (PS3.4 Annex B), Query/Retrieve (PS3.4 Annex C: C-FIND, C-GET, C-MOVE at
+//! every level of the Patient Root, Study Root and Patient/Study Only models) and answering
+//! whether an instance is stored (for Storage Commitment, PS3.4 Annex J).
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use dimsum_pacs::archive::{Archive, ArchiveConfig, DuplicatePolicy};
+//! use dimsum_net::scp::{Dispatcher, FindScp, GetScp, MoveScp, StoreScp};
+//!
+//! let archive = Archive::open(
+//!     ArchiveConfig::new("./dimsum-data")
+//!         .with_duplicates(DuplicatePolicy::Replace)
+//!         .with_destination("WORKSTATION", "10.0.0.7:104")
+//!         .with_result_limit(Some(5000)),
+//! )
+//! .await?;
+//! // Index a folder of files that were there before (they stay where they are).
+//! archive.scan("/srv/old-images".as_ref(), |progress| eprintln!("{progress:?}")).await?;
+//! // The archive is the storage of a StoreScp, and the handler of the Q/R SCPs.
+//! let storage_classes: Vec<String> = vec!["1.2.840.10008.5.1.4.1.1.2".into()];
+//! let syntaxes: Vec<String> = vec!["1.2.840.10008.1.2.1".into()];
+//! let dispatcher = Dispatcher::new()
+//!     .with(StoreScp::new(archive.clone(), storage_classes, syntaxes.clone()))
+//!     .with(FindScp::new(archive.clone(), vec!["1.2.840.10008.5.1.4.1.2.2.1".into()], syntaxes.clone()))
+//!     .with(MoveScp::new(archive.clone(), vec!["1.2.840.10008.5.1.4.1.2.2.2".into()], syntaxes));
+//! # let _ = dispatcher;
+//! // …serve; at the end:
+//! println!("{:?} {:?}", archive.statistics(), archive.counts().await?);
+//! archive.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The data directory
+//!
+//! * `storage/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm`: the Part 10
+//!   files, written by [`FileStorage`] (a hidden temporary file renamed into place when
+//!   complete; UIDs made safe as file names);
+//! * `index.sqlite` (with its `-wal` and `-shm`): the [`SqliteIndex`];
+//! * `lock`: held while the archive is open, so two servers never share a directory.
+//!
+//! # Storing
+//!
+//! An instance is visible (found by C-FIND, sent by C-GET/C-MOVE, confirmed by Storage
+//! Commitment) only once its file is complete and its index row committed; the C-STORE is
+//! answered after that. Stores of the same SOP Instance UID are taken one at a time. One that
+//! arrives again is, by [`DuplicatePolicy`]: kept as it was (the peer is told success), replaced
+//! (the new file and row replace the old; a replacement that then fails loses the old one, whose
+//! file it overwrote, and the peer is told it failed), or refused with 0xA700 and a comment. A
+//! data set whose SOP Instance UID differs from the command's, or that has no Study or Series
+//! Instance UID, is refused (0xA900) and nothing of it is kept.
+//!
+//! # Crash safety
+//!
+//! The archive marks its index clean when it is closed ([`Archive::close`]) with no store in
+//! flight. When it is opened and the previous run did not close cleanly (a kill, a crash, a
+//! power cut), or when [`ArchiveConfig::check_on_open`] asks for it, index and storage are made
+//! to agree before anything is served: temporary files are removed; a row whose file is gone is
+//! deleted, one whose file changed is indexed again; a file of the storage without a row (its
+//! store was cut off between the rename and the commit) is indexed, or removed when its SOP
+//! Instance UID is indexed with another file. Files whose rows were deleted are listed in the
+//! index until they are removed, so a crash in between never brings them back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, RwLock};
+use tracing::{debug, info, warn};
+
+use dimsum_dataset::query_model::{QueryModel, QueryService};
+use dimsum_dataset::scan::ScanLimits;
+use dimsum_net::dimse::status::Status;
+use dimsum_net::scp::{
+    FindHandler, FindMatch, MatchStream, MoveDestination, Query, Retrieval, RetrieveHandler,
+    ScpFailure,
+};
+use dimsum_net::storage::{
+    BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Layout, Storage, StoreFailure,
+    StoreSuccess, StoredInstance,
+};
+
+use crate::file::{self, FileError, Identity, Part10File};
+use crate::folder::{IndexCounts, encode_identifier};
+use crate::hierarchy::QueryPlan;
+use crate::index::{
+    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
+    OnDuplicate, SqliteConfig, SqliteIndex,
+};
+use crate::matching::MatchOptions;
+
+/// The folder of the files under the data directory.
+pub const STORAGE_FOLDER: &str = "storage";
+/// The index database under the data directory.
+pub const INDEX_FILE: &str = "index.sqlite";
+/// The lock file under the data directory.
+pub const LOCK_FILE: &str = "lock";
+/// The default most matches of one C-FIND.
+pub const DEFAULT_RESULT_LIMIT: usize = 10_000;
+/// Files read and indexed at once by [`Archive::scan`] and the check at open.
+const SCAN_PARALLELISM: usize = 4;
+/// Index rows read at once by the check at open.
+const CHECK_PAGE: usize = 1000;
+
+/// What a store does with a SOP Instance UID the archive holds already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// Keep the stored instance, read and drop the new one, and answer success.
+    #[default]
+    KeepFirst,
+    /// Store the new one in place of the old.
+    Replace,
+    /// Refuse it: 0xA700 (PS3.4 Table B.2-1, Refused: Out of Resources) with a comment.
+    Reject,
+}
+
+/// How an [`Archive`] is set up.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// The data directory: files under `storage/`, the index in `index.sqlite`.
+    pub data_dir: PathBuf,
+    pub duplicates: DuplicatePolicy,
+    /// C-MOVE destinations: AE title → "host:port".
+    pub destinations: BTreeMap<String, String>,
+    /// How many associations a C-MOVE may open to its destination at once (1 to 16).
+    pub move_associations: usize,
+    /// The most matches one C-FIND returns before it ends with 0xA700 ("more than N matches");
+    /// `None`: no limit.
+    pub result_limit: Option<usize>,
+    /// Optional matching rules (PN case).
+    pub matching: MatchOptions,
+    /// fsync each file and its folder before it is indexed, and commit the index with
+    /// `synchronous = FULL`: stored instances survive a power cut, at a cost in speed.
+    pub fsync: bool,
+    /// Make index and storage agree at open even after a clean close.
+    pub check_on_open: bool,
+    /// Limits for the hardened scan of each file read.
+    pub limits: ScanLimits,
+}
+
+impl ArchiveConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            duplicates: DuplicatePolicy::default(),
+            destinations: BTreeMap::new(),
+            move_associations: 1,
+            result_limit: Some(DEFAULT_RESULT_LIMIT),
+            matching: MatchOptions::default(),
+            fsync: false,
+            check_on_open: false,
+            limits: ScanLimits::default(),
+        }
+    }
+
+    pub fn with_duplicates(mut self, policy: DuplicatePolicy) -> Self {
+        self.duplicates = policy;
+        self
+    }
+
+    /// Adds a C-MOVE destination: `ae_title` is at `address` ("host:port").
+    pub fn with_destination(
+        mut self,
+        ae_title: impl Into<String>,
+        address: impl Into<String>,
+    ) -> Self {
+        self.destinations.insert(ae_title.into(), address.into());
+        self
+    }
+
+    pub fn with_move_associations(mut self, associations: usize) -> Self {
+        self.move_associations = associations.clamp(1, 16);
+        self
+    }
+
+    pub fn with_result_limit(mut self, limit: Option<usize>) -> Self {
+        self.result_limit = limit;
+        self
+    }
+
+    pub fn with_matching(mut self, options: MatchOptions) -> Self {
+        self.matching = options;
+        self
+    }
+
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    pub fn with_check_on_open(mut self, check: bool) -> Self {
+        self.check_on_open = check;
+        self
+    }
+
+    /// The folder of the stored files.
+    pub fn storage_root(&self) -> PathBuf {
+        self.data_dir.join(STORAGE_FOLDER)
+    }
+
+    /// The index database.
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join(INDEX_FILE)
+    }
+}
+
+/// Why the archive could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("the data directory {0} is in use by another dimsum (its lock is held)")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{path}: no {name}, so the instance has no place in the patient/study/series tree")]
+    MissingAttribute { path: PathBuf, name: &'static str },
+    #[error("cannot remove {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("an archive task failed: {0}")]
+    Task(String),
+}
+
+/// What the archive did since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchiveStatistics {
+    /// Instances stored (new or replacing another).
+    pub stored: u64,
+    /// Bytes of the data sets stored.
+    pub stored_bytes: u64,
+    /// Instances that replaced one with the same SOP Instance UID.
+    pub replaced: u64,
+    /// Instances that arrived again and were dropped (the first kept).
+    pub duplicates_kept: u64,
+    /// Instances that arrived again and were refused.
+    pub duplicates_refused: u64,
+    /// Stores that failed (refused data sets included).
+    pub store_failures: u64,
+    pub queries: u64,
+    pub retrievals: u64,
+    /// Instances indexed by [`Archive::scan`] and by the check at open.
+    pub scanned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    stored: AtomicU64,
+    stored_bytes: AtomicU64,
+    replaced: AtomicU64,
+    duplicates_kept: AtomicU64,
+    duplicates_refused: AtomicU64,
+    store_failures: AtomicU64,
+    queries: AtomicU64,
+    retrievals: AtomicU64,
+    scanned: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// How far a [`Archive::scan`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanProgress {
+    /// Files looked at so far.
+    pub done: usize,
+    /// Files found.
+    pub total: usize,
+    /// The file just looked at.
+    pub path: PathBuf,
+}
+
+/// What a [`Archive::scan`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub files: usize,
+    /// Instances added to the index.
+    pub indexed: usize,
+    /// Instances whose SOP Instance UID was indexed already (the first kept).
+    pub already_indexed: usize,
+    /// Files that are not DICOM, are damaged, or lack the UIDs that place them.
+    pub skipped: usize,
+}
+
+/// The archive (see the module documentation). Cloning is cheap: the clones share everything.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ArchiveConfig,
+    index: Arc<dyn Index>,
+    files: FileStorage,
+    /// Stores hold it shared; deletes and close exclusively (a delete never races a store of
+    /// the same file).
+    ingest: Arc<RwLock<()>>,
+    /// One lock per SOP Instance UID being stored.
+    uid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What the file storage reported of each file it stored, until its writer takes it.
+    stored: Arc<Mutex<HashMap<String, StoredInstance>>>,
+    counters: Counters,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Archive {
+    /// Opens the data directory (creating it), its index ([`SqliteIndex`]) and, when the last
+    /// run did not close cleanly, makes index and storage agree (see the module documentation).
+    pub async fn open(config: ArchiveConfig) -> Result<Archive, Error> {
+        let data_dir = config.data_dir.clone();
+        let lock_file = tokio::task::spawn_blocking(move || take_lock(&data_dir))
+            .await
+            .map_err(|error| Error::Task(error.to_string()))??;
+        let mut sqlite = SqliteConfig::new(config.index_path());
+        sqlite.full_sync = config.fsync;
+        sqlite.limits = config.limits;
+        let index = SqliteIndex::open(sqlite).await?;
+        Archive::with_index(config, Arc::new(index), lock_file).await
+    }
+
+    /// The archive over another [`Index`] (a server database); `lock_file` is held open while
+    /// the archive lives.
+    pub async fn with_index(
+        config: ArchiveConfig,
+        index: Arc<dyn Index>,
+        lock_file: File,
+    ) -> Result<Archive, Error> {
+        let storage_root = config.storage_root();
+        let stored: Arc<Mutex<HashMap<String, StoredInstance>>> = Arc::default();
+        let report = stored.clone();
+        let files = FileStorage::new(&storage_root)
+            .map_err(|source| Error::DataDir {
+                path: storage_root.clone(),
+                source,
+            })?
+            .with_layout(Layout::ByStudyAndSeries)
+            .with_fsync(config.fsync)
+            .on_stored(move |instance: &StoredInstance| {
+                lock(&report).insert(instance.instance.sop_instance_uid.clone(), instance.clone());
+            });
+        let archive = Archive {
+            inner: Arc::new(Inner {
+                config,
+                index,
+                files,
+                ingest: Arc::new(RwLock::new(())),
+                uid_locks: Mutex::default(),
+                stored,
+                counters: Counters::default(),
+                _lock: lock_file,
+            }),
+        };
+        let session = archive.inner.index.begin_session().await?;
+        archive.remove_files(session.pending_removals).await?;
+        remove_temporary_files(&storage_root).await?;
+        if !session.was_clean || archive.inner.config.check_on_open {
+            if !session.was_clean {
+                warn!(
+                    "{}: the archive was not closed cleanly; checking index and storage",
+                    archive.inner.config.data_dir.display()
+                );
+            }
+            archive.check().await?;
+        }
+        let counts = archive.counts().await?;
+        info!(
+            "archive {}: {} patients, {} studies, {} series, {} instances",
+            archive.inner.config.data_dir.display(),
+            counts.patients,
+            counts.studies,
+            counts.series,
+            counts.instances
+        );
+        Ok(archive)
+    }
+
+    pub fn config(&self) -> &ArchiveConfig {
+        &self.inner.config
+    }
+
+    /// The index, for what the archive does not wrap.
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.inner.index
+    }
+
+    /// How many patients, studies, series and instances are stored.
+    pub async fn counts(&self) -> Result<IndexCounts, Error> {
+        Ok(self.inner.index.counts().await?)
+    }
+
+    pub fn statistics(&self) -> ArchiveStatistics {
+        let c = &self.inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ArchiveStatistics {
+            stored: get(&c.stored),
+            stored_bytes: get(&c.stored_bytes),
+            replaced: get(&c.replaced),
+            duplicates_kept: get(&c.duplicates_kept),
+            duplicates_refused: get(&c.duplicates_refused),
+            store_failures: get(&c.store_failures),
+            queries: get(&c.queries),
+            retrievals: get(&c.retrievals),
+            scanned: get(&c.scanned),
+        }
+    }
+
+    /// The stored instance with this SOP Instance UID (what Storage Commitment checks).
+    pub async fn lookup(&self, sop_instance_uid: &str) -> Result<Option<IndexedInstance>, Error> {
+        Ok(self
+            .inner
+            .index
+            .lookup(sop_instance_uid.trim_end_matches(['\0', ' ']).to_owned())
+            .await?)
+    }
+
+    /// Whether an instance with this SOP Instance UID is stored.
+    pub async fn contains(&self, sop_instance_uid: &str) -> Result<bool, Error> {
+        Ok(self.lookup(sop_instance_uid).await?.is_some())
+    }
+
+    /// Deletes a study, series or instance: rows and files together. Waits for the stores in
+    /// flight to finish first.
+    pub async fn delete(&self, target: DeleteTarget) -> Result<Deleted, Error> {
+        let _exclusive = self.inner.ingest.write().await;
+        let deleted = self.inner.index.delete(target).await?;
+        self.remove_files(deleted.files.clone()).await?;
+        Ok(deleted)
+    }
+
+    /// Waits for the stores in flight, marks the index clean and closes it. The archive
+    /// stores nothing more.
+    pub async fn close(&self) -> Result<(), Error> {
+        let _exclusive = self.inner.ingest.write().await;
+        self.inner.index.mark_clean().await?;
+        self.inner.index.close().await?;
+        Ok(())
+    }
+
+    /// Indexes the Part 10 files under `dir` (recursively; hidden files left out) where they
+    /// are: they are served from there, and deleting their study removes them. Instances whose
+    /// SOP Instance UID is indexed already keep their first file. `progress` is called after
+    /// each file.
+    pub async fn scan(
+        &self,
+        dir: &Path,
+        progress: impl Fn(&ScanProgress) + Send + Sync,
+    ) -> Result<ScanReport, Error> {
+        let root = dir.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || file::list_files(&root))
+            .await
+            .map_err(|error| Error::Task(error.to_string()))?
+            .map_err(|source| Error::DataDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let total = files.len();
+        let mut report = ScanReport {
+            files: total,
+            ..ScanReport::default()
+        };
+        let mut outcomes = stream::iter(files)
+            .map(|path| async move {
+                let outcome = self.index_file(&path, OnDuplicate::Keep).await;
+                (path, outcome)
+            })
+            .buffer_unordered(SCAN_PARALLELISM);
+        let mut done = 0;
+        while let Some((path, outcome)) = outcomes.next().await {
+            done += 1;
+            match outcome {
+                Ok(Inserted::AlreadyPresent) => report.already_indexed += 1,
+                Ok(_) => report.indexed += 1,
+                Err(Error::Index(error)) if is_fatal(&error) => return Err(Error::Index(error)),
+                Err(error) => {
+                    report.skipped += 1;
+                    match &error {
+                        Error::File(file) if file.is_not_dicom() => {
+                            debug!("{}: not a DICOM file, skipped", path.display())
+                        }
+                        _ => warn!("skipped: {error}"),
+                    }
+                }
+            }
+            progress(&ScanProgress { done, total, path });
+        }
+        add(&self.inner.counters.scanned, report.indexed as u64);
+        info!(
+            "scanned {}: {} files, {} indexed, {} already indexed, {} skipped",
+            dir.display(),
+            report.files,
+            report.indexed,
+            report.already_indexed,
+            report.skipped
+        );
+        Ok(report)
+    }
+
+    /// Reads one file and indexes it.
+    async fn index_file(&self, path: &Path, on_duplicate: OnDuplicate) -> Result<Inserted, Error> {
+        let limits = self.inner.config.limits;
+        let path = path.to_path_buf();
+        let instance = tokio::task::spawn_blocking(move || read_instance(&path, &limits))
+            .await
+            .map_err(|error| Error::Task(error.to_string()))??;
+        Ok(self.inner.index.insert(instance, on_duplicate).await?)
+    }
+
+    /// Removes files (a missing one is fine) and tells the index they are gone.
+    async fn remove_files(&self, files: Vec<PathBuf>) -> Result<(), Error> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let storage_root = self.inner.config.storage_root();
+        let to_remove = files.clone();
+        tokio::task::spawn_blocking(move || {
+            for path in &to_remove {
+                remove_file(path)?;
+                prune_folders(path, &storage_root);
+            }
+            Ok::<(), Error>(())
+        })
+        .await
+        .map_err(|error| Error::Task(error.to_string()))??;
+        self.inner.index.files_removed(files).await?;
+        Ok(())
+    }
+
+    /// Makes index and storage agree (see the module documentation).
+    async fn check(&self) -> Result<(), Error> {
+        let index = &self.inner.index;
+        let mut indexed_paths = HashSet::new();
+        let mut after = None;
+        let (mut gone, mut changed) = (0usize, 0usize);
+        loop {
+            let page = index.instances_after(after.clone(), CHECK_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.sop_instance_uid.clone());
+            for instance in page {
+                let location = &instance.location;
+                let found = file_fingerprint(&location.path);
+                match found {
+                    None => {
+                        warn!(
+                            "instance {}: its file {} is gone; removed from the index",
+                            instance.sop_instance_uid,
+                            location.path.display()
+                        );
+                        index
+                            .delete(DeleteTarget::Instance(instance.sop_instance_uid.clone()))
+                            .await?;
+                        gone += 1;
+                    }
+                    Some((size, modified)) => {
+                        if size != location.file_size || modified != location.modified_ns {
+                            warn!(
+                                "instance {}: its file {} changed; indexing it again",
+                                instance.sop_instance_uid,
+                                location.path.display()
+                            );
+                            changed += 1;
+                            if let Err(error) =
+                                self.index_file(&location.path, OnDuplicate::Replace).await
+                            {
+                                warn!("{error}; removing it from the index");
+                                index
+                                    .delete(DeleteTarget::Instance(
+                                        instance.sop_instance_uid.clone(),
+                                    ))
+                                    .await?;
+                            }
+                        }
+                        indexed_paths.insert(location.path.clone());
+                    }
+                }
+            }
+        }
+        let storage_root = self.inner.config.storage_root();
+        let root = storage_root.clone();
+        let files = tokio::task::spawn_blocking(move || file::list_files(&root))
+            .await
+            .map_err(|error| Error::Task(error.to_string()))?
+            .map_err(|source| Error::DataDir {
+                path: storage_root.clone(),
+                source,
+            })?;
+        let (mut added, mut removed) = (0usize, 0usize);
+        for path in files.into_iter().filter(|p| !indexed_paths.contains(p)) {
+            match self.index_file(&path, OnDuplicate::Keep).await {
+                Ok(Inserted::AlreadyPresent) => {
+                    // Its SOP Instance UID has another file: the index wins.
+                    warn!(
+                        "{}: a second file of an indexed instance; removed",
+                        path.display()
+                    );
+                    remove_file(&path)?;
+                    removed += 1;
+                }
+                Ok(_) => added += 1,
+                Err(Error::Index(error)) if is_fatal(&error) => return Err(Error::Index(error)),
+                Err(error) => warn!("{}: left in place, not indexed: {error}", path.display()),
+            }
+        }
+        add(&self.inner.counters.scanned, added as u64);
+        info!(
+            "checked index and storage: {gone} rows without their file removed, {changed} changed files indexed again, {added} files without a row indexed, {removed} extra files removed"
+        );
+        Ok(())
+    }
+
+    /// The lock of one SOP Instance UID's stores.
+    fn uid_lock(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.inner.uid_locks);
+        // Forget the locks nobody holds (the map holds one reference).
+        if locks.len() > 64 {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks.entry(uid.to_owned()).or_default().clone()
+    }
+
+    async fn begin_store(
+        &self,
+        instance: &InstanceDescription,
+    ) -> Result<Box<dyn InstanceWriter>, StoreFailure> {
+        let uid = instance.sop_instance_uid.trim_end_matches(['\0', ' ']);
+        if !dimsum_net::ul::uid::is_valid(uid) {
+            return Err(StoreFailure::new(
+                Status::CANNOT_UNDERSTAND,
+                format!("the SOP Instance UID {uid:?} is not a valid UID"),
+            ));
+        }
+        let ingest = self.inner.ingest.clone().read_owned().await;
+        let uid_guard = self.uid_lock(uid).lock_owned().await;
+        let existing = self
+            .inner
+            .index
+            .lookup(uid.to_owned())
+            .await
+            .map_err(index_failure)?;
+        let replacing = match (&existing, self.inner.config.duplicates) {
+            (None, _) => false,
+            (Some(_), DuplicatePolicy::KeepFirst) => {
+                add(&self.inner.counters.duplicates_kept, 1);
+                debug!("instance {uid} is stored already: keeping the first");
+                return Ok(Box::new(Discard));
+            }
+            (Some(_), DuplicatePolicy::Reject) => {
+                add(&self.inner.counters.duplicates_refused, 1);
+                return Err(StoreFailure::new(
+                    Status::OUT_OF_RESOURCES,
+                    format!("instance {uid} is stored already (duplicates are refused)"),
+                ));
+            }
+            (Some(_), DuplicatePolicy::Replace) => true,
+        };
+        let writer = self.inner.files.begin(instance).await?;
+        Ok(Box::new(ArchiveWriter {
+            archive: self.clone(),
+            writer: Some(writer),
+            uid: uid.to_owned(),
+            replacing: existing.filter(|_| replacing),
+            _guards: (ingest, uid_guard),
+        }))
+    }
+
+    /// The file storage stored `stored`: index it, or undo the store.
+    async fn commit_store(
+        &self,
+        stored: StoredInstance,
+        replacing: Option<IndexedInstance>,
+    ) -> Result<(), StoreFailure> {
+        let uid = stored.instance.sop_instance_uid.clone();
+        let indexed = self.index_stored(&stored, replacing.is_some()).await;
+        match indexed {
+            Ok(inserted) => {
+                add(&self.inner.counters.stored, 1);
+                add(&self.inner.counters.stored_bytes, stored.data_set_length);
+                if let Inserted::Replaced { old_file } = inserted {
+                    add(&self.inner.counters.replaced, 1);
+                    if let Some(old) = old_file
+                        && let Err(error) = self.remove_files(vec![old]).await
+                    {
+                        warn!("instance {uid}: the replaced file stays: {error}");
+                    }
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                // Nothing of it stays; a replaced instance whose file it overwrote goes too.
+                if let Some(old) = replacing
+                    && old.location.path == stored.path
+                    && let Err(error) = self
+                        .inner
+                        .index
+                        .delete(DeleteTarget::Instance(old.sop_instance_uid))
+                        .await
+                {
+                    warn!("instance {uid}: {error}");
+                }
+                let path = stored.path.clone();
+                match tokio::task::spawn_blocking(move || remove_file(&path)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!("instance {uid}: {error}"),
+                    Err(error) => warn!("instance {uid}: {error}"),
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    async fn index_stored(
+        &self,
+        stored: &StoredInstance,
+        replacing: bool,
+    ) -> Result<Inserted, StoreFailure> {
+        let uid = &stored.instance.sop_instance_uid;
+        let in_data_set = stored.summary.sop_instance_uid.as_deref().unwrap_or("");
+        if in_data_set.trim_end_matches(['\0', ' ']) != uid {
+            return Err(StoreFailure::new(
+                Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                format!("the data set's SOP Instance UID ({in_data_set}) is not the command's"),
+            ));
+        }
+        let limits = self.inner.config.limits;
+        let path = stored.path.clone();
+        let instance = tokio::task::spawn_blocking(move || read_instance(&path, &limits))
+            .await
+            .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))?
+            .map_err(|error| match error {
+                Error::MissingAttribute { name, .. } => StoreFailure::new(
+                    Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                    format!("the data set has no {name}"),
+                ),
+                other => StoreFailure::new(Status::PROCESSING_FAILURE, other.to_string()),
+            })?;
+        let on_duplicate = if replacing {
+            OnDuplicate::Replace
+        } else {
+            OnDuplicate::Fail
+        };
+        self.inner
+            .index
+            .insert(instance, on_duplicate)
+            .await
+            .map_err(index_failure)
+    }
+}
+
+/// Whether an index error stops a scan (the index cannot go on), rather than skipping a file.
+fn is_fatal(error: &IndexError) -> bool {
+    !matches!(
+        error,
+        IndexError::Unindexable { .. } | IndexError::Duplicate(_)
+    )
+}
+
+/// An index failure as a store status: a data set it cannot index is refused (0xA900), any
+/// other failure is a processing failure.
+fn index_failure(error: IndexError) -> StoreFailure {
+    let status = match error {
+        IndexError::Unindexable { .. } => Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+        IndexError::Duplicate(_) => Status::OUT_OF_RESOURCES,
+        _ => Status::PROCESSING_FAILURE,
+    };
+    StoreFailure::new(status, error.to_string())
+}
+
+/// Takes the data directory's lock (creating the directory).
+fn take_lock(data_dir: &Path) -> Result<File, Error> {
+    let io_error = |source| Error::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(data_dir).map_err(io_error)?;
+    let lock_file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(io_error)?;
+    match lock_file.try_lock() {
+        Ok(()) => Ok(lock_file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked(data_dir.to_path_buf())),
+        Err(fs::TryLockError::Error(source)) => Err(io_error(source)),
+    }
+}
+
+/// Removes the temporary files a store cut off left in the storage root.
+async fn remove_temporary_files(storage_root: &Path) -> Result<(), Error> {
+    let root = storage_root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let entries = match fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(Error::DataDir { path: root, source }),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".part") {
+                info!("removing {}, left by a store that was cut off", name);
+                remove_file(&entry.path())?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|error| Error::Task(error.to_string()))?
+}
+
+fn remove_file(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Removes the series and study folders a removal left empty (never the storage root).
+fn prune_folders(path: &Path, storage_root: &Path) {
+    let mut folder = path.parent();
+    while let Some(current) = folder {
+        if current == storage_root || !current.starts_with(storage_root) {
+            break;
+        }
+        if fs::remove_dir(current).is_err() {
+            break;
+        }
+        folder = current.parent();
+    }
+}
+
+/// A file's size and modification time (nanoseconds since the epoch), if it is there.
+fn file_fingerprint(path: &Path) -> Option<(u64, i64)> {
+    let metadata = fs::metadata(path).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| {
+            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+        });
+    Some((metadata.len(), modified))
+}
+
+/// Reads a Part 10 file into what the index keeps (blocking).
+fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error> {
+    let Part10File {
+        path,
+        meta,
+        data_set_offset,
+        data_set_length,
+        summary,
+        attributes,
+    } = file::read_part10(path, limits)?;
+    let identity = Identity::of(&summary, &meta).map_err(|name| Error::MissingAttribute {
+        path: path.clone(),
+        name,
+    })?;
+    let (file_size, modified_ns) = file_fingerprint(&path).unwrap_or_default();
+    Ok(NewInstance {
+        sop_class_uid: identity.sop_class_uid,
+        sop_instance_uid: identity.sop_instance_uid,
+        transfer_syntax_uid: meta.transfer_syntax_uid,
+        location: FileLocation {
+            path,
+            data_set_offset,
+            data_set_length,
+            file_size,
+            modified_ns,
+        },
+        attributes,
+    })
+}
+
+/// A store of an instance the archive keeps as it was: the data set is read and dropped.
+struct Discard;
+
+impl InstanceWriter for Discard {
+    fn write(&mut self, _data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
+        Box::pin(async {
+            Ok(StoreSuccess {
+                status: Status::SUCCESS,
+                comment: Some("stored already; the first instance is kept".into()),
+            })
+        })
+    }
+}
+
+/// One instance being stored into the archive: the file storage's writer, then the index.
+struct ArchiveWriter {
+    archive: Archive,
+    writer: Option<Box<dyn InstanceWriter>>,
+    uid: String,
+    /// The indexed instance this store replaces.
+    replacing: Option<IndexedInstance>,
+    /// Held until the store is indexed or dropped.
+    _guards: (OwnedRwLockReadGuard<()>, OwnedMutexGuard<()>),
+}
+
+impl InstanceWriter for ArchiveWriter {
+    fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(async move {
+            match self.writer.as_mut() {
+                Some(writer) => writer.write(data).await,
+                None => Err(StoreFailure::new(
+                    Status::PROCESSING_FAILURE,
+                    "the instance was finished already",
+                )),
+            }
+        })
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
+        Box::pin(async move {
+            let Some(writer) = self.writer.take() else {
+                return Err(StoreFailure::new(
+                    Status::PROCESSING_FAILURE,
+                    "the instance was finished already",
+                ));
+            };
+            let outcome = writer.finish().await;
+            let stored = lock(&self.archive.inner.stored).remove(&self.uid);
+            let result = match (outcome, stored) {
+                (Err(failure), _) => Err(failure),
+                (Ok(_), None) => Err(StoreFailure::new(
+                    Status::PROCESSING_FAILURE,
+                    "the file storage did not report the stored file",
+                )),
+                (Ok(success), Some(stored)) => self
+                    .archive
+                    .commit_store(stored, self.replacing.take())
+                    .await
+                    .map(|()| StoreSuccess {
+                        status: Status::SUCCESS,
+                        comment: success.comment.filter(|_| !success.status.is_success()),
+                    }),
+            };
+            if result.is_err() {
+                add(&self.archive.inner.counters.store_failures, 1);
+            }
+            result
+        })
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        lock(&self.archive.inner.stored).remove(&self.uid);
+    }
+}
+
+impl Storage for Archive {
+    fn begin<'a>(
+        &'a self,
+        instance: &'a InstanceDescription,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceWriter>, StoreFailure>> {
+        Box::pin(async move {
+            let result = self.begin_store(instance).await;
+            if result.is_err() {
+                add(&self.inner.counters.store_failures, 1);
+            }
+            result
+        })
+    }
+}
+
+impl FindHandler for Archive {
+    /// C-FIND (PS3.4 C.4.1): the matches stream from the index cursor as the framework sends
+    /// them; past the result limit the query ends with 0xA700.
+    fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
+        Box::pin(async move {
+            add(&self.inner.counters.queries, 1);
+            let plan = QueryPlan::from_query(&query, QueryService::Find)?
+                .with_options(self.inner.config.matching);
+            let status = if plan.has_unsupported_keys() {
+                Status::PENDING_WARNING
+            } else {
+                Status::PENDING
+            };
+            let responses = self
+                .inner
+                .index
+                .query(plan, self.inner.config.result_limit)
+                .await
+                .map_err(query_failure)?;
+            let transfer_syntax_uid = query.transfer_syntax_uid;
+            let matches = responses.map(move |response| {
+                let identifier = response.map_err(query_failure)?;
+                Ok(FindMatch {
+                    identifier: encode_identifier(&identifier, &transfer_syntax_uid)?,
+                    status,
+                })
+            });
+            Ok(Box::pin(matches) as MatchStream)
+        })
+    }
+}
+
+fn query_failure(error: IndexError) -> ScpFailure {
+    match error {
+        IndexError::TooManyMatches { limit } => ScpFailure::new(
+            Status::OUT_OF_RESOURCES,
+            format!("more than {limit} matches: narrow the query"),
+        ),
+        other => ScpFailure::processing(other.to_string()),
+    }
+}
+
+impl RetrieveHandler for Archive {
+    /// C-GET and C-MOVE (PS3.4 C.4.2, C.4.3): every instance below the matching entities.
+    fn retrieve(&self, query: Query) -> BoxFuture<'_, Result<Retrieval, ScpFailure>> {
+        Box::pin(async move {
+            add(&self.inner.counters.retrievals, 1);
+            let service = match QueryModel::of_sop_class(&query.sop_class_uid) {
+                Some((_, QueryService::Get)) => QueryService::Get,
+                _ => QueryService::Move,
+            };
+            let plan =
+                QueryPlan::from_query(&query, service)?.with_options(self.inner.config.matching);
+            plan.check_retrieval_keys()?;
+            let instances = self
+                .inner
+                .index
+                .instances(plan)
+                .await
+                .map_err(query_failure)?;
+            debug!("{} instances to retrieve", instances.len());
+            Ok(Retrieval::from_instances(
+                instances.iter().map(IndexedInstance::to_retrieve).collect(),
+            ))
+        })
+    }
+
+    fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
+        let ae_title = ae_title.trim();
+        self.inner
+            .config
+            .destinations
+            .get(ae_title)
+            .map(|address| MoveDestination {
+                ae_title: ae_title.to_owned(),
+                address: address.clone(),
+            })
+    }
+
+    fn move_associations(&self, _destination: &MoveDestination) -> usize {
+        self.inner.config.move_associations.max(1)
+    }
+}
