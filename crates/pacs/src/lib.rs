@@ -15,7 +15,7 @@
 //! * [`worklist`]: [`WorklistFolder`], a Modality Worklist (PS3.4 Annex K) answered from a
 //!   folder of worklist files, re-read on every query.
 //!
-//! Files from disk are read through [`file`]: the Part 10 meta is read by
+//! Files from disk are read through [`file`](mod@file): the Part 10 meta is read by
 //! `dimsum_dataset::part10`, the data set passes the hardened scanner `dimsum_dataset::scan`,
 //! and only then does dicom-rs read it, up to the Pixel Data.
 
@@ -25,6 +25,7 @@
 )]
 
 pub mod archive;
+pub mod commitment;
 pub mod file;
 pub mod folder;
 pub mod hierarchy;

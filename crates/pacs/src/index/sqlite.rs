@@ -1439,3 +1439,51 @@ impl Index for SqliteIndex {
         Box::pin(SqliteIndex::close(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimsum_dataset::dicom_core::{DataElement, VR};
+    use dimsum_dataset::dicom_dictionary_std::tags;
+    use dimsum_dataset::query_model::{QueryModel, QueryService};
+
+    #[test]
+    fn values_from_a_query_only_ever_reach_sql_as_bound_parameters() {
+        let hostile = "x'); DROP TABLE study; --";
+        let keys = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, format!("{hostile}*")),
+            DataElement::new(tags::ACCESSION_NUMBER, VR::SH, hostile),
+            DataElement::new(tags::STUDY_DATE, VR::DA, "20240101-"),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("1.2\\{hostile}")),
+            DataElement::new(tags::MODALITIES_IN_STUDY, VR::CS, hostile),
+            DataElement::new(tags::SERIES_DESCRIPTION, VR::LO, format!("[{hostile}]?")),
+            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "7"),
+        ]);
+        let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
+        let sql = candidates_sql(plan.level(), &Narrowing::of(&plan));
+        assert!(!sql.text.contains("DROP"), "{}", sql.text);
+        assert!(!sql.text.contains("2024"), "{}", sql.text);
+        assert_eq!(
+            sql.text.matches('?').count(),
+            sql.params.len(),
+            "{}",
+            sql.text
+        );
+        assert!(
+            sql.params
+                .contains(&SqlValue::Text(format!("[[]{hostile}]?")))
+        );
+        assert!(sql.params.contains(&SqlValue::Real(7.0)));
+        // The statement is valid SQL against the schema.
+        let mut connection = Connection::open_in_memory().expect("open");
+        schema::migrate(&mut connection)
+            .expect("migrated")
+            .expect("version");
+        let mut statement = connection.prepare(&sql.text).expect("prepared");
+        let mut rows = statement
+            .query(params_from_iter(sql.params.iter()))
+            .expect("ran");
+        assert!(rows.next().expect("read").is_none());
+    }
+}
