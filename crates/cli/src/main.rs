@@ -13,8 +13,7 @@ mod qr_options;
 mod qrscp;
 mod retrieve;
 mod serve;
-// The configuration of `dimsum serve`, whose subcommand is added with the archive.
-#[allow(dead_code)]
+mod serve_archive;
 mod serve_config;
 mod storescp;
 mod storescu;
@@ -51,6 +50,9 @@ enum Tool {
     Getscu(getscu::Options),
     /// Retrieve SCU: C-MOVE instances to a destination, or to ourselves (like DCMTK's movescu).
     Movescu(movescu::Options),
+    /// The archive: Storage, Query/Retrieve and Storage Commitment over a data directory with
+    /// a SQLite index (AE title DIMSUM, port 11112, data in ./dimsum-data by default).
+    Serve(serve_archive::Options),
     /// Query/Retrieve SCP over a folder, with optional worklist (like DCMTK's dcmqrscp).
     Qrscp(qrscp::Options),
     /// Ask a server to shut down with DCMTK's private shutdown request (like DCMTK's termscu).
@@ -123,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Tool::Getscu(options) => getscu::run(options).await,
             Tool::Movescu(options) => movescu::run(options).await,
             Tool::Qrscp(options) => qrscp::run(options).await,
+            Tool::Serve(options) => serve_archive::run(options).await,
             Tool::Termscu(options) => termscu::run(options).await,
         }
     });

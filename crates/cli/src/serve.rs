@@ -18,7 +18,10 @@ pub async fn serve(
     dispatcher: Dispatcher,
 ) -> Code {
     match options.config(default_ae_title) {
-        Ok(config) => run_server(&options.bind, port, config, dispatcher).await,
+        Ok(config) => {
+            let address = format!("{}:{port}", options.bind);
+            run_server(&address, config, dispatcher, |_| {}).await
+        }
         Err(error) => {
             error!("{error}");
             Code::Usage
@@ -26,23 +29,26 @@ pub async fn serve(
     }
 }
 
-/// Binds `bind:port`, serves with `dispatcher` until SIGINT or SIGTERM (or, when configured,
-/// DCMTK's shutdown request), then stops gracefully and prints the statistics.
+/// Binds `address` ("host:port"), tells `on_listening` where it listens, serves with
+/// `dispatcher` until SIGINT or SIGTERM (or, when configured, DCMTK's shutdown request), then
+/// stops gracefully and prints the statistics.
 pub async fn run_server(
-    bind: &str,
-    port: u16,
+    address: &str,
     config: ServerConfig,
     dispatcher: Dispatcher,
+    on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> Code {
-    let address = format!("{bind}:{port}");
     let grace = config.shutdown_grace.as_secs_f64();
-    let server = match Server::bind(&address, config, dispatcher).await {
+    let server = match Server::bind(address, config, dispatcher).await {
         Ok(server) => server,
         Err(e) => {
             error!("cannot listen on {address}: {e}");
             return Code::Internal;
         }
     };
+    if let Ok(listening) = server.local_addr() {
+        on_listening(listening);
+    }
     let handle = server.handle();
     let signals = tokio::spawn(async move {
         shutdown_signal().await;

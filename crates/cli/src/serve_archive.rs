@@ -1,0 +1,229 @@
+//! `dimsum serve`: the archive (issue 8): C-STORE into a data directory indexed in SQLite,
+//! C-FIND at every level, C-GET and C-MOVE to the configured peers, Storage Commitment, and
+//! C-ECHO — with no configuration at all (AE title DIMSUM, port 11112, data under
+//! ./dimsum-data), or a TOML file and flags over it.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info};
+
+use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
+use dimsum_net::scp::{
+    Dispatcher, EchoScp, FindScp, GetScp, MoveScp, StorageCommitmentScp, StoreScp,
+};
+use dimsum_net::ul::uids::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use dimsum_pacs::archive::{Archive, ArchiveConfig, ScanProgress};
+use dimsum_pacs::commitment::ArchiveCommitment;
+
+use crate::exit::Code;
+use crate::logging::{self, Verbosity};
+use crate::serve::run_server;
+use crate::serve_config::{DuplicatePolicy, ServeConfig, ServeOptions};
+
+/// Options of `dimsum serve`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    #[command(flatten)]
+    pub serve: ServeOptions,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+impl From<DuplicatePolicy> for dimsum_pacs::archive::DuplicatePolicy {
+    fn from(policy: DuplicatePolicy) -> Self {
+        match policy {
+            DuplicatePolicy::KeepFirst => Self::KeepFirst,
+            DuplicatePolicy::Replace => Self::Replace,
+            DuplicatePolicy::Reject => Self::Reject,
+        }
+    }
+}
+
+pub async fn run(options: Options) -> Code {
+    logging::init(options.verbosity);
+    let config = match ServeConfig::resolve(&options.serve) {
+        Ok(config) => config,
+        Err(error) => {
+            error!("{error}");
+            return Code::Usage;
+        }
+    };
+    let server_config = match config.server_config() {
+        Ok(server_config) => server_config,
+        Err(error) => {
+            error!("{error}");
+            return Code::Usage;
+        }
+    };
+    let archive = match open_archive(&config).await {
+        Ok(archive) => archive,
+        Err(code) => return code,
+    };
+    for folder in &options.serve.scan {
+        if let Err(code) = scan(&archive, folder, options.verbosity.quiet).await {
+            close(&archive).await;
+            return code;
+        }
+    }
+    if options.serve.scan_only {
+        report_counts(&archive).await;
+        close(&archive).await;
+        return Code::Success;
+    }
+    let dispatcher = dispatcher(&archive, &config);
+    let address = config.listen_address();
+    let code = run_server(
+        &address,
+        server_config,
+        dispatcher,
+        |listening: SocketAddr| {
+            eprintln!("{}", config.how_to_reach(listening));
+        },
+    )
+    .await;
+    report_counts(&archive).await;
+    close(&archive).await;
+    code
+}
+
+async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {
+    let limit = (config.result_limit > 0).then_some(config.result_limit as usize);
+    let mut archive_config = ArchiveConfig::new(&config.data)
+        .with_duplicates(config.duplicates.into())
+        .with_result_limit(limit);
+    for (ae_title, address) in &config.peers {
+        archive_config =
+            archive_config.with_destination(ae_title, format!("{}:{}", address.host, address.port));
+    }
+    Archive::open(archive_config).await.map_err(|error| {
+        error!(
+            "cannot open the archive in {}: {error}",
+            config.data.display()
+        );
+        Code::Internal
+    })
+}
+
+/// Indexes an existing folder, with a progress line on a terminal.
+async fn scan(archive: &Archive, folder: &std::path::Path, quiet: bool) -> Result<(), Code> {
+    let started = Instant::now();
+    let draw = !quiet && std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(Instant::now() - Duration::from_secs(1));
+    let progress = |progress: &ScanProgress| {
+        if !draw {
+            return;
+        }
+        let Ok(mut last) = last.lock() else { return };
+        if last.elapsed() >= Duration::from_millis(100) || progress.done == progress.total {
+            *last = Instant::now();
+            eprint!(
+                "\rindexing {}: {}/{} files   ",
+                folder.display(),
+                progress.done,
+                progress.total
+            );
+        }
+    };
+    match archive.scan(folder, progress).await {
+        Ok(report) => {
+            if draw {
+                eprintln!();
+            }
+            info!(
+                "Indexed {}: {} files, {} new instances, {} already indexed, {} skipped, in {:.1} s",
+                folder.display(),
+                report.files,
+                report.indexed,
+                report.already_indexed,
+                report.skipped,
+                started.elapsed().as_secs_f64()
+            );
+            if !quiet {
+                eprintln!(
+                    "{}: {} new instances, {} already indexed, {} skipped",
+                    folder.display(),
+                    report.indexed,
+                    report.already_indexed,
+                    report.skipped
+                );
+            }
+            Ok(())
+        }
+        Err(error) => {
+            error!("cannot index {}: {error}", folder.display());
+            Err(Code::Internal)
+        }
+    }
+}
+
+/// Every service of the archive on one dispatcher.
+fn dispatcher(archive: &Archive, config: &ServeConfig) -> Dispatcher {
+    let storage_classes: Vec<String> = sop_class::storage_sop_classes()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let all_syntaxes: Vec<String> = transfer_syntax::known_transfer_syntaxes()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let query_syntaxes = vec![
+        EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+        IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+    ];
+    let qr_classes = |service| -> Vec<String> {
+        [
+            QueryModel::PatientRoot,
+            QueryModel::StudyRoot,
+            QueryModel::PatientStudyOnly,
+        ]
+        .into_iter()
+        .filter_map(|model| model.sop_class(service))
+        .map(String::from)
+        .collect()
+    };
+    let mut commitment = StorageCommitmentScp::new(ArchiveCommitment::new(archive.clone()));
+    for (ae_title, address) in &config.peers {
+        commitment = commitment.with_peer(ae_title, format!("{}:{}", address.host, address.port));
+    }
+    Dispatcher::new()
+        .with(EchoScp::new())
+        .with(StoreScp::new(
+            archive.clone(),
+            storage_classes.clone(),
+            all_syntaxes.clone(),
+        ))
+        .with(FindScp::new(
+            archive.clone(),
+            qr_classes(QueryService::Find),
+            query_syntaxes.clone(),
+        ))
+        .with(
+            GetScp::new(
+                archive.clone(),
+                qr_classes(QueryService::Get),
+                query_syntaxes.clone(),
+            )
+            .with_storage(storage_classes, all_syntaxes),
+        )
+        .with(MoveScp::new(
+            archive.clone(),
+            qr_classes(QueryService::Move),
+            query_syntaxes,
+        ))
+        .with(commitment)
+}
+
+async fn report_counts(archive: &Archive) {
+    match archive.counts().await {
+        Ok(counts) => info!("Archive: {counts:?}"),
+        Err(error) => error!("cannot count the archive: {error}"),
+    }
+}
+
+async fn close(archive: &Archive) {
+    if let Err(error) = archive.close().await {
+        error!("closing the archive: {error}");
+    }
+}
