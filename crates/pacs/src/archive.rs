@@ -361,7 +361,11 @@ impl Archive {
             .with_layout(Layout::ByStudyAndSeries)
             .with_fsync(config.fsync)
             .on_stored(move |instance: &StoredInstance| {
-                lock(&report).insert(instance.instance.sop_instance_uid.clone(), instance.clone());
+                let uid = instance
+                    .instance
+                    .sop_instance_uid
+                    .trim_end_matches(['\0', ' ']);
+                lock(&report).insert(uid.to_owned(), instance.clone());
             });
         let archive = Archive {
             inner: Arc::new(Inner {
@@ -737,7 +741,10 @@ impl Archive {
         stored: &StoredInstance,
         replacing: bool,
     ) -> Result<Inserted, StoreFailure> {
-        let uid = &stored.instance.sop_instance_uid;
+        let uid = stored
+            .instance
+            .sop_instance_uid
+            .trim_end_matches(['\0', ' ']);
         let in_data_set = stored.summary.sop_instance_uid.as_deref().unwrap_or("");
         if in_data_set.trim_end_matches(['\0', ' ']) != uid {
             return Err(StoreFailure::new(

@@ -911,3 +911,50 @@ async fn the_index_survives_reopening_and_refuses_a_newer_schema() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup() {
+    let folder = tempfile::tempdir().expect("tempdir");
+    let config = SqliteConfig {
+        readers: 1,
+        ..SqliteConfig::new(folder.path().join("index.sqlite"))
+    };
+    let index = SqliteIndex::open(config).await.expect("index");
+    let many: Vec<NewInstance> = (0..40)
+        .map(|n| {
+            let sop: &'static str = Box::leak(format!("1.1.1.{n}").into_boxed_str());
+            Spec {
+                patient: P1,
+                study: S11,
+                series: ("1.1.1", "CT", "1"),
+                sop: (sop, CT),
+            }
+            .new_instance(folder.path())
+        })
+        .collect();
+    let inserts = many
+        .into_iter()
+        .map(|instance| index.insert(instance, OnDuplicate::Fail));
+    for inserted in futures_util::future::join_all(inserts).await {
+        assert_eq!(inserted.expect("inserted"), Inserted::New);
+    }
+    // The only query reader is taken by a query nobody reads from.
+    let mut stalled = index
+        .query(plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
+        .await
+        .expect("query");
+    assert!(stalled.next().await.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let found = tokio::time::timeout(Duration::from_secs(5), index.lookup("1.1.1.7".into()))
+        .await
+        .expect("the lookup is not held up")
+        .expect("lookup");
+    assert!(found.is_some());
+    let counts = tokio::time::timeout(Duration::from_secs(5), index.counts())
+        .await
+        .expect("not held up")
+        .expect("counts");
+    assert_eq!(counts.instances, 40);
+    let rest = stalled.collect::<Vec<_>>().await;
+    assert_eq!(rest.len(), 39);
+}

@@ -9,7 +9,9 @@
 //!   fails does not undo the others. Each operation's future resolves once its batch
 //!   committed: before that, no reader sees it.
 //! * **Readers** run on tokio's blocking pool, each on a connection of its own (kept in a small
-//!   pool), at most [`SqliteConfig::readers`] at once. A query reads the database cursor and
+//!   pool): at most [`SqliteConfig::readers`] streaming queries at once, and as many short
+//!   reads (lookups, counts, retrievals) beside them, so that queries whose matches a slow peer
+//!   takes one by one never hold up the lookups of the stores. A query reads the database cursor and
 //!   sends each match through a small bounded channel as it is found; dropping the stream
 //!   (C-CANCEL, a closed association) stops it at the next match. WAL lets readers run while
 //!   the writer commits.
@@ -63,7 +65,8 @@ pub struct SqliteConfig {
     pub max_batch: usize,
     /// The longest the writer gathers operations for one transaction.
     pub max_batch_time: Duration,
-    /// Queries and lookups that may run at once, each on its own connection.
+    /// Streaming queries that may run at once, each on its own connection (short reads have as
+    /// many connections again).
     pub readers: usize,
     /// `synchronous = FULL`: each commit survives a power cut (with fsync'ed files). The
     /// default, `NORMAL`, survives a crash of the process, which is what WAL guarantees there.
@@ -100,6 +103,9 @@ struct Inner {
     writer: mpsc::Sender<WriteOp>,
     thread: Mutex<Option<JoinHandle<()>>>,
     idle_readers: Mutex<Vec<Connection>>,
+    /// Streaming queries.
+    query_permits: Arc<Semaphore>,
+    /// Short reads.
     reader_permits: Arc<Semaphore>,
 }
 
@@ -179,6 +185,7 @@ impl SqliteIndex {
                 writer,
                 thread: Mutex::new(Some(thread)),
                 idle_readers: Mutex::new(Vec::new()),
+                query_permits: Arc::new(Semaphore::new(readers)),
                 reader_permits: Arc::new(Semaphore::new(readers)),
             }),
         })
@@ -262,7 +269,7 @@ impl Inner {
             .idle_readers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if idle.len() < self.config.readers.max(1) {
+        if idle.len() < 2 * self.config.readers.max(1) {
             idle.push(connection);
         }
         result
@@ -1317,7 +1324,7 @@ impl Index for SqliteIndex {
         Box::pin(async move {
             let permit = self
                 .inner
-                .reader_permits
+                .query_permits
                 .clone()
                 .acquire_owned()
                 .await
