@@ -10,6 +10,7 @@ mod logging;
 mod movescu;
 mod options;
 mod qr_options;
+mod qr_services;
 mod qrscp;
 mod retrieve;
 mod serve;

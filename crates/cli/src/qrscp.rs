@@ -8,15 +8,15 @@ use std::path::PathBuf;
 
 use tracing::{error, info};
 
-use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
-use dimsum_net::scp::{Dispatcher, EchoScp, FindScp, GetScp, MoveScp, StoreScp};
+use dimsum_net::dataset::{QueryModel, QueryService};
+use dimsum_net::scp::FindScp;
 use dimsum_net::storage::FileStorage;
-use dimsum_net::ul::uids::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use dimsum_pacs::{FolderArchive, FolderArchiveConfig, WorklistFolder};
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
 use crate::options::ServerOptions;
+use crate::qr_services;
 
 /// Options of `dimsum qrscp`.
 #[derive(clap::Args, Debug)]
@@ -88,50 +88,7 @@ pub async fn run(options: Options) -> Code {
             return Code::Internal;
         }
     };
-    let storage_classes: Vec<String> = sop_class::storage_sop_classes()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let all_syntaxes: Vec<String> = transfer_syntax::known_transfer_syntaxes()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let query_syntaxes = vec![
-        EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-        IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-    ];
-    let classes = |service| -> Vec<String> {
-        QueryModel::sop_classes(service)
-            .into_iter()
-            .filter(|uid| Some(*uid) != QueryModel::ModalityWorklist.sop_class(QueryService::Find))
-            .map(String::from)
-            .collect()
-    };
-    let mut dispatcher = Dispatcher::new()
-        .with(EchoScp::new())
-        .with(StoreScp::new(
-            storage,
-            storage_classes.clone(),
-            all_syntaxes.clone(),
-        ))
-        .with(FindScp::new(
-            archive.clone(),
-            classes(QueryService::Find),
-            query_syntaxes.clone(),
-        ))
-        .with(
-            GetScp::new(
-                archive.clone(),
-                classes(QueryService::Get),
-                query_syntaxes.clone(),
-            )
-            .with_storage(storage_classes, all_syntaxes),
-        )
-        .with(MoveScp::new(
-            archive,
-            classes(QueryService::Move),
-            query_syntaxes.clone(),
-        ));
+    let mut dispatcher = qr_services::archive_dispatcher(storage, archive);
     if let Some(folder) = &options.worklist {
         let worklist_class = QueryModel::ModalityWorklist
             .sop_class(QueryService::Find)
@@ -141,7 +98,7 @@ pub async fn run(options: Options) -> Code {
         dispatcher = dispatcher.with(FindScp::new(
             WorklistFolder::new(folder),
             worklist_class,
-            query_syntaxes,
+            qr_services::query_syntaxes(),
         ));
     }
     crate::serve::serve(&options.server, options.port, "QRSCP", dispatcher).await

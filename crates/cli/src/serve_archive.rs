@@ -9,16 +9,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
-use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
-use dimsum_net::scp::{
-    Dispatcher, EchoScp, FindScp, GetScp, MoveScp, StorageCommitmentScp, StoreScp,
-};
-use dimsum_net::ul::uids::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use dimsum_net::scp::{Dispatcher, StorageCommitmentScp};
 use dimsum_pacs::archive::{Archive, ArchiveConfig, ScanProgress};
 use dimsum_pacs::commitment::ArchiveCommitment;
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
+use crate::qr_services;
 use crate::serve::run_server;
 use crate::serve_config::{DuplicatePolicy, ServeConfig, ServeOptions};
 
@@ -158,61 +155,14 @@ async fn scan(archive: &Archive, folder: &std::path::Path, quiet: bool) -> Resul
     }
 }
 
-/// Every service of the archive on one dispatcher.
+/// Every service of the archive on one dispatcher: those of `qrscp` over the archive, and
+/// Storage Commitment answered from its index.
 fn dispatcher(archive: &Archive, config: &ServeConfig) -> Dispatcher {
-    let storage_classes: Vec<String> = sop_class::storage_sop_classes()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let all_syntaxes: Vec<String> = transfer_syntax::known_transfer_syntaxes()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let query_syntaxes = vec![
-        EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-        IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-    ];
-    let qr_classes = |service| -> Vec<String> {
-        [
-            QueryModel::PatientRoot,
-            QueryModel::StudyRoot,
-            QueryModel::PatientStudyOnly,
-        ]
-        .into_iter()
-        .filter_map(|model| model.sop_class(service))
-        .map(String::from)
-        .collect()
-    };
     let mut commitment = StorageCommitmentScp::new(ArchiveCommitment::new(archive.clone()));
     for (ae_title, address) in &config.peers {
         commitment = commitment.with_peer(ae_title, format!("{}:{}", address.host, address.port));
     }
-    Dispatcher::new()
-        .with(EchoScp::new())
-        .with(StoreScp::new(
-            archive.clone(),
-            storage_classes.clone(),
-            all_syntaxes.clone(),
-        ))
-        .with(FindScp::new(
-            archive.clone(),
-            qr_classes(QueryService::Find),
-            query_syntaxes.clone(),
-        ))
-        .with(
-            GetScp::new(
-                archive.clone(),
-                qr_classes(QueryService::Get),
-                query_syntaxes.clone(),
-            )
-            .with_storage(storage_classes, all_syntaxes),
-        )
-        .with(MoveScp::new(
-            archive.clone(),
-            qr_classes(QueryService::Move),
-            query_syntaxes,
-        ))
-        .with(commitment)
+    qr_services::archive_dispatcher(archive.clone(), archive.clone()).with(commitment)
 }
 
 async fn report_counts(archive: &Archive) {
