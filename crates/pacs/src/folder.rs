@@ -935,15 +935,7 @@ impl RetrieveHandler for FolderArchive {
     }
 
     fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
-        let ae_title = ae_title.trim();
-        self.inner
-            .config
-            .destinations
-            .get(ae_title)
-            .map(|address| MoveDestination {
-                ae_title: ae_title.to_owned(),
-                address: address.clone(),
-            })
+        crate::hierarchy::move_destination(&self.inner.config.destinations, ae_title)
     }
 
     fn move_associations(&self, _destination: &MoveDestination) -> usize {

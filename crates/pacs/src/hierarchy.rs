@@ -423,3 +423,18 @@ impl Candidate for Chain<'_> {
         self.records.get(level.depth() - 1)?.get(tag)
     }
 }
+
+/// The C-MOVE destination `ae_title` names in `table` (AE title → "host:port"), if any (PS3.4
+/// C.4.2.2.1: an unknown one is answered 0xA801).
+pub fn move_destination(
+    table: &std::collections::BTreeMap<String, String>,
+    ae_title: &str,
+) -> Option<dimsum_net::scp::MoveDestination> {
+    let ae_title = ae_title.trim();
+    table
+        .get(ae_title)
+        .map(|address| dimsum_net::scp::MoveDestination {
+            ae_title: ae_title.to_owned(),
+            address: address.clone(),
+        })
+}
