@@ -583,6 +583,16 @@ impl Association {
         self.shared.lock().core.next_message_id()
     }
 
+    /// The transfer syntax negotiated on presentation context `presentation_context_id` (the
+    /// encoding of every data set sent on it); empty when the context was not accepted.
+    pub fn transfer_syntax(&self, presentation_context_id: u8) -> &str {
+        self.info
+            .negotiated
+            .context(presentation_context_id)
+            .and_then(|context| context.transfer_syntax.as_deref())
+            .unwrap_or_default()
+    }
+
     /// The first accepted presentation context for `abstract_syntax` on which we hold `role`.
     pub fn context_for_role(&self, abstract_syntax: &str, role: Role) -> Result<u8, Error> {
         self.accepted_contexts(abstract_syntax, role)

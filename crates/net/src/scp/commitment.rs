@@ -815,10 +815,8 @@ async fn send_report(
     let presentation_context_id =
         association.context_for_role(STORAGE_COMMITMENT_PUSH_MODEL, Role::Scp)?;
     let transfer_syntax = association
-        .negotiated()
-        .context(presentation_context_id)
-        .and_then(|context| context.transfer_syntax.clone())
-        .unwrap_or_default();
+        .transfer_syntax(presentation_context_id)
+        .to_owned();
     let data = result
         .encode(&transfer_syntax)
         .map_err(ReportError::Encode)?;

@@ -148,10 +148,7 @@ impl RequestContext {
     /// The transfer syntax of the request's presentation context (its data set's encoding).
     pub fn transfer_syntax(&self) -> &str {
         self.association
-            .negotiated()
-            .context(self.presentation_context_id)
-            .and_then(|context| context.transfer_syntax.as_deref())
-            .unwrap_or_default()
+            .transfer_syntax(self.presentation_context_id)
     }
 
     /// Runs `work` once the request's successful final response has been sent: for a service

@@ -389,10 +389,8 @@ async fn request_and_wait(
     let transaction_uid = &request.transaction_uid;
     let presentation_context_id = association.context_for(STORAGE_COMMITMENT_PUSH_MODEL)?;
     let transfer_syntax = association
-        .negotiated()
-        .context(presentation_context_id)
-        .and_then(|context| context.transfer_syntax.clone())
-        .unwrap_or_default();
+        .transfer_syntax(presentation_context_id)
+        .to_owned();
     let data = request
         .encode(&transfer_syntax)
         .map_err(CommitError::Encode)?;

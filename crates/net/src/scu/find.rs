@@ -350,10 +350,8 @@ pub(super) fn prepare(
 ) -> Result<(u8, String, Bytes), QueryError> {
     let presentation_context_id = association.context_for(sop_class)?;
     let transfer_syntax = association
-        .negotiated()
-        .context(presentation_context_id)
-        .and_then(|context| context.transfer_syntax.clone())
-        .unwrap_or_default();
+        .transfer_syntax(presentation_context_id)
+        .to_owned();
     let encoded = identifier::encode(identifier, &transfer_syntax).map_err(|error| {
         QueryError::Identifier {
             transfer_syntax: transfer_syntax.clone(),
