@@ -3,7 +3,6 @@
 use tracing::{error, info};
 
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
-use dimsum_net::ul::pdu::{UserIdentityRq, UserIdentityType};
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
 };
@@ -11,19 +10,13 @@ use dimsum_net::{Association, Limits, scu};
 
 use crate::exit::{self, Code};
 use crate::logging::{self, Verbosity};
-use crate::options::{AssociationOptions, NetworkOptions};
+use crate::options::PeerOptions;
 
 /// Options of `dimsum echoscu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Host name or IP address of the peer.
-    pub host: String,
-    /// TCP port of the peer.
-    pub port: u16,
     #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
+    pub peer: PeerOptions,
     /// Number of C-ECHO requests to send on the association.
     #[arg(short = 'r', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
@@ -36,7 +29,7 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let address = format!("{}:{}", options.host, options.port);
+    let address = format!("{}:{}", options.peer.host, options.peer.port);
     let request = match build_request(&options) {
         Ok(request) => request,
         Err(message) => {
@@ -48,14 +41,14 @@ pub async fn run(options: Options) -> Code {
         "Requesting association with {}@{} as {}",
         request.called_ae_title, address, request.calling_ae_title
     );
-    let tls = match options.network.tls() {
+    let tls = match options.peer.network.tls() {
         Ok(tls) => tls,
         Err(error) => {
             error!("{error}");
             return Code::Usage;
         }
     };
-    let timeouts = options.network.timeouts();
+    let timeouts = options.peer.network.timeouts();
     let association = match Association::connect_with(
         &address,
         &request,
@@ -115,34 +108,15 @@ pub async fn run(options: Options) -> Code {
 
 fn build_request(options: &Options) -> Result<AssociationRequest, String> {
     let mut request = AssociationRequest::new(
-        options.association.calling("ECHOSCU"),
-        &options.association.call,
+        options.peer.association.calling("ECHOSCU"),
+        &options.peer.association.call,
     )
     .with_context(ProposedContext::new(
         VERIFICATION_SOP_CLASS,
         [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
     ));
-    request.max_pdu_length = options.network.max_pdu;
-    request.user_identity = options.association.user_identity();
+    request.max_pdu_length = options.peer.network.max_pdu;
+    request.user_identity = options.peer.association.user_identity();
     request.to_pdu().map_err(|e| e.to_string())?;
     Ok(request)
-}
-
-impl AssociationOptions {
-    pub(crate) fn user_identity(&self) -> Option<UserIdentityRq> {
-        let username = self.username.as_ref()?;
-        let (identity_type, secondary_field) = match &self.password {
-            Some(password) => (
-                UserIdentityType::UsernameAndPasscode,
-                password.clone().into_bytes(),
-            ),
-            None => (UserIdentityType::Username, Vec::new()),
-        };
-        Some(UserIdentityRq {
-            identity_type,
-            positive_response_requested: false,
-            primary_field: username.clone().into_bytes(),
-            secondary_field,
-        })
-    }
 }

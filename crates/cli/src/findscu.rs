@@ -20,7 +20,8 @@ use dimsum_net::ul::uids::{
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
-use crate::qr_options::{self, KeyOptions, ModelOptions, PeerOptions};
+use crate::options::PeerOptions;
+use crate::qr_options::{self, KeyOptions, ModelOptions};
 
 /// Options of `dimsum findscu`.
 #[derive(clap::Args, Debug)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dimsum_net::tls::{ClientTls, TlsError};
+use dimsum_net::ul::pdu::{UserIdentityRq, UserIdentityType};
 use dimsum_net::{ServerConfig, Timeouts};
 
 use crate::tls_options::TlsOptions;
@@ -28,6 +29,38 @@ impl AssociationOptions {
     /// Our AE title: the one given, or the tool's default.
     pub fn calling<'a>(&'a self, default: &'a str) -> &'a str {
         self.aetitle.as_deref().unwrap_or(default)
+    }
+}
+
+/// The peer of a client tool and how to reach it.
+#[derive(clap::Args, Debug)]
+pub struct PeerOptions {
+    /// Host name or IP address of the peer.
+    pub host: String,
+    /// TCP port of the peer.
+    pub port: u16,
+    #[command(flatten)]
+    pub association: AssociationOptions,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+}
+
+impl AssociationOptions {
+    pub(crate) fn user_identity(&self) -> Option<UserIdentityRq> {
+        let username = self.username.as_ref()?;
+        let (identity_type, secondary_field) = match &self.password {
+            Some(password) => (
+                UserIdentityType::UsernameAndPasscode,
+                password.clone().into_bytes(),
+            ),
+            None => (UserIdentityType::Username, Vec::new()),
+        };
+        Some(UserIdentityRq {
+            identity_type,
+            positive_response_requested: false,
+            primary_field: username.clone().into_bytes(),
+            secondary_field,
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::{Association, Limits};
 
 use crate::exit::{self, Code};
-use crate::options::{AssociationOptions, NetworkOptions};
+use crate::options::{AssociationOptions, NetworkOptions, PeerOptions};
 
 /// The information model flags (DCMTK's): findscu defaults to the worklist, getscu and movescu
 /// to Patient Root.
@@ -48,19 +48,6 @@ impl ModelOptions {
             default
         }
     }
-}
-
-/// The peer of a Q/R tool and how to reach it.
-#[derive(clap::Args, Debug)]
-pub struct PeerOptions {
-    /// Host name or IP address of the peer.
-    pub host: String,
-    /// TCP port of the peer.
-    pub port: u16,
-    #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
 }
 
 impl PeerOptions {

@@ -20,19 +20,13 @@ use dimsum_net::{Association, Limits};
 
 use crate::exit::{self, Code};
 use crate::logging::{self, Verbosity};
-use crate::options::{AssociationOptions, NetworkOptions};
+use crate::options::PeerOptions;
 
 /// Options of `dimsum termscu`.
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Host name or IP address of the server to shut down.
-    pub host: String,
-    /// TCP port of the server.
-    pub port: u16,
     #[command(flatten)]
-    pub association: AssociationOptions,
-    #[command(flatten)]
-    pub network: NetworkOptions,
+    pub peer: PeerOptions,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -72,7 +66,7 @@ fn verdict_for_acceptance(negotiated: &Negotiated) -> Verdict {
 
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
-    let address = format!("{}:{}", options.host, options.port);
+    let address = format!("{}:{}", options.peer.host, options.peer.port);
     let request = match build_request(&options) {
         Ok(request) => request,
         Err(message) => {
@@ -80,7 +74,7 @@ pub async fn run(options: Options) -> Code {
             return Code::Usage;
         }
     };
-    let tls = match options.network.tls() {
+    let tls = match options.peer.network.tls() {
         Ok(tls) => tls,
         Err(error) => {
             error!("{error}");
@@ -94,7 +88,7 @@ pub async fn run(options: Options) -> Code {
     let connected = Association::connect_with(
         &address,
         &request,
-        options.network.timeouts(),
+        options.peer.network.timeouts(),
         Limits::default(),
         tls.as_ref(),
     )
@@ -135,8 +129,8 @@ pub async fn run(options: Options) -> Code {
 /// proposes.
 fn build_request(options: &Options) -> Result<AssociationRequest, String> {
     let mut request = AssociationRequest::new(
-        options.association.calling("TERMSCU"),
-        &options.association.call,
+        options.peer.association.calling("TERMSCU"),
+        &options.peer.association.call,
     )
     .with_context(ProposedContext::new(
         PRIVATE_SHUTDOWN_SOP_CLASS,
@@ -146,8 +140,8 @@ fn build_request(options: &Options) -> Result<AssociationRequest, String> {
             EXPLICIT_VR_BIG_ENDIAN,
         ],
     ));
-    request.max_pdu_length = options.network.max_pdu;
-    request.user_identity = options.association.user_identity();
+    request.max_pdu_length = options.peer.network.max_pdu;
+    request.user_identity = options.peer.association.user_identity();
     request.to_pdu().map_err(|e| e.to_string())?;
     Ok(request)
 }
@@ -245,7 +239,7 @@ mod tests {
             ("OPERATOR", "ARCHIVE")
         );
         assert_eq!(
-            (tool.options.host.as_str(), tool.options.port),
+            (tool.options.peer.host.as_str(), tool.options.peer.port),
             ("pacs", 11112)
         );
         let [context] = request.contexts.as_slice() else {
