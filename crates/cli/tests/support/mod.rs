@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod qr;
+pub mod serve;
 pub mod tls;
 
 use std::env;
