@@ -35,9 +35,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use dimsum_net::dataset::dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dimsum_net::dataset::dicom_core::header::Header;
 use dimsum_net::dataset::dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dimsum_net::dataset::dicom_dictionary_std::{StandardDataDictionary, tags};
-use dimsum_net::dataset::dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomObject};
 use support::qr::{
     AeAddress, CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, QrClient, QrDataSet, QrIdentifier, QrInstance,
     QrModel, STUDY_KEYS, StorescpDestination, assert_received_instances, retrieve_scratch_dir,
@@ -693,6 +694,28 @@ fn dcmtk_storescu_then_dcmtk_findscu_at_every_level() {
         })
         .collect();
     assert_entities(&found, tags::STUDY_INSTANCE_UID, &expected, &log);
+
+    // Patient/Study Only has no SERIES level: refused (0xA900), nothing found
+    let keys = ["QueryRetrieveLevel=SERIES", "SeriesInstanceUID"];
+    let Some(series) = QrClient::Dcmtk.find(
+        &dir,
+        "psonly-series",
+        server.address(),
+        QrModel::PatientRoot,
+        &keys,
+        &["-O"],
+    ) else {
+        return;
+    };
+    let log = format!("{}\n{}", series.finished.describe(), server.describe());
+    assert!(
+        series.identifiers.is_empty()
+            && series
+                .finished
+                .output()
+                .contains("Received Final Find Response (Error: DataSetDoesNotMatchSOPClass)"),
+        "a SERIES query in Patient/Study Only was not refused with 0xA900\n{log}"
+    );
 }
 
 #[test]
@@ -705,7 +728,33 @@ fn dcmtk_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
         dir: &dir,
         server: &server,
     };
-    check_retrieves(&dcmtk, &storescp);
+    if check_retrieves(&dcmtk, &storescp).is_none() {
+        return;
+    }
+
+    // a destination the archive does not know: refused (0xA801), nothing sent anywhere
+    let before = storescp.received_sop_instance_uids();
+    let study = &QrDataSet::get().patients[2].studies[0];
+    let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
+    let Some(moved) = QrClient::Dcmtk.move_to(
+        &dir,
+        "move-unknown-destination",
+        server.address(),
+        QrModel::StudyRoot,
+        "NOWHERE",
+        &["QueryRetrieveLevel=STUDY", &study_key],
+        &[],
+    ) else {
+        return;
+    };
+    let log = format!("{}\n{}", moved.describe(), server.describe());
+    assert!(
+        moved
+            .output()
+            .contains("Received Final Move Response (Refused: MoveDestinationUnknown)"),
+        "a move to an unknown destination was not refused with 0xA801\n{log}"
+    );
+    assert_eq!(storescp.received_sop_instance_uids(), before, "{log}");
 }
 
 #[test]
@@ -1135,13 +1184,15 @@ fn kill_9_during_a_batch_leaves_index_and_files_in_agreement() {
 // ---------------------------------------------------------------------------------------------
 
 /// Patients whose names and IDs hold what a query engine might take for its own syntax: SQL
-/// LIKE's `%` and `_`, quotes, GLOB's brackets. `(Patient Name, Patient ID)`.
-const HOSTILE_PATIENTS: [(&str, &str); 5] = [
+/// LIKE's `%` and `_`, quotes, GLOB's brackets; and a name beyond ASCII, stored in Latin-1
+/// (Specific Character Set ISO_IR 100). `(Patient Name, Patient ID)`.
+const HOSTILE_PATIENTS: [(&str, &str); 6] = [
     ("100%^Sure", "PCT-100%"),
     ("Under_Score^Ann", "UND_1"),
     ("O'Brien^Dan", "QUOTE'1"),
     ("Say \"Hi\"^Bob", "DQ\"1"),
     ("[Bracket]^Eve", "GLOB[1]"),
+    ("Müller^Hans", "UMLAUT-1"),
 ];
 
 /// Writes one instance per hostile patient into `folder`.
@@ -1378,6 +1429,47 @@ fn hostile_find_values_return_only_correct_matches() {
         assert_keys(&found, tags::PATIENT_ID, expected, &log);
     }
 
+    // Specific Character Set: a query in UTF-8 (ISO_IR 192) finds the name stored in Latin-1,
+    // `?` matching one character (two bytes in UTF-8), PN regardless of case (the default), LO
+    // not; the name comes back as stored, decoded by its own character set
+    let (umlaut_name, umlaut_id) = HOSTILE_PATIENTS[5];
+    let umlaut = BTreeMap::from([(
+        umlaut_id.to_owned(),
+        vec![(tags::PATIENT_NAME, umlaut_name.to_owned())],
+    )]);
+    let nobody = BTreeMap::new();
+    for (index, (matching, expected)) in [
+        ("PatientName=Müller*", &umlaut),
+        ("PatientName=M?ller^Hans", &umlaut),
+        ("PatientName=M??ller*", &nobody),
+        ("PatientName=MÜLLER^HANS", &umlaut),
+        ("PatientID=umlaut-1", &nobody),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let keys = [
+            "QueryRetrieveLevel=PATIENT",
+            "SpecificCharacterSet=ISO_IR 192",
+            "PatientID",
+            "PatientName",
+            matching,
+        ];
+        let label = format!("charset-{index}");
+        let Some((found, log)) = dcmtk.find(&label, QrModel::PatientRoot, &keys, &[]) else {
+            return;
+        };
+        let log = format!("query {matching:?}\n{log}");
+        assert_entities(&found, tags::PATIENT_ID, expected, &log);
+        for response in &found {
+            assert_eq!(
+                response.get(tags::SPECIFIC_CHARACTER_SET),
+                Some("ISO_IR 100"),
+                "{log}"
+            );
+        }
+    }
+
     // the same kind from pynetdicom's findscu
     let pynetdicom = Against {
         client: QrClient::Pynetdicom,
@@ -1434,7 +1526,7 @@ fn hostile_find_values_return_only_correct_matches() {
         responses.len()
     );
 
-    // 1,000 more return keys, universal: Doe's studies, every key returned
+    // 1,000 more return keys, universal: Doe's studies, every key returned (empty when unknown)
     let data = QrDataSet::get();
     let doe = &data.patients[0];
     let keys = many_standard_keys(1000);
@@ -1463,6 +1555,23 @@ fn hostile_find_values_return_only_correct_matches() {
         .map(|study| study.study_instance_uid.as_str())
         .collect();
     assert_keys(&responses, tags::STUDY_INSTANCE_UID, &doe_studies, &log);
+    for response in &responses {
+        // every element, whatever its VR (DCMTK 3.6.7 writes the keys its dictionary lacks as
+        // UN, which QrIdentifier leaves out)
+        let object = dicom_object::open_file(&response.path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", response.path.display()));
+        let returned: BTreeSet<Tag> = object.iter().map(|element| element.tag()).collect();
+        let missing: Vec<Tag> = keys
+            .iter()
+            .map(|(tag, _)| *tag)
+            .filter(|tag| !returned.contains(tag))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "return keys missing from {}: {missing:?}\n{log}",
+            response.path.display()
+        );
+    }
 
     // and the server goes on
     assert_echo(&dir, server.address(), || server.describe());
