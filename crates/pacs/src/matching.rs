@@ -242,8 +242,10 @@ pub(crate) fn values(vr: VR, value: &PrimitiveValue) -> Vec<Cow<'_, str>> {
         PrimitiveValue::Empty => Vec::new(),
         PrimitiveValue::Str(text) => split(vr, text),
         PrimitiveValue::Strs(texts) => texts.iter().flat_map(|text| split(vr, text)).collect(),
-        // Bytes of a key whose VR was unknown: their text, when they are text.
-        PrimitiveValue::U8(bytes) if !matches!(vr, VR::OB | VR::UN) => {
+        // Bytes of a key whose VR was unknown, or sent as UN (as DCMTK and pydicom send text
+        // values over 64 KiB in explicit VR): their text. Only OB stays bytes — never one
+        // string per byte, which a 10 MB key would turn into ten million strings.
+        PrimitiveValue::U8(bytes) if vr != VR::OB => {
             let text = String::from_utf8_lossy(bytes).into_owned();
             split(vr, &text)
                 .into_iter()
