@@ -18,8 +18,8 @@ use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{
-    DeleteTarget, FileLocation, Index, IndexError, Inserted, NewInstance, OnDuplicate,
-    SqliteConfig, SqliteIndex,
+    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
+    OnDuplicate, SqliteConfig, SqliteIndex,
 };
 use dimsum_pacs::matching::MatchOptions;
 
@@ -146,10 +146,7 @@ impl Fixture {
     }
 
     async fn insert(&self, spec: &Spec) -> Inserted {
-        self.index
-            .insert(spec.new_instance(self.root()), OnDuplicate::Fail)
-            .await
-            .expect("inserted")
+        self.put(spec, OnDuplicate::Fail).await.expect("inserted")
     }
 
     async fn find(
@@ -174,6 +171,39 @@ impl Fixture {
         tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
             .await
             .expect("the query ends")
+    }
+
+    async fn put(&self, spec: &Spec, on_duplicate: OnDuplicate) -> Result<Inserted, IndexError> {
+        self.index
+            .insert(spec.new_instance(self.root()), on_duplicate)
+            .await
+    }
+
+    /// The instances a Study Root C-MOVE at `level` with `keys` retrieves.
+    async fn retrieve(&self, level: &str, keys: Vec<InMemElement>) -> Vec<IndexedInstance> {
+        let mut object = InMemDicomObject::from_element_iter(keys);
+        object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+        let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Move, object).expect("plan");
+        self.index.instances(plan).await.expect("instances")
+    }
+
+    async fn lookup(&self, uid: &str) -> Option<IndexedInstance> {
+        self.index.lookup(uid.into()).await.expect("lookup")
+    }
+
+    async fn delete(&self, target: DeleteTarget) -> Deleted {
+        self.index.delete(target).await.expect("deleted")
+    }
+
+    /// (patients, studies, series, instances)
+    async fn counts(&self) -> (usize, usize, usize, usize) {
+        let counts = self.index.counts().await.expect("counts");
+        (
+            counts.patients,
+            counts.studies,
+            counts.series,
+            counts.instances,
+        )
     }
 
     /// The sorted values of `tag` in the matches of a Study Root query at `level`.
@@ -217,16 +247,7 @@ fn study_uid(value: &str) -> InMemElement {
 #[tokio::test]
 async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
     let fixture = Fixture::new().await;
-    let counts = fixture.index.counts().await.expect("counts");
-    assert_eq!(
-        (
-            counts.patients,
-            counts.studies,
-            counts.series,
-            counts.instances
-        ),
-        (3, 4, 5, 6)
-    );
+    assert_eq!(fixture.counts().await, (3, 4, 5, 6));
 
     let patients = fixture
         .find(
@@ -334,30 +355,19 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
     assert_eq!(column(&images, tags::INSTANCE_NUMBER), ["1", "1"]);
 
     // Retrieval: every instance below the matches of each level.
-    let retrieve = |level: &str, keys| {
-        let mut object = InMemDicomObject::from_element_iter(keys);
-        object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
-        QueryPlan::new(QueryModel::StudyRoot, QueryService::Move, object).expect("plan")
-    };
-    let uids = |instances: Vec<dimsum_pacs::index::IndexedInstance>| {
+    let uids = |instances: Vec<IndexedInstance>| {
         let mut uids: Vec<String> = instances.into_iter().map(|i| i.sop_instance_uid).collect();
         uids.sort();
         uids
     };
-    let study = fixture
-        .index
-        .instances(retrieve("STUDY", vec![study_uid("1.1\\2.1")]))
-        .await
-        .expect("instances");
+    let study = fixture.retrieve("STUDY", vec![study_uid("1.1\\2.1")]).await;
     assert_eq!(uids(study), ["1.1.1.1", "1.1.1.2", "1.1.2.1", "2.1.1.1"]);
     let series = fixture
-        .index
-        .instances(retrieve(
+        .retrieve(
             "SERIES",
             vec![element(tags::SERIES_INSTANCE_UID, VR::UI, "1.1.1")],
-        ))
-        .await
-        .expect("instances");
+        )
+        .await;
     assert_eq!(series.len(), 2);
     assert_eq!(
         series[0].location.path,
@@ -367,20 +377,13 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
             .join(format!("{}.dcm", series[0].sop_instance_uid))
     );
     let image = fixture
-        .index
-        .instances(retrieve(
+        .retrieve(
             "IMAGE",
             vec![element(tags::SOP_INSTANCE_UID, VR::UI, "3.1.1.1")],
-        ))
-        .await
-        .expect("instances");
+        )
+        .await;
     assert_eq!(uids(image), ["3.1.1.1"]);
-    let found = fixture
-        .index
-        .lookup("1.2.1.1".into())
-        .await
-        .expect("lookup")
-        .expect("indexed");
+    let found = fixture.lookup("1.2.1.1").await.expect("indexed");
     assert_eq!(
         (
             found.sop_class_uid.as_str(),
@@ -389,14 +392,7 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
         ),
         (MR, "1.2", "1.2.1")
     );
-    assert!(
-        fixture
-            .index
-            .lookup("9.9".into())
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    assert!(fixture.lookup("9.9").await.is_none());
 }
 
 #[tokio::test]
@@ -622,23 +618,15 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
         series: ("1.1.3", "MR", "3"),
         sop: ("1.1.3.1", MR),
     };
-    let duplicate = fixture
-        .index
-        .insert(again.new_instance(fixture.root()), OnDuplicate::Fail)
-        .await;
+    let duplicate = fixture.put(&again, OnDuplicate::Fail).await;
     assert!(
         matches!(duplicate, Err(IndexError::Duplicate(_))),
         "{duplicate:?}"
     );
-    let kept = fixture
-        .index
-        .insert(again.new_instance(fixture.root()), OnDuplicate::Keep)
-        .await
-        .expect("kept");
+    let kept = fixture.put(&again, OnDuplicate::Keep).await.expect("kept");
     assert_eq!(kept, Inserted::AlreadyPresent);
     let replaced = fixture
-        .index
-        .insert(again.new_instance(fixture.root()), OnDuplicate::Replace)
+        .put(&again, OnDuplicate::Replace)
         .await
         .expect("replaced");
     assert_eq!(replaced, Inserted::Replaced { old_file: None });
@@ -649,8 +637,7 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
         ..again
     };
     let replaced = fixture
-        .index
-        .insert(moved.new_instance(fixture.root()), OnDuplicate::Replace)
+        .put(&moved, OnDuplicate::Replace)
         .await
         .expect("replaced");
     assert_eq!(
@@ -670,11 +657,7 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(patient("P2").await, p(["1", "1", "2"]));
 
     // Deletes: a series, an instance, a study; empty parents go.
-    let deleted = fixture
-        .index
-        .delete(DeleteTarget::Series("1.1.2".into()))
-        .await
-        .expect("deleted");
+    let deleted = fixture.delete(DeleteTarget::Series("1.1.2".into())).await;
     assert_eq!(deleted.instances, 1);
     assert_eq!(
         deleted.files,
@@ -683,42 +666,19 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
     assert_eq!(patient("P1").await, p(["2", "2", "3"]));
     let deleted = fixture
-        .index
         .delete(DeleteTarget::Instance("1.1.1.1".into()))
-        .await
-        .expect("deleted");
+        .await;
     assert_eq!(deleted.instances, 1);
     assert_eq!(study("1.1").await, s(["CT", CT, "1", "1"]));
-    let deleted = fixture
-        .index
-        .delete(DeleteTarget::Study("1.2".into()))
-        .await
-        .expect("deleted");
+    let deleted = fixture.delete(DeleteTarget::Study("1.2".into())).await;
     assert_eq!(deleted.instances, 1);
     assert_eq!(study("1.2").await, None);
     assert_eq!(patient("P1").await, p(["1", "1", "1"]));
-    fixture
-        .index
-        .delete(DeleteTarget::Study("1.1".into()))
-        .await
-        .expect("deleted");
+    fixture.delete(DeleteTarget::Study("1.1".into())).await;
     assert_eq!(patient("P1").await, None, "a patient without studies goes");
-    let nothing = fixture
-        .index
-        .delete(DeleteTarget::Study("9.9".into()))
-        .await
-        .expect("nothing to delete");
+    let nothing = fixture.delete(DeleteTarget::Study("9.9".into())).await;
     assert_eq!(nothing.instances, 0);
-    let counts = fixture.index.counts().await.expect("counts");
-    assert_eq!(
-        (
-            counts.patients,
-            counts.studies,
-            counts.series,
-            counts.instances
-        ),
-        (2, 2, 2, 3)
-    );
+    assert_eq!(fixture.counts().await, (2, 2, 2, 3));
 }
 
 #[tokio::test]
@@ -847,14 +807,7 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
     let insert = tokio::spawn(async move { index.insert(new, OnDuplicate::Fail).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!insert.is_finished(), "resolved before its commit");
-    assert!(
-        fixture
-            .index
-            .lookup("2.1.9.1".into())
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    assert!(fixture.lookup("2.1.9.1").await.is_none());
     assert_eq!(
         fixture
             .column("SERIES", vec![study_uid("2.1")], tags::SERIES_INSTANCE_UID)
@@ -868,14 +821,7 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
         .expect("task")
         .expect("inserted");
     assert_eq!(inserted, Inserted::New);
-    assert!(
-        fixture
-            .index
-            .lookup("2.1.9.1".into())
-            .await
-            .expect("lookup")
-            .is_some()
-    );
+    assert!(fixture.lookup("2.1.9.1").await.is_some());
 }
 
 #[tokio::test]
