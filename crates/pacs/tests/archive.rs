@@ -3,15 +3,13 @@
 //! (simulated by hand, and a real kill -9 of a process ingesting), and C-STORE, C-FIND, C-GET
 //! and C-MOVE through a real `dimsum_net::Server` over it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use dimsum_net::dataset::dicom_core::value::PrimitiveValue;
-use dimsum_net::dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_net::dataset::dicom_core::{DataElement, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::dicom_object::mem::InMemElement;
@@ -27,25 +25,16 @@ use dimsum_net::storage::{
     FileStorage, InstanceDescription, Origin, Storage, StoreFailure, StoreSuccess,
 };
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
-use dimsum_net::{Association, Limits, Server, ServerConfig, ServerStatistics, Timeouts};
 use dimsum_pacs::archive::{self, Archive, ArchiveConfig, DuplicatePolicy};
 use dimsum_pacs::index::DeleteTarget;
 
-const EXPLICIT: &str = "1.2.840.10008.1.2.1";
-const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
-const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
-const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
-const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
-const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
-const PATIENCE: Duration = Duration::from_secs(20);
+mod common;
+use common::{
+    CT, EXPLICIT, MR, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, TestServer, element,
+    explicit,
+};
 
-fn element(tag: Tag, vr: VR, value: &str) -> InMemElement {
-    if value.is_empty() {
-        DataElement::empty(tag, vr)
-    } else {
-        DataElement::new(tag, vr, PrimitiveValue::from(value))
-    }
-}
+const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A test instance: patient, study, series, number, description, pixel bytes.
 #[derive(Clone)]
@@ -578,41 +567,6 @@ async fn a_kill_during_ingest_leaves_index_and_storage_in_agreement() {
 // Over the network
 // ------------------------------------------------------------------------------------------
 
-struct TestServer {
-    address: SocketAddr,
-    handle: dimsum_net::ServerHandle,
-    task: JoinHandle<ServerStatistics>,
-}
-
-impl TestServer {
-    async fn start(ae_title: &str, dispatcher: Dispatcher) -> TestServer {
-        let config = ServerConfig {
-            shutdown_grace: Duration::from_secs(2),
-            ..ServerConfig::new(ae_title)
-        };
-        let server = Server::bind("127.0.0.1:0", config, dispatcher)
-            .await
-            .expect("bind");
-        TestServer {
-            address: server.local_addr().expect("address"),
-            handle: server.handle(),
-            task: tokio::spawn(server.run()),
-        }
-    }
-
-    async fn stop(self) {
-        self.handle.shutdown();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("stopped")
-            .expect("server task");
-    }
-}
-
-fn explicit() -> Vec<String> {
-    vec![EXPLICIT.into()]
-}
-
 async fn serve(archive: &Archive) -> TestServer {
     let dispatcher = Dispatcher::new()
         .with(StoreScp::new(
@@ -635,21 +589,6 @@ async fn serve(archive: &Archive) -> TestServer {
             explicit(),
         ));
     TestServer::start("ARCHIVE", dispatcher).await
-}
-
-async fn connect(server: &TestServer, request: AssociationRequest) -> Association {
-    tokio::time::timeout(
-        PATIENCE,
-        Association::connect(
-            &server.address.to_string(),
-            &request,
-            Timeouts::default(),
-            Limits::default(),
-        ),
-    )
-    .await
-    .expect("in time")
-    .expect("accepted")
 }
 
 fn keys(level: &str, elements: Vec<InMemElement>) -> InMemDicomObject {
@@ -697,7 +636,7 @@ async fn c_store_c_find_c_get_and_c_move_through_a_server() {
             .into_iter()
             .map(|sop_class| ProposedContext::new(sop_class, [EXPLICIT])),
     );
-    let association = connect(&server, request).await;
+    let association = server.connect(&request, PATIENCE).await;
     for one in &specs {
         let context = association.context_for(one.class).expect("context");
         let response = store_data_set(
@@ -815,7 +754,7 @@ async fn c_store_c_find_c_get_and_c_move_through_a_server() {
         &scu::storage_contexts(&[CT, MR], &[EXPLICIT]),
     )
     .expect("request");
-    let association = connect(&server, get_request).await;
+    let association = server.connect(&get_request, PATIENCE).await;
     let received = tempfile::tempdir().expect("tempdir");
     let got = scu::get(
         &association,
@@ -841,8 +780,8 @@ async fn c_store_c_find_c_get_and_c_move_through_a_server() {
         .expect("in time")
         .expect("released");
 
-    server.stop().await;
-    destination.stop().await;
+    server.stop(PATIENCE).await;
+    destination.stop(PATIENCE).await;
     let statistics = archive.statistics();
     assert_eq!(statistics.stored, 5);
     assert_eq!(statistics.queries, 2);

@@ -8,13 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use dimsum_net::dataset::dicom_core::header::Header;
 use dimsum_net::dataset::dicom_core::value::{DataSetSequence, PrimitiveValue};
@@ -33,20 +31,16 @@ use dimsum_net::scu::store::{StoreRequest, store_data_set};
 use dimsum_net::scu::{self, QueryRequest, RetrieveOutcome};
 use dimsum_net::storage::FileStorage;
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
-use dimsum_net::{
-    Association, Limits, Response, Responses, Role, Server, ServerConfig, ServerStatistics,
-    Timeouts,
-};
+use dimsum_net::{Association, Response, Responses, Role};
 use dimsum_pacs::{FolderArchive, FolderArchiveConfig, WorklistFolder};
 
-const EXPLICIT: &str = "1.2.840.10008.1.2.1";
-const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
-const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
-const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
+mod common;
+use common::{
+    CT, EXPLICIT, MR, SC, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, TestServer, element,
+    explicit, text,
+};
+
 const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
-const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
-const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
-const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 const PATIENT_STUDY_ONLY_FIND: &str = "1.2.840.10008.5.1.4.1.2.3.1";
 const WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
 
@@ -110,33 +104,25 @@ fn instances() -> Vec<Instance> {
     ]
 }
 
-fn text_element(tag: Tag, vr: VR, value: &str) -> InMemElement {
-    if value.is_empty() {
-        DataElement::empty(tag, vr)
-    } else {
-        DataElement::new(tag, vr, PrimitiveValue::from(value))
-    }
-}
-
 /// Writes `instance` as a Part 10 file (Explicit VR Little Endian, with pixel data) under
 /// `root`, in a folder per patient; returns its path.
 fn write_instance(root: &Path, instance: &Instance) -> PathBuf {
     let pixels: Vec<u8> = (0..32 * 32 * 2).map(|i| (i * 7 % 251) as u8).collect();
     let object = InMemDicomObject::from_element_iter([
-        text_element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
-        text_element(tags::SOP_CLASS_UID, VR::UI, instance.sop_class),
-        text_element(tags::SOP_INSTANCE_UID, VR::UI, &instance.sop_instance_uid()),
-        text_element(tags::STUDY_DATE, VR::DA, instance.study.1),
-        text_element(tags::ACCESSION_NUMBER, VR::SH, ""),
-        text_element(tags::MODALITY, VR::CS, instance.modality),
-        text_element(tags::STUDY_DESCRIPTION, VR::LO, instance.study.2),
-        text_element(tags::PATIENT_NAME, VR::PN, instance.patient.1),
-        text_element(tags::PATIENT_ID, VR::LO, instance.patient.0),
-        text_element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
-        text_element(tags::STUDY_INSTANCE_UID, VR::UI, instance.study.0),
-        text_element(tags::SERIES_INSTANCE_UID, VR::UI, &instance.series_uid()),
-        text_element(tags::SERIES_NUMBER, VR::IS, instance.series),
-        text_element(tags::INSTANCE_NUMBER, VR::IS, &instance.number.to_string()),
+        element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        element(tags::SOP_CLASS_UID, VR::UI, instance.sop_class),
+        element(tags::SOP_INSTANCE_UID, VR::UI, &instance.sop_instance_uid()),
+        element(tags::STUDY_DATE, VR::DA, instance.study.1),
+        element(tags::ACCESSION_NUMBER, VR::SH, ""),
+        element(tags::MODALITY, VR::CS, instance.modality),
+        element(tags::STUDY_DESCRIPTION, VR::LO, instance.study.2),
+        element(tags::PATIENT_NAME, VR::PN, instance.patient.1),
+        element(tags::PATIENT_ID, VR::LO, instance.patient.0),
+        element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
+        element(tags::STUDY_INSTANCE_UID, VR::UI, instance.study.0),
+        element(tags::SERIES_INSTANCE_UID, VR::UI, &instance.series_uid()),
+        element(tags::SERIES_NUMBER, VR::IS, instance.series),
+        element(tags::INSTANCE_NUMBER, VR::IS, &instance.number.to_string()),
         DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(32_u16)),
         DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(32_u16)),
         DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)),
@@ -177,37 +163,6 @@ fn data_set_of(path: &Path) -> Bytes {
 // Server and client
 // ------------------------------------------------------------------------------------------
 
-/// A server on a free loopback port, and the task that runs it.
-struct TestServer {
-    address: SocketAddr,
-    handle: dimsum_net::ServerHandle,
-    task: JoinHandle<ServerStatistics>,
-}
-
-impl TestServer {
-    /// Serves `dispatcher` as `ae_title`, with the default timers (every wait of these tests
-    /// is bounded by PATIENCE) and a short shutdown grace.
-    async fn start(ae_title: &str, dispatcher: Dispatcher) -> TestServer {
-        let config = ServerConfig {
-            shutdown_grace: Duration::from_secs(2),
-            ..ServerConfig::new(ae_title)
-        };
-        let server = Server::bind("127.0.0.1:0", config, dispatcher)
-            .await
-            .expect("bind");
-        TestServer {
-            address: server.local_addr().expect("address"),
-            handle: server.handle(),
-            task: tokio::spawn(server.run()),
-        }
-    }
-
-    async fn stop(self) -> ServerStatistics {
-        self.handle.shutdown();
-        within("server stop", self.task).await.expect("server task")
-    }
-}
-
 /// A served archive and an association to it.
 struct Session {
     server: TestServer,
@@ -222,17 +177,7 @@ impl Session {
         request: AssociationRequest,
     ) -> Session {
         let server = start_archive(archive, worklist).await;
-        let association = within(
-            "association",
-            Association::connect(
-                &server.address.to_string(),
-                &request,
-                Timeouts::default(),
-                Limits::default(),
-            ),
-        )
-        .await
-        .expect("association accepted");
+        let association = server.connect(&request, PATIENCE).await;
         Session {
             server,
             association,
@@ -244,7 +189,7 @@ impl Session {
         within("release", self.association.release())
             .await
             .expect("released");
-        self.server.stop().await;
+        self.server.stop(PATIENCE).await;
     }
 }
 
@@ -258,10 +203,6 @@ async fn serve_test_folder(
     let archive = open_archive(folder.path()).await;
     let session = Session::open(&archive, None, request).await;
     (folder, archive, session)
-}
-
-fn explicit() -> Vec<String> {
-    vec![EXPLICIT.into()]
 }
 
 /// The archive served with every Q/R model, storage into its folder, and the worklist.
@@ -378,16 +319,7 @@ async fn find(
 }
 
 fn level(value: &str) -> InMemElement {
-    text_element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, value)
-}
-
-fn text(object: &InMemDicomObject, tag: Tag) -> String {
-    object
-        .get(tag)
-        .unwrap_or_else(|| panic!("no {tag} in {object:?}"))
-        .to_str()
-        .expect("text")
-        .into_owned()
+    element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, value)
 }
 
 /// The value of `tag` in each match.
@@ -439,11 +371,11 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
         PATIENT_ROOT_FIND,
         &[
             level("PATIENT"),
-            text_element(tags::PATIENT_NAME, VR::PN, ""),
-            text_element(tags::PATIENT_ID, VR::LO, ""),
-            text_element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
-            text_element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
-            text_element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
+            element(tags::PATIENT_NAME, VR::PN, ""),
+            element(tags::PATIENT_ID, VR::LO, ""),
+            element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+            element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
+            element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
         ],
     )
     .await;
@@ -478,14 +410,14 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
         PATIENT_ROOT_FIND,
         &[
             level("STUDY"),
-            text_element(tags::PATIENT_ID, VR::LO, "P1"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
-            text_element(tags::STUDY_DATE, VR::DA, ""),
-            text_element(tags::STUDY_DESCRIPTION, VR::LO, ""),
-            text_element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
-            text_element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
-            text_element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
-            text_element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            element(tags::PATIENT_ID, VR::LO, "P1"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+            element(tags::STUDY_DATE, VR::DA, ""),
+            element(tags::STUDY_DESCRIPTION, VR::LO, ""),
+            element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+            element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
+            element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+            element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
         ],
     )
     .await;
@@ -522,11 +454,11 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
         PATIENT_ROOT_FIND,
         &[
             level("SERIES"),
-            text_element(tags::PATIENT_ID, VR::LO, "P2"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_3),
-            text_element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
-            text_element(tags::MODALITY, VR::CS, ""),
-            text_element(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
+            element(tags::PATIENT_ID, VR::LO, "P2"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_3),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            element(tags::MODALITY, VR::CS, ""),
+            element(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
         ],
     )
     .await;
@@ -546,12 +478,12 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
         PATIENT_ROOT_FIND,
         &[
             level("IMAGE"),
-            text_element(tags::PATIENT_ID, VR::LO, "P1"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
-            text_element(tags::SERIES_INSTANCE_UID, VR::UI, &format!("{STUDY_1}.1")),
-            text_element(tags::SOP_INSTANCE_UID, VR::UI, ""),
-            text_element(tags::SOP_CLASS_UID, VR::UI, ""),
-            text_element(tags::INSTANCE_NUMBER, VR::IS, ""),
+            element(tags::PATIENT_ID, VR::LO, "P1"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, &format!("{STUDY_1}.1")),
+            element(tags::SOP_INSTANCE_UID, VR::UI, ""),
+            element(tags::SOP_CLASS_UID, VR::UI, ""),
+            element(tags::INSTANCE_NUMBER, VR::IS, ""),
         ],
     )
     .await;
@@ -568,7 +500,7 @@ async fn patient_root_finds_patients_studies_series_and_images_with_computed_key
     let (none, status) = find(
         association,
         PATIENT_ROOT_FIND,
-        &[level("STUDY"), text_element(tags::PATIENT_ID, VR::LO, "P9")],
+        &[level("STUDY"), element(tags::PATIENT_ID, VR::LO, "P9")],
     )
     .await;
     assert!(none.is_empty());
@@ -585,10 +517,10 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
     let study_keys = |name: &str, date: &str, modalities: &str| {
         vec![
             level("STUDY"),
-            text_element(tags::PATIENT_NAME, VR::PN, name),
-            text_element(tags::STUDY_DATE, VR::DA, date),
-            text_element(tags::MODALITIES_IN_STUDY, VR::CS, modalities),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+            element(tags::PATIENT_NAME, VR::PN, name),
+            element(tags::STUDY_DATE, VR::DA, date),
+            element(tags::MODALITIES_IN_STUDY, VR::CS, modalities),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
         ]
     };
 
@@ -644,8 +576,8 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
                 VR::UI,
                 PrimitiveValue::Strs([STUDY_2.to_owned(), STUDY_3.to_owned()].into()),
             ),
-            text_element(tags::MODALITY, VR::CS, "MR"),
-            text_element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            element(tags::MODALITY, VR::CS, "MR"),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
         ],
     )
     .await;
@@ -661,8 +593,8 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         STUDY_ROOT_FIND,
         &[
             level("IMAGE"),
-            text_element(tags::SOP_INSTANCE_UID, VR::UI, &wanted),
-            text_element(tags::SOP_CLASS_UID, VR::UI, ""),
+            element(tags::SOP_INSTANCE_UID, VR::UI, &wanted),
+            element(tags::SOP_CLASS_UID, VR::UI, ""),
         ],
     )
     .await;
@@ -674,8 +606,8 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         STUDY_ROOT_FIND,
         &[
             level("STUDY"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
-            text_element(tags::SERIES_DESCRIPTION, VR::LO, "NOT MATCHED"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
+            element(tags::SERIES_DESCRIPTION, VR::LO, "NOT MATCHED"),
         ],
     )
     .await;
@@ -690,8 +622,8 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         PATIENT_STUDY_ONLY_FIND,
         &[
             level("PATIENT"),
-            text_element(tags::PATIENT_ID, VR::LO, ""),
-            text_element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+            element(tags::PATIENT_ID, VR::LO, ""),
+            element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
         ],
     )
     .await;
@@ -701,9 +633,9 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
         PATIENT_STUDY_ONLY_FIND,
         &[
             level("STUDY"),
-            text_element(tags::PATIENT_ID, VR::LO, "P2"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
-            text_element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            element(tags::PATIENT_ID, VR::LO, "P2"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+            element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
         ],
     )
     .await;
@@ -717,7 +649,7 @@ async fn study_root_matches_wild_cards_ranges_and_computed_keys() {
     let (none, status) = find(
         association,
         PATIENT_STUDY_ONLY_FIND,
-        &[level("SERIES"), text_element(tags::PATIENT_ID, VR::LO, "")],
+        &[level("SERIES"), element(tags::PATIENT_ID, VR::LO, "")],
     )
     .await;
     assert!(none.is_empty());
@@ -762,9 +694,9 @@ async fn an_instance_stored_into_the_folder_is_found_by_the_next_query() {
         STUDY_ROOT_FIND,
         &[
             level("SERIES"),
-            text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_2),
-            text_element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
-            text_element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_2),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
         ],
     )
     .await;
@@ -807,7 +739,7 @@ async fn a_c_get_of_a_study_sends_its_instances_as_they_are_in_the_files() {
     });
     let keys = [
         level("STUDY"),
-        text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
+        element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
     ];
     let mut responses = send(association, STUDY_ROOT_GET, rq, &keys).await;
 
@@ -880,8 +812,8 @@ async fn move_series(
 ) -> RetrieveOutcome {
     let keys = InMemDicomObject::from_element_iter([
         level("SERIES"),
-        text_element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
-        text_element(tags::SERIES_INSTANCE_UID, VR::UI, &series),
+        element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_1),
+        element(tags::SERIES_INSTANCE_UID, VR::UI, &series),
     ]);
     let query = QueryRequest::new(QueryModel::StudyRoot, keys);
     within(
@@ -941,7 +873,7 @@ async fn a_c_move_of_a_series_stores_it_at_the_configured_destination() {
     assert_eq!(arrivals.lock().unwrap().len(), 3);
 
     session.end().await;
-    destination.stop().await;
+    destination.stop(PATIENCE).await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -951,26 +883,26 @@ async fn a_c_move_of_a_series_stores_it_at_the_configured_destination() {
 /// A worklist item: one Scheduled Procedure Step.
 fn write_worklist_item(root: &Path, name: &str, patient: &str, modality: &str, date: &str) {
     let step = InMemDicomObject::from_element_iter([
-        text_element(tags::MODALITY, VR::CS, modality),
-        text_element(
+        element(tags::MODALITY, VR::CS, modality),
+        element(
             tags::SCHEDULED_STATION_AE_TITLE,
             VR::AE,
             &format!("{modality}1"),
         ),
-        text_element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, date),
-        text_element(tags::SCHEDULED_PROCEDURE_STEP_START_TIME, VR::TM, "093000"),
-        text_element(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, name),
+        element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, date),
+        element(tags::SCHEDULED_PROCEDURE_STEP_START_TIME, VR::TM, "093000"),
+        element(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, name),
     ]);
     let item = InMemDicomObject::from_element_iter([
-        text_element(tags::ACCESSION_NUMBER, VR::SH, &format!("ACC-{name}")),
-        text_element(tags::PATIENT_NAME, VR::PN, patient),
-        text_element(tags::PATIENT_ID, VR::LO, name),
+        element(tags::ACCESSION_NUMBER, VR::SH, &format!("ACC-{name}")),
+        element(tags::PATIENT_NAME, VR::PN, patient),
+        element(tags::PATIENT_ID, VR::LO, name),
         DataElement::new(
             tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE,
             VR::SQ,
             DataSetSequence::from(vec![step]),
         ),
-        text_element(tags::REQUESTED_PROCEDURE_ID, VR::SH, name),
+        element(tags::REQUESTED_PROCEDURE_ID, VR::SH, name),
     ]);
     let file = item
         .with_meta(
@@ -1001,18 +933,18 @@ async fn a_worklist_query_matches_on_modality_and_date_range_in_the_step_sequenc
             tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE,
             VR::SQ,
             DataSetSequence::from(vec![InMemDicomObject::from_element_iter([
-                text_element(tags::MODALITY, VR::CS, modality),
-                text_element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, dates),
-                text_element(tags::SCHEDULED_STATION_AE_TITLE, VR::AE, ""),
-                text_element(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, ""),
+                element(tags::MODALITY, VR::CS, modality),
+                element(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, dates),
+                element(tags::SCHEDULED_STATION_AE_TITLE, VR::AE, ""),
+                element(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, ""),
             ])]),
         )
     };
     let keys = |modality: &str, dates: &str| {
         [
-            text_element(tags::PATIENT_NAME, VR::PN, ""),
-            text_element(tags::PATIENT_ID, VR::LO, ""),
-            text_element(tags::ACCESSION_NUMBER, VR::SH, ""),
+            element(tags::PATIENT_NAME, VR::PN, ""),
+            element(tags::PATIENT_ID, VR::LO, ""),
+            element(tags::ACCESSION_NUMBER, VR::SH, ""),
             step_keys(modality, dates),
         ]
     };

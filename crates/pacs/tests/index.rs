@@ -23,19 +23,10 @@ use dimsum_pacs::index::{
 };
 use dimsum_pacs::matching::MatchOptions;
 
-const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
-const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
-const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
-const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
-const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+mod common;
+use common::{CT, EXPLICIT, MR, SC, element, text};
 
-fn element(tag: Tag, vr: VR, value: &str) -> InMemElement {
-    if value.is_empty() {
-        DataElement::empty(tag, vr)
-    } else {
-        DataElement::new(tag, vr, PrimitiveValue::from(value))
-    }
-}
+const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
 
 /// One test instance.
 #[derive(Clone)]
@@ -221,15 +212,6 @@ fn plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> QueryPlan {
     let mut object = InMemDicomObject::from_element_iter(keys);
     object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
     QueryPlan::new(model, QueryService::Find, object).expect("plan")
-}
-
-fn text(object: &InMemDicomObject, tag: Tag) -> String {
-    object
-        .get(tag)
-        .unwrap_or_else(|| panic!("no {tag} in {object:?}"))
-        .to_str()
-        .expect("text")
-        .into_owned()
 }
 
 fn column(found: &[InMemDicomObject], tag: Tag) -> Vec<String> {
