@@ -123,16 +123,57 @@ pub enum DuplicatePolicy {
     Reject,
 }
 
+/// The C-MOVE destinations an archive knows (PS3.4 C.4.2.2.1: the Move Destination is an AE
+/// title the SCP must know the address of) and how many associations a C-MOVE may open to one
+/// at once. Held by [`ArchiveConfig`] and [`crate::FolderArchiveConfig`].
+#[derive(Debug, Clone)]
+pub struct MoveDestinations {
+    /// AE title → "host:port".
+    pub addresses: BTreeMap<String, String>,
+    /// How many associations a C-MOVE may open to its destination at once (at least 1).
+    pub associations: usize,
+}
+
+impl Default for MoveDestinations {
+    fn default() -> Self {
+        Self {
+            addresses: BTreeMap::new(),
+            associations: 1,
+        }
+    }
+}
+
+impl MoveDestinations {
+    /// Adds a destination: `ae_title` is at `address` ("host:port").
+    pub fn insert(&mut self, ae_title: impl Into<String>, address: impl Into<String>) {
+        self.addresses.insert(ae_title.into(), address.into());
+    }
+
+    /// Sets how many associations a C-MOVE may open at once, kept between 1 and `most`.
+    pub fn set_associations(&mut self, associations: usize, most: usize) {
+        self.associations = associations.clamp(1, most.max(1));
+    }
+
+    /// The destination `ae_title` names, if it is known (an unknown one is answered 0xA801).
+    pub fn get(&self, ae_title: &str) -> Option<MoveDestination> {
+        crate::hierarchy::move_destination(&self.addresses, ae_title)
+    }
+
+    /// How many associations a C-MOVE may open to its destination at once (at least 1).
+    pub fn associations(&self) -> usize {
+        self.associations.max(1)
+    }
+}
+
 /// How an [`Archive`] is set up.
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
     /// The data directory: files under `storage/`, the index in `index.sqlite`.
     pub data_dir: PathBuf,
     pub duplicates: DuplicatePolicy,
-    /// C-MOVE destinations: AE title → "host:port".
-    pub destinations: BTreeMap<String, String>,
-    /// How many associations a C-MOVE may open to its destination at once (1 to 16).
-    pub move_associations: usize,
+    /// C-MOVE destinations, and how many associations a C-MOVE may open to one at once (1 to
+    /// 16).
+    pub move_destinations: MoveDestinations,
     /// The most matches one C-FIND returns before it ends with 0xA700 ("more than N matches");
     /// `None`: no limit.
     pub result_limit: Option<usize>,
@@ -152,8 +193,7 @@ impl ArchiveConfig {
         Self {
             data_dir: data_dir.into(),
             duplicates: DuplicatePolicy::default(),
-            destinations: BTreeMap::new(),
-            move_associations: 1,
+            move_destinations: MoveDestinations::default(),
             result_limit: Some(DEFAULT_RESULT_LIMIT),
             matching: MatchOptions::default(),
             fsync: false,
@@ -173,12 +213,13 @@ impl ArchiveConfig {
         ae_title: impl Into<String>,
         address: impl Into<String>,
     ) -> Self {
-        self.destinations.insert(ae_title.into(), address.into());
+        self.move_destinations.insert(ae_title, address);
         self
     }
 
+    /// How many associations a C-MOVE may open to its destination at once (1 to 16).
     pub fn with_move_associations(mut self, associations: usize) -> Self {
-        self.move_associations = associations.clamp(1, 16);
+        self.move_destinations.set_associations(associations, 16);
         self
     }
 
@@ -1074,10 +1115,10 @@ impl RetrieveHandler for Archive {
     }
 
     fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
-        crate::hierarchy::move_destination(&self.inner.config.destinations, ae_title)
+        self.inner.config.move_destinations.get(ae_title)
     }
 
     fn move_associations(&self, _destination: &MoveDestination) -> usize {
-        self.inner.config.move_associations.max(1)
+        self.inner.config.move_destinations.associations()
     }
 }

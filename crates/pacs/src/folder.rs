@@ -55,6 +55,7 @@ use dimsum_net::scp::{
 };
 use dimsum_net::storage::{BoxFuture, StoredInstance};
 
+use crate::archive::MoveDestinations;
 use crate::file::{self, FileError, Identity, Part10File};
 use crate::hierarchy::{Level, QueryPlan as Plan, count_element, set_element, split_by_level};
 
@@ -71,10 +72,9 @@ const ENTITIES_PER_STEP: usize = 256;
 pub struct FolderArchiveConfig {
     /// The folder of Part 10 files, read recursively.
     pub root: PathBuf,
-    /// C-MOVE destinations: AE title → "host:port".
-    pub destinations: BTreeMap<String, String>,
-    /// How many associations a C-MOVE may open to its destination at once (at least 1).
-    pub move_associations: usize,
+    /// C-MOVE destinations, and how many associations a C-MOVE may open to one at once (at
+    /// least 1).
+    pub move_destinations: MoveDestinations,
     /// Limits for the hardened scan of each file.
     pub limits: ScanLimits,
 }
@@ -83,8 +83,7 @@ impl FolderArchiveConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            destinations: BTreeMap::new(),
-            move_associations: 1,
+            move_destinations: MoveDestinations::default(),
             limits: ScanLimits::default(),
         }
     }
@@ -95,13 +94,14 @@ impl FolderArchiveConfig {
         ae_title: impl Into<String>,
         address: impl Into<String>,
     ) -> Self {
-        self.destinations.insert(ae_title.into(), address.into());
+        self.move_destinations.insert(ae_title, address);
         self
     }
 
-    /// How many associations a C-MOVE may open to its destination at once.
+    /// How many associations a C-MOVE may open to its destination at once (at least 1).
     pub fn with_move_associations(mut self, associations: usize) -> Self {
-        self.move_associations = associations.max(1);
+        self.move_destinations
+            .set_associations(associations, usize::MAX);
         self
     }
 
@@ -935,11 +935,11 @@ impl RetrieveHandler for FolderArchive {
     }
 
     fn destination(&self, ae_title: &str) -> Option<MoveDestination> {
-        crate::hierarchy::move_destination(&self.inner.config.destinations, ae_title)
+        self.inner.config.move_destinations.get(ae_title)
     }
 
     fn move_associations(&self, _destination: &MoveDestination) -> usize {
-        self.inner.config.move_associations.max(1)
+        self.inner.config.move_destinations.associations()
     }
 }
 
