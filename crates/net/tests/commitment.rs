@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use common::{SCP_AE, SCU_AE, TestServer, associate, config, start_named, within};
+use common::{SCP_AE, SCU_AE, TestServer, associate, config, start_named, whole_data_set, within};
 use dimsum_net::dataset::dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dimsum_net::dataset::dicom_core::{DataElement, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
@@ -233,11 +233,7 @@ impl Scp for RecordingReceiver {
             let Message::NEventReportRq(rq) = request.message.clone() else {
                 return Err(ScpFailure::unrecognized("N-EVENT-REPORT"));
             };
-            let data = request
-                .data_set
-                .expect("event information")
-                .collect(1 << 20)
-                .await?;
+            let data = whole_data_set(request, "event information").await?;
             let result =
                 CommitmentResult::decode(&data, context.transfer_syntax()).expect("a result");
             self.reports.lock().unwrap().push((
@@ -561,11 +557,7 @@ impl Scp for OddReporter {
             let Message::NActionRq(rq) = request.message.clone() else {
                 return Err(ScpFailure::unrecognized("N-ACTION"));
             };
-            let data = request
-                .data_set
-                .expect("action information")
-                .collect(1 << 20)
-                .await?;
+            let data = whole_data_set(request, "action information").await?;
             let asked = CommitmentRequest::decode(&data, context.transfer_syntax(), 100)
                 .expect("a request");
             let association = context.association.clone();

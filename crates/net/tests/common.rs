@@ -390,3 +390,15 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// The data set of `request`, read whole (1 MiB at most); `what` names it in the panic when
+/// the request has none.
+pub async fn whole_data_set(
+    request: dimsum_net::IncomingRequest,
+    what: &str,
+) -> Result<bytes::Bytes, dimsum_net::scp::ScpFailure> {
+    let data_set = request
+        .data_set
+        .unwrap_or_else(|| panic!("no {what} in the request"));
+    Ok(data_set.collect(1 << 20).await?)
+}
