@@ -77,6 +77,21 @@ fn assert_stopped_on_request(server: &mut ProcessGuard, accepted: u64, messages:
     assert_statistics(server, (accepted, accepted), 0, messages, 1);
 }
 
+/// Checks that a server of ours refused the shutdown request and still serves (a C-ECHO
+/// succeeds), then stops it and checks its statistics: `(accepted, released)` associations, one
+/// C-ECHO answered, no shutdown honoured.
+#[track_caller]
+fn assert_kept_running(server: &mut ProcessGuard, dir: &Path, port: u16, associations: (u64, u64)) {
+    assert!(
+        server.try_status().is_none(),
+        "the server stopped\n{}",
+        server.describe()
+    );
+    assert!(echo_succeeds(dir, port, ARCHIVE), "{}", server.describe());
+    terminate(server);
+    assert_statistics(server, associations, 0, 1, 0);
+}
+
 /// Checks the statistics a stopped server of ours printed: associations accepted and released
 /// (the others failed), rejected, messages answered and shutdown requests honoured.
 #[track_caller]
@@ -170,15 +185,8 @@ fn dimsum_termscu_leaves_a_dimsum_server_running_unless_it_allows_it() {
         &termscu.describe(),
     );
 
-    assert!(
-        server.try_status().is_none(),
-        "the server stopped\n{}",
-        server.describe()
-    );
-    assert!(echo_succeeds(&dir, port, ARCHIVE), "{}", server.describe());
-    terminate(&mut server);
     // termscu's association (accepted, the context refused) and the echo's.
-    assert_statistics(&server, (2, 2), 0, 1, 0);
+    assert_kept_running(&mut server, &dir, port, (2, 2));
 }
 
 #[test]
@@ -218,15 +226,8 @@ fn dcmtk_termscu_leaves_a_dimsum_server_running_unless_it_allows_it() {
         "No Acceptable Presentation Contexts",
         &termscu.describe(),
     );
-    assert!(
-        server.try_status().is_none(),
-        "the server stopped\n{}",
-        server.describe()
-    );
-    assert!(echo_succeeds(&dir, port, ARCHIVE), "{}", server.describe());
-    terminate(&mut server);
     // DCMTK's termscu exits without releasing an association with no context accepted.
-    assert_statistics(&server, (2, 1), 0, 1, 0);
+    assert_kept_running(&mut server, &dir, port, (2, 1));
 }
 
 /// DCMTK's storescp does not know the shutdown SOP class: it accepts the association without it
