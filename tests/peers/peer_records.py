@@ -6,7 +6,9 @@ its import path).
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import threading
 from typing import Any
 
@@ -44,3 +46,25 @@ def text(value: Any, strip: bool = False) -> str | None:
         value = value.decode("ascii", errors="replace")
     value = str(value)
     return value.strip(" \x00") if strip else value
+
+
+def scu_arguments(doc: str, calling: str) -> argparse.ArgumentParser:
+    """A parser described by the first line of `doc`, with what every SCU peer takes: the
+    peer's host and port, --calling (our AE title, `calling`) and --called (ANY-SCP)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--calling", default=calling, help="our (calling) AE title")
+    parser.add_argument("--called", default="ANY-SCP", help="the peer's (called) AE title")
+    return parser
+
+
+def set_up_logging(debug: bool) -> None:
+    """pynetdicom's debug log on stderr with `debug`, else its warnings and errors, one letter
+    for the level."""
+    if debug:
+        from pynetdicom import debug_logger
+
+        debug_logger()
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")

@@ -21,13 +21,12 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from typing import Any
 
-from pynetdicom import AE, AllStoragePresentationContexts, build_role, debug_logger, evt
+from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from commitment_peer import (
     STORAGE_COMMITMENT_PUSH_MODEL,
     STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
@@ -35,7 +34,7 @@ from commitment_peer import (
     report_dataset,
     report_record,
 )
-from peer_records import Recorder, text
+from peer_records import Recorder, set_up_logging, text
 from peer_server import c_store_record, end_handlers, scp_arguments, serve_until_stopped
 
 TRANSFER_SYNTAXES = [
@@ -59,10 +58,7 @@ def main() -> int:
     )
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     peers = {}
     for peer in args.peer:

@@ -18,31 +18,25 @@ Exit status: 0 a report arrived for the transaction; 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import threading
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, debug_logger, evt
+from pynetdicom import AE, evt
 from commitment_peer import (
     REQUEST_STORAGE_COMMITMENT,
     STORAGE_COMMITMENT_PUSH_MODEL,
     STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
     report_record,
 )
-from peer_records import text
+from peer_records import scu_arguments, set_up_logging, text
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("host")
-    parser.add_argument("port", type=int)
-    parser.add_argument("--calling", default="PYCOMMITSCU", help="our (calling) AE title")
-    parser.add_argument("--called", default="ANY-SCP", help="the peer's (called) AE title")
+    parser = scu_arguments(__doc__, "PYCOMMITSCU")
     parser.add_argument(
         "--ref", action="append", required=True, metavar="CLASS:INSTANCE",
         help="an instance to commit (repeatable)",
@@ -52,10 +46,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     transaction_uid = generate_uid()
     outcome: dict[str, Any] = {

@@ -18,13 +18,12 @@ It prints "READY" on stdout (flushed) once the socket listens and stops cleanly 
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
-from pynetdicom import AE, debug_logger, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
-from peer_records import Recorder, text
+from peer_records import Recorder, set_up_logging, text
 from peer_server import context_records, end_handlers, scp_arguments, serve_until_stopped
 
 ALL_TRANSFER_SYNTAXES = [
@@ -61,10 +60,7 @@ def main() -> int:
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     recorder = Recorder(args.record)
 

@@ -17,17 +17,15 @@ Exit status: 0 every echo answered 0x0000; 1 a non-success or missing status;
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import time
 from typing import Any
 
-from pynetdicom import AE, debug_logger
+from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import Verification
-from peer_records import text
+from peer_records import scu_arguments, set_up_logging, text
 
 DEFAULT_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -38,11 +36,7 @@ DEFAULT_TRANSFER_SYNTAXES = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("host")
-    parser.add_argument("port", type=int)
-    parser.add_argument("--calling", default="PYECHOSCU", help="our (calling) AE title")
-    parser.add_argument("--called", default="ANY-SCP", help="the peer's (called) AE title")
+    parser = scu_arguments(__doc__, "PYECHOSCU")
     parser.add_argument(
         "--max-pdu", type=int, default=16382, help="maximum PDU we receive (0 = unlimited)"
     )
@@ -70,10 +64,7 @@ def main() -> int:
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     ae = AE(ae_title=args.calling)
     ae.acse_timeout = args.timeout

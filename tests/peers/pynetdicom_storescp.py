@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, AllStoragePresentationContexts, debug_logger, evt
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
-from peer_records import Recorder, text
+from peer_records import Recorder, set_up_logging, text
 from peer_server import (
     c_store_record,
     context_records,
@@ -70,10 +70,7 @@ def main() -> int:
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     syntaxes = [uid for value in args.accept_ts for uid in value.split(",") if uid]
     syntaxes = syntaxes or DEFAULT_TRANSFER_SYNTAXES

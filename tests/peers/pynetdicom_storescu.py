@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import Any
 
 import pydicom
-from pynetdicom import AE, debug_logger
+from peer_records import set_up_logging
+from pynetdicom import AE
 
 SUCCESS = 0x0000
 
@@ -53,10 +53,7 @@ def main() -> int:
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
 
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     report: dict[str, Any] = {
         "associated": False,

@@ -34,14 +34,13 @@ accepts any server certificate (DCMTK's -ic).
 from __future__ import annotations
 
 import argparse
-import logging
 import ssl
 import sys
 from typing import Any
 
-from pynetdicom import AE, debug_logger, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
-from peer_records import Recorder, text
+from peer_records import Recorder, set_up_logging, text
 from peer_server import end_handlers, serve_until_stopped
 
 TRANSFER_SYNTAXES = [
@@ -296,10 +295,7 @@ def main() -> int:
         if not args.ca and not args.no_verify:
             parser.error("--ca is required unless --no-verify is given")
 
-    if args.debug:
-        debug_logger()
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname).1s: %(message)s")
+    set_up_logging(args.debug)
 
     printer = Recorder(args.record, echo=True)
     try:
