@@ -17,7 +17,7 @@ use crate::exit::Code;
 use crate::logging::{self, Verbosity};
 use crate::qr_services;
 use crate::serve::run_server;
-use crate::serve_config::{DuplicatePolicy, ServeConfig, ServeOptions};
+use crate::serve_config::{ServeConfig, ServeOptions};
 
 /// Options of `dimsum serve`.
 #[derive(clap::Args, Debug)]
@@ -26,16 +26,6 @@ pub struct Options {
     pub serve: ServeOptions,
     #[command(flatten)]
     pub verbosity: Verbosity,
-}
-
-impl From<DuplicatePolicy> for dimsum_pacs::archive::DuplicatePolicy {
-    fn from(policy: DuplicatePolicy) -> Self {
-        match policy {
-            DuplicatePolicy::KeepFirst => Self::KeepFirst,
-            DuplicatePolicy::Replace => Self::Replace,
-            DuplicatePolicy::Reject => Self::Reject,
-        }
-    }
 }
 
 pub async fn run(options: Options) -> Code {
@@ -88,7 +78,7 @@ pub async fn run(options: Options) -> Code {
 async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {
     let limit = (config.result_limit > 0).then_some(config.result_limit as usize);
     let mut archive_config = ArchiveConfig::new(&config.data)
-        .with_duplicates(config.duplicates.into())
+        .with_duplicates(config.duplicates)
         .with_result_limit(limit);
     for (ae_title, address) in &config.peers {
         archive_config =

@@ -37,7 +37,7 @@ pub const DEFAULT_AE_TITLE: &str = "DIMSUM";
 pub const DEFAULT_DATA_DIR: &str = "./dimsum-data";
 /// The most matches one C-FIND returns by default: far above what a person reads, low enough
 /// that a universal query on a large archive cannot stream it all out.
-pub const DEFAULT_RESULT_LIMIT: u32 = 100_000;
+pub const DEFAULT_RESULT_LIMIT: u32 = dimsum_pacs::archive::DEFAULT_RESULT_LIMIT as u32;
 
 /// The configuration of `dimsum serve`, as read from its TOML file (keys in kebab-case, the
 /// spelling of the flags). Every field has a safe default ([`ServeConfig::default`]).
@@ -109,19 +109,7 @@ impl Default for ServeConfig {
     }
 }
 
-/// What the archive does with an instance whose SOP Instance UID it already holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DuplicatePolicy {
-    /// Keep the stored copy, discard the new one; the sender is told success, as the archive
-    /// holds the instance.
-    #[default]
-    KeepFirst,
-    /// Replace the stored copy with the new one.
-    Replace,
-    /// Refuse the new copy with a failure status.
-    Reject,
-}
+pub use dimsum_pacs::archive::DuplicatePolicy;
 
 /// The timers of `dimsum serve`, in seconds; 0 switches a timer off (except ARTIM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

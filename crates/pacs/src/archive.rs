@@ -105,14 +105,16 @@ pub const INDEX_FILE: &str = "index.sqlite";
 /// The lock file under the data directory.
 pub const LOCK_FILE: &str = "lock";
 /// The default most matches of one C-FIND.
-pub const DEFAULT_RESULT_LIMIT: usize = 10_000;
+pub const DEFAULT_RESULT_LIMIT: usize = 100_000;
 /// Files read and indexed at once by [`Archive::scan`] and the check at open.
 const SCAN_PARALLELISM: usize = 4;
 /// Index rows read at once by the check at open.
 const CHECK_PAGE: usize = 1000;
 
-/// What a store does with a SOP Instance UID the archive holds already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a store does with a SOP Instance UID the archive holds already (in a configuration
+/// file: `"keep-first"`, `"replace"` or `"reject"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DuplicatePolicy {
     /// Keep the stored instance, read and drop the new one, and answer success.
     #[default]
