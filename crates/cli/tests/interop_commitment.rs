@@ -258,8 +258,15 @@ fn files() -> Option<Vec<TestFile>> {
     )
 }
 
-/// `dimsum storescu --commit` sending `files` to `port`, with `args`.
-fn storescu_commit(dir: &Path, port: u16, files: &[TestFile], args: &[&str]) -> support::Finished {
+/// `dimsum storescu --commit --commit-timeout <commit_timeout>` sending `files` to `port`,
+/// with `args`.
+fn storescu_commit(
+    dir: &Path,
+    port: u16,
+    files: &[TestFile],
+    commit_timeout: &str,
+    args: &[&str],
+) -> support::Finished {
     let mut command = dimsum();
     command
         .args([
@@ -268,7 +275,7 @@ fn storescu_commit(dir: &Path, port: u16, files: &[TestFile], args: &[&str]) -> 
             PY_SCP_AE,
             "--commit",
             "--commit-timeout",
-            "20",
+            commit_timeout,
         ])
         .args(args)
         .args([LOCALHOST, &port.to_string()])
@@ -302,7 +309,7 @@ fn storescu_commit_reports_what_pynetdicom_did_not_keep() {
         return;
     };
 
-    let finished = storescu_commit(&dir, port, &files, &[]);
+    let finished = storescu_commit(&dir, port, &files, "20", &[]);
 
     finished.assert_code(1);
     let output = finished.output();
@@ -364,6 +371,7 @@ fn storescu_commit_port_receives_the_report_on_a_new_association() {
         &dir,
         port,
         &files,
+        "20",
         &[
             "--commit-port",
             &commit_port.to_string(),
@@ -403,19 +411,7 @@ fn storescu_commit_without_a_port_says_the_report_did_not_come() {
         return;
     };
 
-    let mut command = dimsum();
-    command
-        .args([
-            "storescu",
-            "--call",
-            PY_SCP_AE,
-            "--commit",
-            "--commit-timeout",
-            "2",
-        ])
-        .args([LOCALHOST, &port.to_string()])
-        .args(files.iter().map(|file| &file.path));
-    let finished = run("dimsum-storescu", &dir, command, RUN_TIMEOUT);
+    let finished = storescu_commit(&dir, port, &files, "2", &[]);
 
     finished.assert_code(4);
     assert_contains(

@@ -47,6 +47,7 @@ use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomOb
 use support::qr::{
     AeAddress, CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, QrClient, QrDataSet, QrIdentifier, QrInstance,
     QrModel, STUDY_KEYS, StorescpDestination, assert_received_instances, retrieve_scratch_dir,
+    text_element,
 };
 use support::serve::{
     DimsumServe, IngestBatch, InstanceSpec, SERVE_AE, SERVE_UID_ROOT, acknowledged_files,
@@ -179,7 +180,16 @@ struct Against<'a> {
     server: &'a DimsumServe,
 }
 
-impl Against<'_> {
+impl<'a> Against<'a> {
+    /// `client` against the archive `server`, its runs in `dir`.
+    fn new(client: QrClient, dir: &'a Path, server: &'a DimsumServe) -> Self {
+        Against {
+            client,
+            dir,
+            server,
+        }
+    }
+
     /// The client's name, to label its runs.
     fn name(&self) -> &'static str {
         match self.client {
@@ -209,6 +219,25 @@ impl Against<'_> {
             "the find did not end with Success\n{log}"
         );
         Some((found.identifiers, log))
+    }
+
+    /// Runs its getscu with `keys` (the run named `label`): asserts that it exited 0 and that
+    /// exactly `expected` arrived, data sets equal to the files sent. `None` (after `SKIP:`)
+    /// when it is missing.
+    fn get_exactly(
+        &self,
+        label: &str,
+        model: QrModel,
+        keys: &[&str],
+        expected: &[&QrInstance],
+    ) -> Option<()> {
+        let (got, received) =
+            self.client
+                .get(self.dir, label, self.server.address(), model, keys, &[])?;
+        let log = format!("{}\n{}", got.describe(), self.server.describe());
+        got.assert_code(0);
+        assert_received_instances(self.dir, expected, &received, &log);
+        Some(())
     }
 }
 
@@ -569,10 +598,7 @@ fn check_retrieves(on: &Against<'_>, storescp: &StorescpDestination) -> Option<(
     ];
     for (what, model, keys, expected) in &retrievals {
         let label = format!("{}-get-{what}", on.name());
-        let (got, received) = on.client.get(on.dir, &label, address, *model, keys, &[])?;
-        let log = format!("{}\n{}", got.describe(), on.server.describe());
-        got.assert_code(0);
-        assert_received_instances(on.dir, expected, &received, &log);
+        on.get_exactly(&label, *model, keys, expected)?;
     }
 
     // C-MOVE of the same kinds to storescp: what arrived grows by exactly what was moved
@@ -659,11 +685,7 @@ fn dcmtk_storescu_then_dcmtk_findscu_at_every_level() {
     if load_data_set(&dir, &server).is_none() {
         return;
     }
-    let dcmtk = Against {
-        client: QrClient::Dcmtk,
-        dir: &dir,
-        server: &server,
-    };
+    let dcmtk = Against::new(QrClient::Dcmtk, &dir, &server);
     if check_finds(&dcmtk).is_none() {
         return;
     }
@@ -728,11 +750,7 @@ fn dcmtk_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
     let Some((dir, storescp, server)) = archive_with_destination("serve-dcmtk-retrieve") else {
         return;
     };
-    let dcmtk = Against {
-        client: QrClient::Dcmtk,
-        dir: &dir,
-        server: &server,
-    };
+    let dcmtk = Against::new(QrClient::Dcmtk, &dir, &server);
     if check_retrieves(&dcmtk, &storescp).is_none() {
         return;
     }
@@ -767,11 +785,7 @@ fn pynetdicom_findscu_at_every_level() {
     let Some((dir, server)) = loaded_archive("serve-pynetdicom-find", &[]) else {
         return;
     };
-    check_finds(&Against {
-        client: QrClient::Pynetdicom,
-        dir: &dir,
-        server: &server,
-    });
+    check_finds(&Against::new(QrClient::Pynetdicom, &dir, &server));
 }
 
 #[test]
@@ -781,11 +795,7 @@ fn pynetdicom_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
         return;
     };
     check_retrieves(
-        &Against {
-            client: QrClient::Pynetdicom,
-            dir: &dir,
-            server: &server,
-        },
+        &Against::new(QrClient::Pynetdicom, &dir, &server),
         &storescp,
     );
 }
@@ -943,11 +953,7 @@ fn pynetdicom_storage_commitment_for_stored_and_unknown_instances() {
 /// level with the computed keys) and serves it (DCMTK getscu of a study, data sets equal).
 fn assert_serves_data_set(dir: &Path, label: &str, server: &DimsumServe) -> Option<()> {
     let data = QrDataSet::get();
-    let dcmtk = Against {
-        client: QrClient::Dcmtk,
-        dir,
-        server,
-    };
+    let dcmtk = Against::new(QrClient::Dcmtk, dir, server);
     let (found, log) = dcmtk.find(label, QrModel::StudyRoot, &study_keys(), &[])?;
     assert_entities(
         &found,
@@ -957,19 +963,13 @@ fn assert_serves_data_set(dir: &Path, label: &str, server: &DimsumServe) -> Opti
     );
     let study = &data.patients[1].studies[0];
     let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
-    let (got, received) = QrClient::Dcmtk.get(
-        dir,
+    let expected: Vec<&QrInstance> = study.instances().collect();
+    dcmtk.get_exactly(
         &format!("get-{label}"),
-        server.address(),
         QrModel::StudyRoot,
         &["QueryRetrieveLevel=STUDY", &study_key],
-        &[],
-    )?;
-    let log = format!("{}\n{}", got.describe(), server.describe());
-    got.assert_code(0);
-    let expected: Vec<&QrInstance> = study.instances().collect();
-    assert_received_instances(dir, &expected, &received, &log);
-    Some(())
+        &expected,
+    )
 }
 
 #[test]
@@ -1024,26 +1024,19 @@ fn restart_on_the_same_data_and_scan_of_an_existing_folder() {
         );
         finished
     };
-    let first = scan_only("scan-only");
-    let report = format!(
-        "{}: {count} new instances, 0 already indexed, 1 skipped",
-        folder.display()
-    );
-    assert!(
-        first.stderr.contains(&report),
-        "expected {report:?}\n{}",
-        first.describe()
-    );
-    let again = scan_only("scan-only-again");
-    let report = format!(
-        "{}: 0 new instances, {count} already indexed, 1 skipped",
-        folder.display()
-    );
-    assert!(
-        again.stderr.contains(&report),
-        "expected {report:?}\n{}",
-        again.describe()
-    );
+    // the first scan indexes every file, the second finds them all indexed already
+    for (label, new, already) in [("scan-only", count, 0), ("scan-only-again", 0, count)] {
+        let scan = scan_only(label);
+        let report = format!(
+            "{}: {new} new instances, {already} already indexed, 1 skipped",
+            folder.display()
+        );
+        assert!(
+            scan.stderr.contains(&report),
+            "expected {report:?}\n{}",
+            scan.describe()
+        );
+    }
     let server = DimsumServe::start(&dir, &scanned, &[]);
     assert_serves_data_set(&dir, "after-scan", &server);
     server.stop();
@@ -1105,11 +1098,7 @@ fn kill_9_during_a_batch_leaves_index_and_files_in_agreement() {
     server
         .process()
         .wait_for_text("not closed cleanly", support::LOG_TIMEOUT);
-    let dcmtk = Against {
-        client: QrClient::Dcmtk,
-        dir: &dir,
-        server: &server,
-    };
+    let dcmtk = Against::new(QrClient::Dcmtk, &dir, &server);
     let study_key = format!("StudyInstanceUID={}", batch.study_instance_uid);
     let keys = [
         "QueryRetrieveLevel=IMAGE",
@@ -1161,25 +1150,21 @@ fn kill_9_during_a_batch_leaves_index_and_files_in_agreement() {
     assert_entities(&study, tags::STUDY_INSTANCE_UID, &expected, &log);
 
     // every instance found is retrieved whole, equal to the file sent
-    let (got, received) = QrClient::Dcmtk
-        .get(
-            &dir,
-            "get-after-crash",
-            server.address(),
-            QrModel::StudyRoot,
-            &["QueryRetrieveLevel=STUDY", &study_key],
-            &[],
-        )
-        .expect("DCMTK");
-    let log = format!("{}\n{}", got.describe(), server.describe());
-    got.assert_code(0);
     let expected = batch.qr_instances(&found);
     let expected: Vec<&QrInstance> = expected.iter().collect();
-    assert_received_instances(&dir, &expected, &received, &log);
+    dcmtk
+        .get_exactly(
+            "get-after-crash",
+            QrModel::StudyRoot,
+            &["QueryRetrieveLevel=STUDY", &study_key],
+            &expected,
+        )
+        .expect("DCMTK");
     assert_eq!(
         hidden_files(&data_dir),
         Vec::<PathBuf>::new(),
-        "temporary files left in the data directory\n{log}"
+        "temporary files left in the data directory\n{}",
+        server.describe()
     );
     server.stop();
 }
@@ -1241,11 +1226,9 @@ fn write_query(identifier: InMemDicomObject, path: &Path) {
 /// A STUDY-level identifier with `elements` besides the level and an empty Study Instance UID.
 fn study_query(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
     let mut identifier = InMemDicomObject::new_empty();
-    let text =
-        |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
-    identifier.put(text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
-    identifier.put(text(tags::STUDY_INSTANCE_UID, VR::UI, ""));
-    identifier.put(text(tags::PATIENT_ID, VR::LO, ""));
+    identifier.put(text_element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
+    identifier.put(text_element(tags::STUDY_INSTANCE_UID, VR::UI, ""));
+    identifier.put(text_element(tags::PATIENT_ID, VR::LO, ""));
     for element in elements {
         identifier.put(element);
     }
@@ -1338,6 +1321,28 @@ fn dcmtk_find_file(
     Some((finished, responses, status))
 }
 
+/// Runs [`dcmtk_find_file`] and asserts that it exited 0 and ended with Success having matched
+/// nothing (`what` names the query in the message): the log, its lines shortened (the clients
+/// print the values they send). `None` (after `SKIP:`) when DCMTK is missing.
+fn assert_file_query_matches_nothing(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    query: &Path,
+    args: &[&str],
+    what: &str,
+) -> Option<String> {
+    let (finished, responses, status) = dcmtk_find_file(dir, label, server, query, args)?;
+    let log = shortened(&format!("{}\n{}", finished.describe(), server.describe()));
+    finished.assert_code(0);
+    assert!(
+        responses.is_empty() && status == "(Success)",
+        "{what} matched {} studies (final status {status:?})\n{log}",
+        responses.len()
+    );
+    Some(log)
+}
+
 /// Writes `<dir>/query-10mb.dcm`: a STUDY-level query whose Patient Name is `Doe*` followed by
 /// 10 MiB of `x` (a prefix that matches Doe's studies, then what no name holds).
 fn long_value_query(dir: &Path) -> PathBuf {
@@ -1387,11 +1392,7 @@ fn hostile_find_values_return_only_correct_matches() {
     let id = |index: usize| HOSTILE_PATIENTS[index].1;
 
     // literal `%`, `_`, quotes and brackets, from DCMTK findscu at PATIENT level
-    let dcmtk = Against {
-        client: QrClient::Dcmtk,
-        dir: &dir,
-        server: &server,
-    };
+    let dcmtk = Against::new(QrClient::Dcmtk, &dir, &server);
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("PatientName=%", vec![]),
         ("PatientName=%%", vec![]),
@@ -1476,11 +1477,7 @@ fn hostile_find_values_return_only_correct_matches() {
     }
 
     // the same kind from pynetdicom's findscu
-    let pynetdicom = Against {
-        client: QrClient::Pynetdicom,
-        dir: &dir,
-        server: &server,
-    };
+    let pynetdicom = Against::new(QrClient::Pynetdicom, &dir, &server);
     for (label, matching, expected) in [
         ("underscore", "PatientName=D_e*", vec![]),
         ("percent", "PatientName=100%*", vec![id(0)]),
@@ -1497,39 +1494,39 @@ fn hostile_find_values_return_only_correct_matches() {
     // PN of any size; see the test below for the same in Explicit VR): nothing, never
     // Doe's studies
     let query = long_value_query(&dir);
-    let Some((finished, responses, status)) =
-        dcmtk_find_file(&dir, "hostile-10mb", &server, &query, &["-xi"])
-    else {
-        return;
-    };
-    let log = shortened(&format!("{}\n{}", finished.describe(), server.describe()));
-    finished.assert_code(0);
-    assert!(
-        responses.is_empty() && status == "(Success)",
-        "a 10 MB value matched {} studies (final status {status:?})\n{log}",
-        responses.len()
+    let matched_nothing = assert_file_query_matches_nothing(
+        &dir,
+        "hostile-10mb",
+        &server,
+        &query,
+        &["-xi"],
+        "a 10 MB value",
     );
+    if matched_nothing.is_none() {
+        return;
+    }
 
     // a pathological wildcard (10,000 `*a`): nothing, answered at once
-    let text =
-        |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
     let query = dir.join("query-wildcards.dcm");
     write_query(
-        study_query(vec![text(tags::PATIENT_NAME, VR::PN, &"*a".repeat(10_000))]),
+        study_query(vec![text_element(
+            tags::PATIENT_NAME,
+            VR::PN,
+            &"*a".repeat(10_000),
+        )]),
         &query,
     );
-    let Some((finished, responses, status)) =
-        dcmtk_find_file(&dir, "hostile-wildcards", &server, &query, &[])
-    else {
-        return;
-    };
-    let log = format!("{}\n{}", finished.describe(), server.describe());
-    finished.assert_code(0);
-    assert!(
-        responses.is_empty() && status == "(Success)",
-        "10,000 wildcards matched {} studies (final status {status:?})\n{log}",
-        responses.len()
+    let matched_nothing = assert_file_query_matches_nothing(
+        &dir,
+        "hostile-wildcards",
+        &server,
+        &query,
+        &[],
+        "10,000 wildcards",
     );
+    if matched_nothing.is_none() {
+        return;
+    }
 
     // 1,000 more return keys, universal: Doe's studies, every key returned (empty when unknown)
     let data = QrDataSet::get();
@@ -1540,7 +1537,7 @@ fn hostile_find_values_return_only_correct_matches() {
         .iter()
         .map(|(tag, vr)| DataElement::new(*tag, *vr, PrimitiveValue::Empty))
         .collect();
-    elements.push(text(tags::PATIENT_ID, VR::LO, &doe.patient_id));
+    elements.push(text_element(tags::PATIENT_ID, VR::LO, &doe.patient_id));
     let query = dir.join("query-1000-keys.dcm");
     write_query(study_query(elements), &query);
     let Some((finished, responses, status)) =
@@ -1597,18 +1594,16 @@ fn ten_megabyte_value_in_explicit_vr_is_answered_in_bounded_time_and_memory() {
     let before = support::proc_status_kib(pid, "VmHWM");
 
     // DCMTK findscu in Explicit VR Little Endian: the value goes as UN
-    let Some((finished, responses, status)) =
-        dcmtk_find_file(&dir, "explicit-10mb", &server, &query, &[])
-    else {
+    let Some(log) = assert_file_query_matches_nothing(
+        &dir,
+        "explicit-10mb",
+        &server,
+        &query,
+        &[],
+        "a 10 MB value",
+    ) else {
         return;
     };
-    let log = shortened(&format!("{}\n{}", finished.describe(), server.describe()));
-    finished.assert_code(0);
-    assert!(
-        responses.is_empty() && status == "(Success)",
-        "a 10 MB value matched {} studies (final status {status:?})\n{log}",
-        responses.len()
-    );
     let growth = support::proc_status_kib(pid, "VmHWM").saturating_sub(before);
     assert!(
         growth < LONG_VALUE_GROWTH_LIMIT_KIB,

@@ -1926,54 +1926,32 @@ impl LargeSeries {
     }
 
     fn write_all(&self) {
-        let text =
-            |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
-        let word =
-            |tag: Tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
         let mut template = InMemDicomObject::new_empty();
-        for element in [
-            text(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_IMAGE_STORAGE),
-            text(tags::STUDY_DATE, VR::DA, "20200202"),
-            text(tags::STUDY_TIME, VR::TM, "120000"),
-            text(tags::ACCESSION_NUMBER, VR::SH, "QRMANY"),
-            text(tags::MODALITY, VR::CS, "OT"),
-            text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
-            text(tags::PATIENT_NAME, VR::PN, &self.patient_name),
-            text(tags::PATIENT_ID, VR::LO, &self.patient_id),
-            text(tags::PATIENT_BIRTH_DATE, VR::DA, "20000101"),
-            text(tags::PATIENT_SEX, VR::CS, "O"),
-            text(tags::STUDY_INSTANCE_UID, VR::UI, &self.study_instance_uid),
-            text(tags::SERIES_INSTANCE_UID, VR::UI, &self.series_instance_uid),
-            text(tags::STUDY_ID, VR::SH, "MANY"),
-            text(tags::SERIES_NUMBER, VR::IS, "1"),
-            text(tags::CONVERSION_TYPE, VR::CS, "WSD"),
-            word(tags::SAMPLES_PER_PIXEL, 1),
-            text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-            word(tags::ROWS, 2),
-            word(tags::COLUMNS, 2),
-            word(tags::BITS_ALLOCATED, 8),
-            word(tags::BITS_STORED, 8),
-            word(tags::HIGH_BIT, 7),
-            word(tags::PIXEL_REPRESENTATION, 0),
-            DataElement::new(
-                tags::PIXEL_DATA,
-                VR::OB,
-                PrimitiveValue::from(vec![0_u8, 64, 128, 255]),
-            ),
-        ] {
+        let identity = SecondaryCaptureIdentity {
+            patient_name: &self.patient_name,
+            patient_id: &self.patient_id,
+            patient_birth_date: "20000101",
+            study_instance_uid: &self.study_instance_uid,
+            study_date: "20200202",
+            study_id: "MANY",
+            accession_number: "QRMANY",
+            series_instance_uid: &self.series_instance_uid,
+            series_number: 1,
+        };
+        for element in identity.elements(2, 2, vec![0_u8, 64, 128, 255]) {
             template.put(element);
         }
         for index in 0..self.count {
             let uid = self.sop_instance_uid(index);
             let mut object = template.clone();
-            object.put(text(tags::SOP_INSTANCE_UID, VR::UI, &uid));
-            object.put(text(
+            object.put(text_element(tags::SOP_INSTANCE_UID, VR::UI, &uid));
+            object.put(text_element(
                 tags::INSTANCE_NUMBER,
                 VR::IS,
                 &(index + 1).to_string(),
             ));
             if self.comment_len > 0 {
-                object.put(text(
+                object.put(text_element(
                     tags::IMAGE_COMMENTS,
                     VR::LT,
                     &self.image_comments(index),
@@ -1986,6 +1964,69 @@ impl LargeSeries {
             file.write_to_file(&path)
                 .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
         }
+    }
+}
+
+/// `value` as the one value of `tag`, of the text VR `vr`.
+pub fn text_element(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::from(value))
+}
+
+/// `value` as the one value of `tag`, of VR US.
+pub fn us_element(tag: Tag, value: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(value))
+}
+
+/// What tells apart the Secondary Capture instances (PS3.3 A.8.1) the tests write, above the
+/// instance: its patient, study and series.
+pub struct SecondaryCaptureIdentity<'a> {
+    pub patient_name: &'a str,
+    pub patient_id: &'a str,
+    pub patient_birth_date: &'a str,
+    pub study_instance_uid: &'a str,
+    pub study_date: &'a str,
+    pub study_id: &'a str,
+    pub accession_number: &'a str,
+    pub series_instance_uid: &'a str,
+    pub series_number: u32,
+}
+
+impl SecondaryCaptureIdentity<'_> {
+    /// The elements of a Secondary Capture instance (PS3.3 A.8.1) of this patient, study and
+    /// series, with an 8-bit monochrome image of `rows` x `columns` `pixels`: all but the SOP
+    /// Instance UID and Instance Number (and Specific Character Set: the default).
+    pub fn elements(
+        &self,
+        rows: u16,
+        columns: u16,
+        pixels: Vec<u8>,
+    ) -> Vec<DataElement<InMemDicomObject>> {
+        vec![
+            text_element(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_IMAGE_STORAGE),
+            text_element(tags::STUDY_DATE, VR::DA, self.study_date),
+            text_element(tags::STUDY_TIME, VR::TM, "120000"),
+            text_element(tags::ACCESSION_NUMBER, VR::SH, self.accession_number),
+            text_element(tags::MODALITY, VR::CS, "OT"),
+            text_element(tags::CONVERSION_TYPE, VR::CS, "WSD"),
+            text_element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+            text_element(tags::PATIENT_NAME, VR::PN, self.patient_name),
+            text_element(tags::PATIENT_ID, VR::LO, self.patient_id),
+            text_element(tags::PATIENT_BIRTH_DATE, VR::DA, self.patient_birth_date),
+            text_element(tags::PATIENT_SEX, VR::CS, "O"),
+            text_element(tags::STUDY_INSTANCE_UID, VR::UI, self.study_instance_uid),
+            text_element(tags::SERIES_INSTANCE_UID, VR::UI, self.series_instance_uid),
+            text_element(tags::STUDY_ID, VR::SH, self.study_id),
+            text_element(tags::SERIES_NUMBER, VR::IS, &self.series_number.to_string()),
+            us_element(tags::SAMPLES_PER_PIXEL, 1),
+            text_element(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            us_element(tags::ROWS, rows),
+            us_element(tags::COLUMNS, columns),
+            us_element(tags::BITS_ALLOCATED, 8),
+            us_element(tags::BITS_STORED, 8),
+            us_element(tags::HIGH_BIT, 7),
+            us_element(tags::PIXEL_REPRESENTATION, 0),
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)),
+        ]
     }
 }
 

@@ -21,11 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::OnceLock;
 
-use dimsum_net::dataset::dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dimsum_net::dataset::dicom_core::VR;
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
-use super::qr::{AeAddress, QrInstance, SECONDARY_CAPTURE_IMAGE_STORAGE, sop_instance_uids_in};
+use super::qr::{
+    AeAddress, QrInstance, SECONDARY_CAPTURE_IMAGE_STORAGE, SecondaryCaptureIdentity,
+    sop_instance_uids_in, text_element,
+};
 use super::{
     EXPLICIT_VR_LE, Finished, LOCALHOST, ProcessGuard, RUN_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT,
     dcmtk, dimsum, files_under, free_port, run, wait_until,
@@ -323,52 +326,40 @@ fn pixels(seed: u64, count: usize) -> Vec<u8> {
 /// Writes `spec` as a Part 10 file (Explicit VR Little Endian) at `path`, atomically (a hidden
 /// partial file renamed into place).
 pub fn write_instance(spec: &InstanceSpec, path: &Path) {
-    let text =
-        |tag: Tag, vr: VR, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
-    let word = |tag: Tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+    let identity = SecondaryCaptureIdentity {
+        patient_name: &spec.patient_name,
+        patient_id: &spec.patient_id,
+        patient_birth_date: "",
+        study_instance_uid: &spec.study_instance_uid,
+        study_date: &spec.study_date,
+        study_id: "1",
+        accession_number: &spec.accession_number,
+        series_instance_uid: &spec.series_instance_uid,
+        series_number: spec.series_number,
+    };
+    let pixels = pixels(
+        spec.pixel_seed,
+        usize::from(spec.rows) * usize::from(spec.columns),
+    );
     let mut object = InMemDicomObject::new_empty();
-    for element in [
-        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
-        text(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_IMAGE_STORAGE),
-        text(tags::SOP_INSTANCE_UID, VR::UI, &spec.sop_instance_uid),
-        text(tags::STUDY_DATE, VR::DA, &spec.study_date),
-        text(tags::STUDY_TIME, VR::TM, "120000"),
-        text(tags::ACCESSION_NUMBER, VR::SH, &spec.accession_number),
-        text(tags::MODALITY, VR::CS, "OT"),
-        text(tags::CONVERSION_TYPE, VR::CS, "WSD"),
-        text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
-        text(tags::PATIENT_NAME, VR::PN, &spec.patient_name),
-        text(tags::PATIENT_ID, VR::LO, &spec.patient_id),
-        text(tags::PATIENT_BIRTH_DATE, VR::DA, ""),
-        text(tags::PATIENT_SEX, VR::CS, "O"),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, &spec.study_instance_uid),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, &spec.series_instance_uid),
-        text(tags::STUDY_ID, VR::SH, "1"),
-        text(tags::SERIES_NUMBER, VR::IS, &spec.series_number.to_string()),
-        text(
-            tags::INSTANCE_NUMBER,
-            VR::IS,
-            &spec.instance_number.to_string(),
-        ),
-        word(tags::SAMPLES_PER_PIXEL, 1),
-        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-        word(tags::ROWS, spec.rows),
-        word(tags::COLUMNS, spec.columns),
-        word(tags::BITS_ALLOCATED, 8),
-        word(tags::BITS_STORED, 8),
-        word(tags::HIGH_BIT, 7),
-        word(tags::PIXEL_REPRESENTATION, 0),
-        DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OB,
-            PrimitiveValue::from(pixels(
-                spec.pixel_seed,
-                usize::from(spec.rows) * usize::from(spec.columns),
-            )),
-        ),
-    ] {
+    for element in identity.elements(spec.rows, spec.columns, pixels) {
         object.put(element);
     }
+    object.put(text_element(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        "ISO_IR 100",
+    ));
+    object.put(text_element(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        &spec.sop_instance_uid,
+    ));
+    object.put(text_element(
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        &spec.instance_number.to_string(),
+    ));
     let file = object
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
         .unwrap_or_else(|error| panic!("file meta of {}: {error}", spec.sop_instance_uid));
