@@ -2,11 +2,11 @@
 
 use tracing::{error, info};
 
-use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
+use dimsum_net::scu;
+use dimsum_net::ul::negotiation::ProposedContext;
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
 };
-use dimsum_net::{Association, Limits, scu};
 
 use crate::exit::{self, Code};
 use crate::logging::{self, Verbosity};
@@ -30,41 +30,19 @@ pub struct Options {
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
     let address = format!("{}:{}", options.peer.host, options.peer.port);
-    let request = match build_request(&options) {
-        Ok(request) => request,
-        Err(message) => {
-            error!("{message}");
-            return Code::Usage;
-        }
-    };
-    info!(
-        "Requesting association with {}@{} as {}",
-        request.called_ae_title, address, request.calling_ae_title
-    );
-    let tls = match options.peer.network.tls() {
-        Ok(tls) => tls,
-        Err(error) => {
-            error!("{error}");
-            return Code::Usage;
-        }
-    };
-    let timeouts = options.peer.network.timeouts();
-    let association = match Association::connect_with(
-        &address,
-        &request,
-        timeouts,
-        Limits::default(),
-        tls.as_ref(),
-    )
-    .await
+    let association = match options
+        .peer
+        .open("ECHOSCU", |request| {
+            Ok::<_, std::convert::Infallible>(request.with_context(ProposedContext::new(
+                VERIFICATION_SOP_CLASS,
+                [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
+            )))
+        })
+        .await
     {
         Ok(association) => association,
-        Err(error) => return exit::report(&error, &address),
+        Err(code) => return code,
     };
-    info!(
-        "Association accepted: {}",
-        association.info().peer_summary()
-    );
     if association
         .negotiated()
         .find_accepted(VERIFICATION_SOP_CLASS)
@@ -104,19 +82,4 @@ pub async fn run(options: Options) -> Code {
         }
         Err(error) => exit::report(&error, &address),
     }
-}
-
-fn build_request(options: &Options) -> Result<AssociationRequest, String> {
-    let mut request = AssociationRequest::new(
-        options.peer.association.calling("ECHOSCU"),
-        &options.peer.association.call,
-    )
-    .with_context(ProposedContext::new(
-        VERIFICATION_SOP_CLASS,
-        [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
-    ));
-    request.max_pdu_length = options.peer.network.max_pdu;
-    request.user_identity = options.peer.association.user_identity();
-    request.to_pdu().map_err(|e| e.to_string())?;
-    Ok(request)
 }

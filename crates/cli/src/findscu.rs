@@ -13,7 +13,7 @@ use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::part10::{self, FileMeta};
 use dimsum_net::dataset::{QueryModel, QueryService, dump, identifier, json};
 use dimsum_net::dimse::status::Status;
-use dimsum_net::scu::{FindStream, QueryRequest, query_context};
+use dimsum_net::scu::{FindStream, QueryError, QueryRequest, query_context};
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
 };
@@ -194,7 +194,7 @@ pub async fn run(options: Options) -> Code {
     let association = match options
         .peer
         .open("FINDSCU", |request| {
-            Ok(request.with_context(query_context(model, QueryService::Find)?))
+            Ok::<_, QueryError>(request.with_context(query_context(model, QueryService::Find)?))
         })
         .await
     {

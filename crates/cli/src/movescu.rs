@@ -7,7 +7,7 @@ use tracing::{error, info};
 use dimsum_net::ServerConfig;
 use dimsum_net::dataset::{QueryService, sop_class, transfer_syntax};
 use dimsum_net::scp::StoreScp;
-use dimsum_net::scu::{self, MoveReceiver, query_context};
+use dimsum_net::scu::{self, MoveReceiver, QueryError, query_context};
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
@@ -63,7 +63,7 @@ pub async fn run(options: Options) -> Code {
         .query
         .peer
         .open("MOVESCU", |request| {
-            Ok(request.with_context(query_context(model, QueryService::Move)?))
+            Ok::<_, QueryError>(request.with_context(query_context(model, QueryService::Move)?))
         })
         .await
     {

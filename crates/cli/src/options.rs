@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use dimsum_net::tls::{ClientTls, TlsError};
+use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::ul::pdu::{UserIdentityRq, UserIdentityType};
-use dimsum_net::{ServerConfig, Timeouts};
+use dimsum_net::{Association, Limits, ServerConfig, Timeouts};
 
+use tracing::{error, info};
+
+use crate::exit::{self, Code};
 use crate::tls_options::TlsOptions;
 
 /// AE titles and user identity of a requestor.
@@ -61,6 +65,53 @@ impl AssociationOptions {
             primary_field: username.clone().into_bytes(),
             secondary_field,
         })
+    }
+}
+
+impl PeerOptions {
+    /// Our AE title: the one given, or the tool's default.
+    pub fn calling<'a>(&'a self, default: &'a str) -> &'a str {
+        self.association.calling(default)
+    }
+
+    /// Requests an association as `-aet` (or `default_calling`) with what `build` adds to the
+    /// request (contexts, roles, a window) and the max PDU and user identity given, reporting
+    /// failures for a person; the exit status on failure.
+    pub async fn open<E: std::fmt::Display>(
+        &self,
+        default_calling: &str,
+        build: impl FnOnce(AssociationRequest) -> Result<AssociationRequest, E>,
+    ) -> Result<Association, Code> {
+        let usage = |error: &dyn std::fmt::Display| {
+            error!("{error}");
+            Code::Usage
+        };
+        let request =
+            AssociationRequest::new(self.calling(default_calling), &self.association.call);
+        let mut request = build(request).map_err(|error| usage(&error))?;
+        request.max_pdu_length = self.network.max_pdu;
+        request.user_identity = self.association.user_identity();
+        request.to_pdu().map_err(|error| usage(&error))?;
+        let tls = self.network.tls().map_err(|error| usage(&error))?;
+        let address = format!("{}:{}", self.host, self.port);
+        info!(
+            "Requesting association with {}@{} as {}",
+            request.called_ae_title, address, request.calling_ae_title
+        );
+        let association = Association::connect_with(
+            &address,
+            &request,
+            self.network.timeouts(),
+            Limits::default(),
+            tls.as_ref(),
+        )
+        .await
+        .map_err(|error| exit::report(&error, &address))?;
+        info!(
+            "Association accepted: {}",
+            association.info().peer_summary()
+        );
+        Ok(association)
     }
 }
 

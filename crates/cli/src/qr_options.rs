@@ -5,15 +5,14 @@ use std::path::PathBuf;
 
 use tracing::{error, info};
 
+use dimsum_net::Association;
 use dimsum_net::dataset::QueryModel;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::query_keys::{self, QueryKey};
 use dimsum_net::scu::{QueryError, QueryRequest};
-use dimsum_net::ul::negotiation::AssociationRequest;
-use dimsum_net::{Association, Limits};
 
 use crate::exit::{self, Code};
-use crate::options::{AssociationOptions, NetworkOptions, PeerOptions};
+use crate::options::PeerOptions;
 
 /// The information model flags (DCMTK's): findscu defaults to the worklist, getscu and movescu
 /// to Patient Root.
@@ -47,37 +46,6 @@ impl ModelOptions {
         } else {
             default
         }
-    }
-}
-
-impl PeerOptions {
-    /// Our AE title: the one given, or the tool's default.
-    pub fn calling<'a>(&'a self, default: &'a str) -> &'a str {
-        self.association.calling(default)
-    }
-
-    /// Requests an association as `-aet` (or `default_calling`) with what `build` adds to the
-    /// request (contexts, roles, a window), reporting failures for a person; the exit status
-    /// on failure.
-    pub async fn open(
-        &self,
-        default_calling: &str,
-        build: impl FnOnce(AssociationRequest) -> Result<AssociationRequest, QueryError>,
-    ) -> Result<Association, Code> {
-        let request =
-            AssociationRequest::new(self.calling(default_calling), &self.association.call);
-        let request = build(request).map_err(|error| {
-            error!("{error}");
-            Code::Usage
-        })?;
-        connect(
-            &self.host,
-            self.port,
-            request,
-            &self.association,
-            &self.network,
-        )
-        .await
     }
 }
 
@@ -144,46 +112,6 @@ impl KeyOptions {
         query_keys::apply_keys(&mut identifier, &keys).map_err(|e| e.to_string())?;
         Ok(identifier)
     }
-}
-
-/// Opens the association a Q/R tool asks for, reporting failures for a person; the exit status
-/// on failure.
-async fn connect(
-    host: &str,
-    port: u16,
-    mut request: AssociationRequest,
-    association: &AssociationOptions,
-    network: &NetworkOptions,
-) -> Result<Association, Code> {
-    let address = format!("{host}:{port}");
-    request.max_pdu_length = network.max_pdu;
-    request.user_identity = association.user_identity();
-    if let Err(error) = request.to_pdu() {
-        error!("{error}");
-        return Err(Code::Usage);
-    }
-    let tls = network.tls().map_err(|error| {
-        error!("{error}");
-        Code::Usage
-    })?;
-    info!(
-        "Requesting association with {}@{} as {}",
-        request.called_ae_title, address, request.calling_ae_title
-    );
-    let association = Association::connect_with(
-        &address,
-        &request,
-        network.timeouts(),
-        Limits::default(),
-        tls.as_ref(),
-    )
-    .await
-    .map_err(|error| exit::report(&error, &address))?;
-    info!(
-        "Association accepted: {}",
-        association.info().peer_summary()
-    );
-    Ok(association)
 }
 
 /// Releases `association` (or aborts it when `abort`), returning `code` unless that fails.
