@@ -259,12 +259,16 @@ pub struct QueryPlan {
     model: QueryModel,
     service: QueryService,
     level: Level,
-    /// Keys to match at depth 1 (patient) to 4 (instance), universal ones left out.
+    /// Keys to match at depth 1 (patient) to 4 (instance), universal ones left out; those of
+    /// levels below the query's are matched only by a relational query.
     keys: [Vec<InMemElement>; 4],
     /// The query's identifier, for the responses.
     identifier: InMemDicomObject,
-    /// Keys of a level below the query's: not matched, returned empty.
-    unsupported: bool,
+    /// Whether the query has keys of a level below its own (universal ones included).
+    has_keys_below: bool,
+    /// Relational query (PS3.4 C.4.1.2.2.2, negotiated by C-FIND extended negotiation byte 1):
+    /// keys of levels below the query's match when some descendant matches them.
+    relational: bool,
     options: MatchOptions,
 }
 
@@ -310,14 +314,13 @@ impl QueryPlan {
                 )
             })?;
         let mut by_level: [Vec<InMemElement>; 4] = Default::default();
-        let mut unsupported = false;
+        let mut has_keys_below = false;
         for key in keys.iter() {
             let Some(key_level) = attribute_level(key.tag()) else {
                 continue;
             };
-            if key_level > level {
-                unsupported = true;
-            } else if !matching::is_universal(key) {
+            has_keys_below |= key_level > level;
+            if !matching::is_universal(key) {
                 by_level[key_level.depth() - 1].push(key.clone());
             }
         }
@@ -327,7 +330,8 @@ impl QueryPlan {
             level,
             keys: by_level,
             identifier: keys,
-            unsupported,
+            has_keys_below,
+            relational: false,
             options: MatchOptions::default(),
         })
     }
@@ -356,15 +360,44 @@ impl QueryPlan {
         &self.identifier
     }
 
-    /// The non-universal keys that match at `level` (none below the plan's level).
+    /// The same plan as a relational query (PS3.4 C.4.1.2.2.2) when `relational`: keys of
+    /// levels below its own then match against the entity's descendants.
+    pub fn with_relational(mut self, relational: bool) -> Self {
+        self.relational = relational;
+        self
+    }
+
+    /// Whether keys of levels below the query's are matched against descendants.
+    pub fn is_relational(&self) -> bool {
+        self.relational
+    }
+
+    /// The non-universal keys that match at `level`; for a level below the plan's, none unless
+    /// the query is relational.
     pub fn keys_at(&self, level: Level) -> &[InMemElement] {
+        if level > self.level && !self.relational {
+            return &[];
+        }
         &self.keys[level.depth() - 1]
     }
 
-    /// Whether the query has keys of a level below its own: they are neither matched nor
-    /// filled, and the matches go out with status 0xFF01.
+    /// The deepest level below the plan's with keys to match (relational queries only): an
+    /// entity matches when one of its descendants at that level passes the keys of every level
+    /// down to it.
+    pub fn deepest_relational_level(&self) -> Option<Level> {
+        if !self.relational {
+            return None;
+        }
+        Level::ALL
+            .into_iter()
+            .filter(|level| *level > self.level && !self.keys[level.depth() - 1].is_empty())
+            .next_back()
+    }
+
+    /// Whether the query has keys of a level below its own that a hierarchical query neither
+    /// matches nor fills: the matches go out with status 0xFF01.
     pub fn has_unsupported_keys(&self) -> bool {
-        self.unsupported
+        self.has_keys_below && !self.relational
     }
 
     pub fn options(&self) -> MatchOptions {

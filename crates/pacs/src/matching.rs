@@ -68,12 +68,17 @@ pub struct MatchOptions {
     /// and the default). When false, PN values compare case-sensitively; empty trailing
     /// components are still ignored.
     pub case_insensitive_person_names: bool,
+    /// Combined date and time range matching (PS3.4 C.2.2.2.5.2): a date key and its paired
+    /// time key (Study Date and Study Time, ...) are one date-time range. Optional; used when
+    /// the peer negotiated it (C-FIND extended negotiation, PS3.4 C.5.1.1, byte 2).
+    pub combined_date_time: bool,
 }
 
 impl Default for MatchOptions {
     fn default() -> Self {
         Self {
             case_insensitive_person_names: true,
+            combined_date_time: false,
         }
     }
 }
@@ -652,6 +657,7 @@ mod tests {
         let tag = tags::PATIENT_NAME;
         let sensitive = MatchOptions {
             case_insensitive_person_names: false,
+            ..MatchOptions::default()
         };
         let candidate = element(tag, VR::PN, "Doe^John^^");
         let key = |value| element(tag, VR::PN, value);

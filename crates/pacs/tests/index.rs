@@ -501,6 +501,7 @@ async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_wh
 
     let sensitive = MatchOptions {
         case_insensitive_person_names: false,
+        ..MatchOptions::default()
     };
     let find = |name: &str| {
         fixture.find_with(
