@@ -390,8 +390,7 @@ impl QueryPlan {
         }
         Level::ALL
             .into_iter()
-            .filter(|level| *level > self.level && !self.keys[level.depth() - 1].is_empty())
-            .next_back()
+            .rfind(|level| *level > self.level && !self.keys[level.depth() - 1].is_empty())
     }
 
     /// Whether the query has keys of a level below its own that a hierarchical query neither
