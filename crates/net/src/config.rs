@@ -88,6 +88,45 @@ impl Default for Limits {
     }
 }
 
+/// How a C-MOVE SCP retries its sub-associations to the move destination (PS3.4 C.4.2.3.1: the
+/// SCP opens them as a Storage SCU; retrying is local policy).
+///
+/// A connection refused or broken before the association is established, an A-ASSOCIATE-RJ
+/// that is rejected-transient or gives "temporary congestion" or "local limit exceeded" (PS3.8
+/// §7.1.1.9), and destination associations that all end while sub-operations remain are
+/// retried after `delay`, at most `retries` times per C-MOVE. A permanent rejection is not
+/// retried; a C-CANCEL ends the wait at once. An instance the destination answered is never
+/// sent again; one sent without an answer is sent again on the new association.
+///
+/// The default, 2 retries 1 s apart, rides out a destination that is restarting or has all its
+/// associations busy (a DCMTK `storescp` or an Orthanc receiving another batch) without keeping
+/// the requestor waiting long for one that is down; DCMTK's `dcmqrscp` does not retry at all
+/// (`retries: 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveRetry {
+    /// How many times to try again after the first attempt fails (0: never).
+    pub retries: u32,
+    /// How long to wait before each new attempt.
+    pub delay: Duration,
+}
+
+impl Default for MoveRetry {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl MoveRetry {
+    /// No retries: the first failure to reach the destination is final.
+    pub const NONE: MoveRetry = MoveRetry {
+        retries: 0,
+        delay: Duration::ZERO,
+    };
+}
+
 /// The sans-IO association's configuration for these timers and limits.
 pub(crate) fn association_config(timeouts: &Timeouts, limits: &Limits) -> proto::Config {
     proto::Config {

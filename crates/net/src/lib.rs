@@ -37,7 +37,7 @@ pub use association::{
     Association, AssociationInfo, DataSetStream, DataSetWriter, IncomingRequest, Response,
     Responses, Role, Transport,
 };
-pub use config::{Limits, Timeouts};
+pub use config::{Limits, MoveRetry, Timeouts};
 pub use error::{AbortOrigin, Error};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStatistics};
 

@@ -20,14 +20,16 @@ use dimsum_dataset::identifier;
 use dimsum_dimse::message::{CGetRsp, CMoveRsp, Message, Priority};
 use dimsum_dimse::status::Status;
 use dimsum_ul::negotiation::{AssociationRequest, MAX_PRESENTATION_CONTEXTS, SupportedContext};
-use dimsum_ul::pdu::AsyncOpsWindow;
+use dimsum_ul::pdu::{
+    AssociateRj, AsyncOpsWindow, RejectResult, RejectSource, ServiceProviderPresentationReason,
+};
 
 use super::{FinalResponse, Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::scu::store::{
     self, BatchEnd, Outcome, StoreFileError, StoreInstance, StoreOutcome, TransferSyntaxProposal,
 };
 use crate::storage::BoxFuture;
-use crate::{Association, Error, IncomingRequest};
+use crate::{Association, Error, IncomingRequest, MoveRetry};
 
 pub use crate::scu::store::InstanceData;
 
@@ -128,11 +130,13 @@ pub struct GetScp<H> {
 }
 
 /// C-MOVE SCP over a [`RetrieveHandler`]: sub-operations go to the move destination on
-/// associations of their own.
+/// associations of their own, opened again after a transient failure as its [`MoveRetry`]
+/// allows ([`MoveScp::with_retry`]).
 pub struct MoveScp<H> {
     handler: Arc<H>,
     sop_classes: Vec<String>,
     transfer_syntaxes: Vec<String>,
+    retry: MoveRetry,
 }
 
 impl<H: RetrieveHandler> GetScp<H> {
@@ -161,12 +165,20 @@ impl<H: RetrieveHandler> GetScp<H> {
 
 impl<H: RetrieveHandler> MoveScp<H> {
     /// `sop_classes`: the MOVE SOP classes served; `transfer_syntaxes` for their identifiers.
+    /// Retries as [`MoveRetry::default`] says.
     pub fn new(handler: H, sop_classes: Vec<String>, transfer_syntaxes: Vec<String>) -> Self {
         Self {
             handler: Arc::new(handler),
             sop_classes,
             transfer_syntaxes,
+            retry: MoveRetry::default(),
         }
+    }
+
+    /// How the associations to the move destination are retried ([`MoveRetry::NONE`]: never).
+    pub fn with_retry(mut self, retry: MoveRetry) -> Self {
+        self.retry = retry;
+        self
     }
 }
 
@@ -381,6 +393,21 @@ impl Dealer {
         !self.handed_back().is_empty()
     }
 
+    /// Whether an instance is still to be sent (the next one of the stream is taken and
+    /// handed back to find out).
+    async fn has_more(&self) -> bool {
+        if self.has_handed_back() {
+            return true;
+        }
+        match self.next().await {
+            Some(instance) => {
+                self.hand_back(instance);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The next instance to send; `None` when there are no more, the stream failed, or `stop`
     /// fired.
     async fn next(&self) -> Option<RetrieveInstance> {
@@ -440,12 +467,15 @@ impl Dealer {
 /// Sends every instance of `retrieval` as C-STORE sub-operations on `targets` (dealt out to them
 /// as they come), with a pending response on the request's association after each completed
 /// one; returns the final response. An association that ends fails the sub-operations it had
-/// started; the instances it had taken but not sent go to the others, or, when none is left,
-/// fail with the rest.
+/// started; the instances it had taken but not sent go to the others. When none is left and
+/// `redial` has a retry left, new associations are opened (the `targets` they join are released
+/// by the caller) and carry the rest, the sub-operations that had no answer included;
+/// otherwise those fail with the rest.
 async fn send_all(
     rq: &RetrieveRequest,
     retrieval: Retrieval,
-    targets: &[Association],
+    targets: &mut Vec<Association>,
+    mut redial: Option<&mut Redial<'_>>,
     context: &RequestContext,
 ) -> Result<FinalResponse, ScpFailure> {
     let stop = context.cancelled.child_token();
@@ -455,12 +485,16 @@ async fn send_all(
         Kind::Get => None,
         Kind::Move => Some((context.info().peer_ae_title().to_owned(), rq.message_id)),
     };
-    let mut live: Vec<&Association> = targets.iter().collect();
+    let mut live: Vec<usize> = (0..targets.len()).collect();
+    // Sub-operations sent on an association that ended before answering, kept aside while a
+    // retry may send them again.
+    let mut unanswered = Vec::new();
     loop {
+        let hold = redial.as_ref().is_some_and(|redial| redial.can_retry());
         let (sender, outcomes) = mpsc::channel(OUTCOMES_QUEUED);
-        let engines = join_all(live.iter().map(|target| {
+        let engines = join_all(live.iter().map(|&index| {
             store::send_instances(
-                target,
+                &targets[index],
                 dealer.stream(),
                 move_originator.clone(),
                 &stop,
@@ -468,21 +502,62 @@ async fn send_all(
             )
         }));
         drop(sender);
-        let reporting = report(rq, context, &dealer, &mut tally, outcomes, &stop);
+        let reporting = report(
+            rq,
+            context,
+            &dealer,
+            (&mut tally, hold.then_some(&mut unanswered)),
+            outcomes,
+            &stop,
+        );
         let (ends, reported) = tokio::join!(engines, reporting);
         live = live
             .into_iter()
             .zip(ends)
-            .filter_map(|(target, end)| (end != BatchEnd::AssociationEnded).then_some(target))
+            .filter_map(|(index, end)| (end != BatchEnd::AssociationEnded).then_some(index))
             .collect();
         if let Err(error) = reported {
             // The requestor is gone: nobody to answer.
             return Err(error.into());
         }
-        // Another round only to send what an association that ended handed back.
-        if stop.is_cancelled() || live.is_empty() || !dealer.has_handed_back() {
+        if stop.is_cancelled() {
             break;
         }
+        if live.is_empty() {
+            let Some(redial) = redial.as_deref_mut().filter(|redial| redial.can_retry()) else {
+                break;
+            };
+            if unanswered.is_empty() && !dealer.has_more().await {
+                break;
+            }
+            for (instance, _) in unanswered.drain(..) {
+                dealer.hand_back(instance);
+            }
+            match redial.reopen().await {
+                Ok(reopened) => {
+                    live = (targets.len()..targets.len() + reopened.len()).collect();
+                    targets.extend(reopened);
+                    continue;
+                }
+                // The handed back instances stay among the remaining.
+                Err(DialEnd::Cancelled) => break,
+                // They fail with the rest, below.
+                Err(DialEnd::Unreachable(error)) => {
+                    warn!("giving up on {}: {error}", redial.destination.ae_title);
+                    break;
+                }
+            }
+        }
+        for (instance, outcome) in unanswered.drain(..) {
+            tally.record(&instance, outcome);
+        }
+        // Another round only to send what an association that ended handed back.
+        if !dealer.has_handed_back() {
+            break;
+        }
+    }
+    for (instance, outcome) in unanswered.drain(..) {
+        tally.record(&instance, outcome);
     }
     let cancelled = context.cancelled.is_cancelled();
     let mut failure = dealer.take_failure().await;
@@ -507,14 +582,15 @@ async fn send_all(
 }
 
 /// Takes the outcomes of the sub-operations as they come: counts them (or hands back those not
-/// sent) and sends a pending response after each while some remain and no C-CANCEL came. On
-/// C-CANCEL, drops the handler's stream. Fails when the request's association is gone (and
+/// sent, and keeps aside in `unanswered`, when given, those whose association ended before
+/// answering) and sends a pending response after each while some remain and no C-CANCEL came.
+/// On C-CANCEL, drops the handler's stream. Fails when the request's association is gone (and
 /// then fires `stop`).
 async fn report(
     rq: &RetrieveRequest,
     context: &RequestContext,
     dealer: &Dealer,
-    tally: &mut Tally,
+    (tally, mut unanswered): (&mut Tally, Option<&mut Vec<Outcome<RetrieveInstance>>>),
     mut outcomes: mpsc::Receiver<Outcome<RetrieveInstance>>,
     stop: &CancellationToken,
 ) -> Result<(), Error> {
@@ -536,6 +612,12 @@ async fn report(
         if let Err(StoreFileError::NotSent | StoreFileError::NotStarted(_)) = outcome {
             // Its association ended before it went out: another one may send it.
             dealer.hand_back(instance);
+            continue;
+        }
+        if let (Some(unanswered), Err(error)) = (unanswered.as_deref_mut(), &outcome)
+            && error.ends_association()
+        {
+            unanswered.push((instance, outcome));
             continue;
         }
         tally.record(&instance, outcome);
@@ -647,7 +729,8 @@ impl<H: RetrieveHandler> Scp for GetScp<H> {
             send_all(
                 &rq,
                 retrieval,
-                std::slice::from_ref(&context.association),
+                &mut vec![context.association.clone()],
+                None,
                 context,
             )
             .await
@@ -691,9 +774,19 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
                 .move_associations(&destination)
                 .clamp(1, MAX_MOVE_ASSOCIATIONS)
                 .min(retrieval.count);
-            let targets =
-                connect_destination(&destination, &retrieval.contexts, wanted, context).await?;
-            let outcome = send_all(&rq, retrieval, &targets, context).await;
+            let mut redial = Redial {
+                destination: &destination,
+                pairs: retrieval.contexts.clone(),
+                count: wanted,
+                retry: self.retry,
+                retries_left: self.retry.retries,
+                context,
+            };
+            let mut targets = match redial.dial().await {
+                Ok(targets) => targets,
+                Err(end) => return Ok(not_moved(&rq, retrieval, &destination, end, context).await),
+            };
+            let outcome = send_all(&rq, retrieval, &mut targets, Some(&mut redial), context).await;
             for (target, released) in targets
                 .iter()
                 .zip(join_all(targets.iter().map(Association::release)).await)
@@ -715,16 +808,146 @@ impl<H: RetrieveHandler> Scp for MoveScp<H> {
     }
 }
 
+/// The final response of a C-MOVE whose destination could not be reached at all: 0xA702 with
+/// every instance a failed sub-operation (named in the Failed SOP Instance UID List, PS3.4
+/// C.4.2.1.4), or Cancel with all of them remaining when a C-CANCEL came during a retry's wait.
+async fn not_moved(
+    rq: &RetrieveRequest,
+    retrieval: Retrieval,
+    destination: &MoveDestination,
+    end: DialEnd,
+    context: &RequestContext,
+) -> FinalResponse {
+    let mut tally = Tally::new(retrieval.count);
+    let error = match end {
+        DialEnd::Cancelled => {
+            return final_response(rq, &tally, Status::CANCEL, None, context);
+        }
+        DialEnd::Unreachable(error) => error,
+    };
+    let dealer = Dealer::new(retrieval.instances, context.cancelled.child_token());
+    while let Some(instance) = dealer.next().await {
+        tally.fail(&instance);
+    }
+    let comment = format!("cannot reach {}: {error}", destination.ae_title);
+    final_response(
+        rq,
+        &tally,
+        Status::OUT_OF_RESOURCES_SUBOPERATIONS,
+        Some(&comment),
+        context,
+    )
+}
+
+/// Why no association to a move destination could be opened.
+enum DialEnd {
+    /// A C-CANCEL came while waiting to retry.
+    Cancelled,
+    /// The last attempt's error: permanent, or no retry was left.
+    Unreachable(Error),
+}
+
+/// Opens the associations that carry a C-MOVE's sub-operations to its destination, and opens
+/// them again as its [`MoveRetry`] allows.
+struct Redial<'a> {
+    destination: &'a MoveDestination,
+    /// The (SOP class, transfer syntax) pairs of the instances.
+    pairs: BTreeSet<(String, String)>,
+    /// How many associations to open.
+    count: usize,
+    retry: MoveRetry,
+    retries_left: u32,
+    context: &'a RequestContext,
+}
+
+impl Redial<'_> {
+    fn can_retry(&self) -> bool {
+        self.retries_left > 0
+    }
+
+    /// Opens the associations; a failure worth retrying is retried after the delay while
+    /// retries are left.
+    async fn dial(&mut self) -> Result<Vec<Association>, DialEnd> {
+        loop {
+            let error =
+                match connect_destination(self.destination, &self.pairs, self.count, self.context)
+                    .await
+                {
+                    Ok(associations) => return Ok(associations),
+                    Err(error) => error,
+                };
+            if !self.can_retry() || !worth_retrying(&error) {
+                return Err(DialEnd::Unreachable(error));
+            }
+            info!(
+                "cannot reach {}: {error}; trying again in {:.1} s",
+                self.destination.ae_title,
+                self.retry.delay.as_secs_f64()
+            );
+            self.wait().await?;
+        }
+    }
+
+    /// Opens the associations again after all of them ended with sub-operations left (one
+    /// retry, after the delay).
+    async fn reopen(&mut self) -> Result<Vec<Association>, DialEnd> {
+        info!(
+            "every association to {} ended with sub-operations left; trying again in {:.1} s",
+            self.destination.ae_title,
+            self.retry.delay.as_secs_f64()
+        );
+        self.wait().await?;
+        self.dial().await
+    }
+
+    /// Uses up a retry and waits for its delay, or for a C-CANCEL.
+    async fn wait(&mut self) -> Result<(), DialEnd> {
+        self.retries_left = self.retries_left.saturating_sub(1);
+        tokio::select! {
+            biased;
+            () = self.context.cancelled.cancelled() => Err(DialEnd::Cancelled),
+            () = tokio::time::sleep(self.retry.delay) => Ok(()),
+        }
+    }
+}
+
+/// Whether opening an association to a move destination may succeed if tried again: the
+/// connection was refused, timed out or broke before the association was established, or the
+/// destination rejected it for a transient reason (PS3.8 §7.1.1.9: rejected-transient,
+/// temporary congestion, local limit exceeded). A permanent rejection, a TLS or negotiation
+/// failure is not.
+fn worth_retrying(error: &Error) -> bool {
+    match error {
+        Error::Rejected(AssociateRj { result, source }) => {
+            *result == RejectResult::Transient
+                || matches!(
+                    source,
+                    RejectSource::ServiceProviderPresentation(
+                        ServiceProviderPresentationReason::TemporaryCongestion
+                            | ServiceProviderPresentationReason::LocalLimitExceeded
+                    )
+                )
+        }
+        Error::Connect { .. }
+        | Error::Io(_)
+        | Error::Timeout { .. }
+        | Error::Aborted { .. }
+        | Error::ConnectionClosed
+        | Error::Transport(_) => true,
+        _ => false,
+    }
+}
+
 /// Opens up to `count` associations for the C-MOVE sub-operations, at once: a context per SOP
 /// class and transfer syntax of the instances (and an uncompressed fallback to convert to,
 /// while the contexts fit in one request), and an asynchronous operations window. Fails with
-/// 0xA702 when none can be opened.
+/// the first error when none can be opened.
 async fn connect_destination(
     destination: &MoveDestination,
     pairs: &BTreeSet<(String, String)>,
     count: usize,
     context: &RequestContext,
-) -> Result<Vec<Association>, ScpFailure> {
+) -> Result<Vec<Association>, Error> {
     let pairs = || pairs.iter().map(|(sop, ts)| (sop.as_str(), ts.as_str()));
     let mut contexts = store::propose_contexts_for(pairs(), &TransferSyntaxProposal::AsFiles);
     if contexts.len() > MAX_PRESENTATION_CONTEXTS {
@@ -764,10 +987,7 @@ async fn connect_destination(
         }
     }
     match first_error {
-        Some(error) if connected.is_empty() => Err(ScpFailure::new(
-            Status::OUT_OF_RESOURCES_SUBOPERATIONS,
-            format!("cannot reach {}: {error}", destination.ae_title),
-        )),
+        Some(error) if connected.is_empty() => Err(error),
         _ => Ok(connected),
     }
 }
