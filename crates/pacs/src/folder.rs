@@ -1003,6 +1003,7 @@ mod tests {
             keys: InMemDicomObject::from_element_iter(elements),
             calling_ae_title: "SCU".into(),
             peer_address: "127.0.0.1:1".parse().expect("address"),
+            find_options: Default::default(),
         }
     }
 

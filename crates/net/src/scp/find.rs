@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 
 use dimsum_dimse::message::{CFindRq, CFindRsp, Message};
 use dimsum_dimse::status::Status;
-use dimsum_ul::negotiation::SupportedContext;
+use dimsum_ul::negotiation::{FindOptions, SupportedContext};
 
 use super::{FinalResponse, Query, RequestContext, Scp, ScpFailure, contexts_for};
 use crate::IncomingRequest;
@@ -48,6 +48,8 @@ pub struct FindScp<H> {
     handler: Arc<H>,
     sop_classes: Vec<String>,
     transfer_syntaxes: Vec<String>,
+    /// The C-FIND options accepted when a requestor proposes them (PS3.4 C.5.1.1).
+    options: FindOptions,
 }
 
 impl<H: FindHandler> FindScp<H> {
@@ -58,7 +60,17 @@ impl<H: FindHandler> FindScp<H> {
             handler: Arc::new(handler),
             sop_classes,
             transfer_syntaxes,
+            options: FindOptions::NONE,
         }
+    }
+
+    /// Accepts these C-FIND options (PS3.4 C.5.1.1) for its SOP classes when a requestor
+    /// proposes them; the handler then finds what was agreed in [`Query::find_options`]. With
+    /// none (the default), extended negotiation is left unanswered. Only the options the handler
+    /// implements belong here.
+    pub fn with_find_options(mut self, options: FindOptions) -> Self {
+        self.options = options;
+        self
     }
 
     async fn find(
@@ -117,6 +129,14 @@ fn pending_status(status: Status) -> Status {
 impl<H: FindHandler> Scp for FindScp<H> {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
         contexts_for(&self.sop_classes, &self.transfer_syntaxes)
+    }
+
+    /// PS3.4 C.5.1.1: the options both proposed and supported, as many bytes as proposed.
+    fn extended_negotiation(&self, sop_class_uid: &str, proposed: &[u8]) -> Option<Vec<u8>> {
+        if self.options.is_empty() || !self.sop_classes.iter().any(|s| s == sop_class_uid) {
+            return None;
+        }
+        FindOptions::answer(proposed, self.options)
     }
 
     fn perform<'a>(

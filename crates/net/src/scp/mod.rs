@@ -53,7 +53,7 @@ use tracing::{Instrument, info, warn};
 use dimsum_dimse::association::Ending;
 use dimsum_dimse::message::Message;
 use dimsum_dimse::status::Status;
-use dimsum_ul::negotiation::{AcceptorPolicy, SupportedContext};
+use dimsum_ul::negotiation::{AcceptorPolicy, FindOptions, SupportedContext};
 
 use crate::storage::BoxFuture;
 use crate::{Association, AssociationInfo, Error, IncomingRequest};
@@ -145,6 +145,12 @@ impl RequestContext {
         self.association.info()
     }
 
+    /// The C-FIND options agreed for `sop_class_uid` on this association (PS3.4 C.5.1.1): what
+    /// the acceptor answered to the requestor's SOP class extended negotiation for it.
+    pub fn find_options(&self, sop_class_uid: &str) -> FindOptions {
+        FindOptions::accepted(&self.info().negotiated, sop_class_uid)
+    }
+
     /// The transfer syntax of the request's presentation context (its data set's encoding).
     pub fn transfer_syntax(&self) -> &str {
         self.association
@@ -192,6 +198,15 @@ pub trait Scp: Send + Sync + 'static {
     /// C-GET SCP sends on, with the requestor as SCP), without performing requests on them.
     fn sub_operation_contexts(&self) -> Vec<SupportedContext> {
         Vec::new()
+    }
+
+    /// The answer to a requestor's SOP class extended negotiation for `sop_class_uid`, one of
+    /// this provider's (PS3.7 §D.3.3.5; the application information is the service class's,
+    /// e.g. PS3.4 C.5.1.1 for C-FIND): `Some(application information)` to send back, `None` to
+    /// leave it unanswered (nothing supported). The answer must accept no more than `proposed`.
+    fn extended_negotiation(&self, sop_class_uid: &str, proposed: &[u8]) -> Option<Vec<u8>> {
+        let _ = (sop_class_uid, proposed);
+        None
     }
 
     /// Performs one request and returns its final response (pending ones, if the service has
@@ -285,13 +300,24 @@ impl Dispatcher {
         merged
     }
 
-    /// An acceptor policy for `ae_title` that supports every provider's contexts.
+    /// An acceptor policy for `ae_title` that supports every provider's contexts and answers
+    /// SOP class extended negotiation through the provider of each SOP class
+    /// ([`Scp::extended_negotiation`]).
     pub fn policy(&self, ae_title: &str) -> AcceptorPolicy {
+        let dispatcher = self.clone();
         let policy = self
             .supported_contexts()
             .into_iter()
             .fold(AcceptorPolicy::new(ae_title), |policy, context| {
                 policy.support(context)
+            })
+            .with_sop_class_extended_handler(move |item| {
+                let sop_class = item.sop_class_uid.trim_end_matches(['\0', ' ']);
+                dispatcher
+                    .by_abstract_syntax
+                    .get(sop_class)
+                    .and_then(|&i| dispatcher.providers.get(i))?
+                    .extended_negotiation(sop_class, &item.service_class_application_information)
             });
         match &self.fallback {
             Some((_, transfer_syntaxes)) => {

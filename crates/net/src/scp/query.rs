@@ -11,6 +11,7 @@ use dimsum_dataset::query_model::QueryModel;
 use dimsum_dataset::scan::ScanLimits;
 use dimsum_dimse::message::Priority;
 use dimsum_dimse::status::Status;
+use dimsum_ul::negotiation::FindOptions;
 
 use super::{RequestContext, ScpFailure};
 use crate::DataSetStream;
@@ -29,6 +30,10 @@ pub struct Query {
     pub keys: InMemDicomObject,
     pub calling_ae_title: String,
     pub peer_address: SocketAddr,
+    /// The C-FIND options the requestor and this SCP agreed on for the query's SOP class
+    /// (PS3.4 C.5.1.1: relational queries, combined date-time matching, ...);
+    /// [`FindOptions::NONE`] when none were negotiated, and for C-GET and C-MOVE.
+    pub find_options: FindOptions,
 }
 
 impl Query {
@@ -66,6 +71,7 @@ impl Query {
             keys,
             calling_ae_title: info.negotiated.calling_ae_title.clone(),
             peer_address: info.peer_address,
+            find_options: context.find_options(sop_class_uid),
         })
     }
 }

@@ -20,7 +20,8 @@ use dimsum_dataset::scan::ScanLimits;
 use dimsum_dimse::association::SendError;
 use dimsum_dimse::message::{CFindRq, Message, Priority};
 use dimsum_dimse::status::Status;
-use dimsum_ul::negotiation::ProposedContext;
+use dimsum_ul::negotiation::{FindOptions, ProposedContext};
+use dimsum_ul::pdu::SopClassExtendedNegotiation;
 use dimsum_ul::uids::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 
 use crate::{Association, DataSetStream, Error, Responses};
@@ -74,6 +75,36 @@ pub fn query_context(
         .sop_class(service)
         .ok_or(QueryError::NoSopClass { model, service })?;
     Ok(ProposedContext::new(sop_class, QUERY_TRANSFER_SYNTAXES))
+}
+
+/// The SOP class extended negotiation item proposing `options` (PS3.4 C.5.1.1: relational
+/// queries, combined date-time matching, ...) for the FIND SOP class of `model`, to add to the
+/// association request with `AssociationRequest::with_sop_class_extended`.
+pub fn find_options_proposal(
+    model: QueryModel,
+    options: FindOptions,
+) -> Result<SopClassExtendedNegotiation, QueryError> {
+    let sop_class = model
+        .sop_class(QueryService::Find)
+        .ok_or(QueryError::NoSopClass {
+            model,
+            service: QueryService::Find,
+        })?;
+    Ok(options.proposal(sop_class))
+}
+
+/// The C-FIND options the SCP accepted for the FIND SOP class of `model` (PS3.4 C.5.1.1), of
+/// those we `proposed`: an acceptor's answer granting more than was proposed is not believed.
+pub fn accepted_find_options(
+    association: &Association,
+    model: QueryModel,
+    proposed: FindOptions,
+) -> FindOptions {
+    model
+        .sop_class(QueryService::Find)
+        .map(|sop_class| FindOptions::accepted(association.negotiated(), sop_class))
+        .unwrap_or_default()
+        .intersection(proposed)
 }
 
 /// Why a C-FIND, C-GET or C-MOVE could not be carried out. A final response with a failure

@@ -30,6 +30,7 @@
 //!   syntax that was not proposed for it is an error.
 
 mod acceptor;
+mod find_options;
 mod requestor;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use acceptor::{
     UserIdentityHandler, provider_rejection, reject_local_limit_exceeded,
     reject_temporary_congestion,
 };
+pub use find_options::{FIND_OPTION_BYTES, FindOptions};
 pub use requestor::{AssociationRequest, ProposedContext};
 
 use crate::pdu::{
