@@ -11,7 +11,7 @@ use dimsum_dataset::query_model::{QueryModel, QueryService};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{Query, ScpFailure};
 
-use crate::matching::{self, Candidate, MatchOptions};
+use crate::matching::{self, Candidate, CompiledQuery, MatchOptions};
 
 /// A Query/Retrieve level (PS3.4 C.6.1.1, C.6.2.1, C.6.3.1), top down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -253,7 +253,8 @@ pub fn set_element(tag: Tag, vr: VR, values: impl IntoIterator<Item = String>) -
 /// planned against the levels: its information model and level, and its non-universal keys by
 /// the level they match at. Whatever holds the entities (a folder in memory, a database) walks
 /// its entities at the plan's level and asks [`QueryPlan::passes`] of each level of their chain,
-/// then [`QueryPlan::response`] for the identifier to send.
+/// then [`QueryPlan::response`] for the identifier to send. The keys are compiled once, when the
+/// plan is made ([`CompiledQuery`]): matching a candidate decodes only the candidate's values.
 #[derive(Debug, Clone)]
 pub struct QueryPlan {
     model: QueryModel,
@@ -270,6 +271,10 @@ pub struct QueryPlan {
     /// keys of levels below the query's match when some descendant matches them.
     relational: bool,
     options: MatchOptions,
+    /// `keys` compiled, level by level.
+    compiled: [CompiledQuery; 4],
+    /// The whole identifier compiled, for choosing the sequence items of responses.
+    compiled_identifier: CompiledQuery,
 }
 
 impl QueryPlan {
@@ -324,21 +329,28 @@ impl QueryPlan {
                 by_level[key_level.depth() - 1].push(key.clone());
             }
         }
+        let options = MatchOptions::default();
         Ok(QueryPlan {
             model,
             service,
             level,
+            compiled: compile_levels(&by_level, options),
+            compiled_identifier: CompiledQuery::new(&keys, options),
             keys: by_level,
             identifier: keys,
             has_keys_below,
             relational: false,
-            options: MatchOptions::default(),
+            options,
         })
     }
 
     /// The same plan, matching with `options`.
     pub fn with_options(mut self, options: MatchOptions) -> Self {
-        self.options = options;
+        if options != self.options {
+            self.options = options;
+            self.compiled = compile_levels(&self.keys, options);
+            self.compiled_identifier = CompiledQuery::new(&self.identifier, options);
+        }
         self
     }
 
@@ -406,15 +418,31 @@ impl QueryPlan {
     /// Whether an entity at `level` passes the keys of its level, `record` holding its
     /// attributes (those of its level, [`attribute_level`]).
     pub fn passes(&self, level: Level, record: &InMemDicomObject) -> bool {
+        if level > self.level && !self.relational {
+            return true;
+        }
+        self.compiled[level.depth() - 1].matches(record)
+    }
+
+    /// The keys at `level` that an index may narrow its candidates on, each alone, and still
+    /// keep every match ([`QueryPlan::passes`] decides): those of [`QueryPlan::keys_at`] less
+    /// the Empty Value Matching keys (`""` selects a missing value, PS3.4 C.2.2.2.1) and, under
+    /// combined date and time matching (C.2.2.2.5.2), the time keys matched together with their
+    /// date key (the date key alone still bounds the day).
+    pub fn narrowing_keys(&self, level: Level) -> impl Iterator<Item = &InMemElement> {
+        let paired: Vec<Tag> = self.compiled[level.depth() - 1]
+            .paired_time_tags()
+            .collect();
         self.keys_at(level)
             .iter()
-            .all(|key| matching::key_matches_with(key, record.get(key.tag()), self.options))
+            .filter(move |key| !paired.contains(&key.tag()) && !matching::is_empty_value_key(key))
     }
 
     /// The response identifier for the entity whose chain of records (patient first, down to
     /// the plan's level) is `records` (PS3.4 C.4.1.1.3.2).
     pub fn response(&self, records: &[&InMemDicomObject]) -> InMemDicomObject {
-        matching::response_identifier_with(&self.identifier, &Chain { records }, self.options)
+        self.compiled_identifier
+            .response(&self.identifier, &Chain { records })
     }
 
     /// A C-GET or C-MOVE needs a non-universal value for the unique key of its level (PS3.4
@@ -436,6 +464,12 @@ impl QueryPlan {
         }
         Ok(())
     }
+}
+
+/// The keys of each level compiled on their own, so that a date key and its time key pair up
+/// within their level.
+fn compile_levels(keys: &[Vec<InMemElement>; 4], options: MatchOptions) -> [CompiledQuery; 4] {
+    std::array::from_fn(|depth| CompiledQuery::from_keys(&keys[depth], options))
 }
 
 /// The attributes of an entity and of its parents, each read at its own level

@@ -21,8 +21,14 @@
 //!   range of its own precision (TM `1012` is 10:12:00 to 10:12:59.999999, DT `2024` the whole
 //!   year), so TM with fractional parts and partial values compare correctly. The legacy forms
 //!   `YYYY.MM.DD` and `HH:MM:SS` are read too. A DT value's UTC offset is not applied: values
-//!   are compared as written. Combined date and time matching (C.2.2.2.5.2, optional) is not
-//!   done: a DA key and a TM key match independently.
+//!   are compared as written.
+//! * **Combined date and time matching** (C.2.2.2.5.2), when [`MatchOptions::combined_date_time`]
+//!   says so: a date key and its paired time key (the attribute the dictionary names alike with
+//!   "Time" for "Date": Study Date/Time, Series Date/Time, Patient's Birth Date/Time, Scheduled
+//!   Procedure Step Start Date/Time...) of the same form are one date-time range; a candidate
+//!   with a date and no time stands for its whole day.
+//! * **Empty value matching** (C.2.2.2.1): a key whose one value is `""` (two QUOTATION MARK
+//!   characters) matches a candidate whose attribute is missing or has no value.
 //! * **Sequence matching** (C.2.2.2.6): a query sequence with no item, or whose item holds only
 //!   universal keys, is universal; otherwise the candidate matches when at least one of its
 //!   items matches every key of the query item (only the first query item is used; PS3.4 allows
@@ -31,6 +37,11 @@
 //!   Names…): the candidate matches when any of its values matches.
 //!
 //! A non-universal key the candidate has no value for does not match.
+//!
+//! A query is compiled once ([`CompiledQuery`], [`CompiledKey`]): keys decoded, split and
+//! trimmed, universality decided, patterns and range bounds prepared, sequence items compiled;
+//! matching a candidate decodes only the candidate's values. [`matches()`], [`key_matches`] and
+//! [`response_identifier`] compile, then match: there is one matching implementation.
 
 use std::borrow::Cow;
 
@@ -95,9 +106,7 @@ pub fn matches_with<C: Candidate + ?Sized>(
     candidate: &C,
     options: MatchOptions,
 ) -> bool {
-    keys.iter()
-        .filter(|key| !is_return_only(key.tag()))
-        .all(|key| key_matches_with(key, candidate.attribute(key.tag()), options))
+    CompiledQuery::new(keys, options).matches(candidate)
 }
 
 /// Whether the key would match every candidate (C.2.2.2.3): no value, only spaces, a lone `*`
@@ -121,6 +130,17 @@ fn item_is_universal(item: &InMemDicomObject) -> bool {
         .all(is_universal)
 }
 
+/// Whether the key asks for Empty Value Matching (PS3.4 C.2.2.2.1): its one value is two
+/// QUOTATION MARK characters, `""`, which matches a candidate whose attribute is missing or
+/// has a zero-length value.
+pub fn is_empty_value_key(key: &InMemElement) -> bool {
+    let Value::Primitive(value) = key.value() else {
+        return false;
+    };
+    let values = values(key.vr(), value);
+    matches!(values.as_slice(), [only] if only.trim() == "\"\"")
+}
+
 /// Whether one key matches the candidate's element for its tag (`None`: the candidate has no
 /// such attribute).
 pub fn key_matches(key: &InMemElement, candidate: Option<&InMemElement>) -> bool {
@@ -133,41 +153,305 @@ pub fn key_matches_with(
     candidate: Option<&InMemElement>,
     options: MatchOptions,
 ) -> bool {
-    if is_universal(key) {
-        return true;
+    CompiledKey::new(key, options).matches(candidate)
+}
+
+/// A query, or the item of a query sequence, compiled once (PS3.4 C.2.2.2): every key's values
+/// decoded, split and trimmed, its universality decided, its wild card patterns and range
+/// bounds prepared, its sequence items compiled in turn; and, under combined date and time
+/// matching (C.2.2.2.5.2), each date key paired with its time key into one date-time range.
+/// Matching a candidate then only decodes the candidate's values. Universal keys are left out:
+/// they match every candidate.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledQuery {
+    tests: Vec<QueryTest>,
+}
+
+#[derive(Debug, Clone)]
+enum QueryTest {
+    Key(CompiledKey),
+    DateTime(CombinedDateTime),
+}
+
+impl CompiledQuery {
+    /// The query of `keys` (return-only keys, [`is_return_only`], left out).
+    pub fn new(keys: &InMemDicomObject, options: MatchOptions) -> CompiledQuery {
+        CompiledQuery::from_keys(keys.iter(), options)
     }
-    let Some(candidate) = candidate else {
+
+    /// The query of the keys `keys` (return-only keys left out), matched together: a date key
+    /// and its time key among them are paired when `options` asks for combined date and time
+    /// matching.
+    pub fn from_keys<'a>(
+        keys: impl IntoIterator<Item = &'a InMemElement>,
+        options: MatchOptions,
+    ) -> CompiledQuery {
+        let keys: Vec<&InMemElement> = keys
+            .into_iter()
+            .filter(|key| !is_return_only(key.tag()) && !is_universal(key))
+            .collect();
+        let mut paired_times = Vec::new();
+        let mut tests = Vec::with_capacity(keys.len());
+        for key in &keys {
+            if options.combined_date_time
+                && let Some(time_key) = time_key_of(key, &keys)
+                && let Some(combined) = CombinedDateTime::new(key, time_key)
+            {
+                paired_times.push(time_key.tag());
+                tests.push(QueryTest::DateTime(combined));
+                continue;
+            }
+            tests.push(QueryTest::Key(CompiledKey::new(key, options)));
+        }
+        tests.retain(|test| match test {
+            QueryTest::Key(key) => !paired_times.contains(&key.tag),
+            QueryTest::DateTime(_) => true,
+        });
+        CompiledQuery { tests }
+    }
+
+    /// Whether `candidate` matches every key.
+    pub fn matches<C: Candidate + ?Sized>(&self, candidate: &C) -> bool {
+        self.tests.iter().all(|test| match test {
+            QueryTest::Key(key) => key.matches(candidate.attribute(key.tag)),
+            QueryTest::DateTime(pair) => pair.matches(
+                candidate.attribute(pair.date_tag),
+                candidate.attribute(pair.time_tag),
+            ),
+        })
+    }
+
+    /// Whether the query matches every candidate (it has no non-universal key).
+    pub fn is_universal(&self) -> bool {
+        self.tests.is_empty()
+    }
+
+    /// The tags of the time keys matched together with their date key (C.2.2.2.5.2): they do
+    /// not select on their own.
+    pub fn paired_time_tags(&self) -> impl Iterator<Item = Tag> + '_ {
+        self.tests.iter().filter_map(|test| match test {
+            QueryTest::DateTime(pair) => Some(pair.time_tag),
+            QueryTest::Key(_) => None,
+        })
+    }
+
+    /// The compiled query item of the sequence key `tag`, if the query has one that is not
+    /// universal.
+    fn sequence(&self, tag: Tag) -> Option<&CompiledQuery> {
+        self.tests.iter().find_map(|test| match test {
+            QueryTest::Key(CompiledKey {
+                tag: key_tag,
+                test: KeyTest::Sequence(item),
+            }) if *key_tag == tag => Some(item.as_ref()),
+            _ => None,
+        })
+    }
+}
+
+/// The TM key paired with the DA key `date` (C.2.2.2.5.2), if `keys` has it: the attribute the
+/// dictionary names like the date one with "Date" for "Time" (Study Date and Study Time,
+/// Patient's Birth Date and Time, Scheduled Procedure Step Start Date and Time...), as DCMTK and
+/// dcm4che pair them.
+fn time_key_of<'a>(date: &InMemElement, keys: &[&'a InMemElement]) -> Option<&'a InMemElement> {
+    if date.vr() != VR::DA {
+        return None;
+    }
+    let time_tag = paired_time_tag(date.tag())?;
+    keys.iter()
+        .find(|key| key.tag() == time_tag && key.vr() == VR::TM)
+        .copied()
+}
+
+/// The tag of the time attribute paired with the date attribute `date_tag` in the standard
+/// dictionary (PS3.6), if any.
+pub fn paired_time_tag(date_tag: Tag) -> Option<Tag> {
+    use dimsum_dataset::dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    use dimsum_dataset::dicom_dictionary_std::StandardDataDictionary;
+    let dictionary = StandardDataDictionary;
+    let date = dictionary.by_tag(date_tag)?;
+    if date.vr() != VirtualVr::Exact(VR::DA) || !date.alias().contains("Date") {
+        return None;
+    }
+    let time = dictionary.by_name(&date.alias().replace("Date", "Time"))?;
+    (time.vr() == VirtualVr::Exact(VR::TM)).then(|| time.tag())
+}
+
+/// One query key compiled once (PS3.4 C.2.2.2): see [`CompiledQuery`].
+#[derive(Debug, Clone)]
+pub struct CompiledKey {
+    tag: Tag,
+    test: KeyTest,
+}
+
+#[derive(Debug, Clone)]
+enum KeyTest {
+    /// Matches every candidate (C.2.2.2.3).
+    Universal,
+    /// `""`: matches a missing or zero-length attribute (C.2.2.2.1).
+    EmptyValue,
+    /// The key's values, of the key's VR; the candidate matches when one of its values matches
+    /// one of them.
+    Values { vr: VR, values: Vec<KeyValue> },
+    /// A key of unknown VR (a private attribute in implicit VR): it takes each candidate's VR.
+    UnknownVr(PrimitiveValue),
+    /// A query sequence item: some item of the candidate's sequence matches all its keys.
+    Sequence(Box<CompiledQuery>),
+}
+
+/// One value of a key, prepared for the matching its VR calls for.
+#[derive(Debug, Clone)]
+enum KeyValue {
+    /// Single value matching (C.2.2.2.1).
+    Exact(String),
+    /// Wild card matching (C.2.2.2.4).
+    Pattern(Pattern),
+    /// IS, DS and the binary numbers: compared as numbers, as text when either is not one.
+    Number { number: Option<f64>, text: String },
+    /// DA, TM, DT range (C.2.2.2.5); `None`: malformed, matches nothing.
+    Range(Option<RangeBounds>),
+    /// PN: the key normalized (and in lower case when names compare without regard to case).
+    PersonName {
+        name: String,
+        pattern: Option<Pattern>,
+        /// The key has no component groups: it is also tried against the candidate's
+        /// alphabetic group.
+        alphabetic_too: bool,
+        case_insensitive: bool,
+    },
+}
+
+impl CompiledKey {
+    /// The key compiled for matching with `options`.
+    pub fn new(key: &InMemElement, options: MatchOptions) -> CompiledKey {
+        let tag = key.tag();
+        let test = if is_universal(key) {
+            KeyTest::Universal
+        } else if is_empty_value_key(key) {
+            KeyTest::EmptyValue
+        } else {
+            match key.value() {
+                Value::Sequence(sequence) => match sequence.items().first() {
+                    Some(item) => KeyTest::Sequence(Box::new(CompiledQuery::new(item, options))),
+                    None => KeyTest::Universal,
+                },
+                // Encapsulated values are not matched (is_universal said so).
+                Value::PixelSequence(_) => KeyTest::Universal,
+                Value::Primitive(value) if key.vr() == VR::UN => KeyTest::UnknownVr(value.clone()),
+                Value::Primitive(value) => KeyTest::Values {
+                    vr: key.vr(),
+                    values: compile_values(key.vr(), value, options),
+                },
+            }
+        };
+        CompiledKey { tag, test }
+    }
+
+    /// The key's tag.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+
+    /// Whether the key matches the candidate's element for its tag (`None`: the candidate has
+    /// no such attribute). A non-universal key the candidate has no value for does not match.
+    pub fn matches(&self, candidate: Option<&InMemElement>) -> bool {
+        match &self.test {
+            KeyTest::Universal => true,
+            KeyTest::EmptyValue => candidate.is_none_or(is_empty_element),
+            KeyTest::Sequence(item) => candidate
+                .and_then(|element| element.value().items())
+                .is_some_and(|items| items.iter().any(|candidate| item.matches(candidate))),
+            KeyTest::Values { vr, values } => {
+                candidate.is_some_and(|candidate| values_match(*vr, values, candidate))
+            }
+            KeyTest::UnknownVr(value) => candidate.is_some_and(|candidate| {
+                let vr = candidate.vr();
+                let values = compile_values(vr, value, MatchOptions::default());
+                values_match(vr, &values, candidate)
+            }),
+        }
+    }
+}
+
+/// Whether an element has no value (zero length, or only padding; a sequence with no item).
+fn is_empty_element(element: &InMemElement) -> bool {
+    match element.value() {
+        Value::Primitive(value) => values(element.vr(), value).iter().all(|v| v.is_empty()),
+        Value::Sequence(sequence) => sequence.items().is_empty(),
+        Value::PixelSequence(_) => false,
+    }
+}
+
+/// The non-empty values of a key, prepared for `vr`.
+fn compile_values(vr: VR, value: &PrimitiveValue, options: MatchOptions) -> Vec<KeyValue> {
+    values(vr, value)
+        .iter()
+        .filter(|value| !value.is_empty())
+        .map(|value| compile_value(vr, value, options))
+        .collect()
+}
+
+fn compile_value(vr: VR, value: &str, options: MatchOptions) -> KeyValue {
+    match vr {
+        VR::DA | VR::TM | VR::DT => KeyValue::Range(range_bounds(vr, value)),
+        VR::PN => {
+            let case_insensitive = options.case_insensitive_person_names;
+            let name = person_name_key(value, case_insensitive);
+            KeyValue::PersonName {
+                case_insensitive,
+                pattern: has_wild_cards(&name).then(|| Pattern::new(&name)),
+                alphabetic_too: !name.contains('='),
+                name,
+            }
+        }
+        VR::IS | VR::DS | VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::SV | VR::UV => {
+            KeyValue::Number {
+                number: value.trim().parse::<f64>().ok(),
+                text: value.to_owned(),
+            }
+        }
+        vr if allows_wild_cards(vr) && has_wild_cards(value) => {
+            KeyValue::Pattern(Pattern::new(value))
+        }
+        _ => KeyValue::Exact(value.to_owned()),
+    }
+}
+
+/// Whether one of the candidate's values matches one of the key's `values` (of VR `vr`).
+fn values_match(vr: VR, keys: &[KeyValue], candidate: &InMemElement) -> bool {
+    let Value::Primitive(candidate_value) = candidate.value() else {
         return false;
     };
-    match key.value() {
-        Value::Sequence(sequence) => {
-            let Some(query_item) = sequence.items().first() else {
-                return true;
-            };
-            candidate.value().items().is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|item| matches_with(query_item, item, options))
-            })
-        }
-        // Encapsulated values are not matched (is_universal said so above).
-        Value::PixelSequence(_) => true,
-        Value::Primitive(key_value) => {
-            let Value::Primitive(candidate_value) = candidate.value() else {
-                return false;
-            };
-            // A key of unknown VR (a private attribute in implicit VR) takes the candidate's.
-            let vr = match key.vr() {
-                VR::UN => candidate.vr(),
-                vr => vr,
-            };
-            let key_values = values(vr, key_value);
-            let candidate_values = values(vr, candidate_value);
-            key_values.iter().filter(|k| !k.is_empty()).any(|k| {
-                candidate_values
-                    .iter()
-                    .any(|candidate| value_matches(vr, k, candidate, options))
-            })
+    values(vr, candidate_value)
+        .iter()
+        .any(|candidate| keys.iter().any(|key| key.matches(vr, candidate)))
+}
+
+impl KeyValue {
+    /// Whether one candidate value matches this key value.
+    fn matches(&self, vr: VR, candidate: &str) -> bool {
+        match self {
+            KeyValue::Exact(key) => key == candidate,
+            KeyValue::Pattern(pattern) => pattern.matches(candidate),
+            KeyValue::Number { number, text } => match (number, candidate.trim().parse::<f64>()) {
+                (Some(key), Ok(candidate)) => *key == candidate,
+                _ => text == candidate,
+            },
+            KeyValue::Range(None) => false,
+            KeyValue::Range(Some(range)) => {
+                range_point(vr, candidate).is_some_and(|point| range.contains(&point))
+            }
+            KeyValue::PersonName {
+                name,
+                pattern,
+                alphabetic_too,
+                case_insensitive,
+            } => person_name_matches(
+                name,
+                pattern.as_ref(),
+                *alphabetic_too,
+                *case_insensitive,
+                candidate,
+            ),
         }
     }
 }
@@ -189,55 +473,69 @@ pub fn response_identifier_with<C: Candidate + ?Sized>(
     candidate: &C,
     options: MatchOptions,
 ) -> InMemDicomObject {
-    let mut response = response_item(keys, candidate, options);
-    if let Some(level) = keys.get(tags::QUERY_RETRIEVE_LEVEL) {
-        response.put(level.clone());
-    }
-    if let Some(charset) = candidate.attribute(tags::SPECIFIC_CHARACTER_SET) {
-        response.put(charset.clone());
-    }
-    response
+    CompiledQuery::new(keys, options).response(keys, candidate)
 }
 
-/// The elements of a response (or of a response item) for `keys`.
-fn response_item<C: Candidate + ?Sized>(
-    keys: &InMemDicomObject,
-    candidate: &C,
-    options: MatchOptions,
-) -> InMemDicomObject {
-    InMemDicomObject::from_element_iter(
-        keys.iter()
-            .filter(|key| !is_return_only(key.tag()))
-            .map(|key| response_element(key, candidate.attribute(key.tag()), options)),
-    )
-}
+impl CompiledQuery {
+    /// [`response_identifier`] for the query this was compiled from, `keys`: sequence items
+    /// are chosen with the compiled query items.
+    pub fn response<C: Candidate + ?Sized>(
+        &self,
+        keys: &InMemDicomObject,
+        candidate: &C,
+    ) -> InMemDicomObject {
+        let mut response = self.response_item(keys, candidate);
+        if let Some(level) = keys.get(tags::QUERY_RETRIEVE_LEVEL) {
+            response.put(level.clone());
+        }
+        if let Some(charset) = candidate.attribute(tags::SPECIFIC_CHARACTER_SET) {
+            response.put(charset.clone());
+        }
+        response
+    }
 
-/// The response element for one key: for a sequence, the candidate's items that match the
-/// query item, each reduced to the item's keys (all of them, whole, for a query sequence with
-/// no item); otherwise the candidate's element.
-fn response_element(
-    key: &InMemElement,
-    candidate: Option<&InMemElement>,
-    options: MatchOptions,
-) -> InMemElement {
-    let tag = key.tag();
-    let Value::Sequence(sequence) = key.value() else {
-        return match candidate {
-            Some(element) => element.clone(),
-            None => DataElement::empty(tag, key.vr()),
+    /// The elements of a response (or of a response item) for `keys`.
+    fn response_item<C: Candidate + ?Sized>(
+        &self,
+        keys: &InMemDicomObject,
+        candidate: &C,
+    ) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter(
+            keys.iter()
+                .filter(|key| !is_return_only(key.tag()))
+                .map(|key| self.response_element(key, candidate.attribute(key.tag()))),
+        )
+    }
+
+    /// The response element for one key: for a sequence, the candidate's items that match the
+    /// query item, each reduced to the item's keys (all of them, whole, for a query sequence
+    /// with no item); otherwise the candidate's element.
+    fn response_element(
+        &self,
+        key: &InMemElement,
+        candidate: Option<&InMemElement>,
+    ) -> InMemElement {
+        let tag = key.tag();
+        let Value::Sequence(sequence) = key.value() else {
+            return match candidate {
+                Some(element) => element.clone(),
+                None => DataElement::empty(tag, key.vr()),
+            };
         };
-    };
-    let candidate_items = candidate.and_then(|element| element.value().items());
-    let items: Vec<InMemDicomObject> = match (candidate_items, sequence.items().first()) {
-        (None, _) => Vec::new(),
-        (Some(items), None) => items.to_vec(),
-        (Some(items), Some(query_item)) => items
-            .iter()
-            .filter(|item| matches_with(query_item, *item, options))
-            .map(|item| response_item(query_item, item, options))
-            .collect(),
-    };
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+        let candidate_items = candidate.and_then(|element| element.value().items());
+        let universal = CompiledQuery::default();
+        let compiled = self.sequence(tag).unwrap_or(&universal);
+        let items: Vec<InMemDicomObject> = match (candidate_items, sequence.items().first()) {
+            (None, _) => Vec::new(),
+            (Some(items), None) => items.to_vec(),
+            (Some(items), Some(query_item)) => items
+                .iter()
+                .filter(|item| compiled.matches(*item))
+                .map(|item| compiled.response_item(query_item, item))
+                .collect(),
+        };
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    }
 }
 
 /// The values of a primitive value as text, without the padding that is insignificant for `vr`
@@ -294,50 +592,43 @@ pub(crate) fn allows_wild_cards(vr: VR) -> bool {
     )
 }
 
-/// Whether one (non-empty) key value matches one candidate value.
-fn value_matches(vr: VR, key: &str, candidate: &str, options: MatchOptions) -> bool {
-    match vr {
-        VR::DA | VR::TM | VR::DT => range_matches(vr, key, candidate),
-        VR::PN => person_name_matches(key, candidate, options.case_insensitive_person_names),
-        VR::IS | VR::DS | VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::SV | VR::UV => {
-            match (key.trim().parse::<f64>(), candidate.trim().parse::<f64>()) {
-                (Ok(k), Ok(c)) => k == c,
-                _ => key == candidate,
-            }
-        }
-        vr if allows_wild_cards(vr) && has_wild_cards(key) => wild_card_matches(key, candidate),
-        _ => key == candidate,
-    }
-}
-
 pub(crate) fn has_wild_cards(value: &str) -> bool {
     value.contains(['*', '?'])
 }
 
-/// PN: case-insensitive (unless `case_insensitive` is false), empty trailing components
-/// ignored; a key without component groups (`=`) is also tried against the candidate's
-/// alphabetic group.
-fn person_name_matches(key: &str, candidate: &str, case_insensitive: bool) -> bool {
-    let normalize = |name: &str| {
-        let name = normalize_person_name(name);
-        if case_insensitive {
-            name.to_lowercase()
-        } else {
-            name
-        }
+/// A PN key as it is compared: normalized ([`normalize_person_name`]), in lower case when names
+/// compare without regard to case.
+fn person_name_key(name: &str, case_insensitive: bool) -> String {
+    let name = normalize_person_name(name);
+    if case_insensitive {
+        name.to_lowercase()
+    } else {
+        name
+    }
+}
+
+/// PN: the compiled key `key` (see [`person_name_key`]) against a candidate value, empty
+/// trailing components ignored; a key without component groups (`=`) is also tried against the
+/// candidate's alphabetic group.
+fn person_name_matches(
+    key: &str,
+    pattern: Option<&Pattern>,
+    alphabetic_too: bool,
+    case_insensitive: bool,
+    candidate: &str,
+) -> bool {
+    let one = |candidate: &str| match pattern {
+        Some(pattern) => pattern.matches(candidate),
+        None => key == candidate,
     };
-    let key = normalize(key);
-    let whole = normalize(candidate);
-    let alphabetic = (!key.contains('=') && candidate.contains('='))
-        .then(|| normalize(candidate.split('=').next().unwrap_or_default()));
-    let one = |candidate: &str| {
-        if has_wild_cards(&key) {
-            wild_card_matches(&key, candidate)
-        } else {
-            key == candidate
-        }
-    };
-    one(&whole) || alphabetic.as_deref().is_some_and(one)
+    let whole = person_name_key(candidate, case_insensitive);
+    one(&whole)
+        || (alphabetic_too
+            && candidate.contains('=')
+            && one(&person_name_key(
+                candidate.split('=').next().unwrap_or_default(),
+                case_insensitive,
+            )))
 }
 
 /// Without empty trailing components in each group, nor empty trailing groups (case kept).
@@ -353,34 +644,154 @@ pub(crate) fn normalize_person_name(name: &str) -> String {
     groups[..kept].join("=")
 }
 
-/// `*` matches any run of characters (none included), `?` any one character.
-fn wild_card_matches(pattern: &str, value: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let value: Vec<char> = value.chars().collect();
-    let (mut p, mut v) = (0, 0);
-    // Where the last `*` was, and the value position it was tried against.
-    let mut star: Option<(usize, usize)> = None;
-    while v < value.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, v));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == value[v] => {
-                p += 1;
-                v += 1;
-            }
-            _ => match star {
-                Some((star_p, star_v)) => {
-                    p = star_p + 1;
-                    v = star_v + 1;
-                    star = Some((star_p, star_v + 1));
+/// A wild card pattern (C.2.2.2.4), prepared once: `*` matches any run of characters (none
+/// included), `?` any one character, every other character itself.
+#[derive(Debug, Clone)]
+struct Pattern {
+    chars: Vec<char>,
+    /// How many characters a value needs at least (those that are not `*`).
+    min_chars: usize,
+}
+
+impl Pattern {
+    fn new(pattern: &str) -> Pattern {
+        let chars: Vec<char> = pattern.chars().collect();
+        let min_chars = chars.iter().filter(|&&c| c != '*').count();
+        Pattern { chars, min_chars }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        // A value too short for the pattern is settled without walking it (a 1 MB pattern
+        // against a short name).
+        if value.len() < self.min_chars {
+            return false;
+        }
+        let value: Vec<char> = value.chars().collect();
+        if value.len() < self.min_chars {
+            return false;
+        }
+        let pattern = &self.chars;
+        let (mut p, mut v) = (0, 0);
+        // Where the last `*` was, and the value position it was tried against.
+        let mut star: Option<(usize, usize)> = None;
+        while v < value.len() {
+            match pattern.get(p) {
+                Some('*') => {
+                    star = Some((p, v));
+                    p += 1;
                 }
-                None => return false,
+                Some(&c) if c == '?' || c == value[v] => {
+                    p += 1;
+                    v += 1;
+                }
+                _ => match star {
+                    Some((star_p, star_v)) => {
+                        p = star_p + 1;
+                        v = star_v + 1;
+                        star = Some((star_p, star_v + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        pattern[p..].iter().all(|&c| c == '*')
+    }
+}
+
+/// A date key and its time key matched as one date-time range (PS3.4 C.2.2.2.5.2, combined
+/// date and time matching): `StudyDate=20200101-20200103, StudyTime=1000-1200` is 2020-01-01
+/// 10:00 to 2020-01-03 12:00, not 10:00 to 12:00 on each of three days.
+///
+/// Both keys must be one value and take the same form: both `a-b`, both `a-`, both `-b`, or
+/// both single values (each the range of its precision); otherwise they match independently,
+/// as without combined matching. A candidate with a date and no time stands for its whole day:
+/// it matches when that day overlaps the range.
+#[derive(Debug, Clone)]
+struct CombinedDateTime {
+    date_tag: Tag,
+    time_tag: Tag,
+    /// The ends as normalized DT points (`YYYYMMDDHHMMSSffffff`); `None` is an open end.
+    range: RangeBounds,
+}
+
+impl CombinedDateTime {
+    /// The pair, if the keys can be combined.
+    fn new(date: &InMemElement, time: &InMemElement) -> Option<CombinedDateTime> {
+        let one = |key: &InMemElement| -> Option<String> {
+            let Value::Primitive(value) = key.value() else {
+                return None;
+            };
+            let values = values(key.vr(), value);
+            match values.as_slice() {
+                [only] if !only.is_empty() && only.as_ref() != "\"\"" => Some(only.to_string()),
+                _ => None,
+            }
+        };
+        let (date_value, time_value) = (one(date)?, one(time)?);
+        let ends = |vr: VR, value: &str| -> (Option<String>, Option<String>) {
+            match split_range(vr, value) {
+                Some((lower, upper)) => (lower.map(str::to_owned), upper.map(str::to_owned)),
+                None => (Some(value.to_owned()), Some(value.to_owned())),
+            }
+        };
+        let (date_lower, date_upper) = ends(VR::DA, &date_value);
+        let (time_lower, time_upper) = ends(VR::TM, &time_value);
+        if date_lower.is_some() != time_lower.is_some()
+            || date_upper.is_some() != time_upper.is_some()
+        {
+            return None;
+        }
+        let join = |date: Option<String>, time: Option<String>, end: End| match (date, time) {
+            (Some(date), Some(time)) => Some(Some(
+                normalize(VR::DA, &date, end)? + &normalize(VR::TM, &time, end)?,
+            )),
+            _ => Some(None),
+        };
+        Some(CombinedDateTime {
+            date_tag: date.tag(),
+            time_tag: time.tag(),
+            range: RangeBounds {
+                lower: join(date_lower, time_lower, End::Lower)?,
+                upper: join(date_upper, time_upper, End::Upper)?,
             },
+        })
+    }
+
+    /// Whether a candidate with these date and time elements matches.
+    fn matches(&self, date: Option<&InMemElement>, time: Option<&InMemElement>) -> bool {
+        let first = |element: Option<&InMemElement>, vr: VR| -> Option<Option<String>> {
+            let Some(element) = element else {
+                return Some(None);
+            };
+            let Value::Primitive(value) = element.value() else {
+                return None;
+            };
+            match values(vr, value).iter().find(|v| !v.is_empty()) {
+                Some(value) => Some(Some(range_point(vr, value)?)),
+                None => Some(None),
+            }
+        };
+        let Some(Some(day)) = first(date, VR::DA) else {
+            return false;
+        };
+        match first(time, VR::TM) {
+            Some(Some(time)) => self.range.contains(&format!("{day}{time}")),
+            // No time: the whole day, which must overlap the range.
+            Some(None) => {
+                let (start, end) = (format!("{day}000000000000"), format!("{day}235959999999"));
+                self.range
+                    .upper
+                    .as_deref()
+                    .is_none_or(|upper| start.as_str() <= upper)
+                    && self
+                        .range
+                        .lower
+                        .as_deref()
+                        .is_none_or(|lower| end.as_str() >= lower)
+            }
+            None => false,
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
 }
 
 /// Which end of a range a partial value stands for.
@@ -388,17 +799,6 @@ fn wild_card_matches(pattern: &str, value: &str) -> bool {
 enum End {
     Lower,
     Upper,
-}
-
-/// DA, TM and DT: a single value, or a range `a-b`, `a-`, `-b` (C.2.2.2.5).
-fn range_matches(vr: VR, key: &str, candidate: &str) -> bool {
-    let Some(point) = range_point(vr, candidate) else {
-        return false;
-    };
-    let Some(range) = range_bounds(vr, key) else {
-        return false;
-    };
-    range.contains(&point)
 }
 
 /// The ends of a DA, TM or DT range key, normalized to sort in time order (see [`normalize`]);

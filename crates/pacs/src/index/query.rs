@@ -352,7 +352,7 @@ impl Narrowing {
         let constraints = Level::ALL
             .into_iter()
             .filter(|level| *level <= plan.level())
-            .flat_map(|level| plan.keys_at(level).iter())
+            .flat_map(|level| plan.narrowing_keys(level))
             .filter_map(|key| constraint(key, case_sensitive))
             .collect();
         Narrowing { constraints }
