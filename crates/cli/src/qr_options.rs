@@ -2,14 +2,15 @@
 //! model and the identifier, built from query files and `-k` keys as DCMTK's tools do.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tracing::{error, info};
 
-use dimsum_net::Association;
 use dimsum_net::dataset::QueryModel;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::query_keys::{self, QueryKey};
 use dimsum_net::scu::{QueryError, QueryRequest};
+use dimsum_net::{Association, MoveRetry};
 
 use crate::exit::{self, Code};
 use crate::options::PeerOptions;
@@ -111,6 +112,31 @@ impl KeyOptions {
             .map_err(|e| e.to_string())?;
         query_keys::apply_keys(&mut identifier, &keys).map_err(|e| e.to_string())?;
         Ok(identifier)
+    }
+}
+
+/// How a C-MOVE SCP (`qrscp`, `serve`) retries its destination: each flag given replaces that
+/// part of the policy (see [`MoveRetry`]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MoveRetryOptions {
+    /// Times a C-MOVE tries its destination again after a refused connection, a transient
+    /// rejection or an abort; 0 = never [default: 2].
+    #[arg(long, value_name = "N")]
+    pub move_retries: Option<u32>,
+    /// Seconds to wait before each of those attempts [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    pub move_retry_delay: Option<u64>,
+}
+
+impl MoveRetryOptions {
+    /// `retry` with the flags given applied over it.
+    pub fn over(&self, retry: MoveRetry) -> MoveRetry {
+        MoveRetry {
+            retries: self.move_retries.unwrap_or(retry.retries),
+            delay: self
+                .move_retry_delay
+                .map_or(retry.delay, Duration::from_secs),
+        }
     }
 }
 

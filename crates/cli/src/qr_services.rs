@@ -1,5 +1,6 @@
 //! The services that `qrscp` and `serve` both offer, on one dispatcher.
 
+use dimsum_net::MoveRetry;
 use dimsum_net::dataset::{QueryModel, QueryService, sop_class, transfer_syntax};
 use dimsum_net::scp::{
     Dispatcher, EchoScp, FindHandler, FindScp, GetScp, MoveScp, RetrieveHandler, StoreScp,
@@ -17,8 +18,9 @@ pub fn query_syntaxes() -> Vec<String> {
 
 /// C-ECHO; C-STORE of every storage SOP class in every transfer syntax we know into `storage`;
 /// and C-FIND, C-GET (its sub-operations on the same contexts) and C-MOVE of the Patient Root,
-/// Study Root and Patient/Study Only models over `archive`.
-pub fn archive_dispatcher<S, A>(storage: S, archive: A) -> Dispatcher
+/// Study Root and Patient/Study Only models over `archive`, C-MOVE retrying its destination as
+/// `retry` says.
+pub fn archive_dispatcher<S, A>(storage: S, archive: A, retry: MoveRetry) -> Dispatcher
 where
     S: Storage,
     A: FindHandler + RetrieveHandler + Clone,
@@ -62,9 +64,8 @@ where
             )
             .with_storage(storage_classes, all_syntaxes),
         )
-        .with(MoveScp::new(
-            archive,
-            qr_classes(QueryService::Move),
-            query_syntaxes(),
-        ))
+        .with(
+            MoveScp::new(archive, qr_classes(QueryService::Move), query_syntaxes())
+                .with_retry(retry),
+        )
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tracing::{error, info};
 
+use dimsum_net::MoveRetry;
 use dimsum_net::dataset::{QueryModel, QueryService};
 use dimsum_net::scp::FindScp;
 use dimsum_net::storage::FileStorage;
@@ -16,6 +17,7 @@ use dimsum_pacs::{FolderArchive, FolderArchiveConfig, WorklistFolder};
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
 use crate::options::ServerOptions;
+use crate::qr_options::MoveRetryOptions;
 use crate::qr_services;
 
 /// Options of `dimsum qrscp`.
@@ -37,6 +39,8 @@ pub struct Options {
     /// Associations a C-MOVE opens to its destination at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub move_associations: u32,
+    #[command(flatten)]
+    pub move_retry: MoveRetryOptions,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -88,7 +92,11 @@ pub async fn run(options: Options) -> Code {
             return Code::Internal;
         }
     };
-    let mut dispatcher = qr_services::archive_dispatcher(storage, archive);
+    let mut dispatcher = qr_services::archive_dispatcher(
+        storage,
+        archive,
+        options.move_retry.over(MoveRetry::default()),
+    );
     if let Some(folder) = &options.worklist {
         let worklist_class = QueryModel::ModalityWorklist
             .sop_class(QueryService::Find)

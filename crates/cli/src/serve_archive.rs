@@ -152,7 +152,8 @@ fn dispatcher(archive: &Archive, config: &ServeConfig) -> Dispatcher {
     for (ae_title, address) in &config.peers {
         commitment = commitment.with_peer(ae_title, format!("{}:{}", address.host, address.port));
     }
-    qr_services::archive_dispatcher(archive.clone(), archive.clone()).with(commitment)
+    qr_services::archive_dispatcher(archive.clone(), archive.clone(), config.move_retry())
+        .with(commitment)
 }
 
 async fn report_counts(archive: &Archive) {

@@ -23,9 +23,10 @@ use serde::Deserialize;
 use dimsum_net::server::{DEFAULT_MAX_ASSOCIATIONS, DEFAULT_OPERATIONS_PERFORMED};
 use dimsum_net::tls::TlsError;
 use dimsum_net::ul::negotiation::validate_ae_title;
-use dimsum_net::{ServerConfig, Timeouts};
+use dimsum_net::{MoveRetry, ServerConfig, Timeouts};
 
 use crate::options::{parse_max_pdu, seconds};
+use crate::qr_options::MoveRetryOptions;
 use crate::tls_options::TlsOptions;
 
 /// The port `dimsum serve` listens on by default (the registered DICOM port, PS3.15 Annex B:
@@ -78,6 +79,11 @@ pub struct ServeConfig {
     /// The AE titles we connect to: C-MOVE destinations and Storage Commitment report targets
     /// (`--peer AE:HOST:PORT`).
     pub peers: BTreeMap<String, PeerAddress>,
+    /// Times a C-MOVE tries its destination again after a refused connection, a transient
+    /// rejection or an abort (`--move-retries`); 0: never.
+    pub move_retries: u32,
+    /// Seconds before each of those attempts (`--move-retry-delay`).
+    pub move_retry_delay: u64,
     /// The timers, in seconds.
     pub timeouts: TimeoutsConfig,
     /// TLS on every association (PS3.15 Annex B); absent: plain TCP.
@@ -103,6 +109,8 @@ impl Default for ServeConfig {
             duplicates: DuplicatePolicy::default(),
             result_limit: DEFAULT_RESULT_LIMIT,
             peers: BTreeMap::new(),
+            move_retries: MoveRetry::default().retries,
+            move_retry_delay: MoveRetry::default().delay.as_secs(),
             timeouts: TimeoutsConfig::default(),
             tls: None,
         }
@@ -341,6 +349,8 @@ pub struct ServeOptions {
     #[arg(long, requires = "scan")]
     pub scan_only: bool,
     #[command(flatten)]
+    pub move_retry: MoveRetryOptions,
+    #[command(flatten)]
     pub tls: TlsOptions,
 }
 
@@ -484,6 +494,9 @@ impl ServeConfig {
         if let Some(idle) = options.idle_timeout {
             self.timeouts.idle = idle;
         }
+        let retry = options.move_retry.over(self.move_retry());
+        self.move_retries = retry.retries;
+        self.move_retry_delay = retry.delay.as_secs();
         if !options.allow_calling.is_empty() {
             self.allow_calling.clone_from(&options.allow_calling);
         }
@@ -538,6 +551,14 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How a C-MOVE retries its destination.
+    pub fn move_retry(&self) -> MoveRetry {
+        MoveRetry {
+            retries: self.move_retries,
+            delay: Duration::from_secs(self.move_retry_delay),
+        }
     }
 
     /// The server configuration for `dimsum_net`, TLS files read and checked.
@@ -714,6 +735,7 @@ mod tests {
         assert_eq!(server.timeouts.idle, Some(Duration::from_secs(300)));
         assert_eq!(server.timeouts, Timeouts::default());
         assert_eq!(server.shutdown_grace, ServerConfig::new("X").shutdown_grace);
+        assert_eq!(config.move_retry(), MoveRetry::default());
     }
 
     #[test]
@@ -747,6 +769,13 @@ mod tests {
             }
         );
         assert_eq!(config.peers["VIEWER"].to_string(), "[fd00::7]:104");
+        assert_eq!(
+            config.move_retry(),
+            MoveRetry {
+                retries: 5,
+                delay: Duration::from_secs(3)
+            }
+        );
         assert_eq!(
             config.timeouts,
             TimeoutsConfig {
@@ -817,6 +846,8 @@ mod tests {
             "VIEWER:viewer:4006",
             "--peer",
             "NEW:10.1.1.1:104",
+            "--move-retries",
+            "0",
             "--disable-tls",
         ])
         .expect("flags");
@@ -826,6 +857,14 @@ mod tests {
         assert_eq!(config.data, Path::new("here"));
         assert_eq!(config.max_associations, 9);
         assert_eq!(config.timeouts.idle, 0);
+        assert_eq!(
+            config.move_retry(),
+            MoveRetry {
+                retries: 0,
+                delay: Duration::from_secs(3)
+            },
+            "--move-retries replaces the file's count and leaves its delay"
+        );
         assert_eq!(
             config.allow_calling,
             ["ONLYME"],
