@@ -3,7 +3,7 @@
 //! (`dimsum_dataset::scan`, which seeks over large values), and only then the attributes before
 //! the Pixel Data group through dicom-rs. Blocking: call it on tokio's blocking pool.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,6 @@ use dimsum_dataset::dicom_object::{DicomCollectorOptions, InMemDicomObject};
 use dimsum_dataset::part10::{self, FileMeta, Part10Error};
 use dimsum_dataset::scan::{self, ScanError, ScanLimits, Summary};
 use dimsum_dataset::{identifier, transfer_syntax};
-use tracing::warn;
 
 /// The attributes kept are those before this tag: the Pixel Data group (7FE0) and what follows
 /// it (Float and Double Float Pixel Data included) are never read.
@@ -169,51 +168,10 @@ pub fn read_part10(path: &Path, limits: &ScanLimits) -> Result<Part10File, FileE
     })
 }
 
-/// The files under `root`, recursively, sorted. Hidden entries (a name starting with `.`, such
-/// as the temporary files of a Storage SCP still receiving) are left out; symbolic links to
-/// files are followed, those to folders are not (no cycles). A subfolder that cannot be read is
-/// reported and skipped; only an unreadable `root` is an error.
-pub fn list_files(root: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut folders = vec![root.to_path_buf()];
-    let mut first = true;
-    while let Some(folder) = folders.pop() {
-        let entries = match fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(error) if first => return Err(error),
-            Err(error) => {
-                warn!("skipping folder {}: {error}", folder.display());
-                continue;
-            }
-        };
-        first = false;
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(error) => {
-                    warn!("skipping an entry of {}: {error}", folder.display());
-                    continue;
-                }
-            };
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            if file_type.is_dir() {
-                folders.push(path);
-            } else if file_type.is_file()
-                || (file_type.is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_file()))
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
+/// The files under a folder, recursively, sorted, hidden entries left out and each folder
+/// listed once however many links lead to it: the one folder walk, shared with the Storage
+/// SCU's batches.
+pub use dimsum_net::scu::store::list_files;
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +180,7 @@ mod tests {
     use dimsum_dataset::dicom_core::{DataElement, VR};
     use dimsum_dataset::dicom_dictionary_std::tags;
     use dimsum_dataset::part10::encode_header;
+    use std::fs;
 
     const EXPLICIT: &str = "1.2.840.10008.1.2.1";
     const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
@@ -305,30 +264,5 @@ mod tests {
         assert!(matches!(error, FileError::Refused { .. }), "{error}");
         assert!(!error.is_not_dicom());
         assert!(error.to_string().contains("lying.dcm"), "{error}");
-    }
-
-    #[test]
-    fn listing_skips_hidden_entries_and_folder_links() {
-        let folder = tempfile::tempdir().expect("tempdir");
-        let root = folder.path();
-        fs::create_dir_all(root.join("a/b")).expect("dirs");
-        fs::create_dir_all(root.join(".hidden")).expect("dirs");
-        for file in ["one", "a/two", "a/b/three", ".partial", ".hidden/four"] {
-            fs::write(root.join(file), b"x").expect("write");
-        }
-        std::os::unix::fs::symlink(root, root.join("a/loop")).expect("link");
-        std::os::unix::fs::symlink(root.join("one"), root.join("a/link")).expect("link");
-        let files = list_files(root).expect("listed");
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| {
-                p.strip_prefix(root)
-                    .expect("under root")
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(names, vec!["a/b/three", "a/link", "a/two", "one"]);
-        assert!(list_files(&root.join("missing")).is_err());
     }
 }

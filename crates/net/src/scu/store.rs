@@ -969,26 +969,170 @@ pub async fn store_files(
     }
 }
 
-/// Lists the files under `paths` (folders recursively), sorted, for a batch.
+/// Lists the files `paths` name, for a batch (as DCMTK's `storescu +sd +r` scans folders): a
+/// file as it is (hidden or not: it was named), a folder (or a link to one) through
+/// [`list_files`]; each group in its order, sorted within. A path that does not exist or cannot
+/// be read is an error.
 pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
-        collect_into(path, &mut files)?;
+        if std::fs::metadata(path)?.is_dir() {
+            files.extend(list_files(path)?);
+        } else {
+            files.push(path.clone());
+        }
     }
     Ok(files)
 }
 
-fn collect_into(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if path.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        entries.sort();
+/// The files under the folder `root`, recursively, sorted: the one folder walk of the project
+/// (the Storage SCU's batches, the archive's scans and checks, a worklist folder). Hidden
+/// entries (a name starting with `.`, such as the temporary files of a Storage SCP still
+/// receiving) are left out. Symbolic links are followed, to files and to folders, but a folder
+/// is listed once, however many links lead to it: a link back to a folder being listed (a loop)
+/// or to one listed already is skipped. A subfolder that cannot be read is reported and
+/// skipped; only an unreadable `root` is an error. Blocking.
+pub fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    let mut folders = vec![root.to_path_buf()];
+    let mut first = true;
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::canonicalize(&folder)
+            .and_then(|real| Ok((listed.insert(real), std::fs::read_dir(&folder)?)));
+        let entries = match entries {
+            Ok((true, entries)) => entries,
+            Ok((false, _)) => {
+                tracing::debug!("{} was listed already (a link)", folder.display());
+                continue;
+            }
+            Err(error) if first => return Err(error),
+            Err(error) => {
+                tracing::warn!("skipping folder {}: {error}", folder.display());
+                continue;
+            }
+        };
+        first = false;
+        let mut subfolders = Vec::new();
         for entry in entries {
-            collect_into(&entry, files)?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!("skipping an entry of {}: {error}", folder.display());
+                    continue;
+                }
+            };
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(mut file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(target) => file_type = target.file_type(),
+                    Err(error) => {
+                        tracing::warn!("skipping {}: {error}", path.display());
+                        continue;
+                    }
+                }
+            }
+            if file_type.is_dir() {
+                subfolders.push(path);
+            } else if file_type.is_file() {
+                files.push(path);
+            }
         }
-    } else {
-        files.push(path.to_path_buf());
+        // In name order, so that which of two paths to one folder is listed is not left to
+        // the order of the directory.
+        subfolders.sort();
+        folders.extend(subfolders.into_iter().rev());
     }
-    Ok(())
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn names(root: &Path, files: &[PathBuf]) -> Vec<String> {
+        files
+            .iter()
+            .map(|path| {
+                path.strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listing_skips_hidden_entries_and_lists_each_folder_once_through_links() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let root = folder.path().join("root");
+        let outside = folder.path().join("outside");
+        fs::create_dir_all(root.join("a/b")).expect("dirs");
+        fs::create_dir_all(root.join(".hidden")).expect("dirs");
+        fs::create_dir_all(&outside).expect("dirs");
+        for file in ["one", "a/two", "a/b/three", ".partial", ".hidden/four"] {
+            fs::write(root.join(file), b"x").expect("write");
+        }
+        fs::write(outside.join("five"), b"x").expect("write");
+        // A loop back to the root, a second way to a/b, a link to a file, a link to a folder
+        // outside, a link to a file outside, and a dangling link.
+        symlink(&root, root.join("a/loop")).expect("link");
+        symlink(root.join("a/b"), root.join("c")).expect("link");
+        symlink(root.join("one"), root.join("a/link")).expect("link");
+        symlink(&outside, root.join("d")).expect("link");
+        symlink(outside.join("five"), root.join("six")).expect("link");
+        symlink(root.join("missing"), root.join("dangling")).expect("link");
+        let files = list_files(&root).expect("listed");
+        assert_eq!(
+            names(&root, &files),
+            ["a/b/three", "a/link", "a/two", "d/five", "one", "six"]
+        );
+        assert!(list_files(&root.join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_loop_of_folder_links_ends() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let root = folder.path();
+        fs::create_dir_all(root.join("x")).expect("dirs");
+        fs::create_dir_all(root.join("y")).expect("dirs");
+        symlink(root.join("y"), root.join("x/to_y")).expect("link");
+        symlink(root.join("x"), root.join("y/to_x")).expect("link");
+        fs::write(root.join("y/file"), b"x").expect("write");
+        let files = list_files(root).expect("listed");
+        assert_eq!(names(root, &files), ["x/to_y/file"]);
+    }
+
+    #[test]
+    fn a_batch_takes_named_files_as_they_are_and_folders_through_the_listing() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let root = folder.path();
+        fs::create_dir_all(root.join("study/series")).expect("dirs");
+        for file in [
+            ".named",
+            "study/b",
+            "study/a",
+            "study/series/c",
+            "study/.tmp",
+        ] {
+            fs::write(root.join(file), b"x").expect("write");
+        }
+        symlink(root.join("study"), root.join("study/series/up")).expect("link");
+        symlink(root.join("study"), root.join("linked")).expect("link");
+        let files = collect_files(&[root.join(".named"), root.join("linked")]).expect("listed");
+        assert_eq!(
+            names(root, &files),
+            [".named", "linked/a", "linked/b", "linked/series/c"]
+        );
+        assert!(collect_files(&[root.join("nothing")]).is_err());
+    }
 }
