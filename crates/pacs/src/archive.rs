@@ -1051,12 +1051,21 @@ impl Storage for Archive {
 
 impl FindHandler for Archive {
     /// C-FIND (PS3.4 C.4.1): the matches stream from the index cursor as the framework sends
-    /// them; past the result limit the query ends with 0xA700.
+    /// them; past the result limit the query ends with 0xA700. Relational queries and combined
+    /// date-time matching are used when the peer negotiated them (PS3.4 C.5.1.1); the keys of
+    /// levels below the query's then come back zero-length (see [`crate::folder`]).
     fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
         Box::pin(async move {
             add(&self.inner.counters.queries, 1);
+            // What the peer negotiated (PS3.4 C.5.1.1): combined date-time matching (byte 2) and
+            // relational queries (byte 1).
+            let options = MatchOptions {
+                combined_date_time: query.find_options.combined_date_time,
+                ..self.inner.config.matching
+            };
             let plan = QueryPlan::from_query(&query, QueryService::Find)?
-                .with_options(self.inner.config.matching);
+                .with_options(options)
+                .with_relational(query.find_options.relational_queries);
             let status = if plan.has_unsupported_keys() {
                 Status::PENDING_WARNING
             } else {

@@ -26,6 +26,17 @@
 //! number of entities) and lets go, so memory does not grow with the number of responses and
 //! stores go on during a long query.
 //!
+//! # Relational queries (PS3.4 C.4.1.2.2.2, C.4.1.3.2)
+//!
+//! When the peer negotiated them (C-FIND extended negotiation byte 1, PS3.4 C.5.1.1), keys of
+//! the levels below L are matched too: an entity at L matches when, besides its own chain, one
+//! of its descendants at the deepest level with keys passes, with its parents below L, every
+//! key of those levels. Unique keys of the levels above L are never required (a hierarchical
+//! query does not require them here either). The responses carry the keys of the lower levels
+//! zero-length: the entity has no single value for them (a study has many series), and the
+//! standard asks for the values of the matching entity only. Combined date and time matching
+//! (byte 2) is used when negotiated.
+//!
 //! # Retrieval (PS3.4 C.4.2, C.4.3)
 //!
 //! C-GET and C-MOVE match their identifier the same way, and send every instance below the
@@ -58,6 +69,8 @@ use dimsum_net::storage::{BoxFuture, StoredInstance};
 use crate::archive::MoveDestinations;
 use crate::file::{self, FileError, Identity, Part10File};
 use crate::hierarchy::{Level, QueryPlan as Plan, count_element, set_element, split_by_level};
+use crate::index::relational::descendant_level;
+use crate::matching::MatchOptions;
 
 /// Values longer than this (in bytes, sequences excepted) are not kept in the index: they are
 /// not what queries match on, and a folder of objects with large private blobs or waveforms
@@ -686,7 +699,23 @@ struct Walker<'a, 'p, V> {
     chain: Vec<&'a InMemDicomObject>,
     /// Entities at the plan's level still to examine in this step.
     budget: usize,
+    /// For a relational query: the level down to which descendants are searched.
+    deepest: Option<Level>,
     visit: V,
+}
+
+/// Whether a child of `node` (at `depth`) passes its level's keys and, down to `deepest`, has
+/// such a child itself.
+fn any_descendant_passes<N: Node>(plan: &Plan, node: &N, depth: usize, deepest: usize) -> bool {
+    if depth >= deepest {
+        return true;
+    }
+    node.children().is_some_and(|children| {
+        children.values().any(|child| {
+            plan.passes(Level::ALL[depth], child.record())
+                && any_descendant_passes(plan, child, depth + 1, deepest)
+        })
+    })
 }
 
 impl<'a, V> Walker<'a, '_, V>
@@ -711,7 +740,9 @@ where
         };
         for (key, node) in map.range::<str, _>((start, Bound::Unbounded)) {
             self.path.push(key);
-            let flow = if !self.plan.passes(Level::ALL[depth - 1], node.record()) {
+            let flow = if !self.plan.passes(Level::ALL[depth - 1], node.record())
+                || (target && !self.descendant_passes(node, depth))
+            {
                 if target {
                     self.spend(false)
                 } else {
@@ -739,6 +770,16 @@ where
             flow?;
         }
         ControlFlow::Continue(())
+    }
+
+    /// Whether `node` (at `depth`, the plan's level) has, for a relational query, a descendant
+    /// at the deepest level with keys whose chain down from `node` passes every key below the
+    /// plan's level (PS3.4 C.4.1.3.2); always for a hierarchical query.
+    fn descendant_passes<N: Node>(&self, node: &N, depth: usize) -> bool {
+        match self.deepest {
+            Some(deepest) => any_descendant_passes(self.plan, node, depth, deepest.depth()),
+            None => true,
+        }
     }
 
     /// Counts one entity at the plan's level as examined (the one at the end of `path`): stops
@@ -778,6 +819,7 @@ impl Index {
             path: Vec::new(),
             chain: Vec::new(),
             budget: budget.max(1),
+            deepest: descendant_level(plan),
             visit: |chain: &[&InMemDicomObject], _: Entity<'_>| {
                 found = Some(plan.response(chain));
                 ControlFlow::Break(())
@@ -801,6 +843,7 @@ impl Index {
             path: Vec::new(),
             chain: Vec::new(),
             budget: usize::MAX,
+            deepest: descendant_level(plan),
             visit: |_: &[&InMemDicomObject], entity: Entity<'_>| {
                 instances.extend(entity.instances().map(InstanceNode::to_retrieve));
                 ControlFlow::Continue(())
@@ -902,7 +945,13 @@ impl FindHandler for FolderArchive {
     /// C-FIND (PS3.4 C.4.1): the matches stream out of the index as the framework sends them.
     fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
         Box::pin(async move {
-            let plan = Plan::from_query(&query, QueryService::Find)?;
+            let options = MatchOptions {
+                combined_date_time: query.find_options.combined_date_time,
+                ..MatchOptions::default()
+            };
+            let plan = Plan::from_query(&query, QueryService::Find)?
+                .with_options(options)
+                .with_relational(query.find_options.relational_queries);
             let state = FindState {
                 archive: self.clone(),
                 plan,
@@ -1119,6 +1168,77 @@ mod tests {
         }
         assert_eq!(found, vec!["1.1.2.1", "2.1.1.1"]);
         assert!(steps >= 2, "{steps}");
+    }
+
+    fn relational(mut query: Query) -> Query {
+        query.find_options.relational_queries = true;
+        query
+    }
+
+    #[tokio::test]
+    async fn a_relational_query_matches_keys_below_its_level_on_some_descendant() {
+        let (_folder, archive) = sample_archive().await;
+        let patients = |modality: &str, sop_class: &str| {
+            relational(query(
+                PATIENT_ROOT_FIND,
+                vec![
+                    key(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "PATIENT"),
+                    key(tags::PATIENT_ID, VR::LO, ""),
+                    key(tags::MODALITY, VR::CS, modality),
+                    key(tags::SOP_CLASS_UID, VR::UI, sop_class),
+                ],
+            ))
+        };
+        let ids = |found: Vec<(Status, InMemDicomObject)>| -> Vec<(Status, String, String)> {
+            found
+                .into_iter()
+                .map(|(status, object)| {
+                    let modality = object
+                        .get(tags::MODALITY)
+                        .map(|e| e.to_str().expect("text").into_owned())
+                        .expect("the lower key comes back");
+                    (status, text(&object, tags::PATIENT_ID), modality)
+                })
+                .collect()
+        };
+        // Both patients have an MR series; only P1 a CT one. The lower key comes back empty.
+        assert_eq!(
+            ids(find_all(&archive, patients("MR", "")).await),
+            [
+                (Status::PENDING, "P1".into(), String::new()),
+                (Status::PENDING, "P2".into(), String::new())
+            ]
+        );
+        assert_eq!(
+            ids(find_all(&archive, patients("CT", "")).await),
+            [(Status::PENDING, "P1".into(), String::new())]
+        );
+        // Series and instance keys hold on the same chain: no CT series has an MR instance.
+        assert_eq!(ids(find_all(&archive, patients("CT", MR)).await), []);
+        assert_eq!(ids(find_all(&archive, patients("M?", MR)).await).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_relational_image_query_needs_no_upper_unique_keys() {
+        let (_folder, archive) = sample_archive().await;
+        let found = find_all(
+            &archive,
+            relational(query(
+                STUDY_ROOT_FIND,
+                vec![
+                    key(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+                    key(tags::PATIENT_NAME, VR::PN, "doe^*"),
+                    key(tags::SOP_INSTANCE_UID, VR::UI, ""),
+                ],
+            )),
+        )
+        .await;
+        let sops: Vec<String> = found
+            .iter()
+            .map(|(_, object)| text(object, tags::SOP_INSTANCE_UID))
+            .collect();
+        assert_eq!(sops, ["1.1.1.1", "1.1.1.2", "1.1.2.1"]);
+        assert!(found.iter().all(|(status, _)| *status == Status::PENDING));
     }
 
     #[tokio::test]

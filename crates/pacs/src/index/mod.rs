@@ -18,6 +18,7 @@
 
 pub mod query;
 pub mod record;
+pub(crate) mod relational;
 pub mod schema;
 pub mod sqlite;
 

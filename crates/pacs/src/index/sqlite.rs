@@ -43,6 +43,7 @@ use super::query::{
     put_computed,
 };
 use super::record::{self, LevelRecords};
+use super::relational::Descendants;
 use super::schema::{self, parent_column, table};
 use super::{
     DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
@@ -908,13 +909,13 @@ fn delete(transaction: &Connection, target: &DeleteTarget) -> Result<Deleted, In
 
 /// SQL being built, with its parameters.
 #[derive(Default)]
-struct Sql {
-    text: String,
-    params: Vec<SqlValue>,
+pub(super) struct Sql {
+    pub(super) text: String,
+    pub(super) params: Vec<SqlValue>,
 }
 
 impl Sql {
-    fn push(&mut self, text: &str) {
+    pub(super) fn push(&mut self, text: &str) {
         self.text.push_str(text);
     }
 
@@ -1025,7 +1026,7 @@ fn push_constraint(sql: &mut Sql, constraint: &Constraint) {
 }
 
 /// The columns each level's part of a candidate row has, after its id.
-fn level_columns(level: Level) -> &'static [&'static str] {
+pub(super) fn level_columns(level: Level) -> &'static [&'static str] {
     match level {
         Level::Patient => &[
             "attributes",
@@ -1062,31 +1063,43 @@ fn from_where(level: Level, narrowing: &Narrowing) -> Sql {
     }
     let mut first_condition = true;
     for at in Level::ALL.into_iter().filter(|l| *l <= level) {
-        let constraints: Vec<&Constraint> = narrowing.at(at).collect();
-        if constraints.is_empty() {
-            continue;
-        }
-        let (_, alias) = table(at);
-        sql.push(if first_condition {
-            " WHERE ("
-        } else {
-            " AND ("
-        });
-        first_condition = false;
-        sql.push("(");
-        for (n, constraint) in constraints.into_iter().enumerate() {
-            if n > 0 {
-                sql.push(" AND ");
-            }
-            push_constraint(&mut sql, constraint);
-        }
-        sql.push(&format!(") OR {alias}.irregular = 1)"));
+        push_level_narrowing(&mut sql, at, narrowing, &mut first_condition);
     }
     sql
 }
 
-/// The candidate query of a plan: each level's id and record columns, patient first.
-fn candidates_sql(level: Level, narrowing: &Narrowing) -> Sql {
+/// Writes the narrowing of level `at`, if it has constraints: ` WHERE (` (when
+/// `first_condition`, which it clears) or ` AND (`, every constraint, or the entity irregular.
+pub(super) fn push_level_narrowing(
+    sql: &mut Sql,
+    at: Level,
+    narrowing: &Narrowing,
+    first_condition: &mut bool,
+) {
+    let constraints: Vec<&Constraint> = narrowing.at(at).collect();
+    if constraints.is_empty() {
+        return;
+    }
+    let (_, alias) = table(at);
+    sql.push(if *first_condition {
+        " WHERE ("
+    } else {
+        " AND ("
+    });
+    *first_condition = false;
+    sql.push("(");
+    for (n, constraint) in constraints.into_iter().enumerate() {
+        if n > 0 {
+            sql.push(" AND ");
+        }
+        push_constraint(sql, constraint);
+    }
+    sql.push(&format!(") OR {alias}.irregular = 1)"));
+}
+
+/// The candidate query of a plan: each level's id and record columns, patient first; for a
+/// relational query, only entities with a descendant its narrowing lets through.
+fn candidates_sql(level: Level, narrowing: &Narrowing, descendants: Option<&Descendants>) -> Sql {
     let columns: Vec<String> = Level::ALL
         .into_iter()
         .filter(|l| *l <= level)
@@ -1096,7 +1109,10 @@ fn candidates_sql(level: Level, narrowing: &Narrowing) -> Sql {
                 .chain(level_columns(l).iter().map(move |c| format!("{alias}.{c}")))
         })
         .collect();
-    let rest = from_where(level, narrowing);
+    let mut rest = from_where(level, narrowing);
+    if let Some(descendants) = descendants {
+        descendants.push_exists(&mut rest, !narrowing.constraints.is_empty());
+    }
     Sql {
         text: format!("SELECT {}{}", columns.join(", "), rest.text),
         params: rest.params,
@@ -1107,12 +1123,12 @@ fn candidates_sql(level: Level, narrowing: &Narrowing) -> Sql {
 type MatchingChain = (i64, Vec<Arc<InMemDicomObject>>);
 
 /// Decoded records of one query, by level and id.
-struct RecordCache {
+pub(super) struct RecordCache {
     levels: [HashMap<i64, Arc<InMemDicomObject>>; 4],
 }
 
 impl RecordCache {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             levels: Default::default(),
         }
@@ -1120,7 +1136,7 @@ impl RecordCache {
 
     /// The record of the entity of `level` whose columns start at `start` in `row` (its id
     /// first), with its computed keys.
-    fn record(
+    pub(super) fn record(
         &mut self,
         level: Level,
         row: &Row<'_>,
@@ -1211,16 +1227,22 @@ fn run_query(
     mut send: impl FnMut(Result<InMemDicomObject, IndexError>) -> bool,
 ) -> Result<(), IndexError> {
     let narrowing = Narrowing::of(plan);
-    let sql = candidates_sql(plan.level(), &narrowing);
+    let descendants = Descendants::of(plan);
+    let sql = candidates_sql(plan.level(), &narrowing, descendants.as_ref());
     debug!("index query: {}", sql.text);
     let mut statement = connection.prepare_cached(&sql.text)?;
     let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
     let mut cache = RecordCache::new();
     let mut sent = 0usize;
     while let Some(row) = rows.next()? {
-        let Some((_, records)) = cache.matching_chain(plan, row, limits)? else {
+        let Some((id, records)) = cache.matching_chain(plan, row, limits)? else {
             continue;
         };
+        if let Some(descendants) = &descendants
+            && !descendants.any_passes(connection, plan, id, &mut cache, limits)?
+        {
+            continue;
+        }
         if limit.is_some_and(|limit| sent >= limit) {
             send(Err(IndexError::TooManyMatches {
                 limit: limit.unwrap_or_default(),
@@ -1270,14 +1292,19 @@ fn retrieval_instances(
 ) -> Result<Vec<IndexedInstance>, IndexError> {
     let transaction = connection.unchecked_transaction()?;
     let narrowing = Narrowing::of(plan);
-    let sql = candidates_sql(plan.level(), &narrowing);
+    let descendants = Descendants::of(plan);
+    let sql = candidates_sql(plan.level(), &narrowing, descendants.as_ref());
     let mut entities = Vec::new();
     {
         let mut statement = transaction.prepare_cached(&sql.text)?;
         let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
         let mut cache = RecordCache::new();
         while let Some(row) = rows.next()? {
-            if let Some((id, _)) = cache.matching_chain(plan, row, limits)? {
+            if let Some((id, _)) = cache.matching_chain(plan, row, limits)?
+                && descendants.as_ref().map_or(Ok(true), |d| {
+                    d.any_passes(&transaction, plan, id, &mut cache, limits)
+                })?
+            {
                 entities.push(id);
             }
         }
@@ -1468,7 +1495,7 @@ mod tests {
             DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "7"),
         ]);
         let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
-        let sql = candidates_sql(plan.level(), &Narrowing::of(&plan));
+        let sql = candidates_sql(plan.level(), &Narrowing::of(&plan), None);
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
         assert!(!sql.text.contains("2024"), "{}", sql.text);
         assert_eq!(

@@ -1,0 +1,379 @@
+//! Relational queries (PS3.4 C.4.1.2.2.2, C.4.1.3.2) against the SQLite index: keys of levels
+//! below the query's match when some descendant's chain passes them all, upper unique keys
+//! are not needed, the responses carry the lower keys zero-length, and the result limit,
+//! cancellation (a dropped stream) and hostile values behave as for hierarchical queries.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use dimsum_net::dataset::dicom_core::{Tag, VR};
+use dimsum_net::dataset::dicom_dictionary_std::tags;
+use dimsum_net::dataset::dicom_object::InMemDicomObject;
+use dimsum_net::dataset::dicom_object::mem::InMemElement;
+use dimsum_net::dataset::query_model::{QueryModel, QueryService};
+use dimsum_pacs::hierarchy::QueryPlan;
+use dimsum_pacs::index::{
+    FileLocation, Index, IndexError, NewInstance, OnDuplicate, SqliteConfig, SqliteIndex,
+};
+
+mod common;
+use common::{CT, EXPLICIT, MR, SC, element, text};
+
+/// (patient id, patient name, study, study date, series, modality, series number, instance,
+/// SOP class)
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// P1 has a CT+SC study in January and an MR study in March; P2 a CT study; P3 an MR study.
+const ROWS: [Row; 7] = [
+    (
+        "P1", "DOE^JOHN", "1.1", "20240105", "1.1.1", "CT", "1", "1.1.1.1", CT,
+    ),
+    (
+        "P1", "DOE^JOHN", "1.1", "20240105", "1.1.1", "CT", "1", "1.1.1.2", CT,
+    ),
+    (
+        "P1", "DOE^JOHN", "1.1", "20240105", "1.1.2", "OT", "2", "1.1.2.1", SC,
+    ),
+    (
+        "P1", "DOE^JOHN", "1.2", "20240320", "1.2.1", "MR", "1", "1.2.1.1", MR,
+    ),
+    (
+        "P2", "ROE^JANE", "2.1", "20231111", "2.1.1", "CT", "1", "2.1.1.1", CT,
+    ),
+    (
+        "P3", "DOE^JANE", "3.1", "20240601", "3.1.1", "MR", "7", "3.1.1.1", MR,
+    ),
+    (
+        "P3", "DOE^JANE", "3.1", "20240601", "3.1.1", "MR", "7", "3.1.1.2", MR,
+    ),
+];
+
+struct Fixture {
+    _folder: tempfile::TempDir,
+    index: SqliteIndex,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
+            .await
+            .expect("index");
+        for (pid, name, study, date, series, modality, number, sop, class) in ROWS {
+            let attributes = InMemDicomObject::from_element_iter([
+                element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+                element(tags::SOP_CLASS_UID, VR::UI, class),
+                element(tags::SOP_INSTANCE_UID, VR::UI, sop),
+                element(tags::STUDY_DATE, VR::DA, date),
+                element(tags::STUDY_TIME, VR::TM, "120000"),
+                element(tags::MODALITY, VR::CS, modality),
+                element(tags::PATIENT_NAME, VR::PN, name),
+                element(tags::PATIENT_ID, VR::LO, pid),
+                element(tags::STUDY_INSTANCE_UID, VR::UI, study),
+                element(tags::SERIES_INSTANCE_UID, VR::UI, series),
+                element(tags::SERIES_NUMBER, VR::IS, number),
+                element(tags::SERIES_DESCRIPTION, VR::LO, "AXIAL"),
+            ]);
+            let instance = NewInstance {
+                sop_class_uid: class.into(),
+                sop_instance_uid: sop.into(),
+                transfer_syntax_uid: EXPLICIT.into(),
+                location: FileLocation {
+                    path: folder.path().join(format!("{sop}.dcm")),
+                    data_set_offset: 132,
+                    data_set_length: 100,
+                    file_size: 232,
+                    modified_ns: 1,
+                },
+                attributes,
+            };
+            index
+                .insert(instance, OnDuplicate::Fail)
+                .await
+                .expect("inserted");
+        }
+        Fixture {
+            _folder: folder,
+            index,
+        }
+    }
+
+    async fn run(
+        &self,
+        plan: QueryPlan,
+        limit: Option<usize>,
+    ) -> Vec<Result<InMemDicomObject, IndexError>> {
+        let stream = self.index.query(plan, limit).await.expect("query");
+        tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
+            .await
+            .expect("the query ends")
+    }
+
+    /// The sorted values of `tag` in the matches of a relational query.
+    async fn values(&self, plan: QueryPlan, tag: Tag) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .run(plan, None)
+            .await
+            .into_iter()
+            .map(|found| text(&found.expect("a match"), tag))
+            .collect();
+        values.sort();
+        values
+    }
+}
+
+fn plan(model: QueryModel, level: &str, keys: Vec<InMemElement>, relational: bool) -> QueryPlan {
+    let mut object = InMemDicomObject::from_element_iter(keys);
+    object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+    QueryPlan::new(model, QueryService::Find, object)
+        .expect("plan")
+        .with_relational(relational)
+}
+
+fn studies(keys: Vec<InMemElement>) -> QueryPlan {
+    let mut keys = keys;
+    keys.push(element(tags::STUDY_INSTANCE_UID, VR::UI, ""));
+    plan(QueryModel::StudyRoot, "STUDY", keys, true)
+}
+
+#[tokio::test]
+async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series() {
+    let fixture = Fixture::new().await;
+    let modality = || element(tags::MODALITY, VR::CS, "CT");
+    assert_eq!(
+        fixture
+            .values(studies(vec![modality()]), tags::STUDY_INSTANCE_UID)
+            .await,
+        ["1.1", "2.1"]
+    );
+    // The lower key is in every response, zero-length: a study has no single modality.
+    let found = fixture.run(studies(vec![modality()]), None).await;
+    for response in found {
+        let response = response.expect("a match");
+        let element = response.get(tags::MODALITY).expect("Modality returned");
+        assert_eq!(element.to_str().expect("text"), "");
+    }
+    // Hierarchical: the key is not matched (and not supported, 0xFF01 for the archive).
+    let hierarchical = plan(
+        QueryModel::StudyRoot,
+        "STUDY",
+        vec![modality(), element(tags::STUDY_INSTANCE_UID, VR::UI, "")],
+        false,
+    );
+    assert!(hierarchical.has_unsupported_keys());
+    assert!(!studies(vec![modality()]).has_unsupported_keys());
+    assert_eq!(
+        fixture
+            .values(hierarchical, tags::STUDY_INSTANCE_UID)
+            .await
+            .len(),
+        4
+    );
+    // Wild cards and an instance level key reach the lowest table.
+    assert_eq!(
+        fixture
+            .values(
+                studies(vec![element(tags::MODALITY, VR::CS, "?R")]),
+                tags::STUDY_INSTANCE_UID
+            )
+            .await,
+        ["1.2", "3.1"]
+    );
+    assert_eq!(
+        fixture
+            .values(
+                studies(vec![element(tags::SOP_INSTANCE_UID, VR::UI, "1.1.2.1")]),
+                tags::STUDY_INSTANCE_UID
+            )
+            .await,
+        ["1.1"]
+    );
+}
+
+#[tokio::test]
+async fn an_image_query_by_patient_name_needs_no_upper_unique_keys() {
+    let fixture = Fixture::new().await;
+    let images = plan(
+        QueryModel::StudyRoot,
+        "IMAGE",
+        vec![
+            element(tags::PATIENT_NAME, VR::PN, "DOE^*"),
+            element(tags::SOP_INSTANCE_UID, VR::UI, ""),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+        ],
+        true,
+    );
+    assert_eq!(
+        fixture.values(images, tags::SOP_INSTANCE_UID).await,
+        [
+            "1.1.1.1", "1.1.1.2", "1.1.2.1", "1.2.1.1", "3.1.1.1", "3.1.1.2"
+        ]
+    );
+    // Patient Root at SERIES level with a patient name and an instance key.
+    let series = plan(
+        QueryModel::PatientRoot,
+        "SERIES",
+        vec![
+            element(tags::PATIENT_NAME, VR::PN, "doe^john"),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            element(tags::SOP_CLASS_UID, VR::UI, &format!("{CT}\\{MR}")),
+        ],
+        true,
+    );
+    assert_eq!(
+        fixture.values(series, tags::SERIES_INSTANCE_UID).await,
+        ["1.1.1", "1.2.1"]
+    );
+}
+
+#[tokio::test]
+async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain() {
+    let fixture = Fixture::new().await;
+    // Study 1.1 has a CT series (number 1) and an OT series (number 2): no CT series 2.
+    let both = |modality: &str, number: &str| {
+        studies(vec![
+            element(tags::MODALITY, VR::CS, modality),
+            element(tags::SERIES_NUMBER, VR::IS, number),
+        ])
+    };
+    let none = Vec::<String>::new();
+    assert_eq!(
+        fixture
+            .values(both("CT", "2"), tags::STUDY_INSTANCE_UID)
+            .await,
+        none
+    );
+    assert_eq!(
+        fixture
+            .values(both("OT", "2"), tags::STUDY_INSTANCE_UID)
+            .await,
+        ["1.1"]
+    );
+    // Patient level: P1 has a March study and a CT series, never on the same study.
+    let patients = |date: &str, modality: &str| {
+        plan(
+            QueryModel::PatientRoot,
+            "PATIENT",
+            vec![
+                element(tags::PATIENT_ID, VR::LO, ""),
+                element(tags::STUDY_DATE, VR::DA, date),
+                element(tags::MODALITY, VR::CS, modality),
+            ],
+            true,
+        )
+    };
+    assert_eq!(
+        fixture
+            .values(patients("20240301-20240331", "CT"), tags::PATIENT_ID)
+            .await,
+        none
+    );
+    assert_eq!(
+        fixture
+            .values(patients("20240301-20240331", "MR"), tags::PATIENT_ID)
+            .await,
+        ["P1"]
+    );
+    assert_eq!(
+        fixture
+            .values(patients("20240105", "CT"), tags::PATIENT_ID)
+            .await,
+        ["P1"]
+    );
+    assert_eq!(
+        fixture.values(patients("", "CT"), tags::PATIENT_ID).await,
+        ["P1", "P2"]
+    );
+    // An instance key and a series key of different series of the same study.
+    let mismatch = studies(vec![
+        element(tags::MODALITY, VR::CS, "CT"),
+        element(tags::SOP_CLASS_UID, VR::UI, SC),
+    ]);
+    assert_eq!(
+        fixture.values(mismatch, tags::STUDY_INSTANCE_UID).await,
+        none
+    );
+}
+
+#[tokio::test]
+async fn the_result_limit_and_a_dropped_stream_still_work() {
+    let fixture = Fixture::new().await;
+    let ct = || studies(vec![element(tags::MODALITY, VR::CS, "CT")]);
+    let found = fixture.run(ct(), Some(1)).await;
+    assert_eq!(found.len(), 2);
+    assert!(found[0].is_ok());
+    assert!(matches!(
+        found[1],
+        Err(IndexError::TooManyMatches { limit: 1 })
+    ));
+    assert!(fixture.run(ct(), Some(2)).await.iter().all(Result::is_ok));
+    // Streams dropped after their first match give their readers back.
+    for _ in 0..20 {
+        let mut stream = fixture.index.query(ct(), None).await.expect("query");
+        assert!(stream.next().await.is_some());
+    }
+    assert_eq!(
+        fixture.values(ct(), tags::STUDY_INSTANCE_UID).await,
+        ["1.1", "2.1"]
+    );
+}
+
+#[tokio::test]
+async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows() {
+    let fixture = Fixture::new().await;
+    let none = Vec::<String>::new();
+    for hostile in [
+        "'; DROP TABLE series; --",
+        "\" OR 1=1 --",
+        "CT' OR '1'='1",
+        "%",
+        "_",
+        "[CT]",
+    ] {
+        assert_eq!(
+            fixture
+                .values(
+                    studies(vec![element(tags::MODALITY, VR::CS, hostile)]),
+                    tags::STUDY_INSTANCE_UID
+                )
+                .await,
+            none,
+            "{hostile}"
+        );
+        assert_eq!(
+            fixture
+                .values(
+                    studies(vec![element(tags::SOP_INSTANCE_UID, VR::UI, hostile)]),
+                    tags::STUDY_INSTANCE_UID
+                )
+                .await,
+            none,
+            "{hostile}"
+        );
+    }
+    let huge = "x".repeat(10 * 1024 * 1024);
+    for value in [huge.clone(), format!("*{huge}*")] {
+        assert_eq!(
+            fixture
+                .values(
+                    studies(vec![element(tags::SERIES_DESCRIPTION, VR::LO, &value)]),
+                    tags::STUDY_INSTANCE_UID
+                )
+                .await,
+            none
+        );
+    }
+    let counts = fixture.index.counts().await.expect("counts");
+    assert_eq!((counts.studies, counts.series, counts.instances), (4, 5, 7));
+}
