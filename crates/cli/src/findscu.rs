@@ -13,7 +13,9 @@ use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::part10::{self, FileMeta};
 use dimsum_net::dataset::{QueryModel, QueryService, dump, identifier, json};
 use dimsum_net::dimse::status::Status;
+use dimsum_net::scu::find::{accepted_find_options, find_options_proposal};
 use dimsum_net::scu::{FindStream, QueryError, QueryRequest, query_context};
+use dimsum_net::ul::negotiation::FindOptions;
 use dimsum_net::ul::uids::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
 };
@@ -58,6 +60,14 @@ pub struct Options {
     /// Abort the association instead of releasing it.
     #[arg(long)]
     pub abort: bool,
+    /// Propose relational queries (C-FIND extended negotiation, PS3.4 C.5.1.1 byte 1): keys of
+    /// levels below the Query/Retrieve Level are then matched, and upper unique keys may be
+    /// left out.
+    #[arg(long)]
+    pub relational: bool,
+    /// Propose combined date and time range matching (PS3.4 C.5.1.1 byte 2).
+    #[arg(long = "combined-datetime")]
+    pub combined_datetime: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -65,6 +75,15 @@ pub struct Options {
 impl Options {
     fn model(&self) -> QueryModel {
         self.model.model(QueryModel::ModalityWorklist)
+    }
+
+    /// The C-FIND options to propose.
+    fn find_options(&self) -> FindOptions {
+        FindOptions {
+            relational_queries: self.relational,
+            combined_date_time: self.combined_datetime,
+            ..FindOptions::NONE
+        }
     }
 }
 
@@ -191,16 +210,27 @@ pub async fn run(options: Options) -> Code {
         );
         return Code::Usage;
     }
+    let proposed = options.find_options();
     let association = match options
         .peer
         .open("FINDSCU", |request| {
-            Ok::<_, QueryError>(request.with_context(query_context(model, QueryService::Find)?))
+            let request = request.with_context(query_context(model, QueryService::Find)?);
+            if proposed.is_empty() {
+                return Ok::<_, QueryError>(request);
+            }
+            Ok(request.with_sop_class_extended(find_options_proposal(model, proposed)?))
         })
         .await
     {
         Ok(association) => association,
         Err(code) => return code,
     };
+    if !proposed.is_empty() {
+        report_find_options(
+            proposed,
+            accepted_find_options(&association, model, proposed),
+        );
+    }
     let mut output = Output::new(&options);
     let mut timings = Vec::new();
     let mut total_matches = 0usize;
@@ -297,6 +327,35 @@ async fn one_query(
         return Err(code);
     }
     Ok((end.status, matches))
+}
+
+/// Tells which proposed C-FIND options the SCP accepted (PS3.4 C.5.1.1).
+fn report_find_options(proposed: FindOptions, accepted: FindOptions) {
+    let answer = |asked: bool, granted: bool| match (asked, granted) {
+        (false, _) => None,
+        (true, true) => Some("accepted"),
+        (true, false) => Some("not accepted"),
+    };
+    for (name, asked, granted) in [
+        (
+            "relational queries",
+            proposed.relational_queries,
+            accepted.relational_queries,
+        ),
+        (
+            "combined date-time matching",
+            proposed.combined_date_time,
+            accepted.combined_date_time,
+        ),
+    ] {
+        if let Some(outcome) = answer(asked, granted) {
+            if granted {
+                info!("Extended negotiation: {name} {outcome}");
+            } else {
+                warn!("Extended negotiation: {name} {outcome} by the SCP");
+            }
+        }
+    }
 }
 
 fn report_timing(timings: &mut [Duration], matches: usize, elapsed: Duration) {

@@ -6,6 +6,7 @@ use dimsum_net::scp::{
     Dispatcher, EchoScp, FindHandler, FindScp, GetScp, MoveScp, RetrieveHandler, StoreScp,
 };
 use dimsum_net::storage::Storage;
+use dimsum_net::ul::negotiation::FindOptions;
 use dimsum_net::ul::uids::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 
 /// The transfer syntaxes accepted for identifiers (C-FIND, C-GET, C-MOVE), in our order.
@@ -25,6 +26,32 @@ where
     S: Storage,
     A: FindHandler + RetrieveHandler + Clone,
 {
+    archive_dispatcher_with(storage, archive, retry, ARCHIVE_FIND_OPTIONS)
+}
+
+/// The C-FIND extended negotiation the archive accepts by default (PS3.4 C.5.1.1): relational
+/// queries and combined date-time matching; fuzzy semantic person name matching and timezone
+/// query adjustment are answered "not supported".
+pub const ARCHIVE_FIND_OPTIONS: FindOptions = FindOptions {
+    relational_queries: true,
+    combined_date_time: true,
+    fuzzy_person_names: false,
+    timezone_adjustment: false,
+};
+
+/// [`archive_dispatcher`], its C-FIND SCP accepting `find_options` (of those the archive
+/// implements: relational queries and combined date-time matching) when a peer proposes them.
+pub fn archive_dispatcher_with<S, A>(
+    storage: S,
+    archive: A,
+    retry: MoveRetry,
+    find_options: FindOptions,
+) -> Dispatcher
+where
+    S: Storage,
+    A: FindHandler + RetrieveHandler + Clone,
+{
+    let find_options = find_options.intersection(ARCHIVE_FIND_OPTIONS);
     let storage_classes: Vec<String> = sop_class::storage_sop_classes()
         .into_iter()
         .map(String::from)
@@ -51,11 +78,14 @@ where
             storage_classes.clone(),
             all_syntaxes.clone(),
         ))
-        .with(FindScp::new(
-            archive.clone(),
-            qr_classes(QueryService::Find),
-            query_syntaxes(),
-        ))
+        .with(
+            FindScp::new(
+                archive.clone(),
+                qr_classes(QueryService::Find),
+                query_syntaxes(),
+            )
+            .with_find_options(find_options),
+        )
         .with(
             GetScp::new(
                 archive.clone(),
