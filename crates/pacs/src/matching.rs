@@ -20,8 +20,8 @@
 //! * **Range matching** (C.2.2.2.5): DA, TM and DT keys `a-b`, `a-`, `-b`; a single value is the
 //!   range of its own precision (TM `1012` is 10:12:00 to 10:12:59.999999, DT `2024` the whole
 //!   year), so TM with fractional parts and partial values compare correctly. The legacy forms
-//!   `YYYY.MM.DD` and `HH:MM:SS` are read too. A DT value's UTC offset is not applied: values
-//!   are compared as written.
+//!   `YYYY.MM.DD` and `HH:MM:SS` are read too. A DT value's UTC offset is taken into account
+//!   (the value is moved to UTC); a DT value without one is taken as written.
 //! * **Combined date and time matching** (C.2.2.2.5.2), when [`MatchOptions::combined_date_time`]
 //!   says so: a date key and its paired time key (the attribute the dictionary names alike with
 //!   "Time" for "Date": Study Date/Time, Series Date/Time, Patient's Birth Date/Time, Scheduled
@@ -44,6 +44,7 @@
 //! [`response_identifier`] compile, then match: there is one matching implementation.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use dimsum_dataset::dicom_core::header::Header;
 use dimsum_dataset::dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
@@ -290,8 +291,12 @@ enum KeyTest {
     /// `""`: matches a missing or zero-length attribute (C.2.2.2.1).
     EmptyValue,
     /// The key's values, of the key's VR; the candidate matches when one of its values matches
-    /// one of them.
-    Values { vr: VR, values: Vec<KeyValue> },
+    /// one of them. Those matched exactly are in a set (a list of UIDs may hold thousands).
+    Values {
+        vr: VR,
+        exact: HashSet<String>,
+        values: Vec<KeyValue>,
+    },
     /// A key of unknown VR (a private attribute in implicit VR): it takes each candidate's VR.
     UnknownVr(PrimitiveValue),
     /// A query sequence item: some item of the candidate's sequence matches all its keys.
@@ -337,10 +342,23 @@ impl CompiledKey {
                 // Encapsulated values are not matched (is_universal said so).
                 Value::PixelSequence(_) => KeyTest::Universal,
                 Value::Primitive(value) if key.vr() == VR::UN => KeyTest::UnknownVr(value.clone()),
-                Value::Primitive(value) => KeyTest::Values {
-                    vr: key.vr(),
-                    values: compile_values(key.vr(), value, options),
-                },
+                Value::Primitive(value) => {
+                    let mut exact = HashSet::new();
+                    let mut values = Vec::new();
+                    for value in compile_values(key.vr(), value, options) {
+                        match value {
+                            KeyValue::Exact(text) => {
+                                exact.insert(text);
+                            }
+                            other => values.push(other),
+                        }
+                    }
+                    KeyTest::Values {
+                        vr: key.vr(),
+                        exact,
+                        values,
+                    }
+                }
             }
         };
         CompiledKey { tag, test }
@@ -360,13 +378,13 @@ impl CompiledKey {
             KeyTest::Sequence(item) => candidate
                 .and_then(|element| element.value().items())
                 .is_some_and(|items| items.iter().any(|candidate| item.matches(candidate))),
-            KeyTest::Values { vr, values } => {
-                candidate.is_some_and(|candidate| values_match(*vr, values, candidate))
+            KeyTest::Values { vr, exact, values } => {
+                candidate.is_some_and(|candidate| values_match(*vr, exact, values, candidate))
             }
             KeyTest::UnknownVr(value) => candidate.is_some_and(|candidate| {
                 let vr = candidate.vr();
                 let values = compile_values(vr, value, MatchOptions::default());
-                values_match(vr, &values, candidate)
+                values_match(vr, &HashSet::new(), &values, candidate)
             }),
         }
     }
@@ -417,13 +435,18 @@ fn compile_value(vr: VR, value: &str, options: MatchOptions) -> KeyValue {
 }
 
 /// Whether one of the candidate's values matches one of the key's `values` (of VR `vr`).
-fn values_match(vr: VR, keys: &[KeyValue], candidate: &InMemElement) -> bool {
+fn values_match(
+    vr: VR,
+    exact: &HashSet<String>,
+    keys: &[KeyValue],
+    candidate: &InMemElement,
+) -> bool {
     let Value::Primitive(candidate_value) = candidate.value() else {
         return false;
     };
-    values(vr, candidate_value)
-        .iter()
-        .any(|candidate| keys.iter().any(|key| key.matches(vr, candidate)))
+    values(vr, candidate_value).iter().any(|candidate| {
+        exact.contains(candidate.as_ref()) || keys.iter().any(|key| key.matches(vr, candidate))
+    })
 }
 
 impl KeyValue {
@@ -596,15 +619,28 @@ pub(crate) fn has_wild_cards(value: &str) -> bool {
     value.contains(['*', '?'])
 }
 
-/// A PN key as it is compared: normalized ([`normalize_person_name`]), in lower case when names
-/// compare without regard to case.
+/// A PN value as it is compared: normalized ([`normalize_person_name`]), in lower case when
+/// names compare without regard to case — except a component group holding an escape sequence
+/// (ISO 2022 text that dicom-rs left encoded, PS3.5 §6.1.2.5): its letters are code bytes of
+/// another repertoire, where `E` and `e` are different characters, so it keeps its case.
 fn person_name_key(name: &str, case_insensitive: bool) -> String {
     let name = normalize_person_name(name);
-    if case_insensitive {
-        name.to_lowercase()
-    } else {
-        name
+    if !case_insensitive {
+        return name;
     }
+    if !name.contains('\u{1b}') {
+        return name.to_lowercase();
+    }
+    name.split('=')
+        .map(|group| {
+            if group.contains('\u{1b}') {
+                group.to_owned()
+            } else {
+                group.to_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("=")
 }
 
 /// PN: the compiled key `key` (see [`person_name_key`]) against a candidate value, empty
@@ -897,18 +933,101 @@ fn normalize(vr: VR, value: &str, end: End) -> Option<String> {
             fill_time(&value, end)
         }
         VR::DT => {
-            // The UTC offset, if any, is not applied.
-            let value = match value.rfind(['+', '-']) {
-                Some(sign) if sign >= 4 => &value[..sign],
-                _ => value,
+            let (value, offset) = match value.rfind(['+', '-']) {
+                Some(sign) if sign >= 4 => {
+                    (&value[..sign], Some(utc_offset_minutes(&value[sign..])?))
+                }
+                _ => (value, None),
             };
             let (date, time) = value.split_at(value.len().min(8));
             let mut out = fill_date(date, end)?;
             out.push_str(&fill_time(time, end)?);
-            Some(out)
+            match offset {
+                // C.2.2.2.5: the offset, when the value has one, is taken into account: the
+                // point is moved to UTC. A value without one is taken as written.
+                Some(minutes) => to_utc(&out, minutes),
+                None => Some(out),
+            }
         }
         _ => None,
     }
+}
+
+/// A DT value's UTC offset (`+HHMM` or `-HHMM`, PS3.5 Table 6.2-1) in minutes east of UTC.
+fn utc_offset_minutes(offset: &str) -> Option<i64> {
+    let (sign, digits) = offset.split_at(1);
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i64 = digits[..2].parse().ok()?;
+    let minutes: i64 = digits[2..].parse().ok()?;
+    if hours > 14 || minutes > 59 {
+        return None;
+    }
+    let magnitude = hours * 60 + minutes;
+    Some(if sign == "-" { -magnitude } else { magnitude })
+}
+
+/// A normalized DT point (`YYYYMMDDHHMMSSffffff`) at UTC offset `offset` minutes, as the same
+/// moment in UTC. A day past the month's end (the upper fill of `YYYYMM`) counts as its last day.
+fn to_utc(point: &str, offset: i64) -> Option<String> {
+    let number = |range: std::ops::Range<usize>| point.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute) = (number(8..10)?, number(10..12)?);
+    if !(1..=12).contains(&month) || day < 1 {
+        return None;
+    }
+    let day = day.min(days_in_month(year, month));
+    let minutes = days_from_civil(year, month, day) * 1440 + hour * 60 + minute - offset;
+    let (days, minute_of_day) = (minutes.div_euclid(1440), minutes.rem_euclid(1440));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    Some(format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{}",
+        minute_of_day / 60,
+        minute_of_day % 60,
+        point.get(12..)?
+    ))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `YYYY`, `YYYYMM` or `YYYYMMDD`, filled to eight digits.
@@ -1203,7 +1322,7 @@ mod tests {
     }
 
     #[test]
-    fn datetime_ranges_fill_partial_values_and_ignore_offsets() {
+    fn datetime_ranges_fill_partial_values_and_apply_utc_offsets() {
         assert!(one(VR::DT, "2024", "20240615103000"));
         assert!(!one(VR::DT, "2024", "20250101"));
         assert!(one(VR::DT, "202401-202403", "20240331235959.999999"));
@@ -1211,7 +1330,7 @@ mod tests {
         assert!(one(VR::DT, "20240101120000-", "20240101120000"));
         assert!(!one(VR::DT, "20240101120000-", "20240101115959"));
         // A UTC offset is not the range separator.
-        assert!(one(VR::DT, "20240101120000-0500", "20240101120000"));
+        assert!(one(VR::DT, "20240101120000-0500", "20240101120000-0500"));
         assert!(one(VR::DT, "20240101-0500-20240102", "20240101230000"));
         assert!(one(
             VR::DT,
