@@ -1,6 +1,7 @@
 //! `dimsum`: DICOM network tools in the style of DCMTK, thin over the dimsum libraries.
 
 mod args;
+mod delete;
 mod echoscp;
 mod echoscu;
 mod exit;
@@ -54,6 +55,8 @@ enum Tool {
     /// The archive: Storage, Query/Retrieve and Storage Commitment over a data directory with
     /// a SQLite index (AE title DIMSUM, port 11112, data in ./dimsum-data by default).
     Serve(serve_archive::Options),
+    /// Delete patients, studies, series or instances from the data folder of `dimsum serve`.
+    Delete(delete::Options),
     /// Query/Retrieve SCP over a folder, with optional worklist (like DCMTK's dcmqrscp).
     Qrscp(qrscp::Options),
     /// Ask a server to shut down with DCMTK's private shutdown request (like DCMTK's termscu).
@@ -127,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Tool::Movescu(options) => movescu::run(options).await,
             Tool::Qrscp(options) => qrscp::run(options).await,
             Tool::Serve(options) => serve_archive::run(options).await,
+            Tool::Delete(options) => delete::run(options).await,
             Tool::Termscu(options) => termscu::run(options).await,
         }
     });

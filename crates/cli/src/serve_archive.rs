@@ -75,7 +75,7 @@ pub async fn run(options: Options) -> Code {
     code
 }
 
-async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {
+pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {
     let limit = (config.result_limit > 0).then_some(config.result_limit as usize);
     let mut archive_config = ArchiveConfig::new(&config.data)
         .with_duplicates(config.duplicates)
@@ -163,7 +163,7 @@ async fn report_counts(archive: &Archive) {
     }
 }
 
-async fn close(archive: &Archive) {
+pub(crate) async fn close(archive: &Archive) {
     if let Err(error) = archive.close().await {
         error!("closing the archive: {error}");
     }
