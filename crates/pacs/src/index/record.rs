@@ -4,11 +4,11 @@
 //! (RFC 1951) — so that any return key, and later DICOMweb metadata, is answered without opening
 //! a file. Blobs are read back through the hardened scanner like any data set.
 
-use std::io::{Read, Write};
+use std::cell::RefCell;
+use std::io::Read;
 
-use flate2::Compression;
 use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::{Compress, Compression, FlushCompress};
 
 use dimsum_dataset::dicom_core::header::{HasLength, Header};
 use dimsum_dataset::dicom_core::value::{DataSetSequence, Value};
@@ -112,11 +112,36 @@ pub fn encode(record: &InMemDicomObject) -> Result<Vec<u8>, String> {
         }
         Err(error) => return Err(error.to_string()),
     };
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::fast());
-    encoder
-        .write_all(&bytes)
-        .and_then(|()| encoder.finish())
-        .map_err(|error| format!("cannot deflate: {error}"))
+    deflate(&bytes)
+}
+
+thread_local! {
+    /// One compressor per thread, reset for each record: setting one up allocates and clears
+    /// its hash tables (a few hundred KiB), which cost more than deflating a small record.
+    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+}
+
+/// `bytes` deflated (RFC 1951, no zlib header), at the fast level.
+fn deflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    COMPRESSOR.with(|compressor| {
+        let mut compressor = compressor.borrow_mut();
+        compressor.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            let consumed = usize::try_from(compressor.total_in()).unwrap_or(bytes.len());
+            let status = compressor
+                .compress_vec(
+                    bytes.get(consumed..).unwrap_or_default(),
+                    &mut out,
+                    FlushCompress::Finish,
+                )
+                .map_err(|error| format!("cannot deflate: {error}"))?;
+            if status == flate2::Status::StreamEnd {
+                return Ok(out);
+            }
+            out.reserve(out.capacity().max(64));
+        }
+    })
 }
 
 /// Decodes a blob made by [`encode`], through the hardened scanner with `limits`.

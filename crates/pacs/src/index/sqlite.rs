@@ -1261,6 +1261,15 @@ fn run_query(
 const INSTANCE_COLUMNS: &str = "i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid,
     st.study_instance_uid, se.series_instance_uid, i.path, i.data_set_offset,
     i.data_set_length, i.file_size, i.file_modified_ns";
+/// [`INSTANCE_COLUMNS`] read from the instance table alone, its study and series UIDs by
+/// subqueries: SQLite prepares a join whose WHERE term is a bound parameter again each time the
+/// parameter changes, a single-table statement only once — this one runs before every store.
+const INSTANCE_COLUMNS_BY_SUBQUERY: &str = "i.sop_class_uid, i.sop_instance_uid,
+    i.transfer_syntax_uid,
+    (SELECT st.study_instance_uid FROM series se JOIN study st ON st.id = se.study
+        WHERE se.id = i.series),
+    (SELECT se.series_instance_uid FROM series se WHERE se.id = i.series),
+    i.path, i.data_set_offset, i.data_set_length, i.file_size, i.file_modified_ns";
 const INSTANCE_JOINS: &str =
     "FROM instance i JOIN series se ON se.id = i.series JOIN study st ON st.id = se.study";
 
@@ -1394,7 +1403,7 @@ impl Index for SqliteIndex {
         Box::pin(self.read(move |connection, _| {
             Ok(connection
                 .prepare_cached(&format!(
-                    "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE i.sop_instance_uid = ?"
+                    "SELECT {INSTANCE_COLUMNS_BY_SUBQUERY} FROM instance i WHERE i.sop_instance_uid = ?"
                 ))?
                 .query_row([sop_instance_uid], indexed_instance)
                 .optional()?)
