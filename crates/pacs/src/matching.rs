@@ -45,6 +45,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use dimsum_dataset::dicom_core::header::Header;
 use dimsum_dataset::dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
@@ -290,15 +291,16 @@ enum KeyTest {
     Universal,
     /// `""`: matches a missing or zero-length attribute (C.2.2.2.1).
     EmptyValue,
-    /// The key's values, of the key's VR; the candidate matches when one of its values matches
-    /// one of them. Those matched exactly are in a set (a list of UIDs may hold thousands).
-    Values {
-        vr: VR,
-        exact: HashSet<String>,
-        values: Vec<KeyValue>,
+    /// The key's values, of the key's VR.
+    Values(ValuesTest),
+    /// A key of unknown VR (a private attribute in implicit VR, or a long text value that
+    /// DCMTK and pydicom send as UN): it takes each candidate's VR. It is compiled for the VR
+    /// of the first candidate and kept; a candidate of another VR compiles it for itself.
+    UnknownVr {
+        value: PrimitiveValue,
+        options: MatchOptions,
+        first: OnceLock<ValuesTest>,
     },
-    /// A key of unknown VR (a private attribute in implicit VR): it takes each candidate's VR.
-    UnknownVr(PrimitiveValue),
     /// A query sequence item: some item of the candidate's sequence matches all its keys.
     Sequence(Box<CompiledQuery>),
 }
@@ -341,23 +343,13 @@ impl CompiledKey {
                 },
                 // Encapsulated values are not matched (is_universal said so).
                 Value::PixelSequence(_) => KeyTest::Universal,
-                Value::Primitive(value) if key.vr() == VR::UN => KeyTest::UnknownVr(value.clone()),
+                Value::Primitive(value) if key.vr() == VR::UN => KeyTest::UnknownVr {
+                    value: value.clone(),
+                    options,
+                    first: OnceLock::new(),
+                },
                 Value::Primitive(value) => {
-                    let mut exact = HashSet::new();
-                    let mut values = Vec::new();
-                    for value in compile_values(key.vr(), value, options) {
-                        match value {
-                            KeyValue::Exact(text) => {
-                                exact.insert(text);
-                            }
-                            other => values.push(other),
-                        }
-                    }
-                    KeyTest::Values {
-                        vr: key.vr(),
-                        exact,
-                        values,
-                    }
+                    KeyTest::Values(ValuesTest::new(key.vr(), value, options))
                 }
             }
         };
@@ -378,13 +370,19 @@ impl CompiledKey {
             KeyTest::Sequence(item) => candidate
                 .and_then(|element| element.value().items())
                 .is_some_and(|items| items.iter().any(|candidate| item.matches(candidate))),
-            KeyTest::Values { vr, exact, values } => {
-                candidate.is_some_and(|candidate| values_match(*vr, exact, values, candidate))
-            }
-            KeyTest::UnknownVr(value) => candidate.is_some_and(|candidate| {
+            KeyTest::Values(test) => candidate.is_some_and(|candidate| test.matches(candidate)),
+            KeyTest::UnknownVr {
+                value,
+                options,
+                first,
+            } => candidate.is_some_and(|candidate| {
                 let vr = candidate.vr();
-                let values = compile_values(vr, value, MatchOptions::default());
-                values_match(vr, &HashSet::new(), &values, candidate)
+                let test = first.get_or_init(|| ValuesTest::new(vr, value, *options));
+                if test.vr == vr {
+                    test.matches(candidate)
+                } else {
+                    ValuesTest::new(vr, value, *options).matches(candidate)
+                }
             }),
         }
     }
@@ -434,19 +432,44 @@ fn compile_value(vr: VR, value: &str, options: MatchOptions) -> KeyValue {
     }
 }
 
-/// Whether one of the candidate's values matches one of the key's `values` (of VR `vr`).
-fn values_match(
+/// The non-empty values of a primitive key, compiled for one VR: the candidate matches when
+/// one of its values matches one of them. Those matched exactly are in a set (a list of UIDs
+/// may hold thousands).
+#[derive(Debug, Clone)]
+struct ValuesTest {
     vr: VR,
-    exact: &HashSet<String>,
-    keys: &[KeyValue],
-    candidate: &InMemElement,
-) -> bool {
-    let Value::Primitive(candidate_value) = candidate.value() else {
-        return false;
-    };
-    values(vr, candidate_value).iter().any(|candidate| {
-        exact.contains(candidate.as_ref()) || keys.iter().any(|key| key.matches(vr, candidate))
-    })
+    exact: HashSet<String>,
+    values: Vec<KeyValue>,
+}
+
+impl ValuesTest {
+    fn new(vr: VR, value: &PrimitiveValue, options: MatchOptions) -> ValuesTest {
+        let mut exact = HashSet::new();
+        let mut values = Vec::new();
+        for value in compile_values(vr, value, options) {
+            match value {
+                KeyValue::Exact(text) => {
+                    exact.insert(text);
+                }
+                other => values.push(other),
+            }
+        }
+        ValuesTest { vr, exact, values }
+    }
+
+    /// Whether one of the candidate's values (decoded here, as [`values`] gives them) matches.
+    fn matches(&self, candidate: &InMemElement) -> bool {
+        let Value::Primitive(candidate_value) = candidate.value() else {
+            return false;
+        };
+        values(self.vr, candidate_value).iter().any(|candidate| {
+            self.exact.contains(candidate.as_ref())
+                || self
+                    .values
+                    .iter()
+                    .any(|key| key.matches(self.vr, candidate))
+        })
+    }
 }
 
 impl KeyValue {

@@ -905,3 +905,44 @@ fn a_plan_with_a_1_mb_key_matches_10_000_candidates_without_decoding_it_again() 
          decoded per candidate about {per_candidate_time:?} (extrapolated from {sample})"
     );
 }
+
+#[test]
+fn a_key_of_unknown_vr_takes_the_candidate_vr() {
+    // DCMTK and pydicom send text values over 64 KiB as UN in explicit VR.
+    let un = |tag: Tag, text: &str| {
+        DataElement::new(
+            tag,
+            VR::UN,
+            PrimitiveValue::U8(text.as_bytes().to_vec().into()),
+        )
+    };
+    let uids = un(tags::STUDY_INSTANCE_UID, "1.2.3\\1.2.4");
+    assert!(passes(
+        Level::Study,
+        uids.clone(),
+        vec![element(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.4")]
+    ));
+    assert!(!passes(
+        Level::Study,
+        uids,
+        vec![element(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.5")]
+    ));
+    // Compiled for the first candidate's VR, then for another's: the same answers.
+    let plan = plan("STUDY", vec![un(tags::STUDY_DESCRIPTION, "head*")]);
+    let lo = object(vec![element(tags::STUDY_DESCRIPTION, VR::LO, "head CT")]);
+    let st = object(vec![element(tags::STUDY_DESCRIPTION, VR::ST, "head CT")]);
+    let date = object(vec![element(tags::STUDY_DESCRIPTION, VR::DA, "20240101")]);
+    assert!(plan.passes(Level::Study, &lo));
+    assert!(plan.passes(Level::Study, &st));
+    assert!(!plan.passes(Level::Study, &date));
+    assert!(plan.passes(Level::Study, &lo));
+    // A PN key of unknown VR follows the configured case rule.
+    let sensitive = MatchOptions {
+        case_insensitive_person_names: false,
+        ..MatchOptions::default()
+    };
+    let name = object(vec![element(tags::PATIENT_NAME, VR::PN, "Doe^John")]);
+    let key = || vec![un(tags::PATIENT_NAME, "DOE*")];
+    assert!(plan_with("PATIENT", key(), MatchOptions::default()).passes(Level::Patient, &name));
+    assert!(!plan_with("PATIENT", key(), sensitive).passes(Level::Patient, &name));
+}
