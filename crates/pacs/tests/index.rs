@@ -172,9 +172,19 @@ impl Fixture {
 
     /// The instances a Study Root C-MOVE at `level` with `keys` retrieves.
     async fn retrieve(&self, level: &str, keys: Vec<InMemElement>) -> Vec<IndexedInstance> {
+        self.retrieve_in(QueryModel::StudyRoot, level, keys).await
+    }
+
+    /// The instances a C-MOVE on `model` at `level` with `keys` retrieves.
+    async fn retrieve_in(
+        &self,
+        model: QueryModel,
+        level: &str,
+        keys: Vec<InMemElement>,
+    ) -> Vec<IndexedInstance> {
         let mut object = InMemDicomObject::from_element_iter(keys);
         object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
-        let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Move, object).expect("plan");
+        let plan = QueryPlan::new(model, QueryService::Move, object).expect("plan");
         self.index.instances(plan).await.expect("instances")
     }
 
@@ -342,6 +352,14 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
         uids.sort();
         uids
     };
+    let patient = fixture
+        .retrieve_in(
+            QueryModel::PatientRoot,
+            "PATIENT",
+            vec![element(tags::PATIENT_ID, VR::LO, P1.0)],
+        )
+        .await;
+    assert_eq!(uids(patient), ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.2.1.1"]);
     let study = fixture.retrieve("STUDY", vec![study_uid("1.1\\2.1")]).await;
     assert_eq!(uids(study), ["1.1.1.1", "1.1.1.2", "1.1.2.1", "2.1.1.1"]);
     let series = fixture

@@ -1318,9 +1318,16 @@ fn retrieval_instances(
             }
         }
     }
-    let (_, alias) = table(plan.level());
+    // The instances under the entity, by the column that holds its id (a patient's through
+    // its studies).
+    let entity_id = match plan.level() {
+        Level::Patient => "st.patient",
+        Level::Study => "st.id",
+        Level::Series => "se.id",
+        Level::Image => "i.id",
+    };
     let mut statement = transaction.prepare_cached(&format!(
-        "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE {alias}.id = ? ORDER BY i.id"
+        "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE {entity_id} = ? ORDER BY i.id"
     ))?;
     let mut instances = Vec::new();
     for id in entities {
