@@ -10,6 +10,7 @@ use dimsum_net::dataset::QueryModel;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::query_keys::{self, QueryKey};
 use dimsum_net::scu::{QueryError, QueryRequest};
+use dimsum_net::ul::negotiation::FindOptions;
 use dimsum_net::{Association, MoveRetry};
 
 use crate::exit::{self, Code};
@@ -136,6 +137,31 @@ impl MoveRetryOptions {
             delay: self
                 .move_retry_delay
                 .map_or(retry.delay, Duration::from_secs),
+        }
+    }
+}
+
+/// Which C-FIND extended negotiation options (PS3.4 C.5.1.1) a Query/Retrieve SCP (`qrscp`,
+/// `serve`) accepts when a peer proposes them: each flag given switches one off.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct FindOptionFlags {
+    /// Answer "not supported" to relational queries (PS3.4 C.5.1.1 byte 1): C-FIND is then
+    /// hierarchical for every peer [default: supported].
+    #[arg(long)]
+    pub no_relational: bool,
+    /// Answer "not supported" to combined date and time range matching (PS3.4 C.5.1.1 byte 2):
+    /// date and time ranges are then matched each on its own [default: supported].
+    #[arg(long = "no-combined-datetime")]
+    pub no_combined_datetime: bool,
+}
+
+impl FindOptionFlags {
+    /// `options` with the options these flags switch off removed.
+    pub fn over(self, options: FindOptions) -> FindOptions {
+        FindOptions {
+            relational_queries: options.relational_queries && !self.no_relational,
+            combined_date_time: options.combined_date_time && !self.no_combined_datetime,
+            ..options
         }
     }
 }

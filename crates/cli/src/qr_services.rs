@@ -17,18 +17,6 @@ pub fn query_syntaxes() -> Vec<String> {
     ]
 }
 
-/// C-ECHO; C-STORE of every storage SOP class in every transfer syntax we know into `storage`;
-/// and C-FIND, C-GET (its sub-operations on the same contexts) and C-MOVE of the Patient Root,
-/// Study Root and Patient/Study Only models over `archive`, C-MOVE retrying its destination as
-/// `retry` says.
-pub fn archive_dispatcher<S, A>(storage: S, archive: A, retry: MoveRetry) -> Dispatcher
-where
-    S: Storage,
-    A: FindHandler + RetrieveHandler + Clone,
-{
-    archive_dispatcher_with(storage, archive, retry, ARCHIVE_FIND_OPTIONS)
-}
-
 /// The C-FIND extended negotiation the archive accepts by default (PS3.4 C.5.1.1): relational
 /// queries and combined date-time matching; fuzzy semantic person name matching and timezone
 /// query adjustment are answered "not supported".
@@ -39,8 +27,11 @@ pub const ARCHIVE_FIND_OPTIONS: FindOptions = FindOptions {
     timezone_adjustment: false,
 };
 
-/// [`archive_dispatcher`], its C-FIND SCP accepting `find_options` (of those the archive
-/// implements: relational queries and combined date-time matching) when a peer proposes them.
+/// C-ECHO; C-STORE of every storage SOP class in every transfer syntax we know into `storage`;
+/// and C-FIND, C-GET (its sub-operations on the same contexts) and C-MOVE of the Patient Root,
+/// Study Root and Patient/Study Only models over `archive`, C-MOVE retrying its destination as
+/// `retry` says, the C-FIND SCP accepting `find_options` (of those the archive implements:
+/// relational queries and combined date-time matching) when a peer proposes them.
 pub fn archive_dispatcher_with<S, A>(
     storage: S,
     archive: A,

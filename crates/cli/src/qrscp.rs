@@ -17,7 +17,7 @@ use dimsum_pacs::{FolderArchive, FolderArchiveConfig, WorklistFolder};
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
 use crate::options::ServerOptions;
-use crate::qr_options::MoveRetryOptions;
+use crate::qr_options::{FindOptionFlags, MoveRetryOptions};
 use crate::qr_services;
 
 /// Options of `dimsum qrscp`.
@@ -41,6 +41,8 @@ pub struct Options {
     pub move_associations: u32,
     #[command(flatten)]
     pub move_retry: MoveRetryOptions,
+    #[command(flatten)]
+    pub find_options: FindOptionFlags,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -92,10 +94,11 @@ pub async fn run(options: Options) -> Code {
             return Code::Internal;
         }
     };
-    let mut dispatcher = qr_services::archive_dispatcher(
+    let mut dispatcher = qr_services::archive_dispatcher_with(
         storage,
         archive,
         options.move_retry.over(MoveRetry::default()),
+        options.find_options.over(qr_services::ARCHIVE_FIND_OPTIONS),
     );
     if let Some(folder) = &options.worklist {
         let worklist_class = QueryModel::ModalityWorklist

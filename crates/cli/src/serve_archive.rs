@@ -152,8 +152,13 @@ fn dispatcher(archive: &Archive, config: &ServeConfig) -> Dispatcher {
     for (ae_title, address) in &config.peers {
         commitment = commitment.with_peer(ae_title, format!("{}:{}", address.host, address.port));
     }
-    qr_services::archive_dispatcher(archive.clone(), archive.clone(), config.move_retry())
-        .with(commitment)
+    qr_services::archive_dispatcher_with(
+        archive.clone(),
+        archive.clone(),
+        config.move_retry(),
+        config.find_options(),
+    )
+    .with(commitment)
 }
 
 async fn report_counts(archive: &Archive) {

@@ -22,11 +22,12 @@ use serde::Deserialize;
 
 use dimsum_net::server::{DEFAULT_MAX_ASSOCIATIONS, DEFAULT_OPERATIONS_PERFORMED};
 use dimsum_net::tls::TlsError;
-use dimsum_net::ul::negotiation::validate_ae_title;
+use dimsum_net::ul::negotiation::{FindOptions, validate_ae_title};
 use dimsum_net::{MoveRetry, ServerConfig, Timeouts};
 
 use crate::options::{parse_max_pdu, seconds};
-use crate::qr_options::MoveRetryOptions;
+use crate::qr_options::{FindOptionFlags, MoveRetryOptions};
+use crate::qr_services::ARCHIVE_FIND_OPTIONS;
 use crate::tls_options::TlsOptions;
 
 /// The port `dimsum serve` listens on by default (the registered DICOM port, PS3.15 Annex B:
@@ -84,6 +85,12 @@ pub struct ServeConfig {
     pub move_retries: u32,
     /// Seconds before each of those attempts (`--move-retry-delay`).
     pub move_retry_delay: u64,
+    /// Accept C-FIND relational queries when a peer proposes them (PS3.4 C.5.1.1 byte 1;
+    /// `--no-relational` switches it off).
+    pub relational_queries: bool,
+    /// Accept C-FIND combined date and time range matching when a peer proposes it (PS3.4
+    /// C.5.1.1 byte 2; `--no-combined-datetime` switches it off).
+    pub combined_datetime: bool,
     /// The timers, in seconds.
     pub timeouts: TimeoutsConfig,
     /// TLS on every association (PS3.15 Annex B); absent: plain TCP.
@@ -111,6 +118,8 @@ impl Default for ServeConfig {
             peers: BTreeMap::new(),
             move_retries: MoveRetry::default().retries,
             move_retry_delay: MoveRetry::default().delay.as_secs(),
+            relational_queries: ARCHIVE_FIND_OPTIONS.relational_queries,
+            combined_datetime: ARCHIVE_FIND_OPTIONS.combined_date_time,
             timeouts: TimeoutsConfig::default(),
             tls: None,
         }
@@ -351,6 +360,8 @@ pub struct ServeOptions {
     #[command(flatten)]
     pub move_retry: MoveRetryOptions,
     #[command(flatten)]
+    pub find_options: FindOptionFlags,
+    #[command(flatten)]
     pub tls: TlsOptions,
 }
 
@@ -497,6 +508,9 @@ impl ServeConfig {
         let retry = options.move_retry.over(self.move_retry());
         self.move_retries = retry.retries;
         self.move_retry_delay = retry.delay.as_secs();
+        let find_options = options.find_options.over(self.find_options());
+        self.relational_queries = find_options.relational_queries;
+        self.combined_datetime = find_options.combined_date_time;
         if !options.allow_calling.is_empty() {
             self.allow_calling.clone_from(&options.allow_calling);
         }
@@ -558,6 +572,16 @@ impl ServeConfig {
         MoveRetry {
             retries: self.move_retries,
             delay: Duration::from_secs(self.move_retry_delay),
+        }
+    }
+
+    /// The C-FIND extended negotiation options accepted when a peer proposes them (PS3.4
+    /// C.5.1.1): those of the archive that are switched on.
+    pub fn find_options(&self) -> FindOptions {
+        FindOptions {
+            relational_queries: self.relational_queries,
+            combined_date_time: self.combined_datetime,
+            ..ARCHIVE_FIND_OPTIONS
         }
     }
 
@@ -736,6 +760,14 @@ mod tests {
         assert_eq!(server.timeouts, Timeouts::default());
         assert_eq!(server.shutdown_grace, ServerConfig::new("X").shutdown_grace);
         assert_eq!(config.move_retry(), MoveRetry::default());
+        assert_eq!(
+            config.find_options(),
+            ARCHIVE_FIND_OPTIONS,
+            "relational queries and combined date-time matching are accepted by default"
+        );
+        assert!(
+            config.find_options().relational_queries && config.find_options().combined_date_time
+        );
     }
 
     #[test]
@@ -786,6 +818,14 @@ mod tests {
         );
         assert_eq!((config.max_pending, config.max_operations), (0, 16));
         assert!(!config.require_called_aet);
+        assert_eq!(
+            config.find_options(),
+            FindOptions {
+                relational_queries: true,
+                combined_date_time: false,
+                ..FindOptions::NONE
+            }
+        );
         let tls = config.tls.as_ref().expect("TLS");
         assert_eq!(tls.private_key, Path::new("/etc/dimsum/server-key.pem"));
         assert_eq!(tls.certificate, Path::new("/etc/dimsum/server.pem"));
@@ -889,6 +929,44 @@ mod tests {
             Some(vec!["ONLYME".to_owned()])
         );
         assert_eq!(server.max_pdu_length, 65536);
+    }
+
+    #[test]
+    fn find_options_switch_off_in_the_file_or_with_flags() {
+        let config = parse("relational-queries = false").expect("parses");
+        assert_eq!(
+            config.find_options(),
+            FindOptions {
+                combined_date_time: true,
+                ..FindOptions::NONE
+            }
+        );
+        let error = error_text("relational-queries = \"no\"");
+        assert!(
+            error.contains("relational-queries") && error.contains("bool"),
+            "{error}"
+        );
+
+        let mut config = ServeConfig::default();
+        config.apply(&flags(&["--no-relational"]).expect("flags"));
+        assert_eq!(
+            (config.relational_queries, config.combined_datetime),
+            (false, true)
+        );
+        config.apply(&flags(&["--no-combined-datetime"]).expect("flags"));
+        assert_eq!(config.find_options(), FindOptions::NONE);
+
+        let mut config = parse("combined-datetime = false").expect("parses");
+        config.apply(&flags(&[]).expect("no flags"));
+        assert_eq!(
+            (config.relational_queries, config.combined_datetime),
+            (true, false),
+            "no flag leaves the file's values"
+        );
+        assert!(
+            flags(&["--no-relational=true"]).is_err(),
+            "a switch takes no value"
+        );
     }
 
     #[test]
