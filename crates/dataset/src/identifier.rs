@@ -9,23 +9,27 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
+use crate::charset;
 use crate::convert::{self, ConvertError};
 use crate::scan::ScanLimits;
 use crate::transfer_syntax;
 
 /// Decodes an identifier received in `transfer_syntax_uid` (one of the uncompressed syntaxes,
-/// deflated included), after [`crate::scan::scan_bytes`] has accepted it with `limits`.
+/// deflated included), after [`crate::scan::scan_bytes`] has accepted it with `limits`. Text in
+/// ISO 2022 code extensions (PS3.5 §6.1.2.5) is decoded to Unicode and the identifier then
+/// declares `ISO_IR 192` ([`charset::to_unicode`]).
 pub fn decode(
     data: &[u8],
     transfer_syntax_uid: &str,
     limits: &ScanLimits,
 ) -> Result<InMemDicomObject, ConvertError> {
-    convert::decode_checked(data, transfer_syntax_uid, limits, true)?.ok_or_else(|| {
-        ConvertError::Unsupported {
+    let mut identifier = convert::decode_checked(data, transfer_syntax_uid, limits, true)?
+        .ok_or_else(|| ConvertError::Unsupported {
             from: transfer_syntax_uid.to_owned(),
             to: transfer_syntax_uid.to_owned(),
-        }
-    })
+        })?;
+    charset::to_unicode_or_keep(&mut identifier);
+    Ok(identifier)
 }
 
 /// Encodes an identifier in `transfer_syntax_uid` (one of the uncompressed syntaxes).

@@ -15,6 +15,8 @@
 //! - [`identifier`]: identifiers (PS3.4 Annex C.4) decoded from the network once [`scan`] has
 //!   accepted them, and encoded by dicom-rs (queries, matches, the Failed SOP Instance UID List
 //!   of a C-GET or C-MOVE response).
+//! - [`charset`]: Specific Character Set with ISO 2022 code extensions (PS3.5 §6.1.2.5), which
+//!   dicom-rs leaves undecoded: the text of such data sets decoded to Unicode.
 //! - [`query_model`]: the Query/Retrieve and Modality Worklist information models.
 //! - [`query_keys`]: matching and return keys as a person writes them (DCMTK's `-k
 //!   PatientName=DOE*`, `-k (0040,0100)[0].Modality=CT`), applied to an identifier, and query
@@ -30,6 +32,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod charset;
 pub mod convert;
 pub mod dump;
 pub mod identifier;
