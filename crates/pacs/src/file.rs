@@ -54,8 +54,23 @@ impl Identity {
     /// The identity of an instance from the scanner's summary of its data set and its meta;
     /// `Err` names the attribute that is missing (or empty).
     pub fn of(summary: &Summary, meta: &FileMeta) -> Result<Identity, &'static str> {
+        Identity::from_summary(
+            summary,
+            &meta.media_storage_sop_class_uid,
+            &meta.media_storage_sop_instance_uid,
+        )
+    }
+
+    /// The identity from a scanned data set, its SOP Class and Instance UIDs falling back on
+    /// `sop_class_uid` and `sop_instance_uid` (those of the file meta, or of the C-STORE
+    /// command the file meta was written from).
+    pub fn from_summary(
+        summary: &Summary,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+    ) -> Result<Identity, &'static str> {
         let present = |value: &Option<String>| value.clone().filter(|uid| !uid.is_empty());
-        let from_meta = |value: &String| Some(value.clone()).filter(|uid| !uid.is_empty());
+        let from_meta = |value: &str| Some(value.to_owned()).filter(|uid| !uid.is_empty());
         Ok(Identity {
             patient_id: summary.patient_id.clone().unwrap_or_default(),
             study_instance_uid: present(&summary.study_instance_uid)
@@ -63,10 +78,10 @@ impl Identity {
             series_instance_uid: present(&summary.series_instance_uid)
                 .ok_or("Series Instance UID (0020,000E)")?,
             sop_instance_uid: present(&summary.sop_instance_uid)
-                .or_else(|| from_meta(&meta.media_storage_sop_instance_uid))
+                .or_else(|| from_meta(sop_instance_uid))
                 .ok_or("SOP Instance UID (0008,0018)")?,
             sop_class_uid: present(&summary.sop_class_uid)
-                .or_else(|| from_meta(&meta.media_storage_sop_class_uid))
+                .or_else(|| from_meta(sop_class_uid))
                 .ok_or("SOP Class UID (0008,0016)")?,
         })
     }
@@ -128,36 +143,8 @@ pub fn read_part10(path: &Path, limits: &ScanLimits) -> Result<Part10File, FileE
 
     file.seek(SeekFrom::Start(data_set_offset))
         .map_err(io_error)?;
-    let decode_error = |reason: String| FileError::Decode {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let attributes = if transfer_syntax::is_deflated(&ts) {
-        // dicom-rs's incremental reader does not inflate: inflate in memory, bounded.
-        if data_set_length > MAX_DEFLATED_LENGTH {
-            return Err(decode_error(format!(
-                "a deflated data set of {data_set_length} bytes is larger than the {MAX_DEFLATED_LENGTH} read into memory"
-            )));
-        }
-        let mut data = Vec::new();
-        file.take(data_set_length)
-            .read_to_end(&mut data)
-            .map_err(io_error)?;
-        let mut object = identifier::decode(&data, &ts, limits)
-            .map_err(|error| decode_error(error.to_string()))?;
-        object.retain(|element| element.header().tag < PIXEL_DATA_GROUP);
-        object
-    } else {
-        let mut collector = DicomCollectorOptions::new()
-            .expected_ts(ts.clone())
-            .read_preamble(ReadPreamble::Never)
-            .from_reader(BufReader::new(file));
-        let mut object = InMemDicomObject::new_empty();
-        collector
-            .read_dataset_up_to(PIXEL_DATA_GROUP, &mut object)
-            .map_err(|error| decode_error(error.to_string()))?;
-        object
-    };
+    let attributes =
+        decode_attributes(file, data_set_length, &ts, limits).map_err(|error| error.at(path))?;
     Ok(Part10File {
         path: path.to_path_buf(),
         meta,
@@ -264,5 +251,71 @@ mod tests {
         assert!(matches!(error, FileError::Refused { .. }), "{error}");
         assert!(!error.is_not_dicom());
         assert!(error.to_string().contains("lying.dcm"), "{error}");
+    }
+}
+
+/// Why [`decode_attributes`] failed.
+#[derive(Debug)]
+pub enum AttributesError {
+    Io(io::Error),
+    Decode(String),
+}
+
+impl AttributesError {
+    /// The error for the data set of the file at `path`.
+    pub fn at(self, path: &Path) -> FileError {
+        let path = path.to_path_buf();
+        match self {
+            AttributesError::Io(source) => FileError::Io { path, source },
+            AttributesError::Decode(reason) => FileError::Decode { path, reason },
+        }
+    }
+}
+
+impl std::fmt::Display for AttributesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttributesError::Io(error) => write!(f, "cannot read the data set: {error}"),
+            AttributesError::Decode(reason) => write!(f, "cannot decode the data set: {reason}"),
+        }
+    }
+}
+
+/// The attributes before the Pixel Data group (7FE0,xxxx) of a data set of `length` bytes in
+/// transfer syntax `ts`, read from `data` (a file after its meta, or the data set in memory).
+/// The data set has passed the hardened scan: lengths and depth are bounded.
+pub fn decode_attributes(
+    data: impl Read + Seek,
+    length: u64,
+    ts: &str,
+    limits: &ScanLimits,
+) -> Result<InMemDicomObject, AttributesError> {
+    let decode_error = |error: &dyn std::fmt::Display| AttributesError::Decode(error.to_string());
+    if transfer_syntax::is_deflated(ts) {
+        // dicom-rs's incremental reader does not inflate: inflate in memory, bounded.
+        if length > MAX_DEFLATED_LENGTH {
+            return Err(AttributesError::Decode(format!(
+                "a deflated data set of {length} bytes is larger than the {MAX_DEFLATED_LENGTH} read into memory"
+            )));
+        }
+        let mut bytes = Vec::new();
+        data.take(length)
+            .read_to_end(&mut bytes)
+            .map_err(AttributesError::Io)?;
+        let mut object =
+            identifier::decode(&bytes, ts, limits).map_err(|error| decode_error(&error))?;
+        object.retain(|element| element.header().tag < PIXEL_DATA_GROUP);
+        Ok(object)
+    } else {
+        let mut collector = DicomCollectorOptions::new()
+            .expected_ts(ts.to_owned())
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(BufReader::new(data));
+        let mut object = InMemDicomObject::new_empty();
+        collector
+            .read_dataset_up_to(PIXEL_DATA_GROUP, &mut object)
+            .map_err(|error| decode_error(&error))?;
+        dimsum_dataset::charset::to_unicode_or_keep(&mut object);
+        Ok(object)
     }
 }

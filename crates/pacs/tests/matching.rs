@@ -557,14 +557,16 @@ fn numbers_match_by_value() {
 }
 
 /// One of pydicom's character-set files (tests/data/charset): its Patient's Name as it should
-/// read, its bytes in the file, and whether dicom-rs decodes it.
+/// read, its bytes in the file, and its Specific Character Set when it uses ISO 2022 code
+/// extensions.
 struct CharsetFile {
     file: &'static str,
     name: &'static str,
     bytes: &'static [u8],
-    /// dicom-rs decodes the name (single-byte and UTF-8 sets, GB18030); false for the ISO 2022
-    /// code extensions (several values of Specific Character Set), which it leaves encoded.
-    decoded: bool,
+    /// Specific Character Set as written in the file when it uses code extensions (PS3.5
+    /// §6.1.2.5), which dimsum decodes after dicom-rs; `None` for the single-byte and UTF-8
+    /// sets and GB18030, which dicom-rs decodes alone.
+    extensions: Option<&'static str>,
 }
 
 const CHARSET_FILES: &[CharsetFile] = &[
@@ -572,79 +574,79 @@ const CHARSET_FILES: &[CharsetFile] = &[
         file: "chrArab.dcm",
         name: "قباني^لنزار",
         bytes: b"\xe2\xc8\xc7\xe6\xea^\xe4\xe6\xd2\xc7\xd1",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrFren.dcm",
         name: "Buc^Jérôme",
         bytes: b"Buc^J\xe9r\xf4me",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrGerm.dcm",
         name: "Äneas^Rüdiger",
         bytes: b"\xc4neas^R\xfcdiger",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrGreek.dcm",
         name: "Διονυσιος",
         bytes: b"\xc4\xe9\xef\xed\xf5\xf3\xe9\xef\xf2",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrHbrw.dcm",
         name: "שרון^דבורה",
         bytes: b"\xf9\xf8\xe5\xef^\xe3\xe1\xe5\xf8\xe4",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrRuss.dcm",
         name: "Люкceмбypг",
         bytes: b"\xbb\xee\xdace\xdc\xd1yp\xd3",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrX1.dcm",
         name: "Wang^XiaoDong=王^小東=",
         bytes: b"Wang^XiaoDong=\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1=",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrX2.dcm",
         name: "Wang^XiaoDong=王^小东=",
         bytes: b"Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab=",
-        decoded: true,
+        extensions: None,
     },
     CharsetFile {
         file: "chrH31.dcm",
         name: "Yamada^Tarou=山田^太郎=やまだ^たろう",
         bytes: b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
-        decoded: false,
+        extensions: Some("\\ISO 2022 IR 87"),
     },
     CharsetFile {
         file: "chrH32.dcm",
         name: "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう",
         bytes: b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J",
-        decoded: false,
+        extensions: Some("ISO 2022 IR 13\\ISO 2022 IR 87"),
     },
     CharsetFile {
         file: "chrI2.dcm",
         name: "Hong^Gildong=洪^吉洞=홍^길동",
         bytes: b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf",
-        decoded: false,
+        extensions: Some("\\ISO 2022 IR 149"),
     },
     CharsetFile {
         file: "chrJapMulti.dcm",
         name: "やまだ^たろう",
         bytes: b"\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
-        decoded: false,
+        extensions: Some("\\ISO 2022 IR 87"),
     },
     CharsetFile {
         file: "chrKoreanMulti.dcm",
         name: "김희중",
         bytes: b"\x1b$)C\xb1\xe8\xc8\xf1\xc1\xdf",
-        decoded: false,
+        extensions: Some("\\ISO 2022 IR 149"),
     },
 ];
 
@@ -692,7 +694,7 @@ fn prefix(name: &str, n: usize) -> String {
 
 #[test]
 fn names_in_single_byte_and_unicode_character_sets_are_found_by_utf8_and_by_their_own_set() {
-    for file in CHARSET_FILES.iter().filter(|f| f.decoded) {
+    for file in CHARSET_FILES.iter().filter(|f| f.extensions.is_none()) {
         let record = patient_record(file.file);
         let own = record
             .get(tags::SPECIFIC_CHARACTER_SET)
@@ -744,58 +746,122 @@ fn names_in_single_byte_and_unicode_character_sets_are_found_by_utf8_and_by_thei
     }
 }
 
+/// A PATIENT level identifier as a peer sends it in explicit VR little endian, with Specific
+/// Character Set `charset` and Patient's Name `name` written as these bytes, decoded as an SCP
+/// decodes it.
+fn received_raw_key(charset: &str, name: &[u8]) -> InMemDicomObject {
+    let mut bytes = Vec::new();
+    for (tag, vr, value) in [
+        (tags::SPECIFIC_CHARACTER_SET, b"CS", charset.as_bytes()),
+        (tags::QUERY_RETRIEVE_LEVEL, b"CS", b"PATIENT".as_slice()),
+        (tags::PATIENT_NAME, b"PN", name),
+        (tags::PATIENT_ID, b"LO", b""),
+    ] {
+        let mut value = value.to_vec();
+        if value.len() % 2 == 1 {
+            value.push(b' ');
+        }
+        bytes.extend_from_slice(&tag.group().to_le_bytes());
+        bytes.extend_from_slice(&tag.element().to_le_bytes());
+        bytes.extend_from_slice(vr);
+        bytes.extend_from_slice(&u16::try_from(value.len()).expect("short").to_le_bytes());
+        bytes.extend_from_slice(&value);
+    }
+    identifier::decode(&bytes, EXPLICIT, &ScanLimits::default()).expect("decoded")
+}
+
 #[test]
-fn names_in_iso_2022_code_extensions_match_as_encoded_and_never_falsely() {
-    // dicom-rs 0.10 decodes a value of a data set whose Specific Character Set has several
-    // values with the first value's repertoire and leaves the escape sequences and the bytes
-    // they introduce as characters: the ideographic text is not decoded. What follows is what
-    // that gives, on purpose: no panic, no false match, and the original bytes in responses.
-    for file in CHARSET_FILES.iter().filter(|f| !f.decoded) {
+fn names_in_iso_2022_code_extensions_are_found_by_utf8_and_by_their_own_encoding() {
+    // dicom-rs 0.10 decodes these files with the first value of Specific Character Set only;
+    // dimsum decodes the escape sequences after it (dimsum_dataset::charset), so the stored
+    // name is Unicode text and the record declares UTF-8.
+    for file in CHARSET_FILES.iter().filter(|f| f.extensions.is_some()) {
+        let own = file.extensions.expect("code extensions");
         let record = patient_record(file.file);
-        let own = record
-            .get(tags::SPECIFIC_CHARACTER_SET)
-            .expect("the file's character set")
-            .clone();
-        let stored = text(&record, tags::PATIENT_NAME);
-        assert_ne!(
-            stored.trim_end(),
+        assert_eq!(
+            text(&record, tags::PATIENT_NAME).trim_end(),
             file.name,
-            "{}: decoded after all?",
+            "{}",
             file.file
         );
-        assert!(stored.contains('\u{1b}'), "{}", file.file);
+        assert_eq!(
+            text(&record, tags::SPECIFIC_CHARACTER_SET),
+            "ISO_IR 192",
+            "{}",
+            file.file
+        );
 
-        // A key in UTF-8 with the ideographic or phonetic text does not find it: the stored
-        // value is not that text.
+        // UTF-8 keys: the whole name, its start, one character unknown, a group inside.
         assert!(
-            !finds(received_key(file.name, &utf8()), &record),
+            finds(received_key(file.name, &utf8()), &record),
+            "{}",
+            file.file
+        );
+        assert!(
+            finds(received_key(&prefix(file.name, 2), &utf8()), &record),
+            "{}",
+            file.file
+        );
+        let mut one_unknown = file.name.chars().collect::<Vec<_>>();
+        one_unknown[1] = '?';
+        let one_unknown: String = one_unknown.into_iter().collect();
+        assert!(
+            finds(received_key(&one_unknown, &utf8()), &record),
             "{}",
             file.file
         );
         let ideographic = file.name.split('=').nth(1).unwrap_or(file.name);
+        let inside = format!("*{}*", ideographic.chars().take(2).collect::<String>());
         assert!(
-            !finds(received_key(&prefix(ideographic, 1), &utf8()), &record),
+            finds(received_key(&inside, &utf8()), &record),
+            "{}",
+            file.file
+        );
+        // Other names are not found: another ideograph, the name with a character too many.
+        assert!(
+            !finds(received_key("*鈴木*", &utf8()), &record),
+            "{}",
+            file.file
+        );
+        let longer = format!("{}山", file.name.trim_end_matches('='));
+        assert!(
+            !finds(received_key(&longer, &utf8()), &record),
             "{}",
             file.file
         );
 
-        // A key sent in the file's own character set is read the same way, so it finds the
-        // name, exactly or by wild card (case folding leaves the encoded groups alone).
-        assert!(finds(received_key(&stored, &own), &record), "{}", file.file);
-        let encoded_group = stored
-            .split('=')
-            .find(|group| group.contains('\u{1b}'))
-            .expect("an encoded group");
-        let wild = format!("*{}*", encoded_group.trim_end());
-        assert!(finds(received_key(&wild, &own), &record), "{}", file.file);
-        let other_case = format!("*{}*", encoded_group.trim_end().to_lowercase());
-        if other_case != wild {
-            assert!(
-                !finds(received_key(&other_case, &own), &record),
-                "{}: other code bytes are other characters",
-                file.file
-            );
-        }
+        // Keys in the file's own encoding, as a peer using that character set sends them:
+        // the file's bytes, and a wild card around its first encoded group.
+        assert!(
+            finds(received_raw_key(own, file.bytes), &record),
+            "{}",
+            file.file
+        );
+        let start = file
+            .bytes
+            .iter()
+            .position(|&b| b == 0x1B)
+            .expect("an escape");
+        // The group ends where G0 returns to a one-byte set (in JIS X 0208, `^` and `=` are
+        // halves of characters), or at the next delimiter after a G1 set.
+        let rest = &file.bytes[start..];
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\x1b(")
+            .map(|n| n + 3)
+            .or_else(|| rest.iter().position(|&b| b == b'^' || b == b'='))
+            .map_or(file.bytes.len(), |n| start + n);
+        let wild = [b"*".as_slice(), &file.bytes[start..end], b"*"].concat();
+        let key = received_raw_key(own, &wild);
+        assert_eq!(
+            text(&key, tags::SPECIFIC_CHARACTER_SET),
+            "ISO_IR 192",
+            "{}: the key is decoded too",
+            file.file
+        );
+        assert!(finds(key, &record), "{}", file.file);
+        let other = received_raw_key(own, b"\x1b$B$?$m$&\x1b(B^\x1b$B$d$^$@\x1b(B");
+        assert!(!finds(other, &record), "{}: たろう^やまだ", file.file);
 
         // A plain ASCII alphabetic group matches as usual.
         if let Some(alphabetic) = file.name.split('=').next().filter(|g| g.is_ascii())
@@ -808,26 +874,35 @@ fn names_in_iso_2022_code_extensions_match_as_encoded_and_never_falsely() {
             );
         }
 
-        // The response goes out with the file's character set and the file's bytes.
+        // The response declares UTF-8, holds the name in UTF-8, and reads back as the name.
         let plan = QueryPlan::new(
             QueryModel::PatientRoot,
             QueryService::Find,
-            received_key(&stored, &own),
+            received_raw_key(own, file.bytes),
         )
         .expect("plan");
         let response = plan.response(&[&record]);
-        assert_eq!(response.get(tags::SPECIFIC_CHARACTER_SET), Some(&own));
         let bytes = identifier::encode(&response, EXPLICIT).expect("encoded");
+        let back = identifier::decode(&bytes, EXPLICIT, &ScanLimits::default()).expect("decoded");
+        assert_eq!(text(&back, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+        let utf8_name = file.name.trim_end_matches('=').as_bytes();
         assert!(
-            bytes.windows(file.bytes.len()).any(|w| w == file.bytes),
-            "{}: the name's bytes in the response",
+            bytes.windows(utf8_name.len()).any(|w| w == utf8_name),
+            "{}: the name's UTF-8 bytes in the response",
+            file.file
+        );
+        assert!(!bytes.contains(&0x1B), "{}: no escape left", file.file);
+        assert_eq!(
+            text(&back, tags::PATIENT_NAME).trim_end(),
+            file.name,
+            "{}",
             file.file
         );
     }
 }
 
 #[test]
-fn a_sequence_item_with_its_own_character_set_is_read_without_panic_or_false_match() {
+fn a_sequence_item_with_its_own_character_set_is_decoded_with_it() {
     // chrSQEncoding: a UTF-8 data set whose sequence item declares ISO 2022 IR 13 / IR 87.
     let part10 =
         dimsum_pacs::file::read_part10(&charset_path("chrSQEncoding.dcm"), &ScanLimits::default())
@@ -839,21 +914,29 @@ fn a_sequence_item_with_its_own_character_set_is_read_without_panic_or_false_mat
             vec![object(vec![element(tags::PATIENT_NAME, VR::PN, name)])],
         )])
     };
-    let stored = part10
+    let item = part10
         .attributes
         .get(code)
         .and_then(|e| e.value().items())
         .and_then(|items| items.first())
-        .and_then(|item| item.get(tags::PATIENT_NAME))
-        .map(|e| e.to_str().expect("text").into_owned())
-        .expect("the item's name");
-    // The item is read with the first of its own character sets (ISO 2022 IR 13): the
-    // half-width katakana group is text, the JIS X 0208 groups stay encoded.
-    assert!(stored.starts_with("ﾔﾏﾀﾞ^ﾀﾛｳ="), "{stored:?}");
+        .expect("the item");
+    assert_eq!(
+        text(item, tags::PATIENT_NAME).trim_end(),
+        "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう"
+    );
+    assert_eq!(text(item, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+    assert_eq!(
+        text(&part10.attributes, tags::SPECIFIC_CHARACTER_SET),
+        "ISO_IR 192"
+    );
     assert!(matching::matches(&item_key("ﾔﾏﾀﾞ*"), &part10.attributes));
-    assert!(!matching::matches(&item_key("*山田*"), &part10.attributes));
+    assert!(matching::matches(&item_key("*山田*"), &part10.attributes));
+    assert!(matching::matches(
+        &item_key("ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう"),
+        &part10.attributes
+    ));
     assert!(!matching::matches(&item_key("ﾀﾛｳ*"), &part10.attributes));
-    assert!(matching::matches(&item_key(&stored), &part10.attributes));
+    assert!(!matching::matches(&item_key("*鈴木*"), &part10.attributes));
     assert!(matching::matches(&item_key("*"), &part10.attributes));
 }
 
