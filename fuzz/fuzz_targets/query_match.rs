@@ -1,11 +1,14 @@
 //! Fuzzes what a C-FIND SCP does with a peer's identifier (PS3.4 C.4.1.1.3): decoding it behind
 //! the hardened scanner, then matching it (PS3.4 C.2.2.2: wildcards, ranges, UID lists, sequence
 //! matching) against a fixed candidate and building the response identifier, and writing the
-//! result as DICOM JSON (PS3.18 F.2) and text. The first byte picks the transfer syntax. Nothing
-//! may panic or allocate without bound.
+//! result as DICOM JSON (PS3.18 F.2) and text. The first byte picks the transfer syntax. The
+//! same bytes are also decoded as one text value in ISO 2022 code extensions (PS3.5 §6.1.2.5),
+//! the set and the VR picked by the first byte too, as identifier decoding does for text in
+//! such a character set. Nothing may panic or allocate without bound.
 
 #![no_main]
 
+use dimsum_dataset::charset::CodeExtensions;
 use dimsum_dataset::dicom_core::{DataElement, PrimitiveValue, VR};
 use dimsum_dataset::dicom_dictionary_std::tags;
 use dimsum_dataset::dicom_object::InMemDicomObject;
@@ -54,6 +57,16 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let syntax = SYNTAXES[usize::from(*selector) % SYNTAXES.len()];
+    let code_extensions: [&[&str]; 4] = [
+        &["", "ISO 2022 IR 87", "ISO 2022 IR 159"],
+        &["ISO 2022 IR 13", "ISO 2022 IR 87"],
+        &["", "ISO 2022 IR 149"],
+        &["ISO 2022 IR 100", "ISO 2022 IR 58"],
+    ];
+    if let Ok(sets) = CodeExtensions::from_terms(code_extensions[usize::from(*selector >> 2) % 4]) {
+        let vr = [VR::PN, VR::LO, VR::LT][usize::from(*selector >> 4) % 3];
+        let _ = sets.decode(data, vr);
+    }
     let limits = ScanLimits {
         max_elements: 10_000,
         ..ScanLimits::default()
