@@ -89,12 +89,12 @@ use dimsum_net::storage::{
     StoreSuccess, StoredInstance,
 };
 
-use crate::file::{self, FileError, Identity, Part10File};
+use crate::file::{self, FileError, Identity};
 use crate::folder::{IndexCounts, encode_identifier};
 use crate::hierarchy::QueryPlan;
 use crate::index::{
     DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
-    OnDuplicate, SqliteConfig, SqliteIndex,
+    OnDuplicate, PreparedInstance, SqliteConfig, SqliteIndex,
 };
 use crate::matching::MatchOptions;
 
@@ -352,7 +352,9 @@ struct Inner {
     /// One lock per SOP Instance UID being stored.
     uid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// What the file storage reported of each file it stored, until its writer takes it.
-    stored: Arc<Mutex<HashMap<String, StoredInstance>>>,
+    /// Each instance whose file was just written, by SOP Instance UID, with what the index
+    /// needs of it (prepared on the thread that wrote the file).
+    stored: Arc<Mutex<HashMap<String, Stored>>>,
     counters: Counters,
     _lock: File,
 }
@@ -394,8 +396,9 @@ impl Archive {
         lock_file: File,
     ) -> Result<Archive, Error> {
         let storage_root = config.storage_root();
-        let stored: Arc<Mutex<HashMap<String, StoredInstance>>> = Arc::default();
+        let stored: Arc<Mutex<HashMap<String, Stored>>> = Arc::default();
         let report = stored.clone();
+        let limits = config.limits;
         let files = FileStorage::new(&storage_root)
             .map_err(|source| Error::DataDir {
                 path: storage_root.clone(),
@@ -408,7 +411,10 @@ impl Archive {
                     .instance
                     .sop_instance_uid
                     .trim_end_matches(['\0', ' ']);
-                lock(&report).insert(uid.to_owned(), instance.clone());
+                let prepared = prepare_stored(instance, &limits);
+                let mut file = instance.clone();
+                file.data_set = None;
+                lock(&report).insert(uid.to_owned(), Stored { file, prepared });
             });
         let archive = Archive {
             inner: Arc::new(Inner {
@@ -737,11 +743,14 @@ impl Archive {
     /// The file storage stored `stored`: index it, or undo the store.
     async fn commit_store(
         &self,
-        stored: StoredInstance,
+        Stored {
+            file: stored,
+            prepared,
+        }: Stored,
         replacing: Option<IndexedInstance>,
     ) -> Result<(), StoreFailure> {
         let uid = stored.instance.sop_instance_uid.clone();
-        let indexed = self.index_stored(&stored, replacing.is_some()).await;
+        let indexed = self.index_stored(prepared, replacing.is_some()).await;
         match indexed {
             Ok(inserted) => {
                 add(&self.inner.counters.stored, 1);
@@ -781,32 +790,9 @@ impl Archive {
 
     async fn index_stored(
         &self,
-        stored: &StoredInstance,
+        prepared: Result<PreparedInstance, StoreFailure>,
         replacing: bool,
     ) -> Result<Inserted, StoreFailure> {
-        let uid = stored
-            .instance
-            .sop_instance_uid
-            .trim_end_matches(['\0', ' ']);
-        let in_data_set = stored.summary.sop_instance_uid.as_deref().unwrap_or("");
-        if in_data_set.trim_end_matches(['\0', ' ']) != uid {
-            return Err(StoreFailure::new(
-                Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                format!("the data set's SOP Instance UID ({in_data_set}) is not the command's"),
-            ));
-        }
-        let limits = self.inner.config.limits;
-        let path = stored.path.clone();
-        let instance = tokio::task::spawn_blocking(move || read_instance(&path, &limits))
-            .await
-            .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))?
-            .map_err(|error| match error {
-                Error::MissingAttribute { name, .. } => StoreFailure::new(
-                    Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    format!("the data set has no {name}"),
-                ),
-                other => StoreFailure::new(Status::PROCESSING_FAILURE, other.to_string()),
-            })?;
         let on_duplicate = if replacing {
             OnDuplicate::Replace
         } else {
@@ -814,7 +800,7 @@ impl Archive {
         };
         self.inner
             .index
-            .insert(instance, on_duplicate)
+            .insert_prepared(prepared?, on_duplicate)
             .await
             .map_err(index_failure)
     }
@@ -924,16 +910,97 @@ fn file_fingerprint(path: &Path) -> Option<(u64, i64)> {
 }
 
 /// Reads a Part 10 file into what the index keeps (blocking).
-fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error> {
-    let Part10File {
-        path,
-        meta,
-        data_set_offset,
-        data_set_length,
-        summary,
+/// A file the storage wrote, and its instance prepared for the index (or why it cannot be).
+struct Stored {
+    /// Without its data set (dropped once prepared).
+    file: StoredInstance,
+    prepared: Result<PreparedInstance, StoreFailure>,
+}
+
+/// What the index needs of an instance the storage just wrote (runs on the thread that wrote
+/// it): its attributes from the data set in memory when the storage kept it, from the file
+/// otherwise; the SOP Instance UID in the data set must be the command's (0xA900).
+fn prepare_stored(
+    stored: &StoredInstance,
+    limits: &ScanLimits,
+) -> Result<PreparedInstance, StoreFailure> {
+    let uid = stored
+        .instance
+        .sop_instance_uid
+        .trim_end_matches(['\0', ' ']);
+    let in_data_set = stored.summary.sop_instance_uid.as_deref().unwrap_or("");
+    if in_data_set.trim_end_matches(['\0', ' ']) != uid {
+        return Err(StoreFailure::new(
+            Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            format!("the data set's SOP Instance UID ({in_data_set}) is not the command's"),
+        ));
+    }
+    let instance = match &stored.data_set {
+        Some(data_set) => stored_in_memory(stored, data_set, limits),
+        None => read_instance(&stored.path, limits),
+    }
+    .map_err(|error| match error {
+        Error::MissingAttribute { name, .. } => StoreFailure::new(
+            Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            format!("the data set has no {name}"),
+        ),
+        other => StoreFailure::new(Status::PROCESSING_FAILURE, other.to_string()),
+    })?;
+    PreparedInstance::new(instance).map_err(index_failure)
+}
+
+/// The instance to index from the data set the storage kept in memory (`data_set`, the bytes
+/// of the file after its meta).
+fn stored_in_memory(
+    stored: &StoredInstance,
+    data_set: &Bytes,
+    limits: &ScanLimits,
+) -> Result<NewInstance, Error> {
+    let description = &stored.instance;
+    let ts = &description.transfer_syntax_uid;
+    let attributes = file::decode_attributes(
+        std::io::Cursor::new(data_set.as_ref()),
+        stored.data_set_length,
+        ts,
+        limits,
+    )
+    .map_err(|error| error.at(&stored.path))?;
+    let identity = Identity::from_summary(
+        &stored.summary,
+        &description.sop_class_uid,
+        &description.sop_instance_uid,
+    );
+    new_instance(
+        stored.path.clone(),
+        ts.clone(),
+        (stored.data_set_offset, stored.data_set_length),
         attributes,
-    } = file::read_part10(path, limits)?;
-    let identity = Identity::of(&summary, &meta).map_err(|name| Error::MissingAttribute {
+        identity,
+    )
+}
+
+fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error> {
+    let file = file::read_part10(path, limits)?;
+    let identity = Identity::of(&file.summary, &file.meta);
+    new_instance(
+        file.path,
+        file.meta.transfer_syntax_uid,
+        (file.data_set_offset, file.data_set_length),
+        file.attributes,
+        identity,
+    )
+}
+
+/// The instance to index for the file at `path` whose data set (in `transfer_syntax_uid`,
+/// at `(offset, length)` in the file) has `attributes` and `identity`.
+fn new_instance(
+    path: PathBuf,
+    transfer_syntax_uid: String,
+    (data_set_offset, data_set_length): (u64, u64),
+    attributes: dimsum_dataset::dicom_object::InMemDicomObject,
+    identity: Result<Identity, &'static str>,
+) -> Result<NewInstance, Error> {
+    let identity = identity.map_err(|name| Error::MissingAttribute {
         path: path.clone(),
         name,
     })?;
@@ -941,7 +1008,7 @@ fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error>
     Ok(NewInstance {
         sop_class_uid: identity.sop_class_uid,
         sop_instance_uid: identity.sop_instance_uid,
-        transfer_syntax_uid: meta.transfer_syntax_uid,
+        transfer_syntax_uid,
         location: FileLocation {
             path,
             data_set_offset,

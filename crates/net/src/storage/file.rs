@@ -52,11 +52,18 @@ pub struct StoredInstance {
     pub path: PathBuf,
     pub instance: InstanceDescription,
     pub summary: Summary,
+    /// Where the data set starts in the file (the length of the preamble and file meta).
+    pub data_set_offset: u64,
     /// Bytes of the data set (without the file meta).
     pub data_set_length: u64,
+    /// The data set itself, when the instance was small enough to be gathered in memory
+    /// ([`BUFFER_BELOW`]): what the file holds after `data_set_offset`, so that the callback
+    /// can read it without opening the file. `None` for an instance streamed to disk.
+    pub data_set: Option<Bytes>,
 }
 
-/// Called after each instance is stored.
+/// Called after each instance is stored, on the blocking thread that wrote it (so it may read
+/// files or parse the data set; it delays the instance's response, nothing else).
 pub type StoredCallback = Arc<dyn Fn(&StoredInstance) + Send + Sync>;
 
 /// Writes each received instance as a Part 10 file under `root` (file meta added: the command's
@@ -241,7 +248,9 @@ fn write_whole(
     };
     let summary = scan::scan_bytes(&data, &instance.transfer_syntax_uid, &storage.limits)
         .map_err(scan_failure)?;
-    FileSink::create(storage, instance, &data)?.complete(summary)
+    let mut sink = FileSink::create(storage, instance, &data)?;
+    sink.data_set = Some(data);
+    sink.complete(summary)
 }
 
 /// The blocking side: creates the file, writes every piece, and on `Finish` scans, syncs and
@@ -280,6 +289,8 @@ struct FileSink {
     file: Option<File>,
     data_offset: u64,
     data_length: u64,
+    /// The whole data set, when it was gathered in memory.
+    data_set: Option<Bytes>,
 }
 
 impl FileSink {
@@ -317,6 +328,7 @@ impl FileSink {
             instance,
             temporary: Some(temporary),
             data_offset: header.len() as u64,
+            data_set: None,
             data_length: first.len() as u64,
             file: None,
         };
@@ -438,7 +450,9 @@ impl FileSink {
             path: destination,
             instance: self.instance.clone(),
             summary,
+            data_set_offset: self.data_offset,
             data_set_length: self.data_length,
+            data_set: self.data_set.take(),
         };
         if let Some(callback) = &self.storage.on_stored {
             callback(&stored);

@@ -16,12 +16,14 @@
 //! first instance that created it) and its computed keys (Number of … Related …, Modalities In
 //! Study, SOP Classes In Study), maintained as instances come and go.
 
+pub mod prepared;
 pub mod query;
 pub mod record;
 pub(crate) mod relational;
 pub mod schema;
 pub mod sqlite;
 
+pub use prepared::PreparedInstance;
 pub use sqlite::{SqliteConfig, SqliteIndex};
 
 use std::path::PathBuf;
@@ -187,6 +189,21 @@ pub trait Index: Send + Sync + 'static {
     fn insert(
         &self,
         instance: NewInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'_, Result<Inserted, IndexError>> {
+        Box::pin(async move {
+            let prepared = tokio::task::spawn_blocking(move || PreparedInstance::new(instance))
+                .await
+                .map_err(|error| IndexError::Task(error.to_string()))??;
+            self.insert_prepared(prepared, on_duplicate).await
+        })
+    }
+
+    /// [`Index::insert`] of an instance prepared already (by the thread that stored its file,
+    /// which has it in hand: one hand-off fewer per store).
+    fn insert_prepared(
+        &self,
+        instance: PreparedInstance,
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'_, Result<Inserted, IndexError>>;
 

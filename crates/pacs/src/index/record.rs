@@ -1,14 +1,17 @@
 //! How the index keeps attributes: each instance's complete attribute set without bulk data,
 //! and each patient, study and series record (the attributes of its level, PS3.4 C.6.1.1), as
-//! compact blobs — the data set encoded in Explicit VR Little Endian (PS3.5 §A.2) and deflated
-//! (RFC 1951) — so that any return key, and later DICOMweb metadata, is answered without opening
-//! a file. Blobs are read back through the hardened scanner like any data set.
+//! compact blobs — the data set encoded in Explicit VR Little Endian (PS3.5 §A.2) and compressed
+//! — so that any return key, and later DICOMweb metadata, is answered without opening a file.
+//! Blobs are read back through the hardened scanner like any data set.
+//!
+//! A blob is [`LZ4_RECORD`], the length of the encoded data set (u32, little endian), then one
+//! LZ4 block: a few microseconds each way for a record of a few KiB. Indexes written before
+//! hold raw deflate streams (RFC 1951), which can never begin with that byte (its block type
+//! bits say "reserved"), so both are read.
 
-use std::cell::RefCell;
 use std::io::Read;
 
 use flate2::read::DeflateDecoder;
-use flate2::{Compress, Compression, FlushCompress};
 
 use dimsum_dataset::dicom_core::header::{HasLength, Header};
 use dimsum_dataset::dicom_core::value::{DataSetSequence, Value};
@@ -112,48 +115,52 @@ pub fn encode(record: &InMemDicomObject) -> Result<Vec<u8>, String> {
         }
         Err(error) => return Err(error.to_string()),
     };
-    deflate(&bytes)
+    let length = u32::try_from(bytes.len())
+        .map_err(|_| format!("a record of {} bytes is too large", bytes.len()))?;
+    let mut blob = vec![0; 5 + lz4_flex::block::get_maximum_output_size(bytes.len())];
+    blob[0] = LZ4_RECORD;
+    blob[1..5].copy_from_slice(&length.to_le_bytes());
+    let compressed = lz4_flex::block::compress_into(&bytes, &mut blob[5..])
+        .map_err(|error| format!("cannot compress: {error}"))?;
+    blob.truncate(5 + compressed);
+    Ok(blob)
 }
 
-thread_local! {
-    /// One compressor per thread, reset for each record: setting one up allocates and clears
-    /// its hash tables (a few hundred KiB), which cost more than deflating a small record.
-    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
-}
-
-/// `bytes` deflated (RFC 1951, no zlib header), at the fast level.
-fn deflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    COMPRESSOR.with(|compressor| {
-        let mut compressor = compressor.borrow_mut();
-        compressor.reset();
-        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
-        loop {
-            let consumed = usize::try_from(compressor.total_in()).unwrap_or(bytes.len());
-            let status = compressor
-                .compress_vec(
-                    bytes.get(consumed..).unwrap_or_default(),
-                    &mut out,
-                    FlushCompress::Finish,
-                )
-                .map_err(|error| format!("cannot deflate: {error}"))?;
-            if status == flate2::Status::StreamEnd {
-                return Ok(out);
-            }
-            out.reserve(out.capacity().max(64));
-        }
-    })
-}
+/// The first byte of a record compressed with LZ4: as the first byte of a deflate stream it
+/// would announce a block of the reserved type 3 (RFC 1951 §3.2.3), so no deflated record
+/// starts with it.
+pub const LZ4_RECORD: u8 = 0x06;
 
 /// Decodes a blob made by [`encode`], through the hardened scanner with `limits`.
 pub fn decode(blob: &[u8], limits: &ScanLimits) -> Result<InMemDicomObject, String> {
-    let mut bytes = Vec::new();
-    DeflateDecoder::new(blob)
-        .take(MAX_RECORD_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|error| format!("cannot inflate: {error}"))?;
-    if bytes.len() as u64 > MAX_RECORD_SIZE {
-        return Err(format!("it inflates to more than {MAX_RECORD_SIZE} bytes"));
-    }
+    let bytes = match blob {
+        [LZ4_RECORD, a, b, c, d, compressed @ ..] => {
+            let length = u64::from(u32::from_le_bytes([*a, *b, *c, *d]));
+            if length > MAX_RECORD_SIZE {
+                return Err(format!(
+                    "it claims {length} bytes, more than {MAX_RECORD_SIZE}"
+                ));
+            }
+            let mut bytes = vec![0; usize::try_from(length).unwrap_or(0)];
+            let written = lz4_flex::block::decompress_into(compressed, &mut bytes)
+                .map_err(|error| format!("cannot decompress: {error}"))?;
+            if written != bytes.len() {
+                return Err(format!("it holds {written} of its {length} bytes"));
+            }
+            bytes
+        }
+        deflated => {
+            let mut bytes = Vec::new();
+            DeflateDecoder::new(deflated)
+                .take(MAX_RECORD_SIZE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|error| format!("cannot inflate: {error}"))?;
+            if bytes.len() as u64 > MAX_RECORD_SIZE {
+                return Err(format!("it inflates to more than {MAX_RECORD_SIZE} bytes"));
+            }
+            bytes
+        }
+    };
     identifier::decode(&bytes, RECORD_TRANSFER_SYNTAX, limits).map_err(|error| error.to_string())
 }
 
@@ -242,7 +249,41 @@ mod tests {
         let record =
             InMemDicomObject::from_element_iter([DataElement::new(tags::MODALITY, VR::CS, "CT")]);
         let mut blob = encode(&record).expect("encoded");
+        assert_eq!(blob[0], LZ4_RECORD);
         blob.truncate(blob.len() / 2);
         assert!(decode(&blob, &ScanLimits::default()).is_err());
+        // A length beyond the bound is refused before anything is allocated for it.
+        let mut huge = vec![LZ4_RECORD];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 16]);
+        let refused = decode(&huge, &ScanLimits::default()).expect_err("refused");
+        assert!(refused.contains("claims"), "{refused}");
+        // A length that the block does not fill.
+        let mut short = encode(&record).expect("encoded");
+        let claimed = u32::from_le_bytes(short[1..5].try_into().expect("4 bytes")) + 10;
+        short[1..5].copy_from_slice(&claimed.to_le_bytes());
+        assert!(decode(&short, &ScanLimits::default()).is_err());
+    }
+
+    #[test]
+    fn records_deflated_by_earlier_versions_are_still_read() {
+        use std::io::Write;
+        let record = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::MODALITY, VR::CS, "CT"),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, "Doe^John"),
+        ]);
+        let encoded =
+            identifier::encode(&record, RECORD_TRANSFER_SYNTAX).expect("encoded data set");
+        let mut deflater =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        deflater.write_all(&encoded).expect("deflated");
+        let deflated = deflater.finish().expect("deflated");
+        assert_ne!(deflated[0], LZ4_RECORD);
+        let decoded = decode(&deflated, &ScanLimits::default()).expect("read");
+        assert_eq!(text(&decoded, tags::PATIENT_NAME), "Doe^John");
+        assert_eq!(text(&decoded, tags::MODALITY), "CT");
+        // Every first byte a deflate stream can have differs from the LZ4 marker: its block
+        // type bits (1 and 2) would be 3, which RFC 1951 reserves.
+        assert_eq!(LZ4_RECORD & 0b110, 0b110);
     }
 }

@@ -38,16 +38,16 @@ use dimsum_net::storage::BoxFuture;
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
 
+use super::prepared::{EntityRow, PreparedInstance, path_text};
 use super::query::{
-    Cell, Column, ColumnKind, ColumnValue, Computed, Constraint, Narrowing, Target, Test, cells_of,
-    put_computed,
+    ColumnKind, ColumnValue, Computed, Constraint, Narrowing, Target, Test, put_computed,
 };
-use super::record::{self, LevelRecords};
+use super::record;
 use super::relational::Descendants;
 use super::schema::{self, parent_column, table};
 use super::{
-    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
-    OnDuplicate, ResponseStream, SessionStart,
+    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, OnDuplicate,
+    ResponseStream, SessionStart,
 };
 
 /// Operations waiting for the writer.
@@ -297,7 +297,7 @@ fn open_reader(config: &SqliteConfig) -> Result<Connection, IndexError> {
 // ------------------------------------------------------------------------------------------
 
 enum Operation {
-    Insert(Box<Prepared>, OnDuplicate),
+    Insert(Box<PreparedInstance>, OnDuplicate),
     Delete(DeleteTarget),
     FilesRemoved(Vec<PathBuf>),
     BeginSession,
@@ -436,112 +436,15 @@ fn apply(transaction: &Connection, operation: Operation) -> Result<Done, IndexEr
     }
 }
 
-fn path_text(path: &Path) -> Result<&str, IndexError> {
-    path.to_str().ok_or_else(|| IndexError::Unindexable {
-        sop_instance_uid: String::new(),
-        reason: format!("the path {} is not UTF-8", path.display()),
-    })
-}
-
 fn to_i64(value: u64) -> Result<i64, IndexError> {
     i64::try_from(value).map_err(|_| IndexError::Task(format!("{value} is too large to index")))
 }
 
-/// An instance ready for the writer: its rows, encoded off the writer thread.
-struct Prepared {
-    sop_instance_uid: String,
-    sop_class_uid: String,
-    transfer_syntax_uid: String,
-    location: FileLocation,
-    /// Patient, study, series, instance.
-    rows: [EntityRow; 4],
-}
-
-struct EntityRow {
-    cells: Vec<(&'static Column, Cell)>,
-    irregular: bool,
-    blob: Vec<u8>,
-}
-
-impl EntityRow {
-    fn text(&self, name: &str) -> Option<&str> {
-        self.cells
-            .iter()
-            .find(|(column, _)| column.name == name)
-            .and_then(|(_, cell)| match &cell.value {
-                Some(ColumnValue::Text(text)) => Some(text.as_str()),
-                _ => None,
-            })
-    }
-}
-
-/// Encodes the rows of an instance (blocking: call it on the blocking pool).
-fn prepare(instance: NewInstance) -> Result<Prepared, IndexError> {
-    let NewInstance {
-        sop_class_uid,
-        sop_instance_uid,
-        transfer_syntax_uid,
-        location,
-        attributes,
-    } = instance;
-    let unindexable = |reason: String| IndexError::Unindexable {
-        sop_instance_uid: sop_instance_uid.clone(),
-        reason,
-    };
-    let records = LevelRecords::of(attributes);
-    let row = |level: Level, record: &InMemDicomObject| -> Result<EntityRow, IndexError> {
-        let mut cells = cells_of(level, record);
-        for (column, cell) in &mut cells {
-            // The identity of the instance is the one it is stored under.
-            let given = match column.name {
-                "sop_instance_uid" => Some(&sop_instance_uid),
-                "sop_class_uid" => Some(&sop_class_uid),
-                _ => None,
-            };
-            if let Some(given) = given {
-                *cell = Cell {
-                    value: Some(ColumnValue::Text(given.clone())),
-                    ..Cell::default()
-                };
-            }
-        }
-        Ok(EntityRow {
-            irregular: cells.iter().any(|(_, cell)| cell.irregular),
-            cells,
-            blob: record::encode(record).map_err(unindexable)?,
-        })
-    };
-    let rows = [
-        row(Level::Patient, &records.patient)?,
-        row(Level::Study, &records.study)?,
-        row(Level::Series, &records.series)?,
-        row(Level::Image, &records.instance)?,
-    ];
-    for (level, name, what) in [
-        (1, "study_instance_uid", "Study Instance UID (0020,000D)"),
-        (2, "series_instance_uid", "Series Instance UID (0020,000E)"),
-    ] {
-        let row: &EntityRow = &rows[level];
-        if row.irregular && row.text(name).is_some_and(|uid| uid.contains('\\')) {
-            return Err(unindexable(format!("{what} has several values")));
-        }
-        if row.text(name).is_none() {
-            return Err(unindexable(format!("no {what}")));
-        }
-    }
-    path_text(&location.path)
-        .map_err(|_| unindexable(format!("the path {} is not UTF-8", location.path.display())))?;
-    Ok(Prepared {
-        sop_instance_uid,
-        sop_class_uid,
-        transfer_syntax_uid,
-        location,
-        rows,
-    })
-}
-
 /// The column names and values of an entity row, in the order of its level's columns.
-fn row_values(row: &EntityRow) -> (Vec<String>, Vec<SqlValue>) {
+fn row_values(
+    row: &EntityRow,
+    sop_instance_uid: &str,
+) -> Result<(Vec<String>, Vec<SqlValue>), IndexError> {
     let mut names = Vec::new();
     let mut values = Vec::new();
     for (column, cell) in &row.cells {
@@ -565,19 +468,19 @@ fn row_values(row: &EntityRow) -> (Vec<String>, Vec<SqlValue>) {
     names.push("irregular".into());
     values.push(SqlValue::Integer(i64::from(row.irregular)));
     names.push("attributes".into());
-    values.push(SqlValue::Blob(row.blob.clone()));
-    (names, values)
+    values.push(SqlValue::Blob(row.blob(sop_instance_uid)?));
+    Ok((names, values))
 }
 
 /// Inserts an entity row with its extra columns (parent, location…); returns its id.
 fn insert_row(
     transaction: &Connection,
     level: Level,
-    row: &EntityRow,
+    (row, sop_instance_uid): (&EntityRow, &str),
     extra: Vec<(&str, SqlValue)>,
 ) -> Result<i64, IndexError> {
     let (table, _) = table(level);
-    let (mut names, mut values) = row_values(row);
+    let (mut names, mut values) = row_values(row, sop_instance_uid)?;
     for (name, value) in extra {
         names.push(name.to_owned());
         values.push(value);
@@ -595,10 +498,11 @@ fn insert_row(
 
 fn insert(
     transaction: &Connection,
-    prepared: &Prepared,
+    prepared: &PreparedInstance,
     on_duplicate: OnDuplicate,
 ) -> Result<Inserted, IndexError> {
     let [patient, study, series, instance] = &prepared.rows;
+    let uid = prepared.sop_instance_uid.as_str();
     let new_path = path_text(&prepared.location.path)?;
     let existing: Option<i64> = transaction
         .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
@@ -638,12 +542,12 @@ fn insert(
                 .optional()?;
             let patient_id = match found_patient {
                 Some(id) => id,
-                None => insert_row(transaction, Level::Patient, patient, Vec::new())?,
+                None => insert_row(transaction, Level::Patient, (patient, uid), Vec::new())?,
             };
             let study_id = insert_row(
                 transaction,
                 Level::Study,
-                study,
+                (study, uid),
                 vec![("patient", SqlValue::Integer(patient_id))],
             )?;
             (patient_id, study_id, true)
@@ -672,7 +576,7 @@ fn insert(
             insert_row(
                 transaction,
                 Level::Series,
-                series,
+                (series, uid),
                 vec![("study", SqlValue::Integer(study_id))],
             )?,
             true,
@@ -682,7 +586,7 @@ fn insert(
     insert_row(
         transaction,
         Level::Image,
-        instance,
+        (instance, uid),
         vec![
             ("series", SqlValue::Integer(series_id)),
             (
@@ -1340,17 +1244,14 @@ fn retrieval_instances(
 }
 
 impl Index for SqliteIndex {
-    fn insert(
+    fn insert_prepared(
         &self,
-        instance: NewInstance,
+        instance: PreparedInstance,
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'_, Result<Inserted, IndexError>> {
         Box::pin(async move {
-            let prepared = tokio::task::spawn_blocking(move || prepare(instance))
-                .await
-                .map_err(|error| IndexError::Task(error.to_string()))??;
             match self
-                .write(Operation::Insert(Box::new(prepared), on_duplicate))
+                .write(Operation::Insert(Box::new(instance), on_duplicate))
                 .await?
             {
                 Done::Inserted(inserted) => Ok(inserted),
