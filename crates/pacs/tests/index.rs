@@ -675,11 +675,33 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(deleted.instances, 1);
     assert_eq!(study("1.2").await, None);
     assert_eq!(patient("P1").await, p(["1", "1", "1"]));
+    let one_more = Spec {
+        patient: P1,
+        study: S11,
+        series: ("1.1.1", "CT", "1"),
+        sop: ("1.1.1.5", CT),
+    };
+    fixture.insert(&one_more).await;
+    assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
     fixture.delete(DeleteTarget::Study("1.1".into())).await;
     assert_eq!(patient("P1").await, None, "a patient without studies goes");
     let nothing = fixture.delete(DeleteTarget::Study("9.9".into())).await;
     assert_eq!(nothing.instances, 0);
     assert_eq!(fixture.counts().await, (2, 2, 2, 3));
+
+    // The same study and series stored again after their delete: new rows, right counts (the
+    // writer forgets the rows it remembered when a delete removes them).
+    for sop in ["1.1.1.7", "1.1.1.8"] {
+        fixture
+            .insert(&Spec {
+                sop: (sop, CT),
+                ..one_more
+            })
+            .await;
+    }
+    assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
+    assert_eq!(patient("P1").await, p(["1", "1", "2"]));
+    assert_eq!(fixture.counts().await, (3, 3, 3, 5));
 }
 
 #[tokio::test]

@@ -328,6 +328,7 @@ fn run_writer(
     config: &SqliteConfig,
 ) {
     let mut closing = false;
+    let mut state = WriterState::new();
     while !closing && let Some(first) = operations.blocking_recv() {
         let started = Instant::now();
         let mut batch = vec![first];
@@ -341,7 +342,7 @@ fn run_writer(
             .iter()
             .any(|op| matches!(op.operation, Operation::Close));
         let count = batch.len();
-        commit_batch(&mut connection, batch);
+        commit_batch(&mut connection, &mut state, batch);
         debug!("index: committed {count} operations");
     }
     // Later senders see a closed channel.
@@ -351,24 +352,29 @@ fn run_writer(
     }
 }
 
-fn commit_batch(connection: &mut Connection, batch: Vec<WriteOp>) {
+fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec<WriteOp>) {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut transaction =
+        let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for WriteOp { operation, reply } in batch {
-            let savepoint = transaction.savepoint()?;
-            let result = apply(&savepoint, operation);
-            match result {
-                Ok(done) => {
-                    savepoint.commit()?;
-                    replies.push((reply, Ok(done)));
-                }
-                Err(error) => {
-                    drop(savepoint);
-                    replies.push((reply, Err(error)));
-                }
+            // Each operation in a savepoint of its own (statements prepared once, not parsed
+            // for every operation as rusqlite's savepoints are).
+            transaction
+                .prepare_cached("SAVEPOINT operation")?
+                .execute([])?;
+            let result = apply(&transaction, state, operation);
+            if result.is_err() {
+                // What it did is undone: so is what the writer remembered meanwhile.
+                state.forget_parents();
+                transaction
+                    .prepare_cached("ROLLBACK TO operation")?
+                    .execute([])?;
             }
+            transaction
+                .prepare_cached("RELEASE operation")?
+                .execute([])?;
+            replies.push((reply, result));
         }
         transaction.commit()
     })();
@@ -380,6 +386,8 @@ fn commit_batch(connection: &mut Connection, batch: Vec<WriteOp>) {
         }
         Err(error) => {
             warn!("index: a transaction failed: {error}");
+            state.forget_parents();
+            state.pending_removals_possible = true;
             for (reply, _) in replies {
                 let _ = reply.send(Err(IndexError::Task(format!(
                     "the index transaction failed: {error}"
@@ -389,12 +397,63 @@ fn commit_batch(connection: &mut Connection, batch: Vec<WriteOp>) {
     }
 }
 
-fn apply(transaction: &Connection, operation: Operation) -> Result<Done, IndexError> {
+/// What the writer thread keeps between operations: the rows of recently stored series (an
+/// instance of a series it knows needs no lookup of its parents) and whether any file may be
+/// waiting in `pending_removal`. The parents are forgotten whenever an operation or a
+/// transaction fails and whenever a delete or a replacement may have removed rows.
+struct WriterState {
+    /// Series Instance UID → the Study Instance UID it was stored with and the rows' ids.
+    parents: HashMap<String, (String, ParentIds)>,
+    pending_removals_possible: bool,
+}
+
+/// Series the writer remembers at most (a few hundred KiB).
+const PARENTS_REMEMBERED: usize = 4096;
+
+impl WriterState {
+    fn new() -> Self {
+        Self {
+            parents: HashMap::new(),
+            pending_removals_possible: true,
+        }
+    }
+
+    /// The rows of a series stored before under the same study, if the writer remembers it.
+    fn known_parents(&self, study_uid: &str, series_uid: &str) -> Option<ParentIds> {
+        let (known_study, ids) = self.parents.get(series_uid)?;
+        (known_study == study_uid).then_some(ParentIds {
+            new_study: false,
+            new_series: false,
+            ..*ids
+        })
+    }
+
+    fn remember_parents(&mut self, study_uid: &str, series_uid: &str, ids: &ParentIds) {
+        if self.parents.len() >= PARENTS_REMEMBERED {
+            self.parents.clear();
+        }
+        self.parents
+            .insert(series_uid.to_owned(), (study_uid.to_owned(), *ids));
+    }
+
+    fn forget_parents(&mut self) {
+        self.parents.clear();
+    }
+}
+
+fn apply(
+    transaction: &Connection,
+    state: &mut WriterState,
+    operation: Operation,
+) -> Result<Done, IndexError> {
     match operation {
         Operation::Insert(prepared, on_duplicate) => {
-            insert(transaction, &prepared, on_duplicate).map(Done::Inserted)
+            insert(transaction, state, &prepared, on_duplicate).map(Done::Inserted)
         }
-        Operation::Delete(target) => delete(transaction, &target).map(Done::Deleted),
+        Operation::Delete(target) => {
+            state.forget_parents();
+            delete(transaction, &target).map(Done::Deleted)
+        }
         Operation::FilesRemoved(files) => {
             let mut statement =
                 transaction.prepare_cached("DELETE FROM pending_removal WHERE path = ?")?;
@@ -420,6 +479,7 @@ fn apply(transaction: &Connection, operation: Operation) -> Result<Done, IndexEr
                 .query_map([], |row| row.get::<_, String>(0))?
                 .map(|path| path.map(PathBuf::from))
                 .collect::<Result<Vec<_>, _>>()?;
+            state.pending_removals_possible = !pending_removals.is_empty();
             Ok(Done::Session(SessionStart {
                 was_clean: was_clean.is_none_or(|clean| clean != 0),
                 pending_removals,
@@ -496,33 +556,15 @@ fn insert_row(
     Ok(transaction.last_insert_rowid())
 }
 
-fn insert(
+/// The ids of an instance's patient, study and series rows, created when missing.
+fn find_or_create_parents(
     transaction: &Connection,
     prepared: &PreparedInstance,
-    on_duplicate: OnDuplicate,
-) -> Result<Inserted, IndexError> {
-    let [patient, study, series, instance] = &prepared.rows;
+    study_uid: &str,
+    series_uid: &str,
+) -> Result<ParentIds, IndexError> {
+    let [patient, study, series, _] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
-    let new_path = path_text(&prepared.location.path)?;
-    let existing: Option<i64> = transaction
-        .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
-        .query_row([&prepared.sop_instance_uid], |row| row.get(0))
-        .optional()?;
-    let mut replaced = None;
-    if let Some(existing) = existing {
-        match on_duplicate {
-            OnDuplicate::Keep => return Ok(Inserted::AlreadyPresent),
-            OnDuplicate::Fail => {
-                return Err(IndexError::Duplicate(prepared.sop_instance_uid.clone()));
-            }
-            OnDuplicate::Replace => {
-                let old = remove_instance(transaction, existing)?;
-                replaced = Some((old.to_str() != Some(new_path)).then_some(old));
-            }
-        }
-    }
-
-    let study_uid = study.text("study_instance_uid").unwrap_or_default();
     let found_study: Option<(i64, i64)> = transaction
         .prepare_cached("SELECT id, patient FROM study WHERE study_instance_uid = ?")?
         .query_row([study_uid], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -553,7 +595,6 @@ fn insert(
             (patient_id, study_id, true)
         }
     };
-    let series_uid = series.text("series_instance_uid").unwrap_or_default();
     let found_series: Option<(i64, i64)> = transaction
         .prepare_cached("SELECT id, study FROM series WHERE series_instance_uid = ?")?
         .query_row([series_uid], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -581,6 +622,70 @@ fn insert(
             )?,
             true,
         ),
+    };
+    Ok(ParentIds {
+        patient_id,
+        study_id,
+        series_id,
+        new_study,
+        new_series,
+    })
+}
+
+/// The rows an instance is filed under, and which of them its insert created.
+#[derive(Debug, Clone, Copy)]
+struct ParentIds {
+    patient_id: i64,
+    study_id: i64,
+    series_id: i64,
+    new_study: bool,
+    new_series: bool,
+}
+
+fn insert(
+    transaction: &Connection,
+    state: &mut WriterState,
+    prepared: &PreparedInstance,
+    on_duplicate: OnDuplicate,
+) -> Result<Inserted, IndexError> {
+    let [_, study, series, instance] = &prepared.rows;
+    let uid = prepared.sop_instance_uid.as_str();
+    let new_path = path_text(&prepared.location.path)?;
+    let existing: Option<i64> = transaction
+        .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
+        .query_row([&prepared.sop_instance_uid], |row| row.get(0))
+        .optional()?;
+    let mut replaced = None;
+    if let Some(existing) = existing {
+        match on_duplicate {
+            OnDuplicate::Keep => return Ok(Inserted::AlreadyPresent),
+            OnDuplicate::Fail => {
+                return Err(IndexError::Duplicate(prepared.sop_instance_uid.clone()));
+            }
+            OnDuplicate::Replace => {
+                // Its series, study and patient may go with it.
+                state.forget_parents();
+                let old = remove_instance(transaction, existing)?;
+                replaced = Some((old.to_str() != Some(new_path)).then_some(old));
+            }
+        }
+    }
+
+    let study_uid = study.text("study_instance_uid").unwrap_or_default();
+    let series_uid = series.text("series_instance_uid").unwrap_or_default();
+    let ParentIds {
+        patient_id,
+        study_id,
+        series_id,
+        new_study,
+        new_series,
+    } = match state.known_parents(study_uid, series_uid) {
+        Some(known) => known,
+        None => {
+            let found = find_or_create_parents(transaction, prepared, study_uid, series_uid)?;
+            state.remember_parents(study_uid, series_uid, &found);
+            found
+        }
     };
     let location = &prepared.location;
     insert_row(
@@ -639,13 +744,16 @@ fn insert(
     if class_instances == 1 {
         refresh_sop_classes(transaction, study_id)?;
     }
-    transaction
-        .prepare_cached("DELETE FROM pending_removal WHERE path = ?")?
-        .execute([new_path])?;
+    if state.pending_removals_possible {
+        transaction
+            .prepare_cached("DELETE FROM pending_removal WHERE path = ?")?
+            .execute([new_path])?;
+    }
     match replaced {
         None => Ok(Inserted::New),
         Some(old_file) => {
             if let Some(old) = &old_file {
+                state.pending_removals_possible = true;
                 transaction
                     .prepare_cached("INSERT OR IGNORE INTO pending_removal (path) VALUES (?)")?
                     .execute([path_text(old)?])?;
