@@ -12,14 +12,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use dimsum_net::dimse::message::{CStoreRq, CStoreRsp, Message};
 use dimsum_net::dimse::status::Status;
-use dimsum_net::scp::{Dispatcher, EchoScp};
+use dimsum_net::scp::{Dispatcher, EchoScp, FinalResponse, ScpFailure, contexts_for};
 use dimsum_net::storage::{FileStorage, Origin};
-use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext};
+use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
 use dimsum_net::ul::pdu::{self, DecodeLimits, Pdu};
-use dimsum_net::ul::uids::{IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS};
+use dimsum_net::ul::uids::{
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS,
+};
 use dimsum_net::{
-    Association, Limits, Server, ServerConfig, ServerHandle, ServerStatistics, Timeouts, scu,
+    Association, IncomingRequest, Limits, Server, ServerConfig, ServerHandle, ServerStatistics,
+    Timeouts, scu,
 };
 
 /// Upper bound for anything a test waits for.
@@ -67,7 +71,16 @@ pub async fn start_server(config: ServerConfig) -> TestServer {
 
 /// A server on a free loopback port serving with `dispatcher`.
 pub async fn start_server_with(config: ServerConfig, dispatcher: Dispatcher) -> TestServer {
-    let server = Server::bind("127.0.0.1:0", config, dispatcher)
+    start_server_on("127.0.0.1:0", config, dispatcher).await
+}
+
+/// A server bound to `address` serving with `dispatcher`.
+pub async fn start_server_on(
+    address: &str,
+    config: ServerConfig,
+    dispatcher: Dispatcher,
+) -> TestServer {
+    let server = Server::bind(address, config, dispatcher)
         .await
         .expect("bind");
     let address = server.local_addr().expect("address");
@@ -80,11 +93,16 @@ pub async fn start_server_with(config: ServerConfig, dispatcher: Dispatcher) -> 
     }
 }
 
-/// A server with the test configuration, named `ae_title`, serving with `dispatcher`.
-pub async fn start_named(dispatcher: Dispatcher, ae_title: &str) -> TestServer {
+/// The test configuration named `ae_title`.
+pub fn named_config(ae_title: &str) -> ServerConfig {
     let mut config = config();
     config.ae_title = ae_title.into();
-    start_server_with(config, dispatcher).await
+    config
+}
+
+/// A server with the test configuration, named `ae_title`, serving with `dispatcher`.
+pub async fn start_named(dispatcher: Dispatcher, ae_title: &str) -> TestServer {
+    start_server_with(named_config(ae_title), dispatcher).await
 }
 
 pub fn echo_request(max_pdu: u32) -> AssociationRequest {
@@ -391,12 +409,43 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The presentation contexts of a test store SCP: Secondary Capture in explicit VR little
+/// endian.
+pub fn secondary_capture_contexts() -> Vec<SupportedContext> {
+    contexts_for(
+        &[SECONDARY_CAPTURE.to_owned()],
+        &[EXPLICIT_VR_LITTLE_ENDIAN.to_owned()],
+    )
+}
+
+/// The C-STORE-RQ of `request`, its data set (if any) read to the end (1 MiB at most) and
+/// dropped; a failure for any other message.
+pub async fn received_store(request: &mut IncomingRequest) -> Result<CStoreRq, ScpFailure> {
+    let Message::CStoreRq(rq) = request.message.clone() else {
+        return Err(ScpFailure::unrecognized("C-STORE"));
+    };
+    if let Some(data_set) = request.data_set.take() {
+        data_set.collect(1 << 20).await?;
+    }
+    Ok(rq)
+}
+
+/// The successful C-STORE-RSP to `rq`, naming its SOP class and instance.
+pub fn store_success(rq: &CStoreRq) -> FinalResponse {
+    let rsp = CStoreRsp {
+        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
+        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
+        ..CStoreRsp::new(rq.message_id, Status::SUCCESS)
+    };
+    Message::from(rsp).into()
+}
+
 /// The data set of `request`, read whole (1 MiB at most); `what` names it in the panic when
 /// the request has none.
 pub async fn whole_data_set(
-    request: dimsum_net::IncomingRequest,
+    request: IncomingRequest,
     what: &str,
-) -> Result<bytes::Bytes, dimsum_net::scp::ScpFailure> {
+) -> Result<bytes::Bytes, ScpFailure> {
     let data_set = request
         .data_set
         .unwrap_or_else(|| panic!("no {what} in the request"));

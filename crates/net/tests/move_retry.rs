@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{
-    DEST_AE, PATIENCE, SCP_AE, SCU_AE, SECONDARY_CAPTURE, STUDY, TestServer, associate, config,
-    echo_request, element, even, recording_storage, start_named, start_server_with, within,
+    DEST_AE, PATIENCE, SCP_AE, SCU_AE, SECONDARY_CAPTURE, STUDY, TestServer, associate,
+    echo_request, element, even, named_config, received_store, recording_storage, release_and_stop,
+    secondary_capture_contexts, start_named, start_server_on, start_server_with, store_success,
+    within,
 };
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::scan::ScanLimits;
-use dimsum_net::dimse::message::{CMoveRq, CMoveRsp, CStoreRsp, Message, Priority};
+use dimsum_net::dimse::message::{CMoveRq, CMoveRsp, Message, Priority};
 use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{
     Dispatcher, EchoScp, FinalResponse, InstanceData, MoveDestination, MoveScp, Query,
     RequestContext, Retrieval, RetrieveHandler, RetrieveInstance, Scp, ScpFailure, StoreScp,
-    contexts_for,
 };
 use dimsum_net::storage::BoxFuture;
 use dimsum_net::ul::negotiation::{AssociationRequest, ProposedContext, SupportedContext};
@@ -226,37 +227,25 @@ fn destination_dispatcher(
     (Dispatcher::new().with(EchoScp::new()).with(store), arrivals)
 }
 
-fn stored_uids(arrivals: &Mutex<Vec<common::Arrival>>) -> Vec<String> {
-    let mut uids: Vec<String> = arrivals
+/// The UIDs of the instances that arrived at a destination, in order of arrival.
+fn arrived_uids(arrivals: &Mutex<Vec<common::Arrival>>) -> Vec<String> {
+    arrivals
         .lock()
         .unwrap()
         .iter()
         .map(|arrival| arrival.sop_instance_uid.clone())
-        .collect();
-    uids.sort();
-    uids
+        .collect()
 }
 
-#[tokio::test]
-async fn a_destination_that_refuses_connections_at_first_gets_every_instance_after_a_retry() {
-    let address = free_address();
-    let retry = MoveRetry {
-        retries: 10,
-        delay: Duration::from_millis(200),
-    };
-    let (server, association) = move_session(address, retry).await;
-    let (_, _, responses) = send_move(&association).await;
-    // The first attempts find nobody listening; then the destination starts on that port.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let root = tempfile::tempdir().expect("tempdir");
-    let (dispatcher, arrivals) = destination_dispatcher(root.path());
-    let destination = dimsum_net::Server::bind(&address.to_string(), named(DEST_AE), dispatcher)
-        .await
-        .expect("the destination binds the freed port");
-    let handle = destination.handle();
-    let destination_task = tokio::spawn(destination.run());
+/// Checks that `uids` are the UIDs of every instance, each once: none missing, none twice.
+fn assert_every_instance_once(mut uids: Vec<String>) {
+    uids.sort();
+    assert_eq!(uids, all_uids().into_iter().collect::<Vec<_>>());
+}
 
-    let run = finish_run(responses).await;
+/// Checks that the C-MOVE of `run` succeeded with every sub-operation completed, its pending
+/// responses truthful.
+fn assert_every_sub_operation_completed(run: &MoveRun) {
     assert_eq!(
         run.last.status,
         Status::SUCCESS,
@@ -268,32 +257,46 @@ async fn a_destination_that_refuses_connections_at_first_gets_every_instance_aft
         (None, Some(INSTANCES as u16), Some(0), Some(0))
     );
     assert_truthful(&run.pendings);
-    assert_eq!(
-        stored_uids(&arrivals),
-        all_uids().into_iter().collect::<Vec<_>>()
-    );
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
-    handle.shutdown();
-    within("destination stops", destination_task)
-        .await
-        .expect("destination task");
 }
 
-/// The test configuration named `ae_title`.
-fn named(ae_title: &str) -> dimsum_net::ServerConfig {
-    let mut config = config();
-    config.ae_title = ae_title.into();
-    config
+/// A move server retrying as `retry`, its destination at `destination`, an association to it
+/// and the responses to a C-MOVE sent on it.
+async fn start_move(
+    destination: SocketAddr,
+    retry: MoveRetry,
+) -> (TestServer, Association, Responses) {
+    let (server, association) = move_session(destination, retry).await;
+    let (_, _, responses) = send_move(&association).await;
+    (server, association, responses)
+}
+
+#[tokio::test]
+async fn a_destination_that_refuses_connections_at_first_gets_every_instance_after_a_retry() {
+    let address = free_address();
+    let retry = MoveRetry {
+        retries: 10,
+        delay: Duration::from_millis(200),
+    };
+    let (server, association, responses) = start_move(address, retry).await;
+    // The first attempts find nobody listening; then the destination starts on that port.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let (dispatcher, arrivals) = destination_dispatcher(root.path());
+    let destination =
+        start_server_on(&address.to_string(), named_config(DEST_AE), dispatcher).await;
+
+    let run = finish_run(responses).await;
+    assert_every_sub_operation_completed(&run);
+    assert_every_instance_once(arrived_uids(&arrivals));
+    release_and_stop(association, server).await;
+    destination.stop().await;
 }
 
 #[tokio::test]
 async fn a_destination_at_its_association_limit_is_retried_once_it_has_room() {
     let root = tempfile::tempdir().expect("tempdir");
     let (dispatcher, arrivals) = destination_dispatcher(root.path());
-    let mut config = named(DEST_AE);
+    let mut config = named_config(DEST_AE);
     config.max_associations = 1;
     let destination = start_server_with(config, dispatcher).await;
     // The only association the destination takes, held until it has turned the move away.
@@ -303,8 +306,7 @@ async fn a_destination_at_its_association_limit_is_retried_once_it_has_room() {
         retries: 20,
         delay: Duration::from_millis(100),
     };
-    let (server, association) = move_session(destination.address, retry).await;
-    let (_, _, responses) = send_move(&association).await;
+    let (server, association, responses) = start_move(destination.address, retry).await;
     within("a rejected sub-association", async {
         while destination.handle.statistics().rejected == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -316,25 +318,9 @@ async fn a_destination_at_its_association_limit_is_retried_once_it_has_room() {
         .expect("released");
 
     let run = finish_run(responses).await;
-    assert_eq!(
-        run.last.status,
-        Status::SUCCESS,
-        "{:?}",
-        run.last.error_comment
-    );
-    assert_eq!(
-        counts(&run.last),
-        (None, Some(INSTANCES as u16), Some(0), Some(0))
-    );
-    assert_truthful(&run.pendings);
-    assert_eq!(
-        stored_uids(&arrivals),
-        all_uids().into_iter().collect::<Vec<_>>()
-    );
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    assert_every_sub_operation_completed(&run);
+    assert_every_instance_once(arrived_uids(&arrivals));
+    release_and_stop(association, server).await;
     let statistics = destination.stop().await;
     // The occupant and the move's association that got in; at least one turned away.
     assert_eq!(statistics.accepted, 2, "{statistics}");
@@ -345,7 +331,7 @@ async fn a_destination_at_its_association_limit_is_retried_once_it_has_room() {
 async fn a_permanent_rejection_is_not_retried_and_fails_every_sub_operation_with_0xa702() {
     let root = tempfile::tempdir().expect("tempdir");
     let (dispatcher, arrivals) = destination_dispatcher(root.path());
-    let mut config = named(DEST_AE);
+    let mut config = named_config(DEST_AE);
     // Our move server calls as QRSCP: rejected-permanent, calling AE title not recognised.
     config.allowed_calling_ae_titles = Some(vec!["SOMEONE".into()]);
     let destination = start_server_with(config, dispatcher).await;
@@ -354,8 +340,7 @@ async fn a_permanent_rejection_is_not_retried_and_fails_every_sub_operation_with
         retries: 3,
         delay: PATIENCE * 2,
     };
-    let (server, association) = move_session(destination.address, retry).await;
-    let (_, _, responses) = send_move(&association).await;
+    let (server, association, responses) = start_move(destination.address, retry).await;
     let run = finish_run(responses).await;
     assert_eq!(run.last.status, Status::OUT_OF_RESOURCES_SUBOPERATIONS);
     assert!(
@@ -372,10 +357,7 @@ async fn a_permanent_rejection_is_not_retried_and_fails_every_sub_operation_with
         (None, Some(0), Some(INSTANCES as u16), Some(0))
     );
     assert_eq!(run.failed.into_iter().collect::<BTreeSet<_>>(), all_uids());
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    release_and_stop(association, server).await;
     let statistics = destination.stop().await;
     assert_eq!(
         (statistics.accepted, statistics.rejected),
@@ -407,10 +389,7 @@ async fn a_c_cancel_during_the_wait_before_a_retry_ends_the_move_at_once() {
     );
     assert!(run.pendings.is_empty(), "{:?}", run.pendings);
     assert!(run.failed.is_empty());
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    release_and_stop(association, server).await;
 }
 
 /// A storage SCP that aborts the first association on which it receives `poison`, before
@@ -423,10 +402,7 @@ struct AbortsOnce {
 
 impl Scp for AbortsOnce {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        contexts_for(
-            &[SECONDARY_CAPTURE.to_owned()],
-            &[EXPLICIT_VR_LITTLE_ENDIAN.to_owned()],
-        )
+        secondary_capture_contexts()
     }
 
     fn perform<'a>(
@@ -435,33 +411,24 @@ impl Scp for AbortsOnce {
         context: &'a RequestContext,
     ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
-            let Message::CStoreRq(rq) = request.message.clone() else {
-                return Err(ScpFailure::unrecognized("C-STORE"));
-            };
-            if let Some(data_set) = request.data_set.take() {
-                data_set.collect(1 << 20).await?;
-            }
-            let uid = rq.affected_sop_instance_uid.clone();
-            if uid == self.poison && !std::mem::replace(&mut *self.aborted.lock().unwrap(), true) {
+            let rq = received_store(&mut request).await?;
+            let uid = &rq.affected_sop_instance_uid;
+            if *uid == self.poison && !std::mem::replace(&mut *self.aborted.lock().unwrap(), true) {
                 context.association.abort().await;
                 return Err(ScpFailure::processing("aborted by the test"));
             }
             self.stored.lock().unwrap().push(uid.clone());
-            let rsp = CStoreRsp {
-                affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-                affected_sop_instance_uid: Some(uid),
-                ..CStoreRsp::new(rq.message_id, Status::SUCCESS)
-            };
-            Ok(Message::from(rsp).into())
+            Ok(store_success(&rq))
         })
     }
 }
 
-#[tokio::test]
-async fn a_sub_association_that_aborts_is_opened_again_and_nothing_stored_is_sent_twice() {
+/// A destination that aborts its first association on the third instance, performing one
+/// C-STORE at a time (so that the one it aborts on is the only one unanswered), and the list
+/// of what it stored.
+async fn destination_aborting_once() -> (TestServer, Arc<Mutex<Vec<String>>>) {
     let stored: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut config = named(DEST_AE);
-    // One C-STORE at a time: the one the destination aborts on is the only one unanswered.
+    let mut config = named_config(DEST_AE);
     config.max_operations_performed = 1;
     let destination = start_server_with(
         config,
@@ -472,31 +439,21 @@ async fn a_sub_association_that_aborts_is_opened_again_and_nothing_stored_is_sen
         }),
     )
     .await;
+    (destination, stored)
+}
+
+#[tokio::test]
+async fn a_sub_association_that_aborts_is_opened_again_and_nothing_stored_is_sent_twice() {
+    let (destination, stored) = destination_aborting_once().await;
     let retry = MoveRetry {
         retries: 1,
         delay: Duration::from_millis(50),
     };
-    let (server, association) = move_session(destination.address, retry).await;
-    let (_, _, responses) = send_move(&association).await;
+    let (server, association, responses) = start_move(destination.address, retry).await;
     let run = finish_run(responses).await;
-    assert_eq!(
-        run.last.status,
-        Status::SUCCESS,
-        "{:?}",
-        run.last.error_comment
-    );
-    assert_eq!(
-        counts(&run.last),
-        (None, Some(INSTANCES as u16), Some(0), Some(0))
-    );
-    assert_truthful(&run.pendings);
-    let mut stored = stored.lock().unwrap().clone();
-    stored.sort();
-    assert_eq!(stored, all_uids().into_iter().collect::<Vec<_>>());
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    assert_every_sub_operation_completed(&run);
+    assert_every_instance_once(stored.lock().unwrap().clone());
+    release_and_stop(association, server).await;
     let statistics = destination.stop().await;
     assert_eq!(
         (statistics.accepted, statistics.released, statistics.failed),
@@ -507,20 +464,8 @@ async fn a_sub_association_that_aborts_is_opened_again_and_nothing_stored_is_sen
 
 #[tokio::test]
 async fn without_retries_an_abort_fails_the_rest_with_0xb000() {
-    let stored: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut config = named(DEST_AE);
-    config.max_operations_performed = 1;
-    let destination = start_server_with(
-        config,
-        Dispatcher::new().with(AbortsOnce {
-            poison: instance_uid(3),
-            aborted: Arc::default(),
-            stored: Arc::clone(&stored),
-        }),
-    )
-    .await;
-    let (server, association) = move_session(destination.address, MoveRetry::NONE).await;
-    let (_, _, responses) = send_move(&association).await;
+    let (destination, stored) = destination_aborting_once().await;
+    let (server, association, responses) = start_move(destination.address, MoveRetry::NONE).await;
     let run = finish_run(responses).await;
     assert_eq!(
         run.last.status,
@@ -533,10 +478,7 @@ async fn without_retries_an_abort_fails_the_rest_with_0xb000() {
     assert!(run.failed.contains(&instance_uid(3)), "{:?}", run.failed);
     let accounted: BTreeSet<String> = stored.into_iter().chain(run.failed).collect();
     assert_eq!(accounted, all_uids());
-    within("release", association.release())
-        .await
-        .expect("released");
-    server.stop().await;
+    release_and_stop(association, server).await;
     let statistics = destination.stop().await;
     assert_eq!(statistics.accepted, 1, "{statistics}");
 }

@@ -21,7 +21,8 @@ use futures_util::{StreamExt, stream};
 use common::{
     Arrival, CT_IMAGE, DEST_AE, FAILURE_COMMENT, PATIENCE, SCP_AE, SCU_AE, SECONDARY_CAPTURE,
     TestServer, assert_echo_on, assert_pipelined, associate, echo_release_and_stop, element, even,
-    recording_storage, release_and_stop, start_named, within,
+    received_store, recording_storage, release_and_stop, secondary_capture_contexts, start_named,
+    store_success, within,
 };
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::part10::{self, FileMeta};
@@ -33,7 +34,7 @@ use dimsum_net::dimse::status::Status;
 use dimsum_net::scp::{
     Dispatcher, EchoScp, FinalResponse, FindHandler, FindMatch, FindScp, GetScp, InstanceData,
     MatchStream, MoveDestination, MoveScp, Query, RequestContext, Retrieval, RetrieveHandler,
-    RetrieveInstance, Scp, ScpFailure, StoreScp, contexts_for,
+    RetrieveInstance, Scp, ScpFailure, StoreScp,
 };
 use dimsum_net::storage::{
     BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Storage, StoreFailure,
@@ -1570,10 +1571,7 @@ struct AbortingStore {
 
 impl Scp for AbortingStore {
     fn supported_contexts(&self) -> Vec<SupportedContext> {
-        contexts_for(
-            &[SECONDARY_CAPTURE.to_owned()],
-            &[EXPLICIT_VR_LITTLE_ENDIAN.to_owned()],
-        )
+        secondary_capture_contexts()
     }
 
     fn perform<'a>(
@@ -1582,12 +1580,7 @@ impl Scp for AbortingStore {
         context: &'a RequestContext,
     ) -> BoxFuture<'a, Result<FinalResponse, ScpFailure>> {
         Box::pin(async move {
-            let Message::CStoreRq(rq) = request.message.clone() else {
-                return Err(ScpFailure::unrecognized("C-STORE"));
-            };
-            if let Some(data_set) = request.data_set.take() {
-                data_set.collect(1 << 20).await?;
-            }
+            let rq = received_store(&mut request).await?;
             if rq.affected_sop_instance_uid == self.poison {
                 context.association.abort().await;
                 return Err(ScpFailure::processing("aborted by the test"));
@@ -1597,12 +1590,7 @@ impl Scp for AbortingStore {
                 rq.affected_sop_instance_uid.clone(),
                 context.info().peer_address,
             ));
-            let rsp = CStoreRsp {
-                affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-                affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
-                ..CStoreRsp::new(rq.message_id, Status::SUCCESS)
-            };
-            Ok(Message::from(rsp).into())
+            Ok(store_success(&rq))
         })
     }
 }
