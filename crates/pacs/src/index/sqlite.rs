@@ -54,6 +54,8 @@ use super::{
 const WRITES_QUEUED: usize = 256;
 /// Matches found ahead of the consumer of a query.
 const MATCHES_AHEAD: usize = 16;
+/// WAL pages after which a checkpoint is asked for (SQLite's own default threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
 /// Decoded records kept per level during one query (parents shared by many rows).
 const RECORDS_CACHED: usize = 1024;
 
@@ -173,11 +175,31 @@ impl SqliteIndex {
                 });
             }
         }
+        // Checkpoints (copying the WAL back into the database, with its fsyncs) run on a
+        // thread of their own, asked for by the WAL hook once the log holds CHECKPOINT_PAGES
+        // pages, instead of inside whichever commit crossed that size on the writer.
+        let (checkpoint_wanted, checkpoint_requests) = std::sync::mpsc::sync_channel(1);
+        connection
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                if pages >= CHECKPOINT_PAGES {
+                    let _ = checkpoint_wanted.try_send(());
+                }
+                Ok(())
+            }))
+            .map_err(open_error)?;
         let (writer, operations) = mpsc::channel(WRITES_QUEUED);
         let writer_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("dimsum-index-writer".into())
-            .spawn(move || run_writer(connection, operations, &writer_config))
+            .spawn(move || {
+                let checkpointer = start_checkpointer(&writer_config, checkpoint_requests);
+                run_writer(connection, operations, &writer_config);
+                // The writer's connection (and the hook's sender with it) is gone: the
+                // checkpointer runs a last checkpoint and ends.
+                if let Some(checkpointer) = checkpointer {
+                    let _ = checkpointer.join();
+                }
+            })
             .map_err(|error| IndexError::Task(format!("cannot start the writer: {error}")))?;
         let readers = config.readers.max(1);
         Ok(SqliteIndex {
@@ -319,6 +341,50 @@ struct WriteOp {
 
 fn unexpected() -> IndexError {
     IndexError::Task("the index writer answered another operation".into())
+}
+
+/// The checkpointer thread: a passive checkpoint (PRAGMA wal_checkpoint(PASSIVE)) on a
+/// connection of its own each time the writer's WAL hook asks, and a last one when the writer
+/// is gone. Passive checkpoints never wait for the writer or the readers: what they cannot copy
+/// yet, the next one does. `None` (autocheckpoints left off, logged) if it cannot start.
+fn start_checkpointer(
+    config: &SqliteConfig,
+    requests: std::sync::mpsc::Receiver<()>,
+) -> Option<JoinHandle<()>> {
+    let checkpoint = |connection: &Connection| {
+        if let Err(error) =
+            connection.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE)
+        {
+            warn!("index: a checkpoint failed: {error}");
+        }
+    };
+    // Reading the journal mode opens the database file, in WAL mode, before the first request.
+    let opened = Connection::open(&config.path).and_then(|connection| {
+        connection.query_row("PRAGMA journal_mode", [], |row| row.get::<_, String>(0))?;
+        Ok(connection)
+    });
+    let connection = match opened {
+        Ok(connection) => connection,
+        Err(error) => {
+            warn!("index: no checkpointer, the WAL will grow: {error}");
+            return None;
+        }
+    };
+    let started = std::thread::Builder::new()
+        .name("dimsum-index-checkpointer".into())
+        .spawn(move || {
+            while requests.recv().is_ok() {
+                checkpoint(&connection);
+            }
+            checkpoint(&connection);
+        });
+    match started {
+        Ok(thread) => Some(thread),
+        Err(error) => {
+            warn!("index: no checkpointer, the WAL will grow: {error}");
+            None
+        }
+    }
 }
 
 /// The writer thread: gathers a batch, applies each operation in a savepoint, commits, answers.
