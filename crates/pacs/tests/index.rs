@@ -18,13 +18,15 @@ use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{
-    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
-    OnDuplicate, SqliteConfig, SqliteIndex,
+    DeleteTarget, Deleted, Index, IndexError, IndexedInstance, Inserted, NewInstance, OnDuplicate,
+    SqliteConfig, SqliteIndex,
 };
 use dimsum_pacs::matching::MatchOptions;
 
 mod common;
-use common::{CT, EXPLICIT, MR, SC, element, text};
+use common::{
+    CT, MR, SC, element, find_plan, new_instance, query_all, sorted_values, temporary_index, text,
+};
 
 const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
 
@@ -49,43 +51,34 @@ impl Spec {
         let (study, date, time, accession, description) = self.study;
         let (series, modality, number) = self.series;
         let (sop, class) = self.sop;
-        let attributes = InMemDicomObject::from_element_iter([
-            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-            element(tags::SOP_CLASS_UID, VR::UI, class),
-            element(tags::SOP_INSTANCE_UID, VR::UI, sop),
-            element(tags::STUDY_DATE, VR::DA, date),
-            element(tags::STUDY_TIME, VR::TM, time),
-            element(tags::ACCESSION_NUMBER, VR::SH, accession),
-            element(tags::MODALITY, VR::CS, modality),
-            element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
-            element(tags::STUDY_DESCRIPTION, VR::LO, description),
-            element(tags::PATIENT_NAME, VR::PN, name),
-            element(tags::PATIENT_ID, VR::LO, pid),
-            element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
-            element(tags::PATIENT_SEX, VR::CS, "O"),
-            element(tags::STUDY_INSTANCE_UID, VR::UI, study),
-            element(tags::SERIES_INSTANCE_UID, VR::UI, series),
-            element(tags::SERIES_NUMBER, VR::IS, number),
-            element(tags::INSTANCE_NUMBER, VR::IS, "1"),
-        ]);
-        NewInstance {
-            sop_class_uid: class.into(),
-            sop_instance_uid: sop.into(),
-            transfer_syntax_uid: EXPLICIT.into(),
-            location: location(root, study, series, sop),
-            attributes,
-        }
+        new_instance(
+            InMemDicomObject::from_element_iter([
+                element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+                element(tags::SOP_CLASS_UID, VR::UI, class),
+                element(tags::SOP_INSTANCE_UID, VR::UI, sop),
+                element(tags::STUDY_DATE, VR::DA, date),
+                element(tags::STUDY_TIME, VR::TM, time),
+                element(tags::ACCESSION_NUMBER, VR::SH, accession),
+                element(tags::MODALITY, VR::CS, modality),
+                element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
+                element(tags::STUDY_DESCRIPTION, VR::LO, description),
+                element(tags::PATIENT_NAME, VR::PN, name),
+                element(tags::PATIENT_ID, VR::LO, pid),
+                element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
+                element(tags::PATIENT_SEX, VR::CS, "O"),
+                element(tags::STUDY_INSTANCE_UID, VR::UI, study),
+                element(tags::SERIES_INSTANCE_UID, VR::UI, series),
+                element(tags::SERIES_NUMBER, VR::IS, number),
+                element(tags::INSTANCE_NUMBER, VR::IS, "1"),
+            ]),
+            file_path(root, study, series, sop),
+        )
     }
 }
 
-fn location(root: &Path, study: &str, series: &str, sop: &str) -> FileLocation {
-    FileLocation {
-        path: root.join(study).join(series).join(format!("{sop}.dcm")),
-        data_set_offset: 132,
-        data_set_length: 1000,
-        file_size: 1132,
-        modified_ns: 1,
-    }
+/// Where the test instances are said to be: `root/study/series/sop.dcm`.
+fn file_path(root: &Path, study: &str, series: &str, sop: &str) -> PathBuf {
+    root.join(study).join(series).join(format!("{sop}.dcm"))
 }
 
 const P1: (&str, &str) = ("P1", "DOE^JOHN");
@@ -121,10 +114,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let folder = tempfile::tempdir().expect("tempdir");
-        let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
-            .await
-            .expect("index");
+        let (folder, index) = temporary_index().await;
         let fixture = Fixture { folder, index };
         for spec in specs() {
             fixture.insert(&spec).await;
@@ -146,7 +136,7 @@ impl Fixture {
         level: &str,
         keys: Vec<InMemElement>,
     ) -> Vec<InMemDicomObject> {
-        self.find_with(plan(model, level, keys), None)
+        self.find_with(find_plan(model, level, keys), None)
             .await
             .into_iter()
             .map(|found| found.expect("a match"))
@@ -158,10 +148,7 @@ impl Fixture {
         plan: QueryPlan,
         limit: Option<usize>,
     ) -> Vec<Result<InMemDicomObject, IndexError>> {
-        let stream = self.index.query(plan, limit).await.expect("query");
-        tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
-            .await
-            .expect("the query ends")
+        query_all(&self.index, plan, limit).await
     }
 
     async fn put(&self, spec: &Spec, on_duplicate: OnDuplicate) -> Result<Inserted, IndexError> {
@@ -214,20 +201,8 @@ impl Fixture {
             keys.push(element(tag, VR::UN, ""));
         }
         let found = self.find(QueryModel::StudyRoot, level, keys).await;
-        column(&found, tag)
+        sorted_values(&found, tag)
     }
-}
-
-fn plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> QueryPlan {
-    let mut object = InMemDicomObject::from_element_iter(keys);
-    object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
-    QueryPlan::new(model, QueryService::Find, object).expect("plan")
-}
-
-fn column(found: &[InMemDicomObject], tag: Tag) -> Vec<String> {
-    let mut values: Vec<String> = found.iter().map(|f| text(f, tag)).collect();
-    values.sort();
-    values
 }
 
 fn study_uid(value: &str) -> InMemElement {
@@ -254,7 +229,10 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
             ],
         )
         .await;
-    assert_eq!(column(&patients, tags::PATIENT_ID), ["P1", "P2", "P3"]);
+    assert_eq!(
+        sorted_values(&patients, tags::PATIENT_ID),
+        ["P1", "P2", "P3"]
+    );
     let p1 = patients
         .iter()
         .find(|p| text(p, tags::PATIENT_ID) == "P1")
@@ -281,7 +259,10 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
                 ],
             )
             .await;
-        assert_eq!(column(&studies, tags::STUDY_INSTANCE_UID), ["1.1", "1.2"]);
+        assert_eq!(
+            sorted_values(&studies, tags::STUDY_INSTANCE_UID),
+            ["1.1", "1.2"]
+        );
         let s11 = studies
             .iter()
             .find(|s| text(s, tags::STUDY_INSTANCE_UID) == "1.1")
@@ -313,16 +294,16 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
         )
         .await;
     assert_eq!(
-        column(&series, tags::SERIES_INSTANCE_UID),
+        sorted_values(&series, tags::SERIES_INSTANCE_UID),
         ["1.1.1", "1.1.2"]
     );
-    assert_eq!(column(&series, tags::MODALITY), ["CT", "OT"]);
+    assert_eq!(sorted_values(&series, tags::MODALITY), ["CT", "OT"]);
     assert_eq!(
-        column(&series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        sorted_values(&series, tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
         ["1", "2"]
     );
     assert_eq!(
-        column(&series, tags::PATIENT_NAME),
+        sorted_values(&series, tags::PATIENT_NAME),
         ["DOE^JOHN", "DOE^JOHN"]
     );
     let images = fixture
@@ -340,11 +321,11 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
         )
         .await;
     assert_eq!(
-        column(&images, tags::SOP_INSTANCE_UID),
+        sorted_values(&images, tags::SOP_INSTANCE_UID),
         ["1.1.1.1", "1.1.1.2"]
     );
-    assert_eq!(column(&images, tags::SOP_CLASS_UID), [CT, CT]);
-    assert_eq!(column(&images, tags::INSTANCE_NUMBER), ["1", "1"]);
+    assert_eq!(sorted_values(&images, tags::SOP_CLASS_UID), [CT, CT]);
+    assert_eq!(sorted_values(&images, tags::INSTANCE_NUMBER), ["1", "1"]);
 
     // Retrieval: every instance below the matches of each level.
     let uids = |instances: Vec<IndexedInstance>| {
@@ -523,7 +504,7 @@ async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_wh
     };
     let find = |name: &str| {
         fixture.find_with(
-            plan(
+            find_plan(
                 QueryModel::PatientRoot,
                 "PATIENT",
                 vec![
@@ -644,7 +625,7 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(
         replaced,
         Inserted::Replaced {
-            old_file: Some(location(fixture.root(), "1.1", "1.1.3", "1.1.3.1").path)
+            old_file: Some(file_path(fixture.root(), "1.1", "1.1.3", "1.1.3.1"))
         }
     );
     assert_eq!(
@@ -662,7 +643,7 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(deleted.instances, 1);
     assert_eq!(
         deleted.files,
-        [location(fixture.root(), "1.1", "1.1.2", "1.1.2.1").path]
+        [file_path(fixture.root(), "1.1", "1.1.2", "1.1.2.1")]
     );
     assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
     assert_eq!(patient("P1").await, p(["2", "2", "3"]));
@@ -772,7 +753,7 @@ async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
     let fixture = Fixture::new().await;
     let found = fixture
         .find_with(
-            plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
+            find_plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
             Some(3),
         )
         .await;
@@ -784,7 +765,7 @@ async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
     ));
     let exactly = fixture
         .find_with(
-            plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
+            find_plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
             Some(4),
         )
         .await;
@@ -798,7 +779,7 @@ async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
     for _ in 0..20 {
         let mut stream = fixture
             .index
-            .query(plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
+            .query(find_plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
             .await
             .expect("query");
         assert!(stream.next().await.is_some());
@@ -909,7 +890,7 @@ async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup() {
     }
     // The only query reader is taken by a query nobody reads from.
     let mut stalled = index
-        .query(plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
+        .query(find_plan(QueryModel::StudyRoot, "IMAGE", vec![]), None)
         .await
         .expect("query");
     assert!(stalled.next().await.is_some());

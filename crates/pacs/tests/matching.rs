@@ -62,24 +62,26 @@ fn passes(level: Level, key: InMemElement, candidate: Vec<InMemElement>) -> bool
     plan(name, vec![key]).passes(level, &object(candidate))
 }
 
-/// Whether a study whose record holds `candidate` passes the one key `tag` = `key` of `vr`.
-fn study(tag: Tag, vr: VR, key: &str, candidate: &str) -> bool {
+/// Whether a record of `level` whose `tag` is `candidate` (absent when empty) passes the one
+/// key `tag` = `key` of `vr`.
+fn one_key_passes(level: Level, tag: Tag, vr: VR, key: &str, candidate: &str) -> bool {
     let candidate = if candidate.is_empty() {
         vec![]
     } else {
         vec![element(tag, vr, candidate)]
     };
-    passes(Level::Study, element(tag, vr, key), candidate)
+    passes(level, element(tag, vr, key), candidate)
+}
+
+/// Whether a study whose record holds `candidate` passes the one key `tag` = `key` of `vr`.
+fn study(tag: Tag, vr: VR, key: &str, candidate: &str) -> bool {
+    one_key_passes(Level::Study, tag, vr, key, candidate)
 }
 
 #[test]
 fn single_value_matching_is_exact_but_for_insignificant_padding() {
     let id = |key: &str, candidate: &str| {
-        passes(
-            Level::Patient,
-            element(tags::PATIENT_ID, VR::LO, key),
-            vec![element(tags::PATIENT_ID, VR::LO, candidate)],
-        )
+        one_key_passes(Level::Patient, tags::PATIENT_ID, VR::LO, key, candidate)
     };
     assert!(id("PID1", "PID1"));
     assert!(id("PID1", " PID1 "));
@@ -200,12 +202,13 @@ fn time_ranges_are_as_precise_as_written() {
 
 #[test]
 fn datetime_ranges_take_utc_offsets_into_account() {
-    let tag = tags::ACQUISITION_DATE_TIME;
     let dt = |key: &str, candidate: &str| {
-        passes(
+        one_key_passes(
             Level::Image,
-            element(tag, VR::DT, key),
-            vec![element(tag, VR::DT, candidate)],
+            tags::ACQUISITION_DATE_TIME,
+            VR::DT,
+            key,
+            candidate,
         )
     };
     assert!(dt("2024", "20240615103000"));
@@ -546,11 +549,7 @@ fn person_names_match_case_insensitively_or_sensitively_as_configured() {
 #[test]
 fn numbers_match_by_value() {
     let series = |key: &str, candidate: &str| {
-        passes(
-            Level::Series,
-            element(tags::SERIES_NUMBER, VR::IS, key),
-            vec![element(tags::SERIES_NUMBER, VR::IS, candidate)],
-        )
+        one_key_passes(Level::Series, tags::SERIES_NUMBER, VR::IS, key, candidate)
     };
     assert!(series("5", "005"));
     assert!(!series("5", "6"));

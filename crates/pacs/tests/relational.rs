@@ -3,22 +3,20 @@
 //! are not needed, the responses carry the lower keys zero-length, and the result limit,
 //! cancellation (a dropped stream) and hostile values behave as for hierarchical queries.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 
 use dimsum_net::dataset::dicom_core::{Tag, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::dicom_object::mem::InMemElement;
-use dimsum_net::dataset::query_model::{QueryModel, QueryService};
+use dimsum_net::dataset::query_model::QueryModel;
 use dimsum_pacs::hierarchy::QueryPlan;
-use dimsum_pacs::index::{
-    FileLocation, Index, IndexError, NewInstance, OnDuplicate, SqliteConfig, SqliteIndex,
-};
+use dimsum_pacs::index::{Index, IndexError, OnDuplicate, SqliteIndex};
 
 mod common;
-use common::{CT, EXPLICIT, MR, SC, element, text};
+use common::{
+    CT, MR, SC, element, find_plan, new_instance, query_all, sorted_values, temporary_index,
+};
 
 /// (patient id, patient name, study, study date, series, modality, series number, instance,
 /// SOP class)
@@ -66,10 +64,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let folder = tempfile::tempdir().expect("tempdir");
-        let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
-            .await
-            .expect("index");
+        let (folder, index) = temporary_index().await;
         for (pid, name, study, date, series, modality, number, sop, class) in ROWS {
             let attributes = InMemDicomObject::from_element_iter([
                 element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
@@ -85,19 +80,7 @@ impl Fixture {
                 element(tags::SERIES_NUMBER, VR::IS, number),
                 element(tags::SERIES_DESCRIPTION, VR::LO, "AXIAL"),
             ]);
-            let instance = NewInstance {
-                sop_class_uid: class.into(),
-                sop_instance_uid: sop.into(),
-                transfer_syntax_uid: EXPLICIT.into(),
-                location: FileLocation {
-                    path: folder.path().join(format!("{sop}.dcm")),
-                    data_set_offset: 132,
-                    data_set_length: 100,
-                    file_size: 232,
-                    modified_ns: 1,
-                },
-                attributes,
-            };
+            let instance = new_instance(attributes, folder.path().join(format!("{sop}.dcm")));
             index
                 .insert(instance, OnDuplicate::Fail)
                 .await
@@ -114,31 +97,31 @@ impl Fixture {
         plan: QueryPlan,
         limit: Option<usize>,
     ) -> Vec<Result<InMemDicomObject, IndexError>> {
-        let stream = self.index.query(plan, limit).await.expect("query");
-        tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
-            .await
-            .expect("the query ends")
+        query_all(&self.index, plan, limit).await
     }
 
     /// The sorted values of `tag` in the matches of a relational query.
     async fn values(&self, plan: QueryPlan, tag: Tag) -> Vec<String> {
-        let mut values: Vec<String> = self
+        let found: Vec<InMemDicomObject> = self
             .run(plan, None)
             .await
             .into_iter()
-            .map(|found| text(&found.expect("a match"), tag))
+            .map(|found| found.expect("a match"))
             .collect();
-        values.sort();
-        values
+        sorted_values(&found, tag)
+    }
+
+    /// Checks every case of `cases`: (what it tests, a plan, a tag, the sorted values of the
+    /// tag in the plan's matches).
+    async fn assert_cases(&self, cases: Vec<(&str, QueryPlan, Tag, &[&str])>) {
+        for (case, plan, tag, expected) in cases {
+            assert_eq!(self.values(plan, tag).await, expected, "{case}");
+        }
     }
 }
 
 fn plan(model: QueryModel, level: &str, keys: Vec<InMemElement>, relational: bool) -> QueryPlan {
-    let mut object = InMemDicomObject::from_element_iter(keys);
-    object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
-    QueryPlan::new(model, QueryService::Find, object)
-        .expect("plan")
-        .with_relational(relational)
+    find_plan(model, level, keys).with_relational(relational)
 }
 
 fn studies(keys: Vec<InMemElement>) -> QueryPlan {
@@ -151,12 +134,30 @@ fn studies(keys: Vec<InMemElement>) -> QueryPlan {
 async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series() {
     let fixture = Fixture::new().await;
     let modality = || element(tags::MODALITY, VR::CS, "CT");
-    assert_eq!(
-        fixture
-            .values(studies(vec![modality()]), tags::STUDY_INSTANCE_UID)
-            .await,
-        ["1.1", "2.1"]
-    );
+    let study = tags::STUDY_INSTANCE_UID;
+    fixture
+        .assert_cases(vec![
+            (
+                "a CT series",
+                studies(vec![modality()]),
+                study,
+                &["1.1", "2.1"],
+            ),
+            // Wild cards and an instance level key reach the lowest table.
+            (
+                "a wild card modality",
+                studies(vec![element(tags::MODALITY, VR::CS, "?R")]),
+                study,
+                &["1.2", "3.1"],
+            ),
+            (
+                "an instance",
+                studies(vec![element(tags::SOP_INSTANCE_UID, VR::UI, "1.1.2.1")]),
+                study,
+                &["1.1"],
+            ),
+        ])
+        .await;
     // The lower key is in every response, zero-length: a study has no single modality.
     let found = fixture.run(studies(vec![modality()]), None).await;
     for response in found {
@@ -173,32 +174,7 @@ async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series() 
     );
     assert!(hierarchical.has_unsupported_keys());
     assert!(!studies(vec![modality()]).has_unsupported_keys());
-    assert_eq!(
-        fixture
-            .values(hierarchical, tags::STUDY_INSTANCE_UID)
-            .await
-            .len(),
-        4
-    );
-    // Wild cards and an instance level key reach the lowest table.
-    assert_eq!(
-        fixture
-            .values(
-                studies(vec![element(tags::MODALITY, VR::CS, "?R")]),
-                tags::STUDY_INSTANCE_UID
-            )
-            .await,
-        ["1.2", "3.1"]
-    );
-    assert_eq!(
-        fixture
-            .values(
-                studies(vec![element(tags::SOP_INSTANCE_UID, VR::UI, "1.1.2.1")]),
-                tags::STUDY_INSTANCE_UID
-            )
-            .await,
-        ["1.1"]
-    );
+    assert_eq!(fixture.values(hierarchical, study).await.len(), 4);
 }
 
 #[tokio::test]
@@ -247,19 +223,6 @@ async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain() {
             element(tags::SERIES_NUMBER, VR::IS, number),
         ])
     };
-    let none = Vec::<String>::new();
-    assert_eq!(
-        fixture
-            .values(both("CT", "2"), tags::STUDY_INSTANCE_UID)
-            .await,
-        none
-    );
-    assert_eq!(
-        fixture
-            .values(both("OT", "2"), tags::STUDY_INSTANCE_UID)
-            .await,
-        ["1.1"]
-    );
     // Patient level: P1 has a March study and a CT series, never on the same study.
     let patients = |date: &str, modality: &str| {
         plan(
@@ -273,37 +236,24 @@ async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain() {
             true,
         )
     };
-    assert_eq!(
-        fixture
-            .values(patients("20240301-20240331", "CT"), tags::PATIENT_ID)
-            .await,
-        none
-    );
-    assert_eq!(
-        fixture
-            .values(patients("20240301-20240331", "MR"), tags::PATIENT_ID)
-            .await,
-        ["P1"]
-    );
-    assert_eq!(
-        fixture
-            .values(patients("20240105", "CT"), tags::PATIENT_ID)
-            .await,
-        ["P1"]
-    );
-    assert_eq!(
-        fixture.values(patients("", "CT"), tags::PATIENT_ID).await,
-        ["P1", "P2"]
-    );
     // An instance key and a series key of different series of the same study.
     let mismatch = studies(vec![
         element(tags::MODALITY, VR::CS, "CT"),
         element(tags::SOP_CLASS_UID, VR::UI, SC),
     ]);
-    assert_eq!(
-        fixture.values(mismatch, tags::STUDY_INSTANCE_UID).await,
-        none
-    );
+    let (study, patient) = (tags::STUDY_INSTANCE_UID, tags::PATIENT_ID);
+    let march = "20240301-20240331";
+    fixture
+        .assert_cases(vec![
+            ("CT series 2", both("CT", "2"), study, &[]),
+            ("OT series 2", both("OT", "2"), study, &["1.1"]),
+            ("a March CT study", patients(march, "CT"), patient, &[]),
+            ("a March MR study", patients(march, "MR"), patient, &["P1"]),
+            ("CT, 5 Jan", patients("20240105", "CT"), patient, &["P1"]),
+            ("a CT study", patients("", "CT"), patient, &["P1", "P2"]),
+            ("a CT series of SC instances", mismatch, study, &[]),
+        ])
+        .await;
 }
 
 #[tokio::test]
@@ -332,7 +282,7 @@ async fn the_result_limit_and_a_dropped_stream_still_work() {
 #[tokio::test]
 async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows() {
     let fixture = Fixture::new().await;
-    let none = Vec::<String>::new();
+    let mut cases = Vec::new();
     for hostile in [
         "'; DROP TABLE series; --",
         "\" OR 1=1 --",
@@ -341,39 +291,47 @@ async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows() {
         "_",
         "[CT]",
     ] {
-        assert_eq!(
-            fixture
-                .values(
-                    studies(vec![element(tags::MODALITY, VR::CS, hostile)]),
-                    tags::STUDY_INSTANCE_UID
-                )
-                .await,
-            none,
-            "{hostile}"
-        );
-        assert_eq!(
-            fixture
-                .values(
-                    studies(vec![element(tags::SOP_INSTANCE_UID, VR::UI, hostile)]),
-                    tags::STUDY_INSTANCE_UID
-                )
-                .await,
-            none,
-            "{hostile}"
-        );
+        cases.push((
+            format!("Modality {hostile}"),
+            tags::MODALITY,
+            VR::CS,
+            hostile.to_owned(),
+        ));
+        cases.push((
+            format!("SOP Instance UID {hostile}"),
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            hostile.to_owned(),
+        ));
     }
     let huge = "x".repeat(10 * 1024 * 1024);
-    for value in [huge.clone(), format!("*{huge}*")] {
-        assert_eq!(
-            fixture
-                .values(
-                    studies(vec![element(tags::SERIES_DESCRIPTION, VR::LO, &value)]),
-                    tags::STUDY_INSTANCE_UID
-                )
-                .await,
-            none
-        );
-    }
+    cases.push((
+        "a huge value".into(),
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        huge.clone(),
+    ));
+    cases.push((
+        "a huge wild card".into(),
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        format!("*{huge}*"),
+    ));
+    fixture
+        .assert_cases(
+            cases
+                .iter()
+                .map(|(case, tag, vr, value)| {
+                    (
+                        case.as_str(),
+                        studies(vec![element(*tag, *vr, value)]),
+                        tags::STUDY_INSTANCE_UID,
+                        &[][..],
+                    )
+                })
+                .collect(),
+        )
+        .await;
     let counts = fixture.index.counts().await.expect("counts");
     assert_eq!((counts.studies, counts.series, counts.instances), (4, 5, 7));
 }

@@ -3,17 +3,23 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use dimsum_net::dataset::dicom_core::value::PrimitiveValue;
 use dimsum_net::dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::dicom_object::mem::InMemElement;
+use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_net::scp::Dispatcher;
 use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::{Association, Limits, Server, ServerConfig, ServerStatistics, Timeouts};
+use dimsum_pacs::hierarchy::QueryPlan;
+use dimsum_pacs::index::{FileLocation, Index, IndexError, NewInstance, SqliteConfig, SqliteIndex};
 
 pub const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 pub const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
@@ -40,6 +46,60 @@ pub fn text(object: &InMemDicomObject, tag: Tag) -> String {
         .to_str()
         .expect("text")
         .into_owned()
+}
+
+/// The sorted values of `tag` in `found`.
+pub fn sorted_values(found: &[InMemDicomObject], tag: Tag) -> Vec<String> {
+    let mut values: Vec<String> = found.iter().map(|object| text(object, tag)).collect();
+    values.sort();
+    values
+}
+
+/// A new, empty SQLite index in a temporary folder, and the folder (which goes with it).
+pub async fn temporary_index() -> (tempfile::TempDir, SqliteIndex) {
+    let folder = tempfile::tempdir().expect("tempdir");
+    let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
+        .await
+        .expect("index");
+    (folder, index)
+}
+
+/// An instance to index from `attributes` alone (no file needed): its SOP Class and Instance
+/// UIDs are theirs, in Explicit VR Little Endian, said to be a file of 1132 bytes at `path`.
+pub fn new_instance(attributes: InMemDicomObject, path: PathBuf) -> NewInstance {
+    NewInstance {
+        sop_class_uid: text(&attributes, tags::SOP_CLASS_UID),
+        sop_instance_uid: text(&attributes, tags::SOP_INSTANCE_UID),
+        transfer_syntax_uid: EXPLICIT.into(),
+        location: FileLocation {
+            path,
+            data_set_offset: 132,
+            data_set_length: 1000,
+            file_size: 1132,
+            modified_ns: 1,
+        },
+        attributes,
+    }
+}
+
+/// A C-FIND plan on `model` at `level` with `keys`.
+pub fn find_plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> QueryPlan {
+    let mut object = InMemDicomObject::from_element_iter(keys);
+    object.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+    QueryPlan::new(model, QueryService::Find, object).expect("plan")
+}
+
+/// Everything `index` answers to `plan` with at most `limit` matches, the stream read to its
+/// end (within 10 s).
+pub async fn query_all(
+    index: &SqliteIndex,
+    plan: QueryPlan,
+    limit: Option<usize>,
+) -> Vec<Result<InMemDicomObject, IndexError>> {
+    let stream = index.query(plan, limit).await.expect("query");
+    tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
+        .await
+        .expect("the query ends")
 }
 
 /// Explicit VR Little Endian alone, as the transfer syntaxes of a context.
