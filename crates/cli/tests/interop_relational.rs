@@ -24,12 +24,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use dimsum_net::dataset::dicom_core::VR;
+use dimsum_net::dataset::dicom_core::{Tag, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use support::qr::{
-    AeAddress, DimsumFindRun, FindOutput, QrClient, QrModel, SecondaryCaptureIdentity,
+    AeAddress, DimsumFindRun, FindOutput, FindRun, QrClient, QrModel, SecondaryCaptureIdentity,
     dimsum_findscu, text_element,
 };
 use support::serve::{DimsumServe, SERVE_UID_ROOT, store_folder};
@@ -245,6 +245,27 @@ fn all_instances() -> BTreeSet<String> {
         .collect()
 }
 
+/// The Study Instance UIDs of both studies.
+fn both_studies() -> BTreeSet<String> {
+    set(&[&ct().uid, &mr().uid])
+}
+
+/// The `findscu` query for the studies having a CT series (relational) or whose own Modality
+/// is CT (hierarchical: not matched at STUDY level).
+const STUDIES_BY_MODALITY: [&str; 3] = [
+    "QueryRetrieveLevel=STUDY",
+    "Modality=CT",
+    "StudyInstanceUID",
+];
+/// The same STUDY query in pynetdicom's keys (`Keyword=Value`), asking for the study's date
+/// and patient's name too.
+const PYNETDICOM_STUDIES_BY_MODALITY: [&str; 4] = [
+    "Modality=CT",
+    "StudyInstanceUID=",
+    "StudyDate=",
+    "PatientName=",
+];
+
 /// The date-time query whose combined range holds both studies and whose separate ranges hold
 /// the MR study alone.
 const WIDE_RANGE: [&str; 2] = ["StudyDate=20240101-20240103", "StudyTime=080000-120000"];
@@ -252,25 +273,26 @@ const WIDE_RANGE: [&str; 2] = ["StudyDate=20240101-20240103", "StudyTime=080000-
 /// study's day) and whose separate ranges hold nothing.
 const EARLY_END: [&str; 2] = ["StudyDate=20240101-20240103", "StudyTime=000000-090000"];
 
+/// The `findscu` STUDY query for the Study Instance UIDs in [`WIDE_RANGE`].
+fn wide_range_study_keys() -> Vec<&'static str> {
+    let mut keys = vec!["QueryRetrieveLevel=STUDY", "StudyInstanceUID"];
+    keys.extend(WIDE_RANGE);
+    keys
+}
+
 #[test]
 fn pynetdicom_relational_queries() {
     let Some((dir, server)) = loaded_archive("relational-pynetdicom", &[]) else {
         return;
     };
     let address = server.address();
-    let study_keys = [
-        "Modality=CT",
-        "StudyInstanceUID=",
-        "StudyDate=",
-        "PatientName=",
-    ];
 
     let Some(relational) = pynetdicom_find(
         &dir,
         "study-modality-relational",
         address,
         "STUDY",
-        &study_keys,
+        &PYNETDICOM_STUDIES_BY_MODALITY,
         &["--relational"],
     ) else {
         return;
@@ -296,7 +318,7 @@ fn pynetdicom_relational_queries() {
         "study-modality-hierarchical",
         address,
         "STUDY",
-        &study_keys,
+        &PYNETDICOM_STUDIES_BY_MODALITY,
         &[],
     )
     .expect("pynetdicom ran above");
@@ -307,7 +329,7 @@ fn pynetdicom_relational_queries() {
     hierarchical.assert_statuses(0xFF01);
     assert_eq!(
         hierarchical.values("StudyInstanceUID"),
-        set(&[&ct().uid, &mr().uid]),
+        both_studies(),
         "without the negotiation Modality is not matched at STUDY level"
     );
 
@@ -355,7 +377,7 @@ fn pynetdicom_combined_date_time() {
     combined.assert_statuses(0xFF00);
     assert_eq!(
         combined.values("StudyInstanceUID"),
-        set(&[&ct().uid, &mr().uid]),
+        both_studies(),
         "2024-01-01 08:00 to 2024-01-03 12:00 holds the CT study at 23:00 on the first day"
     );
 
@@ -388,20 +410,29 @@ fn pynetdicom_combined_date_time() {
     )
     .expect("pynetdicom ran above");
     assert_eq!(both.accepted.as_deref(), Some("0101"));
-    assert_eq!(
-        both.values("StudyInstanceUID"),
-        set(&[&ct().uid, &mr().uid])
-    );
+    assert_eq!(both.values("StudyInstanceUID"), both_studies());
     server.stop();
 }
 
-/// The Study Instance UIDs of `dimsum findscu`'s matches.
-fn study_uids(
-    matches: &[BTreeMap<dimsum_net::dataset::dicom_core::Tag, String>],
-) -> BTreeSet<String> {
+/// The values of `tag` in `dimsum findscu`'s matches.
+fn values_of(matches: &[BTreeMap<Tag, String>], tag: Tag) -> BTreeSet<String> {
     matches
         .iter()
-        .filter_map(|found| found.get(&tags::STUDY_INSTANCE_UID).cloned())
+        .filter_map(|found| found.get(&tag).cloned())
+        .collect()
+}
+
+/// The Study Instance UIDs of `dimsum findscu`'s matches.
+fn study_uids(matches: &[BTreeMap<Tag, String>]) -> BTreeSet<String> {
+    values_of(matches, tags::STUDY_INSTANCE_UID)
+}
+
+/// The Study Instance UIDs of the identifiers DCMTK `findscu` received.
+fn dcmtk_study_uids(found: &FindRun) -> BTreeSet<String> {
+    found
+        .identifiers
+        .iter()
+        .map(|identifier| identifier.require(tags::STUDY_INSTANCE_UID).to_owned())
         .collect()
 }
 
@@ -445,16 +476,11 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
         return;
     };
     let address = server.address();
-    let study_keys = [
-        "QueryRetrieveLevel=STUDY",
-        "Modality=CT",
-        "StudyInstanceUID",
-    ];
     let found = study_root_find(
         &dir,
         "study-modality",
         address,
-        &study_keys,
+        &STUDIES_BY_MODALITY,
         FindOutput::Text,
         "--relational",
         "relational queries accepted",
@@ -477,16 +503,13 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
         "--relational",
         "relational queries accepted",
     );
-    let uids: BTreeSet<String> = images
-        .matches
-        .iter()
-        .filter_map(|found| found.get(&tags::SOP_INSTANCE_UID).cloned())
-        .collect();
     assert_eq!(images.matches.len(), 4, "{}", images.finished.describe());
-    assert_eq!(uids, all_instances());
+    assert_eq!(
+        values_of(&images.matches, tags::SOP_INSTANCE_UID),
+        all_instances()
+    );
 
-    let mut range_keys = vec!["QueryRetrieveLevel=STUDY", "StudyInstanceUID"];
-    range_keys.extend(WIDE_RANGE);
+    let range_keys = wide_range_study_keys();
     let combined = study_root_find(
         &dir,
         "wide-combined",
@@ -496,7 +519,7 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
         "--combined-datetime",
         "combined date-time matching accepted",
     );
-    assert_eq!(study_uids(&combined.matches), set(&[&ct().uid, &mr().uid]));
+    assert_eq!(study_uids(&combined.matches), both_studies());
     server.stop();
 
     // the same archive, the options switched off
@@ -510,17 +533,13 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
         &dir,
         "study-modality-off",
         address,
-        &study_keys,
+        &STUDIES_BY_MODALITY,
         FindOutput::Text,
         "--relational",
         "relational queries not accepted by the SCP",
     );
     let log = found.finished.describe();
-    assert_eq!(
-        study_uids(&found.matches),
-        set(&[&ct().uid, &mr().uid]),
-        "{log}"
-    );
+    assert_eq!(study_uids(&found.matches), both_studies(), "{log}");
     assert_eq!(
         found
             .finished
@@ -557,10 +576,7 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
             refused.finished.describe()
         );
         refused.assert_statuses(0xFF01);
-        assert_eq!(
-            refused.values("StudyInstanceUID"),
-            set(&[&ct().uid, &mr().uid])
-        );
+        assert_eq!(refused.values("StudyInstanceUID"), both_studies());
     }
     server.stop();
 }
@@ -576,45 +592,29 @@ fn dcmtk_findscu_gets_hierarchical_answers() {
         "study-modality",
         address,
         QrModel::StudyRoot,
-        &[
-            "QueryRetrieveLevel=STUDY",
-            "Modality=CT",
-            "StudyInstanceUID",
-        ],
+        &STUDIES_BY_MODALITY,
         &[],
     ) else {
         return;
     };
     let log = found.finished.describe();
     found.finished.assert_code(0);
-    let uids: BTreeSet<String> = found
-        .identifiers
-        .iter()
-        .map(|identifier| identifier.require(tags::STUDY_INSTANCE_UID).to_owned())
-        .collect();
-    assert_eq!(uids, set(&[&ct().uid, &mr().uid]), "{log}");
+    assert_eq!(dcmtk_study_uids(&found), both_studies(), "{log}");
     assert_eq!(found.identifiers.len(), 2, "{log}");
 
-    let mut range_keys = vec!["QueryRetrieveLevel=STUDY", "StudyInstanceUID"];
-    range_keys.extend(WIDE_RANGE);
     let found = QrClient::Dcmtk
         .find(
             &dir,
             "wide-range",
             address,
             QrModel::StudyRoot,
-            &range_keys,
+            &wide_range_study_keys(),
             &[],
         )
         .expect("DCMTK ran above");
     found.finished.assert_code(0);
-    let uids: BTreeSet<String> = found
-        .identifiers
-        .iter()
-        .map(|identifier| identifier.require(tags::STUDY_INSTANCE_UID).to_owned())
-        .collect();
     assert_eq!(
-        uids,
+        dcmtk_study_uids(&found),
         set(&[&mr().uid]),
         "separate date and time ranges\n{}",
         found.finished.describe()
