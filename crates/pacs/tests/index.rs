@@ -908,3 +908,44 @@ async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup() {
     let rest = stalled.collect::<Vec<_>>().await;
     assert_eq!(rest.len(), 39);
 }
+
+#[tokio::test]
+async fn checkpoints_run_beside_the_writer_and_leave_the_database_file_complete() {
+    let fixture = Fixture::new().await;
+    let path: PathBuf = fixture.index.path().to_path_buf();
+    let size_before = std::fs::metadata(&path).expect("database file").len();
+    // One instance per commit: a few hundred commits write well over the pages after which
+    // the WAL hook asks the checkpointer for a checkpoint.
+    for n in 0..400 {
+        let sop = format!("1.1.1.{}", 100 + n);
+        fixture
+            .insert(&Spec {
+                patient: P1,
+                study: S11,
+                series: ("1.1.1", "CT", "1"),
+                sop: (Box::leak(sop.into_boxed_str()), CT),
+            })
+            .await;
+    }
+    // A checkpoint copies pages into the database file: it grows while the ingest goes on.
+    let file_size = || std::fs::metadata(&path).expect("database file").len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_size() <= size_before + 100_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint ran during the ingest: the database file holds {} bytes, {size_before} before",
+            file_size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    fixture.index.close().await.expect("closed");
+
+    // After the last checkpoint, the database file alone (no WAL) holds every instance.
+    let copy = fixture.root().join("copy.sqlite");
+    std::fs::copy(&path, &copy).expect("copied");
+    let alone = rusqlite::Connection::open(&copy).expect("open the copy");
+    let instances: i64 = alone
+        .query_row("SELECT count(*) FROM instance", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(instances, 406);
+}
