@@ -573,6 +573,9 @@ fn redecode(
 /// changed anything. On error the object is left exactly as dicom-rs read it (which encodes
 /// back to the bytes it was read from).
 pub fn to_unicode(object: &mut InMemDicomObject) -> Result<bool, CharsetError> {
+    if !may_need_redecoding(object, true) {
+        return Ok(false);
+    }
     let mut walk = Walk {
         used: SpecificCharacterSet::default(),
         change: false,
@@ -586,6 +589,26 @@ pub fn to_unicode(object: &mut InMemDicomObject) -> Result<bool, CharsetError> {
         *object = converted;
     }
     Ok(walk.change)
+}
+
+/// Whether dicom-rs may have decoded some text of `object` with another character set than
+/// the one that applies: code extensions are declared, or an item declares a character set of
+/// its own (dicom-rs keeps it in force after the item). Most data sets — one single-byte or
+/// UTF-8 set at the top — are left as read without being copied.
+fn may_need_redecoding(object: &InMemDicomObject, top: bool) -> bool {
+    object.iter().any(|element| match element.value() {
+        Value::Sequence(sequence) => sequence
+            .items()
+            .iter()
+            .any(|item| may_need_redecoding(item, false)),
+        Value::Primitive(_) if element.tag() == tags::SPECIFIC_CHARACTER_SET => {
+            !top || !matches!(
+                Declared::of(&charset_values(element)),
+                Ok(Declared::Plain(_))
+            )
+        }
+        _ => false,
+    })
 }
 
 /// [`to_unicode`], keeping the object as dicom-rs read it (and saying why in the log) when its
