@@ -916,7 +916,7 @@ async fn checkpoints_run_beside_the_writer_and_leave_the_database_file_complete(
     let size_before = std::fs::metadata(&path).expect("database file").len();
     // One instance per commit: a few hundred commits write well over the pages after which
     // the WAL hook asks the checkpointer for a checkpoint.
-    for n in 0..400 {
+    for n in 0..1200 {
         let sop = format!("1.1.1.{}", 100 + n);
         fixture
             .insert(&Spec {
@@ -947,5 +947,5 @@ async fn checkpoints_run_beside_the_writer_and_leave_the_database_file_complete(
     let instances: i64 = alone
         .query_row("SELECT count(*) FROM instance", [], |row| row.get(0))
         .expect("count");
-    assert_eq!(instances, 406);
+    assert_eq!(instances, 1206);
 }
