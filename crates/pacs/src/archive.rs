@@ -936,8 +936,19 @@ fn prepare_stored(
         ));
     }
     let instance = match &stored.data_set {
-        Some(data_set) => stored_in_memory(stored, data_set, limits),
-        None => read_instance(&stored.path, limits),
+        Some(data_set) => stored_instance(stored, std::io::Cursor::new(data_set.as_ref()), limits),
+        None => File::open(&stored.path)
+            .and_then(|mut file| {
+                io::Seek::seek(&mut file, io::SeekFrom::Start(stored.data_set_offset))?;
+                Ok(file)
+            })
+            .map_err(|source| {
+                Error::File(FileError::Io {
+                    path: stored.path.clone(),
+                    source,
+                })
+            })
+            .and_then(|file| stored_instance(stored, file, limits)),
     }
     .map_err(|error| match error {
         Error::MissingAttribute { name, .. } => StoreFailure::new(
@@ -949,22 +960,19 @@ fn prepare_stored(
     PreparedInstance::new(instance).map_err(index_failure)
 }
 
-/// The instance to index from the data set the storage kept in memory (`data_set`, the bytes
-/// of the file after its meta).
-fn stored_in_memory(
+/// The instance to index from a file the storage just wrote, its data set read from
+/// `data_set` (the bytes after the file meta: kept in memory, or the file positioned there).
+/// The storage scanned the data set already: its summary gives the identity, and only the
+/// attributes before the pixel data are decoded.
+fn stored_instance(
     stored: &StoredInstance,
-    data_set: &Bytes,
+    data_set: impl io::Read + io::Seek,
     limits: &ScanLimits,
 ) -> Result<NewInstance, Error> {
     let description = &stored.instance;
     let ts = &description.transfer_syntax_uid;
-    let attributes = file::decode_attributes(
-        std::io::Cursor::new(data_set.as_ref()),
-        stored.data_set_length,
-        ts,
-        limits,
-    )
-    .map_err(|error| error.at(&stored.path))?;
+    let attributes = file::decode_attributes(data_set, stored.data_set_length, ts, limits)
+        .map_err(|error| error.at(&stored.path))?;
     let identity = Identity::from_summary(
         &stored.summary,
         &description.sop_class_uid,
