@@ -75,6 +75,7 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, RwLock};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use dimsum_dataset::query_model::{QueryModel, QueryService};
@@ -85,8 +86,8 @@ use dimsum_net::scp::{
     ScpFailure,
 };
 use dimsum_net::storage::{
-    BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Layout, Storage, StoreFailure,
-    StoreSuccess, StoredInstance,
+    BUFFER_BELOW, BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Layout, Storage,
+    StoreFailure, StoreSuccess, StoredInstance,
 };
 
 use crate::file::{self, FileError, Identity};
@@ -708,34 +709,20 @@ impl Archive {
         }
         let ingest = self.inner.ingest.clone().read_owned().await;
         let uid_guard = self.uid_lock(uid).lock_owned().await;
-        let existing = self
-            .inner
-            .index
-            .lookup(uid.to_owned())
-            .await
-            .map_err(index_failure)?;
-        let replacing = match (&existing, self.inner.config.duplicates) {
-            (None, _) => false,
-            (Some(_), DuplicatePolicy::KeepFirst) => {
-                add(&self.inner.counters.duplicates_kept, 1);
-                debug!("instance {uid} is stored already: keeping the first");
-                return Ok(Box::new(Discard));
-            }
-            (Some(_), DuplicatePolicy::Reject) => {
-                add(&self.inner.counters.duplicates_refused, 1);
-                return Err(StoreFailure::new(
-                    Status::OUT_OF_RESOURCES,
-                    format!("instance {uid} is stored already (duplicates are refused)"),
-                ));
-            }
-            (Some(_), DuplicatePolicy::Replace) => true,
-        };
+        // The look-up runs while the data set arrives; it is awaited before anything is kept
+        // (at the end of a small instance, before a large one starts going to disk).
+        let index = self.inner.index.clone();
+        let lookup_uid = uid.to_owned();
+        let existing = tokio::spawn(async move { index.lookup(lookup_uid).await });
         let writer = self.inner.files.begin(instance).await?;
         Ok(Box::new(ArchiveWriter {
             archive: self.clone(),
             writer: Some(writer),
             uid: uid.to_owned(),
-            replacing: existing.filter(|_| replacing),
+            existing: Some(existing),
+            received: 0,
+            kept_first: false,
+            replacing: None,
             _guards: (ingest, uid_guard),
         }))
     }
@@ -1028,55 +1015,119 @@ fn new_instance(
     })
 }
 
-/// A store of an instance the archive keeps as it was: the data set is read and dropped.
-struct Discard;
-
-impl InstanceWriter for Discard {
-    fn write(&mut self, _data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
-        Box::pin(async {
-            Ok(StoreSuccess {
-                status: Status::SUCCESS,
-                comment: Some("stored already; the first instance is kept".into()),
-            })
-        })
-    }
-}
-
 /// One instance being stored into the archive: the file storage's writer, then the index.
 struct ArchiveWriter {
     archive: Archive,
+    /// `None` once finished, or once the instance is known to be kept as it was.
     writer: Option<Box<dyn InstanceWriter>>,
     uid: String,
+    /// The duplicate look-up started with the store, until its answer is taken.
+    existing: Option<JoinHandle<Result<Option<IndexedInstance>, IndexError>>>,
+    /// Bytes of the data set received so far.
+    received: usize,
+    /// The instance is indexed already and kept as it was: the data set is dropped.
+    kept_first: bool,
     /// The indexed instance this store replaces.
     replacing: Option<IndexedInstance>,
     /// Held until the store is indexed or dropped.
     _guards: (OwnedRwLockReadGuard<()>, OwnedMutexGuard<()>),
 }
 
+fn finished_already() -> StoreFailure {
+    StoreFailure::new(
+        Status::PROCESSING_FAILURE,
+        "the instance was finished already",
+    )
+}
+
+/// What the duplicate policy makes of a store whose SOP Instance UID may be indexed already.
+enum Admission {
+    /// Store it (replacing this instance, if any).
+    Store(Option<IndexedInstance>),
+    /// Keep the indexed one; the data set is dropped and the peer told success.
+    KeepFirst,
+}
+
+impl ArchiveWriter {
+    /// The duplicate look-up's answer, by the policy (once; later calls admit the store).
+    async fn admission(&mut self) -> Result<Admission, StoreFailure> {
+        let Some(lookup) = self.existing.take() else {
+            return Ok(Admission::Store(self.replacing.take()));
+        };
+        let existing = lookup
+            .await
+            .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))?
+            .map_err(index_failure)?;
+        let counters = &self.archive.inner.counters;
+        match (existing, self.archive.inner.config.duplicates) {
+            (None, _) => Ok(Admission::Store(None)),
+            (Some(_), DuplicatePolicy::KeepFirst) => {
+                add(&counters.duplicates_kept, 1);
+                debug!("instance {} is stored already: keeping the first", self.uid);
+                Ok(Admission::KeepFirst)
+            }
+            (Some(_), DuplicatePolicy::Reject) => {
+                add(&counters.duplicates_refused, 1);
+                Err(StoreFailure::new(
+                    Status::OUT_OF_RESOURCES,
+                    format!(
+                        "instance {} is stored already (duplicates are refused)",
+                        self.uid
+                    ),
+                ))
+            }
+            (Some(existing), DuplicatePolicy::Replace) => Ok(Admission::Store(Some(existing))),
+        }
+    }
+
+    /// Applies the admission before anything is kept: a kept-first instance drops its writer
+    /// (and the data gathered so far), a replacement remembers what it replaces.
+    async fn admit(&mut self) -> Result<(), StoreFailure> {
+        match self.admission().await? {
+            Admission::Store(replacing) => self.replacing = replacing,
+            Admission::KeepFirst => {
+                self.kept_first = true;
+                self.writer = None;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl InstanceWriter for ArchiveWriter {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
         Box::pin(async move {
+            self.received = self.received.saturating_add(data.len());
+            // A large instance goes to disk from here on: decide first.
+            if self.existing.is_some() && self.received >= BUFFER_BELOW {
+                self.admit().await?;
+            }
+            if self.kept_first {
+                return Ok(());
+            }
             match self.writer.as_mut() {
                 Some(writer) => writer.write(data).await,
-                None => Err(StoreFailure::new(
-                    Status::PROCESSING_FAILURE,
-                    "the instance was finished already",
-                )),
+                None => Err(finished_already()),
             }
         })
     }
 
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
         Box::pin(async move {
+            if self.existing.is_some()
+                && let Err(failure) = self.admit().await
+            {
+                add(&self.archive.inner.counters.store_failures, 1);
+                return Err(failure);
+            }
+            if self.kept_first {
+                return Ok(StoreSuccess {
+                    status: Status::SUCCESS,
+                    comment: None,
+                });
+            }
             let Some(writer) = self.writer.take() else {
-                return Err(StoreFailure::new(
-                    Status::PROCESSING_FAILURE,
-                    "the instance was finished already",
-                ));
+                return Err(finished_already());
             };
             let outcome = writer.finish().await;
             let stored = lock(&self.archive.inner.stored).remove(&self.uid);

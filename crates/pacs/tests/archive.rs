@@ -229,6 +229,32 @@ async fn duplicates_are_kept_replaced_or_refused_as_configured() {
         Some("FIRST")
     );
     assert_eq!(archive.statistics().duplicates_kept, 1);
+    // A large one (streamed to disk when new): the stored file stays as it was, and nothing
+    // of the second is left behind.
+    let large = Spec {
+        pixels: 600 * 1024,
+        ..spec("P1", "1.2.3", "5", 2)
+    };
+    store(&archive, &large).await.expect("stored");
+    let large_file = std::fs::read(stored_path(data.path(), &large)).expect("stored file");
+    let large_again = Spec {
+        description: "SECOND".into(),
+        ..large.clone()
+    };
+    let kept = store(&archive, &large_again).await.expect("success");
+    assert_eq!(kept.status, Status::SUCCESS);
+    assert_eq!(
+        std::fs::read(stored_path(data.path(), &large)).expect("stored file"),
+        large_file
+    );
+    assert_eq!(archive.statistics().duplicates_kept, 2);
+    let storage = data.path().join(archive::STORAGE_FOLDER);
+    let leftovers: Vec<_> = std::fs::read_dir(&storage)
+        .expect("storage")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     archive.close().await.expect("closed");
     drop(archive);
 
@@ -273,7 +299,7 @@ async fn duplicates_are_kept_replaced_or_refused_as_configured() {
         Some("THIRD")
     );
     let counts = archive.counts().await.expect("counts");
-    assert_eq!((counts.series, counts.instances), (1, 1));
+    assert_eq!((counts.series, counts.instances), (2, 2));
     assert_eq!(archive.statistics().replaced, 2);
     archive.close().await.expect("closed");
 }

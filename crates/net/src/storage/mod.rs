@@ -9,7 +9,7 @@
 
 mod file;
 
-pub use file::{FileStorage, Layout, StoredCallback, StoredInstance, safe_file_name};
+pub use file::{BUFFER_BELOW, FileStorage, Layout, StoredCallback, StoredInstance, safe_file_name};
 
 use std::future::Future;
 use std::net::SocketAddr;
