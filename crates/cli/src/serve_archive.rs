@@ -12,6 +12,7 @@ use tracing::{error, info};
 use dimsum_net::scp::{Dispatcher, StorageCommitmentScp};
 use dimsum_pacs::archive::{Archive, ArchiveConfig, ScanProgress};
 use dimsum_pacs::commitment::ArchiveCommitment;
+use dimsum_pacs::matching::MatchOptions;
 
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
@@ -79,7 +80,11 @@ pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> 
     let limit = (config.result_limit > 0).then_some(config.result_limit as usize);
     let mut archive_config = ArchiveConfig::new(&config.data)
         .with_duplicates(config.duplicates)
-        .with_result_limit(limit);
+        .with_result_limit(limit)
+        .with_matching(MatchOptions {
+            case_insensitive_person_names: !config.case_sensitive_names,
+            ..MatchOptions::default()
+        });
     for (ae_title, address) in &config.peers {
         archive_config =
             archive_config.with_destination(ae_title, format!("{}:{}", address.host, address.port));

@@ -77,6 +77,9 @@ pub struct ServeConfig {
     /// The most matches one C-FIND returns; beyond, the query ends with a failure status that
     /// says so (never a silent truncation). 0: no limit.
     pub result_limit: u32,
+    /// Person names match with regard to case (PS3.4 C.2.2.2.1 leaves it to the SCP); by
+    /// default `doe^john` finds `DOE^JOHN`, as users of other archives expect.
+    pub case_sensitive_names: bool,
     /// The AE titles we connect to: C-MOVE destinations and Storage Commitment report targets
     /// (`--peer AE:HOST:PORT`).
     pub peers: BTreeMap<String, PeerAddress>,
@@ -115,6 +118,7 @@ impl Default for ServeConfig {
             allow_shutdown: false,
             duplicates: DuplicatePolicy::default(),
             result_limit: DEFAULT_RESULT_LIMIT,
+            case_sensitive_names: false,
             peers: BTreeMap::new(),
             move_retries: MoveRetry::default().retries,
             move_retry_delay: MoveRetry::default().delay.as_secs(),
@@ -793,6 +797,7 @@ mod tests {
         assert!(config.allow_shutdown);
         assert_eq!(config.duplicates, DuplicatePolicy::Reject);
         assert_eq!(config.result_limit, 5000);
+        assert!(config.case_sensitive_names);
         assert_eq!(
             config.peers["WORKSTATION"],
             PeerAddress {
