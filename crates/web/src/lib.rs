@@ -1,0 +1,13 @@
+//! # dimsum-web — DICOMweb (PS3.18)
+//!
+//! * [`multipart`]: multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): `Content-Type` and
+//!   `Accept` values, a streaming writer and a bounded streaming reader.
+//!
+//! The types here need no HTTP stack: they take and give bytes and streams of `Bytes`.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod multipart;
