@@ -43,6 +43,7 @@ pub mod query_model;
 pub mod scan;
 pub mod sop_class;
 pub mod transfer_syntax;
+pub mod xml;
 
 pub use convert::{ConvertError, transcode};
 pub use part10::{FileMeta, Part10Error, encode_header, is_part10_file, read_meta};
