@@ -262,6 +262,10 @@ impl<'o, 'a> ModelWriter<'o, 'a> {
     }
 
     fn values(&self, element: &InMemElement, vr: VR, value: &PrimitiveValue) -> Vec<Value> {
+        if matches!(vr, VR::LT | VR::ST | VR::UT | VR::UR) {
+            // Single-valued: a backslash is part of the text (PS3.5 §6.2).
+            return vec![Value::String(value.to_str().into_owned())];
+        }
         let as_text = self.numbers == NumberForm::Text && matches!(vr, VR::DS | VR::IS);
         let written = if !as_text && dicom_json_writes(vr, value) {
             dicom_json::to_value(element).ok()
@@ -363,7 +367,7 @@ fn normalize(vr: VR, value: Value, form: NumberForm) -> Value {
                 .filter_map(|(name, group)| match group {
                     Value::String(text) => {
                         let text = unpad(&text);
-                        (!text.is_empty()).then(|| (name, Value::String(text.to_owned())))
+                        (!is_empty_group(text)).then(|| (name, Value::String(text.to_owned())))
                     }
                     _ => None,
                 })
@@ -380,6 +384,10 @@ fn normalize(vr: VR, value: Value, form: NumberForm) -> Value {
         },
         (DS | FL | FD, Value::String(text)) => match text.trim() {
             "" => Value::Null,
+            // An integer stays one (DS "120" is 120, not 120.0).
+            number if vr == DS && integer(number).is_some() => {
+                integer(number).unwrap_or(Value::Null)
+            }
             number => number
                 .parse::<f64>()
                 .ok()
@@ -410,7 +418,7 @@ fn person_name_groups(text: &str) -> Value {
         .zip(text.split('='))
         .filter_map(|(name, group)| {
             let group = unpad(group);
-            (!group.is_empty()).then(|| ((*name).to_owned(), Value::String(group.to_owned())))
+            (!is_empty_group(group)).then(|| ((*name).to_owned(), Value::String(group.to_owned())))
         })
         .collect();
     if groups.is_empty() {
@@ -418,6 +426,11 @@ fn person_name_groups(text: &str) -> Value {
     } else {
         Value::Object(groups)
     }
+}
+
+/// Whether a person name component group has no component (`""`, `"^^^^"`): F.2.4 leaves it out.
+fn is_empty_group(group: &str) -> bool {
+    group.bytes().all(|b| b == b'^' || b == b' ')
 }
 
 /// The component groups of a person name, in their order (PS3.5 §6.2.1, PS3.18 F.2.4).
@@ -720,6 +733,11 @@ impl ModelReader {
             return Ok(InMemElement::new(tag, vr, PrimitiveValue::Empty));
         }
         if let Some(text) = inline {
+            if !is_binary(vr) {
+                return Err(bad(format!(
+                    "InlineBinary is for OB, OD, OF, OL, OV, OW and UN values, not {vr}"
+                )));
+            }
             let bytes = BASE64
                 .decode(text.trim_end())
                 .map_err(|e| bad(format!("InlineBinary is not base64: {e}")))?;
@@ -1262,7 +1280,7 @@ mod tests {
                 "00180050": { "vr": "DS", "Value": [2.5] },
                 "00189998": { "vr": "SV", "Value": [-(1_i64 << 40)] },
                 "00189999": { "vr": "UV", "Value": [5, "18446744073709551615"] },
-                "00200032": { "vr": "DS", "Value": [1.0, -25.0, null] },
+                "00200032": { "vr": "DS", "Value": [1, -25.0, null] },
                 "00101030": { "vr": "DS", "Value": ["abc"] },
                 "00280010": { "vr": "US", "Value": [2024] },
             })
