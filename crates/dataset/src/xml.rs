@@ -243,7 +243,9 @@ fn numbered<'a>(name: &'a str, number: &'a str) -> BytesStart<'a> {
 
 fn text_element(writer: &mut XmlWriter, start: BytesStart<'_>, text: &str) -> std::io::Result<()> {
     writer.write_event(Event::Start(start.borrow()))?;
-    writer.write_event(Event::Text(BytesText::new(text)))?;
+    // Only what must be escaped in content (<, >, &): quotes stay as they are.
+    let escaped = quick_xml::escape::partial_escape(text);
+    writer.write_event(Event::Text(BytesText::from_escaped(escaped)))?;
     writer.write_event(Event::End(start.to_end()))?;
     Ok(())
 }
@@ -440,6 +442,9 @@ impl<'t> Parser<'t> {
         depth: usize,
     ) -> Result<Map<String, Value>, XmlError> {
         let mut model = Map::new();
+        // Private attributes named without their block (gggg00ee), to place once the creators
+        // of this data set are known.
+        let mut unplaced = Vec::new();
         while let Some(child) = self.next_child(within)? {
             let name = local_name(child.start());
             if name != "DicomAttribute" {
@@ -450,18 +455,62 @@ impl<'t> Parser<'t> {
                 });
             }
             self.count(1)?;
-            let (key, attribute) = self.attribute(child, depth)?;
-            if model.insert(key.clone(), attribute).is_some() {
+            let (tag, creator, attribute) = self.attribute(child, depth)?;
+            match creator {
+                Some(creator) if tag.group() % 2 == 1 && tag.element() < 0x0100 => {
+                    unplaced.push((tag, creator, attribute));
+                }
+                _ => self.insert(&mut model, tag, attribute)?,
+            }
+        }
+        for (tag, creator, attribute) in unplaced {
+            let block = (0x10..=0xFF_u16).find(|block| {
+                model
+                    .get(&json::tag_key(Tag(tag.group(), *block)))
+                    .and_then(|c| c.get("Value")?.get(0)?.as_str())
+                    .is_some_and(|value| value.trim_end() == creator.trim_end())
+            });
+            let Some(block) = block else {
                 return Err(XmlError::BadAttribute {
                     path: self.here(),
-                    reason: format!("the attribute {key} is given twice"),
+                    reason: format!(
+                        "{} names the private creator {creator:?}, which no (gggg,00xx) element of the data set reserves",
+                        json::tag_key(tag)
+                    ),
                 });
-            }
+            };
+            self.insert(
+                &mut model,
+                Tag(tag.group(), block << 8 | tag.element()),
+                attribute,
+            )?;
         }
         Ok(model)
     }
 
-    fn attribute(&mut self, opened: Opened<'t>, depth: usize) -> Result<(String, Value), XmlError> {
+    fn insert(
+        &self,
+        model: &mut Map<String, Value>,
+        tag: Tag,
+        attribute: Value,
+    ) -> Result<(), XmlError> {
+        let key = json::tag_key(tag);
+        if model.insert(key.clone(), attribute).is_some() {
+            return Err(XmlError::BadAttribute {
+                path: self.here(),
+                reason: format!("the attribute {key} is given twice"),
+            });
+        }
+        Ok(())
+    }
+
+    /// A `DicomAttribute`: its tag as written, its private creator if it names one, and the
+    /// attribute in the JSON model.
+    fn attribute(
+        &mut self,
+        opened: Opened<'t>,
+        depth: usize,
+    ) -> Result<(Tag, Option<String>, Value), XmlError> {
         let start = opened.start();
         let tag =
             self.attribute_value(start, "tag")?
@@ -484,6 +533,7 @@ impl<'t> Parser<'t> {
                 element: "DicomAttribute",
                 attribute: "vr",
             })?;
+        let creator = self.attribute_value(start, "privateCreator")?;
         self.path.push(key.clone());
         let mut attribute = Map::new();
         attribute.insert("vr".to_owned(), Value::String(vr.clone()));
@@ -569,7 +619,7 @@ impl<'t> Parser<'t> {
             }
         }
         self.path.pop();
-        Ok((key, Value::Object(attribute)))
+        Ok((parsed, creator, Value::Object(attribute)))
     }
 
     fn set_once(

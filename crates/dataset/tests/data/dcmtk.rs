@@ -58,14 +58,32 @@ pub fn run(tool: &str, args: &[&str]) -> String {
 /// byte for byte.
 ///
 /// The quirks allowed: Specific Character Set (0008,0005) is not compared, since DCMTK converts
-/// every value to UTF-8 and declares ISO_IR 192 where the file declares another set (our
-/// values are Unicode strings either way, so the values compared are the same text).
+/// every value to UTF-8 and declares ISO_IR 192 where the file declares another set or none
+/// (our values are Unicode strings either way, so the values compared are the same text); and
+/// what [`Quirks`] says.
 pub fn differences(ours: &Value, theirs: &Value) -> Vec<String> {
+    differences_with(ours, theirs, Quirks::default())
+}
+
+/// What DCMTK does that PS3.18 and PS3.19 do not, and that a comparison allows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quirks {
+    /// `dcm2xml --native-format +Eb` writes OW values as big-endian words, where PS3.19 A.1.5
+    /// asks for little endian (the byte order of Explicit VR Little Endian); `dcm2json` does not.
+    pub ow_big_endian: bool,
+    /// `dcm2xml` 3.6.7 writes a person name's empty Phonetic group as a copy of its Ideographic
+    /// group (`Wang^XiaoDong=王^小東=` gets a Phonetic 王^小東).
+    pub phonetic_repeats_ideographic: bool,
+}
+
+/// [`differences`], with what `quirks` allows.
+pub fn differences_with(ours: &Value, theirs: &Value, quirks: Quirks) -> Vec<String> {
     let mut found = Vec::new();
     compare_data_sets(
         ours.as_object().expect("our data set"),
         theirs.as_object().expect("their data set"),
         "",
+        quirks,
         &mut found,
     );
     found
@@ -75,6 +93,7 @@ fn compare_data_sets(
     ours: &Map<String, Value>,
     theirs: &Map<String, Value>,
     path: &str,
+    quirks: Quirks,
     found: &mut Vec<String>,
 ) {
     let mut keys: Vec<&String> = ours.keys().chain(theirs.keys()).collect();
@@ -82,12 +101,11 @@ fn compare_data_sets(
     keys.dedup();
     for key in keys {
         let here = format!("{path}{key}");
+        if key == "00080005" {
+            continue;
+        }
         match (ours.get(key), theirs.get(key)) {
-            (Some(a), Some(b)) => {
-                if key != "00080005" {
-                    compare_attributes(a, b, &here, found);
-                }
-            }
+            (Some(a), Some(b)) => compare_attributes(a, b, &here, quirks, found),
             (Some(_), None) => found.push(format!("{here}: only ours")),
             (None, Some(_)) => found.push(format!("{here}: only DCMTK's")),
             (None, None) => {}
@@ -95,7 +113,13 @@ fn compare_data_sets(
     }
 }
 
-fn compare_attributes(ours: &Value, theirs: &Value, path: &str, found: &mut Vec<String>) {
+fn compare_attributes(
+    ours: &Value,
+    theirs: &Value,
+    path: &str,
+    quirks: Quirks,
+    found: &mut Vec<String>,
+) {
     if ours["vr"] != theirs["vr"] {
         found.push(format!("{path}: VR {} / {}", ours["vr"], theirs["vr"]));
         return;
@@ -105,7 +129,14 @@ fn compare_attributes(ours: &Value, theirs: &Value, path: &str, found: &mut Vec<
         (Some(Value::String(a)), Some(Value::String(b))) => {
             let a = BASE64.decode(a).expect("our base64");
             let b = BASE64.decode(b).expect("their base64");
-            if a != b {
+            let swapped = |bytes: &[u8]| -> Vec<u8> {
+                bytes
+                    .chunks(2)
+                    .flat_map(|w| w.iter().rev().copied())
+                    .collect()
+            };
+            let allowed = quirks.ow_big_endian && ours["vr"] == "OW" && swapped(&a) == b;
+            if a != b && !allowed {
                 found.push(format!(
                     "{path}: binary values differ ({} / {} bytes)",
                     a.len(),
@@ -137,7 +168,23 @@ fn compare_attributes(ours: &Value, theirs: &Value, path: &str, found: &mut Vec<
         let here = format!("{path}[{index}]");
         match (x, y) {
             (Value::Object(x), Value::Object(y)) if ours["vr"] == "SQ" => {
-                compare_data_sets(x, y, &format!("{here}."), found);
+                compare_data_sets(x, y, &format!("{here}."), quirks, found);
+            }
+            (Value::Object(x), Value::Object(y))
+                if ours["vr"] == "PN" && quirks.phonetic_repeats_ideographic =>
+            {
+                let without_copy = |name: &Map<String, Value>, other: &Map<String, Value>| {
+                    let mut name = name.clone();
+                    if !other.contains_key("Phonetic")
+                        && name.get("Phonetic") == name.get("Ideographic")
+                    {
+                        name.remove("Phonetic");
+                    }
+                    name
+                };
+                if without_copy(x, y) != without_copy(y, x) {
+                    found.push(format!("{here}: {x:?} / {y:?}"));
+                }
             }
             (Value::Number(x), Value::Number(y)) => {
                 let (x, y) = (x.as_f64().expect("f64"), y.as_f64().expect("f64"));
