@@ -1,5 +1,5 @@
 //! Media types in `Content-Type` and `Accept` headers (RFC 9110 §8.3.1, §12.5.1), as DICOMweb
-//! peers write them (PS3.18 8.7.3, 8.7.3.5).
+//! peers write them (PS3.18 8.7.3 DICOM media types, 8.7.5 Acceptable Media Types).
 //!
 //! The parser is strict about structure (tokens, quoted strings, one value per parameter name)
 //! and lenient where real clients are known to differ from the grammar: an unquoted parameter
@@ -30,7 +30,8 @@ impl Default for HeaderLimits {
     }
 }
 
-/// Why a media type, an `Accept` value or a boundary was refused.
+/// Why a media type (RFC 9110 §8.3.1), an `Accept` value (§12.5.1) or a boundary (RFC 2046
+/// §5.1.1) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentTypeError {
     /// Longer than [`HeaderLimits::max_length`].
@@ -338,8 +339,8 @@ impl MediaRange {
     }
 }
 
-/// The media ranges of an `Accept` header (RFC 9110 §12.5.1; PS3.18 8.7.3.5 for the
-/// `transfer-syntax` parameter DICOMweb adds). Parameters written after `q` (RFC 9110's
+/// The media ranges of an `Accept` header (RFC 9110 §12.5.1; PS3.18 8.7.5 Acceptable Media
+/// Types, 8.7.3.7 for the `transfer-syntax` parameter DICOMweb adds). Parameters written after `q` (RFC 9110's
 /// accept extensions) are kept as parameters of the range: DICOMweb clients put
 /// `transfer-syntax` on either side of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -782,6 +783,22 @@ mod tests {
         assert_eq!(accept.ranges().len(), 2);
         assert_eq!(accept.ranges()[0].media_type.parameter("x"), Some("1,2"));
         assert!(Accept::parse("").unwrap().ranges().is_empty());
+
+        // The transfer syntax inside the quoted type parameter, as some clients write it.
+        let accept = Accept::parse(
+            "multipart/related; type=\"application/dicom; transfer-syntax=1.2.840.10008.1.2.4.70\"",
+        )
+        .unwrap();
+        let related = accept.ranges()[0]
+            .media_type
+            .related_type()
+            .unwrap()
+            .unwrap();
+        assert!(related.is("application", "dicom"));
+        assert_eq!(
+            related.parameter("transfer-syntax"),
+            Some("1.2.840.10008.1.2.4.70")
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Why a multipart body was refused. `part` counts from 1.
+/// Why a multipart body was refused (RFC 2046 §5.1.1, PS3.18 8.6.1.2). `part` counts from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// More than [`DecodeLimits::max_body_bytes`].
@@ -526,8 +526,8 @@ impl Decoder {
     }
 }
 
-/// A failure while reading a multipart body from a stream: the body is malformed or over a
-/// limit, or the stream itself failed.
+/// A failure while reading a multipart body (PS3.18 8.6.1.2) from a stream: the body is
+/// malformed or over a limit, or the stream itself failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MultipartError<E> {
     /// The body (PS3.18 8.6.1.2).

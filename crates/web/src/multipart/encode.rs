@@ -6,7 +6,7 @@ use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use super::content_type::{Boundary, ContentType};
 use super::headers::PartHeaders;
 
-/// The body of a part to write: bytes at hand, or a stream of chunks read as they are sent
+/// The body of a part to write (RFC 2046 §5.1.1 `body-part`): bytes at hand, or a stream of chunks read as they are sent
 /// (a file read piece by piece).
 pub enum PartBody<E> {
     /// The whole body.

@@ -3,7 +3,7 @@
 
 use super::content_type::ContentType;
 
-/// Why a header given for a part to write was refused.
+/// Why a header given for a part to write was refused (RFC 9110 §5.1, §5.5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderValueError {
     /// A header name that is not a token (RFC 9110 §5.1).
