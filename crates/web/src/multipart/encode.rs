@@ -11,7 +11,8 @@ use super::headers::PartHeaders;
 pub enum PartBody<E> {
     /// The whole body.
     Bytes(Bytes),
-    /// The body as chunks; an error ends the multipart stream with it.
+    /// The body as chunks; an error ends the multipart stream with it (no closing delimiter
+    /// follows).
     Stream(BoxStream<'static, Result<Bytes, E>>),
 }
 
@@ -115,10 +116,17 @@ impl Encoder {
             .flatten();
         // With no part, `--boundary--` starts the body: no CRLF before it. A part's first chunk
         // starts with `--`, so only the closing delimiter can come first with a CRLF.
+        // After an error nothing more is given: a closing delimiter would make a truncated
+        // part look complete.
         body.chain(stream::once(async move { Ok::<Bytes, E>(closing) }))
-            .scan(false, |started, chunk| {
+            .scan((false, false), |(started, failed), chunk| {
                 let chunk = match chunk {
+                    _ if *failed => return futures_util::future::ready(None),
                     Ok(bytes) if !*started && bytes.starts_with(b"\r\n--") => Ok(bytes.slice(2..)),
+                    Err(error) => {
+                        *failed = true;
+                        Err(error)
+                    }
                     other => other,
                 };
                 *started = true;
