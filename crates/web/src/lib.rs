@@ -2,6 +2,7 @@
 //!
 //! * [`multipart`]: multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): `Content-Type` and
 //!   `Accept` values, a streaming writer and a bounded streaming reader.
+//! * [`resource`]: the resources of the Studies Service (PS3.18 §10) as typed paths.
 //!
 //! The types here need no HTTP stack: they take and give bytes and streams of `Bytes`.
 
@@ -11,3 +12,4 @@
 )]
 
 pub mod multipart;
+pub mod resource;
