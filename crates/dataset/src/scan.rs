@@ -245,6 +245,21 @@ pub fn scan_deflated<R: Read>(reader: R, limits: &ScanLimits) -> Result<Summary,
     Scanner::new(source, None, Encoding::ExplicitLittle, limits).run()
 }
 
+/// Scans a data set read from a stream that cannot seek (an HTTP body as it arrives): values
+/// are skipped by reading them, and the data set ends where the reader does. A deflated
+/// transfer syntax is inflated as in [`scan_deflated`].
+pub fn scan_stream<R: Read>(
+    reader: R,
+    transfer_syntax_uid: &str,
+    limits: &ScanLimits,
+) -> Result<Summary, ScanError> {
+    if transfer_syntax::is_deflated(transfer_syntax_uid) {
+        return scan_deflated(reader, limits);
+    }
+    let encoding = encoding_of(transfer_syntax_uid)?;
+    Scanner::new(StreamSource(reader), None, encoding, limits).run()
+}
+
 fn encoding_of(transfer_syntax_uid: &str) -> Result<Encoding, ScanError> {
     transfer_syntax::encoding(transfer_syntax_uid).ok_or_else(|| {
         ScanError::UnknownTransferSyntax(transfer_syntax::describe(transfer_syntax_uid))

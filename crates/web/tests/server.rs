@@ -1,0 +1,630 @@
+//! The DICOMweb server (`dimsum_web::server`) over a real archive in a temporary folder, served
+//! on a loopback port and called over HTTP: STOW-RS stores what WADO-RS gives back and C-FIND
+//! finds, and bad requests (malformed multipart, wrong media types, unknown studies, bodies
+//! over the limit, dot segments) are refused with their status and store or read nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use dimsum_dataset::dicom_core::value::PrimitiveValue;
+use dimsum_dataset::dicom_core::{DataElement, VR};
+use dimsum_dataset::dicom_dictionary_std::tags;
+use dimsum_dataset::dicom_object::InMemDicomObject;
+use dimsum_dataset::identifier;
+use dimsum_dataset::part10::{self, FileMeta, encode_header};
+use dimsum_dataset::query_model::{QueryModel, QueryService};
+use dimsum_pacs::archive::{Archive, ArchiveConfig};
+use dimsum_pacs::hierarchy::QueryPlan;
+use dimsum_web::multipart::{ContentType, DecodeLimits, Decoder, MultipartReader};
+use dimsum_web::server::{CorsOrigins, WebConfig, router};
+
+const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT: &str = "1.2.840.10008.1.2";
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const STUDY: &str = "1.2.826.0.1.3680043.2.1125.7.1";
+const SERIES: &str = "1.2.826.0.1.3680043.2.1125.7.1.1";
+const BOUNDARY: &str = "dimsum-test-boundary";
+const DICOM_MULTIPART: &str =
+    "multipart/related; type=\"application/dicom\"; boundary=dimsum-test-boundary";
+const ANY_SYNTAX: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+
+/// A test instance: its UIDs and data set.
+struct Instance {
+    sop: String,
+    study: String,
+    data_set: Vec<u8>,
+}
+
+impl Instance {
+    fn new(study: &str, series: &str, number: u32, pixels: usize) -> Instance {
+        let sop = format!("{series}.{number}");
+        let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+        let object = InMemDicomObject::from_element_iter([
+            text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+            text(tags::SOP_CLASS_UID, VR::UI, CT),
+            text(tags::SOP_INSTANCE_UID, VR::UI, &sop),
+            text(tags::STUDY_DATE, VR::DA, "20240105"),
+            text(tags::MODALITY, VR::CS, "CT"),
+            text(tags::PATIENT_NAME, VR::PN, "DOE^JANE"),
+            text(tags::PATIENT_ID, VR::LO, "P-WEB"),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, study),
+            text(tags::SERIES_INSTANCE_UID, VR::UI, series),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U8((0..pixels).map(|i| (i % 251) as u8).collect()),
+            ),
+        ]);
+        Instance {
+            sop,
+            study: study.to_owned(),
+            data_set: identifier::encode(&object, EXPLICIT).expect("data set"),
+        }
+    }
+
+    /// The Part 10 file of the instance.
+    fn file(&self) -> Vec<u8> {
+        let mut bytes =
+            encode_header(&FileMeta::new(CT, &self.sop, EXPLICIT, "1.2.3", "TEST")).expect("meta");
+        bytes.extend_from_slice(&self.data_set);
+        bytes
+    }
+}
+
+/// A multipart/related body of `application/dicom` parts.
+fn multipart(files: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for file in files {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// The archive and the server on a loopback port.
+struct Served {
+    _data: tempfile::TempDir,
+    archive: Archive,
+    address: SocketAddr,
+    root: String,
+    client: reqwest::Client,
+}
+
+impl Served {
+    async fn start(config: WebConfig) -> Served {
+        let data = tempfile::tempdir().expect("tempdir");
+        let archive = Archive::open(ArchiveConfig::new(data.path().join("archive")))
+            .await
+            .expect("archive");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let root = config.root().to_owned();
+        let app = router(archive.clone(), config);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Served {
+            _data: data,
+            archive,
+            address,
+            root,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}{path}", self.address, self.root)
+    }
+
+    async fn stow(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("Content-Type", content_type)
+            .header("Accept", "application/dicom+json")
+            .body(body)
+            .send()
+            .await
+            .expect("STOW-RS request")
+    }
+
+    async fn instances(&self) -> u64 {
+        self.archive.counts().await.expect("counts").instances as u64
+    }
+
+    /// The SOP Instance UIDs C-FIND finds in `study` (Study Root, IMAGE level), through the
+    /// archive's index and query plan.
+    async fn c_find(&self, study: &str) -> Vec<String> {
+        let keys = InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::QUERY_RETRIEVE_LEVEL,
+                VR::CS,
+                PrimitiveValue::from("IMAGE"),
+            ),
+            DataElement::new(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(study),
+            ),
+            DataElement::empty(tags::SERIES_INSTANCE_UID, VR::UI),
+            DataElement::empty(tags::SOP_INSTANCE_UID, VR::UI),
+        ]);
+        let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
+        let matches: Vec<_> = self
+            .archive
+            .index()
+            .query(plan, None)
+            .await
+            .expect("query")
+            .collect()
+            .await;
+        let mut uids: Vec<String> = matches
+            .into_iter()
+            .map(|found| {
+                found
+                    .expect("match")
+                    .get(tags::SOP_INSTANCE_UID)
+                    .expect("SOP Instance UID")
+                    .to_str()
+                    .expect("text")
+                    .trim_end_matches('\0')
+                    .to_owned()
+            })
+            .collect();
+        uids.sort();
+        uids
+    }
+}
+
+/// The parts of a multipart/related response: each part's Content-Type and body.
+async fn parts_of(response: reqwest::Response) -> Vec<(ContentType, Bytes)> {
+    let content_type = ContentType::parse(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("content type"),
+    )
+    .expect("multipart content type");
+    assert!(content_type.is("multipart", "related"), "{content_type}");
+    let decoder =
+        Decoder::for_content_type(&content_type, DecodeLimits::default()).expect("decoder");
+    let mut reader = MultipartReader::new(response.bytes_stream(), decoder);
+    let mut parts = Vec::new();
+    while let Some(headers) = reader.next_part().await.expect("part") {
+        let body = reader.read_body().await.expect("body");
+        parts.push((headers.content_type().clone(), body));
+    }
+    parts
+}
+
+/// The data set of a Part 10 file, and its meta.
+fn split(file: &[u8]) -> (FileMeta, Vec<u8>) {
+    let (meta, offset) = part10::read_meta(&mut &file[..]).expect("meta");
+    (meta, file[offset as usize..].to_vec())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_instances_come_back_byte_for_byte_and_are_found_by_c_find() {
+    let served = Served::start(WebConfig::default()).await;
+    let first = Instance::new(STUDY, SERIES, 1, 3000);
+    let second = Instance::new(STUDY, SERIES, 2, 300_000);
+
+    // The first in one piece with a Content-Length, the second chunked in small pieces.
+    let response = served
+        .stow("/studies", DICOM_MULTIPART, multipart(&[first.file()]))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/dicom+json");
+    let body = json(&response.text().await.expect("body"));
+    let referenced = &body["00081199"]["Value"];
+    assert_eq!(referenced.as_array().expect("items").len(), 1);
+    assert_eq!(referenced[0]["00081155"]["Value"][0], first.sop.as_str());
+    assert_eq!(
+        referenced[0]["00081190"]["Value"][0],
+        format!(
+            "{}/studies/{STUDY}/series/{SERIES}/instances/{}",
+            served.url(""),
+            first.sop
+        )
+        .as_str()
+    );
+    assert_eq!(
+        body["00081190"]["Value"][0],
+        served.url(&format!("/studies/{STUDY}")).as_str()
+    );
+    assert!(body.get("00081198").is_none(), "{body}");
+
+    let chunks: Vec<Result<Bytes, std::io::Error>> = multipart(&[second.file()])
+        .chunks(1021)
+        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+        .collect();
+    let response = served
+        .stow(
+            &format!("/studies/{STUDY}"),
+            DICOM_MULTIPART,
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(served.instances().await, 2);
+
+    // The study back, as stored.
+    let response = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}")))
+        .header("Accept", ANY_SYNTAX)
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(response.status(), 200);
+    let mut parts = parts_of(response).await;
+    assert_eq!(parts.len(), 2);
+    parts.sort_by_key(|(_, body)| split(body).0.media_storage_sop_instance_uid);
+    for ((content_type, body), sent) in parts.iter().zip([&first, &second]) {
+        assert!(content_type.is("application", "dicom"));
+        assert_eq!(content_type.parameter("transfer-syntax"), Some(EXPLICIT));
+        let (meta, data_set) = split(body);
+        assert_eq!(meta.media_storage_sop_instance_uid, sent.sop);
+        assert_eq!(meta.transfer_syntax_uid, EXPLICIT);
+        assert!(
+            data_set == sent.data_set,
+            "the data set of {} differs",
+            sent.sop
+        );
+    }
+
+    // One instance, with the default transfer syntax (Explicit VR Little Endian, as stored).
+    let response = served
+        .client
+        .get(served.url(&format!(
+            "/studies/{STUDY}/series/{SERIES}/instances/{}",
+            second.sop
+        )))
+        .header("Accept", "multipart/related; type=application/dicom")
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(response.status(), 200);
+    let parts = parts_of(response).await;
+    assert_eq!(parts.len(), 1);
+    assert!(split(&parts[0].1).1 == second.data_set);
+
+    // The series.
+    let response = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}/series/{SERIES}")))
+        .header("Accept", ANY_SYNTAX)
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(parts_of(response).await.len(), 2);
+
+    // C-FIND finds both.
+    let mut expected = vec![first.sop.clone(), second.sop.clone()];
+    expected.sort();
+    assert_eq!(served.c_find(STUDY).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_of_another_study_is_refused_under_a_study_url_and_not_kept() {
+    let served = Served::start(WebConfig::default()).await;
+    let other = Instance::new(
+        "1.2.826.0.1.3680043.2.1125.7.2",
+        "1.2.826.0.1.3680043.2.1125.7.2.1",
+        1,
+        500,
+    );
+    let mine = Instance::new(STUDY, SERIES, 3, 500);
+
+    // Alone: nothing stored, 409.
+    let response = served
+        .stow(
+            &format!("/studies/{STUDY}"),
+            DICOM_MULTIPART,
+            multipart(&[other.file()]),
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    let body = json(&response.text().await.expect("body"));
+    let failed = &body["00081198"]["Value"][0];
+    assert_eq!(failed["00081155"]["Value"][0], other.sop.as_str());
+    assert_eq!(failed["00081197"]["Value"][0], 0xA900);
+    assert_eq!(served.instances().await, 0);
+
+    // With one of the study: 202, one stored.
+    let response = served
+        .stow(
+            &format!("/studies/{STUDY}"),
+            DICOM_MULTIPART,
+            multipart(&[mine.file(), other.file()]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let body = json(&response.text().await.expect("body"));
+    assert_eq!(
+        body["00081199"]["Value"][0]["00081155"]["Value"][0],
+        mine.sop.as_str()
+    );
+    assert_eq!(
+        body["00081198"]["Value"][0]["00081155"]["Value"][0],
+        other.sop.as_str()
+    );
+    assert_eq!(served.c_find(STUDY).await, vec![mine.sop.clone()]);
+    assert!(
+        served
+            .archive
+            .lookup(&other.sop)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(other.study, "1.2.826.0.1.3680043.2.1125.7.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_multipart_body_is_400_and_nothing_is_stored() {
+    let served = Served::start(WebConfig::default()).await;
+    let instance = Instance::new(STUDY, SERIES, 4, 500);
+
+    // No closing delimiter.
+    let mut truncated = multipart(&[instance.file()]);
+    truncated.truncate(truncated.len() - format!("\r\n--{BOUNDARY}--\r\n").len());
+    // No delimiter at all.
+    let undelimited = instance.file();
+    // A delimiter followed by garbage.
+    let mut garbage = format!("--{BOUNDARY}garbage\r\n\r\n").into_bytes();
+    garbage.extend_from_slice(&instance.file());
+    for body in [truncated, undelimited, garbage] {
+        let response = served.stow("/studies", DICOM_MULTIPART, body).await;
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.expect("body");
+        assert!(text.contains("multipart"), "{text}");
+    }
+    // A boundary that RFC 2046 does not allow.
+    let response = served
+        .stow(
+            "/studies",
+            "multipart/related; type=\"application/dicom\"; boundary=\"\"",
+            multipart(&[]),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(served.instances().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_is_not_dicom_fails_alone() {
+    let served = Served::start(WebConfig::default()).await;
+    let response = served
+        .stow(
+            "/studies",
+            DICOM_MULTIPART,
+            multipart(&[b"not a DICOM file at all".to_vec()]),
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    let body = json(&response.text().await.expect("body"));
+    assert_eq!(body["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
+    assert_eq!(served.instances().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_media_types_are_415() {
+    let served = Served::start(WebConfig::default()).await;
+    let file = Instance::new(STUDY, SERIES, 5, 100).file();
+    for content_type in [
+        "application/json",
+        "application/dicom",
+        "multipart/related; type=\"application/dicom+json\"; boundary=dimsum-test-boundary",
+        "multipart/related; boundary=dimsum-test-boundary",
+    ] {
+        let response = served
+            .stow(
+                "/studies",
+                content_type,
+                multipart(std::slice::from_ref(&file)),
+            )
+            .await;
+        assert_eq!(response.status(), 415, "{content_type}");
+    }
+    let response = served
+        .client
+        .post(served.url("/studies"))
+        .body(multipart(&[file]))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 415);
+    assert_eq!(served.instances().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_entities_are_404_and_other_transfer_syntaxes_406() {
+    let served = Served::start(WebConfig::default()).await;
+    let instance = Instance::new(STUDY, SERIES, 6, 100);
+    let response = served
+        .stow("/studies", DICOM_MULTIPART, multipart(&[instance.file()]))
+        .await;
+    assert_eq!(response.status(), 200);
+
+    for path in [
+        "/studies/1.2.3.4".to_owned(),
+        format!("/studies/{STUDY}/series/1.2.3.4"),
+        format!("/studies/{STUDY}/series/{SERIES}/instances/1.2.3.4"),
+        format!(
+            "/studies/1.2.3.4/series/{SERIES}/instances/{}",
+            instance.sop
+        ),
+        "/nothing/here".to_owned(),
+    ] {
+        let response = served
+            .client
+            .get(served.url(&path))
+            .header("Accept", ANY_SYNTAX)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let response = served
+        .client
+        .get(served.url("/studies/not-a-uid"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
+
+    let response = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}")))
+        .header(
+            "Accept",
+            format!("multipart/related; type=\"application/dicom\"; transfer-syntax={IMPLICIT}"),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 406);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("not implemented"), "{text}");
+    let response = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}")))
+        .header("Accept", "application/dicom+json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 406);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_and_nothing_is_stored() {
+    let mut config = WebConfig::default();
+    config.max_body_bytes = 16 * 1024;
+
+    let served = Served::start(config).await;
+    let body = multipart(&[Instance::new(STUDY, SERIES, 7, 32 * 1024).file()]);
+
+    // With a Content-Length.
+    let response = served.stow("/studies", DICOM_MULTIPART, body.clone()).await;
+    assert_eq!(response.status(), 413);
+    // Chunked.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(4096)
+        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+        .collect();
+    let response = served
+        .stow(
+            "/studies",
+            DICOM_MULTIPART,
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(served.instances().await, 0);
+
+    // A part over its own limit.
+    let mut config = WebConfig::default();
+    config.max_part_bytes = 8 * 1024;
+
+    let served = Served::start(config).await;
+    let response = served.stow("/studies", DICOM_MULTIPART, body).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(served.instances().await, 0);
+}
+
+/// Sends `request` as raw bytes (no client normalizes its path) and returns the response.
+async fn raw(address: SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_never_reach_the_file_system() {
+    let served = Served::start(WebConfig::default()).await;
+    let instance = Instance::new(STUDY, SERIES, 8, 100);
+    let response = served
+        .stow("/studies", DICOM_MULTIPART, multipart(&[instance.file()]))
+        .await;
+    assert_eq!(response.status(), 200);
+    // A file the paths below would name if a URL were a path.
+    let secret = served._data.path().join("secret");
+    std::fs::write(&secret, "SECRET-CONTENT").expect("secret");
+
+    for path in [
+        format!("/dicom-web/studies/{STUDY}/../../../secret"),
+        format!("/dicom-web/studies/{STUDY}/series/%2e%2e/instances/secret"),
+        format!("/dicom-web/studies/{STUDY}/series/..%2f..%2fsecret"),
+        "/dicom-web/studies/..".to_owned(),
+        "/dicom-web/../secret".to_owned(),
+    ] {
+        let response = raw(
+            served.address,
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {ANY_SYNTAX}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        let status = response.get(9..12).unwrap_or_default();
+        assert!(status == "400" || status == "404", "{path}: {response}");
+        assert!(!response.contains("SECRET-CONTENT"), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_are_on_errors_too() {
+    let mut config = WebConfig::default();
+    config.cors = CorsOrigins::list(["http://viewer.example"]).expect("origins");
+    config.max_body_bytes = 1024;
+
+    let served = Served::start(config).await;
+    for (method, path, body) in [
+        (reqwest::Method::GET, "/studies/1.2.3.4", Vec::new()),
+        (reqwest::Method::POST, "/studies", vec![0u8; 4096]),
+        (reqwest::Method::GET, "/studies/x..y", Vec::new()),
+    ] {
+        let response = served
+            .client
+            .request(method, served.url(path))
+            .header("Origin", "http://viewer.example")
+            .header("Content-Type", DICOM_MULTIPART)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "http://viewer.example",
+            "{path}"
+        );
+    }
+}
