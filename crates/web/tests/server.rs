@@ -628,3 +628,26 @@ async fn cors_headers_are_on_errors_too() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_after_a_stored_part_is_202_with_a_warning() {
+    let served = Served::start(WebConfig::default()).await;
+    let kept = Instance::new(STUDY, SERIES, 9, 500);
+    let cut = Instance::new(STUDY, SERIES, 10, 500);
+    let mut body = multipart(&[kept.file(), cut.file()]);
+    body.truncate(body.len() - format!("\r\n--{BOUNDARY}--\r\n").len());
+    let response = served.stow("/studies", DICOM_MULTIPART, body).await;
+    assert_eq!(response.status(), 202);
+    let warning = response.headers()["warning"]
+        .to_str()
+        .expect("warning")
+        .to_owned();
+    assert!(warning.starts_with("299 dimsum \""), "{warning}");
+    assert!(warning.contains("closing delimiter"), "{warning}");
+    let body = json(&response.text().await.expect("body"));
+    assert_eq!(
+        body["00081199"]["Value"][0]["00081155"]["Value"][0],
+        kept.sop.as_str()
+    );
+    assert_eq!(served.c_find(STUDY).await, vec![kept.sop.clone()]);
+}

@@ -11,9 +11,9 @@
 //! Reason 0xA900): nothing of it is kept.
 //!
 //! An instance is kept once its part has ended with a valid delimiter. A body that turns out
-//! malformed (or over a limit) after some instances were kept is answered with those in the
-//! Referenced SOP Sequence; one that fails before any was kept is answered 400 (413 for a
-//! limit) and nothing is stored.
+//! malformed (or over a limit) after some instances were kept is answered 202 with those in
+//! the Referenced SOP Sequence and the failure in a `Warning` header (PS3.18 8.4.3); one that
+//! fails before any was kept is answered 400 (413 for a limit) and nothing is stored.
 //!
 //! The response (PS3.18 10.5.3) is the Store Instances Response Module as
 //! `application/dicom+json`: Retrieve URL, Referenced SOP Sequence (with each instance's
@@ -97,8 +97,7 @@ fn body_error(error: MultipartError<axum::Error>) -> WebError {
         MultipartError::Input(error) => {
             let over_limit = std::error::Error::source(&error)
                 .and_then(|source| source.downcast_ref::<http_body_util::LengthLimitError>())
-                .is_some()
-                || error.to_string().contains("length limit exceeded");
+                .is_some();
             if over_limit {
                 WebError::PayloadTooLarge(format!("the request body is over the limit: {error}"))
             } else {
@@ -167,11 +166,13 @@ async fn stow(
         .iter()
         .filter(|outcome| matches!(outcome, Outcome::Stored { .. }))
         .count();
-    if let Some(error) = failure
-        && stored == 0
-    {
-        return Err(error);
-    }
+    // A body that failed after some instances were kept: they are reported (202), and the
+    // failure is told in a Warning header (PS3.18 8.4.3).
+    let body_failure = match failure {
+        Some(error) if stored == 0 => return Err(error),
+        Some(error) => Some(error),
+        None => None,
+    };
     if outcomes.is_empty() {
         return Err(WebError::BadRequest(
             "the multipart body holds no part".to_owned(),
@@ -189,7 +190,7 @@ async fn stow(
     });
     let status = if stored == 0 {
         StatusCode::CONFLICT
-    } else if failed > 0 || warnings {
+    } else if failed > 0 || warnings || body_failure.is_some() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
@@ -198,7 +199,7 @@ async fn stow(
     let response = response_data_set(state, &base, study.as_deref(), &outcomes).await;
     let json = serde_json::to_string(&dimsum_dataset::json::to_json(&response))
         .map_err(|error| WebError::Internal(error.to_string()))?;
-    Ok((
+    let mut response = (
         status,
         [(
             header::CONTENT_TYPE,
@@ -206,7 +207,24 @@ async fn stow(
         )],
         json,
     )
-        .into_response())
+        .into_response();
+    if let Some(error) = body_failure {
+        // Only visible ASCII, and no quote, goes in the quoted text of the header value.
+        let reason: String = error
+            .to_string()
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if c.is_ascii_graphic() || c == ' ' => c,
+                _ => '?',
+            })
+            .collect();
+        let text = format!("299 dimsum \"the rest of the body was not read: {reason}\"");
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().insert(header::WARNING, value);
+        }
+    }
+    Ok(response)
 }
 
 /// The request's Content-Type: multipart/related with `type="application/dicom"` (PS3.18
