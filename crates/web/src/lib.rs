@@ -3,6 +3,8 @@
 //! * [`multipart`]: multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): `Content-Type` and
 //!   `Accept` values, a streaming writer and a bounded streaming reader.
 //! * [`resource`]: the resources of the Studies Service (PS3.18 §10) as typed paths.
+//! * `server` (feature `server`, on by default): STOW-RS and WADO-RS retrieve routes (axum)
+//!   over the archive.
 //! * [`qido`]: QIDO-RS queries (PS3.18 10.6, 8.3.4) read and written, and their C-FIND
 //!   identifiers.
 //! * [`stow`]: STOW-RS requests (PS3.18 10.5) and the response data set and status.
@@ -17,4 +19,6 @@
 pub mod multipart;
 pub mod qido;
 pub mod resource;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stow;
