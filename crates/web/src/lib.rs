@@ -8,6 +8,8 @@
 //! * [`qido`]: QIDO-RS queries (PS3.18 10.6, 8.3.4) read and written, and their C-FIND
 //!   identifiers.
 //! * [`stow`]: STOW-RS requests (PS3.18 10.5) and the response data set and status.
+//! * [`wado`]: WADO-RS representations (PS3.18 10.4, 8.7): `Accept` values and response media
+//!   types.
 //!
 //! The types here need no HTTP stack: they take and give bytes and streams of `Bytes`.
 
@@ -22,3 +24,4 @@ pub mod resource;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stow;
+pub mod wado;
