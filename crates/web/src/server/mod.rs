@@ -15,6 +15,9 @@
 //! applies to every response, errors included.
 
 mod error;
+mod metadata;
+mod pixel;
+mod qido;
 mod stow;
 mod wado;
 
@@ -185,6 +188,9 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
             "/studies/{study}/series/{series}/instances/{instance}",
             get(wado::retrieve_resource),
         )
+        .merge(qido::routes())
+        .merge(metadata::routes())
+        .merge(pixel::routes())
         .fallback(not_found)
         .with_state(state);
     let app = if root.is_empty() {
