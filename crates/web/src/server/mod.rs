@@ -19,8 +19,12 @@ mod metadata;
 mod pixel;
 mod qido;
 mod stow;
+mod viewer;
 mod wado;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +112,9 @@ pub struct WebConfig {
     pub scan_limits: ScanLimits,
     /// CORS.
     pub cors: CorsOrigins,
+    /// A static web viewer build (OHIF Viewer) served at `/viewer`, configured to use this
+    /// server's DICOMweb root; `None`: no viewer.
+    pub viewer: Option<PathBuf>,
 }
 
 impl Default for WebConfig {
@@ -122,6 +129,7 @@ impl Default for WebConfig {
             header_limits: HeaderLimits::default(),
             scan_limits: ScanLimits::default(),
             cors: CorsOrigins::None,
+            viewer: None,
         }
     }
 }
@@ -173,6 +181,7 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
     let body_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = config.request_timeout;
     let cors = cors_layer(&config.cors);
+    let viewer = config.viewer.clone();
     let state: SharedState = Arc::new(AppState { archive, config });
     let services = Router::new()
         .route("/studies", post(stow::store))
@@ -193,11 +202,14 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
         .merge(pixel::routes())
         .fallback(not_found)
         .with_state(state);
-    let app = if root.is_empty() {
+    let mut app = if root.is_empty() {
         services
     } else {
         Router::new().nest(&root, services).fallback(not_found)
     };
+    if let Some(dir) = viewer {
+        app = app.nest_service("/viewer", viewer::viewer_service(&dir, &root));
+    }
     let app =
         app.layer(RequestBodyLimitLayer::new(body_limit))
             .layer(TimeoutLayer::with_status_code(
@@ -209,6 +221,21 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
         None => app,
     };
     app.layer(TraceLayer::new_for_http())
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the requests in progress
+/// finish (HTTP/1.1; the peer address of each request is recorded for the handlers).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
