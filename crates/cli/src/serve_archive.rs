@@ -17,7 +17,7 @@ use dimsum_pacs::matching::MatchOptions;
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
 use crate::qr_services;
-use crate::serve::run_server;
+use crate::serve::{run_server, shutdown_signal};
 use crate::serve_config::{ServeConfig, ServeOptions};
 
 /// Options of `dimsum serve`.
@@ -60,6 +60,14 @@ pub async fn run(options: Options) -> Code {
         close(&archive).await;
         return Code::Success;
     }
+    let web = match start_web(&archive, &config).await {
+        Ok(web) => web,
+        Err(code) => {
+            close(&archive).await;
+            return code;
+        }
+    };
+    let grace = server_config.shutdown_grace;
     let dispatcher = dispatcher(&archive, &config);
     let address = config.listen_address();
     let code = run_server(
@@ -68,12 +76,75 @@ pub async fn run(options: Options) -> Code {
         dispatcher,
         |listening: SocketAddr| {
             eprintln!("{}", config.how_to_reach(listening));
+            if let Some(web) = &web {
+                eprintln!("{}", config.how_to_reach_web(web.listening));
+            }
         },
     )
     .await;
+    if let Some(web) = web {
+        web.stop(grace).await;
+    }
     report_counts(&archive).await;
     close(&archive).await;
     code
+}
+
+/// DICOMweb served beside the DICOM port, until [`WebServer::stop`] or SIGINT/SIGTERM.
+struct WebServer {
+    listening: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl WebServer {
+    /// Stops accepting requests and gives those in progress `grace` to finish.
+    async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => error!("DICOMweb server failed: {error}"),
+            Ok(Err(error)) => error!("DICOMweb server task failed: {error}"),
+            Err(_) => info!("DICOMweb requests still running after {grace:?} were cut"),
+        }
+    }
+}
+
+/// Binds and starts DICOMweb over `archive`, when the configuration serves it.
+async fn start_web(archive: &Archive, config: &ServeConfig) -> Result<Option<WebServer>, Code> {
+    let web_config = match config.dicomweb() {
+        Ok(Some(web_config)) => web_config,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            error!("{error}");
+            return Err(Code::Usage);
+        }
+    };
+    let address = config.web_listen_address();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|error| {
+            error!("cannot listen on {address} for DICOMweb: {error}");
+            Code::Internal
+        })?;
+    let listening = listener.local_addr().map_err(|error| {
+        error!("cannot read the DICOMweb address: {error}");
+        Code::Internal
+    })?;
+    let app = dimsum_web::server::router(archive.clone(), web_config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped => {}
+        }
+    };
+    let task = tokio::spawn(dimsum_web::server::serve(listener, app, shutdown));
+    Ok(Some(WebServer {
+        listening,
+        stop,
+        task,
+    }))
 }
 
 pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {

@@ -29,6 +29,7 @@ use crate::options::{parse_max_pdu, seconds};
 use crate::qr_options::{FindOptionFlags, MoveRetryOptions};
 use crate::qr_services::ARCHIVE_FIND_OPTIONS;
 use crate::tls_options::TlsOptions;
+use dimsum_web::server::{CorsOrigins, WebConfig};
 
 /// The port `dimsum serve` listens on by default (the registered DICOM port, PS3.15 Annex B:
 /// 11112 needs no privileges, unlike 104).
@@ -98,6 +99,54 @@ pub struct ServeConfig {
     pub timeouts: TimeoutsConfig,
     /// TLS on every association (PS3.15 Annex B); absent: plain TCP.
     pub tls: Option<TlsConfig>,
+    /// DICOMweb (PS3.18: QIDO-RS, WADO-RS, STOW-RS) on its own HTTP port, over the same
+    /// archive (the `[web]` table).
+    pub web: WebSettings,
+}
+
+/// The HTTP port `dimsum serve` answers DICOMweb on by default (Orthanc's: users and viewer
+/// configurations expect it).
+pub const DEFAULT_HTTP_PORT: u16 = 8042;
+
+/// DICOMweb of `dimsum serve` (the `[web]` table; `--http-port`, `--no-http`, `--cors-origin`,
+/// `--viewer`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebSettings {
+    /// Serve DICOMweb at all (`--no-http` switches it off).
+    pub enabled: bool,
+    /// The HTTP port (`--http-port`).
+    pub port: u16,
+    /// The address to listen on; absent: the `bind` of the DICOM port.
+    pub bind: Option<String>,
+    /// The path of the DICOMweb services.
+    pub root: String,
+    /// The origin written in Retrieve URLs and BulkDataURIs (`https://pacs.example.org`) when
+    /// the server is behind a proxy; absent: from each request's Host.
+    pub base_url: Option<String>,
+    /// Origins allowed to call the services from a browser (CORS; `--cors-origin`); `"*"`:
+    /// any. Empty: none (a viewer served by `dimsum serve` itself needs none).
+    pub cors_origins: Vec<String>,
+    /// A static web viewer build (OHIF Viewer) served at `/viewer` (`--viewer DIR`).
+    pub viewer: Option<PathBuf>,
+    /// The largest request body (a STOW-RS upload), in MiB.
+    pub max_body_mib: u64,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        let defaults = WebConfig::default();
+        Self {
+            enabled: true,
+            port: DEFAULT_HTTP_PORT,
+            bind: None,
+            root: defaults.root().to_owned(),
+            base_url: None,
+            cors_origins: Vec::new(),
+            viewer: None,
+            max_body_mib: defaults.max_body_bytes >> 20,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -126,6 +175,7 @@ impl Default for ServeConfig {
             combined_datetime: ARCHIVE_FIND_OPTIONS.combined_date_time,
             timeouts: TimeoutsConfig::default(),
             tls: None,
+            web: WebSettings::default(),
         }
     }
 }
@@ -361,12 +411,34 @@ pub struct ServeOptions {
     /// Index the --scan folders, then exit without serving.
     #[arg(long, requires = "scan")]
     pub scan_only: bool,
+    /// HTTP port of DICOMweb (QIDO-RS, WADO-RS, STOW-RS) [default: 8042].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: Option<u16>,
+    /// Do not serve DICOMweb.
+    #[arg(long, conflicts_with_all = ["http_port", "viewer", "cors_origins"])]
+    pub no_http: bool,
+    /// An origin allowed to call DICOMweb from a browser (CORS; repeatable; `*` for any;
+    /// replaces the file's list) [default: none].
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Serve this web viewer build (OHIF Viewer) at /viewer, using our DICOMweb.
+    #[arg(long, value_name = "DIR")]
+    pub viewer: Option<PathBuf>,
     #[command(flatten)]
     pub move_retry: MoveRetryOptions,
     #[command(flatten)]
     pub find_options: FindOptionFlags,
     #[command(flatten)]
     pub tls: TlsOptions,
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn socket_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Why the configuration of `dimsum serve` cannot be used.
@@ -475,6 +547,9 @@ impl ServeConfig {
         if table.contains_key("data") {
             config.data = folder.join(&config.data);
         }
+        if let Some(viewer) = &mut config.web.viewer {
+            *viewer = folder.join(&*viewer);
+        }
         if let Some(tls) = &mut config.tls {
             tls.private_key = folder.join(&tls.private_key);
             tls.certificate = folder.join(&tls.certificate);
@@ -525,6 +600,19 @@ impl ServeConfig {
         if let Some(tls) = TlsConfig::from_options(&options.tls) {
             self.tls = Some(tls);
         }
+        if let Some(port) = options.http_port {
+            self.web.port = port;
+            self.web.enabled = true;
+        }
+        if options.no_http {
+            self.web.enabled = false;
+        }
+        if !options.cors_origins.is_empty() {
+            self.web.cors_origins.clone_from(&options.cors_origins);
+        }
+        if let Some(viewer) = &options.viewer {
+            self.web.viewer = Some(viewer.clone());
+        }
     }
 
     /// Checks every value; the first problem found names its key.
@@ -561,6 +649,18 @@ impl ServeConfig {
         for ae_title in self.peers.keys() {
             check_ae_title("peer", ae_title)
                 .map_err(|problem| Problem::new(format!("peers.{ae_title}"), problem))?;
+        }
+        if self.web.enabled {
+            self.web_config()?;
+            if self.web.port == 0 {
+                return Err(Problem::new("web.port", "0 is not a TCP port (1..65535)"));
+            }
+            if self.web.enabled && self.web.port == self.port && self.web.bind.is_none() {
+                return Err(Problem::new(
+                    "web.port",
+                    format!("{} is the DICOM port too; give DICOMweb its own", self.port),
+                ));
+            }
         }
         if self.timeouts.artim == 0 {
             return Err(Problem::new(
@@ -621,11 +721,72 @@ impl ServeConfig {
 
     /// The address to bind: `bind:port`.
     pub fn listen_address(&self) -> String {
-        if self.bind.contains(':') {
-            format!("[{}]:{}", self.bind, self.port)
-        } else {
-            format!("{}:{}", self.bind, self.port)
+        socket_address(&self.bind, self.port)
+    }
+
+    /// The address DICOMweb binds: `bind:port` of the `[web]` table.
+    pub fn web_listen_address(&self) -> String {
+        socket_address(
+            self.web.bind.as_deref().unwrap_or(&self.bind),
+            self.web.port,
+        )
+    }
+
+    /// The DICOMweb server's configuration: its root, limits, CORS and viewer.
+    fn web_config(&self) -> Result<WebConfig, Problem> {
+        let web = &self.web;
+        let mut config = WebConfig::default()
+            .with_root(&web.root)
+            .map_err(|error| Problem::new("web.root", error.to_string()))?;
+        config.base_url.clone_from(&web.base_url);
+        config.max_body_bytes = web.max_body_mib.saturating_mul(1 << 20);
+        if web.max_body_mib == 0 {
+            return Err(Problem::new("web.max-body-mib", "give at least 1"));
         }
+        config.cors = if web.cors_origins.iter().any(|origin| origin == "*") {
+            CorsOrigins::Any
+        } else if web.cors_origins.is_empty() {
+            CorsOrigins::None
+        } else {
+            CorsOrigins::list(&web.cors_origins)
+                .map_err(|error| Problem::new("web.cors-origins", error.to_string()))?
+        };
+        config.viewer.clone_from(&web.viewer);
+        Ok(config)
+    }
+
+    /// The DICOMweb server's configuration, when DICOMweb is served.
+    pub fn dicomweb(&self) -> Result<Option<WebConfig>, ConfigError> {
+        if !self.web.enabled {
+            return Ok(None);
+        }
+        self.web_config()
+            .map(Some)
+            .map_err(|problem| problem.from("configuration"))
+    }
+
+    /// What the server prints about DICOMweb once it listens on `listening`.
+    pub fn how_to_reach_web(&self, listening: SocketAddr) -> String {
+        let host = if listening.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            listening.ip().to_string()
+        };
+        let origin = match listening {
+            SocketAddr::V6(_) if !listening.ip().is_unspecified() => {
+                format!("http://[{host}]:{}", listening.port())
+            }
+            _ => format!("http://{host}:{}", listening.port()),
+        };
+        let mut text = format!(
+            "DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at {origin}{}, e.g.:\n  curl '{origin}{}/studies?limit=10'\n",
+            self.web.root.trim_end_matches('/'),
+            self.web.root.trim_end_matches('/'),
+        );
+        if self.web.viewer.is_some() {
+            text += &format!("Viewer at {origin}/viewer/\n");
+        }
+        text
     }
 
     /// What the server prints when it starts listening on `listening`: its AE title and
@@ -775,6 +936,60 @@ mod tests {
     }
 
     #[test]
+    fn dicomweb_is_served_on_8042_unless_switched_off() {
+        let config = ServeConfig::resolve(&flags(&[]).expect("no flags")).expect("defaults");
+        assert_eq!(config.web_listen_address(), "0.0.0.0:8042");
+        let web = config
+            .dicomweb()
+            .expect("valid")
+            .expect("served by default");
+        assert_eq!(
+            (web.root(), web.cors.clone()),
+            ("/dicom-web", CorsOrigins::None)
+        );
+        assert_eq!(web.viewer, None);
+
+        let options = flags(&[
+            "--http-port",
+            "9000",
+            "--cors-origin",
+            "*",
+            "--viewer",
+            "ohif",
+        ]);
+        let config = ServeConfig::resolve(&options.expect("flags")).expect("config");
+        assert_eq!(config.web_listen_address(), "0.0.0.0:9000");
+        let web = config.dicomweb().expect("valid").expect("served");
+        assert_eq!(web.cors, CorsOrigins::Any);
+        assert_eq!(web.viewer, Some(PathBuf::from("ohif")));
+        assert!(
+            config
+                .how_to_reach_web("127.0.0.1:9000".parse().expect("address"))
+                .contains("http://127.0.0.1:9000/dicom-web")
+        );
+
+        let off = ServeConfig::resolve(&flags(&["--no-http"]).expect("flags")).expect("config");
+        assert!(off.dicomweb().expect("valid").is_none());
+        assert!(flags(&["--no-http", "--http-port", "9000"]).is_err());
+        let off = parse("[web]\nenabled = false\n").expect("file");
+        assert!(off.dicomweb().expect("valid").is_none());
+
+        for (text, key) in [
+            ("[web]\nport = 0\n", "web.port"),
+            ("port = 8042\n", "web.port"),
+            ("[web]\nroot = \"/a b\"\n", "web.root"),
+            (
+                "[web]\ncors-origins = [\"bad\\norigin\"]\n",
+                "web.cors-origins",
+            ),
+            ("[web]\nmax-body-mib = 0\n", "web.max-body-mib"),
+        ] {
+            let error = error_text(text);
+            assert!(error.contains(key), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         assert_eq!(parse("").expect("empty file"), ServeConfig::default());
     }
@@ -798,6 +1013,16 @@ mod tests {
         assert_eq!(config.duplicates, DuplicatePolicy::Reject);
         assert_eq!(config.result_limit, 5000);
         assert!(config.case_sensitive_names);
+        assert_eq!(config.web_listen_address(), "127.0.0.1:8080");
+        assert_eq!(config.web.viewer, Some(PathBuf::from("/opt/ohif")));
+        let web = config.dicomweb().expect("valid").expect("served");
+        assert_eq!(web.root(), "/dicomweb");
+        assert_eq!(web.base_url.as_deref(), Some("https://pacs.example.org"));
+        assert_eq!(web.max_body_bytes, 2048 << 20);
+        assert_eq!(
+            web.cors,
+            CorsOrigins::list(["https://viewer.example.org"]).expect("origin")
+        );
         assert_eq!(
             config.peers["WORKSTATION"],
             PeerAddress {

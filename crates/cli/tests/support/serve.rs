@@ -49,20 +49,24 @@ const BIND_ATTEMPTS: usize = 3;
 pub struct DimsumServe {
     process: ProcessGuard,
     address: AeAddress,
+    http_port: u16,
     data: PathBuf,
 }
 
 impl DimsumServe {
-    /// Starts `dimsum serve -v --aet DIMSUMARCHIVE --bind 127.0.0.1 --port <free> --data <data>
-    /// <args>` in `dir` (its logs there) and waits until it says it listens.
+    /// Starts `dimsum serve -v --aet DIMSUMARCHIVE --bind 127.0.0.1 --port <free> --http-port
+    /// <free> --data <data> <args>` in `dir` (its logs there) and waits until it says it
+    /// listens.
     pub fn start(dir: &Path, data: &Path, args: &[&str]) -> DimsumServe {
         let mut last_failure = String::new();
         for _ in 0..BIND_ATTEMPTS {
             let port = free_port();
+            let http_port = free_port();
             let mut command = dimsum();
             command
                 .args(["serve", "-v", "--aet", SERVE_AE, "--bind", LOCALHOST])
-                .args(["--port", &port.to_string(), "--data"])
+                .args(["--port", &port.to_string()])
+                .args(["--http-port", &http_port.to_string(), "--data"])
                 .arg(data)
                 .args(args);
             let mut process = ProcessGuard::spawn("dimsum-serve", dir, command);
@@ -74,6 +78,7 @@ impl DimsumServe {
                 return DimsumServe {
                     process,
                     address: AeAddress::local(SERVE_AE, port),
+                    http_port,
                     data: data.to_path_buf(),
                 };
             }
@@ -90,6 +95,16 @@ impl DimsumServe {
     /// Where to call it.
     pub fn address(&self) -> &AeAddress {
         &self.address
+    }
+
+    /// The URL of its DICOMweb services (`http://127.0.0.1:<port>/dicom-web`).
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://{LOCALHOST}:{}/dicom-web", self.http_port)
+    }
+
+    /// The origin of its HTTP server (`http://127.0.0.1:<port>`).
+    pub fn http_origin(&self) -> String {
+        format!("http://{LOCALHOST}:{}", self.http_port)
     }
 
     /// Its data directory.
