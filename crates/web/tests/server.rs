@@ -437,3 +437,68 @@ async fn a_body_cut_short_after_a_stored_part_is_202_with_a_warning() {
     );
     assert_eq!(served.c_find(STUDY).await, vec![kept.sop.clone()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicom_json_is_compressed_when_asked_for_and_instances_are_not() {
+    use std::io::Read;
+
+    let served = Served::start(WebConfig::default()).await;
+    let instances: Vec<Instance> = (1..=8)
+        .map(|number| Instance::new(STUDY, SERIES, number, 2000))
+        .collect();
+    let files: Vec<Vec<u8>> = instances.iter().map(Instance::file).collect();
+    let store = |encoding: &'static str| {
+        served
+            .client
+            .post(served.url("/studies"))
+            .header("Content-Type", DICOM_MULTIPART)
+            .header("Accept", "application/dicom+json")
+            .header("Accept-Encoding", encoding)
+            .body(multipart(&files))
+            .send()
+    };
+
+    // Plain: the response data set as JSON.
+    let plain = store("identity").await.expect("STOW-RS");
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.expect("body");
+    let expected = json(std::str::from_utf8(&plain).expect("UTF-8"));
+    assert_eq!(
+        expected["00081199"]["Value"]
+            .as_array()
+            .expect("items")
+            .len(),
+        instances.len()
+    );
+
+    // gzip: the same JSON, compressed.
+    let gzipped = store("gzip").await.expect("STOW-RS");
+    assert_eq!(gzipped.status(), 200);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let compressed = gzipped.bytes().await.expect("body");
+    assert!(compressed.len() < plain.len(), "{} bytes", compressed.len());
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    assert_eq!(json(&text), expected);
+
+    // br is offered too.
+    let brotli = store("br").await.expect("STOW-RS");
+    assert_eq!(brotli.headers()["content-encoding"], "br");
+
+    // DICOM instances go as they are, whatever the client accepts.
+    let retrieved = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}")))
+        .header("Accept", ANY_SYNTAX)
+        .header("Accept-Encoding", "gzip, br")
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(retrieved.status(), 200);
+    assert!(retrieved.headers().get("content-encoding").is_none());
+    let parts = parts_of(retrieved).await;
+    assert_eq!(parts.len(), instances.len());
+}

@@ -29,8 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -216,6 +218,11 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
                 StatusCode::REQUEST_TIMEOUT,
                 timeout,
             ));
+    let compression = CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(SizeAbove::new(COMPRESS_ABOVE).and(is_structured_text));
+    let app = app.layer(compression);
     let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,
@@ -236,6 +243,36 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Responses smaller than this are sent as they are.
+const COMPRESS_ABOVE: u16 = 512;
+
+/// Whether a response is compressed (gzip or br) when the client accepts it (RFC 9110 12.5.3):
+/// text, DICOM JSON and DICOM XML (QIDO-RS results, metadata, STOW-RS responses), which shrink
+/// ten times and more. Pixel data and DICOM instances are sent as they are: compressed
+/// transfer syntaxes do not shrink, and uncompressed ones cost more CPU to compress than the
+/// bytes they save on a local network.
+fn is_structured_text(
+    _status: StatusCode,
+    _version: axum::http::Version,
+    headers: &HeaderMap,
+    _extensions: &axum::http::Extensions,
+) -> bool {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let content_type = content_type.to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || essence == "application/json"
+        || essence == "application/xml"
+        || (essence == "multipart/related" && content_type.contains("+xml"))
 }
 
 fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
