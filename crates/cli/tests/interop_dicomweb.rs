@@ -1,0 +1,653 @@
+//! DICOMweb (PS3.18, issue 9) of `dimsum serve` against a client we did not write: the Python
+//! `dicomweb-client` package (driven by `tests/peers/dicomweb_client_peer.py`), with DCMTK on
+//! the DIMSE side, asserting on content:
+//!
+//! 1. dicomweb-client `store_instances` (STOW-RS) of a study of five instances over two series:
+//!    the response references each instance (and fails none); DCMTK `findscu` finds them at
+//!    STUDY, SERIES and IMAGE level with the identifiers stored, and DCMTK `getscu` retrieves
+//!    the study and a series, data sets equal to the files sent. The other way round: DCMTK
+//!    `storescu` loads the Q/R data set and dicomweb-client `retrieve_study`,
+//!    `retrieve_series` and `retrieve_instance` (WADO-RS) return data sets equal to the files
+//!    sent, in the transfer syntax asked for (`*`: as stored, Implicit VR Little Endian
+//!    included).
+//!
+//! Each test runs its own server on free ports of 127.0.0.1 over a data directory of its own;
+//! every process has a time limit. A missing peer skips the test (prints `SKIP:`), or fails it
+//! when `DIMSUM_REQUIRE_PEERS` is set. Install the peers with `scripts/setup-peers`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use dimsum_net::dataset::dicom_core::Tag;
+use dimsum_net::dataset::dicom_dictionary_std::tags;
+use support::qr::{
+    QrClient, QrDataSet, QrIdentifier, QrInstance, QrModel, SECONDARY_CAPTURE_IMAGE_STORAGE,
+    assert_received_instances, retrieve_scratch_dir,
+};
+use support::serve::{
+    DimsumServe, InstanceSpec, copy_into, store_folder, stored_sop_instance_uids, write_instance,
+};
+use support::{
+    EXPLICIT_VR_LE, Finished, IMPLICIT_VR_LE, RUN_TIMEOUT, peer_missing, python_script, run,
+};
+
+/// The driver of dicomweb-client.
+const PEER_SCRIPT: &str = "tests/peers/dicomweb_client_peer.py";
+/// The root of the UIDs of the instances written here (pydicom's test root, a branch of ours
+/// beside those of the other interop tests).
+const DICOMWEB_UID_ROOT: &str = "1.2.826.0.1.3680043.8.498.7010";
+
+// ---------------------------------------------------------------------------------------------
+// The dicomweb-client peer
+// ---------------------------------------------------------------------------------------------
+
+/// The driver as a command (the peer environment's Python), checked once to import
+/// dicomweb-client; `None` (after `SKIP:`) when it is missing.
+fn dicomweb_client() -> Option<Command> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    let command = python_script(PEER_SCRIPT)?;
+    let probe = PROBE.get_or_init(|| {
+        let output = Command::new(command.get_program())
+            .args(["-c", "import dicomweb_client, PIL"])
+            .output()
+            .map_err(|error| format!("cannot run {:?}: {error}", command.get_program()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    });
+    match probe {
+        Ok(()) => Some(command),
+        Err(why) => peer_missing(&format!("dicomweb-client cannot be imported: {why}")),
+    }
+}
+
+/// One run of the driver: its process and the JSON report it printed.
+struct PeerRun {
+    finished: Finished,
+    report: Value,
+}
+
+impl PeerRun {
+    /// The report, after checking that every call succeeded (exit 0, no error); otherwise fails
+    /// the test naming the request that failed (method, URL, status, body) with `context`.
+    #[track_caller]
+    fn ok(&self, context: &str) -> &Value {
+        if let Some(error) = self.report.get("error") {
+            panic!(
+                "dicomweb-client failed: {}\n{}\n{context}",
+                describe_error(error),
+                self.finished.describe()
+            );
+        }
+        assert_eq!(
+            self.finished.code(),
+            Some(0),
+            "the dicomweb-client driver did not exit 0\n{}\n{context}",
+            self.finished.describe()
+        );
+        &self.report
+    }
+}
+
+/// An error the driver reported, for people: `GET <url> -> 404: <body>`.
+fn describe_error(error: &Value) -> String {
+    match error["status"].as_u64() {
+        Some(status) => format!(
+            "{} {} -> HTTP {status}: {}",
+            error["method"].as_str().unwrap_or("?"),
+            error["url"].as_str().unwrap_or("?"),
+            error["body"].as_str().unwrap_or_default().trim()
+        ),
+        None => format!(
+            "{}\n{}",
+            error["exception"].as_str().unwrap_or("?"),
+            error["traceback"].as_str().unwrap_or_default()
+        ),
+    }
+}
+
+/// Runs the driver against `server`'s DICOMweb root with `args` (run named
+/// `dicomweb-client-<label>`, in `dir`, within [`RUN_TIMEOUT`]). `None` (after `SKIP:`) without
+/// dicomweb-client.
+fn dicomweb(dir: &Path, label: &str, server: &DimsumServe, args: &[String]) -> Option<PeerRun> {
+    let mut command = dicomweb_client()?;
+    command.arg(server.dicomweb_url()).args(args);
+    let finished = run(
+        &format!("dicomweb-client-{label}"),
+        dir,
+        command,
+        RUN_TIMEOUT,
+    );
+    let report = finished.json();
+    Some(PeerRun { finished, report })
+}
+
+/// `path` as a command-line argument.
+fn arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// DICOM JSON (PS3.18 F.2) as the tests read it
+// ---------------------------------------------------------------------------------------------
+
+/// A DICOM JSON attribute key (`"0020000D"`) of `tag`.
+fn key(tag: Tag) -> String {
+    format!("{:04X}{:04X}", tag.group(), tag.element())
+}
+
+/// The values of `tag` in a DICOM JSON data set as text (person names by their alphabetic
+/// group, numbers in decimal), or `None` when the data set does not have it.
+fn json_values(dataset: &Value, tag: Tag) -> Option<Vec<String>> {
+    let attribute = dataset.get(key(tag))?;
+    Some(
+        attribute
+            .get("Value")
+            .and_then(Value::as_array)
+            .map(|values| values.iter().map(support::qr::json_text).collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// The items of the sequence `tag` of a DICOM JSON data set (none when it is absent).
+fn json_items(dataset: &Value, tag: Tag) -> Vec<Value> {
+    dataset
+        .get(key(tag))
+        .and_then(|attribute| attribute.get("Value"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The one value of `tag` (panics, showing the data set, when it has none or several).
+#[track_caller]
+fn json_value(dataset: &Value, tag: Tag) -> String {
+    match json_values(dataset, tag).as_deref() {
+        Some([value]) => value.clone(),
+        other => panic!("{tag} of {dataset}: expected one value, found {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data and DIMSE helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A study of five Secondary Capture instances over two series (three and two), written into
+/// `folder`: each instance's spec and file.
+fn write_stow_study(folder: &Path) -> Vec<(InstanceSpec, PathBuf)> {
+    fs::create_dir_all(folder).expect("create the folder of the study to store");
+    let study = format!("{DICOMWEB_UID_ROOT}.1.1");
+    (1..=5u32)
+        .map(|number| {
+            let series = if number <= 3 { 1 } else { 2 };
+            let spec = InstanceSpec {
+                patient_name: "Stow^Dicomweb".to_owned(),
+                patient_id: "DW-0001".to_owned(),
+                study_instance_uid: study.clone(),
+                study_date: "20250311".to_owned(),
+                accession_number: "DWACC0001".to_owned(),
+                series_instance_uid: format!("{DICOMWEB_UID_ROOT}.2.1.{series}"),
+                series_number: series,
+                sop_instance_uid: format!("{DICOMWEB_UID_ROOT}.3.1.{series}.{number}"),
+                instance_number: number,
+                rows: 16,
+                columns: 20,
+                pixel_seed: 7010 + u64::from(number),
+            };
+            let path = folder.join(format!("stow_{number}.dcm"));
+            write_instance(&spec, &path);
+            (spec, path)
+        })
+        .collect()
+}
+
+/// Runs DCMTK `findscu -S` with `keys` against `server`: the identifiers of its responses,
+/// after checking that it exited 0 with a final Success. `None` (after `SKIP:`) without DCMTK.
+fn dcmtk_find(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    keys: &[&str],
+) -> Option<Vec<QrIdentifier>> {
+    let found =
+        QrClient::Dcmtk.find(dir, label, server.address(), QrModel::StudyRoot, keys, &[])?;
+    let log = format!("{}\n{}", found.finished.describe(), server.describe());
+    found.finished.assert_code(0);
+    assert!(
+        found
+            .finished
+            .output()
+            .contains("Received Final Find Response (Success)"),
+        "findscu {label} did not end with Success\n{log}"
+    );
+    Some(found.identifiers)
+}
+
+/// Asserts that `responses` are one per entry of `expected`, told apart by `key`, each holding
+/// the values of its entry.
+#[track_caller]
+fn assert_identifiers(
+    responses: &[QrIdentifier],
+    key: Tag,
+    expected: &BTreeMap<String, Vec<(Tag, String)>>,
+    context: &str,
+) {
+    let mut seen = BTreeSet::new();
+    for response in responses {
+        let value = response.require(key).to_owned();
+        let Some(values) = expected.get(&value) else {
+            panic!("a response names {value}, which must not match\n{context}");
+        };
+        assert!(seen.insert(value.clone()), "{value} came twice\n{context}");
+        for (tag, wanted) in values {
+            assert_eq!(
+                response.get(*tag),
+                Some(wanted.as_str()),
+                "{tag} of {value}: {:#?}\n{context}",
+                response.elements
+            );
+        }
+    }
+    let expected_keys: BTreeSet<String> = expected.keys().cloned().collect();
+    assert_eq!(seen, expected_keys, "what was found ({key})\n{context}");
+}
+
+/// Runs DCMTK `getscu -S` with `keys` against `server` into `<dir>/<label>` and asserts that
+/// exactly `expected` arrived, data sets equal to the files sent. `None` (after `SKIP:`)
+/// without DCMTK.
+fn dcmtk_get_exactly(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    keys: &[&str],
+    expected: &[&QrInstance],
+) -> Option<()> {
+    let (got, received) =
+        QrClient::Dcmtk.get(dir, label, server.address(), QrModel::StudyRoot, keys, &[])?;
+    let log = format!("{}\n{}", got.describe(), server.describe());
+    got.assert_code(0);
+    assert_received_instances(dir, expected, &received, &log);
+    Some(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. STOW-RS to C-FIND and C-GET, C-STORE to WADO-RS
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dicomweb_client_stores_a_study_that_dcmtk_finds_and_retrieves() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-stow-then-dimse") else {
+        return;
+    };
+    if dicomweb_client().is_none() {
+        return;
+    }
+    let study = write_stow_study(&dir.join("to-stow"));
+    let server = DimsumServe::start(&dir, &dir.join("data"), &[]);
+    let mut args = vec!["store".to_owned()];
+    args.extend(study.iter().map(|(_, path)| arg(path)));
+    let Some(stored) = dicomweb(&dir, "store", &server, &args) else {
+        return;
+    };
+    let context = server.describe();
+    let report = stored.ok(&context);
+
+    // the STOW-RS response (PS3.18 10.5.3): every instance referenced, none failed
+    let response = &report["response"];
+    assert!(
+        json_items(response, tags::FAILED_SOP_SEQUENCE).is_empty(),
+        "the store failed some instances: {response}\n{context}"
+    );
+    let referenced = json_items(response, tags::REFERENCED_SOP_SEQUENCE);
+    let by_uid: BTreeMap<String, &Value> = referenced
+        .iter()
+        .map(|item| (json_value(item, tags::REFERENCED_SOP_INSTANCE_UID), item))
+        .collect();
+    let sent: BTreeSet<String> = study
+        .iter()
+        .map(|(spec, _)| spec.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(
+        by_uid.keys().cloned().collect::<BTreeSet<_>>(),
+        sent,
+        "instances referenced by the response: {response}\n{context}"
+    );
+    assert_eq!(referenced.len(), sent.len(), "{response}");
+    for (spec, _) in &study {
+        let item = by_uid[&spec.sop_instance_uid];
+        assert_eq!(
+            json_value(item, tags::REFERENCED_SOP_CLASS_UID),
+            SECONDARY_CAPTURE_IMAGE_STORAGE,
+            "{item}"
+        );
+        // the Retrieve URL names the instance's resource (its origin is the client's Host
+        // header, which dicomweb-client sends without the port)
+        let url = json_value(item, tags::RETRIEVE_URL);
+        let resource = format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            spec.study_instance_uid, spec.series_instance_uid, spec.sop_instance_uid
+        );
+        assert!(
+            url.starts_with("http://") && url.ends_with(&resource),
+            "Retrieve URL {url} does not name {resource}"
+        );
+    }
+    assert_eq!(stored_sop_instance_uids(server.data()), sent, "{context}");
+
+    // DCMTK findscu at every level finds what was stored
+    let study_uid = &study[0].0.study_instance_uid;
+    let Some(studies) = dcmtk_find(
+        &dir,
+        "find-study",
+        &server,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "StudyInstanceUID",
+            "PatientName",
+            "PatientID",
+            "StudyDate",
+            "AccessionNumber",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+        ],
+    ) else {
+        return;
+    };
+    let first = &study[0].0;
+    let expected_study = BTreeMap::from([(
+        study_uid.clone(),
+        vec![
+            (tags::PATIENT_NAME, first.patient_name.clone()),
+            (tags::PATIENT_ID, first.patient_id.clone()),
+            (tags::STUDY_DATE, first.study_date.clone()),
+            (tags::ACCESSION_NUMBER, first.accession_number.clone()),
+            (tags::NUMBER_OF_STUDY_RELATED_SERIES, "2".to_owned()),
+            (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, "5".to_owned()),
+        ],
+    )]);
+    assert_identifiers(
+        &studies,
+        tags::STUDY_INSTANCE_UID,
+        &expected_study,
+        &context,
+    );
+
+    let study_key = format!("StudyInstanceUID={study_uid}");
+    let Some(series) = dcmtk_find(
+        &dir,
+        "find-series",
+        &server,
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &study_key,
+            "SeriesInstanceUID",
+            "SeriesNumber",
+            "Modality",
+            "NumberOfSeriesRelatedInstances",
+        ],
+    ) else {
+        return;
+    };
+    let mut expected_series: BTreeMap<String, Vec<(Tag, String)>> = BTreeMap::new();
+    for (spec, _) in &study {
+        let count = study
+            .iter()
+            .filter(|(other, _)| other.series_instance_uid == spec.series_instance_uid)
+            .count();
+        expected_series.insert(
+            spec.series_instance_uid.clone(),
+            vec![
+                (tags::SERIES_NUMBER, spec.series_number.to_string()),
+                (tags::MODALITY, "OT".to_owned()),
+                (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, count.to_string()),
+            ],
+        );
+    }
+    assert_identifiers(
+        &series,
+        tags::SERIES_INSTANCE_UID,
+        &expected_series,
+        &context,
+    );
+
+    for series_uid in expected_series.keys() {
+        let series_key = format!("SeriesInstanceUID={series_uid}");
+        let Some(images) = dcmtk_find(
+            &dir,
+            &format!("find-image-{}", series_uid.rsplit('.').next().unwrap_or("")),
+            &server,
+            &[
+                "QueryRetrieveLevel=IMAGE",
+                &study_key,
+                &series_key,
+                "SOPInstanceUID",
+                "SOPClassUID",
+                "InstanceNumber",
+            ],
+        ) else {
+            return;
+        };
+        let expected_images: BTreeMap<String, Vec<(Tag, String)>> = study
+            .iter()
+            .filter(|(spec, _)| &spec.series_instance_uid == series_uid)
+            .map(|(spec, _)| {
+                (
+                    spec.sop_instance_uid.clone(),
+                    vec![
+                        (
+                            tags::SOP_CLASS_UID,
+                            SECONDARY_CAPTURE_IMAGE_STORAGE.to_owned(),
+                        ),
+                        (tags::INSTANCE_NUMBER, spec.instance_number.to_string()),
+                    ],
+                )
+            })
+            .collect();
+        assert_identifiers(&images, tags::SOP_INSTANCE_UID, &expected_images, &context);
+    }
+
+    // DCMTK getscu retrieves the study and a series: the data sets sent by dicomweb-client
+    let all: Vec<QrInstance> = study
+        .iter()
+        .map(|(spec, path)| spec.as_qr_instance(path))
+        .collect();
+    let all_refs: Vec<&QrInstance> = all.iter().collect();
+    if dcmtk_get_exactly(
+        &dir,
+        "get-study",
+        &server,
+        &["QueryRetrieveLevel=STUDY", &study_key],
+        &all_refs,
+    )
+    .is_none()
+    {
+        return;
+    }
+    let second_series = &study[4].0.series_instance_uid;
+    let series_key = format!("SeriesInstanceUID={second_series}");
+    let in_series: Vec<&QrInstance> = study
+        .iter()
+        .zip(&all)
+        .filter(|((spec, _), _)| &spec.series_instance_uid == second_series)
+        .map(|(_, instance)| instance)
+        .collect();
+    dcmtk_get_exactly(
+        &dir,
+        "get-series",
+        &server,
+        &["QueryRetrieveLevel=SERIES", &study_key, &series_key],
+        &in_series,
+    );
+}
+
+/// Runs the driver's `retrieve` of `uids` (study, then optionally series and instance) into
+/// `<dir>/<label>` with `transfer_syntax` asked for (`None`: the client's default) and asserts
+/// that exactly `expected` came back, data sets equal to the files sent, each in
+/// `expected_syntax(instance)`. `None` (after `SKIP:`) without the peers.
+fn retrieve_exactly(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    uids: &[&str],
+    transfer_syntax: Option<&str>,
+    expected: &[&QrInstance],
+    expected_syntax: impl Fn(&QrInstance) -> String,
+) -> Option<()> {
+    let out = dir.join(label);
+    let mut args = vec!["retrieve".to_owned(), "--out".to_owned(), arg(&out)];
+    for (option, uid) in ["--study", "--series", "--instance"].iter().zip(uids) {
+        args.push((*option).to_owned());
+        args.push((*uid).to_owned());
+    }
+    if let Some(syntax) = transfer_syntax {
+        args.push("--transfer-syntax".to_owned());
+        args.push(syntax.to_owned());
+    }
+    let retrieved = dicomweb(dir, label, server, &args)?;
+    let context = format!("{}\n{}", retrieved.finished.describe(), server.describe());
+    let report = retrieved.ok(&context);
+    let syntaxes: BTreeMap<String, String> = report["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances in the report\n{context}"))
+        .iter()
+        .map(|instance| {
+            (
+                instance["sop_instance_uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                instance["transfer_syntax"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let wanted: BTreeMap<String, String> = expected
+        .iter()
+        .map(|instance| (instance.sop_instance_uid.clone(), expected_syntax(instance)))
+        .collect();
+    assert_eq!(
+        syntaxes, wanted,
+        "instances and transfer syntaxes retrieved ({label})\n{context}"
+    );
+    assert_received_instances(dir, expected, &out, &context);
+    Some(())
+}
+
+#[test]
+fn dcmtk_stores_the_data_set_that_dicomweb_client_retrieves() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-dimse-then-wado") else {
+        return;
+    };
+    if dicomweb_client().is_none() {
+        return;
+    }
+    let server = DimsumServe::start(&dir, &dir.join("data"), &[]);
+    let data = QrDataSet::get();
+    let folder = dir.join("to-store");
+    copy_into(&data.files(), &folder);
+    if store_folder(
+        &dir,
+        "storescu-load",
+        server.address(),
+        &folder,
+        data.files().len(),
+        || server.describe(),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let as_stored = |instance: &QrInstance| instance.transfer_syntax.clone();
+    let explicit = |_: &QrInstance| EXPLICIT_VR_LE.to_owned();
+
+    // a study of two series, all Explicit VR Little Endian: the client's default (explicit)
+    let chest = &data.patients[0].studies[0];
+    assert!(
+        chest
+            .instances()
+            .all(|i| i.transfer_syntax == EXPLICIT_VR_LE),
+        "the CT chest study is stored in Explicit VR Little Endian"
+    );
+    let expected: Vec<&QrInstance> = chest.instances().collect();
+    if retrieve_exactly(
+        &dir,
+        "retrieve-study",
+        &server,
+        &[&chest.study_instance_uid],
+        None,
+        &expected,
+        explicit,
+    )
+    .is_none()
+    {
+        return;
+    }
+
+    // a series with an instance in Implicit VR Little Endian: transfer-syntax=* (as stored)
+    let brain = &data.patients[0].studies[1];
+    let t1 = &brain.series[0];
+    assert!(
+        t1.instances
+            .iter()
+            .any(|i| i.transfer_syntax == IMPLICIT_VR_LE),
+        "the MR brain series has an instance in Implicit VR Little Endian"
+    );
+    let expected: Vec<&QrInstance> = t1.instances.iter().collect();
+    retrieve_exactly(
+        &dir,
+        "retrieve-series",
+        &server,
+        &[&brain.study_instance_uid, &t1.series_instance_uid],
+        Some("*"),
+        &expected,
+        as_stored,
+    );
+
+    // one instance of a two-series study, in the client's default for instances (`*`), and the
+    // Implicit VR one alone
+    let knee = &data.patients[1].studies[0];
+    let series = &knee.series[0];
+    let instance = &series.instances[1];
+    retrieve_exactly(
+        &dir,
+        "retrieve-instance",
+        &server,
+        &[
+            &knee.study_instance_uid,
+            &series.series_instance_uid,
+            &instance.sop_instance_uid,
+        ],
+        None,
+        &[instance],
+        as_stored,
+    );
+    let implicit = t1
+        .instances
+        .iter()
+        .find(|i| i.transfer_syntax == IMPLICIT_VR_LE)
+        .expect("checked above");
+    retrieve_exactly(
+        &dir,
+        "retrieve-implicit-instance",
+        &server,
+        &[
+            &brain.study_instance_uid,
+            &t1.series_instance_uid,
+            &implicit.sop_instance_uid,
+        ],
+        Some("*"),
+        &[implicit],
+        as_stored,
+    );
+}
