@@ -90,7 +90,11 @@ pub struct FileLocation {
 }
 
 /// An instance to index: its identity (PS3.3 C.12.1), its file, and its attributes (those
-/// before the Pixel Data; bulk data is left out when it is stored, see [`record`]).
+/// before the Pixel Data; bulk data is left out when it is stored, see [`record`]). When the
+/// instance has a top-level Pixel Data, Float Pixel Data or Double Float Pixel Data element,
+/// the attributes should hold it too, with its VR and, to spare decoding it, an empty value:
+/// the record keeps where it is ([`record::BulkElement`]) so that WADO-RS metadata can point to
+/// it.
 #[derive(Debug, Clone)]
 pub struct NewInstance {
     pub sop_class_uid: String,
@@ -149,6 +153,33 @@ impl IndexedInstance {
         }
     }
 }
+
+/// An instance with its stored record (what WADO-RS metadata, PS3.18 10.4.1.1.4, is answered
+/// from): every attribute without bulk data, and where each bulk element was.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub instance: IndexedInstance,
+    /// The attributes without bulk data ([`record::LevelRecords::instance`]).
+    pub attributes: InMemDicomObject,
+    /// The bulk elements left out, in data set order; none for a record written by a version
+    /// that did not keep them.
+    pub bulk_data: Vec<record::BulkElement>,
+}
+
+/// A study, a series of it, or an instance of that series, by its UIDs (the entity of a
+/// WADO-RS resource, PS3.18 10.4.1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityUids {
+    pub study: String,
+    /// With `study`: a series of that study.
+    pub series: Option<String>,
+    /// With `series`: an instance of that series.
+    pub instance: Option<String>,
+}
+
+/// The instances of an entity with their records, in order ([`Index::instance_records`]),
+/// read as the stream is polled; dropping it stops the reading.
+pub type RecordStream = Pin<Box<dyn Stream<Item = Result<InstanceRecord, IndexError>> + Send>>;
 
 /// What to delete: an entity and everything below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +249,15 @@ pub trait Index: Send + Sync + 'static {
     /// Every instance at or below the entities that match a C-GET or C-MOVE.
     fn instances(&self, plan: QueryPlan)
     -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>>;
+
+    /// The instances of `entity` (none when it is not indexed, or an instance or series is not
+    /// under the study and series given) with their stored records: the series in Series
+    /// Number order, each one's instances in Instance Number order (those without a number
+    /// after those with one, then in the order they were indexed).
+    fn instance_records(
+        &self,
+        entity: EntityUids,
+    ) -> BoxFuture<'_, Result<RecordStream, IndexError>>;
 
     /// The instance with this SOP Instance UID, if it is indexed.
     fn lookup(

@@ -88,6 +88,7 @@ fn prepare(instance: NewInstance) -> Result<PreparedInstance, IndexError> {
         reason,
     };
     let records = LevelRecords::of(attributes);
+    let bulk_data = records.bulk_data;
     let row = |level: Level, record: InMemDicomObject| -> Result<EntityRow, IndexError> {
         let mut cells = cells_of(level, &record);
         for (column, cell) in &mut cells {
@@ -104,10 +105,10 @@ fn prepare(instance: NewInstance) -> Result<PreparedInstance, IndexError> {
                 };
             }
         }
-        // The instance's record is always written; its parents' only by the first instance of
-        // each: those are encoded by the writer if it needs them.
+        // The instance's record (with where its bulk data was) is always written; its parents'
+        // only by the first instance of each: those are encoded by the writer if it needs them.
         let blob = if level == Level::Image {
-            Blob::Encoded(record::encode(&record).map_err(unindexable)?)
+            Blob::Encoded(record::encode_with_bulk_data(&record, &bulk_data).map_err(unindexable)?)
         } else {
             Blob::Deferred(Box::new(record))
         };

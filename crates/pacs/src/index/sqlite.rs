@@ -46,8 +46,8 @@ use super::record;
 use super::relational::Descendants;
 use super::schema::{self, parent_column, table};
 use super::{
-    DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, OnDuplicate,
-    ResponseStream, SessionStart,
+    DeleteTarget, Deleted, EntityUids, FileLocation, Index, IndexError, IndexedInstance, Inserted,
+    InstanceRecord, OnDuplicate, RecordStream, ResponseStream, SessionStart,
 };
 
 /// Operations waiting for the writer.
@@ -58,6 +58,8 @@ const MATCHES_AHEAD: usize = 16;
 /// 1,000): the pages that every commit rewrites (series and study rows, index leaves) are then
 /// copied back once per 4,000 pages instead of four times.
 const CHECKPOINT_PAGES: i32 = 4000;
+/// Instance records read ahead of the consumer of [`Index::instance_records`].
+const RECORDS_AHEAD: usize = 32;
 /// Decoded records kept per level during one query (parents shared by many rows).
 const RECORDS_CACHED: usize = 1024;
 
@@ -1419,6 +1421,51 @@ fn retrieval_instances(
     Ok(instances)
 }
 
+/// Reads the instances of `entity` with their records, in the order of
+/// [`Index::instance_records`], giving each to `send` (which says whether to go on).
+fn read_instance_records(
+    connection: &Connection,
+    entity: &EntityUids,
+    limits: &ScanLimits,
+    mut send: impl FnMut(Result<InstanceRecord, IndexError>) -> bool,
+) -> Result<(), IndexError> {
+    let mut condition = String::from("st.study_instance_uid = ?");
+    let mut values = vec![entity.study.as_str()];
+    if let Some(series) = &entity.series {
+        condition.push_str(" AND se.series_instance_uid = ?");
+        values.push(series);
+        if let Some(instance) = &entity.instance {
+            condition.push_str(" AND i.sop_instance_uid = ?");
+            values.push(instance);
+        }
+    }
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {INSTANCE_COLUMNS}, i.attributes {INSTANCE_JOINS} WHERE {condition}
+         ORDER BY se.series_number IS NULL, se.series_number, se.id,
+             i.instance_number IS NULL, i.instance_number, i.id"
+    ))?;
+    let mut rows = statement.query(params_from_iter(values))?;
+    while let Some(row) = rows.next()? {
+        let instance = indexed_instance(row)?;
+        let blob: Vec<u8> = row.get(10)?;
+        let record = record::decode_with_bulk_data(&blob, limits)
+            .map(|(attributes, bulk_data)| InstanceRecord {
+                attributes,
+                bulk_data,
+                instance: instance.clone(),
+            })
+            .map_err(|reason| IndexError::Corrupt {
+                what: format!("the record of instance {}", instance.sop_instance_uid),
+                reason,
+            });
+        let failed = record.is_err();
+        if !send(record) || failed {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 impl Index for SqliteIndex {
     fn insert_prepared(
         &self,
@@ -1478,6 +1525,38 @@ impl Index for SqliteIndex {
                 retrieval_instances(connection, &plan, &config.limits)
             }),
         )
+    }
+
+    fn instance_records(
+        &self,
+        entity: EntityUids,
+    ) -> BoxFuture<'_, Result<RecordStream, IndexError>> {
+        Box::pin(async move {
+            let permit = self
+                .inner
+                .query_permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
+            let (sender, receiver) = mpsc::channel(RECORDS_AHEAD);
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let outcome = inner.with_reader(|connection| {
+                    read_instance_records(connection, &entity, &inner.config.limits, |item| {
+                        sender.blocking_send(item).is_ok()
+                    })
+                });
+                if let Err(error) = outcome {
+                    let _ = sender.blocking_send(Err(error));
+                }
+                drop(permit);
+            });
+            let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|item| (item, receiver))
+            });
+            Ok(Box::pin(stream) as RecordStream)
+        })
     }
 
     fn lookup(

@@ -1,0 +1,351 @@
+//! Instance records with their bulk data elements (what WADO-RS metadata is answered from):
+//! what the index keeps of bulk data (its paths and VRs, the pixel data marker), the order and
+//! scope of `Index::instance_records`, C-FIND answered as before from the same records, and
+//! records written before bulk elements were kept.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use dimsum_net::dataset::dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dimsum_net::dataset::dicom_core::{DataElement, Tag, VR};
+use dimsum_net::dataset::dicom_dictionary_std::tags;
+use dimsum_net::dataset::dicom_object::InMemDicomObject;
+use dimsum_net::dataset::dicom_object::mem::InMemElement;
+use dimsum_net::dataset::query_model::QueryModel;
+use dimsum_net::dataset::scan::ScanLimits;
+use dimsum_pacs::index::record::{self, BulkElement, TagPath};
+use dimsum_pacs::index::{EntityUids, Index, InstanceRecord, OnDuplicate, SqliteIndex};
+
+mod common;
+use common::{CT, element, find_plan, new_instance, query_all, temporary_index, text};
+
+const STUDY: &str = "1.2.3";
+const SERIES_A: &str = "1.2.3.1";
+const SERIES_B: &str = "1.2.3.2";
+
+fn bytes(tag: Tag, vr: VR, length: usize) -> InMemElement {
+    DataElement::new(
+        tag,
+        vr,
+        PrimitiveValue::U8((0..length).map(|i| (i % 253) as u8).collect()),
+    )
+}
+
+/// An instance of `series` numbered `number` ("" for none), with bulk data at the top level,
+/// in an item of a sequence, a small binary value (kept), and a Pixel Data marker (the element
+/// with an empty value, as the archive gives it).
+fn attributes(series: &str, series_number: &str, sop: &str, number: &str) -> InMemDicomObject {
+    let item = InMemDicomObject::from_element_iter([
+        element(tags::CODE_VALUE, VR::SH, "T-D3000"),
+        bytes(Tag(0x0009, 0x1002), VR::OB, 4096),
+    ]);
+    let second = InMemDicomObject::from_element_iter([bytes(
+        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        VR::OW,
+        2048,
+    )]);
+    InMemDicomObject::from_element_iter([
+        element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        element(tags::SOP_CLASS_UID, VR::UI, CT),
+        element(tags::SOP_INSTANCE_UID, VR::UI, sop),
+        element(tags::PATIENT_NAME, VR::PN, "MÜLLER^JÜRGEN"),
+        element(tags::PATIENT_ID, VR::LO, "P1"),
+        element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        element(tags::SERIES_INSTANCE_UID, VR::UI, series),
+        element(tags::SERIES_NUMBER, VR::IS, series_number),
+        element(tags::MODALITY, VR::CS, "CT"),
+        element(tags::INSTANCE_NUMBER, VR::IS, number),
+        DataElement::new(
+            tags::ANATOMIC_REGION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item, second]),
+        ),
+        bytes(tags::ICC_PROFILE, VR::OB, 16),
+        bytes(tags::ENCAPSULATED_DOCUMENT, VR::OB, 3000),
+        DataElement::empty(tags::PIXEL_DATA, VR::OW),
+    ])
+}
+
+fn expected_bulk_data() -> Vec<BulkElement> {
+    let path = |text: &str| TagPath::parse(text).expect("path");
+    vec![
+        BulkElement {
+            path: path("00082218/0/00091002"),
+            vr: VR::OB,
+        },
+        BulkElement {
+            path: path("00082218/1/00281201"),
+            vr: VR::OW,
+        },
+        BulkElement {
+            path: path("00420011"),
+            vr: VR::OB,
+        },
+        BulkElement {
+            path: path("7FE00010"),
+            vr: VR::OW,
+        },
+    ]
+}
+
+async fn insert(index: &SqliteIndex, attributes: InMemDicomObject) {
+    let sop = text(&attributes, tags::SOP_INSTANCE_UID);
+    let path = PathBuf::from(format!("/archive/{sop}.dcm"));
+    index
+        .insert(new_instance(attributes, path), OnDuplicate::Fail)
+        .await
+        .expect("inserted");
+}
+
+async fn records(index: &SqliteIndex, entity: EntityUids) -> Vec<InstanceRecord> {
+    let stream = index.instance_records(entity).await.expect("records");
+    tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends")
+        .into_iter()
+        .map(|record| record.expect("record"))
+        .collect()
+}
+
+fn entity(series: Option<&str>, instance: Option<&str>) -> EntityUids {
+    EntityUids {
+        study: STUDY.to_owned(),
+        series: series.map(str::to_owned),
+        instance: instance.map(str::to_owned),
+    }
+}
+
+fn uids(records: &[InstanceRecord]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r.instance.sop_instance_uid.as_str())
+        .collect()
+}
+
+/// Series B (number 1) before series A (number 2); in A, instances by number, the one without
+/// a number last.
+async fn fixture() -> (tempfile::TempDir, SqliteIndex) {
+    let (folder, index) = temporary_index().await;
+    for (series, series_number, sop, number) in [
+        (SERIES_A, "2", "1.2.3.1.3", "3"),
+        (SERIES_A, "2", "1.2.3.1.9", ""),
+        (SERIES_A, "2", "1.2.3.1.1", "1"),
+        (SERIES_B, "1", "1.2.3.2.1", "1"),
+        (SERIES_A, "2", "1.2.3.1.2", "2"),
+        (SERIES_A, "2", "1.2.3.1.10", "10"),
+    ] {
+        insert(&index, attributes(series, series_number, sop, number)).await;
+    }
+    (folder, index)
+}
+
+#[tokio::test]
+async fn records_keep_where_bulk_data_was_and_everything_else() {
+    let (_folder, index) = fixture().await;
+    let found = records(&index, entity(Some(SERIES_A), Some("1.2.3.1.1"))).await;
+    assert_eq!(uids(&found), ["1.2.3.1.1"]);
+    let record = &found[0];
+    assert_eq!(record.bulk_data, expected_bulk_data());
+    assert_eq!(record.instance.study_instance_uid, STUDY);
+    assert_eq!(record.instance.series_instance_uid, SERIES_A);
+    assert_eq!(
+        record.instance.location.path,
+        PathBuf::from("/archive/1.2.3.1.1.dcm")
+    );
+    // The record is the data set without its bulk data: compare with the same split of the
+    // attributes that were indexed.
+    let (expected, _) = record::split_bulk_data(attributes(SERIES_A, "2", "1.2.3.1.1", "1"));
+    let attributes = &record.attributes;
+    assert_eq!(text(attributes, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
+    assert!(attributes.get(tags::ENCAPSULATED_DOCUMENT).is_none());
+    assert!(attributes.get(tags::PIXEL_DATA).is_none());
+    assert_eq!(
+        attributes
+            .get(tags::ICC_PROFILE)
+            .expect("small binary kept")
+            .to_bytes()
+            .expect("bytes")
+            .len(),
+        16
+    );
+    let items = attributes
+        .get(tags::ANATOMIC_REGION_SEQUENCE)
+        .and_then(|e| e.value().items())
+        .expect("sequence");
+    assert_eq!(items.len(), 2, "both items kept");
+    assert!(items[0].get(Tag(0x0009, 0x1002)).is_none());
+    assert!(
+        items[1]
+            .get(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA)
+            .is_none()
+    );
+    let encoded = |object: &InMemDicomObject| {
+        dimsum_net::dataset::identifier::encode(object, record::RECORD_TRANSFER_SYNTAX)
+            .expect("encoded")
+    };
+    assert_eq!(encoded(attributes), encoded(&expected));
+}
+
+#[tokio::test]
+async fn records_come_in_series_and_instance_number_order_and_stay_in_their_entity() {
+    let (_folder, index) = fixture().await;
+    let study = records(&index, entity(None, None)).await;
+    assert_eq!(
+        uids(&study),
+        [
+            "1.2.3.2.1",
+            "1.2.3.1.1",
+            "1.2.3.1.2",
+            "1.2.3.1.3",
+            "1.2.3.1.10",
+            "1.2.3.1.9"
+        ]
+    );
+    let series = records(&index, entity(Some(SERIES_A), None)).await;
+    assert_eq!(series.len(), 5);
+    assert!(series.iter().all(|r| r.bulk_data == expected_bulk_data()));
+    // An instance or series under another parent is not found, nor an unknown study.
+    assert!(
+        records(&index, entity(Some(SERIES_B), Some("1.2.3.1.1")))
+            .await
+            .is_empty()
+    );
+    assert!(records(&index, entity(Some("9.9"), None)).await.is_empty());
+    let unknown = EntityUids {
+        study: "9.9".to_owned(),
+        series: None,
+        instance: None,
+    };
+    assert!(records(&index, unknown).await.is_empty());
+    // A stream dropped early stops the reading and frees its reader.
+    for _ in 0..20 {
+        let mut stream = index
+            .instance_records(entity(None, None))
+            .await
+            .expect("records");
+        assert!(stream.next().await.is_some());
+    }
+}
+
+#[tokio::test]
+async fn c_find_answers_as_it_did_from_records_with_bulk_elements() {
+    let (_folder, index) = fixture().await;
+    let plan = find_plan(
+        QueryModel::StudyRoot,
+        "IMAGE",
+        vec![
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, SERIES_A),
+            element(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.1.2"),
+            element(tags::PATIENT_NAME, VR::PN, ""),
+            DataElement::empty(tags::ANATOMIC_REGION_SEQUENCE, VR::SQ),
+            DataElement::empty(tags::ENCAPSULATED_DOCUMENT, VR::OB),
+            DataElement::empty(tags::PIXEL_DATA, VR::OW),
+        ],
+    );
+    let found = query_all(&index, plan, None).await;
+    assert_eq!(found.len(), 1);
+    let response = found[0].as_ref().expect("match");
+    assert_eq!(text(response, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
+    // Bulk data is answered as it always was: not there (an empty value), in items too.
+    for tag in [tags::ENCAPSULATED_DOCUMENT, tags::PIXEL_DATA] {
+        let value = response
+            .get(tag)
+            .map(|e| e.to_bytes().map(|b| b.len()).unwrap_or(0));
+        assert!(value.is_none_or(|length| length == 0), "{tag}");
+    }
+    let items = response
+        .get(tags::ANATOMIC_REGION_SEQUENCE)
+        .and_then(|e| e.value().items())
+        .expect("sequence");
+    assert_eq!(text(&items[0], tags::CODE_VALUE), "T-D3000");
+    assert!(items[0].get(Tag(0x0009, 0x1002)).is_none());
+    // Matching on an attribute beside the bulk data still works.
+    let plan = find_plan(
+        QueryModel::StudyRoot,
+        "IMAGE",
+        vec![
+            element(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, SERIES_A),
+            element(tags::INSTANCE_NUMBER, VR::IS, "10"),
+            element(tags::SOP_INSTANCE_UID, VR::UI, ""),
+        ],
+    );
+    let found = query_all(&index, plan, None).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        text(found[0].as_ref().expect("match"), tags::SOP_INSTANCE_UID),
+        "1.2.3.1.10"
+    );
+}
+
+#[tokio::test]
+async fn records_written_before_bulk_elements_were_kept_are_read_without_them() {
+    let (folder, index) = fixture().await;
+    // The record of 1.2.3.1.3 as an earlier version wrote it: the data set alone.
+    let (old, _) = record::split_bulk_data(attributes(SERIES_A, "2", "1.2.3.1.3", "3"));
+    let blob = record::encode(&old).expect("encoded");
+    index.close().await.expect("closed");
+    drop(index);
+    let path = folder.path().join("index.sqlite");
+    let connection = rusqlite::Connection::open(&path).expect("open");
+    let changed = connection
+        .execute(
+            "UPDATE instance SET attributes = ? WHERE sop_instance_uid = ?",
+            rusqlite::params![blob, "1.2.3.1.3"],
+        )
+        .expect("updated");
+    assert_eq!(changed, 1);
+    drop(connection);
+    let index = SqliteIndex::open(dimsum_pacs::index::SqliteConfig::new(path))
+        .await
+        .expect("reopened");
+    let found = records(&index, entity(Some(SERIES_A), None)).await;
+    let old_one = found
+        .iter()
+        .find(|r| r.instance.sop_instance_uid == "1.2.3.1.3")
+        .expect("found");
+    assert!(old_one.bulk_data.is_empty());
+    assert_eq!(
+        text(&old_one.attributes, tags::PATIENT_NAME),
+        "MÜLLER^JÜRGEN"
+    );
+    let new_one = found
+        .iter()
+        .find(|r| r.instance.sop_instance_uid == "1.2.3.1.2")
+        .expect("found");
+    assert_eq!(new_one.bulk_data, expected_bulk_data());
+    // Both are the same data set.
+    assert_eq!(
+        old_one.attributes.iter().count(),
+        new_one.attributes.iter().count()
+    );
+}
+
+#[test]
+fn both_record_forms_decode_to_the_same_data_set() {
+    let (object, bulk) = record::split_bulk_data(attributes(SERIES_A, "2", "1.2.3.1.1", "1"));
+    let limits = ScanLimits::default();
+    let plain = record::encode(&object).expect("encoded");
+    let with_bulk = record::encode_with_bulk_data(&object, &bulk).expect("encoded");
+    assert_eq!(plain[0], record::LZ4_RECORD);
+    assert_eq!(with_bulk[0], record::LZ4_RECORD_WITH_BULK_DATA);
+    // Without bulk elements, the blob is the one it always was.
+    assert_eq!(
+        record::encode_with_bulk_data(&object, &[]).expect("encoded"),
+        plain
+    );
+    let a = record::decode(&plain, &limits).expect("plain");
+    let b = record::decode(&with_bulk, &limits).expect("with bulk data");
+    assert_eq!(
+        dimsum_net::dataset::identifier::encode(&a, record::RECORD_TRANSFER_SYNTAX).expect("a"),
+        dimsum_net::dataset::identifier::encode(&b, record::RECORD_TRANSFER_SYNTAX).expect("b"),
+    );
+    let (c, read_bulk) = record::decode_with_bulk_data(&with_bulk, &limits).expect("read");
+    assert_eq!(read_bulk, bulk);
+    assert_eq!(c.iter().count(), a.iter().count());
+    let (_, none) = record::decode_with_bulk_data(&plain, &limits).expect("read");
+    assert!(none.is_empty());
+}
