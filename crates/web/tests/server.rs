@@ -502,3 +502,60 @@ async fn dicom_json_is_compressed_when_asked_for_and_instances_are_not() {
     let parts = parts_of(retrieved).await;
     assert_eq!(parts.len(), instances.len());
 }
+
+/// `bytes` compressed with gzip.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_stored_and_a_gzip_bomb_is_413_with_nothing_stored() {
+    let mut config = WebConfig::default();
+    config.max_body_bytes = 1 << 20;
+    let served = Served::start(config).await;
+    let post = |encoding: &'static str, body: Vec<u8>| {
+        served
+            .client
+            .post(served.url("/studies"))
+            .header("Content-Type", DICOM_MULTIPART)
+            .header("Content-Encoding", encoding)
+            .header("Accept", "application/dicom+json")
+            .body(body)
+            .send()
+    };
+
+    // A gzip-encoded STOW-RS body is stored as if it had been sent plain.
+    let instance = Instance::new(STUDY, SERIES, 11, 64 * 1024);
+    let response = post("gzip", gzip(&multipart(&[instance.file()])))
+        .await
+        .expect("STOW-RS");
+    assert_eq!(response.status(), 200);
+    assert_eq!(served.c_find(STUDY).await, [instance.sop.clone()]);
+
+    // A body of 256 KiB that inflates to 64 MiB, over the 1 MiB limit: refused once the limit
+    // is passed, without inflating the rest, and nothing is stored.
+    let mut bomb = multipart(&[Instance::new(STUDY, SERIES, 12, 64 << 20).file()]);
+    let inflated = bomb.len();
+    bomb = gzip(&bomb);
+    assert!(bomb.len() * 200 < inflated, "{} bytes", bomb.len());
+    let response = post("gzip", bomb).await.expect("STOW-RS");
+    assert_eq!(response.status(), 413);
+    assert_eq!(served.instances().await, 1);
+
+    // An encoding the server does not know is 415, and nothing is stored.
+    let other = Instance::new(STUDY, SERIES, 13, 1024);
+    let response = post("compress", multipart(&[other.file()]))
+        .await
+        .expect("STOW-RS");
+    assert_eq!(response.status(), 415);
+    // A body that claims gzip but is not is a 400 (a malformed body), not a stored instance.
+    let response = post("gzip", multipart(&[other.file()]))
+        .await
+        .expect("STOW-RS");
+    assert_eq!(response.status(), 400);
+    assert_eq!(served.instances().await, 1);
+}

@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -44,6 +45,7 @@ use dimsum_pacs::archive::Archive;
 pub use error::WebError;
 
 use crate::multipart::HeaderLimits;
+use crate::qido::QidoLimits;
 use crate::resource::Resource;
 
 /// Which origins may call the DICOMweb services from a browser (the Fetch standard's CORS
@@ -114,6 +116,11 @@ pub struct WebConfig {
     pub scan_limits: ScanLimits,
     /// CORS.
     pub cors: CorsOrigins,
+    /// The limits of a QIDO-RS query string (PS3.18 8.3.4).
+    pub qido_limits: QidoLimits,
+    /// The most results one QIDO-RS response carries (PS3.18 8.3.4.4 `maxResults`, default
+    /// 1,000): a larger `limit` is cut to it, with a Warning header when more remain.
+    pub max_search_results: u32,
     /// A static web viewer build (OHIF Viewer) served at `/viewer`, configured to use this
     /// server's DICOMweb root; `None`: no viewer.
     pub viewer: Option<PathBuf>,
@@ -131,6 +138,8 @@ impl Default for WebConfig {
             header_limits: HeaderLimits::default(),
             scan_limits: ScanLimits::default(),
             cors: CorsOrigins::None,
+            qido_limits: QidoLimits::default(),
+            max_search_results: 1_000,
             viewer: None,
         }
     }
@@ -212,12 +221,20 @@ pub fn router(archive: Archive, config: WebConfig) -> Router {
     if let Some(dir) = viewer {
         app = app.nest_service("/viewer", viewer::viewer_service(&dir, &root));
     }
-    let app =
-        app.layer(RequestBodyLimitLayer::new(body_limit))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                timeout,
-            ));
+    // The body limit applies to the body as the handlers read it, i.e. after a gzip, deflate or
+    // br Content-Encoding is undone: a small compressed body that inflates beyond it is 413 like
+    // any other. Other encodings are 415.
+    let decompression = RequestDecompressionLayer::new()
+        .gzip(true)
+        .deflate(true)
+        .br(true);
+    let app = app
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(decompression)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     let compression = CompressionLayer::new()
         .gzip(true)
         .br(true)
