@@ -271,6 +271,9 @@ pub struct QueryPlan {
     /// keys of levels below the query's match when some descendant matches them.
     relational: bool,
     options: MatchOptions,
+    /// Responses carry every attribute of the records of the chain, not only the keys asked
+    /// (QIDO-RS `includefield=all`, PS3.18 8.3.4.3).
+    all_attributes: bool,
     /// `keys` compiled, level by level.
     compiled: [CompiledQuery; 4],
     /// The whole identifier compiled, for choosing the sequence items of responses.
@@ -341,6 +344,7 @@ impl QueryPlan {
             has_keys_below,
             relational: false,
             options,
+            all_attributes: false,
         })
     }
 
@@ -382,6 +386,14 @@ impl QueryPlan {
     /// Whether keys of levels below the query's are matched against descendants.
     pub fn is_relational(&self) -> bool {
         self.relational
+    }
+
+    /// The same plan answering, when `all`, with every attribute the index keeps for the entity
+    /// and its parents (each record's attributes of its own level, [`attribute_level`], computed
+    /// keys included) besides the keys asked (QIDO-RS `includefield=all`, PS3.18 8.3.4.3).
+    pub fn with_all_attributes(mut self, all: bool) -> Self {
+        self.all_attributes = all;
+        self
     }
 
     /// The non-universal keys that match at `level`; for a level below the plan's, none unless
@@ -441,8 +453,28 @@ impl QueryPlan {
     /// The response identifier for the entity whose chain of records (patient first, down to
     /// the plan's level) is `records` (PS3.4 C.4.1.1.3.2).
     pub fn response(&self, records: &[&InMemDicomObject]) -> InMemDicomObject {
-        self.compiled_identifier
-            .response(&self.identifier, &Chain { records })
+        let asked = self
+            .compiled_identifier
+            .response(&self.identifier, &Chain { records });
+        if !self.all_attributes {
+            return asked;
+        }
+        let mut all = InMemDicomObject::new_empty();
+        for (record, level) in records.iter().zip(Level::ALL) {
+            for element in record.iter() {
+                if attribute_level(element.tag()) == Some(level) {
+                    all.put(element.clone());
+                }
+            }
+        }
+        // The keys the records do not hold (Query/Retrieve Level, Specific Character Set, the
+        // keys of any level) as asked; a record's own sequences stay whole.
+        for element in asked {
+            if all.get(element.tag()).is_none() {
+                all.put(element);
+            }
+        }
+        all
     }
 
     /// A C-GET or C-MOVE needs a non-universal value for the unique key of its level (PS3.4

@@ -27,6 +27,10 @@
 //!   "Time" for "Date": Study Date/Time, Series Date/Time, Patient's Birth Date/Time, Scheduled
 //!   Procedure Step Start Date/Time...) of the same form are one date-time range; a candidate
 //!   with a date and no time stands for its whole day.
+//! * **Fuzzy matching of person names** (C.2.2.2.1.1, PS3.18 8.3.4.2 `fuzzymatching=true`),
+//!   when [`MatchOptions::fuzzy_person_names`] says so: a PN key matches when each of its words
+//!   begins a word of the candidate's name, in any order, without regard to case or accents
+//!   (see [`FuzzyName`]).
 //! * **Empty value matching** (C.2.2.2.1): a key whose one value is `""` (two QUOTATION MARK
 //!   characters) matches a candidate whose attribute is missing or has no value.
 //! * **Sequence matching** (C.2.2.2.6): a query sequence with no item, or whose item holds only
@@ -85,6 +89,11 @@ pub struct MatchOptions {
     /// time key (Study Date and Study Time, ...) are one date-time range. Optional; used when
     /// the peer negotiated it (C-FIND extended negotiation, PS3.4 C.5.1.1, byte 2).
     pub combined_date_time: bool,
+    /// Fuzzy semantic matching of person names (PS3.4 C.2.2.2.1.1; C-FIND extended
+    /// negotiation byte 3, PS3.4 C.5.1.1; QIDO-RS `fuzzymatching=true`, PS3.18 8.3.4.2): PN keys
+    /// match word by word, by prefix, without regard to case or accents ([`FuzzyName`]).
+    /// Off by default.
+    pub fuzzy_person_names: bool,
 }
 
 impl Default for MatchOptions {
@@ -92,6 +101,7 @@ impl Default for MatchOptions {
         Self {
             case_insensitive_person_names: true,
             combined_date_time: false,
+            fuzzy_person_names: false,
         }
     }
 }
@@ -325,6 +335,8 @@ enum KeyValue {
         alphabetic_too: bool,
         case_insensitive: bool,
     },
+    /// PN under fuzzy matching (C.2.2.2.1.1).
+    FuzzyName(FuzzyName),
 }
 
 impl CompiledKey {
@@ -410,6 +422,12 @@ fn compile_value(vr: VR, value: &str, options: MatchOptions) -> KeyValue {
     match vr {
         VR::DA | VR::TM | VR::DT => KeyValue::Range(range_bounds(vr, value)),
         VR::PN => {
+            // A key with no word (`^`, `=`) is matched as without fuzzy matching.
+            if options.fuzzy_person_names
+                && let Some(fuzzy) = FuzzyName::new(value)
+            {
+                return KeyValue::FuzzyName(fuzzy);
+            }
             let case_insensitive = options.case_insensitive_person_names;
             let name = person_name_key(value, case_insensitive);
             KeyValue::PersonName {
@@ -498,6 +516,7 @@ impl KeyValue {
                 *case_insensitive,
                 candidate,
             ),
+            KeyValue::FuzzyName(fuzzy) => fuzzy.matches(candidate),
         }
     }
 }
@@ -690,6 +709,104 @@ fn person_name_matches(
             )))
 }
 
+/// A PN key under fuzzy semantic matching of person names (PS3.4 C.2.2.2.1.1, which leaves the
+/// rules to the implementation; PS3.18 8.3.4.2 for QIDO-RS). dimsum's rules, as DICOMweb servers
+/// commonly define them (a word prefix of any name part, as Microsoft's and Google's do):
+///
+/// * Key and candidate are **folded**: compatibility decomposition (Unicode NFKD), combining
+///   marks (canonical combining class other than 0: accents, cedillas, dakuten…) removed, lower
+///   case; a few letters that do not decompose are spelt out (`ß` → `ss`, `æ` → `ae`, `œ` → `oe`,
+///   `ø` → `o`, `ł` → `l`, `đ`/`ð` → `d`, `þ` → `th`, `ı` → `i`). Apostrophes are removed
+///   (`O'Brien` is `obrien`).
+/// * Both are split into **words**: runs of letters and digits (and, in the key, the wild cards
+///   `*` and `?`); everything else — the component separator `^`, the group separator `=`,
+///   spaces, hyphens, commas, periods — separates words. Every component and every component
+///   group of the candidate takes part.
+/// * The key matches when **each of its words begins some word of the candidate**, in any order:
+///   `jo` matches `Jöhn^DOE` and `Smith^John`; `doe jo` and `DOE^J` match `John^Doe`; `ohn` does
+///   not match `John`. A key word with wild cards matches when the pattern matches the beginning
+///   of a candidate word (`*oe` matches `Doe` and `Joel`; `j?n` matches `Jane`); `?` stands for
+///   one character of the folded word.
+///
+/// A key without any word (`^`, `=`) is matched as without fuzzy matching. Narrowing in the index
+/// never uses a fuzzy key (the columns hold names unfolded), so no fuzzy match is ever lost.
+#[derive(Debug, Clone)]
+pub struct FuzzyName {
+    words: Vec<FuzzyWord>,
+}
+
+#[derive(Debug, Clone)]
+enum FuzzyWord {
+    /// A word without wild cards: the candidate word starts with it.
+    Prefix(String),
+    /// A word with wild cards: the pattern (with a `*` added) matches the candidate word.
+    Pattern(Pattern),
+}
+
+impl FuzzyName {
+    /// The fuzzy key of the PN value `key`; `None` when it has no word.
+    pub fn new(key: &str) -> Option<FuzzyName> {
+        let folded = fold_name(key);
+        let words: Vec<FuzzyWord> = split_words(&folded, true)
+            .map(|word| {
+                if has_wild_cards(word) {
+                    FuzzyWord::Pattern(Pattern::new(&format!("{word}*")))
+                } else {
+                    FuzzyWord::Prefix(word.to_owned())
+                }
+            })
+            .collect();
+        (!words.is_empty()).then_some(FuzzyName { words })
+    }
+
+    /// Whether the PN value `candidate` (every component group of it) matches.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let folded = fold_name(candidate);
+        let words: Vec<&str> = split_words(&folded, false).collect();
+        self.words.iter().all(|key| {
+            words.iter().any(|word| match key {
+                FuzzyWord::Prefix(prefix) => word.starts_with(prefix.as_str()),
+                FuzzyWord::Pattern(pattern) => pattern.matches(word),
+            })
+        })
+    }
+}
+
+/// A name folded for fuzzy matching ([`FuzzyName`]): NFKD, combining marks removed, lower case,
+/// the letters that do not decompose spelt out, apostrophes removed.
+pub fn fold_name(name: &str) -> String {
+    use icu_normalizer::DecomposingNormalizerBorrowed;
+    use icu_normalizer::properties::CanonicalCombiningClassMapBorrowed;
+    let decompose = DecomposingNormalizerBorrowed::new_nfkd();
+    let combining = CanonicalCombiningClassMapBorrowed::new();
+    let mut folded = String::with_capacity(name.len());
+    for c in decompose.normalize_iter(name.chars()) {
+        if combining.get_u8(c) != 0 {
+            continue;
+        }
+        match c {
+            '\'' | '\u{2019}' | '\u{02bc}' => {}
+            'ß' | 'ẞ' => folded.push_str("ss"),
+            'æ' | 'Æ' => folded.push_str("ae"),
+            'œ' | 'Œ' => folded.push_str("oe"),
+            'ø' | 'Ø' => folded.push('o'),
+            'ł' | 'Ł' => folded.push('l'),
+            'đ' | 'Đ' | 'ð' | 'Ð' => folded.push('d'),
+            'þ' | 'Þ' => folded.push_str("th"),
+            'ı' => folded.push('i'),
+            other => folded.extend(other.to_lowercase()),
+        }
+    }
+    folded
+}
+
+/// The words of a folded name: runs of letters and digits (and of wild cards in a key).
+fn split_words(folded: &str, key: bool) -> impl Iterator<Item = &str> {
+    folded
+        .split(move |c: char| !(c.is_alphanumeric() || (key && (c == '*' || c == '?'))))
+        .filter(|word| !word.is_empty())
+}
+
 /// Without empty trailing components in each group, nor empty trailing groups (case kept).
 pub(crate) fn normalize_person_name(name: &str) -> String {
     let groups: Vec<&str> = name
@@ -858,6 +975,15 @@ impl CombinedDateTime {
 enum End {
     Lower,
     Upper,
+}
+
+/// Whether `value` is a DA, TM or DT key value the range rules can read (C.2.2.2.5): one value,
+/// or `a-b`, `a-`, `-b` of them, in the forms [`matches()`] accepts. A malformed one matches
+/// nothing; a service that checks its keys first (QIDO-RS, PS3.18 8.3.4.1) refuses it instead.
+pub fn is_valid_range_key(vr: VR, value: &str) -> bool {
+    matches!(vr, VR::DA | VR::TM | VR::DT)
+        && split_range(vr, value) != Some((None, None))
+        && range_bounds(vr, value).is_some()
 }
 
 /// The ends of a DA, TM or DT range key, normalized to sort in time order (see [`normalize`]);

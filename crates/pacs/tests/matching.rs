@@ -251,6 +251,7 @@ fn study_at(date: &str, time: &str) -> InMemDicomObject {
 const COMBINED: MatchOptions = MatchOptions {
     case_insensitive_person_names: true,
     combined_date_time: true,
+    fuzzy_person_names: false,
 };
 
 #[test]
@@ -544,6 +545,159 @@ fn person_names_match_case_insensitively_or_sensitively_as_configured() {
     }
     assert!(!with("Doe^Jane", insensitive));
     assert!(!with("Doe", insensitive), "components are not prefixes");
+}
+
+const FUZZY: MatchOptions = MatchOptions {
+    case_insensitive_person_names: true,
+    combined_date_time: false,
+    fuzzy_person_names: true,
+};
+
+/// Whether a patient named `candidate` passes the one Patient's Name key `key` under `options`.
+fn name_passes(key: &str, candidate: &str, options: MatchOptions) -> bool {
+    plan_with(
+        "PATIENT",
+        vec![element(tags::PATIENT_NAME, VR::PN, key)],
+        options,
+    )
+    .passes(
+        Level::Patient,
+        &object(vec![element(tags::PATIENT_NAME, VR::PN, candidate)]),
+    )
+}
+
+#[test]
+fn fuzzy_person_names_match_word_prefixes_in_any_order_without_case_or_accents() {
+    for (key, candidate) in [
+        ("jo", "Jöhn^DOE"),
+        ("jo", "Smith^John"),
+        ("JO", "smith^john"),
+        ("doe", "Jöhn^DOE"),
+        ("doe jo", "John^Doe"),
+        ("DOE^J", "John^Doe"),
+        ("j^d", "Doe^John"),
+        ("john doe", "DOE^JOHN^^^"),
+        ("muller", "Müller^Hans"),
+        ("MÜLLER", "Muller^Hans"),
+        ("francois", "Dupont^François"),
+        ("zoe", "Zoë^Anne"),
+        ("strass", "Straße^Max"),
+        ("soren", "Kierkegaard^Søren"),
+        ("lodz", "Łódź^City"),
+        ("obrien", "O'Brien^Pat"),
+        ("jones", "Smith-Jones^Ann"),
+        ("ann", "Smith-Jones^Ann"),
+        // Every component group takes part.
+        ("山", "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+        ("yam", "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+        // Wild cards within a word: the pattern matches the beginning of a word.
+        ("*oe", "Doe^Jane"),
+        ("*oe", "Smith^Joel"),
+        ("j?n", "Doe^Jane"),
+        ("*doe*", "Jane^Mcdoenald"),
+    ] {
+        assert!(
+            name_passes(key, candidate, FUZZY),
+            "{key} should match {candidate}"
+        );
+    }
+    for (key, candidate) in [
+        ("ohn", "John^Doe"),
+        ("jo", "Doe^Bojo"),
+        ("john smith", "John^Doe"),
+        ("jon", "John^Doe"),
+        ("j?n", "John^Doe"),
+        ("muller", "Mueller^Hans"),
+        ("jo", ""),
+    ] {
+        assert!(
+            !name_passes(key, candidate, FUZZY),
+            "{key} should not match {candidate}"
+        );
+    }
+}
+
+#[test]
+fn without_fuzzy_matching_the_same_keys_match_as_single_values() {
+    assert!(!name_passes("jo", "Jöhn^DOE", MatchOptions::default()));
+    assert!(!name_passes("doe jo", "John^Doe", MatchOptions::default()));
+    assert!(!name_passes(
+        "muller^hans",
+        "Müller^Hans",
+        MatchOptions::default()
+    ));
+    assert!(name_passes(
+        "müller^hans",
+        "Müller^Hans",
+        MatchOptions::default()
+    ));
+    // A fuzzy key of several values matches when one of them does.
+    let key = multi(tags::PATIENT_NAME, VR::PN, &["zed", "jo"]);
+    let candidate = object(vec![element(tags::PATIENT_NAME, VR::PN, "Doe^John")]);
+    assert!(plan_with("PATIENT", vec![key.clone()], FUZZY).passes(Level::Patient, &candidate));
+    assert!(!plan("PATIENT", vec![key]).passes(Level::Patient, &candidate));
+    // A key without a word matches as without fuzzy matching; the rules of other VRs stay.
+    assert!(name_passes("^", "", FUZZY) == name_passes("^", "", MatchOptions::default()));
+    let lo = |options| {
+        plan_with(
+            "PATIENT",
+            vec![element(tags::PATIENT_ID, VR::LO, "p-1")],
+            options,
+        )
+        .passes(
+            Level::Patient,
+            &object(vec![element(tags::PATIENT_ID, VR::LO, "P-1")]),
+        )
+    };
+    assert!(!lo(FUZZY), "fuzzy matching is for person names only");
+}
+
+#[test]
+fn fuzzy_person_name_keys_never_narrow_the_index() {
+    let keys = || {
+        vec![
+            element(tags::PATIENT_NAME, VR::PN, "jo"),
+            element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "smi*"),
+            element(tags::STUDY_DATE, VR::DA, "20240101-"),
+        ]
+    };
+    let targets = |plan: &QueryPlan| -> Vec<Tag> {
+        Narrowing::of(plan)
+            .constraints
+            .iter()
+            .filter_map(|constraint| match constraint.target {
+                Target::Column(column) => Some(column.tag),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        targets(&plan("STUDY", keys())),
+        vec![
+            tags::PATIENT_NAME,
+            tags::STUDY_DATE,
+            tags::REFERRING_PHYSICIAN_NAME
+        ]
+    );
+    let fuzzy = plan_with("STUDY", keys(), FUZZY);
+    assert_eq!(targets(&fuzzy), vec![tags::STUDY_DATE]);
+    // The engine still matches the names.
+    assert_eq!(fuzzy.keys_at(Level::Patient).len(), 1);
+    let patient = object(vec![element(tags::PATIENT_NAME, VR::PN, "Doe^Jöhn")]);
+    assert!(fuzzy.passes(Level::Patient, &patient));
+    assert!(!fuzzy.passes(
+        Level::Patient,
+        &object(vec![element(tags::PATIENT_NAME, VR::PN, "Doe^Ann")])
+    ));
+}
+
+#[test]
+fn names_fold_to_lower_case_without_accents() {
+    assert_eq!(matching::fold_name("Jöhn^DOE"), "john^doe");
+    assert_eq!(matching::fold_name("ﬁnn Ｊｏｅ"), "finn joe");
+    assert_eq!(matching::fold_name("Ærø^Œuvre"), "aero^oeuvre");
+    assert_eq!(matching::fold_name("O’Brien"), "obrien");
+    assert_eq!(matching::fold_name("Çelik^Ğ"), "celik^g");
 }
 
 #[test]

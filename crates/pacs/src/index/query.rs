@@ -17,6 +17,8 @@
 //!   a pattern in which every other character is literal (`%`, `_` and `[` included), DA/TM/DT
 //!   keys a range between the normalized ends (open ends left open), PN keys compare in lower
 //!   case (the engine then applies the case rule the archive is configured with);
+//! * under fuzzy matching of person names (`MatchOptions::fuzzy_person_names`), PN keys do not
+//!   narrow: the columns hold names unfolded, and a fuzzy key may match any of their words;
 //! * a key the columns cannot express (a pattern longer than [`MAX_PATTERN`], a number that is
 //!   no number) is left to the engine alone.
 
@@ -349,10 +351,12 @@ impl Narrowing {
     /// The narrowing for the keys of `plan`, at its level and the levels above.
     pub fn of(plan: &QueryPlan) -> Narrowing {
         let case_sensitive = !plan.options().case_insensitive_person_names;
+        let fuzzy_names = plan.options().fuzzy_person_names;
         let constraints = Level::ALL
             .into_iter()
             .filter(|level| *level <= plan.level())
             .flat_map(|level| plan.narrowing_keys(level))
+            .filter(|key| !(fuzzy_names && key.vr() == VR::PN))
             .filter_map(|key| constraint(key, case_sensitive))
             .collect();
         Narrowing { constraints }
