@@ -477,7 +477,7 @@ impl Read for ChannelReader {
 
 /// The origin and root of the Retrieve URLs: the configured base URL, or the request's Host
 /// over http.
-fn base_url(headers: &HeaderMap, state: &SharedState) -> String {
+pub(super) fn base_url(headers: &HeaderMap, state: &SharedState) -> String {
     let origin = match &state.config.base_url {
         Some(base) => base.trim_end_matches('/').to_owned(),
         None => {
