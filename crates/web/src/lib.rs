@@ -10,6 +10,8 @@
 //! * [`stow`]: STOW-RS requests (PS3.18 10.5) and the response data set and status.
 //! * [`wado`]: WADO-RS representations (PS3.18 10.4, 8.7): `Accept` values and response media
 //!   types.
+//! * [`client`] (feature `client`): the DICOMweb client (reqwest over rustls) over these
+//!   types: QIDO-RS searches, WADO-RS retrievals read as they arrive, STOW-RS of files streamed.
 //!
 //! The types here need no HTTP stack: they take and give bytes and streams of `Bytes`.
 
@@ -18,6 +20,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod multipart;
 pub mod qido;
 pub mod resource;
