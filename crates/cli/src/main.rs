@@ -2,6 +2,7 @@
 
 mod args;
 mod delete;
+mod dicomweb;
 mod echoscp;
 mod echoscu;
 mod exit;
@@ -10,6 +11,7 @@ mod getscu;
 mod logging;
 mod movescu;
 mod options;
+mod qido;
 mod qr_options;
 mod qr_services;
 mod qrscp;
@@ -19,8 +21,10 @@ mod serve_archive;
 mod serve_config;
 mod storescp;
 mod storescu;
+mod stow;
 mod termscu;
 mod tls_options;
+mod wado;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +65,13 @@ enum Tool {
     Qrscp(qrscp::Options),
     /// Ask a server to shut down with DCMTK's private shutdown request (like DCMTK's termscu).
     Termscu(termscu::Options),
+    /// QIDO-RS: search a DICOMweb server for studies, series or instances (PS3.18 10.6).
+    Qido(qido::Options),
+    /// WADO-RS: retrieve a study, series or instance from a DICOMweb server into a folder, or
+    /// print its metadata (PS3.18 10.4).
+    Wado(wado::Options),
+    /// STOW-RS: store DICOM files and folders on a DICOMweb server (PS3.18 10.5).
+    Stow(stow::Options),
 }
 
 /// Keeps glibc from handing every data-set buffer (a 512 KB file, a 128 KB PDU) back to the
@@ -107,7 +118,10 @@ fn main() -> std::process::ExitCode {
         | Tool::Findscu(_)
         | Tool::Getscu(_)
         | Tool::Movescu(_)
-        | Tool::Termscu(_) => tokio::runtime::Builder::new_current_thread(),
+        | Tool::Termscu(_)
+        | Tool::Qido(_)
+        | Tool::Wado(_)
+        | Tool::Stow(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -132,6 +146,9 @@ fn main() -> std::process::ExitCode {
             Tool::Serve(options) => serve_archive::run(options).await,
             Tool::Delete(options) => delete::run(options).await,
             Tool::Termscu(options) => termscu::run(options).await,
+            Tool::Qido(options) => qido::run(options).await,
+            Tool::Wado(options) => wado::run(options).await,
+            Tool::Stow(options) => stow::run(options).await,
         }
     });
     code.into()
