@@ -26,13 +26,15 @@ Every sub-command uses the client's public API as an application would (no hand-
             `_instances`, and reports each one's DICOM JSON results.
   metadata  `retrieve_study_metadata` / `_series_metadata` / `_instance_metadata`; every
             BulkDataURI of the metadata (nested ones too) is fetched with `retrieve_bulkdata` and
-            its bytes written to DIR/<SOP Instance UID>.<path>.bin; each instance is rebuilt
-            from its metadata with pydicom (`Dataset.from_json`, bulk data from those bytes) and
-            written to DIR/<SOP Instance UID>.dcm in Explicit VR Little Endian.
+            its bytes written to DIR/bulkdata/<SOP Instance UID>.<path>.bin; each instance is
+            rebuilt from its metadata with pydicom (`Dataset.from_json`, bulk data from those
+            bytes) and written to DIR/instances/<SOP Instance UID>.dcm in Explicit VR Little
+            Endian.
   frames    `retrieve_instance_frames` of the listed frames (media type as given, default the
             client's: any); writes DIR/frame-<N>.bin.
   rendered  `retrieve_instance_rendered` / `retrieve_series_rendered`; writes FILE and reports
-            what Pillow decodes of it (format, size, mode).
+            what Pillow decodes of it (format, size, mode), image by image when the body is a
+            multipart/related of rendered instances.
 
 Prints one JSON object on stdout. An HTTP error is reported, not raised:
   {"error": {"status": int, "method": str, "url": str, "body": str}}
@@ -223,8 +225,10 @@ def metadata(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
         datasets = attempt(lambda: web.retrieve_series_metadata(args.study, args.series))
     else:
         datasets = attempt(lambda: web.retrieve_study_metadata(args.study))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    rebuilt_dir = Path(args.out) / "instances"
+    bulk_dir = Path(args.out) / "bulkdata"
+    rebuilt_dir.mkdir(parents=True, exist_ok=True)
+    bulk_dir.mkdir(parents=True, exist_ok=True)
     instances = []
     for item in datasets:
         uid_attribute = item.get("00080018", {}).get("Value") or [""]
@@ -235,7 +239,7 @@ def metadata(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
             parts = attempt(lambda: web.retrieve_bulkdata(uri))
             content = b"".join(parts)
             fetched[uri] = content
-            path = out / f"{uid}.{where}.bin"
+            path = bulk_dir / f"{uid}.{where}.bin"
             path.write_bytes(content)
             bulk.append(
                 {
@@ -248,7 +252,7 @@ def metadata(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
         rebuilt = attempt(lambda: rebuild(item, fetched))
-        file = out / f"{uid}.dcm"
+        file = rebuilt_dir / f"{uid}.dcm"
         rebuilt.save_as(file, enforce_file_format=True)
         instances.append(
             {"sop_instance_uid": uid, "json": item, "bulkdata": bulk, "file": str(file)}
@@ -298,6 +302,25 @@ def frames(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
     return {"requested": numbers, "received": len(contents), "frames": written}
 
 
+def split_multipart(content: bytes) -> list[bytes] | None:
+    """The parts of a multipart/related body (RFC 2046 5.1.1), or None when `content` is not
+    one: `retrieve_*_rendered` returns the body alone, without its Content-Type, and a rendered
+    series or study is a multipart of rendered instances."""
+    body = content[2:] if content.startswith(b"\r\n") else content
+    if not body.startswith(b"--"):
+        return None
+    delimiter = b"\r\n" + body.split(b"\r\n", 1)[0]
+    parts = []
+    for chunk in (b"\r\n" + body).split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            return parts
+        header_end = chunk.find(b"\r\n\r\n")
+        if header_end < 0:
+            raise ValueError("a part has no end of its header block")
+        parts.append(chunk[header_end + 4 :])
+    raise ValueError("the multipart body has no close delimiter")
+
+
 def rendered(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image  # Pillow: a dependency of dicomweb-client
 
@@ -313,16 +336,21 @@ def rendered(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
             lambda: web.retrieve_series_rendered(args.study, args.series, media_types=media_types)
         )
     Path(args.out).write_bytes(content)
-    image = attempt(lambda: Image.open(BytesIO(content)))
-    attempt(image.load)
-    return {
-        "bytes": len(content),
-        "format": image.format,
-        "width": image.width,
-        "height": image.height,
-        "mode": image.mode,
-        "path": args.out,
-    }
+    parts = attempt(lambda: split_multipart(content))
+    images = []
+    for part in parts if parts is not None else [content]:
+        image = attempt(lambda: Image.open(BytesIO(part)))
+        attempt(image.load)
+        images.append(
+            {
+                "bytes": len(part),
+                "format": image.format,
+                "width": image.width,
+                "height": image.height,
+                "mode": image.mode,
+            }
+        )
+    return {"multipart": parts is not None, "images": images, "path": args.out}
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -10,6 +10,14 @@
 //!    `retrieve_series` and `retrieve_instance` (WADO-RS) return data sets equal to the files
 //!    sent, in the transfer syntax asked for (`*`: as stored, Implicit VR Little Endian
 //!    included).
+//! 2. dicomweb-client `search_for_studies`, `search_for_series` and `search_for_instances`
+//!    (QIDO-RS), global and study- or series-scoped, over the Q/R data set: every entity with
+//!    the values stored, filters on Patient's Name (wildcard, exact), Study Date (closed and open
+//!    ranges), Modality and Modalities in Study, UIDs (one and a list), SOP Class, an attribute
+//!    named by its tag; `includefield` by keyword, by tag and `all`; limit and offset (pages
+//!    that add up, and the client's `get_remaining`); fuzzy matching of names (given name, a
+//!    word of the family name, any case) that plain matching does not do; an unknown attribute
+//!    is a 400.
 //!
 //! Each test runs its own server on free ports of 127.0.0.1 over a data directory of its own;
 //! every process has a time limit. A missing peer skips the test (prints `SKIP:`), or fails it
@@ -649,5 +657,628 @@ fn dcmtk_stores_the_data_set_that_dicomweb_client_retrieves() {
         Some("*"),
         &[implicit],
         as_stored,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. QIDO-RS
+// ---------------------------------------------------------------------------------------------
+
+/// MR Image Storage (PS3.4 Annex B).
+const MR_IMAGE_STORAGE: &str = support::qr::MR_IMAGE_STORAGE;
+
+/// `dimsum serve` in `<dir>/data` loaded with the Q/R data set by DCMTK `storescu +sd`.
+/// `None` (after `SKIP:`) without DCMTK or dicomweb-client.
+fn archive_with_data_set(dir: &Path) -> Option<DimsumServe> {
+    dicomweb_client()?;
+    let server = DimsumServe::start(dir, &dir.join("data"), &[]);
+    let data = QrDataSet::get();
+    let folder = dir.join("to-store");
+    copy_into(&data.files(), &folder);
+    store_folder(
+        dir,
+        "storescu-load",
+        server.address(),
+        &folder,
+        data.files().len(),
+        || server.describe(),
+    )?;
+    Some(server)
+}
+
+/// What a search should answer: for each entity, told apart by its key, `(tag, value)` pairs.
+type Entities = BTreeMap<String, Vec<(Tag, String)>>;
+
+/// Tags whose values are sets (their order carries no meaning): compared sorted.
+const SET_VALUED: [Tag; 2] = [tags::MODALITIES_IN_STUDY, tags::SOP_CLASSES_IN_STUDY];
+
+/// The searches of one driver run and what they answered.
+struct Searches {
+    results: Value,
+    context: String,
+}
+
+impl Searches {
+    /// Runs every request of `requests` (`[{"name", "level", ...}]`, see the driver) in one
+    /// driver run. `None` (after `SKIP:`) without dicomweb-client.
+    fn run(dir: &Path, label: &str, server: &DimsumServe, requests: &[Value]) -> Option<Searches> {
+        let file = dir.join(format!("{label}.json"));
+        fs::write(&file, Value::Array(requests.to_vec()).to_string())
+            .expect("write the search requests");
+        let searched = dicomweb(dir, label, server, &["search".to_owned(), arg(&file)])?;
+        let context = format!("{}\n{}", searched.finished.describe(), server.describe());
+        let results = searched.report["results"].clone();
+        assert!(
+            results.is_object(),
+            "the driver reported no results\n{context}"
+        );
+        Some(Searches { results, context })
+    }
+
+    /// The data sets that the search `name` answered (panics with the request's method, URL
+    /// and status when it failed).
+    #[track_caller]
+    fn datasets(&self, name: &str) -> &[Value] {
+        let result = &self.results[name];
+        if let Some(error) = result.get("error") {
+            panic!(
+                "search {name:?} failed: {}\n{}",
+                describe_error(error),
+                self.context
+            );
+        }
+        result["datasets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_else(|| panic!("search {name:?} has no result\n{}", self.context))
+    }
+
+    /// The HTTP status that the search `name` failed with (panics when it succeeded).
+    #[track_caller]
+    fn error_status(&self, name: &str) -> u64 {
+        self.results[name]
+            .get("error")
+            .and_then(|error| error["status"].as_u64())
+            .unwrap_or_else(|| {
+                panic!(
+                    "search {name:?} succeeded, an HTTP error was expected: {}\n{}",
+                    self.results[name], self.context
+                )
+            })
+    }
+
+    /// The values of `key` in the results of `name`, asserting that none comes twice.
+    #[track_caller]
+    fn keys(&self, name: &str, key: Tag) -> BTreeSet<String> {
+        let datasets = self.datasets(name);
+        let keys: BTreeSet<String> = datasets.iter().map(|d| json_value(d, key)).collect();
+        assert_eq!(
+            keys.len(),
+            datasets.len(),
+            "search {name:?} answered an entity twice: {datasets:#?}"
+        );
+        keys
+    }
+
+    /// Asserts that `name` answered exactly the entities `expected` (told apart by `key`).
+    #[track_caller]
+    fn assert_keys(&self, name: &str, key: Tag, expected: &[&str]) {
+        let expected: BTreeSet<String> = expected.iter().map(|v| (*v).to_owned()).collect();
+        assert_eq!(
+            self.keys(name, key),
+            expected,
+            "what search {name:?} found ({key})\n{}",
+            self.context
+        );
+    }
+
+    /// Asserts that `name` answered exactly the entities of `expected`, each with its values.
+    #[track_caller]
+    fn assert_entities(&self, name: &str, key: Tag, expected: &Entities) {
+        let wanted: Vec<&str> = expected.keys().map(String::as_str).collect();
+        self.assert_keys(name, key, &wanted);
+        for dataset in self.datasets(name) {
+            let entity = json_value(dataset, key);
+            for (tag, value) in &expected[&entity] {
+                let mut got = json_values(dataset, *tag)
+                    .unwrap_or_else(|| panic!("search {name:?}: {entity} has no {tag}: {dataset}"));
+                let mut value: Vec<String> = value.split('\\').map(str::to_owned).collect();
+                if SET_VALUED.contains(tag) {
+                    got.sort();
+                    value.sort();
+                }
+                assert_eq!(got, value, "search {name:?}: {tag} of {entity}: {dataset}");
+            }
+        }
+    }
+}
+
+/// A search request for the driver.
+fn request(name: &str, level: &str, options: Value) -> Value {
+    let mut request = serde_json::json!({"name": name, "level": level});
+    if let (Some(request), Some(options)) = (request.as_object_mut(), options.as_object()) {
+        request.extend(options.clone());
+    }
+    request
+}
+
+/// The study-level values of each study of the data set (PS3.18 Table 10.6.3-3), by Study
+/// Instance UID.
+fn studies_expected(data: &QrDataSet) -> Entities {
+    data.studies()
+        .into_iter()
+        .map(|item| {
+            let study = item.study;
+            let instances = study.instances().count();
+            let mut modalities: Vec<&str> = study.modalities().into_iter().collect();
+            modalities.sort_unstable();
+            let mut values = vec![
+                (tags::PATIENT_NAME, item.patient.patient_name.clone()),
+                (tags::PATIENT_ID, item.patient.patient_id.clone()),
+                (tags::PATIENT_BIRTH_DATE, item.patient.birth_date.clone()),
+                (tags::PATIENT_SEX, item.patient.sex.clone()),
+                (tags::STUDY_DATE, study.study_date.clone()),
+                (tags::STUDY_TIME, study.study_time.clone()),
+                (tags::ACCESSION_NUMBER, study.accession_number.clone()),
+                (tags::STUDY_ID, study.study_id.clone()),
+                (tags::MODALITIES_IN_STUDY, modalities.join("\\")),
+                (
+                    tags::NUMBER_OF_STUDY_RELATED_SERIES,
+                    study.series.len().to_string(),
+                ),
+                (
+                    tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+                    instances.to_string(),
+                ),
+            ];
+            if !study.referring_physician.is_empty() {
+                values.push((
+                    tags::REFERRING_PHYSICIAN_NAME,
+                    study.referring_physician.clone(),
+                ));
+            }
+            (study.study_instance_uid.clone(), values)
+        })
+        .collect()
+}
+
+/// The series-level values of each series of the data set (Table 10.6.3-4), by Series Instance
+/// UID; with `with_study`, the Study Instance UID and Patient ID too (a search not scoped by a
+/// study returns the study's attributes).
+fn series_expected(data: &QrDataSet, with_study: bool) -> Entities {
+    data.studies()
+        .into_iter()
+        .flat_map(|item| {
+            item.study.series.iter().map(move |series| {
+                let mut values = vec![
+                    (tags::MODALITY, series.modality.clone()),
+                    (tags::SERIES_NUMBER, series.series_number.to_string()),
+                    (tags::SERIES_DESCRIPTION, series.description.clone()),
+                    (
+                        tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+                        series.instances.len().to_string(),
+                    ),
+                ];
+                if with_study {
+                    values.push((
+                        tags::STUDY_INSTANCE_UID,
+                        item.study.study_instance_uid.clone(),
+                    ));
+                    values.push((tags::PATIENT_ID, item.patient.patient_id.clone()));
+                }
+                (series.series_instance_uid.clone(), values)
+            })
+        })
+        .collect()
+}
+
+/// The instance-level values of each instance of the data set (Table 10.6.3-5), by SOP
+/// Instance UID; with `with_series`, the series' and study's UIDs and the Modality too.
+fn instances_expected(data: &QrDataSet, with_series: bool) -> Entities {
+    data.instances()
+        .into_iter()
+        .map(|item| {
+            let instance = item.instance;
+            let mut values = vec![
+                (tags::SOP_CLASS_UID, instance.sop_class_uid.clone()),
+                (tags::INSTANCE_NUMBER, instance.instance_number.to_string()),
+                (tags::ROWS, instance.rows.to_string()),
+                (tags::COLUMNS, instance.columns.to_string()),
+                (tags::BITS_ALLOCATED, instance.bits_allocated.to_string()),
+            ];
+            if with_series {
+                values.push((
+                    tags::STUDY_INSTANCE_UID,
+                    item.study.study_instance_uid.clone(),
+                ));
+                values.push((
+                    tags::SERIES_INSTANCE_UID,
+                    item.series.series_instance_uid.clone(),
+                ));
+                values.push((tags::MODALITY, item.series.modality.clone()));
+            }
+            (instance.sop_instance_uid.clone(), values)
+        })
+        .collect()
+}
+
+/// The entries of `all` whose key is in `keys`.
+fn only(all: &Entities, keys: &[&str]) -> Entities {
+    let entities: Entities = all
+        .iter()
+        .filter(|(key, _)| keys.contains(&key.as_str()))
+        .map(|(key, values)| (key.clone(), values.clone()))
+        .collect();
+    assert_eq!(
+        entities.len(),
+        keys.len(),
+        "keys not in the data set: {keys:?}"
+    );
+    entities
+}
+
+#[test]
+fn dicomweb_client_searches_studies_series_and_instances() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-qido") else {
+        return;
+    };
+    let Some(server) = archive_with_data_set(&dir) else {
+        return;
+    };
+    let data = QrDataSet::get();
+    let jane = &data.patients[0];
+    let (chest, brain) = (&jane.studies[0], &jane.studies[1]);
+    let knee = &data.patients[1].studies[0];
+    let outside = &data.patients[2].studies[0];
+    let study_uid = |study: &support::qr::QrStudy| study.study_instance_uid.clone();
+    let (chest_uid, brain_uid, knee_uid, outside_uid) = (
+        study_uid(chest),
+        study_uid(brain),
+        study_uid(knee),
+        study_uid(outside),
+    );
+    let axial = &chest.series[0];
+    let knee_pd = &knee.series[0];
+    let one_instance = &knee.series[1].instances[0];
+    let none = serde_json::json!({});
+    use serde_json::json;
+
+    let requests = vec![
+        // studies: everything, then each kind of filter
+        request("studies", "studies", none.clone()),
+        request(
+            "studies-name-wildcard",
+            "studies",
+            json!({"filters": {"PatientName": "Doe*"}}),
+        ),
+        request(
+            "studies-name-exact",
+            "studies",
+            json!({"filters": {"PatientName": "Smith^John^Quincy^Dr^Jr"}}),
+        ),
+        request(
+            "studies-date-range",
+            "studies",
+            json!({"filters": {"StudyDate": "20220101-20231231"}}),
+        ),
+        request(
+            "studies-date-from",
+            "studies",
+            json!({"filters": {"StudyDate": "20240101-"}}),
+        ),
+        request(
+            "studies-date-until",
+            "studies",
+            json!({"filters": {"StudyDate": "-20211231"}}),
+        ),
+        request(
+            "studies-modality-ct",
+            "studies",
+            json!({"filters": {"ModalitiesInStudy": "CT"}}),
+        ),
+        request(
+            "studies-modality-mr",
+            "studies",
+            json!({"filters": {"ModalitiesInStudy": "MR"}}),
+        ),
+        request(
+            "studies-uid-list",
+            "studies",
+            json!({"filters": {"StudyInstanceUID": format!("{chest_uid},{outside_uid}")}}),
+        ),
+        request(
+            "studies-by-tag",
+            "studies",
+            json!({"filters": {"00100020": "QR-0002"}}),
+        ),
+        request(
+            "studies-no-match",
+            "studies",
+            json!({"filters": {"PatientID": "NOBODY"}}),
+        ),
+        // includefield by keyword, by tag, and all
+        request(
+            "studies-fields",
+            "studies",
+            json!({"filters": {"PatientID": "QR-0001"}, "fields": ["StudyDescription"]}),
+        ),
+        request(
+            "studies-fields-by-tag",
+            "studies",
+            json!({"filters": {"PatientID": "QR-0002"}, "fields": ["00081030"]}),
+        ),
+        request(
+            "studies-fields-all",
+            "studies",
+            json!({"filters": {"PatientID": "QR-0003"}, "fields": ["all"]}),
+        ),
+        // limit and offset
+        request(
+            "studies-page-1",
+            "studies",
+            json!({"limit": 2, "offset": 0}),
+        ),
+        request(
+            "studies-page-2",
+            "studies",
+            json!({"limit": 2, "offset": 2}),
+        ),
+        request(
+            "studies-page-3",
+            "studies",
+            json!({"limit": 2, "offset": 4}),
+        ),
+        request(
+            "studies-one-by-one",
+            "studies",
+            json!({"limit": 1, "get_remaining": true}),
+        ),
+        // fuzzy matching of person names: word prefixes, any case
+        request(
+            "studies-given-name-not-fuzzy",
+            "studies",
+            json!({"filters": {"PatientName": "jane"}, "fuzzymatching": false}),
+        ),
+        request(
+            "studies-given-name-fuzzy",
+            "studies",
+            json!({"filters": {"PatientName": "jane"}, "fuzzymatching": true}),
+        ),
+        request(
+            "studies-family-word-fuzzy",
+            "studies",
+            json!({"filters": {"PatientName": "LOP"}, "fuzzymatching": true}),
+        ),
+        request(
+            "studies-referring-fuzzy",
+            "studies",
+            json!({"filters": {"ReferringPhysicianName": "greg"}, "fuzzymatching": true}),
+        ),
+        // a bad parameter
+        request(
+            "studies-unknown-attribute",
+            "studies",
+            json!({"filters": {"NoSuchAttribute": "1"}}),
+        ),
+        // series: global and study-scoped
+        request("series", "series", none.clone()),
+        request(
+            "series-modality",
+            "series",
+            json!({"filters": {"Modality": "MR"}}),
+        ),
+        request("series-of-study", "series", json!({"study": knee_uid})),
+        request(
+            "series-of-study-modality",
+            "series",
+            json!({"study": chest_uid, "filters": {"Modality": "OT"}}),
+        ),
+        request(
+            "series-of-study-number",
+            "series",
+            json!({"study": knee_uid, "filters": {"SeriesNumber": "2"}}),
+        ),
+        request(
+            "series-name-wildcard",
+            "series",
+            json!({"filters": {"PatientName": "Garcia*"}}),
+        ),
+        // instances: global, study- and series-scoped
+        request("instances", "instances", none.clone()),
+        request(
+            "instances-of-study",
+            "instances",
+            json!({"study": chest_uid}),
+        ),
+        request(
+            "instances-of-series",
+            "instances",
+            json!({"study": knee_uid, "series": knee_pd.series_instance_uid}),
+        ),
+        request(
+            "instances-sop-class",
+            "instances",
+            json!({"filters": {"SOPClassUID": MR_IMAGE_STORAGE}}),
+        ),
+        request(
+            "instances-name-wildcard",
+            "instances",
+            json!({"filters": {"PatientName": "Smith*"}}),
+        ),
+        request(
+            "instances-by-uid",
+            "instances",
+            json!({"filters": {"SOPInstanceUID": one_instance.sop_instance_uid}}),
+        ),
+        request(
+            "instances-of-series-page-1",
+            "instances",
+            json!({"study": chest_uid, "series": axial.series_instance_uid, "limit": 2}),
+        ),
+        request(
+            "instances-of-series-page-2",
+            "instances",
+            json!({"study": chest_uid, "series": axial.series_instance_uid,
+                   "limit": 2, "offset": 2}),
+        ),
+    ];
+    let Some(searches) = Searches::run(&dir, "search", &server, &requests) else {
+        return;
+    };
+    let study = tags::STUDY_INSTANCE_UID;
+    let all_studies = studies_expected(data);
+
+    searches.assert_entities("studies", study, &all_studies);
+    searches.assert_entities(
+        "studies-name-wildcard",
+        study,
+        &only(&all_studies, &[&chest_uid, &brain_uid]),
+    );
+    searches.assert_keys("studies-name-exact", study, &[&knee_uid]);
+    searches.assert_keys("studies-date-range", study, &[&brain_uid, &knee_uid]);
+    searches.assert_keys("studies-date-from", study, &[&chest_uid]);
+    searches.assert_keys("studies-date-until", study, &[&outside_uid]);
+    searches.assert_keys("studies-modality-ct", study, &[&chest_uid]);
+    searches.assert_keys("studies-modality-mr", study, &[&brain_uid, &knee_uid]);
+    searches.assert_keys("studies-uid-list", study, &[&chest_uid, &outside_uid]);
+    searches.assert_keys("studies-by-tag", study, &[&knee_uid]);
+    searches.assert_keys("studies-no-match", study, &[]);
+
+    let descriptions = |uids: &[&support::qr::QrStudy]| -> Entities {
+        uids.iter()
+            .map(|s| {
+                (
+                    s.study_instance_uid.clone(),
+                    vec![(tags::STUDY_DESCRIPTION, s.description.clone())],
+                )
+            })
+            .collect()
+    };
+    searches.assert_entities("studies-fields", study, &descriptions(&[chest, brain]));
+    searches.assert_entities("studies-fields-by-tag", study, &descriptions(&[knee]));
+    searches.assert_entities("studies-fields-all", study, &descriptions(&[outside]));
+    // without includefield, no Study Description
+    for dataset in searches.datasets("studies") {
+        assert!(
+            json_values(dataset, tags::STUDY_DESCRIPTION).is_none(),
+            "Study Description returned without includefield: {dataset}"
+        );
+    }
+
+    let page_1 = searches.keys("studies-page-1", study);
+    let page_2 = searches.keys("studies-page-2", study);
+    assert_eq!((page_1.len(), page_2.len()), (2, 2), "pages of 2 studies");
+    assert!(
+        page_1.is_disjoint(&page_2),
+        "pages overlap: {page_1:?} {page_2:?}"
+    );
+    let paged: BTreeSet<String> = page_1.union(&page_2).cloned().collect();
+    assert_eq!(
+        paged,
+        all_studies.keys().cloned().collect::<BTreeSet<_>>(),
+        "two pages of two give every study"
+    );
+    searches.assert_keys("studies-page-3", study, &[]);
+    searches.assert_entities("studies-one-by-one", study, &all_studies);
+
+    searches.assert_keys("studies-given-name-not-fuzzy", study, &[]);
+    searches.assert_keys("studies-given-name-fuzzy", study, &[&chest_uid, &brain_uid]);
+    searches.assert_keys("studies-family-word-fuzzy", study, &[&outside_uid]);
+    searches.assert_keys("studies-referring-fuzzy", study, &[&chest_uid]);
+
+    assert_eq!(
+        searches.error_status("studies-unknown-attribute"),
+        400,
+        "an unknown attribute is a bad request"
+    );
+
+    let series = tags::SERIES_INSTANCE_UID;
+    let all_series = series_expected(data, true);
+    searches.assert_entities("series", series, &all_series);
+    let mr_series: Vec<&str> = all_series
+        .iter()
+        .filter(|(_, values)| values.contains(&(tags::MODALITY, "MR".to_owned())))
+        .map(|(uid, _)| uid.as_str())
+        .collect();
+    assert_eq!(mr_series.len(), 3, "the data set has three MR series");
+    searches.assert_keys("series-modality", series, &mr_series);
+    let knee_series: Vec<&str> = knee
+        .series
+        .iter()
+        .map(|s| s.series_instance_uid.as_str())
+        .collect();
+    searches.assert_entities(
+        "series-of-study",
+        series,
+        &only(&series_expected(data, false), &knee_series),
+    );
+    searches.assert_keys(
+        "series-of-study-modality",
+        series,
+        &[&chest.series[1].series_instance_uid],
+    );
+    searches.assert_keys(
+        "series-of-study-number",
+        series,
+        &[&knee.series[1].series_instance_uid],
+    );
+    searches.assert_keys(
+        "series-name-wildcard",
+        series,
+        &[&outside.series[0].series_instance_uid],
+    );
+
+    let instance = tags::SOP_INSTANCE_UID;
+    let all_instances = instances_expected(data, true);
+    searches.assert_entities("instances", instance, &all_instances);
+    let uids_of = |instances: Vec<&QrInstance>| -> Vec<String> {
+        instances
+            .into_iter()
+            .map(|i| i.sop_instance_uid.clone())
+            .collect()
+    };
+    let chest_instances = uids_of(chest.instances().collect());
+    let chest_refs: Vec<&str> = chest_instances.iter().map(String::as_str).collect();
+    searches.assert_keys("instances-of-study", instance, &chest_refs);
+    let pd_instances = uids_of(knee_pd.instances.iter().collect());
+    let pd_refs: Vec<&str> = pd_instances.iter().map(String::as_str).collect();
+    searches.assert_entities(
+        "instances-of-series",
+        instance,
+        &only(&instances_expected(data, false), &pd_refs),
+    );
+    let mr_instances = uids_of(
+        data.instances()
+            .into_iter()
+            .filter(|i| i.instance.sop_class_uid == MR_IMAGE_STORAGE)
+            .map(|i| i.instance)
+            .collect(),
+    );
+    assert_eq!(mr_instances.len(), 5, "the data set has five MR instances");
+    let mr_refs: Vec<&str> = mr_instances.iter().map(String::as_str).collect();
+    searches.assert_keys("instances-sop-class", instance, &mr_refs);
+    let knee_instances = uids_of(knee.instances().collect());
+    let knee_refs: Vec<&str> = knee_instances.iter().map(String::as_str).collect();
+    searches.assert_keys("instances-name-wildcard", instance, &knee_refs);
+    searches.assert_keys(
+        "instances-by-uid",
+        instance,
+        &[&one_instance.sop_instance_uid],
+    );
+    let first_page = searches.keys("instances-of-series-page-1", instance);
+    let second_page = searches.keys("instances-of-series-page-2", instance);
+    assert_eq!(
+        (first_page.len(), second_page.len()),
+        (2, 1),
+        "pages of 2 of 3"
+    );
+    let axial_all: BTreeSet<String> = axial.sop_instance_uids();
+    assert_eq!(
+        first_page
+            .union(&second_page)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        axial_all,
+        "the two pages give the series' instances"
     );
 }
