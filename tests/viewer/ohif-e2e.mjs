@@ -6,7 +6,8 @@
 //   2. the study is opened from the list (its row, then the mode's button), and the viewer must
 //      draw the image: the viewport canvas's region of a screenshot must not be blank (the
 //      standard deviation of its luminance and its number of distinct levels, measured over
-//      the middle of the viewport, away from the overlay text in the corners);
+//      the middle of the viewport, away from the overlay text in the corners) and must rise
+//      from left to right, as the test's study does (a gradient);
 //   3. every request of the page is recorded: a response with status >= 400 or a request that
 //      failed is an error, except those to another origin than the server's (the outside world,
 //      which this machine cannot reach: they are aborted here, listed and ignored).
@@ -86,6 +87,23 @@ const isExternal = url => {
 };
 const isLocal = url => url.startsWith('data:') || url.startsWith('blob:');
 
+// The requests of the page that have not finished yet, and when one last started or ended.
+const inFlight = new Set();
+let lastActivity = Date.now();
+
+/** Waits until no request of the page has been in flight for `ms` (at most the step timeout). */
+async function quiet(page, ms) {
+  const deadline = Date.now() + stepTimeout;
+  while (inFlight.size > 0 || Date.now() - lastActivity < ms) {
+    if (Date.now() > deadline) {
+      throw new Error(
+        `requests still in flight after ${stepTimeout} ms: ${[...inFlight].map(r => r.url()).join(', ')}`,
+      );
+    }
+    await page.waitForTimeout(50);
+  }
+}
+
 function step(name) {
   const started = Date.now();
   report.steps.push({ name, ms: null });
@@ -100,6 +118,21 @@ async function screenshot(page, name) {
   await page.screenshot({ path, fullPage: false }).catch(() => {});
   report.screenshots.push(path);
   return path;
+}
+
+/**
+ * Whether the viewport region shows the test's image: not blank (a spread of luminance over
+ * many levels) and rising left to right, as the stored gradient does (pixel data decoded in
+ * the wrong byte order or as the wrong size would not).
+ */
+function drawn(statistics) {
+  return (
+    statistics !== null &&
+    statistics.stddev > 10 &&
+    statistics.levels > 16 &&
+    statistics.rightMean - statistics.leftMean > 40 &&
+    statistics.risingFraction > 0.9
+  );
 }
 
 /**
@@ -134,11 +167,30 @@ async function regionStatistics(page, png, box) {
         levels.add(Math.round(luminance));
       }
       const mean = sum / count;
+      // The mean luminance of each column, left to right: the stored gradient rises that way.
+      const columns = [];
+      for (let column = 0; column < width; column += 1) {
+        let columnSum = 0;
+        for (let row = 0; row < height; row += 1) {
+          const i = (row * width + column) * 4;
+          columnSum += 0.2126 * pixels[i] + 0.7152 * pixels[i + 1] + 0.0722 * pixels[i + 2];
+        }
+        columns.push(columnSum / height);
+      }
+      let rising = 0;
+      for (let column = 1; column < columns.length; column += 1) {
+        if (columns[column] >= columns[column - 1] - 0.5) {
+          rising += 1;
+        }
+      }
       return {
         region: { x, y, width, height },
         mean,
         stddev: Math.sqrt(Math.max(0, sumSquares / count - mean * mean)),
         levels: levels.size,
+        leftMean: columns[0],
+        rightMean: columns[columns.length - 1],
+        risingFraction: columns.length > 1 ? rising / (columns.length - 1) : 0,
       };
     },
     { data: png.toString('base64'), box },
@@ -168,8 +220,15 @@ async function main() {
     page.on('request', request => {
       if (!isLocal(request.url())) {
         report.requests += 1;
+        inFlight.add(request);
+        lastActivity = Date.now();
       }
     });
+    const settled = request => {
+      inFlight.delete(request);
+      lastActivity = Date.now();
+    };
+    page.on('requestfinished', settled);
     page.on('response', response => {
       if (response.status() >= 400 && !isExternal(response.url())) {
         report.failedRequests.push({
@@ -181,6 +240,7 @@ async function main() {
       }
     });
     page.on('requestfailed', request => {
+      settled(request);
       if (isExternal(request.url()) || isLocal(request.url())) {
         return;
       }
@@ -215,7 +275,7 @@ async function main() {
     await mode.waitFor({ state: 'visible' });
     // The selected study's series and thumbnails load first: leaving the page while they do
     // would abort them.
-    await page.waitForLoadState('networkidle');
+    await quiet(page, 750);
     await Promise.all([page.waitForURL(/\/viewer\/viewer\b/), mode.click()]);
     const opened = new URL(page.url());
     if (opened.searchParams.get('StudyInstanceUIDs') !== studyUid) {
@@ -235,7 +295,7 @@ async function main() {
       if (box && box.width > 16 && box.height > 16) {
         const png = await page.screenshot();
         statistics = { box, ...(await regionStatistics(page, png, box)) };
-        if (statistics.stddev > 10 && statistics.levels > 16) {
+        if (drawn(statistics)) {
           break;
         }
       }
@@ -243,11 +303,11 @@ async function main() {
     }
     report.viewport = statistics;
     done();
-    await page.waitForLoadState('networkidle').catch(() => {});
+    await quiet(page, 750);
     await screenshot(page, '2-viewer');
 
-    if (!statistics || !(statistics.stddev > 10 && statistics.levels > 16)) {
-      throw new Error(`the viewport stayed blank: ${JSON.stringify(statistics)}`);
+    if (!drawn(statistics)) {
+      throw new Error(`the viewport does not show the study's gradient: ${JSON.stringify(statistics)}`);
     }
     if (report.pageErrors.length > 0) {
       throw new Error(`the page threw: ${report.pageErrors.join('; ')}`);
