@@ -246,3 +246,94 @@ fn open_files(paths: &[PathBuf]) -> std::io::Result<(Vec<StoreFile>, usize)> {
     }
     Ok((files, skipped))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimsum_net::dataset::part10::FileMeta;
+    use dimsum_web::stow::StowResponse;
+
+    fn file(uid: &str) -> StoreFile {
+        StoreFile {
+            path: PathBuf::from(format!("{uid}.dcm")),
+            meta: FileMeta::new(
+                "1.2.840.10008.5.1.4.1.1.7",
+                uid,
+                "1.2.840.10008.1.2.1",
+                "1.2",
+                "T",
+            ),
+            data_offset: 132,
+            data_length: 868,
+        }
+    }
+
+    fn stored(uid: &str, warning: Option<u16>) -> InstanceOutcome {
+        InstanceOutcome::Stored {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".to_owned(),
+            sop_instance_uid: uid.to_owned(),
+            retrieve_url: None,
+            warning,
+        }
+    }
+
+    fn failed(uid: &str) -> InstanceOutcome {
+        InstanceOutcome::Failed {
+            sop_class_uid: String::new(),
+            sop_instance_uid: uid.to_owned(),
+            reason: 0xC000,
+        }
+    }
+
+    fn tally(outcomes: Vec<InstanceOutcome>, batch: &[StoreFile]) -> Tally {
+        let outcome = StowOutcome {
+            status: 202,
+            response: StowResponse {
+                retrieve_url: None,
+                outcomes,
+            },
+            warning: None,
+        };
+        let mut tally = Tally::default();
+        count(&outcome, batch, &mut tally);
+        tally
+    }
+
+    #[test]
+    fn each_file_is_counted_once_by_what_the_response_says_of_it() {
+        let batch = [file("1.1"), file("1.2"), file("1.3"), file("1.4")];
+        let counted = tally(
+            vec![
+                stored("1.1", None),
+                stored("1.2", Some(0xB000)),
+                failed("1.3"),
+            ],
+            &batch,
+        );
+        // 1.4 is not named: failed.
+        assert_eq!(
+            (
+                counted.stored,
+                counted.warnings,
+                counted.failed,
+                counted.bytes
+            ),
+            (1, 1, 2, 2000)
+        );
+    }
+
+    #[test]
+    fn an_instance_stored_under_another_uid_is_paired_with_the_file_left() {
+        // A data set whose SOP Instance UID is not its meta's: stored, not failed.
+        let batch = [file("1.1"), file("1.2")];
+        let counted = tally(vec![stored("1.1", None), stored("9.9", None)], &batch);
+        assert_eq!((counted.stored, counted.failed), (2, 0));
+        // A failure the server could not name is one of the files left.
+        let counted = tally(vec![stored("1.1", None), failed("")], &batch);
+        assert_eq!((counted.stored, counted.failed), (1, 1));
+        // The same instance sent twice and stored twice counts twice.
+        let twice = [file("1.1"), file("1.1")];
+        let counted = tally(vec![stored("1.1", None), stored("1.1", None)], &twice);
+        assert_eq!((counted.stored, counted.failed), (2, 0));
+    }
+}

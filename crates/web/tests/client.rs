@@ -11,6 +11,8 @@ mod common;
 use common::*;
 
 use dimsum_web::client::{Client, ClientError, ClientLimits, StowInstance};
+use dimsum_web::qido::QidoQuery;
+use dimsum_web::resource::Resource;
 use dimsum_web::stow::{InstanceOutcome, failure};
 use dimsum_web::wado::TransferSyntax;
 use tokio::net::TcpListener;
@@ -515,4 +517,101 @@ async fn credentials_stay_with_the_service_root() {
     assert_eq!(&bytes[..], b"abcd");
     let (head, _) = request.await.expect("request");
     assert!(header(&head, "authorization").is_none(), "{head}");
+}
+
+fn uid_of(found: &InMemDicomObject, tag: dimsum_dataset::dicom_core::Tag) -> String {
+    found
+        .get(tag)
+        .and_then(|element| element.to_str().ok())
+        .map(|text| text.trim_end_matches(['\0', ' ']).to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_at_every_level_find_what_was_stored() {
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sent = store_three(&served, &client, dir.path()).await;
+    let other_series = format!("{STUDY}.9");
+
+    // Studies: the one stored, with its patient; a fuzzy name key finds it, another does not.
+    let query = QidoQuery::new(&Resource::Studies).expect("query");
+    let studies = client.search_studies(&query).await.expect("studies");
+    assert_eq!(studies.len(), 1);
+    assert_eq!(uid_of(&studies[0], tags::STUDY_INSTANCE_UID), STUDY);
+    assert_eq!(uid_of(&studies[0], tags::PATIENT_ID), "P-WEB");
+    let mut fuzzy = QidoQuery::new(&Resource::Studies)
+        .expect("query")
+        .with_key("PatientName", "jane")
+        .expect("key");
+    fuzzy.fuzzy_matching = Some(true);
+    assert_eq!(client.search_studies(&fuzzy).await.expect("fuzzy").len(), 1);
+    let nobody = QidoQuery::new(&Resource::Studies)
+        .expect("query")
+        .with_key("PatientID", "NOBODY")
+        .expect("key");
+    assert!(
+        client
+            .search_studies(&nobody)
+            .await
+            .expect("no match")
+            .is_empty()
+    );
+
+    // Series of the study, and of every study filtered by modality.
+    let query = QidoQuery::new(&Resource::StudySeries(STUDY.to_owned())).expect("query");
+    let mut series: Vec<String> = client
+        .search_series(&query)
+        .await
+        .expect("series")
+        .iter()
+        .map(|found| uid_of(found, tags::SERIES_INSTANCE_UID))
+        .collect();
+    series.sort();
+    assert_eq!(series, vec![SERIES.to_owned(), other_series.clone()]);
+    let query = QidoQuery::new(&Resource::AllSeries)
+        .expect("query")
+        .with_key("Modality", "CT")
+        .expect("key");
+    assert_eq!(client.search_series(&query).await.expect("series").len(), 2);
+
+    // Instances of a series, paged.
+    let query = QidoQuery::new(&Resource::SeriesInstances(
+        STUDY.to_owned(),
+        SERIES.to_owned(),
+    ))
+    .expect("query");
+    let mut instances: Vec<String> = client
+        .search_instances(&query)
+        .await
+        .expect("instances")
+        .iter()
+        .map(|found| uid_of(found, tags::SOP_INSTANCE_UID))
+        .collect();
+    instances.sort();
+    assert_eq!(instances, vec![sent[0].sop.clone(), sent[1].sop.clone()]);
+    let mut paged = query.clone();
+    paged.limit = Some(1);
+    paged.offset = Some(1);
+    assert_eq!(
+        client.search_instances(&paged).await.expect("paged").len(),
+        1
+    );
+
+    // A date the matching rules cannot read: the server's 400, with its reason.
+    let bad_date = QidoQuery::new(&Resource::Studies)
+        .expect("query")
+        .with_key("StudyDate", "last-week")
+        .expect("the client leaves dates to the server");
+    let error = client.search_studies(&bad_date).await.expect_err("400");
+    assert_eq!(error.status(), Some(400), "{error}");
+    assert!(error.to_string().contains("StudyDate"), "{error}");
+
+    // A query of one level is not sent to another's search.
+    let studies_query = QidoQuery::new(&Resource::Studies).expect("query");
+    assert!(matches!(
+        client.search_instances(&studies_query).await,
+        Err(ClientError::Query(_))
+    ));
 }
