@@ -68,7 +68,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -76,7 +76,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, RwLock};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use dimsum_dataset::query_model::{QueryModel, QueryService};
 use dimsum_dataset::scan::ScanLimits;
@@ -357,6 +357,9 @@ struct Inner {
     /// needs of it (prepared on the thread that wrote the file).
     stored: Arc<Mutex<HashMap<String, Stored>>>,
     counters: Counters,
+    /// An instance was acknowledged whose commit then failed: its file is kept, and the archive
+    /// is not marked clean at close, so that the next start indexes it.
+    index_behind: AtomicBool,
     _lock: File,
 }
 
@@ -426,6 +429,7 @@ impl Archive {
                 uid_locks: Mutex::default(),
                 stored,
                 counters: Counters::default(),
+                index_behind: AtomicBool::new(false),
                 _lock: lock_file,
             }),
         };
@@ -506,11 +510,25 @@ impl Archive {
         Ok(deleted)
     }
 
+    /// Waits until every store in flight is committed to the index and what follows its
+    /// commit is done (the file of a replaced instance removed). Reads need not call it: they
+    /// see every acknowledged store anyway ([`Index::hand_over`]).
+    pub async fn settle(&self) {
+        drop(self.inner.ingest.write().await);
+    }
+
     /// Waits for the stores in flight, marks the index clean and closes it. The archive
     /// stores nothing more.
     pub async fn close(&self) -> Result<(), Error> {
         let _exclusive = self.inner.ingest.write().await;
-        self.inner.index.mark_clean().await?;
+        if self.inner.index_behind.load(Ordering::SeqCst) {
+            warn!(
+                "{}: stored files are missing from the index; the next start indexes them",
+                self.inner.config.data_dir.display()
+            );
+        } else {
+            self.inner.index.mark_clean().await?;
+        }
         self.inner.index.close().await?;
         Ok(())
     }
@@ -713,7 +731,9 @@ impl Archive {
         // (at the end of a small instance, before a large one starts going to disk).
         let index = self.inner.index.clone();
         let lookup_uid = uid.to_owned();
-        let existing = tokio::spawn(async move { index.lookup(lookup_uid).await });
+        // What is committed is enough: no other store of this UID is in flight while this one
+        // holds the UID's lock (until its commit).
+        let existing = tokio::spawn(async move { index.lookup_committed(lookup_uid).await });
         let writer = self.inner.files.begin(instance).await?;
         Ok(Box::new(ArchiveWriter {
             archive: self.clone(),
@@ -723,11 +743,15 @@ impl Archive {
             received: 0,
             kept_first: false,
             replacing: None,
-            _guards: (ingest, uid_guard),
+            guards: Some((ingest, uid_guard)),
         }))
     }
 
-    /// The file storage stored `stored`: index it, or undo the store.
+    /// The file storage stored `stored`: hands it over to the index and answers at once. From
+    /// then on every read of the index waits for it ([`Index::hand_over`]), so the peer, told
+    /// it is stored, finds it; the commit itself overlaps the next store's arrival. A task
+    /// waits for the commit, holding the store's guards until then. A data set the index
+    /// cannot take (its preparation failed) is refused and its file removed.
     async fn commit_store(
         &self,
         Stored {
@@ -735,23 +759,10 @@ impl Archive {
             prepared,
         }: Stored,
         replacing: Option<IndexedInstance>,
+        guards: Option<StoreGuards>,
     ) -> Result<(), StoreFailure> {
-        let uid = stored.instance.sop_instance_uid.clone();
-        let indexed = self.index_stored(prepared, replacing.is_some()).await;
-        match indexed {
-            Ok(inserted) => {
-                add(&self.inner.counters.stored, 1);
-                add(&self.inner.counters.stored_bytes, stored.data_set_length);
-                if let Inserted::Replaced { old_file } = inserted {
-                    add(&self.inner.counters.replaced, 1);
-                    if let Some(old) = old_file
-                        && let Err(error) = self.remove_files(vec![old]).await
-                    {
-                        warn!("instance {uid}: the replaced file stays: {error}");
-                    }
-                }
-                Ok(())
-            }
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
             Err(failure) => {
                 // Nothing of it stays; a replaced instance whose file it overwrote goes too.
                 if let Some(old) = replacing
@@ -762,34 +773,58 @@ impl Archive {
                         .delete(DeleteTarget::Instance(old.sop_instance_uid))
                         .await
                 {
-                    warn!("instance {uid}: {error}");
+                    warn!("instance {}: {error}", stored.instance.sop_instance_uid);
                 }
                 let path = stored.path.clone();
+                let uid = stored.instance.sop_instance_uid.clone();
                 match tokio::task::spawn_blocking(move || remove_file(&path)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => warn!("instance {uid}: {error}"),
                     Err(error) => warn!("instance {uid}: {error}"),
                 }
-                Err(failure)
+                return Err(failure);
             }
-        }
-    }
-
-    async fn index_stored(
-        &self,
-        prepared: Result<PreparedInstance, StoreFailure>,
-        replacing: bool,
-    ) -> Result<Inserted, StoreFailure> {
-        let on_duplicate = if replacing {
+        };
+        let on_duplicate = if replacing.is_some() {
             OnDuplicate::Replace
         } else {
             OnDuplicate::Fail
         };
-        self.inner
-            .index
-            .insert_prepared(prepared?, on_duplicate)
-            .await
-            .map_err(index_failure)
+        let committed = self.inner.index.hand_over(prepared, on_duplicate);
+        add(&self.inner.counters.stored, 1);
+        add(&self.inner.counters.stored_bytes, stored.data_set_length);
+        let archive = self.clone();
+        tokio::spawn(async move {
+            let outcome = committed.await;
+            archive.after_commit(&stored, outcome).await;
+            drop(guards);
+        });
+        Ok(())
+    }
+
+    /// What follows the commit of a stored instance: the file of the instance it replaced is
+    /// removed; if the commit failed, the file is kept (its peer was told it is stored) and the
+    /// archive left not clean, so that the next start indexes it.
+    async fn after_commit(&self, stored: &StoredInstance, outcome: Result<Inserted, IndexError>) {
+        let uid = &stored.instance.sop_instance_uid;
+        match outcome {
+            Ok(Inserted::Replaced { old_file }) => {
+                add(&self.inner.counters.replaced, 1);
+                if let Some(old) = old_file
+                    && let Err(error) = self.remove_files(vec![old]).await
+                {
+                    warn!("instance {uid}: the replaced file stays: {error}");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                self.inner.index_behind.store(true, Ordering::SeqCst);
+                error!(
+                    "instance {uid}: stored in {} but not indexed ({error}); the next start indexes it",
+                    stored.path.display()
+                );
+            }
+        }
     }
 }
 
@@ -969,7 +1004,7 @@ fn stored_instance(
         stored.path.clone(),
         ts.clone(),
         (stored.data_set_offset, stored.data_set_length),
-        attributes,
+        (attributes, stored.summary.pixel_data_header),
         identity,
     )
 }
@@ -981,20 +1016,31 @@ fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error>
         file.path,
         file.meta.transfer_syntax_uid,
         (file.data_set_offset, file.data_set_length),
-        file.attributes,
+        (file.attributes, file.summary.pixel_data_header),
         identity,
     )
 }
 
 /// The instance to index for the file at `path` whose data set (in `transfer_syntax_uid`,
-/// at `(offset, length)` in the file) has `attributes` and `identity`.
+/// at `(offset, length)` in the file) has `attributes` (those before the pixel data, and the
+/// tag and VR of the pixel data element the scan found, which the index records as a bulk data
+/// element) and `identity`.
 fn new_instance(
     path: PathBuf,
     transfer_syntax_uid: String,
     (data_set_offset, data_set_length): (u64, u64),
-    attributes: dimsum_dataset::dicom_object::InMemDicomObject,
+    (mut attributes, pixel_data): (
+        dimsum_dataset::dicom_object::InMemDicomObject,
+        Option<(
+            dimsum_dataset::dicom_core::Tag,
+            dimsum_dataset::dicom_core::VR,
+        )>,
+    ),
     identity: Result<Identity, &'static str>,
 ) -> Result<NewInstance, Error> {
+    if let Some((tag, vr)) = pixel_data {
+        attributes.put(dimsum_dataset::dicom_core::DataElement::empty(tag, vr));
+    }
     let identity = identity.map_err(|name| Error::MissingAttribute {
         path: path.clone(),
         name,
@@ -1029,9 +1075,15 @@ struct ArchiveWriter {
     kept_first: bool,
     /// The indexed instance this store replaces.
     replacing: Option<IndexedInstance>,
-    /// Held until the store is indexed or dropped.
-    _guards: (OwnedRwLockReadGuard<()>, OwnedMutexGuard<()>),
+    /// Held until the store is committed to the index (then by the task that waits for it),
+    /// or dropped.
+    guards: Option<StoreGuards>,
 }
+
+/// What a store holds until its instance is committed to the index: the shared ingest lock
+/// (deletes and close wait for it) and the lock of its SOP Instance UID (a second store of the
+/// same UID waits, then finds the first indexed).
+type StoreGuards = (OwnedRwLockReadGuard<()>, OwnedMutexGuard<()>);
 
 fn finished_already() -> StoreFailure {
     StoreFailure::new(
@@ -1139,7 +1191,7 @@ impl InstanceWriter for ArchiveWriter {
                 )),
                 (Ok(success), Some(stored)) => self
                     .archive
-                    .commit_store(stored, self.replacing.take())
+                    .commit_store(stored, self.replacing.take(), self.guards.take())
                     .await
                     .map(|()| StoreSuccess {
                         status: Status::SUCCESS,

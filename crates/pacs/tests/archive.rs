@@ -286,6 +286,8 @@ async fn duplicates_are_kept_replaced_or_refused_as_configured() {
         ..first.clone()
     };
     store(&archive, &moved).await.expect("replaced");
+    // The old file is removed once the replacement is committed, after the store is answered.
+    archive.settle().await;
     assert!(!stored_path(data.path(), &first).exists());
     assert!(
         !stored_path(data.path(), &first)

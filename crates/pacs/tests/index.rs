@@ -19,7 +19,7 @@ use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{
     DeleteTarget, Deleted, Index, IndexError, IndexedInstance, Inserted, NewInstance, OnDuplicate,
-    SqliteConfig, SqliteIndex,
+    PreparedInstance, SqliteConfig, SqliteIndex,
 };
 use dimsum_pacs::matching::MatchOptions;
 
@@ -811,12 +811,27 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
     let insert = tokio::spawn(async move { index.insert(new, OnDuplicate::Fail).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!insert.is_finished(), "resolved before its commit");
-    assert!(fixture.lookup("2.1.9.1").await.is_none());
-    assert_eq!(
-        fixture
-            .column("SERIES", vec![study_uid("2.1")], tags::SERIES_INSTANCE_UID)
-            .await,
-        ["2.1.1"]
+    // What is committed does not hold it yet.
+    let committed = fixture.index.lookup_committed("2.1.9.1".into()).await;
+    assert!(committed.expect("lookup").is_none());
+    // A read that starts now waits for the instance handed over before it: it never answers
+    // without it.
+    let index = fixture.index.clone();
+    let lookup = tokio::spawn(async move { index.lookup("2.1.9.1".into()).await });
+    let index = fixture.index.clone();
+    let series = tokio::spawn(async move {
+        let mut keys = InMemDicomObject::from_element_iter([
+            study_uid("2.1"),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+        ]);
+        keys.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"));
+        let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
+        query_all(&index, plan, None).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !lookup.is_finished() && !series.is_finished(),
+        "read before the commit"
     );
     blocker.execute_batch("COMMIT").expect("unlock");
     let inserted = tokio::time::timeout(Duration::from_secs(10), insert)
@@ -825,7 +840,42 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
         .expect("task")
         .expect("inserted");
     assert_eq!(inserted, Inserted::New);
-    assert!(fixture.lookup("2.1.9.1").await.is_some());
+    let found = tokio::time::timeout(Duration::from_secs(10), lookup)
+        .await
+        .expect("answered")
+        .expect("task")
+        .expect("lookup");
+    assert_eq!(found.expect("found").sop_instance_uid, "2.1.9.1");
+    let series = tokio::time::timeout(Duration::from_secs(10), series)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(series.len(), 2, "{series:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_after_a_hand_over_sees_the_instance() {
+    let fixture = Fixture::new().await;
+    for (uid, spec) in ["9.9.9.0", "9.9.9.1", "9.9.9.2"].into_iter().zip(specs()) {
+        let spec = Spec {
+            sop: (uid, spec.sop.1),
+            ..spec
+        };
+        let prepared = PreparedInstance::new(spec.new_instance(fixture.root())).expect("prepared");
+        // Handed over and not awaited: the reads right after it find it all the same.
+        let committed = fixture.index.hand_over(prepared, OnDuplicate::Fail);
+        assert_eq!(
+            fixture.lookup(uid).await.expect("found").sop_instance_uid,
+            uid
+        );
+        let keys = vec![
+            study_uid(spec.study.0),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, spec.series.0),
+        ];
+        let images = fixture.column("IMAGE", keys, tags::SOP_INSTANCE_UID).await;
+        assert!(images.iter().any(|found| found == uid), "{images:?}");
+        assert_eq!(committed.await.expect("committed"), Inserted::New);
+    }
 }
 
 #[tokio::test]

@@ -236,7 +236,22 @@ pub trait Index: Send + Sync + 'static {
         &self,
         instance: PreparedInstance,
         on_duplicate: OnDuplicate,
-    ) -> BoxFuture<'_, Result<Inserted, IndexError>>;
+    ) -> BoxFuture<'_, Result<Inserted, IndexError>> {
+        self.hand_over(instance, on_duplicate)
+    }
+
+    /// Hands a prepared instance over to be indexed, and returns at once a future that
+    /// resolves once it is committed (or failed). From the moment this returns, every read of
+    /// the index (queries, look-ups, retrievals, records, counts) waits until the instance is
+    /// committed or failed before it reads: whoever was told the instance is stored finds it.
+    /// The store path answers its peer on this promise, without waiting for the commit.
+    /// Writes (deletes) are not ordered after it: the archive makes them wait for the stores in
+    /// flight. Call it within a tokio runtime.
+    fn hand_over(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'static, Result<Inserted, IndexError>>;
 
     /// The response identifiers of a hierarchical query, at most `limit` of them (`None`: no
     /// limit) before the stream ends with [`IndexError::TooManyMatches`].
@@ -261,6 +276,15 @@ pub trait Index: Send + Sync + 'static {
 
     /// The instance with this SOP Instance UID, if it is indexed.
     fn lookup(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>>;
+
+    /// [`Index::lookup`] of what is committed now, without waiting for the instances handed
+    /// over ([`Index::hand_over`]): the duplicate check of a store, which holds the lock of its
+    /// SOP Instance UID (so that no store of the same UID is in flight) and must not wait for
+    /// the commits of other instances.
+    fn lookup_committed(
         &self,
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>>;

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,6 +109,8 @@ pub struct SqliteIndex {
 struct Inner {
     config: SqliteConfig,
     writer: mpsc::Sender<WriteOp>,
+    /// The inserts handed over ([`Index::hand_over`]), which reads wait for.
+    handed_over: HandOvers,
     thread: Mutex<Option<JoinHandle<()>>>,
     idle_readers: Mutex<Vec<Connection>>,
     /// Streaming queries.
@@ -210,6 +213,7 @@ impl SqliteIndex {
             inner: Arc::new(Inner {
                 config,
                 writer,
+                handed_over: HandOvers::new(),
                 thread: Mutex::new(Some(thread)),
                 idle_readers: Mutex::new(Vec::new()),
                 query_permits: Arc::new(Semaphore::new(readers)),
@@ -253,8 +257,24 @@ impl SqliteIndex {
         done.await.map_err(|_| IndexError::WriterGone)?
     }
 
-    /// Runs `read` on a reader connection on the blocking pool.
+    /// Waits until every insert handed over before this call is committed (or failed).
+    async fn settle(&self) -> Result<(), IndexError> {
+        self.inner.handed_over.settle().await;
+        Ok(())
+    }
+
+    /// Runs `read` on a reader connection on the blocking pool, once the inserts handed over
+    /// before it are committed.
     async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection, &SqliteConfig) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        self.settle().await?;
+        self.read_committed(read).await
+    }
+
+    /// Runs `read` on a reader connection on the blocking pool, on what is committed now.
+    async fn read_committed<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection, &SqliteConfig) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
@@ -341,6 +361,75 @@ enum Done {
 struct WriteOp {
     operation: Operation,
     reply: oneshot::Sender<Result<Done, IndexError>>,
+}
+
+/// The inserts handed over to the writer ([`Index::hand_over`]), numbered in the order they
+/// were handed over, and how far they are all done: reads wait until every insert numbered
+/// before them is (so that whoever was told an instance is stored finds it), never for those
+/// that came after (so that a steady ingest cannot hold a read back for ever).
+struct HandOvers {
+    /// The number the next insert gets.
+    next: AtomicU64,
+    /// The inserts done after one still in flight.
+    done_early: Mutex<BTreeSet<u64>>,
+    /// Every insert numbered below this is done.
+    done_below: tokio::sync::watch::Sender<u64>,
+}
+
+impl HandOvers {
+    fn new() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            done_early: Mutex::new(BTreeSet::new()),
+            done_below: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Numbers a new insert.
+    fn begin(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Insert `number` is committed, failed, or abandoned.
+    fn done(&self, number: u64) {
+        let mut early = self
+            .done_early
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.done_below.send_modify(|below| {
+            if number == *below {
+                *below += 1;
+                while early.remove(below) {
+                    *below += 1;
+                }
+            } else if number > *below {
+                early.insert(number);
+            }
+        });
+    }
+
+    /// Waits until every insert numbered before this call is done.
+    async fn settle(&self) {
+        let target = self.next.load(Ordering::SeqCst);
+        if *self.done_below.borrow() >= target {
+            return;
+        }
+        let mut done_below = self.done_below.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = done_below.wait_for(|below| *below >= target).await;
+    }
+}
+
+/// Marks its insert done when dropped: after its answer, or when the insert is abandoned.
+struct HandOverDone<'a> {
+    hand_overs: &'a HandOvers,
+    number: u64,
+}
+
+impl Drop for HandOverDone<'_> {
+    fn drop(&mut self) {
+        self.hand_overs.done(self.number);
+    }
 }
 
 fn unexpected() -> IndexError {
@@ -1467,20 +1556,39 @@ fn read_instance_records(
 }
 
 impl Index for SqliteIndex {
-    fn insert_prepared(
+    fn hand_over(
         &self,
         instance: PreparedInstance,
         on_duplicate: OnDuplicate,
-    ) -> BoxFuture<'_, Result<Inserted, IndexError>> {
-        Box::pin(async move {
-            match self
-                .write(Operation::Insert(Box::new(instance), on_duplicate))
-                .await?
-            {
-                Done::Inserted(inserted) => Ok(inserted),
-                _ => Err(unexpected()),
-            }
-        })
+    ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
+        // Numbered now, before the caller goes on: any read that starts after this call returns
+        // waits for it. It is queued by a task of its own, so that it goes on whether or not
+        // the caller awaits the answer (a read waiting for it must never wait for ever).
+        let number = self.inner.handed_over.begin();
+        let inner = self.inner.clone();
+        let (answer, answered) = oneshot::channel();
+        tokio::spawn(async move {
+            let _done = HandOverDone {
+                hand_overs: &inner.handed_over,
+                number,
+            };
+            let (reply, done) = oneshot::channel();
+            let operation = WriteOp {
+                operation: Operation::Insert(Box::new(instance), on_duplicate),
+                reply,
+            };
+            let outcome = match inner.writer.send(operation).await {
+                Ok(()) => match done.await {
+                    Ok(Ok(Done::Inserted(inserted))) => Ok(inserted),
+                    Ok(Ok(_)) => Err(unexpected()),
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err(IndexError::WriterGone),
+                },
+                Err(_) => Err(IndexError::WriterGone),
+            };
+            let _ = answer.send(outcome);
+        });
+        Box::pin(async move { answered.await.map_err(|_| IndexError::WriterGone)? })
     }
 
     fn query(
@@ -1489,6 +1597,7 @@ impl Index for SqliteIndex {
         limit: Option<usize>,
     ) -> BoxFuture<'_, Result<ResponseStream, IndexError>> {
         Box::pin(async move {
+            self.settle().await?;
             let permit = self
                 .inner
                 .query_permits
@@ -1532,6 +1641,7 @@ impl Index for SqliteIndex {
         entity: EntityUids,
     ) -> BoxFuture<'_, Result<RecordStream, IndexError>> {
         Box::pin(async move {
+            self.settle().await?;
             let permit = self
                 .inner
                 .query_permits
@@ -1563,7 +1673,17 @@ impl Index for SqliteIndex {
         &self,
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
-        Box::pin(self.read(move |connection, _| {
+        Box::pin(async move {
+            self.settle().await?;
+            self.lookup_committed(sop_instance_uid).await
+        })
+    }
+
+    fn lookup_committed(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
+        Box::pin(self.read_committed(move |connection, _| {
             Ok(connection
                 .prepare_cached(&format!(
                     "SELECT {INSTANCE_COLUMNS_BY_SUBQUERY} FROM instance i WHERE i.sop_instance_uid = ?"
