@@ -28,6 +28,7 @@ use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::ops::{AttributeSelector, AttributeSelectorStep};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 use flate2::read::DeflateDecoder;
@@ -96,6 +97,41 @@ pub struct Summary {
     pub elements: usize,
     /// True if the top-level data set has Pixel Data, Float or Double Float Pixel Data.
     pub has_pixel_data: bool,
+    /// The tag and VR of that element (in implicit VR, the dictionary's: OW for Pixel Data).
+    pub pixel_data_header: Option<(Tag, VR)>,
+}
+
+/// Where the top-level Pixel Data (7FE0,0010) of a data set lies (PS3.5 §7.1 and §8.2 native,
+/// §A.4 encapsulated), as [`locate_pixel_data`] found it while scanning, or any element that
+/// [`locate_element`] was asked for. Offsets count from the first byte of the data set (of the
+/// inflated data set for a deflated transfer syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelDataLocation {
+    /// Offset of the element's header.
+    pub header_offset: u64,
+    /// The VR of the element (in implicit VR, the dictionary's: OW).
+    pub vr: VR,
+    /// Its value.
+    pub value: PixelDataValue,
+}
+
+/// The value of a Pixel Data element (PS3.5 §8.2, §A.4), or of any other element located
+/// (`Native`: a value of defined length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PixelDataValue {
+    /// Native pixel data of defined length.
+    Native { offset: u64, length: u32 },
+    /// Encapsulated pixel data: every item in order, the Basic Offset Table first.
+    Encapsulated { items: Vec<ItemLocation> },
+}
+
+/// One item of encapsulated pixel data (PS3.5 §A.4): the offset of its tag, and the offset and
+/// length of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemLocation {
+    pub item_offset: u64,
+    pub offset: u64,
+    pub length: u32,
 }
 
 /// Why a data set was refused (PS3.5 §7). Offsets count from the first byte of the data set.
@@ -220,6 +256,80 @@ pub fn scan<R: Read + Seek>(
         });
     }
     Ok(summary)
+}
+
+/// [`scan`], which also says where the top-level Pixel Data is (`None` when there is none): the
+/// same bounded walk, recording the offset of its value, or of each item of encapsulated pixel
+/// data (at most [`ScanLimits::max_elements`] of them).
+pub fn locate_pixel_data<R: Read + Seek>(
+    reader: R,
+    length: u64,
+    transfer_syntax_uid: &str,
+    limits: &ScanLimits,
+) -> Result<(Summary, Option<PixelDataLocation>), ScanError> {
+    let path = AttributeSelector::from(PIXEL_DATA);
+    locate_element(reader, length, transfer_syntax_uid, &path, limits)
+}
+
+/// [`scan`], which also says where the element at `path` is (items numbered from 0; `None` when
+/// there is none, or it is a sequence): the same bounded walk, recording the offset of its
+/// value, or of each item of encapsulated pixel data. This is how a bulk data element is found
+/// in a stored file without decoding anything else.
+pub fn locate_element<R: Read + Seek>(
+    mut reader: R,
+    length: u64,
+    transfer_syntax_uid: &str,
+    path: &AttributeSelector,
+    limits: &ScanLimits,
+) -> Result<(Summary, Option<PixelDataLocation>), ScanError> {
+    let encoding = encoding_of(transfer_syntax_uid)?;
+    if transfer_syntax::is_deflated(transfer_syntax_uid) {
+        let source = StreamSource(DeflateDecoder::new(reader.take(length)));
+        let mut scanner = Scanner::new(source, None, Encoding::ExplicitLittle, limits);
+        scanner.target = Some(Target::new(path));
+        return scanner.run_located();
+    }
+    let io_error = |source| ScanError::Io { offset: 0, source };
+    let start = reader.stream_position().map_err(io_error)?;
+    let mut scanner = Scanner::new(SeekSource(&mut reader), Some(length), encoding, limits);
+    scanner.target = Some(Target::new(path));
+    let located = scanner.run_located()?;
+    let actual_end = reader.seek(SeekFrom::End(0)).map_err(io_error)?;
+    if actual_end < start.saturating_add(length) {
+        return Err(ScanError::Truncated {
+            offset: actual_end.saturating_sub(start),
+            inside: "the last element".to_owned(),
+        });
+    }
+    Ok(located)
+}
+
+/// The element [`locate_element`] looks for, and what it found.
+struct Target {
+    /// The items entered (sequence tag, item index from 0), then the element's tag.
+    items: Vec<(Tag, u32)>,
+    tag: Tag,
+    found: Option<PixelDataLocation>,
+    /// While the fragments of the element found are being read: the depth of their frame.
+    fragments_at: Option<usize>,
+}
+
+impl Target {
+    fn new(path: &AttributeSelector) -> Target {
+        let items = path
+            .iter()
+            .filter_map(|step| match *step {
+                AttributeSelectorStep::Nested { tag, item } => Some((tag, item)),
+                AttributeSelectorStep::Tag(_) => None,
+            })
+            .collect();
+        Target {
+            items,
+            tag: path.last_tag(),
+            found: None,
+            fragments_at: None,
+        }
+    }
 }
 
 /// Scans a data set held in memory; see [`scan`].
@@ -387,6 +497,8 @@ struct Scanner<'l, S> {
     depth: usize,
     headers: usize,
     summary: Summary,
+    /// `Some` when an element is to be located ([`locate_element`]).
+    target: Option<Target>,
 }
 
 impl<'l, S: Source> Scanner<'l, S> {
@@ -409,10 +521,20 @@ impl<'l, S: Source> Scanner<'l, S> {
             depth: 0,
             headers: 0,
             summary: Summary::default(),
+            target: None,
         }
     }
 
-    fn run(mut self) -> Result<Summary, ScanError> {
+    fn run_located(self) -> Result<(Summary, Option<PixelDataLocation>), ScanError> {
+        let (summary, target) = self.walk()?;
+        Ok((summary, target.and_then(|target| target.found)))
+    }
+
+    fn run(self) -> Result<Summary, ScanError> {
+        self.walk().map(|(summary, _)| summary)
+    }
+
+    fn walk(mut self) -> Result<(Summary, Option<Target>), ScanError> {
         while let Some(frame) = self.stack.last().copied() {
             let is_top_level = self.stack.len() == 1;
             if frame.end == Some(self.position) {
@@ -441,7 +563,7 @@ impl<'l, S: Source> Scanner<'l, S> {
             let header_offset = self.position;
             let Some(header) = self.read_header(&frame, is_top_level, remaining)? else {
                 // The stream ended cleanly between two top-level elements.
-                return Ok(self.summary);
+                return Ok((self.summary, self.target));
             };
             self.headers += 1;
             if self.headers > self.limits.max_elements {
@@ -456,7 +578,7 @@ impl<'l, S: Source> Scanner<'l, S> {
                 Content::Fragments => self.on_fragment(&frame, header, header_offset)?,
             }
         }
-        Ok(self.summary)
+        Ok((self.summary, self.target))
     }
 
     /// Describes the container `level` frames below the innermost one (0 = innermost).
@@ -655,6 +777,29 @@ impl<'l, S: Source> Scanner<'l, S> {
         let is_top_level = self.stack.len() == 1;
         if is_top_level && matches!(tag, PIXEL_DATA | FLOAT_PIXEL_DATA | DOUBLE_FLOAT_PIXEL_DATA) {
             self.summary.has_pixel_data = true;
+            self.summary.pixel_data_header =
+                Some((tag, header.vr.unwrap_or_else(|| implicit_vr(tag))));
+        }
+        if self.is_target(tag)
+            && !self.is_sequence(frame, &header, offset)?
+            && let Some(target) = self.target.as_mut()
+        {
+            if header.length == UNDEFINED_LENGTH {
+                // Its fragments come next, in the frame opened below.
+                target.fragments_at = Some(self.stack.len() + 1);
+            }
+            target.found = Some(PixelDataLocation {
+                header_offset: offset,
+                vr: header.vr.unwrap_or_else(|| implicit_vr(tag)),
+                value: if header.length == UNDEFINED_LENGTH {
+                    PixelDataValue::Encapsulated { items: Vec::new() }
+                } else {
+                    PixelDataValue::Native {
+                        offset: self.position,
+                        length: header.length,
+                    }
+                },
+            });
         }
 
         if header.length == UNDEFINED_LENGTH {
@@ -757,6 +902,11 @@ impl<'l, S: Source> Scanner<'l, S> {
         header: Header,
         offset: u64,
     ) -> Result<(), ScanError> {
+        if header.tag == ITEM
+            && let Some(open) = self.stack.last_mut()
+        {
+            open.items += 1;
+        }
         match header.tag {
             ITEM if header.length == UNDEFINED_LENGTH => self.open(Frame {
                 content: Content::Elements,
@@ -811,6 +961,24 @@ impl<'l, S: Source> Scanner<'l, S> {
             }
             ITEM => {
                 self.check_length(frame, &header, offset)?;
+                let depth = self.stack.len();
+                if let Some(Target {
+                    found:
+                        Some(PixelDataLocation {
+                            value: PixelDataValue::Encapsulated { items },
+                            ..
+                        }),
+                    fragments_at,
+                    ..
+                }) = self.target.as_mut()
+                    && *fragments_at == Some(depth)
+                {
+                    items.push(ItemLocation {
+                        item_offset: offset,
+                        offset: self.position,
+                        length: header.length,
+                    });
+                }
                 let is_offset_table = frame.items == 0;
                 if let Some(open) = self.stack.last_mut() {
                     open.items += 1;
@@ -847,12 +1015,54 @@ impl<'l, S: Source> Scanner<'l, S> {
                 length: header.length,
             });
         }
+        let depth = self.stack.len();
+        if let Some(target) = self.target.as_mut()
+            && target.fragments_at == Some(depth)
+        {
+            target.fragments_at = None;
+        }
         if let Some(frame) = self.stack.pop()
             && frame.content != Content::Elements
         {
             self.depth = self.depth.saturating_sub(1);
         }
         Ok(())
+    }
+
+    /// Whether the element `tag` at the current position is the one [`locate_element`] looks
+    /// for: the same tag, in the same items of the same sequences.
+    fn is_target(&self, tag: Tag) -> bool {
+        let Some(target) = &self.target else {
+            return false;
+        };
+        if target.tag != tag || self.stack.len() != 2 * target.items.len() + 1 {
+            return false;
+        }
+        target
+            .items
+            .iter()
+            .enumerate()
+            .all(|(n, &(sequence, item))| {
+                let opened = self.stack.get(2 * n + 1);
+                let inside = self.stack.get(2 * n + 2);
+                opened.is_some_and(|frame| {
+                    frame.content == Content::Items
+                        && frame.tag == sequence
+                        && frame.items == u64::from(item) + 1
+                }) && inside.is_some_and(|frame| frame.content == Content::Elements)
+            })
+    }
+
+    /// Whether an element holds items rather than a value (PS3.5 §7.5).
+    fn is_sequence(&self, frame: &Frame, header: &Header, offset: u64) -> Result<bool, ScanError> {
+        if header.length == UNDEFINED_LENGTH {
+            let (content, _) = self.undefined_length_content(frame, header, offset)?;
+            return Ok(content == Content::Items);
+        }
+        Ok(match header.vr {
+            Some(vr) => vr == VR::SQ,
+            None => dictionary_says_sequence(header.tag),
+        })
     }
 }
 

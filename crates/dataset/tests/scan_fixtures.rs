@@ -19,6 +19,10 @@ fn expected_summary(elements: usize) -> Summary {
         modality: Some("CT".into()),
         elements,
         has_pixel_data: true,
+        pixel_data_header: Some((
+            dimsum_dataset::dicom_core::Tag(0x7FE0, 0x0010),
+            dimsum_dataset::dicom_core::VR::OW,
+        )),
     }
 }
 
