@@ -249,7 +249,7 @@ async fn read_piece(
     )))
 }
 
-fn index_error(error: IndexError) -> WebError {
+pub(super) fn index_error(error: IndexError) -> WebError {
     match error {
         IndexError::WriterGone => WebError::Unavailable(error.to_string()),
         other => WebError::Internal(other.to_string()),
