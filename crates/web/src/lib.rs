@@ -5,6 +5,9 @@
 //! * [`resource`]: the resources of the Studies Service (PS3.18 §10) as typed paths.
 //! * `server` (feature `server`, on by default): STOW-RS and WADO-RS retrieve routes (axum)
 //!   over the archive.
+//! * `pixel` (feature `pixel`, part of `server`): frames of stored instances found, read,
+//!   decoded and rendered (PS3.18 10.4.1.1.6, 10.4.1.2, 10.4.1.3).
+//! * [`rendered`]: the query parameters of rendered and thumbnail resources (PS3.18 8.3.5.1).
 //! * [`qido`]: QIDO-RS queries (PS3.18 10.6, 8.3.4) read and written, and their C-FIND
 //!   identifiers.
 //! * [`stow`]: STOW-RS requests (PS3.18 10.5) and the response data set and status.
@@ -23,7 +26,10 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod multipart;
+#[cfg(feature = "pixel")]
+pub mod pixel;
 pub mod qido;
+pub mod rendered;
 pub mod resource;
 #[cfg(feature = "server")]
 pub mod server;

@@ -23,6 +23,10 @@ pub enum WebError {
     /// 415: the body's media type is not one this service takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422: the stored object cannot be processed as asked (pixel data that disagrees with its
+    /// attributes, a limit of the server).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 500: the archive failed.
     #[error("{0}")]
     Internal(String),
@@ -40,6 +44,7 @@ impl WebError {
             WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -45,6 +45,7 @@ use dimsum_pacs::archive::Archive;
 pub use error::WebError;
 
 use crate::multipart::HeaderLimits;
+use crate::pixel::PixelLimits;
 use crate::qido::QidoLimits;
 use crate::resource::Resource;
 
@@ -114,6 +115,9 @@ pub struct WebConfig {
     pub header_limits: HeaderLimits,
     /// The limits of the scan of a stored data set's header elements.
     pub scan_limits: ScanLimits,
+    /// The limits of frames, rendered images and thumbnails: frame and image sizes, decoded
+    /// and rendered (PS3.18 10.4.1.1.6, 10.4.1.2, 10.4.1.3).
+    pub pixel_limits: PixelLimits,
     /// CORS.
     pub cors: CorsOrigins,
     /// The limits of a QIDO-RS query string (PS3.18 8.3.4).
@@ -137,6 +141,7 @@ impl Default for WebConfig {
             request_timeout: Duration::from_secs(600),
             header_limits: HeaderLimits::default(),
             scan_limits: ScanLimits::default(),
+            pixel_limits: PixelLimits::default(),
             cors: CorsOrigins::None,
             qido_limits: QidoLimits::default(),
             max_search_results: 1_000,
