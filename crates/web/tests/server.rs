@@ -534,7 +534,7 @@ async fn compressed_bodies_are_stored_and_a_gzip_bomb_is_413_with_nothing_stored
         .await
         .expect("STOW-RS");
     assert_eq!(response.status(), 200);
-    assert_eq!(served.c_find(STUDY).await, [instance.sop.clone()]);
+    assert_eq!(served.c_find(STUDY).await, std::slice::from_ref(&instance.sop));
 
     // A body of 256 KiB that inflates to 64 MiB, over the 1 MiB limit: refused once the limit
     // is passed, without inflating the rest, and nothing is stored.
