@@ -441,7 +441,14 @@ async fn jpeg_frames_by_offset_table_and_fragments() {
     let one_each = Made::new(3, rows, columns, 8, "MONOCHROME2")
         .frames(3)
         .encapsulated(JPEG_BASELINE, &[], &encoded);
-    let urls = store(&served, &[with_table, without_table, one_each]).await;
+    // A frame whose JPEG header says 64 × 48, under attributes that say 32 × 24.
+    let larger = jpeg(&gradient(48, 64, 0), 48, 64);
+    let lying = Made::new(4, rows, columns, 8, "MONOCHROME2").encapsulated(
+        JPEG_BASELINE,
+        &[],
+        std::slice::from_ref(&larger),
+    );
+    let urls = store(&served, &[with_table, without_table, one_each, lying]).await;
 
     for url in [&urls[0], &urls[2]] {
         let parts = frames(&served, &format!("{url}/frames/1,2,3"), Some(OHIF_UNQUOTED)).await;
@@ -473,6 +480,16 @@ async fn jpeg_frames_by_offset_table_and_fragments() {
         status_and_text(&served, &format!("{}/frames/2", urls[1]), Some(OHIF_QUOTED)).await;
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("Offset Table"), "{text}");
+
+    // The lying frame goes as stored, but is not decoded.
+    let parts = frames(&served, &format!("{}/frames/1", urls[3]), Some(OHIF_QUOTED)).await;
+    assert!(parts[0].1[..] == larger[..]);
+    for resource in ["frames/1", "rendered"] {
+        let (status, text) =
+            status_and_text(&served, &format!("{}/{resource}", urls[3]), None).await;
+        assert_eq!(status, 422, "{text}");
+        assert!(text.contains("64 × 48"), "{text}");
+    }
 
     // Rendered: the second frame as JPEG and PNG, at its size, close to the original.
     let (content_type, image) =

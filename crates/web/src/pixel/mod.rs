@@ -7,6 +7,8 @@
 //! * [`source`]: [`PixelSource`], a stored instance's Pixel Data located by the hardened scan
 //!   (`dimsum_dataset::scan::locate_pixel_data`) and its frames read from the file one at a
 //!   time, only their own bytes;
+//! * [`codestream`]: the size a JPEG or JPEG 2000 frame declares, checked against the
+//!   attributes before a decoder allocates it;
 //! * [`media`]: which media type and transfer syntax the frames of an instance are sent in
 //!   for an `Accept` value (PS3.18 8.7.3.4, 8.7.3.5, 8.7.5);
 //! * [`render`]: frames decoded by dicom-pixeldata and rendered (VOI window, MONOCHROME1,
@@ -14,6 +16,7 @@
 //!
 //! Everything here blocks (file reads, decoding, encoding): callers run it on a blocking pool.
 
+pub mod codestream;
 pub mod image_pixel;
 pub mod media;
 pub mod render;

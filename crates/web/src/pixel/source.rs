@@ -14,6 +14,7 @@ use dimsum_dataset::identifier;
 use dimsum_dataset::scan::{self, ItemLocation, PixelDataValue, ScanLimits};
 use dimsum_dataset::transfer_syntax::{self, Encoding};
 
+use super::codestream::{Codestream, DeclaredSize};
 use super::{ImagePixel, PixelError, PixelLimits};
 
 /// Explicit VR Little Endian (PS3.5 §A.2): the transfer syntax of uncompressed frames.
@@ -360,6 +361,7 @@ impl PixelSource {
             ));
         }
         let syntax = if self.is_encapsulated() {
+            self.check_declared_size(frame, &bytes)?;
             object.put(DataElement::new(
                 tags::PIXEL_DATA,
                 VR::OB,
@@ -386,6 +388,41 @@ impl PixelSource {
         object
             .with_meta(meta)
             .map_err(|error| PixelError::Attributes(error.to_string()))
+    }
+}
+
+impl PixelSource {
+    /// Checks that a compressed frame's own header declares the size of the attributes (the
+    /// decoders allocate what the codestream says).
+    fn check_declared_size(&self, frame: u32, bytes: &[u8]) -> Result<(), PixelError> {
+        let Some(codestream) = Codestream::of(&self.transfer_syntax) else {
+            return Ok(());
+        };
+        let image = &self.image;
+        let expected = DeclaredSize {
+            columns: u32::from(image.columns),
+            rows: u32::from(image.rows),
+            components: u32::from(image.samples_per_pixel),
+        };
+        match codestream.declared_size(bytes) {
+            Some(declared) if declared == expected => Ok(()),
+            Some(declared) => Err(PixelError::Decode {
+                frame,
+                reason: format!(
+                    "its codestream declares {} × {} pixels of {} components, the attributes {} × {} of {}",
+                    declared.columns,
+                    declared.rows,
+                    declared.components,
+                    expected.columns,
+                    expected.rows,
+                    expected.components
+                ),
+            }),
+            None => Err(PixelError::Decode {
+                frame,
+                reason: "its codestream has no header that gives its size".to_owned(),
+            }),
+        }
     }
 }
 
