@@ -3,8 +3,8 @@
 
 It proposes, for Study Root Query/Retrieve - FIND, a SOP Class Extended Negotiation item whose
 service-class application information (PS3.4 C.5.1.1, Table C.5-1) is byte 1 relational queries
-(--relational), byte 2 combined date-time matching (--combined-datetime); with neither option no
-item is proposed. It sends one C-FIND with the keys given (-k Keyword=Value; an empty value is a
+(--relational), byte 2 combined date-time matching (--combined-datetime), byte 3 fuzzy semantic
+matching of person names (--fuzzy-names); with none of them no item is proposed. It sends one C-FIND with the keys given (-k Keyword=Value; an empty value is a
 return key) at --level, releases, and prints ONE JSON object on stdout:
 
   established, proposed (hex) | null, accepted (hex of the acceptor's answer) | null,
@@ -47,6 +47,9 @@ def main() -> int:
     parser.add_argument(
         "--combined-datetime", action="store_true", help="propose combined date-time matching"
     )
+    parser.add_argument(
+        "--fuzzy-names", action="store_true", help="propose fuzzy semantic person name matching"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="ACSE/DIMSE/network timeout")
     parser.add_argument("--debug", action="store_true", help="pynetdicom debug log on stderr")
     args = parser.parse_args()
@@ -66,10 +69,12 @@ def main() -> int:
 
     proposed: bytes | None = None
     ext_neg = []
-    if args.relational or args.combined_datetime:
-        proposed = bytes([int(args.relational), int(args.combined_datetime)])
-        if not args.combined_datetime:
-            proposed = proposed[:1]
+    if args.relational or args.combined_datetime or args.fuzzy_names:
+        flags = [args.relational, args.combined_datetime, args.fuzzy_names]
+        # As short as the last option proposed (absent bytes mean "not proposed").
+        while not flags[-1]:
+            flags.pop()
+        proposed = bytes(int(flag) for flag in flags)
         item = SOPClassExtendedNegotiation()
         item.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
         item.service_class_application_information = proposed

@@ -68,6 +68,11 @@ pub struct Options {
     /// Propose combined date and time range matching (PS3.4 C.5.1.1 byte 2).
     #[arg(long = "combined-datetime")]
     pub combined_datetime: bool,
+    /// Propose fuzzy semantic matching of person names (PS3.4 C.5.1.1 byte 3): the SCP then
+    /// matches names by its own looser rule (dimsum: each word of the key begins a word of the
+    /// name, without regard to case or accents).
+    #[arg(long = "fuzzy-names")]
+    pub fuzzy_names: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -82,6 +87,7 @@ impl Options {
         FindOptions {
             relational_queries: self.relational,
             combined_date_time: self.combined_datetime,
+            fuzzy_person_names: self.fuzzy_names,
             ..FindOptions::NONE
         }
     }
@@ -346,6 +352,11 @@ fn report_find_options(proposed: FindOptions, accepted: FindOptions) {
             "combined date-time matching",
             proposed.combined_date_time,
             accepted.combined_date_time,
+        ),
+        (
+            "fuzzy semantic person name matching",
+            proposed.fuzzy_person_names,
+            accepted.fuzzy_person_names,
         ),
     ] {
         if let Some(outcome) = answer(asked, granted) {

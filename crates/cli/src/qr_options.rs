@@ -153,6 +153,10 @@ pub struct FindOptionFlags {
     /// date and time ranges are then matched each on its own [default: supported].
     #[arg(long = "no-combined-datetime")]
     pub no_combined_datetime: bool,
+    /// Answer "not supported" to fuzzy semantic matching of person names (PS3.4 C.5.1.1 byte
+    /// 3) [default: supported].
+    #[arg(long = "no-fuzzy-names")]
+    pub no_fuzzy_names: bool,
 }
 
 impl FindOptionFlags {
@@ -161,6 +165,7 @@ impl FindOptionFlags {
         FindOptions {
             relational_queries: options.relational_queries && !self.no_relational,
             combined_date_time: options.combined_date_time && !self.no_combined_datetime,
+            fuzzy_person_names: options.fuzzy_person_names && !self.no_fuzzy_names,
             ..options
         }
     }

@@ -18,12 +18,13 @@ pub fn query_syntaxes() -> Vec<String> {
 }
 
 /// The C-FIND extended negotiation the archive accepts by default (PS3.4 C.5.1.1): relational
-/// queries and combined date-time matching; fuzzy semantic person name matching and timezone
-/// query adjustment are answered "not supported".
+/// queries, combined date-time matching and fuzzy semantic person name matching (each word of
+/// the key begins a word of the name, without regard to case or accents, as QIDO-RS's
+/// `fuzzymatching`); timezone query adjustment is answered "not supported".
 pub const ARCHIVE_FIND_OPTIONS: FindOptions = FindOptions {
     relational_queries: true,
     combined_date_time: true,
-    fuzzy_person_names: false,
+    fuzzy_person_names: true,
     timezone_adjustment: false,
 };
 

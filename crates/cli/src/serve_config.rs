@@ -95,6 +95,9 @@ pub struct ServeConfig {
     /// Accept C-FIND combined date and time range matching when a peer proposes it (PS3.4
     /// C.5.1.1 byte 2; `--no-combined-datetime` switches it off).
     pub combined_datetime: bool,
+    /// Accept fuzzy semantic matching of person names when a peer proposes it (PS3.4 C.5.1.1
+    /// byte 3; `--no-fuzzy-names` switches it off).
+    pub fuzzy_names: bool,
     /// The timers, in seconds.
     pub timeouts: TimeoutsConfig,
     /// TLS on every association (PS3.15 Annex B); absent: plain TCP.
@@ -173,6 +176,7 @@ impl Default for ServeConfig {
             move_retry_delay: MoveRetry::default().delay.as_secs(),
             relational_queries: ARCHIVE_FIND_OPTIONS.relational_queries,
             combined_datetime: ARCHIVE_FIND_OPTIONS.combined_date_time,
+            fuzzy_names: ARCHIVE_FIND_OPTIONS.fuzzy_person_names,
             timeouts: TimeoutsConfig::default(),
             tls: None,
             web: WebSettings::default(),
@@ -590,6 +594,7 @@ impl ServeConfig {
         let find_options = options.find_options.over(self.find_options());
         self.relational_queries = find_options.relational_queries;
         self.combined_datetime = find_options.combined_date_time;
+        self.fuzzy_names = find_options.fuzzy_person_names;
         if !options.allow_calling.is_empty() {
             self.allow_calling.clone_from(&options.allow_calling);
         }
@@ -685,6 +690,7 @@ impl ServeConfig {
         FindOptions {
             relational_queries: self.relational_queries,
             combined_date_time: self.combined_datetime,
+            fuzzy_person_names: self.fuzzy_names,
             ..ARCHIVE_FIND_OPTIONS
         }
     }
@@ -1053,6 +1059,7 @@ mod tests {
             FindOptions {
                 relational_queries: true,
                 combined_date_time: false,
+                fuzzy_person_names: false,
                 ..FindOptions::NONE
             }
         );
@@ -1168,6 +1175,7 @@ mod tests {
             config.find_options(),
             FindOptions {
                 combined_date_time: true,
+                fuzzy_person_names: true,
                 ..FindOptions::NONE
             }
         );
@@ -1184,7 +1192,11 @@ mod tests {
             (false, true)
         );
         config.apply(&flags(&["--no-combined-datetime"]).expect("flags"));
+        assert!(config.find_options().fuzzy_person_names);
+        config.apply(&flags(&["--no-fuzzy-names"]).expect("flags"));
         assert_eq!(config.find_options(), FindOptions::NONE);
+        let config = parse("fuzzy-names = false").expect("parses");
+        assert!(!config.find_options().fuzzy_person_names);
 
         let mut config = parse("combined-datetime = false").expect("parses");
         config.apply(&flags(&[]).expect("no flags"));

@@ -15,8 +15,11 @@
 //!   range ends before the MR study although its date is inside the date range (the CT study
 //!   alone), while the separate ranges match nothing.
 //! - `dimsum findscu --relational` / `--combined-datetime` get the same answers and report the
-//!   option accepted; against `dimsum serve --no-relational --no-combined-datetime` they report
+//!   option accepted; against `dimsum serve --no-relational --no-combined-datetime --no-fuzzy-names` they report
 //!   it not accepted and get hierarchical answers.
+//! - Fuzzy semantic person name matching (byte 3), proposed by pynetdicom: `patient rel` finds
+//!   `Relational^Patient` (each word begins a word of the name, any order, any case); without
+//!   the proposal, or against `dimsum serve --no-fuzzy-names`, it finds nothing.
 //! - DCMTK `findscu`, which proposes no extended negotiation, gets hierarchical answers.
 
 mod support;
@@ -414,6 +417,58 @@ fn pynetdicom_combined_date_time() {
     server.stop();
 }
 
+#[test]
+fn pynetdicom_fuzzy_person_names() {
+    let Some((dir, server)) = loaded_archive("relational-fuzzy", &[]) else {
+        return;
+    };
+    let address = server.address();
+    // The words of the name, in another order, shortened, without case.
+    let keys = ["PatientName=patient rel", "StudyInstanceUID="];
+    let Some(fuzzy) = pynetdicom_find(&dir, "fuzzy", address, "STUDY", &keys, &["--fuzzy-names"])
+    else {
+        return;
+    };
+    assert_eq!(
+        fuzzy.accepted.as_deref(),
+        Some("000001"),
+        "byte 3 alone proposed as 00 00 01 is answered 00 00 01\n{}",
+        fuzzy.finished.describe()
+    );
+    fuzzy.assert_statuses(0xFF00);
+    assert_eq!(fuzzy.values("StudyInstanceUID"), both_studies());
+    assert_eq!(fuzzy.values("PatientName"), set(&[PATIENT_NAME]));
+
+    let exact = pynetdicom_find(&dir, "not-fuzzy", address, "STUDY", &keys, &[])
+        .expect("pynetdicom ran above");
+    assert!(
+        exact.matches.is_empty(),
+        "without the option the key is matched as written\n{}",
+        exact.finished.describe()
+    );
+    server.stop();
+
+    let Some((dir, server)) = loaded_archive("relational-fuzzy-off", &["--no-fuzzy-names"]) else {
+        return;
+    };
+    let refused = pynetdicom_find(
+        &dir,
+        "fuzzy-refused",
+        server.address(),
+        "STUDY",
+        &keys,
+        &["--fuzzy-names"],
+    )
+    .expect("pynetdicom ran above");
+    assert_eq!(refused.accepted.as_deref(), Some("000000"));
+    assert!(
+        refused.matches.is_empty(),
+        "{}",
+        refused.finished.describe()
+    );
+    server.stop();
+}
+
 /// The values of `tag` in `dimsum findscu`'s matches.
 fn values_of(matches: &[BTreeMap<Tag, String>], tag: Tag) -> BTreeSet<String> {
     matches
@@ -526,7 +581,11 @@ fn dimsum_findscu_relational_with_and_without_the_setting() {
     let server = DimsumServe::start(
         &dir,
         &dir.join("data"),
-        &["--no-relational", "--no-combined-datetime"],
+        &[
+            "--no-relational",
+            "--no-combined-datetime",
+            "--no-fuzzy-names",
+        ],
     );
     let address = server.address();
     let found = study_root_find(

@@ -1235,10 +1235,11 @@ impl FindHandler for Archive {
     fn find(&self, query: Query) -> BoxFuture<'_, Result<MatchStream, ScpFailure>> {
         Box::pin(async move {
             add(&self.inner.counters.queries, 1);
-            // What the peer negotiated (PS3.4 C.5.1.1): combined date-time matching (byte 2) and
-            // relational queries (byte 1).
+            // What the peer negotiated (PS3.4 C.5.1.1): combined date-time matching (byte 2),
+            // fuzzy semantic matching of person names (byte 3) and relational queries (byte 1).
             let options = MatchOptions {
                 combined_date_time: query.find_options.combined_date_time,
+                fuzzy_person_names: query.find_options.fuzzy_person_names,
                 ..self.inner.config.matching
             };
             let plan = QueryPlan::from_query(&query, QueryService::Find)?

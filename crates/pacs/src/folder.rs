@@ -947,6 +947,7 @@ impl FindHandler for FolderArchive {
         Box::pin(async move {
             let options = MatchOptions {
                 combined_date_time: query.find_options.combined_date_time,
+                fuzzy_person_names: query.find_options.fuzzy_person_names,
                 ..MatchOptions::default()
             };
             let plan = Plan::from_query(&query, QueryService::Find)?
