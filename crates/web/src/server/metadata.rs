@@ -54,8 +54,8 @@ use dimsum_dataset::json::{self, BulkData, WriteOptions};
 use dimsum_dataset::scan::{self, PixelDataValue};
 use dimsum_dataset::transfer_syntax;
 use dimsum_dataset::xml::{self, XmlOptions};
-use dimsum_pacs::index::record::TagPath;
-use dimsum_pacs::index::{EntityUids, InstanceRecord, RecordStream};
+use dimsum_pacs::index::record::{BulkElement, TagPath};
+use dimsum_pacs::index::{EntityUids, IndexedInstance, InstanceRecord, RecordStream};
 
 use super::stow::base_url;
 use super::wado::index_error;
@@ -186,7 +186,7 @@ fn json_response(records: RecordStream, uris: BulkDataUris) -> Response {
             let record = record.map_err(io::Error::other)?;
             let mut bytes = Vec::with_capacity(8 * 1024);
             bytes.push(if index == 0 { b'[' } else { b',' });
-            serde_json::to_writer(&mut bytes, &instance_json(&record, &uris))
+            serde_json::to_writer(&mut bytes, &instance_json(record, &uris))
                 .map_err(io::Error::other)?;
             Ok::<_, io::Error>(Bytes::from(bytes))
         })
@@ -212,7 +212,7 @@ fn xml_response(records: RecordStream, uris: BulkDataUris) -> Result<Response, W
     let parts = records.map(move |record| {
         let headers = PartHeaders::new(dicom_xml.clone());
         match record {
-            Ok(record) => Part::bytes(headers, instance_xml(&record, &uris)),
+            Ok(record) => Part::bytes(headers, instance_xml(record, &uris)),
             Err(error) => Part::stream(
                 headers,
                 stream::once(async move { Err(io::Error::other(error)) }),
@@ -242,18 +242,20 @@ where
 }
 
 /// One instance in the DICOM JSON Model (PS3.18 F.2), its bulk data as BulkDataURIs.
-fn instance_json(record: &InstanceRecord, uris: &BulkDataUris) -> serde_json::Value {
-    let object = with_bulk_placeholders(record);
-    let options =
-        WriteOptions::new().with_bulk_data(|path, element| uris.policy(record, path, element));
+fn instance_json(record: InstanceRecord, uris: &BulkDataUris) -> serde_json::Value {
+    let object = with_bulk_placeholders(record.attributes, &record.bulk_data);
+    let instance = &record.instance;
+    let options = WriteOptions::new()
+        .with_bulk_data(|path, element| uris.policy(instance, &object, path, element));
     json::to_json_with(&object, &options)
 }
 
 /// One instance in the Native DICOM Model (PS3.19 A.1), its bulk data as `BulkData uri=`.
-fn instance_xml(record: &InstanceRecord, uris: &BulkDataUris) -> String {
-    let object = with_bulk_placeholders(record);
-    let options =
-        XmlOptions::new().with_bulk_data(|path, element| uris.policy(record, path, element));
+fn instance_xml(record: InstanceRecord, uris: &BulkDataUris) -> String {
+    let object = with_bulk_placeholders(record.attributes, &record.bulk_data);
+    let instance = &record.instance;
+    let options = XmlOptions::new()
+        .with_bulk_data(|path, element| uris.policy(instance, &object, path, element));
     xml::to_xml(&object, &options)
 }
 
@@ -261,9 +263,11 @@ fn instance_xml(record: &InstanceRecord, uris: &BulkDataUris) -> String {
 /// place of its value, an empty pixel sequence: a value not held here, which the writers never
 /// write inline and for which they always ask the bulk data policy (they ask it for no empty
 /// value, and a record holds no other pixel sequence).
-fn with_bulk_placeholders(record: &InstanceRecord) -> InMemDicomObject {
-    let mut object = record.attributes.clone();
-    for element in &record.bulk_data {
+fn with_bulk_placeholders(
+    mut object: InMemDicomObject,
+    bulk_data: &[BulkElement],
+) -> InMemDicomObject {
+    for element in bulk_data {
         put_placeholder(
             &mut object,
             &element.path.items(),
@@ -302,26 +306,31 @@ struct BulkDataUris {
 }
 
 impl BulkDataUris {
-    /// The bulk data policy of the writers for `record`: a URI for each placeholder of
-    /// [`with_bulk_placeholders`], every other value inline.
+    /// The bulk data policy of the writers for `instance` with `attributes`: a URI for each
+    /// placeholder of [`with_bulk_placeholders`], every other value inline.
     fn policy(
         &self,
-        record: &InstanceRecord,
+        instance: &IndexedInstance,
+        attributes: &InMemDicomObject,
         path: &AttributeSelector,
         element: &InMemElement,
     ) -> BulkData {
         if !matches!(element.value(), Value::PixelSequence(_)) {
             return BulkData::Inline;
         }
-        match self.uri(record, &TagPath::from_selector(path)) {
+        match self.uri(instance, attributes, &TagPath::from_selector(path)) {
             Some(uri) => BulkData::Uri(uri),
             None => BulkData::Inline,
         }
     }
 
-    /// The URI of the bulk element at `path` of `record`'s instance.
-    fn uri(&self, record: &InstanceRecord, path: &TagPath) -> Option<String> {
-        let instance = &record.instance;
+    /// The URI of the bulk element at `path` of `instance`, whose attributes are `attributes`.
+    fn uri(
+        &self,
+        instance: &IndexedInstance,
+        attributes: &InMemDicomObject,
+        path: &TagPath,
+    ) -> Option<String> {
         let entity = Entity::Instance {
             study: instance.study_instance_uid.clone(),
             series: instance.series_instance_uid.clone(),
@@ -331,7 +340,7 @@ impl BulkDataUris {
             && path.tag() == tags::PIXEL_DATA
             && transfer_syntax::is_encapsulated(&instance.transfer_syntax_uid)
         {
-            let frames = number_of_frames(&record.attributes)?;
+            let frames = number_of_frames(attributes)?;
             Resource::Frames(entity, (1..=frames).collect())
         } else {
             let segments = path.to_string().split('/').map(str::to_owned).collect();
@@ -428,7 +437,7 @@ async fn bulkdata(
         && path.tag() == tags::PIXEL_DATA
         && transfer_syntax::is_encapsulated(&syntax)
     {
-        return match uris.uri(&record, &path) {
+        return match uris.uri(&record.instance, &record.attributes, &path) {
             Some(frames) => Ok((
                 StatusCode::SEE_OTHER,
                 [(header::LOCATION, header_value(&frames)?)],
