@@ -434,6 +434,7 @@ async fn timing_of_the_metadata_of_a_600_instance_series() {
 
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const EXPLICIT_BIG: &str = "1.2.840.10008.1.2.2";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 /// Every BulkDataURI of a DICOM JSON object, at any depth.
 fn bulk_data_uris(value: &serde_json::Value, found: &mut Vec<String>) {
@@ -514,8 +515,13 @@ impl Stored {
 async fn every_bulk_data_uri_resolves_to_the_bytes_of_the_element() {
     let little = with_second_item(latin1_instance(SERIES, "1", 1), EXPLICIT);
     let big = with_second_item(latin1_instance(SERIES, "1", 2), EXPLICIT_BIG);
+    let deflated = with_second_item(latin1_instance(SERIES, "1", 3), DEFLATED);
     let served = Served::start(WebConfig::default()).await;
-    let files = vec![little.file_in(EXPLICIT), big.file_in(EXPLICIT_BIG)];
+    let files = vec![
+        little.file_in(EXPLICIT),
+        big.file_in(EXPLICIT_BIG),
+        deflated.file_in(DEFLATED),
+    ];
     let response = served
         .stow("/studies", DICOM_MULTIPART, multipart(&files))
         .await;
@@ -525,7 +531,11 @@ async fn every_bulk_data_uri_resolves_to_the_bytes_of_the_element() {
         "{}",
         response.text().await.unwrap_or_default()
     );
-    for (stored, syntax) in [(&little, EXPLICIT), (&big, EXPLICIT_BIG)] {
+    for (stored, syntax) in [
+        (&little, EXPLICIT),
+        (&big, EXPLICIT_BIG),
+        (&deflated, DEFLATED),
+    ] {
         let object =
             identifier::decode(&stored.data_set, syntax, &ScanLimits::default()).expect("data set");
         let found = metadata_json(

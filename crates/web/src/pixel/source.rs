@@ -427,7 +427,12 @@ impl PixelSource {
 }
 
 /// The data set inflated (PS3.5 §A.5), at most `limit` bytes.
-fn inflate(file: &mut File, length: u64, limit: u64, path: &Path) -> Result<Vec<u8>, PixelError> {
+pub(crate) fn inflate(
+    file: &mut File,
+    length: u64,
+    limit: u64,
+    path: &Path,
+) -> Result<Vec<u8>, PixelError> {
     let mut inflated = Vec::new();
     flate2::read::DeflateDecoder::new(file.take(length))
         .take(limit.saturating_add(1))

@@ -24,7 +24,8 @@
 //! instance's file by the hardened scan and streamed from it, with the URI as its
 //! Content-Location. Only binary elements (OB, OD, OF, OL, OV, OW, UN) are bulk data; another
 //! element, or none at the path, is 404. Uncompressed values are sent in little endian
-//! (8.7.3.3.1; words of an Explicit VR Big Endian file are swapped); encapsulated ones (an icon's
+//! (8.7.3.3.1; words of an Explicit VR Big Endian file are swapped, a deflated data set is
+//! inflated in memory within [`PixelLimits::max_inflated_bytes`]); encapsulated ones (an icon's
 //! pixel data in a compressed transfer syntax) as their fragments' bytes without the item
 //! headers or the offset table (8.7.3.3.2), only when the client accepts the stored transfer
 //! syntax (`transfer-syntax=*` or its UID: decompression is not implemented), named by the
@@ -32,6 +33,7 @@
 //! redirection (303) to the instance's Frames resource.
 //!
 //! [`Index::instance_records`]: dimsum_pacs::index::Index::instance_records
+//! [`PixelLimits::max_inflated_bytes`]: crate::pixel::PixelLimits::max_inflated_bytes
 
 use std::io;
 
@@ -57,10 +59,12 @@ use dimsum_dataset::xml::{self, XmlOptions};
 use dimsum_pacs::index::record::{BulkElement, TagPath};
 use dimsum_pacs::index::{EntityUids, IndexedInstance, InstanceRecord, RecordStream};
 
+use super::pixel::pixel_error;
 use super::stow::base_url;
 use super::wado::index_error;
 use super::{SharedState, WebError, resource_of};
 use crate::multipart::{Accept, ContentType, Encoder, Part, PartHeaders};
+use crate::pixel::source::inflate;
 use crate::resource::{Entity, Resource, ResourceLimits};
 use crate::wado::{Representation, TransferSyntax};
 
@@ -450,44 +454,60 @@ async fn bulkdata(
             ))),
         };
     }
-    if transfer_syntax::is_deflated(&syntax) {
-        return Err(WebError::NotAcceptable(
-            "bulk data of an instance stored in a deflated transfer syntax cannot be sent: \
-             retrieve the instance"
-                .to_owned(),
-        ));
-    }
     let limits = state.config.scan_limits;
+    let max_inflated = state.config.pixel_limits.max_inflated_bytes;
     let selector = path.selector().clone();
     let location = instance.location.clone();
-    let located = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&location.path)?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(location.data_set_offset))?;
-        scan::locate_element(
+    let what = format!("the file of instance {}", instance.sop_instance_uid);
+    let (located, inflated) = tokio::task::spawn_blocking(move || {
+        let read_error = |error: &dyn std::fmt::Display| {
+            WebError::Internal(format!("{what} cannot be read: {error}"))
+        };
+        let mut file = std::fs::File::open(&location.path).map_err(|e| read_error(&e))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(location.data_set_offset))
+            .map_err(|e| read_error(&e))?;
+        if transfer_syntax::is_deflated(&syntax) {
+            // Offsets are those of the inflated data set, held in memory within its limit.
+            let inflated = inflate(
+                &mut file,
+                location.data_set_length,
+                max_inflated,
+                &location.path,
+            )
+            .map_err(pixel_error)?;
+            let (_, located) = scan::locate_element(
+                io::Cursor::new(&inflated),
+                inflated.len() as u64,
+                EXPLICIT_VR_LITTLE_ENDIAN,
+                &selector,
+                &limits,
+            )
+            .map_err(|e| read_error(&e))?;
+            return Ok((located, Some(Bytes::from(inflated))));
+        }
+        let (_, located) = scan::locate_element(
             io::BufReader::new(file),
             location.data_set_length,
             &syntax,
             &selector,
             &limits,
         )
-        .map(|(_, located)| located)
-        .map_err(io::Error::other)
+        .map_err(|e| read_error(&e))?;
+        Ok::<_, WebError>((located, None))
     })
     .await
-    .map_err(|error| WebError::Internal(error.to_string()))?
-    .map_err(|error| {
-        WebError::Internal(format!(
-            "the file of instance {} cannot be read: {error}",
-            instance.sop_instance_uid
-        ))
-    })?;
+    .map_err(|error| WebError::Internal(error.to_string()))??;
     let Some(located) = located.filter(|located| is_binary(located.vr)) else {
         return Err(WebError::NotFound(format!(
             "{path} is not a bulk data element of this instance"
         )));
     };
     let syntax = &instance.transfer_syntax_uid;
-    let base = instance.location.data_set_offset;
+    let base = if inflated.is_some() {
+        0
+    } else {
+        instance.location.data_set_offset
+    };
     let (ranges, swap, compressed) = match &located.value {
         PixelDataValue::Native { offset, length } => {
             let swap = if syntax == EXPLICIT_VR_BIG_ENDIAN {
@@ -540,7 +560,25 @@ async fn bulkdata(
         .with_content_location(&content_location)
         .map_err(|error| WebError::Internal(error.to_string()))?;
     let encoder = Encoder::new(octet_stream);
-    let part = Part::stream(headers, ranges_stream(instance.location.path, ranges, swap));
+    let part = match inflated {
+        Some(inflated) => {
+            let mut value = Vec::new();
+            for (offset, length) in ranges {
+                let range = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| {
+                        Some(start..start.checked_add(usize::try_from(length).ok()?)?)
+                    })
+                    .and_then(|range| inflated.get(range))
+                    .ok_or_else(|| {
+                        WebError::Internal(format!("{path} lies past the inflated data set"))
+                    })?;
+                value.extend_from_slice(range);
+            }
+            Part::bytes(headers, value)
+        }
+        None => Part::stream(headers, ranges_stream(instance.location.path, ranges, swap)),
+    };
     let content_type = header_value(&encoder.content_type().to_string())?;
     Ok((
         StatusCode::OK,

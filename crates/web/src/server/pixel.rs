@@ -83,7 +83,7 @@ pub(super) fn routes() -> Router<SharedState> {
 }
 
 /// The answer to a [`PixelError`], by [`PixelError::status`].
-fn pixel_error(error: PixelError) -> WebError {
+pub(super) fn pixel_error(error: PixelError) -> WebError {
     let text = error.to_string();
     match error.status() {
         400 => WebError::BadRequest(text),
