@@ -7,13 +7,15 @@ QIDO-RS and WADO-RS requests against a DICOMweb root such as `dimsum serve`'s.
                                          [--transfer-syntax UID|*]
     dicomweb_client_peer.py URL search REQUESTS.json
     dicomweb_client_peer.py URL metadata --out DIR --study UID [--series UID [--instance UID]]
+                                         [--bulk-media-type TYPE]
     dicomweb_client_peer.py URL frames --out DIR --study UID --series UID --instance UID
                                        --frames N[,N...] [--media-type TYPE]
                                        [--transfer-syntax UID|*]
     dicomweb_client_peer.py URL rendered --out FILE --study UID --series UID [--instance UID]
                                          [--media-type image/jpeg|image/png]
 
-Every sub-command uses the client's public API as an application would (no hand-made HTTP):
+Every sub-command uses the client's public API as an application would (no hand-made HTTP),
+with one correction: the Host header names the URL's port (see `client`).
   store     reads each FILE with pydicom and sends them all with `store_instances` (one
             request); reports the response data set as DICOM JSON.
   retrieve  `retrieve_study` / `retrieve_series` / `retrieve_instance` (the deepest level given),
@@ -25,7 +27,8 @@ Every sub-command uses the client's public API as an application would (no hand-
             (all but name and level optional) with `search_for_studies` / `_series` /
             `_instances`, and reports each one's DICOM JSON results.
   metadata  `retrieve_study_metadata` / `_series_metadata` / `_instance_metadata`; every
-            BulkDataURI of the metadata (nested ones too) is fetched with `retrieve_bulkdata` and
+            BulkDataURI of the metadata (nested ones too) is fetched with `retrieve_bulkdata`
+            (accepting the client's default, any type, or --bulk-media-type) and
             its bytes written to DIR/bulkdata/<SOP Instance UID>.<path>.bin; each instance is
             rebuilt from its metadata with pydicom (`Dataset.from_json`, bulk data from those
             bytes) and written to DIR/instances/<SOP Instance UID>.dcm in Explicit VR Little
@@ -52,6 +55,7 @@ import traceback
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import pydicom
 import requests
@@ -103,6 +107,13 @@ def client(url: str) -> DICOMwebClient:
     web = DICOMwebClient(url, timeout=TIMEOUT)
     # a failed request is reported at once, not retried with back-off
     web.set_http_retry_params(retry=False)
+    # dicomweb-client 0.61 sets the Host header of its requests to the URL's host without its
+    # port, which RFC 9110 7.2 requires when it is not the scheme's default; a server builds its
+    # absolute URLs (Retrieve URL, BulkDataURI) from that header, and they would name port 80.
+    # Send host:port, as curl, browsers and requests itself do.
+    parsed = urlparse(url)
+    if parsed.port is not None:
+        web.host = f"{parsed.hostname}:{parsed.port}"
     return web
 
 
@@ -225,6 +236,7 @@ def metadata(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
         datasets = attempt(lambda: web.retrieve_series_metadata(args.study, args.series))
     else:
         datasets = attempt(lambda: web.retrieve_study_metadata(args.study))
+    bulk_media_types = (args.bulk_media_type,) if args.bulk_media_type else None
     rebuilt_dir = Path(args.out) / "instances"
     bulk_dir = Path(args.out) / "bulkdata"
     rebuilt_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +248,7 @@ def metadata(web: DICOMwebClient, args: argparse.Namespace) -> dict[str, Any]:
         fetched: dict[str, bytes] = {}
         bulk = []
         for where, vr, uri in bulk_data_uris(item):
-            parts = attempt(lambda: web.retrieve_bulkdata(uri))
+            parts = attempt(lambda: web.retrieve_bulkdata(uri, media_types=bulk_media_types))
             content = b"".join(parts)
             fetched[uri] = content
             path = bulk_dir / f"{uid}.{where}.bin"
@@ -380,6 +392,7 @@ def main() -> int:
     meta = commands.add_parser("metadata")
     uids(meta)
     meta.add_argument("--out", required=True)
+    meta.add_argument("--bulk-media-type", help="what retrieve_bulkdata accepts (default: any)")
 
     frame = commands.add_parser("frames")
     uids(frame, instance_required=True)

@@ -18,6 +18,21 @@
 //!    that add up, and the client's `get_remaining`); fuzzy matching of names (given name, a
 //!    word of the family name, any case) that plain matching does not do; an unknown attribute
 //!    is a 400.
+//! 3. dicomweb-client `retrieve_study_metadata`, `retrieve_series_metadata` and
+//!    `retrieve_instance_metadata` (WADO-RS): Pixel Data given as a BulkDataURI whose
+//!    `retrieve_bulkdata` bytes are the stored pixel data, and every instance rebuilt from its
+//!    metadata and bulk data equal to the file stored, element by element (an Implicit VR
+//!    Little Endian instance included).
+//! 4. dicomweb-client `retrieve_instance_frames`: native frames of a multi-frame instance (the
+//!    client's default Accept and application/octet-stream), frames as stored (`*`: 16-bit
+//!    native frames of an Implicit VR instance, RLE fragments) and JPEG Baseline by its
+//!    transfer syntax, each frame's bytes those stored; frame 0 is a 400 and one past the last a
+//!    404. `retrieve_instance_rendered` (PNG, JPEG, the default) of native, JPEG and RLE
+//!    instances and `retrieve_series_rendered` (a multipart of one image per instance) decode
+//!    with Pillow at the instance's size, an RGB instance in colour.
+//!
+//! The driver gives dicomweb-client's Host header the URL's port (the client leaves it out, and
+//! the server builds Retrieve URLs and BulkDataURIs from that header).
 //!
 //! Each test runs its own server on free ports of 127.0.0.1 over a data directory of its own;
 //! every process has a time limit. A missing peer skips the test (prints `SKIP:`), or fails it
@@ -337,16 +352,19 @@ fn dicomweb_client_stores_a_study_that_dcmtk_finds_and_retrieves() {
             SECONDARY_CAPTURE_IMAGE_STORAGE,
             "{item}"
         );
-        // the Retrieve URL names the instance's resource (its origin is the client's Host
-        // header, which dicomweb-client sends without the port)
+        // the Retrieve URL is the instance's resource under the root the client called
         let url = json_value(item, tags::RETRIEVE_URL);
         let resource = format!(
-            "/dicom-web/studies/{}/series/{}/instances/{}",
-            spec.study_instance_uid, spec.series_instance_uid, spec.sop_instance_uid
+            "{}/studies/{}/series/{}/instances/{}",
+            server.dicomweb_url(),
+            spec.study_instance_uid,
+            spec.series_instance_uid,
+            spec.sop_instance_uid
         );
-        assert!(
-            url.starts_with("http://") && url.ends_with(&resource),
-            "Retrieve URL {url} does not name {resource}"
+        assert_eq!(
+            url, resource,
+            "the Retrieve URL of {}",
+            spec.sop_instance_uid
         );
     }
     assert_eq!(stored_sop_instance_uids(server.data()), sent, "{context}");
@@ -1281,4 +1299,642 @@ fn dicomweb_client_searches_studies_series_and_instances() {
         axial_all,
         "the two pages give the series' instances"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. WADO-RS metadata and bulk data
+// ---------------------------------------------------------------------------------------------
+
+/// The driver's `--study/--series/--instance` arguments for `uids`.
+fn uid_args(uids: &[&str]) -> Vec<String> {
+    ["--study", "--series", "--instance"]
+        .iter()
+        .zip(uids)
+        .flat_map(|(option, uid)| [(*option).to_owned(), (*uid).to_owned()])
+        .collect()
+}
+
+/// Runs the driver's `metadata` of `uids` into `<dir>/<label>` and asserts that it describes
+/// exactly `expected`: Pixel Data given as a BulkDataURI whose bytes (`retrieve_bulkdata`,
+/// accepting `bulk_media_type` or by default anything) are the stored pixel data, and each
+/// instance rebuilt from its metadata and bulk data equal to the file sent, element by element.
+/// `None` (after `SKIP:`) without the peers.
+fn metadata_exactly(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    uids: &[&str],
+    bulk_media_type: Option<&str>,
+    expected: &[&QrInstance],
+) -> Option<()> {
+    let out = dir.join(label);
+    let mut args = vec!["metadata".to_owned(), "--out".to_owned(), arg(&out)];
+    args.extend(uid_args(uids));
+    if let Some(media_type) = bulk_media_type {
+        args.extend(["--bulk-media-type".to_owned(), media_type.to_owned()]);
+    }
+    let fetched = dicomweb(dir, label, server, &args)?;
+    let context = format!("{}\n{}", fetched.finished.describe(), server.describe());
+    let report = fetched.ok(&context);
+    let instances = report["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances in the report\n{context}"));
+    assert_eq!(
+        instances.len(),
+        expected.len(),
+        "instances described by the metadata ({label})\n{context}"
+    );
+    for instance in instances {
+        let uid = instance["sop_instance_uid"].as_str().unwrap_or_default();
+        let sent = expected
+            .iter()
+            .find(|e| e.sop_instance_uid == uid)
+            .unwrap_or_else(|| panic!("metadata of {uid}, which is not expected\n{context}"));
+        let pixel_data = &instance["json"][key(tags::PIXEL_DATA)];
+        assert!(
+            pixel_data.get("BulkDataURI").is_some()
+                && pixel_data.get("InlineBinary").is_none()
+                && pixel_data.get("Value").is_none(),
+            "Pixel Data of {uid} is not given as a BulkDataURI: {pixel_data}\n{context}"
+        );
+        let bulk = instance["bulkdata"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|item| item["path"] == key(tags::PIXEL_DATA))
+            })
+            .unwrap_or_else(|| panic!("the Pixel Data of {uid} was not fetched\n{context}"));
+        let file = bulk["file"].as_str().unwrap_or_default();
+        let bytes = fs::read(file).unwrap_or_else(|error| panic!("{file}: {error}"));
+        assert!(
+            bytes == support::qr::pixel_data_bytes(&sent.path),
+            "the bulk data at {} ({} bytes in {} parts) is not the Pixel Data of {}\n{context}",
+            bulk["uri"],
+            bytes.len(),
+            bulk["parts"],
+            sent.path.display()
+        );
+    }
+    assert_received_instances(dir, expected, &out.join("instances"), &context);
+    Some(())
+}
+
+/// The media type of bulk data and native frames (PS3.18 8.7.3.4).
+const OCTET_STREAM: &str = "application/octet-stream";
+
+#[test]
+fn dicomweb_client_retrieves_metadata_and_bulk_data() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-metadata") else {
+        return;
+    };
+    let Some(server) = archive_with_data_set(&dir) else {
+        return;
+    };
+    let data = QrDataSet::get();
+    // a study of two series and modalities (16-bit CT and 8-bit secondary capture)
+    let chest = &data.patients[0].studies[0];
+    let expected: Vec<&QrInstance> = chest.instances().collect();
+    if metadata_exactly(
+        &dir,
+        "study-metadata",
+        &server,
+        &[&chest.study_instance_uid],
+        Some(OCTET_STREAM),
+        &expected,
+    )
+    .is_none()
+    {
+        return;
+    }
+    // a series with an instance stored in Implicit VR Little Endian
+    let brain = &data.patients[0].studies[1];
+    let t1 = &brain.series[0];
+    let expected: Vec<&QrInstance> = t1.instances.iter().collect();
+    metadata_exactly(
+        &dir,
+        "series-metadata",
+        &server,
+        &[&brain.study_instance_uid, &t1.series_instance_uid],
+        Some(OCTET_STREAM),
+        &expected,
+    );
+    // one instance
+    let knee = &data.patients[1].studies[0];
+    let series = &knee.series[1];
+    let instance = &series.instances[0];
+    metadata_exactly(
+        &dir,
+        "instance-metadata",
+        &server,
+        &[
+            &knee.study_instance_uid,
+            &series.series_instance_uid,
+            &instance.sop_instance_uid,
+        ],
+        Some(OCTET_STREAM),
+        &[instance],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. WADO-RS frames and rendered images
+// ---------------------------------------------------------------------------------------------
+
+/// Multi-frame Grayscale Byte and Word Secondary Capture Image Storage (PS3.4 Annex B).
+const MULTIFRAME_BYTE_SC: &str = "1.2.840.10008.5.1.4.1.1.7.2";
+const MULTIFRAME_WORD_SC: &str = "1.2.840.10008.5.1.4.1.1.7.3";
+/// The pydicom test files stored beside ours: RLE Lossless (2 RGB frames) and JPEG Baseline
+/// (one YBR frame).
+const PYDICOM_FILES: [&str; 2] = ["SC_rgb_rle_2frame.dcm", "SC_rgb_jpeg_dcmtk.dcm"];
+
+/// A multi-frame instance written by [`write_multiframe`].
+struct MultiFrame {
+    number: u32,
+    frames: u32,
+    bits: u16,
+    transfer_syntax: &'static str,
+}
+
+/// Writes a Multi-frame Grayscale Byte or Word Secondary Capture instance (PS3.3 A.8.3, A.8.4)
+/// of `spec.frames` frames of 24 rows x 32 columns, each frame's values its own, at `path`, in
+/// series 1 of a study of its own.
+fn write_multiframe(spec: &MultiFrame, path: &Path) {
+    use dimsum_net::dataset::dicom_core::{DataElement, PrimitiveValue, VR};
+    use dimsum_net::dataset::dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use support::qr::{text_element, us_element};
+
+    let (rows, columns) = (24u16, 32u16);
+    let samples = u32::from(rows) * u32::from(columns) * spec.frames;
+    let value = move |index: u32| (index * 7 + (index / 768) * 85) % 251;
+    let (sop_class, pixel_data) = if spec.bits == 8 {
+        let bytes: Vec<u8> = (0..samples).map(|index| value(index) as u8).collect();
+        (
+            MULTIFRAME_BYTE_SC,
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(bytes)),
+        )
+    } else {
+        let words: Vec<u16> = (0..samples)
+            .map(|index| (value(index) * 13 + index % 5) as u16)
+            .collect();
+        (
+            MULTIFRAME_WORD_SC,
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(words.into())),
+        )
+    };
+    let number = spec.number.to_string();
+    let mut object = InMemDicomObject::new_empty();
+    for element in [
+        text_element(tags::SOP_CLASS_UID, VR::UI, sop_class),
+        text_element(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            &format!("{DICOMWEB_UID_ROOT}.3.4.1.{number}"),
+        ),
+        text_element(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            &format!("{DICOMWEB_UID_ROOT}.1.4"),
+        ),
+        text_element(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &format!("{DICOMWEB_UID_ROOT}.2.4.1"),
+        ),
+        text_element(tags::PATIENT_NAME, VR::PN, "Frames^Multi"),
+        text_element(tags::PATIENT_ID, VR::LO, "DW-0004"),
+        text_element(tags::STUDY_DATE, VR::DA, "20250312"),
+        text_element(tags::MODALITY, VR::CS, "OT"),
+        text_element(tags::SERIES_NUMBER, VR::IS, "1"),
+        text_element(tags::INSTANCE_NUMBER, VR::IS, &number),
+        text_element(tags::NUMBER_OF_FRAMES, VR::IS, &spec.frames.to_string()),
+        us_element(tags::SAMPLES_PER_PIXEL, 1),
+        text_element(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us_element(tags::ROWS, rows),
+        us_element(tags::COLUMNS, columns),
+        us_element(tags::BITS_ALLOCATED, spec.bits),
+        us_element(tags::BITS_STORED, spec.bits),
+        us_element(tags::HIGH_BIT, spec.bits - 1),
+        us_element(tags::PIXEL_REPRESENTATION, 0),
+        pixel_data,
+    ] {
+        object.put(element);
+    }
+    object
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(spec.transfer_syntax))
+        .expect("file meta of the multi-frame instance")
+        .write_to_file(path)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+}
+
+/// Copies pydicom's own test files `names` into `folder` (pydicom is in the peer environment).
+/// `None` (after `SKIP:`) without it.
+fn copy_pydicom_test_files(dir: &Path, folder: &Path, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let mut command = python_script(PEER_SCRIPT)?;
+    let python = command.get_program().to_owned();
+    command = Command::new(python);
+    command.args([
+        "-c",
+        "import json, sys\nfrom pydicom.data import get_testdata_file\n\
+         print(json.dumps([get_testdata_file(name) for name in sys.argv[1:]]))",
+    ]);
+    command.args(names);
+    let found = run("pydicom-test-files", dir, command, RUN_TIMEOUT);
+    found.assert_code(0);
+    let paths: Vec<PathBuf> = found
+        .json()
+        .as_array()
+        .expect("a list of paths")
+        .iter()
+        .map(|path| PathBuf::from(path.as_str().expect("pydicom has its test file")))
+        .collect();
+    let sources: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    Some(copy_into(&sources, folder))
+}
+
+/// What a stored instance is, as the frame and rendered tests need it.
+struct PixelInstance {
+    path: PathBuf,
+    study: String,
+    series: String,
+    instance: String,
+    rows: u16,
+    columns: u16,
+    /// The frames as stored: the native frames, or the encapsulated fragments (one per frame).
+    frames: Vec<Vec<u8>>,
+}
+
+impl PixelInstance {
+    /// Reads the instance at `path` with dicom-object.
+    fn read(path: &Path) -> PixelInstance {
+        use dimsum_net::dataset::dicom_object;
+        let object = dicom_object::open_file(path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+        let text = |tag: Tag| -> String {
+            object
+                .element(tag)
+                .ok()
+                .and_then(|element| element.to_str().ok())
+                .map(|value| value.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let number = |tag: Tag| -> usize { text(tag).parse().unwrap_or(1) };
+        let rows = number(tags::ROWS);
+        let columns = number(tags::COLUMNS);
+        let frame_count = number(tags::NUMBER_OF_FRAMES);
+        let pixel_data = object
+            .element(tags::PIXEL_DATA)
+            .unwrap_or_else(|error| panic!("no pixel data in {}: {error}", path.display()));
+        let frames = match pixel_data.value().fragments() {
+            Some(fragments) => {
+                assert_eq!(
+                    fragments.len(),
+                    frame_count,
+                    "{} has one fragment per frame",
+                    path.display()
+                );
+                fragments.to_vec()
+            }
+            None => {
+                let bytes = support::qr::pixel_data_bytes(path);
+                let frame_length =
+                    rows * columns * number(tags::SAMPLES_PER_PIXEL) * number(tags::BITS_ALLOCATED)
+                        / 8;
+                assert_eq!(
+                    bytes.len(),
+                    frame_length * frame_count,
+                    "{}",
+                    path.display()
+                );
+                bytes.chunks(frame_length).map(<[u8]>::to_vec).collect()
+            }
+        };
+        PixelInstance {
+            path: path.to_path_buf(),
+            study: text(tags::STUDY_INSTANCE_UID),
+            series: text(tags::SERIES_INSTANCE_UID),
+            instance: text(tags::SOP_INSTANCE_UID),
+            rows: rows as u16,
+            columns: columns as u16,
+            frames,
+        }
+    }
+
+    /// The driver's arguments naming it.
+    fn uid_args(&self) -> Vec<String> {
+        uid_args(&[&self.study, &self.series, &self.instance])
+    }
+}
+
+/// Runs the driver's `frames` of `numbers` of `instance` with `media` (a media type, and a
+/// transfer syntax) into `<dir>/<label>`.
+fn frames(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    instance: &PixelInstance,
+    numbers: &[usize],
+    media: Option<(&str, Option<&str>)>,
+) -> Option<PeerRun> {
+    let list: Vec<String> = numbers.iter().map(usize::to_string).collect();
+    let mut args = vec![
+        "frames".to_owned(),
+        "--out".to_owned(),
+        arg(&dir.join(label)),
+        "--frames".to_owned(),
+        list.join(","),
+    ];
+    args.extend(instance.uid_args());
+    if let Some((media_type, syntax)) = media {
+        args.extend(["--media-type".to_owned(), media_type.to_owned()]);
+        if let Some(syntax) = syntax {
+            args.extend(["--transfer-syntax".to_owned(), syntax.to_owned()]);
+        }
+    }
+    dicomweb(dir, label, server, &args)
+}
+
+/// [`frames`], asserting that each frame came back with the bytes stored.
+fn frames_exactly(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    instance: &PixelInstance,
+    numbers: &[usize],
+    media: Option<(&str, Option<&str>)>,
+) -> Option<()> {
+    let fetched = frames(dir, label, server, instance, numbers, media)?;
+    let context = format!("{}\n{}", fetched.finished.describe(), server.describe());
+    let report = fetched.ok(&context);
+    assert_eq!(
+        report["received"].as_u64(),
+        Some(numbers.len() as u64),
+        "frames received for {numbers:?} ({label})\n{context}"
+    );
+    for (frame, number) in report["frames"]
+        .as_array()
+        .expect("frames in the report")
+        .iter()
+        .zip(numbers)
+    {
+        let file = frame["path"].as_str().unwrap_or_default();
+        let bytes = fs::read(file).unwrap_or_else(|error| panic!("{file}: {error}"));
+        let stored = &instance.frames[number - 1];
+        assert!(
+            &bytes == stored,
+            "frame {number} of {} ({label}): {} bytes received, {} stored{}\n{context}",
+            instance.path.display(),
+            bytes.len(),
+            stored.len(),
+            if bytes.len() == stored.len() {
+                ", not the same"
+            } else {
+                ""
+            }
+        );
+    }
+    Some(())
+}
+
+/// Asserts that a frames request failed with HTTP `status`.
+#[track_caller]
+fn assert_frames_refused(fetched: &PeerRun, status: u64, what: &str, context: &str) {
+    let got = fetched.report["error"]["status"].as_u64();
+    assert_eq!(
+        got,
+        Some(status),
+        "{what}: expected HTTP {status}: {}\n{}\n{context}",
+        fetched.report,
+        fetched.finished.describe()
+    );
+}
+
+/// Runs the driver's `rendered` of `uids` with `media_type` into `<dir>/<label>.<ext>` and
+/// asserts that it holds `count` images (several: a multipart body) that Pillow decodes, each
+/// `format` of `columns` x `rows`; returns the images' reports.
+#[allow(clippy::too_many_arguments)]
+fn rendered_exactly(
+    dir: &Path,
+    label: &str,
+    server: &DimsumServe,
+    uids: &[&str],
+    media_type: Option<&str>,
+    count: usize,
+    format: &str,
+    (columns, rows): (u16, u16),
+) -> Option<Vec<Value>> {
+    let mut args = vec![
+        "rendered".to_owned(),
+        "--out".to_owned(),
+        arg(&dir.join(format!("{label}.{}", format.to_ascii_lowercase()))),
+    ];
+    args.extend(uid_args(uids));
+    if let Some(media_type) = media_type {
+        args.extend(["--media-type".to_owned(), media_type.to_owned()]);
+    }
+    let rendered = dicomweb(dir, label, server, &args)?;
+    let context = format!("{}\n{}", rendered.finished.describe(), server.describe());
+    let report = rendered.ok(&context);
+    let images = report["images"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        images.len(),
+        count,
+        "images rendered ({label}): {report}\n{context}"
+    );
+    for image in &images {
+        assert_eq!(
+            (
+                image["format"].as_str(),
+                image["width"].as_u64(),
+                image["height"].as_u64()
+            ),
+            (
+                Some(format),
+                Some(u64::from(columns)),
+                Some(u64::from(rows))
+            ),
+            "the rendered image ({label}): {report}\n{context}"
+        );
+    }
+    Some(images)
+}
+
+#[test]
+fn dicomweb_client_retrieves_frames_and_rendered_images() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-frames") else {
+        return;
+    };
+    if dicomweb_client().is_none() {
+        return;
+    }
+    let folder = dir.join("to-stow");
+    fs::create_dir_all(&folder).expect("create the folder to store");
+    let multiframe_path = folder.join("multiframe.dcm");
+    write_multiframe(
+        &MultiFrame {
+            number: 1,
+            frames: 3,
+            bits: 8,
+            transfer_syntax: EXPLICIT_VR_LE,
+        },
+        &multiframe_path,
+    );
+    let words_path = folder.join("multiframe_words_implicit.dcm");
+    write_multiframe(
+        &MultiFrame {
+            number: 2,
+            frames: 4,
+            bits: 16,
+            transfer_syntax: IMPLICIT_VR_LE,
+        },
+        &words_path,
+    );
+    let Some(copies) = copy_pydicom_test_files(&dir, &folder, &PYDICOM_FILES) else {
+        return;
+    };
+    let multiframe = PixelInstance::read(&multiframe_path);
+    let words = PixelInstance::read(&words_path);
+    let [rle, jpeg] = [0, 1].map(|index| PixelInstance::read(&copies[index]));
+    assert_eq!(
+        (
+            multiframe.frames.len(),
+            words.frames.len(),
+            rle.frames.len(),
+            jpeg.frames.len()
+        ),
+        (3, 4, 2, 1),
+        "frames of the instances stored"
+    );
+
+    let server = DimsumServe::start(&dir, &dir.join("data"), &[]);
+    let mut args = vec!["store".to_owned(), arg(&multiframe_path), arg(&words_path)];
+    args.extend(copies.iter().map(|path| arg(path)));
+    let Some(stored) = dicomweb(&dir, "store", &server, &args) else {
+        return;
+    };
+    let context = server.describe();
+    let response = &stored.ok(&context)["response"];
+    assert!(
+        json_items(response, tags::FAILED_SOP_SEQUENCE).is_empty()
+            && json_items(response, tags::REFERENCED_SOP_SEQUENCE).len() == 4,
+        "the four instances were not all stored: {response}\n{context}"
+    );
+
+    // native frames: the client's default Accept (any type) and application/octet-stream
+    if frames_exactly(&dir, "frames-default", &server, &multiframe, &[1, 3], None).is_none() {
+        return;
+    }
+    let octet_stream = OCTET_STREAM;
+    frames_exactly(
+        &dir,
+        "frames-octet-stream",
+        &server,
+        &multiframe,
+        &[2],
+        Some((octet_stream, None)),
+    );
+    // as stored: 16-bit native frames of an Implicit VR Little Endian instance, RLE and JPEG
+    // fragments
+    frames_exactly(
+        &dir,
+        "frames-words-as-stored",
+        &server,
+        &words,
+        &[1, 4],
+        Some((octet_stream, Some("*"))),
+    );
+    frames_exactly(
+        &dir,
+        "frames-rle-as-stored",
+        &server,
+        &rle,
+        &[1, 2],
+        Some((octet_stream, Some("*"))),
+    );
+    frames_exactly(
+        &dir,
+        "frames-jpeg",
+        &server,
+        &jpeg,
+        &[1],
+        Some(("image/jpeg", Some(support::JPEG_BASELINE))),
+    );
+    // frame numbers are 1-based: 0 is a bad request, one past the last is not found
+    let Some(zero) = frames(&dir, "frame-zero", &server, &multiframe, &[0], None) else {
+        return;
+    };
+    assert_frames_refused(&zero, 400, "frame 0", &context);
+    let Some(past) = frames(&dir, "frame-past-last", &server, &multiframe, &[4], None) else {
+        return;
+    };
+    assert_frames_refused(&past, 404, "frame 4 of 3", &context);
+
+    // rendered: the image decodes and has the instance's size
+    let size = |instance: &PixelInstance| (instance.columns, instance.rows);
+    let instance_uids = |instance: &PixelInstance| {
+        [
+            instance.study.clone(),
+            instance.series.clone(),
+            instance.instance.clone(),
+        ]
+    };
+    let [study, series, sop] = instance_uids(&multiframe);
+    rendered_exactly(
+        &dir,
+        "rendered-multiframe-png",
+        &server,
+        &[&study, &series, &sop],
+        Some("image/png"),
+        1,
+        "PNG",
+        size(&multiframe),
+    );
+    rendered_exactly(
+        &dir,
+        "rendered-multiframe-default",
+        &server,
+        &[&study, &series, &sop],
+        None,
+        1,
+        "JPEG",
+        size(&multiframe),
+    );
+    rendered_exactly(
+        &dir,
+        "rendered-series-jpeg",
+        &server,
+        &[&study, &series],
+        Some("image/jpeg"),
+        2,
+        "JPEG",
+        size(&multiframe),
+    );
+    let [study, series, sop] = instance_uids(&jpeg);
+    rendered_exactly(
+        &dir,
+        "rendered-jpeg",
+        &server,
+        &[&study, &series, &sop],
+        Some("image/jpeg"),
+        1,
+        "JPEG",
+        size(&jpeg),
+    );
+    let [study, series, sop] = instance_uids(&rle);
+    let images = rendered_exactly(
+        &dir,
+        "rendered-rle-png",
+        &server,
+        &[&study, &series, &sop],
+        Some("image/png"),
+        1,
+        "PNG",
+        size(&rle),
+    );
+    if let Some(images) = images {
+        assert_eq!(
+            images[0]["mode"], "RGB",
+            "an RGB instance renders in colour: {images:?}"
+        );
+    }
 }
