@@ -428,6 +428,10 @@ pub struct ServeOptions {
     /// Serve this web viewer build (OHIF Viewer) at /viewer, using our DICOMweb.
     #[arg(long, value_name = "DIR")]
     pub viewer: Option<PathBuf>,
+    /// The origin written in DICOMweb Retrieve URLs and BulkDataURIs
+    /// (`https://pacs.example.org`), e.g. behind a proxy [default: each request's Host].
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     #[command(flatten)]
     pub move_retry: MoveRetryOptions,
     #[command(flatten)]
@@ -618,6 +622,9 @@ impl ServeConfig {
         if let Some(viewer) = &options.viewer {
             self.web.viewer = Some(viewer.clone());
         }
+        if let Some(base_url) = &options.base_url {
+            self.web.base_url = Some(base_url.clone());
+        }
     }
 
     /// Checks every value; the first problem found names its key.
@@ -744,7 +751,24 @@ impl ServeConfig {
         let mut config = WebConfig::default()
             .with_root(&web.root)
             .map_err(|error| Problem::new("web.root", error.to_string()))?;
-        config.base_url.clone_from(&web.base_url);
+        if let Some(base_url) = &web.base_url {
+            let origin = base_url
+                .strip_prefix("http://")
+                .or_else(|| base_url.strip_prefix("https://"));
+            if origin.is_none_or(|rest| {
+                rest.is_empty()
+                    || rest.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+            }) {
+                return Err(Problem::new(
+                    "web.base-url",
+                    format!("{base_url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        config.base_url = web
+            .base_url
+            .as_ref()
+            .map(|url| url.trim_end_matches('/').to_owned());
         config.max_body_bytes = web.max_body_mib.saturating_mul(1 << 20);
         if web.max_body_mib == 0 {
             return Err(Problem::new("web.max-body-mib", "give at least 1"));
@@ -962,12 +986,15 @@ mod tests {
             "*",
             "--viewer",
             "ohif",
+            "--base-url",
+            "http://pacs:9000/",
         ]);
         let config = ServeConfig::resolve(&options.expect("flags")).expect("config");
         assert_eq!(config.web_listen_address(), "0.0.0.0:9000");
         let web = config.dicomweb().expect("valid").expect("served");
         assert_eq!(web.cors, CorsOrigins::Any);
         assert_eq!(web.viewer, Some(PathBuf::from("ohif")));
+        assert_eq!(web.base_url.as_deref(), Some("http://pacs:9000"));
         assert!(
             config
                 .how_to_reach_web("127.0.0.1:9000".parse().expect("address"))
@@ -989,6 +1016,7 @@ mod tests {
                 "web.cors-origins",
             ),
             ("[web]\nmax-body-mib = 0\n", "web.max-body-mib"),
+            ("[web]\nbase-url = \"pacs.example.org\"\n", "web.base-url"),
         ] {
             let error = error_text(text);
             assert!(error.contains(key), "{text:?}: {error}");

@@ -1437,6 +1437,33 @@ fn dicomweb_client_retrieves_metadata_and_bulk_data() {
     );
 }
 
+/// dicomweb-client's own Accept for bulk data, `multipart/related; type="*/*"`.
+#[test]
+fn dicomweb_client_fetches_bulk_data_with_its_default_accept() {
+    let Some(dir) = retrieve_scratch_dir("dicomweb-bulkdata-default-accept") else {
+        return;
+    };
+    let Some(server) = archive_with_data_set(&dir) else {
+        return;
+    };
+    let data = QrDataSet::get();
+    let knee = &data.patients[1].studies[0];
+    let series = &knee.series[0];
+    let instance = &series.instances[0];
+    metadata_exactly(
+        &dir,
+        "instance-metadata-default-accept",
+        &server,
+        &[
+            &knee.study_instance_uid,
+            &series.series_instance_uid,
+            &instance.sop_instance_uid,
+        ],
+        None,
+        &[instance],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. WADO-RS frames and rendered images
 // ---------------------------------------------------------------------------------------------

@@ -636,9 +636,13 @@ fn negotiate_bulk(
     let mut wanted = Vec::new();
     for range in accept.preferred() {
         let media = &range.media_type;
-        // A wild card, or multipart/related of any part type: whatever the value is stored
-        // as, unless a transfer syntax is named.
-        let untyped_related = media.is("multipart", "related") && media.parameter("type").is_none();
+        // A wild card, or multipart/related of any part type (no `type`, or `type="*/*"` as
+        // dicomweb-client sends): whatever the value is stored as, unless a transfer syntax is
+        // named.
+        let untyped_related = media.is("multipart", "related")
+            && media
+                .parameter("type")
+                .is_none_or(|part_type| part_type.trim() == "*/*" || part_type.trim() == "*");
         if media.is("*", "*") || media.is("multipart", "*") || untyped_related {
             wanted.push(match media.parameter("transfer-syntax") {
                 Some(uid) if uid != "*" => BulkWanted::Syntax(uid.to_owned()),
