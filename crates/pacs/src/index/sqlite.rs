@@ -273,6 +273,52 @@ impl SqliteIndex {
         self.read_committed(read).await
     }
 
+    /// Runs `read` on a reader connection on the blocking pool, once the inserts handed over
+    /// before it are committed, as a stream: `read` hands each item to its `send` (false once
+    /// the stream is dropped: it stops), at most `ahead` items ahead of the consumer; an error
+    /// of `read` ends the stream. Holds a query permit while it reads.
+    async fn stream_read<T, R>(
+        &self,
+        ahead: usize,
+        read: R,
+    ) -> Result<impl futures_util::Stream<Item = Result<T, IndexError>> + Send + 'static, IndexError>
+    where
+        T: Send + 'static,
+        R: FnOnce(
+                &Connection,
+                &SqliteConfig,
+                &mut dyn FnMut(Result<T, IndexError>) -> bool,
+            ) -> Result<(), IndexError>
+            + Send
+            + 'static,
+    {
+        self.settle().await?;
+        let permit = self
+            .inner
+            .query_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
+        let (sender, receiver) = mpsc::channel(ahead);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = inner.with_reader(|connection| {
+                read(connection, &inner.config, &mut |item| {
+                    sender.blocking_send(item).is_ok()
+                })
+            });
+            if let Err(error) = outcome {
+                let _ = sender.blocking_send(Err(error));
+            }
+            drop(permit);
+        });
+        Ok(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        ))
+    }
+
     /// Runs `read` on a reader connection on the blocking pool, on what is committed now.
     async fn read_committed<T: Send + 'static>(
         &self,
@@ -1597,30 +1643,11 @@ impl Index for SqliteIndex {
         limit: Option<usize>,
     ) -> BoxFuture<'_, Result<ResponseStream, IndexError>> {
         Box::pin(async move {
-            self.settle().await?;
-            let permit = self
-                .inner
-                .query_permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
-            let (sender, receiver) = mpsc::channel(MATCHES_AHEAD);
-            let inner = self.inner.clone();
-            tokio::task::spawn_blocking(move || {
-                let outcome = inner.with_reader(|connection| {
-                    run_query(connection, &plan, limit, &inner.config.limits, |item| {
-                        sender.blocking_send(item).is_ok()
-                    })
-                });
-                if let Err(error) = outcome {
-                    let _ = sender.blocking_send(Err(error));
-                }
-                drop(permit);
-            });
-            let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-                receiver.recv().await.map(|item| (item, receiver))
-            });
+            let stream = self
+                .stream_read(MATCHES_AHEAD, move |connection, config, send| {
+                    run_query(connection, &plan, limit, &config.limits, send)
+                })
+                .await?;
             Ok(Box::pin(stream) as ResponseStream)
         })
     }
@@ -1641,30 +1668,11 @@ impl Index for SqliteIndex {
         entity: EntityUids,
     ) -> BoxFuture<'_, Result<RecordStream, IndexError>> {
         Box::pin(async move {
-            self.settle().await?;
-            let permit = self
-                .inner
-                .query_permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| IndexError::Task("the index readers are closed".into()))?;
-            let (sender, receiver) = mpsc::channel(RECORDS_AHEAD);
-            let inner = self.inner.clone();
-            tokio::task::spawn_blocking(move || {
-                let outcome = inner.with_reader(|connection| {
-                    read_instance_records(connection, &entity, &inner.config.limits, |item| {
-                        sender.blocking_send(item).is_ok()
-                    })
-                });
-                if let Err(error) = outcome {
-                    let _ = sender.blocking_send(Err(error));
-                }
-                drop(permit);
-            });
-            let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-                receiver.recv().await.map(|item| (item, receiver))
-            });
+            let stream = self
+                .stream_read(RECORDS_AHEAD, move |connection, config, send| {
+                    read_instance_records(connection, &entity, &config.limits, send)
+                })
+                .await?;
             Ok(Box::pin(stream) as RecordStream)
         })
     }
