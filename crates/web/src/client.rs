@@ -1061,9 +1061,12 @@ impl Client {
     }
 
     /// The bytes of one bulk data value (PS3.18 10.4.1.1.5) at `uri`, a BulkDataURI as a
-    /// metadata response gives it (absolute, or relative to the service root): the first part
-    /// of a multipart/related response, or a single `application/octet-stream` body. Credentials
-    /// are only sent when `uri` is below the service root.
+    /// metadata response gives it (absolute, or relative to the service root): the parts of a
+    /// multipart/related response one after the other (a bulk data resource has one; a Frames
+    /// resource, the BulkDataURI of encapsulated Pixel Data, one per frame, which together are
+    /// the uncompressed value), within [`ClientLimits::max_in_memory_part_bytes`] in all; or a
+    /// single `application/octet-stream` body. Credentials are only sent when `uri` is below
+    /// the service root.
     pub async fn bulkdata(&self, uri: &str) -> Result<Bytes, ClientError> {
         let url = if uri.starts_with("http://") || uri.starts_with("https://") {
             uri.to_owned()
@@ -1082,10 +1085,30 @@ impl Client {
         let content_type = response_type(&call, &response)?;
         if content_type.is("multipart", "related") {
             let mut multipart = self.multipart(call, response)?;
-            return match multipart.read_part().await? {
-                Some((_, body)) => Ok(body),
-                None => Err(ClientError::NoPart { url: multipart.url }),
+            let Some((_, first)) = multipart.read_part().await? else {
+                return Err(ClientError::NoPart { url: multipart.url });
             };
+            let mut value = BytesMut::new();
+            let mut rest = Some(first);
+            while let Some(body) = rest.take() {
+                if (value.len() + body.len()) as u64 > self.limits.max_in_memory_part_bytes {
+                    return Err(ClientError::TooLarge {
+                        url: multipart.url,
+                        what: "the bulk data",
+                        limit: self.limits.max_in_memory_part_bytes,
+                    });
+                }
+                match multipart.read_part().await? {
+                    // One part (the usual case): its bytes as they are.
+                    None if value.is_empty() => return Ok(body),
+                    None => value.extend_from_slice(&body),
+                    Some((_, next)) => {
+                        value.extend_from_slice(&body);
+                        rest = Some(next);
+                    }
+                }
+            }
+            return Ok(value.freeze());
         }
         read_limited(
             &call,

@@ -1,8 +1,12 @@
 //! The DICOMweb client (`dimsum_web::client`, feature `client`) against our own server over a
 //! temporary archive on a loopback port: what it stores is found and retrieved byte for byte,
-//! at every level, read as a stream within its limits; the server's refusals come back as typed
-//! errors with their status and body; and a bare listener shows what goes on the wire
-//! (credentials, headers, the STOW-RS body and its Content-Length).
+//! at every level, read as a stream within its limits; metadata at every level is the stored
+//! data set without its bulk data, and with its BulkDataURIs resolved the whole data set; each
+//! BulkDataURI gives the exact bytes of its element (little endian from a big endian file, the
+//! frames of encapsulated Pixel Data); frames come native byte for byte or encapsulated as
+//! stored with their transfer syntax; rendered images decode to the size asked; the server's
+//! refusals come back as typed errors with their status and body; and a bare listener shows
+//! what goes on the wire (credentials, headers, the STOW-RS body and its Content-Length).
 
 // The shared module re-exports what every server test file uses; not all of it is used here.
 #[allow(unused_imports)]
@@ -614,4 +618,750 @@ async fn searches_at_every_level_find_what_was_stored() {
         client.search_instances(&studies_query).await,
         Err(ClientError::Query(_))
     ));
+}
+
+// ------------------------------------------------------------------------------------------
+// Metadata, bulk data, frames and rendered images (PS3.18 10.4.1.1.4-10.4.1.1.6, 10.4.1.2)
+// ------------------------------------------------------------------------------------------
+
+const RLE: &str = "1.2.840.10008.1.2.5";
+const BULK_SERIES_2: &str = "1.2.826.0.1.3680043.2.1125.7.1.5";
+
+/// The bulk data of [`bulky`]'s instances: each element's tag path (as dimsum's BulkDataURIs
+/// write it), VR and value.
+fn bulk_values(number: u32) -> Vec<(&'static str, VR, Vec<u8>)> {
+    let bytes = |length: usize, seed: u32| -> Vec<u8> {
+        (0..length)
+            .map(|i| ((i * 7 + seed as usize) % 251) as u8)
+            .collect()
+    };
+    vec![
+        // Encapsulated Document: a top-level OB over 1 KiB.
+        ("00420011", VR::OB, bytes(3000, number)),
+        // The icon's Pixel Data, in the first item of the Icon Image Sequence.
+        ("00880200/0/7FE00010", VR::OB, bytes(40 * 32, number + 1)),
+        // Pixel Data: 64 × 64 × 16 bits.
+        ("7FE00010", VR::OW, bytes(64 * 64 * 2, number + 2)),
+    ]
+}
+
+/// An instance of `series` (in [`STUDY`]) with bulk data at the top level, in a sequence item
+/// and as its Pixel Data, and a small binary value (ICC Profile) that stays inline; with the
+/// bulk values left empty when `with_bulk_data` is false (what the metadata holds before its
+/// BulkDataURIs are resolved).
+fn bulky(series: &str, number: u32, with_bulk_data: bool) -> InMemDicomObject {
+    let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+    let us = |tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+    let mut values = bulk_values(number).into_iter().map(|(_, vr, value)| {
+        if with_bulk_data {
+            (vr, PrimitiveValue::U8(value.into()))
+        } else {
+            (vr, PrimitiveValue::Empty)
+        }
+    });
+    let mut next = |tag| {
+        let (vr, value) = values.next().expect("a bulk value");
+        DataElement::new(tag, vr, value)
+    };
+    let document = next(tags::ENCAPSULATED_DOCUMENT);
+    let icon = InMemDicomObject::from_element_iter([
+        us(tags::ROWS, 40),
+        us(tags::COLUMNS, 32),
+        next(tags::PIXEL_DATA),
+    ]);
+    let pixel_data = next(tags::PIXEL_DATA);
+    InMemDicomObject::from_element_iter([
+        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        text(tags::SOP_CLASS_UID, VR::UI, CT),
+        text(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            &format!("{series}.{number}"),
+        ),
+        text(tags::STUDY_DATE, VR::DA, "20240105"),
+        text(tags::MODALITY, VR::CS, "CT"),
+        text(tags::STUDY_DESCRIPTION, VR::LO, "Thorax Übersicht"),
+        text(tags::PATIENT_NAME, VR::PN, "MÜLLER^JÜRGEN"),
+        text(tags::PATIENT_ID, VR::LO, "P-BULK"),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, series),
+        text(tags::SERIES_NUMBER, VR::IS, "1"),
+        text(tags::INSTANCE_NUMBER, VR::IS, &number.to_string()),
+        us(tags::ROWS, 64),
+        us(tags::COLUMNS, 64),
+        us(tags::BITS_ALLOCATED, 16),
+        DataElement::new(
+            tags::ICC_PROFILE,
+            VR::OB,
+            PrimitiveValue::U8(vec![1u8; 16].into()),
+        ),
+        text(
+            tags::MIME_TYPE_OF_ENCAPSULATED_DOCUMENT,
+            VR::LO,
+            "text/plain",
+        ),
+        document,
+        DataElement::new(
+            tags::ICON_IMAGE_SEQUENCE,
+            VR::SQ,
+            dimsum_dataset::dicom_core::value::DataSetSequence::from(vec![icon]),
+        ),
+        pixel_data,
+    ])
+}
+
+/// [`bulky`]'s instance as a Part 10 file (Explicit VR Little Endian).
+fn bulky_file(series: &str, number: u32) -> Vec<u8> {
+    let sop = format!("{series}.{number}");
+    let mut file =
+        encode_header(&FileMeta::new(CT, &sop, EXPLICIT, "1.2.3", "TEST")).expect("meta");
+    file.extend_from_slice(
+        &identifier::encode(&bulky(series, number, true), EXPLICIT).expect("data set"),
+    );
+    file
+}
+
+/// The three instances of the bulk data tests: (series, number), two in [`SERIES`].
+const BULKY: [(&str, u32); 3] = [(SERIES, 1), (SERIES, 2), (BULK_SERIES_2, 1)];
+
+/// Stores [`BULKY`] through the client.
+async fn store_bulky(client: &Client) {
+    let outcome = client
+        .store_instances(
+            None,
+            BULKY
+                .iter()
+                .map(|(series, number)| StowInstance::Bytes(bulky_file(series, *number).into()))
+                .collect(),
+        )
+        .await
+        .expect("STOW-RS");
+    assert_eq!(outcome.status, 200, "{outcome:?}");
+    assert_eq!(outcome.response.outcomes.len(), BULKY.len());
+}
+
+/// The URL of an instance of [`STUDY`] below the service root.
+fn instance_url(served: &Served, series: &str, sop: &str) -> String {
+    served.url(&format!("/studies/{STUDY}/series/{series}/instances/{sop}"))
+}
+
+/// The path of a BulkDataReference's selector as dimsum writes bulk data paths.
+fn selector_text(selector: &dimsum_dataset::dicom_core::ops::AttributeSelector) -> String {
+    use dimsum_dataset::dicom_core::ops::AttributeSelectorStep;
+    selector
+        .iter()
+        .map(|step| match *step {
+            AttributeSelectorStep::Nested { tag, item } => {
+                format!("{:04X}{:04X}/{item}", tag.group(), tag.element())
+            }
+            AttributeSelectorStep::Tag(tag) => format!("{:04X}{:04X}", tag.group(), tag.element()),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_at_every_level_is_the_stored_data_set_without_its_bulk_data() {
+    use dimsum_dataset::json;
+    use dimsum_web::resource::Entity;
+
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    store_bulky(&client).await;
+
+    let study = Entity::Study {
+        study: STUDY.to_owned(),
+    };
+    let series = Entity::Series {
+        study: STUDY.to_owned(),
+        series: SERIES.to_owned(),
+    };
+    let instance = Entity::Instance {
+        study: STUDY.to_owned(),
+        series: BULK_SERIES_2.to_owned(),
+        instance: format!("{BULK_SERIES_2}.1"),
+    };
+    for (entity, expected) in [
+        (&study, &BULKY[..]),
+        (&series, &BULKY[..2]),
+        (&instance, &BULKY[2..]),
+    ] {
+        let mut found = client.metadata(entity).await.expect("metadata");
+        assert_eq!(found.len(), expected.len(), "{entity:?}");
+        found.sort_by_key(|pending| uid_of(pending.object(), tags::SOP_INSTANCE_UID));
+        for (pending, (series, number)) in found.iter().zip(expected) {
+            let sop = format!("{series}.{number}");
+            assert_eq!(uid_of(pending.object(), tags::SOP_INSTANCE_UID), sop);
+            // Everything but the bulk data, as stored (text in UTF-8 once read).
+            assert_eq!(
+                json::to_json(pending.object()),
+                json::to_json(&bulky(series, *number, false)),
+                "{entity:?}: {sop}"
+            );
+            // Each bulk element named by its path and VR, at the instance's bulkdata resource.
+            let references: Vec<(String, VR, String)> = pending
+                .bulk_data()
+                .iter()
+                .map(|r| (selector_text(&r.path), r.vr, r.uri.clone()))
+                .collect();
+            let url = instance_url(&served, series, &sop);
+            let wanted: Vec<(String, VR, String)> = bulk_values(*number)
+                .into_iter()
+                .map(|(path, vr, _)| (path.to_owned(), vr, format!("{url}/bulkdata/{path}")))
+                .collect();
+            assert_eq!(references, wanted, "{sop}");
+        }
+    }
+
+    // Resolved, the metadata is the stored data set, bulk data included.
+    let mut resolved = Vec::new();
+    for pending in client.metadata(&study).await.expect("metadata") {
+        resolved.push(client.resolve_bulk_data(pending).await.expect("resolved"));
+    }
+    resolved.sort_by_key(|object| uid_of(object, tags::SOP_INSTANCE_UID));
+    assert_eq!(resolved.len(), BULKY.len());
+    for (object, (series, number)) in resolved.iter().zip(BULKY) {
+        assert_eq!(
+            json::to_json(object),
+            json::to_json(&bulky(series, number, true)),
+            "{series}.{number} resolved"
+        );
+    }
+
+    // As the server wrote it: the BulkDataURIs kept for another program.
+    let written = client.metadata_json(&series).await.expect("metadata JSON");
+    let items = written.as_array().expect("an array");
+    assert_eq!(items.len(), 2);
+    for item in items {
+        let sop = item["00080018"]["Value"][0]
+            .as_str()
+            .expect("SOP Instance UID");
+        assert_eq!(
+            item["7FE00010"],
+            serde_json::json!({
+                "vr": "OW",
+                "BulkDataURI": format!("{}/bulkdata/7FE00010", instance_url(&served, SERIES, sop))
+            })
+        );
+        assert!(item["00282000"]["InlineBinary"].is_string(), "{item}");
+    }
+
+    // An entity the archive does not hold: the server's 404.
+    let unknown = Entity::Series {
+        study: STUDY.to_owned(),
+        series: format!("{SERIES}.404"),
+    };
+    let error = client.metadata(&unknown).await.expect_err("no such series");
+    assert_eq!(error.status(), Some(404), "{error}");
+    // A dot segment is refused before sending; a slash is sent percent-encoded, so that it
+    // cannot change the path, and the server refuses the segment.
+    let error = client
+        .metadata(&Entity::Study {
+            study: "..".to_owned(),
+        })
+        .await
+        .expect_err("a dot segment");
+    assert!(matches!(error, ClientError::InvalidUid { .. }), "{error:?}");
+    let error = client
+        .metadata(&Entity::Study {
+            study: "1.2.3/../4".to_owned(),
+        })
+        .await
+        .expect_err("not a UID");
+    assert_eq!(error.status(), Some(400), "{error}");
+    match &error {
+        ClientError::Status { url, .. } => {
+            assert!(url.ends_with("/studies/1.2.3%2F..%2F4/metadata"), "{url}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A pydicom test file of tests/data: its bytes, and its Study, Series and SOP Instance UIDs.
+fn test_file(name: &str) -> (Vec<u8>, [String; 3]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let object = dimsum_dataset::dicom_object::OpenFileOptions::new()
+        .open_file(&path)
+        .expect("a test file");
+    let uids = [
+        tags::STUDY_INSTANCE_UID,
+        tags::SERIES_INSTANCE_UID,
+        tags::SOP_INSTANCE_UID,
+    ]
+    .map(|tag| uid_of(&object, tag));
+    (std::fs::read(&path).expect("read"), uids)
+}
+
+/// The Pixel Data of a pydicom test file as dicom-rs reads it: the native value in little
+/// endian, or the fragments of an encapsulated one.
+fn pixel_data_of(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let object = dimsum_dataset::dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .expect("a test file");
+    let element = object.element(tags::PIXEL_DATA).expect("pixel data");
+    match element.value().fragments() {
+        Some(fragments) => (Vec::new(), fragments.to_vec()),
+        None => (element.to_bytes().expect("bytes").into_owned(), Vec::new()),
+    }
+}
+
+/// Stores pydicom test files through the client (each once).
+async fn store_files(client: &Client, files: Vec<Vec<u8>>) {
+    let count = files.len();
+    let outcome = client
+        .store_instances(
+            None,
+            files
+                .into_iter()
+                .map(|file| StowInstance::Bytes(file.into()))
+                .collect(),
+        )
+        .await
+        .expect("STOW-RS");
+    assert_eq!(outcome.status, 200, "{outcome:?}");
+    assert_eq!(outcome.response.outcomes.len(), count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_uris_give_the_exact_bytes_of_each_element() {
+    use dimsum_web::resource::Entity;
+
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    store_bulky(&client).await;
+
+    // Every bulk element of every instance, by its absolute BulkDataURI, and relative to the
+    // service root with and without a leading slash.
+    for (series, number) in BULKY {
+        let sop = format!("{series}.{number}");
+        let relative = format!("studies/{STUDY}/series/{series}/instances/{sop}/bulkdata");
+        for (path, _, value) in bulk_values(number) {
+            for uri in [
+                format!("{}/bulkdata/{path}", instance_url(&served, series, &sop)),
+                format!("{relative}/{path}"),
+                format!("/{relative}/{path}"),
+            ] {
+                let bytes = client.bulkdata(&uri).await.expect("bulk data");
+                assert!(bytes[..] == value[..], "{uri}: the bytes differ");
+            }
+        }
+    }
+    // No element there, and an element that is not bulk data: the server's 404.
+    let relative = format!("studies/{STUDY}/series/{SERIES}/instances/{SERIES}.1/bulkdata");
+    for path in ["00420012", "00100010", "00880200/1/7FE00010"] {
+        let error = client
+            .bulkdata(&format!("{relative}/{path}"))
+            .await
+            .expect_err("nothing there");
+        assert_eq!(error.status(), Some(404), "{path}: {error}");
+    }
+    // A path that is not a tag path: 400.
+    let error = client
+        .bulkdata(&format!("{relative}/0042001G"))
+        .await
+        .expect_err("bad path");
+    assert_eq!(error.status(), Some(400), "{error}");
+
+    // Explicit VR Big Endian (pydicom's MR_small, in an archive of its own): the Pixel Data
+    // comes in little endian, the same bytes as the little endian file's.
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    let (file, [study, series, sop]) = test_file("MR_small_bigendian.dcm");
+    store_files(&client, vec![file]).await;
+    let (little_endian, _) = pixel_data_of("MR_small.dcm");
+    let entity = Entity::Instance {
+        study,
+        series,
+        instance: sop,
+    };
+    let pending = client
+        .metadata(&entity)
+        .await
+        .expect("metadata")
+        .pop()
+        .expect("one");
+    let pixel_uri = pending
+        .bulk_data()
+        .iter()
+        .find(|r| r.path.last_tag() == tags::PIXEL_DATA && r.path.num_steps() == 1)
+        .map(|r| r.uri.clone())
+        .expect("a BulkDataURI for the Pixel Data");
+    assert!(pixel_uri.ends_with("/bulkdata/7FE00010"), "{pixel_uri}");
+    let bytes = client.bulkdata(&pixel_uri).await.expect("pixel data");
+    assert!(bytes[..] == little_endian[..], "the pixels differ");
+    let resolved = client.resolve_bulk_data(pending).await.expect("resolved");
+    let pixels = resolved
+        .get(tags::PIXEL_DATA)
+        .expect("pixel data")
+        .to_bytes()
+        .expect("bytes");
+    assert!(pixels[..] == little_endian[..]);
+}
+
+/// A native multi-frame instance of `frames` frames of 4 × 5 16-bit values (each frame's its
+/// own), in [`SERIES`]; its file and its Pixel Data.
+fn multi_frame(number: u32, frames: u32) -> (Vec<u8>, Vec<u8>) {
+    let sop = format!("{SERIES}.{number}");
+    let pixels: Vec<u8> = (0..frames as usize * 4 * 5)
+        .flat_map(|i| (i as u16 * 7 + 3).to_le_bytes())
+        .collect();
+    let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+    let us = |tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+    let object = InMemDicomObject::from_element_iter([
+        text(tags::SOP_CLASS_UID, VR::UI, CT),
+        text(tags::SOP_INSTANCE_UID, VR::UI, &sop),
+        text(tags::MODALITY, VR::CS, "CT"),
+        text(tags::PATIENT_ID, VR::LO, "P-FRAMES"),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
+        text(tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string()),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, 4),
+        us(tags::COLUMNS, 5),
+        us(tags::BITS_ALLOCATED, 16),
+        us(tags::BITS_STORED, 16),
+        us(tags::HIGH_BIT, 15),
+        us(tags::PIXEL_REPRESENTATION, 0),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U8(pixels.clone().into()),
+        ),
+    ]);
+    let mut file =
+        encode_header(&FileMeta::new(CT, &sop, EXPLICIT, "1.2.3", "TEST")).expect("meta");
+    file.extend_from_slice(&identifier::encode(&object, EXPLICIT).expect("data set"));
+    (file, pixels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_native_byte_for_byte_and_encapsulated_as_stored() {
+    use dimsum_web::resource::Entity;
+
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    let (mr_file, [mr_study, mr_series, mr_sop]) = test_file("MR_small.dcm");
+    let (rle_file, [rle_study, rle_series, rle_sop]) = test_file("SC_rgb_rle_2frame.dcm");
+    let (multi_file, multi_pixels) = multi_frame(1, 6);
+    let multi_sop = format!("{SERIES}.1");
+    store_files(&client, vec![mr_file, rle_file, multi_file]).await;
+
+    // Native: the frame is the file's Pixel Data, byte for byte, in Explicit VR Little
+    // Endian whether asked as such or as stored.
+    let (mr_pixels, _) = pixel_data_of("MR_small.dcm");
+    assert_eq!(mr_pixels.len(), 64 * 64 * 2);
+    for syntax in [
+        None,
+        Some(TransferSyntax::Any),
+        Some(TransferSyntax::Uid(EXPLICIT.to_owned())),
+    ] {
+        let frames = client
+            .frames(&mr_study, &mr_series, &mr_sop, &[1], syntax.clone())
+            .await
+            .expect("frame 1");
+        assert_eq!(frames.len(), 1, "{syntax:?}");
+        let (headers, body) = &frames[0];
+        assert!(headers.content_type().is("application", "octet-stream"));
+        assert_eq!(
+            headers.content_type().parameter("transfer-syntax"),
+            Some(EXPLICIT),
+            "{syntax:?}"
+        );
+        assert!(body[..] == mr_pixels[..], "{syntax:?}: the frame differs");
+    }
+    // Several frames of a multi-frame instance, in the order asked.
+    let frames = client
+        .frames(STUDY, SERIES, &multi_sop, &[3, 1, 6], None)
+        .await
+        .expect("frames");
+    let frame_size = 4 * 5 * 2;
+    assert_eq!(frames.len(), 3);
+    for ((_, body), frame) in frames.iter().zip([3usize, 1, 6]) {
+        let start = (frame - 1) * frame_size;
+        assert!(
+            body[..] == multi_pixels[start..start + frame_size],
+            "frame {frame} differs"
+        );
+    }
+
+    // Encapsulated (RLE, two frames): as stored, each frame is its fragment, named with the
+    // stored transfer syntax; asked by its UID, the same.
+    let (_, fragments) = pixel_data_of("SC_rgb_rle_2frame.dcm");
+    assert_eq!(fragments.len(), 2);
+    for syntax in [TransferSyntax::Any, TransferSyntax::Uid(RLE.to_owned())] {
+        let frames = client
+            .frames(
+                &rle_study,
+                &rle_series,
+                &rle_sop,
+                &[2, 1],
+                Some(syntax.clone()),
+            )
+            .await
+            .expect("frames as stored");
+        assert_eq!(frames.len(), 2);
+        for ((headers, body), fragment) in frames.iter().zip([&fragments[1], &fragments[0]]) {
+            assert!(headers.content_type().is("application", "octet-stream"));
+            assert_eq!(
+                headers.content_type().parameter("transfer-syntax"),
+                Some(RLE),
+                "{syntax:?}"
+            );
+            assert!(body[..] == fragment[..], "{syntax:?}: a frame differs");
+        }
+    }
+    // By default, decoded: interleaved RGB, the first frame starting with a red band and the
+    // second (inverted) with cyan.
+    let decoded = client
+        .frames(&rle_study, &rle_series, &rle_sop, &[1, 2], None)
+        .await
+        .expect("decoded frames");
+    assert_eq!(
+        decoded[0].0.content_type().parameter("transfer-syntax"),
+        Some(EXPLICIT)
+    );
+    assert_eq!(decoded[0].1.len(), 100 * 100 * 3);
+    assert_eq!(decoded[0].1[..3], [255, 0, 0]);
+    assert_eq!(decoded[1].1[..3], [0, 255, 255]);
+
+    // The metadata's BulkDataURI of the encapsulated Pixel Data is its Frames resource;
+    // resolved, it is every frame decoded, one after the other.
+    let instance = Entity::Instance {
+        study: rle_study.clone(),
+        series: rle_series.clone(),
+        instance: rle_sop.clone(),
+    };
+    let pending = client
+        .metadata(&instance)
+        .await
+        .expect("metadata")
+        .pop()
+        .expect("one");
+    let references = pending.bulk_data();
+    assert_eq!(references.len(), 1);
+    let frames_uri = references[0].uri.clone();
+    assert!(
+        references[0]
+            .uri
+            .ends_with(&format!("/instances/{rle_sop}/frames/1,2")),
+        "{}",
+        references[0].uri
+    );
+    let resolved = client.resolve_bulk_data(pending).await.expect("resolved");
+    let pixels = resolved
+        .get(tags::PIXEL_DATA)
+        .expect("pixel data")
+        .to_bytes()
+        .expect("bytes");
+    assert!(pixels[..] == [decoded[0].1.clone(), decoded[1].1.clone()].concat()[..]);
+    // The frames together count against the in-memory limit: two of 30,000 bytes pass 40,000.
+    let limited = Client::builder(&served.url(""))
+        .limits(ClientLimits {
+            max_in_memory_part_bytes: 40_000,
+            ..ClientLimits::default()
+        })
+        .build()
+        .expect("client");
+    match limited.bulkdata(&frames_uri).await {
+        Err(ClientError::TooLarge { limit, .. }) => assert_eq!(limit, 40_000),
+        other => panic!("{other:?}"),
+    }
+
+    // Frame 0 is not a frame number: the server's 400. A frame past the end: 404, saying
+    // which and how many there are.
+    let error = client
+        .frames(&rle_study, &rle_series, &rle_sop, &[0], None)
+        .await
+        .expect_err("frame 0");
+    assert_eq!(error.status(), Some(400), "{error}");
+    let error = client
+        .frames(&rle_study, &rle_series, &rle_sop, &[1, 3], None)
+        .await
+        .expect_err("frame 3 of 2");
+    assert_eq!(error.status(), Some(404), "{error}");
+    assert!(error.to_string().contains("frame 3"), "{error}");
+    let error = client
+        .frames(STUDY, SERIES, &multi_sop, &[7], Some(TransferSyntax::Any))
+        .await
+        .expect_err("frame 7 of 6");
+    assert_eq!(error.status(), Some(404), "{error}");
+    // An instance the archive does not hold, or one named under another series.
+    let error = client
+        .frames(STUDY, SERIES, &format!("{SERIES}.404"), &[1], None)
+        .await
+        .expect_err("unknown instance");
+    assert_eq!(error.status(), Some(404), "{error}");
+    let error = client
+        .frames(&mr_study, &rle_series, &mr_sop, &[1], None)
+        .await
+        .expect_err("another series");
+    assert_eq!(error.status(), Some(404), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_images_decode_to_the_size_of_the_image_or_viewport() {
+    use dimsum_web::resource::Entity;
+    use dimsum_web::wado::ImageType;
+    use image::GenericImageView;
+
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    let (mr_file, [mr_study, mr_series, mr_sop]) = test_file("MR_small.dcm");
+    let (rle_file, [rle_study, rle_series, rle_sop]) = test_file("SC_rgb_rle_2frame.dcm");
+    store_files(&client, vec![mr_file, rle_file]).await;
+    let mr = Entity::Instance {
+        study: mr_study.clone(),
+        series: mr_series.clone(),
+        instance: mr_sop.clone(),
+    };
+    let rgb = Entity::Instance {
+        study: rle_study.clone(),
+        series: rle_series.clone(),
+        instance: rle_sop.clone(),
+    };
+    let decoded = |rendered: &dimsum_web::client::Rendered, format: image::ImageFormat| {
+        assert_eq!(
+            image::guess_format(&rendered.image).expect("an image format"),
+            format
+        );
+        image::load_from_memory(&rendered.image).expect("decodes")
+    };
+
+    // The instance as JPEG and PNG: 64 × 64, as the image.
+    let jpeg = client
+        .rendered(&Resource::Rendered(mr.clone(), None), ImageType::Jpeg, &[])
+        .await
+        .expect("JPEG");
+    assert!(
+        jpeg.content_type.is("image", "jpeg"),
+        "{}",
+        jpeg.content_type
+    );
+    assert_eq!(
+        decoded(&jpeg, image::ImageFormat::Jpeg).dimensions(),
+        (64, 64)
+    );
+    let png = client
+        .rendered(&Resource::Rendered(mr.clone(), None), ImageType::Png, &[])
+        .await
+        .expect("PNG");
+    assert!(png.content_type.is("image", "png"), "{}", png.content_type);
+    let plain = decoded(&png, image::ImageFormat::Png);
+    assert_eq!(plain.dimensions(), (64, 64));
+    // A viewport, and a source region flipped left to right.
+    let small = client
+        .rendered(
+            &Resource::Rendered(mr.clone(), None),
+            ImageType::Png,
+            &[("viewport", "32,32")],
+        )
+        .await
+        .expect("viewport");
+    assert_eq!(
+        decoded(&small, image::ImageFormat::Png).dimensions(),
+        (32, 32)
+    );
+    let flipped = client
+        .rendered(
+            &Resource::Rendered(mr.clone(), None),
+            ImageType::Png,
+            &[("viewport", "64,64,0,0,-64,64")],
+        )
+        .await
+        .expect("flipped");
+    let flipped = decoded(&flipped, image::ImageFormat::Png);
+    assert_eq!(flipped.get_pixel(0, 10), plain.get_pixel(63, 10));
+
+    // One frame of the RLE instance: 100 × 100 RGB, the second frame's first band cyan, the
+    // first's red.
+    for (frame, colour) in [(1, [255u8, 0, 0]), (2, [0, 255, 255])] {
+        let rendered = client
+            .rendered(
+                &Resource::Rendered(rgb.clone(), Some(vec![frame])),
+                ImageType::Png,
+                &[],
+            )
+            .await
+            .expect("a rendered frame");
+        let image = decoded(&rendered, image::ImageFormat::Png).to_rgb8();
+        assert_eq!(image.dimensions(), (100, 100));
+        assert_eq!(image.get_pixel(0, 0).0, colour, "frame {frame}");
+    }
+    // The whole multi-frame instance as an animated GIF, and a thumbnail that fits 128 × 128.
+    let gif = client
+        .rendered(&Resource::Rendered(rgb.clone(), None), ImageType::Gif, &[])
+        .await
+        .expect("GIF");
+    assert!(gif.content_type.is("image", "gif"));
+    assert_eq!(
+        decoded(&gif, image::ImageFormat::Gif).dimensions(),
+        (100, 100)
+    );
+    let thumbnail = client
+        .rendered(
+            &Resource::Thumbnail(
+                Entity::Series {
+                    study: mr_study.clone(),
+                    series: mr_series.clone(),
+                },
+                None,
+            ),
+            ImageType::Jpeg,
+            &[("viewport", "16,16")],
+        )
+        .await
+        .expect("series thumbnail");
+    assert_eq!(
+        decoded(&thumbnail, image::ImageFormat::Jpeg).dimensions(),
+        (16, 16)
+    );
+
+    // Refusals: a parameter value the server refuses (400), a frame past the end (404), an
+    // instance it does not hold (404); a resource that has no rendered representation is
+    // refused before sending.
+    let error = client
+        .rendered(
+            &Resource::Rendered(mr.clone(), None),
+            ImageType::Jpeg,
+            &[("quality", "0")],
+        )
+        .await
+        .expect_err("quality 0");
+    assert_eq!(error.status(), Some(400), "{error}");
+    let error = client
+        .rendered(
+            &Resource::Rendered(rgb.clone(), Some(vec![3])),
+            ImageType::Jpeg,
+            &[],
+        )
+        .await
+        .expect_err("frame 3 of 2");
+    assert_eq!(error.status(), Some(404), "{error}");
+    let error = client
+        .rendered(
+            &Resource::Rendered(
+                Entity::Instance {
+                    study: mr_study.clone(),
+                    series: mr_series.clone(),
+                    instance: format!("{mr_sop}.404"),
+                },
+                None,
+            ),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect_err("unknown instance");
+    assert_eq!(error.status(), Some(404), "{error}");
+    let error = client
+        .rendered(&Resource::Metadata(mr.clone()), ImageType::Jpeg, &[])
+        .await
+        .expect_err("metadata is not rendered");
+    assert!(matches!(error, ClientError::Representation(_)), "{error:?}");
 }
