@@ -125,23 +125,10 @@ struct Tally {
 pub async fn run(options: Options, default_ae_title: &str) -> Code {
     logging::init(options.verbosity);
     let started = Instant::now();
-    let paths = options.paths.clone();
-    let listed = tokio::task::spawn_blocking(move || open_files(&paths)).await;
-    let (files, skipped) = match listed {
-        Ok(Ok(listed)) => listed,
-        Ok(Err(e)) => {
-            error!("cannot list the files to send: {e}");
-            return Code::Usage;
-        }
-        Err(e) => {
-            error!("cannot list the files to send: {e}");
-            return Code::Internal;
-        }
+    let (files, skipped) = match files_to_send(options.paths.clone()).await {
+        Ok(listed) => listed,
+        Err(code) => return code,
     };
-    if files.is_empty() {
-        error!("no DICOM files to send");
-        return Code::DimseFailure;
-    }
     let contexts = store::propose_contexts(&files, &options.proposal());
     if contexts.len() > MAX_PRESENTATION_CONTEXTS {
         error!(
@@ -387,6 +374,29 @@ fn summarize_commitment(report: &CommitmentReport, quiet: bool) -> Code {
     } else {
         Code::DimseFailure
     }
+}
+
+/// The DICOM files under `paths` with their file meta, and how many other files were skipped
+/// (each reported once); none at all, or a folder that cannot be listed, is an error with its
+/// exit code. Shared by storescu and stow.
+pub(crate) async fn files_to_send(paths: Vec<PathBuf>) -> Result<(Vec<StoreFile>, usize), Code> {
+    let listed = tokio::task::spawn_blocking(move || open_files(&paths)).await;
+    let (files, skipped) = match listed {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => {
+            error!("cannot list the files to send: {e}");
+            return Err(Code::Usage);
+        }
+        Err(e) => {
+            error!("cannot list the files to send: {e}");
+            return Err(Code::Internal);
+        }
+    };
+    if files.is_empty() {
+        error!("no DICOM files to send");
+        return Err(Code::DimseFailure);
+    }
+    Ok((files, skipped))
 }
 
 /// Lists the files under `paths` and reads their file meta (blocking); the files that are not

@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use dimsum_net::scu::store::{self, StoreFile};
+use dimsum_net::scu::store::StoreFile;
 use dimsum_web::client::{StowInstance, StowOutcome};
 use dimsum_web::stow::InstanceOutcome;
 
 use crate::dicomweb::{self, WebOptions, megabytes};
 use crate::exit::Code;
 use crate::logging::{self, Verbosity};
+use crate::storescu::files_to_send;
 
 /// Options of `dimsum stow`.
 #[derive(clap::Args, Debug)]
@@ -48,23 +49,10 @@ struct Tally {
 pub async fn run(options: Options) -> Code {
     logging::init(options.verbosity);
     let started = Instant::now();
-    let paths = options.paths.clone();
-    let listed = tokio::task::spawn_blocking(move || open_files(&paths)).await;
-    let (files, skipped) = match listed {
-        Ok(Ok(listed)) => listed,
-        Ok(Err(e)) => {
-            error!("cannot list the files to send: {e}");
-            return Code::Usage;
-        }
-        Err(e) => {
-            error!("cannot list the files to send: {e}");
-            return Code::Internal;
-        }
+    let (files, skipped) = match files_to_send(options.paths.clone()).await {
+        Ok(listed) => listed,
+        Err(code) => return code,
     };
-    if files.is_empty() {
-        error!("no DICOM files to send");
-        return Code::DimseFailure;
-    }
     let client = match options.web.client() {
         Ok(client) => client,
         Err(code) => return code,
@@ -228,23 +216,6 @@ fn count(outcome: &StowOutcome, batch: &[StoreFile], tally: &mut Tally) {
 /// The size of a file: meta and data set.
 fn file_size(file: &StoreFile) -> u64 {
     file.data_offset + file.data_length
-}
-
-/// Lists the files under `paths` and reads their file meta (blocking); the files that are not
-/// DICOM are counted and reported once each.
-fn open_files(paths: &[PathBuf]) -> std::io::Result<(Vec<StoreFile>, usize)> {
-    let mut files = Vec::new();
-    let mut skipped = 0;
-    for path in store::collect_files(paths)? {
-        match StoreFile::open(&path) {
-            Ok(file) => files.push(file),
-            Err(e) => {
-                skipped += 1;
-                warn!("skipping {e}");
-            }
-        }
-    }
-    Ok((files, skipped))
 }
 
 #[cfg(test)]
