@@ -10,6 +10,9 @@
 //! * [`rendered`]: the query parameters of rendered and thumbnail resources (PS3.18 8.3.5.1).
 //! * [`qido`]: QIDO-RS queries (PS3.18 10.6, 8.3.4) read and written, and their C-FIND
 //!   identifiers.
+//! * `transcode` (feature `pixel`): stored instances converted to the transfer syntax a
+//!   WADO-RS client asks for (PS3.18 8.7.3.5.2): uncompressed ones re-encoded, compressed ones
+//!   decoded, as a stream of chunks.
 //! * [`stow`]: STOW-RS requests (PS3.18 10.5) and the response data set and status.
 //! * [`wado`]: WADO-RS representations (PS3.18 10.4, 8.7): `Accept` values and response media
 //!   types.
@@ -34,4 +37,6 @@ pub mod resource;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stow;
+#[cfg(feature = "pixel")]
+pub mod transcode;
 pub mod wado;
