@@ -857,21 +857,6 @@ pub fn decoded_attributes(attributes: &mut InMemDicomObject, from: &str, image: 
     }
 }
 
-/// Converts the whole data set `stored` to `target` in memory (for tests and tools; a server
-/// sends the chunks of a [`Transcoder`] as they come): every chunk gathered.
-pub fn transcode_file(
-    stored: &StoredDataSet,
-    target: &str,
-    scan_limits: &ScanLimits,
-    pixel_limits: &PixelLimits,
-) -> Result<Vec<u8>, TranscodeError> {
-    let mut out = Vec::new();
-    for chunk in Transcoder::open(stored, target, scan_limits, pixel_limits)? {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
