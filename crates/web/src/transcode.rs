@@ -272,8 +272,9 @@ enum Step {
 }
 
 /// A stored data set being converted to another transfer syntax (PS3.18 8.7.3.5.2): opened
-/// with [`Transcoder::open`], which reads and converts what comes before the Pixel Data (so that
-/// most failures are known before a response starts), then read chunk by chunk with
+/// with [`Transcoder::open`], which reads and converts what comes before the Pixel Data, and
+/// decodes the first frame of compressed Pixel Data (so that most failures are known before a
+/// response starts), then read chunk by chunk with
 /// [`Transcoder::read_chunk`]. Blocking.
 pub struct Transcoder {
     target: String,
@@ -744,6 +745,16 @@ fn decompress(
         VR::OB
     };
     let swap = (vr == VR::OW && byte_order_changes(EXPLICIT_VR_LITTLE_ENDIAN, to)).then_some(2);
+    // The first frame is decoded now, so that an instance whose frames cannot be decoded is
+    // refused before a response starts (the others are decoded as the body is sent).
+    let mut source = source;
+    let mut first = source.decode_frame(1)?;
+    if let Some(unit) = swap {
+        swap_words(&mut first, unit);
+    }
+    if frames == 1 && pad {
+        first.push(0);
+    }
     let mut steps = VecDeque::new();
     steps.push_back(Step::Bytes(header));
     steps.push_back(Step::Bytes(element_header(
@@ -752,13 +763,16 @@ fn decompress(
         vr,
         value_length as u32,
     )?));
-    steps.push_back(Step::Frames {
-        source: Box::new(source),
-        next: 1,
-        frames,
-        swap,
-        pad,
-    });
+    steps.push_back(Step::Bytes(first));
+    if frames > 1 {
+        steps.push_back(Step::Frames {
+            source: Box::new(source),
+            next: 2,
+            frames,
+            swap,
+            pad,
+        });
+    }
     steps.push_back(Step::Bytes(convert_elements(
         &trailer,
         plain_from,

@@ -761,52 +761,73 @@ async fn limits_refuse_before_the_response_and_failures_later_cut_the_body() {
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("max_header_bytes"), "{text}");
 
-    // An RLE frame that cannot be decoded: the header was fine, so the response started; the
-    // body ends without its closing delimiter, never as a complete instance.
+    // An RLE frame that cannot be decoded: 422 when it is the first (decoded before the
+    // response starts); when it is a later one, the response has started and the body ends
+    // without its closing delimiter, never as a complete instance.
     let served = Served::start(WebConfig::default()).await;
     let series = format!("{MIXED_SERIES}.6");
-    let (sop, mut broken) = renamed("MR_small_RLE.dcm", &series, 1);
-    // The RLE header's segment count (the first 4 bytes of the fragment) made nonsense.
-    let object = open(&broken);
-    let fragment = object
+    let (first_sop, broken_first) = renamed_broken("MR_small_RLE.dcm", &series, 1, 0);
+    let (second_sop, broken_second) = renamed_broken("SC_rgb_rle_2frame.dcm", &series, 2, 1);
+    store(&served, &[broken_first, broken_second]).await;
+    let instance = |sop: &str| format!("/studies/{MIXED_STUDY}/series/{series}/instances/{sop}");
+    let (status, text) = refused(&served, &instance(&first_sop), &dicom(EXPLICIT)).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("frame 1"), "{text}");
+
+    let response = served
+        .client
+        .get(served.url(&instance(&second_sop)))
+        .header("Accept", dicom(EXPLICIT))
+        .send()
+        .await;
+    // The connection may be cut before the status line was flushed, or after.
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 200);
+        let content_type =
+            ContentType::parse(response.headers()["content-type"].to_str().expect("type"))
+                .expect("content type");
+        let decoder =
+            Decoder::for_content_type(&content_type, DecodeLimits::default()).expect("decoder");
+        let mut reader = MultipartReader::new(response.bytes_stream(), decoder);
+        let mut complete = 0;
+        let outcome = loop {
+            match reader.next_part().await {
+                Ok(Some(_)) => match reader.read_body().await {
+                    Ok(_) => complete += 1,
+                    Err(error) => break Err(error.to_string()),
+                },
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error.to_string()),
+            }
+        };
+        assert!(outcome.is_err(), "the body ended as if complete");
+        assert_eq!(complete, 0);
+    }
+    // The server goes on serving: the same instance as stored.
+    let (top, parts) = retrieve(&served, &instance(&second_sop), Some(ANY_SYNTAX)).await;
+    assert_eq!(top.as_deref(), Some(RLE));
+    assert_eq!(parts.len(), 1);
+}
+
+/// [`renamed`], with the RLE header of fragment `fragment` made nonsense (a segment count of
+/// 99), so that its frame cannot be decoded.
+fn renamed_broken(name: &str, series: &str, number: u32, fragment: usize) -> (String, Vec<u8>) {
+    let (sop, mut file) = renamed(name, series, number);
+    let object = open(&file);
+    let bytes = object
         .element(tags::PIXEL_DATA)
         .expect("pixel data")
         .value()
         .fragments()
-        .expect("fragments")[0]
+        .expect("fragments")[fragment]
         .clone();
-    let at = broken
-        .windows(fragment.len().min(64))
-        .position(|window| window == &fragment[..fragment.len().min(64)])
+    // The whole fragment: the RLE headers of two frames may be alike.
+    let at = file
+        .windows(bytes.len())
+        .position(|window| window == &bytes[..])
         .expect("fragment in the file");
-    broken[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
-    store(&served, &[broken]).await;
-    let response = get(
-        &served,
-        &format!("/studies/{MIXED_STUDY}/series/{series}/instances/{sop}"),
-        Some(&dicom(EXPLICIT)),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let content_type =
-        ContentType::parse(response.headers()["content-type"].to_str().expect("type"))
-            .expect("content type");
-    let decoder =
-        Decoder::for_content_type(&content_type, DecodeLimits::default()).expect("decoder");
-    let mut reader = MultipartReader::new(response.bytes_stream(), decoder);
-    let mut complete = 0;
-    let outcome = loop {
-        match reader.next_part().await {
-            Ok(Some(_)) => match reader.read_body().await {
-                Ok(_) => complete += 1,
-                Err(error) => break Err(error.to_string()),
-            },
-            Ok(None) => break Ok(()),
-            Err(error) => break Err(error.to_string()),
-        }
-    };
-    assert!(outcome.is_err(), "the body ended as if complete");
-    assert_eq!(complete, 0);
+    file[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    (sop, file)
 }
 
 #[test]
