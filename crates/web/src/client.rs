@@ -34,7 +34,7 @@ use crate::multipart::{
     PartHeaders,
 };
 use crate::qido::{QidoError, QidoLevel, QidoQuery};
-use crate::resource::{Entity, Resource};
+use crate::resource::{Entity, Resource, ResourceError};
 use crate::stow::{StowLimits, StowRequest, StowResponse, StowResponseError};
 use crate::wado::{ImageType, Representation, TransferSyntax, WadoError, WadoRequest};
 
@@ -56,7 +56,9 @@ pub struct ClientLimits {
     /// [`MultipartResponse::next_instance`], frames, bulk data; default 256 MiB). A larger
     /// part is read with [`MultipartResponse::next_chunk`].
     pub max_in_memory_part_bytes: u64,
-    /// Largest rendered image (default 64 MiB).
+    /// Largest rendered image (default 64 MiB), alone or as a part of a multipart answer
+    /// ([`Client::rendered_images`], whose images together are held within
+    /// [`ClientLimits::max_in_memory_part_bytes`]).
     pub max_rendered_bytes: u64,
     /// How much of an error response's body is kept for the error message (default 4 KiB).
     pub max_error_body_bytes: usize,
@@ -121,6 +123,10 @@ pub enum ClientError {
     /// A representation that the resource does not have.
     #[error(transparent)]
     Representation(#[from] WadoError),
+    /// A resource that cannot be asked for (an empty frame list: PS3.18 10.4.1.1.6 names at
+    /// least one frame).
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
     /// The request did not get a complete response: connection, TLS, timeout, a body cut short.
     #[error("{method} {url}: {source}")]
     Transport {
@@ -198,6 +204,10 @@ pub enum ClientError {
     /// A multipart response with no part where one was expected.
     #[error("{url}: the response holds no part")]
     NoPart { url: String },
+    /// A rendered response of several images (PS3.18 8.7.4: a study, a series or several
+    /// frames) to [`Client::rendered`], which returns one.
+    #[error("{url}: the response holds several images; Client::rendered_images reads every one")]
+    SeveralImages { url: String },
     /// A STOW-RS response data set that does not read (PS3.18 10.5.3).
     #[error("{url}: {source}")]
     StowResponse {
@@ -420,7 +430,8 @@ impl RetrievedInstance {
     }
 }
 
-/// A rendered image (PS3.18 8.7.4): its media type and bytes.
+/// A rendered image (PS3.18 8.7.4): its media type (the response's, or its part's in a
+/// multipart/related of several images) and bytes.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub content_type: ContentType,
@@ -509,13 +520,23 @@ impl MultipartResponse {
     /// The rest of the current part's body, at most
     /// [`ClientLimits::max_in_memory_part_bytes`].
     async fn read_rest(&mut self) -> Result<Bytes, ClientError> {
+        self.read_rest_within(self.max_in_memory, "a part read into memory")
+            .await
+    }
+
+    /// The rest of the current part's body, at most `limit` bytes.
+    async fn read_rest_within(
+        &mut self,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Bytes, ClientError> {
         let mut body = BytesMut::new();
         while let Some(chunk) = self.next_chunk().await? {
-            if (body.len() + chunk.len()) as u64 > self.max_in_memory {
+            if (body.len() + chunk.len()) as u64 > limit {
                 return Err(ClientError::TooLarge {
                     url: self.url.clone(),
-                    what: "a part read into memory",
-                    limit: self.max_in_memory,
+                    what,
+                    limit,
                 });
             }
             body.extend_from_slice(&chunk);
@@ -982,7 +1003,8 @@ impl Client {
     }
 
     /// Frames of an instance (PS3.18 10.4.1.1.6), 1-based, each as its part's headers and
-    /// bytes: uncompressed unless `syntax` asks otherwise (8.7.3.4).
+    /// bytes: uncompressed unless `syntax` asks otherwise (8.7.3.4). An empty `frames` is
+    /// [`ResourceError::NoFrames`], refused before any request.
     pub async fn frames(
         &self,
         study: &str,
@@ -997,6 +1019,9 @@ impl Client {
             instance: instance.to_owned(),
         };
         check_entity(&entity)?;
+        if frames.is_empty() {
+            return Err(ResourceError::NoFrames.into());
+        }
         let request = WadoRequest::with_accept(
             Resource::Frames(entity, frames.to_vec()),
             vec![Representation::OctetStream(syntax)],
@@ -1009,19 +1034,68 @@ impl Client {
         Ok(parts)
     }
 
-    /// A rendered image of a study, series, instance or frames (PS3.18 10.4.1.1.7, 8.7.4),
-    /// or its thumbnail, with query parameters such as `viewport`, `quality` and `window`
-    /// (8.3.5.1).
+    /// One rendered image (PS3.18 10.4.1.2, 8.7.4) of an instance or a frame, or the thumbnail
+    /// (10.4.1.3) of a study, series, instance or frame, with query parameters such as
+    /// `viewport`, `quality` and `window` (8.3.5.1). An answer of several images (a study or
+    /// series, several frames: a multipart/related) is [`ClientError::SeveralImages`] unless
+    /// it holds only one: [`Client::rendered_images`] reads them all.
     pub async fn rendered(
         &self,
         resource: &Resource,
         image: ImageType,
         parameters: &[(&str, &str)],
     ) -> Result<Rendered, ClientError> {
+        let representation = Representation::Image(image);
+        let accept = representation.media_type();
+        let (call, response) = self
+            .request_rendered(resource, &representation, &accept, parameters)
+            .await?;
+        let mut images = self.read_rendered(call, response, 1).await?;
+        images.pop().ok_or_else(|| ClientError::NoPart {
+            url: self.url_of(resource),
+        })
+    }
+
+    /// Every rendered image (PS3.18 10.4.1.2, 8.7.4) of a study or series (one per instance
+    /// with pixel data), of an instance or of frames (one per frame), in the order the server
+    /// sends them, with their media types; or the one image of a thumbnail (10.4.1.3). The
+    /// server is asked for `multipart/related; type="image/…"` first, then for the single
+    /// image; either answer is read. Each image is within
+    /// [`ClientLimits::max_rendered_bytes`], all of them together within
+    /// [`ClientLimits::max_in_memory_part_bytes`], and their number within the multipart
+    /// limits ([`ClientLimits::multipart`]).
+    pub async fn rendered_images(
+        &self,
+        resource: &Resource,
+        image: ImageType,
+        parameters: &[(&str, &str)],
+    ) -> Result<Vec<Rendered>, ClientError> {
+        let representation = Representation::Image(image);
+        let single = representation.media_type();
+        let accept = format!("multipart/related; type=\"{single}\", {single}");
+        let (call, response) = self
+            .request_rendered(resource, &representation, &accept, parameters)
+            .await?;
+        self.read_rendered(call, response, usize::MAX).await
+    }
+
+    /// Sends the request for a rendered or thumbnail resource, checked beforehand (its UIDs,
+    /// its frame list, that it has `representation`), with `parameters` as its query.
+    async fn request_rendered(
+        &self,
+        resource: &Resource,
+        representation: &Representation,
+        accept: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<(Call, reqwest::Response), ClientError> {
         if let Some(entity) = resource.entity() {
             check_entity(&entity)?;
         }
-        let representation = Representation::Image(image);
+        if let Resource::Rendered(_, Some(frames)) | Resource::Thumbnail(_, Some(frames)) = resource
+            && frames.is_empty()
+        {
+            return Err(ResourceError::NoFrames.into());
+        }
         representation.check_for(resource)?;
         let mut url = self.url_of(resource);
         if !parameters.is_empty() {
@@ -1037,27 +1111,79 @@ impl Client {
         };
         let request = self
             .request(Method::GET, &call.url)
-            .header(header::ACCEPT, representation.media_type());
+            .header(header::ACCEPT, accept);
         let response = self.send(&call, request, &[StatusCode::OK]).await?;
+        Ok((call, response))
+    }
+
+    /// The images of a rendered response (PS3.18 8.7.4): one `image/…` body, or the
+    /// `image/…` parts of a multipart/related one; more than `at_most` is
+    /// [`ClientError::SeveralImages`] (found when the next part starts, before its body is
+    /// read).
+    async fn read_rendered(
+        &self,
+        call: Call,
+        response: reqwest::Response,
+        at_most: usize,
+    ) -> Result<Vec<Rendered>, ClientError> {
         let content_type = response_type(&call, &response)?;
-        if content_type.main_type() != "image" {
+        if content_type.main_type() == "image" {
+            let image = read_limited(
+                &call,
+                response,
+                self.limits.max_rendered_bytes,
+                "the rendered image",
+            )
+            .await?;
+            return Ok(vec![Rendered {
+                content_type,
+                image,
+            }]);
+        }
+        if !content_type.is("multipart", "related") {
             return Err(ClientError::UnexpectedMediaType {
                 url: call.url,
-                expected: representation.media_type(),
+                expected: "image/jpeg, image/png, image/gif or multipart/related of images"
+                    .to_owned(),
                 found: content_type.to_string(),
             });
         }
-        let image = read_limited(
-            &call,
-            response,
-            self.limits.max_rendered_bytes,
-            "the rendered image",
-        )
-        .await?;
-        Ok(Rendered {
-            content_type,
-            image,
-        })
+        let mut multipart = self.multipart(call, response)?;
+        let mut images = Vec::new();
+        let mut total: u64 = 0;
+        while let Some(headers) = multipart.next_part().await? {
+            if images.len() == at_most {
+                return Err(ClientError::SeveralImages { url: multipart.url });
+            }
+            let content_type = headers.content_type().clone();
+            if content_type.main_type() != "image" {
+                return Err(ClientError::UnexpectedPartType {
+                    url: multipart.url,
+                    part: multipart.parts,
+                    expected: "image/…".to_owned(),
+                    found: content_type.to_string(),
+                });
+            }
+            let image = multipart
+                .read_rest_within(self.limits.max_rendered_bytes, "a rendered image")
+                .await?;
+            total += image.len() as u64;
+            if total > self.limits.max_in_memory_part_bytes {
+                return Err(ClientError::TooLarge {
+                    url: multipart.url,
+                    what: "the rendered images together",
+                    limit: self.limits.max_in_memory_part_bytes,
+                });
+            }
+            images.push(Rendered {
+                content_type,
+                image,
+            });
+        }
+        if images.is_empty() {
+            return Err(ClientError::NoPart { url: multipart.url });
+        }
+        Ok(images)
     }
 
     /// The bytes of one bulk data value (PS3.18 10.4.1.1.5) at `uri`, a BulkDataURI as a

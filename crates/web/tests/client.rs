@@ -4,9 +4,11 @@
 //! data set without its bulk data, and with its BulkDataURIs resolved the whole data set; each
 //! BulkDataURI gives the exact bytes of its element (little endian from a big endian file, the
 //! frames of encapsulated Pixel Data); frames come native byte for byte or encapsulated as
-//! stored with their transfer syntax; rendered images decode to the size asked; the server's
-//! refusals come back as typed errors with their status and body; and a bare listener shows
-//! what goes on the wire (credentials, headers, the STOW-RS body and its Content-Length).
+//! stored with their transfer syntax; rendered images decode to the size asked, a rendered
+//! study or series to one image per instance with pixel data, within the client's limits; an
+//! empty frame list is refused before any request; the server's refusals come back as typed
+//! errors with their status and body; and a bare listener shows what goes on the wire
+//! (credentials, headers, the STOW-RS body and its Content-Length).
 
 // The shared module re-exports what every server test file uses; not all of it is used here.
 #[allow(unused_imports)]
@@ -1293,9 +1295,14 @@ async fn rendered_images_decode_to_the_size_of_the_image_or_viewport() {
         assert_eq!(image.dimensions(), (100, 100));
         assert_eq!(image.get_pixel(0, 0).0, colour, "frame {frame}");
     }
-    // The whole multi-frame instance as an animated GIF, and a thumbnail that fits 128 × 128.
+    // Both frames of the instance as one animated GIF of two frames, and a thumbnail that
+    // fits 128 × 128.
     let gif = client
-        .rendered(&Resource::Rendered(rgb.clone(), None), ImageType::Gif, &[])
+        .rendered(
+            &Resource::Rendered(rgb.clone(), Some(vec![1, 2])),
+            ImageType::Gif,
+            &[],
+        )
         .await
         .expect("GIF");
     assert!(gif.content_type.is("image", "gif"));
@@ -1303,6 +1310,12 @@ async fn rendered_images_decode_to_the_size_of_the_image_or_viewport() {
         decoded(&gif, image::ImageFormat::Gif).dimensions(),
         (100, 100)
     );
+    {
+        use image::AnimationDecoder;
+        let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&gif.image[..]))
+            .expect("a GIF");
+        assert_eq!(decoder.into_frames().count(), 2);
+    }
     let thumbnail = client
         .rendered(
             &Resource::Thumbnail(
@@ -1364,4 +1377,400 @@ async fn rendered_images_decode_to_the_size_of_the_image_or_viewport() {
         .await
         .expect_err("metadata is not rendered");
     assert!(matches!(error, ClientError::Representation(_)), "{error:?}");
+}
+
+/// A series of [`STUDY`] other than [`SERIES`].
+const SERIES_B: &str = "1.2.826.0.1.3680043.2.1125.7.1.2";
+/// A third series of [`STUDY`].
+const SERIES_C: &str = "1.2.826.0.1.3680043.2.1125.7.1.3";
+
+/// An 8-bit MONOCHROME2 image of `rows` × `columns` and `frames` frames in `series` of
+/// [`STUDY`] (a gradient, each frame its own), or the same attributes without Pixel Data when
+/// `frames` is 0; its Part 10 file.
+fn grey_image(series: &str, number: u32, rows: u16, columns: u16, frames: u32) -> Vec<u8> {
+    let sop = format!("{series}.{number}");
+    let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+    let us = |tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+    let mut object = InMemDicomObject::from_element_iter([
+        text(tags::SOP_CLASS_UID, VR::UI, CT),
+        text(tags::SOP_INSTANCE_UID, VR::UI, &sop),
+        text(tags::MODALITY, VR::CS, "CT"),
+        text(tags::PATIENT_ID, VR::LO, "P-RENDERED"),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, series),
+        text(tags::NUMBER_OF_FRAMES, VR::IS, &frames.max(1).to_string()),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, rows),
+        us(tags::COLUMNS, columns),
+        us(tags::BITS_ALLOCATED, 8),
+        us(tags::BITS_STORED, 8),
+        us(tags::HIGH_BIT, 7),
+        us(tags::PIXEL_REPRESENTATION, 0),
+    ]);
+    if frames > 0 {
+        let size = usize::from(rows) * usize::from(columns);
+        let pixels: Vec<u8> = (0..frames as usize * size)
+            .map(|i| ((i % size) * 255 / size + i / size * 30) as u8)
+            .collect();
+        object.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::U8(pixels.into()),
+        ));
+    }
+    let mut file =
+        encode_header(&FileMeta::new(CT, &sop, EXPLICIT, "1.2.3", "TEST")).expect("meta");
+    file.extend_from_slice(&identifier::encode(&object, EXPLICIT).expect("data set"));
+    file
+}
+
+/// The (width, height) of each rendered image, decoded as `format`, sorted.
+fn sizes_of(
+    images: &[dimsum_web::client::Rendered],
+    format: image::ImageFormat,
+) -> Vec<(u32, u32)> {
+    use image::GenericImageView;
+    let mut sizes: Vec<(u32, u32)> = images
+        .iter()
+        .map(|rendered| {
+            assert_eq!(
+                image::guess_format(&rendered.image).expect("an image format"),
+                format
+            );
+            assert_eq!(
+                Some(rendered.content_type.essence()),
+                format.to_mime_type().split(';').next().map(str::to_owned),
+                "the part's media type"
+            );
+            image::load_from_memory_with_format(&rendered.image, format)
+                .expect("decodes")
+                .dimensions()
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendered_study_or_series_gives_one_image_per_instance_with_pixel_data() {
+    use dimsum_web::resource::Entity;
+    use dimsum_web::wado::ImageType;
+
+    let served = Served::start(WebConfig::default()).await;
+    let client = client_of(&served);
+    // Three series of one study: six images (one of three frames), and an instance without
+    // Pixel Data, which is left out. Every size differs, so that each image is known by it.
+    store_files(
+        &client,
+        vec![
+            grey_image(SERIES, 1, 20, 30, 1),
+            grey_image(SERIES, 2, 24, 16, 1),
+            grey_image(SERIES, 3, 10, 40, 1),
+            grey_image(SERIES_B, 1, 12, 12, 3),
+            grey_image(SERIES_B, 2, 8, 50, 1),
+            grey_image(SERIES_C, 1, 30, 20, 1),
+            grey_image(SERIES_C, 2, 6, 6, 0),
+        ],
+    )
+    .await;
+    let study = Entity::Study {
+        study: STUDY.to_owned(),
+    };
+    let series = |series: &str| Entity::Series {
+        study: STUDY.to_owned(),
+        series: series.to_owned(),
+    };
+    // (width, height) of each image with pixel data, sorted.
+    let mut every: Vec<(u32, u32)> =
+        vec![(30, 20), (16, 24), (40, 10), (12, 12), (50, 8), (20, 30)];
+    every.sort_unstable();
+
+    // The study, as PNG and as JPEG: an image per instance with pixel data, each of its
+    // instance's size.
+    let png = client
+        .rendered_images(
+            &Resource::Rendered(study.clone(), None),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("the rendered study");
+    assert_eq!(sizes_of(&png, image::ImageFormat::Png), every);
+    let jpeg = client
+        .rendered_images(
+            &Resource::Rendered(study.clone(), None),
+            ImageType::Jpeg,
+            &[],
+        )
+        .await
+        .expect("the rendered study as JPEG");
+    assert_eq!(sizes_of(&jpeg, image::ImageFormat::Jpeg), every);
+
+    // A series, and a viewport applied to each of its images (fit in 80 × 80, the aspect
+    // ratio kept).
+    let images = client
+        .rendered_images(
+            &Resource::Rendered(series(SERIES), None),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("the rendered series");
+    assert_eq!(
+        sizes_of(&images, image::ImageFormat::Png),
+        vec![(16, 24), (30, 20), (40, 10)]
+    );
+    let images = client
+        .rendered_images(
+            &Resource::Rendered(series(SERIES), None),
+            ImageType::Png,
+            &[("viewport", "80,80")],
+        )
+        .await
+        .expect("the rendered series in a viewport");
+    assert_eq!(
+        sizes_of(&images, image::ImageFormat::Png),
+        vec![(53, 80), (80, 20), (80, 53)]
+    );
+    // The multi-frame instance's series: its first frame stands for it.
+    let images = client
+        .rendered_images(
+            &Resource::Rendered(series(SERIES_B), None),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("series B");
+    assert_eq!(
+        sizes_of(&images, image::ImageFormat::Png),
+        vec![(12, 12), (50, 8)]
+    );
+
+    // Frames of an instance: one image each, GIF included (as parts, not one animation).
+    let multi = Entity::Instance {
+        study: STUDY.to_owned(),
+        series: SERIES_B.to_owned(),
+        instance: format!("{SERIES_B}.1"),
+    };
+    for (image_type, format) in [
+        (ImageType::Png, image::ImageFormat::Png),
+        (ImageType::Gif, image::ImageFormat::Gif),
+    ] {
+        let images = client
+            .rendered_images(
+                &Resource::Rendered(multi.clone(), Some(vec![3, 1])),
+                image_type,
+                &[],
+            )
+            .await
+            .expect("two frames");
+        assert_eq!(sizes_of(&images, format), vec![(12, 12), (12, 12)]);
+    }
+    // The frames differ (each frame's gradient is brighter by 30), in the order asked.
+    let frames = client
+        .rendered_images(
+            &Resource::Rendered(multi.clone(), Some(vec![1, 3])),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("frames 1 and 3");
+    let first = image::load_from_memory(&frames[0].image)
+        .expect("png")
+        .to_luma8();
+    let third = image::load_from_memory(&frames[1].image)
+        .expect("png")
+        .to_luma8();
+    assert_ne!(first.as_raw(), third.as_raw());
+    // One instance, and a thumbnail: a list of one.
+    let one = client
+        .rendered_images(
+            &Resource::Rendered(multi.clone(), None),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("an instance");
+    assert_eq!(sizes_of(&one, image::ImageFormat::Png), vec![(12, 12)]);
+    let thumbnail = client
+        .rendered_images(
+            &Resource::Thumbnail(study.clone(), None),
+            ImageType::Jpeg,
+            &[("viewport", "16,16")],
+        )
+        .await
+        .expect("a thumbnail");
+    assert_eq!(thumbnail.len(), 1);
+
+    // Client::rendered reads one image: a series that renders to one (the other instance has
+    // no pixel data) gives it; one of several images is a typed error that says where to go.
+    let single = client
+        .rendered(
+            &Resource::Rendered(series(SERIES_C), None),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect("a series of one image");
+    assert_eq!(
+        sizes_of(std::slice::from_ref(&single), image::ImageFormat::Png),
+        vec![(20, 30)]
+    );
+    for resource in [
+        Resource::Rendered(study.clone(), None),
+        Resource::Rendered(series(SERIES), None),
+    ] {
+        match client.rendered(&resource, ImageType::Jpeg, &[]).await {
+            Err(error @ ClientError::SeveralImages { .. }) => {
+                assert!(error.to_string().contains("rendered_images"), "{error}");
+            }
+            other => panic!("{resource}: {other:?}"),
+        }
+    }
+
+    // The limits: each image within max_rendered_bytes, all of them within
+    // max_in_memory_part_bytes.
+    let total: u64 = png.iter().map(|r| r.image.len() as u64).sum();
+    let largest = png
+        .iter()
+        .map(|r| r.image.len() as u64)
+        .max()
+        .expect("images");
+    let limited = |limits: ClientLimits| {
+        Client::builder(&served.url(""))
+            .limits(limits)
+            .build()
+            .expect("client")
+    };
+    let error = limited(ClientLimits {
+        max_in_memory_part_bytes: total - 1,
+        ..ClientLimits::default()
+    })
+    .rendered_images(
+        &Resource::Rendered(study.clone(), None),
+        ImageType::Png,
+        &[],
+    )
+    .await
+    .expect_err("over the total");
+    match error {
+        ClientError::TooLarge { limit, what, .. } => {
+            assert_eq!(limit, total - 1);
+            assert_eq!(what, "the rendered images together");
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = limited(ClientLimits {
+        max_rendered_bytes: largest - 1,
+        ..ClientLimits::default()
+    })
+    .rendered_images(
+        &Resource::Rendered(study.clone(), None),
+        ImageType::Png,
+        &[],
+    )
+    .await
+    .expect_err("one image over the limit");
+    match error {
+        ClientError::TooLarge { limit, what, .. } => {
+            assert_eq!(limit, largest - 1);
+            assert_eq!(what, "a rendered image");
+        }
+        other => panic!("{other:?}"),
+    }
+    // And exactly at the limits, everything.
+    let images = limited(ClientLimits {
+        max_in_memory_part_bytes: total,
+        max_rendered_bytes: largest,
+        ..ClientLimits::default()
+    })
+    .rendered_images(
+        &Resource::Rendered(study.clone(), None),
+        ImageType::Png,
+        &[],
+    )
+    .await
+    .expect("at the limits");
+    assert_eq!(images.len(), 6);
+
+    // A study the archive does not hold: the server's 404.
+    let error = client
+        .rendered_images(
+            &Resource::Rendered(
+                Entity::Study {
+                    study: OTHER_STUDY.to_owned(),
+                },
+                None,
+            ),
+            ImageType::Png,
+            &[],
+        )
+        .await
+        .expect_err("no such study");
+    assert_eq!(error.status(), Some(404), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_frame_list_is_refused_before_any_request() {
+    use dimsum_web::resource::{Entity, ResourceError};
+    use dimsum_web::wado::ImageType;
+
+    // Nothing listens on this port: a request would be a transport error.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    let client = Client::new(&format!("http://{address}/dicom-web")).expect("client");
+    let sop = format!("{SERIES}.1");
+
+    let error = client
+        .frames(STUDY, SERIES, &sop, &[], None)
+        .await
+        .expect_err("no frame");
+    assert!(
+        matches!(error, ClientError::Resource(ResourceError::NoFrames)),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), "the frame list is empty");
+    let instance = Entity::Instance {
+        study: STUDY.to_owned(),
+        series: SERIES.to_owned(),
+        instance: sop.clone(),
+    };
+    for resource in [
+        Resource::Rendered(instance.clone(), Some(Vec::new())),
+        Resource::Thumbnail(instance.clone(), Some(Vec::new())),
+    ] {
+        let error = client
+            .rendered(&resource, ImageType::Jpeg, &[])
+            .await
+            .expect_err("no frame");
+        assert!(
+            matches!(error, ClientError::Resource(ResourceError::NoFrames)),
+            "{error:?}"
+        );
+        let error = client
+            .rendered_images(&resource, ImageType::Jpeg, &[])
+            .await
+            .expect_err("no frame");
+        assert!(
+            matches!(error, ClientError::Resource(ResourceError::NoFrames)),
+            "{error:?}"
+        );
+    }
+    // The same calls with a frame do go out (and find nobody).
+    let error = client
+        .frames(STUDY, SERIES, &sop, &[1], None)
+        .await
+        .expect_err("nobody listens");
+    assert!(error.is_transport(), "{error:?}");
+    let error = client
+        .rendered(
+            &Resource::Rendered(instance, Some(vec![1])),
+            ImageType::Jpeg,
+            &[],
+        )
+        .await
+        .expect_err("nobody listens");
+    assert!(error.is_transport(), "{error:?}");
 }
