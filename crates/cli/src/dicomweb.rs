@@ -84,7 +84,8 @@ pub fn exit_code(error: &ClientError) -> Code {
         | ClientError::Config(_)
         | ClientError::InvalidUid { .. }
         | ClientError::Query(_)
-        | ClientError::Representation(_) => Code::Usage,
+        | ClientError::Representation(_)
+        | ClientError::Resource(_) => Code::Usage,
         ClientError::Transport { .. } => Code::Connection,
         ClientError::Status { .. } => Code::DimseFailure,
         ClientError::File { .. } => Code::Internal,

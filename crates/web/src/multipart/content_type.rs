@@ -348,6 +348,27 @@ pub struct Accept {
     ranges: Vec<MediaRange>,
 }
 
+/// The ranges written back as an `Accept` value (`q` given when it is not 1).
+impl fmt::Display for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, range) in self.ranges.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", range.media_type)?;
+            if range.quality != 1000 {
+                let quality = format!("{:.3}", f64::from(range.quality) / 1000.0);
+                write!(
+                    f,
+                    ";q={}",
+                    quality.trim_end_matches('0').trim_end_matches('.')
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Accept {
     /// Parses an `Accept` value with the default [`HeaderLimits`].
     pub fn parse(value: &str) -> Result<Self, ContentTypeError> {

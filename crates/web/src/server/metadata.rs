@@ -62,8 +62,8 @@ use dimsum_pacs::index::{EntityUids, IndexedInstance, InstanceRecord, RecordStre
 use super::pixel::pixel_error;
 use super::stow::base_url;
 use super::wado::index_error;
-use super::{SharedState, WebError, resource_of};
-use crate::multipart::{Accept, ContentType, Encoder, Part, PartHeaders};
+use super::{SharedState, WebError, accept_of, resource_of};
+use crate::multipart::{ContentType, Encoder, Part, PartHeaders};
 use crate::pixel::source::inflate;
 use crate::resource::{Entity, Resource, ResourceLimits};
 use crate::wado::{Representation, TransferSyntax};
@@ -148,21 +148,9 @@ fn negotiate(
     state: &SharedState,
     resource: &Resource,
 ) -> Result<MetadataForm, WebError> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
-        })
-        .collect::<Result<_, _>>()?;
-    let joined = values.join(", ");
-    if joined.trim().is_empty() {
+    let Some(accept) = accept_of(headers, state, None)? else {
         return Ok(MetadataForm::Json);
-    }
-    let accept = Accept::parse_with(&joined, &state.config.header_limits)
-        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))?;
+    };
     for range in accept.preferred() {
         let media = &range.media_type;
         if media.is("*", "*") || media.is("application", "*") {
@@ -176,7 +164,7 @@ fn negotiate(
     }
     Err(WebError::NotAcceptable(format!(
         "{resource} is sent as application/dicom+json or multipart/related; \
-         type=\"application/dicom+xml\", which {joined:?} does not accept"
+         type=\"application/dicom+xml\", which \"{accept}\" does not accept"
     )))
 }
 
@@ -618,21 +606,9 @@ fn negotiate_bulk(
     state: &SharedState,
     resource: &Resource,
 ) -> Result<Vec<BulkWanted>, WebError> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
-        })
-        .collect::<Result<_, _>>()?;
-    let joined = values.join(", ");
-    if joined.trim().is_empty() {
+    let Some(accept) = accept_of(headers, state, None)? else {
         return Ok(vec![BulkWanted::Uncompressed]);
-    }
-    let accept = Accept::parse_with(&joined, &state.config.header_limits)
-        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))?;
+    };
     let mut wanted = Vec::new();
     for range in accept.preferred() {
         let media = &range.media_type;
@@ -661,7 +637,7 @@ fn negotiate_bulk(
     if wanted.is_empty() {
         return Err(WebError::NotAcceptable(format!(
             "{resource} is sent as multipart/related; type=\"application/octet-stream\", which \
-             {joined:?} does not accept"
+             \"{accept}\" does not accept"
         )));
     }
     Ok(wanted)

@@ -44,7 +44,7 @@ use dimsum_pacs::archive::Archive;
 
 pub use error::WebError;
 
-use crate::multipart::HeaderLimits;
+use crate::multipart::{Accept, HeaderLimits};
 use crate::pixel::PixelLimits;
 use crate::qido::QidoLimits;
 use crate::resource::Resource;
@@ -314,6 +314,36 @@ fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
 
 async fn not_found() -> WebError {
     WebError::NotFound("no DICOMweb resource at this path".to_owned())
+}
+
+/// What the client accepts (PS3.18 8.7.5): `from_query` (the `accept` query parameter,
+/// 8.3.3.1) when given, else the request's `Accept` headers joined, parsed within the header
+/// limits (400 when not ASCII or malformed); `None` when there is none, so the resource's
+/// default representation applies.
+fn accept_of(
+    headers: &HeaderMap,
+    state: &SharedState,
+    from_query: Option<&str>,
+) -> Result<Option<Accept>, WebError> {
+    let joined = match from_query {
+        Some(value) => value.to_owned(),
+        None => headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .map(|value| {
+                value
+                    .to_str()
+                    .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(", "),
+    };
+    if joined.trim().is_empty() {
+        return Ok(None);
+    }
+    Accept::parse_with(&joined, &state.config.header_limits)
+        .map(Some)
+        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))
 }
 
 /// The resource of a request, from its path below the DICOMweb root, parsed by

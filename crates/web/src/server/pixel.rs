@@ -46,7 +46,7 @@ use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::IndexedInstance;
 
 use super::wado::index_error;
-use super::{SharedState, WebError, resource_of};
+use super::{SharedState, WebError, accept_of, resource_of};
 use crate::multipart::{Accept, ContentType, Encoder, Part, PartHeaders};
 use crate::pixel::media::StoredFrames;
 use crate::pixel::{
@@ -208,33 +208,6 @@ async fn instances_below(
             .cmp(&(&b.series_instance_uid, &b.sop_instance_uid))
     });
     Ok(instances)
-}
-
-/// The `Accept` values of a request joined, parsed; `None` when there are none.
-fn accept_of(
-    headers: &HeaderMap,
-    state: &SharedState,
-    from_query: Option<&str>,
-) -> Result<Option<Accept>, WebError> {
-    let joined = match from_query {
-        Some(value) => value.to_owned(),
-        None => headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .map(|value| {
-                value
-                    .to_str()
-                    .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
-            })
-            .collect::<Result<Vec<_>, _>>()?
-            .join(", "),
-    };
-    if joined.trim().is_empty() {
-        return Ok(None);
-    }
-    Accept::parse_with(&joined, &state.config.header_limits)
-        .map(Some)
-        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))
 }
 
 /// `multipart/related` with the given related type (and transfer syntax) over `parts`.

@@ -50,8 +50,8 @@ use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::IndexError;
 use dimsum_pacs::matching::{self, MatchOptions};
 
-use super::{SharedState, WebError, resource_of};
-use crate::multipart::{Accept, ContentType, Encoder, Part, PartHeaders};
+use super::{SharedState, WebError, accept_of, resource_of};
+use crate::multipart::{ContentType, Encoder, Part, PartHeaders};
 use crate::qido::{QidoError, QidoLevel, QidoQuery};
 use crate::resource::Resource;
 
@@ -307,25 +307,10 @@ fn negotiate(
         .filter(|(name, _)| name == "accept")
         .map(|(_, value)| value.into_owned())
         .collect();
-    let joined = if from_query.is_empty() {
-        headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .map(|value| {
-                value
-                    .to_str()
-                    .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
-            })
-            .collect::<Result<Vec<_>, _>>()?
-            .join(", ")
-    } else {
-        from_query.join(", ")
-    };
-    if joined.trim().is_empty() {
+    let from_query = (!from_query.is_empty()).then(|| from_query.join(", "));
+    let Some(accept) = accept_of(headers, state, from_query.as_deref())? else {
         return Ok(SearchMedia::Json);
-    }
-    let accept = Accept::parse_with(&joined, &state.config.header_limits)
-        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))?;
+    };
     let offered = [
         (media("application", "dicom+json", None)?, SearchMedia::Json),
         (media("application", "json", None)?, SearchMedia::Json),
@@ -341,7 +326,7 @@ fn negotiate(
     }
     Err(WebError::NotAcceptable(format!(
         "search results are sent as application/dicom+json or multipart/related; \
-         type=\"application/dicom+xml\", which {joined:?} does not accept"
+         type=\"application/dicom+xml\", which \"{accept}\" does not accept"
     )))
 }
 

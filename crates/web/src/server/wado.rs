@@ -46,8 +46,8 @@ use dimsum_net::ul::uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{IndexError, IndexedInstance};
 
-use super::{SharedState, WebError, resource_of};
-use crate::multipart::{Accept, ContentType, Encoder, Part, PartHeaders};
+use super::{SharedState, WebError, accept_of, resource_of};
+use crate::multipart::{ContentType, Encoder, Part, PartHeaders};
 use crate::pixel::PixelLimits;
 use crate::resource::Resource;
 use crate::transcode::{self, Conversion, StoredDataSet, TranscodeError, Transcoder};
@@ -102,23 +102,11 @@ impl Wanted {
 /// its `transfer-syntax` (none: Explicit VR Little Endian). No `Accept` is Explicit VR Little
 /// Endian.
 fn negotiate(headers: &HeaderMap, state: &SharedState) -> Result<Vec<Vec<Wanted>>, WebError> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| WebError::BadRequest("the Accept header is not ASCII".to_owned()))
-        })
-        .collect::<Result<_, _>>()?;
-    let joined = values.join(", ");
-    if joined.trim().is_empty() {
+    let Some(accept) = accept_of(headers, state, None)? else {
         return Ok(vec![vec![Wanted::Syntax(
             EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
         )]]);
-    }
-    let accept = Accept::parse_with(&joined, &state.config.header_limits)
-        .map_err(|error| WebError::BadRequest(format!("Accept: {error}")))?;
+    };
     let mut groups: Vec<(u16, Vec<Wanted>)> = Vec::new();
     for range in accept.preferred() {
         let media = &range.media_type;
@@ -150,7 +138,7 @@ fn negotiate(headers: &HeaderMap, state: &SharedState) -> Result<Vec<Vec<Wanted>
     if groups.is_empty() {
         return Err(WebError::NotAcceptable(format!(
             "this resource is sent as multipart/related; type=\"application/dicom\" only, which \
-             {joined:?} does not accept"
+             \"{accept}\" does not accept"
         )));
     }
     Ok(groups.into_iter().map(|(_, group)| group).collect())
