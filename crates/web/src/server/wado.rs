@@ -31,9 +31,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use tokio::io::AsyncReadExt;
+use std::io::Read;
 
 use dimsum_dataset::dicom_core::value::PrimitiveValue;
 use dimsum_dataset::dicom_core::{DataElement, VR};
@@ -56,7 +56,7 @@ use crate::transcode::{self, Conversion, StoredDataSet, TranscodeError, Transcod
 /// 8.7.3.5.2).
 const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 /// The size of the pieces a file is read in.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// `GET {root}/studies/{study}`, `…/series/{series}`, `…/instances/{instance}`.
 pub(super) async fn retrieve_resource(
@@ -325,7 +325,7 @@ async fn retrieve(
         };
         parts.push(part);
     }
-    let body = encoder.encode(stream::iter(parts));
+    let body = read_ahead(encoder.encode(stream::iter(parts)));
     let content_type = HeaderValue::from_str(&content_type.to_string())
         .map_err(|error| WebError::Internal(error.to_string()))?;
     Ok((
@@ -334,6 +334,32 @@ async fn retrieve(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// How many pieces of a retrieval's body are made ahead of the connection's writes.
+const READ_AHEAD_PIECES: usize = 4;
+
+/// `body` made by a task of its own, up to [`READ_AHEAD_PIECES`] pieces ahead of the writes,
+/// so that the next piece of a file is read while the current one is sent. The task stops at
+/// the first error (passed on) or when the response is dropped.
+fn read_ahead<S, E>(body: S) -> impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_PIECES);
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(piece) = body.next().await {
+            let failed = piece.is_err();
+            if sender.send(piece).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|piece| (piece, receiver))
+    })
 }
 
 /// The limits conversions work within.
@@ -419,13 +445,17 @@ fn converted_stream(
 }
 
 /// The first `length` bytes of the file at `path` (a path from the index), read as the stream
-/// is polled; fewer is an error.
+/// is polled, a piece at a time on the blocking pool (straight into the piece's buffer: no
+/// second copy); fewer is an error.
 fn file_stream(
     path: PathBuf,
     length: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
     let open = async move {
-        let file = tokio::fs::File::open(&path).await?;
+        let opened = path.clone();
+        let file = tokio::task::spawn_blocking(move || std::fs::File::open(&opened))
+            .await
+            .map_err(|error| io::Error::other(format!("the file task failed: {error}")))??;
         Ok::<_, io::Error>((file, path, length))
     };
     stream::once(open)
@@ -437,31 +467,32 @@ fn file_stream(
 }
 
 async fn read_piece(
-    (mut file, path, remaining): (tokio::fs::File, PathBuf, u64),
-) -> Result<Option<(Bytes, (tokio::fs::File, PathBuf, u64))>, io::Error> {
+    (file, path, remaining): (std::fs::File, PathBuf, u64),
+) -> Result<Option<(Bytes, (std::fs::File, PathBuf, u64))>, io::Error> {
     if remaining == 0 {
         return Ok(None);
     }
     let size = usize::try_from(remaining).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
-    let mut buffer = BytesMut::zeroed(size);
-    let mut filled = 0;
-    while filled < size {
-        let read = file.read(&mut buffer[filled..]).await?;
-        if read == 0 {
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = Vec::with_capacity(size);
+        let read = (&file).take(size as u64).read_to_end(&mut buffer)?;
+        if read < size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
-                    "{} ends {remaining} bytes before the end the index recorded",
-                    path.display()
+                    "{} ends {} bytes before the end the index recorded",
+                    path.display(),
+                    remaining - read as u64
                 ),
             ));
         }
-        filled += read;
-    }
-    Ok(Some((
-        buffer.freeze(),
-        (file, path, remaining - size as u64),
-    )))
+        Ok(Some((
+            Bytes::from(buffer),
+            (file, path, remaining - size as u64),
+        )))
+    })
+    .await
+    .map_err(|error| io::Error::other(format!("the file task failed: {error}")))?
 }
 
 pub(super) fn index_error(error: IndexError) -> WebError {
