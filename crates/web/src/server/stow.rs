@@ -36,7 +36,7 @@ use dimsum_dataset::dicom_object::InMemDicomObject;
 use dimsum_dataset::part10::{self, DICM_PREFIX, MAX_META_GROUP_LENGTH, PREAMBLE_LENGTH};
 use dimsum_dataset::scan::{self, ScanError, Summary};
 use dimsum_net::dimse::status::Status;
-use dimsum_net::storage::{InstanceDescription, Origin, Storage, StoreFailure};
+use dimsum_net::storage::{InstanceDescription, Origin, Storage, StoreFailure, StoreSuccess};
 
 use super::{SharedState, WebError, resource_of};
 use crate::multipart::{
@@ -70,6 +70,13 @@ pub(super) async fn store(State(state): State<SharedState>, request: Request) ->
 
 /// What became of one part.
 enum Outcome {
+    /// Kept; its store is finishing (the file written and the instance handed to the index)
+    /// while the next part arrives.
+    Finishing {
+        sop_class_uid: String,
+        sop_instance_uid: String,
+        task: tokio::task::JoinHandle<Result<StoreSuccess, StoreFailure>>,
+    },
     Stored {
         sop_class_uid: String,
         sop_instance_uid: String,
@@ -80,6 +87,45 @@ enum Outcome {
         sop_instance_uid: String,
         reason: Status,
     },
+}
+
+/// How many parts' stores may still be finishing while the next parts arrive.
+const FINISHING_AHEAD: usize = 8;
+
+/// Waits for a finishing store and puts its outcome in its place.
+async fn settle(outcome: &mut Outcome) {
+    let Outcome::Finishing {
+        sop_class_uid,
+        sop_instance_uid,
+        task,
+    } = outcome
+    else {
+        return;
+    };
+    let finished = match task.await {
+        Ok(finished) => finished,
+        Err(error) => Err(StoreFailure::new(
+            Status::PROCESSING_FAILURE,
+            format!("the store task failed: {error}"),
+        )),
+    };
+    let (sop_class_uid, sop_instance_uid) = (
+        std::mem::take(sop_class_uid),
+        std::mem::take(sop_instance_uid),
+    );
+    *outcome = match finished {
+        Ok(success) => Outcome::Stored {
+            sop_class_uid,
+            sop_instance_uid,
+            warning: (!success.status.is_success()).then_some(success.status),
+        },
+        Err(failure) => failed_part(
+            sop_class_uid,
+            sop_instance_uid,
+            failure.status,
+            failure.comment,
+        ),
+    };
 }
 
 /// The body's failure, as a response when nothing was stored.
@@ -161,6 +207,21 @@ async fn stow(
                 break;
             }
         }
+        // At most FINISHING_AHEAD stores finish behind the arrival of the next parts.
+        let finishing = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Outcome::Finishing { .. }))
+            .count();
+        if finishing > FINISHING_AHEAD
+            && let Some(oldest) = outcomes
+                .iter_mut()
+                .find(|outcome| matches!(outcome, Outcome::Finishing { .. }))
+        {
+            settle(oldest).await;
+        }
+    }
+    for outcome in &mut outcomes {
+        settle(outcome).await;
     }
     let stored = outcomes
         .iter()
@@ -384,14 +445,12 @@ where
             }
         }
     }
-    match writer.finish().await {
-        Ok(success) => Ok(Outcome::Stored {
-            sop_class_uid,
-            sop_instance_uid,
-            warning: (!success.status.is_success()).then_some(success.status),
-        }),
-        Err(failure) => Ok(failed(failure.status, failure.comment)),
-    }
+    // The part is whole: its store finishes on its own while the next part arrives.
+    Ok(Outcome::Finishing {
+        sop_class_uid,
+        sop_instance_uid,
+        task: tokio::spawn(writer.finish()),
+    })
 }
 
 fn failed_part(
@@ -548,6 +607,8 @@ async fn response_data_set(
                 text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance_uid),
                 DataElement::new(tags::FAILURE_REASON, VR::US, PrimitiveValue::from(reason.0)),
             ])),
+            // Every store is settled before the response is made.
+            Outcome::Finishing { .. } => {}
         }
     }
     let mut response = InMemDicomObject::new_empty();
