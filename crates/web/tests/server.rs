@@ -567,3 +567,70 @@ async fn compressed_bodies_are_stored_and_a_gzip_bomb_is_413_with_nothing_stored
     assert_eq!(response.status(), 400);
     assert_eq!(served.instances().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_file_cut_short_ends_the_retrieval_without_its_closing_delimiter() {
+    let served = Served::start(WebConfig::default()).await;
+    let whole = Instance::new(STUDY, SERIES, 21, 4000);
+    let cut = Instance::new(STUDY, SERIES, 22, 300_000);
+    let response = served
+        .stow(
+            "/studies",
+            DICOM_MULTIPART,
+            multipart(&[whole.file(), cut.file()]),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    // Another program cuts the second file short behind the archive's back.
+    let stored = served
+        .archive
+        .lookup(&cut.sop)
+        .await
+        .expect("lookup")
+        .expect("indexed");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stored.location.path)
+        .expect("open");
+    file.set_len(stored.location.file_size / 2)
+        .expect("truncate");
+    drop(file);
+
+    let response = served
+        .client
+        .get(served.url(&format!("/studies/{STUDY}")))
+        .header("Accept", ANY_SYNTAX)
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(response.status(), 200);
+    let content_type = ContentType::parse(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("content type"),
+    )
+    .expect("multipart content type");
+    let decoder =
+        Decoder::for_content_type(&content_type, DecodeLimits::default()).expect("decoder");
+    let mut reader = MultipartReader::new(response.bytes_stream(), decoder);
+    let mut complete = Vec::new();
+    let ended = loop {
+        match reader.next_part().await {
+            Ok(Some(_)) => match reader.read_body().await {
+                Ok(body) => complete.push(body),
+                Err(error) => break Err(error.to_string()),
+            },
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error.to_string()),
+        }
+    };
+    assert!(ended.is_err(), "the body ended as if complete");
+    // Only the whole instance can have come through complete, its data set as sent.
+    assert!(complete.len() <= 1, "{} parts", complete.len());
+    for body in &complete {
+        assert!(
+            split(body).1 == whole.data_set,
+            "the whole instance changed"
+        );
+    }
+}

@@ -33,7 +33,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use std::io::Read;
 
 use dimsum_dataset::dicom_core::value::PrimitiveValue;
 use dimsum_dataset::dicom_core::{DataElement, VR};
@@ -444,55 +443,66 @@ fn converted_stream(
     stream::once(async move { Ok(meta) }).chain(chunks)
 }
 
-/// The first `length` bytes of the file at `path` (a path from the index), read as the stream
-/// is polled, a piece at a time on the blocking pool (straight into the piece's buffer: no
-/// second copy); fewer is an error.
+/// The first `length` bytes of the file at `path` (a path from the index), as pieces of at
+/// most [`READ_CHUNK`] bytes; a file shorter than that is an error.
+///
+/// The file is mapped into memory (on the blocking pool, its pages faulted in at once) and the
+/// pieces are slices of the mapping: the socket is written from the page cache with no copy
+/// into a buffer of ours and no thread hand-off per piece (reading into buffers spent a third
+/// of the server's time copying and a quarter switching threads). The archive writes its files
+/// once (a temporary file renamed into place) and never changes one in place: a replaced or
+/// deleted file's mapping stays valid. A file truncated in place by another program while it
+/// is being sent would end the process (SIGBUS), as it would any program that maps files.
 fn file_stream(
     path: PathBuf,
     length: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-    let open = async move {
-        let opened = path.clone();
-        let file = tokio::task::spawn_blocking(move || std::fs::File::open(&opened))
+    let map = async move {
+        tokio::task::spawn_blocking(move || map_file(&path, length))
             .await
-            .map_err(|error| io::Error::other(format!("the file task failed: {error}")))??;
-        Ok::<_, io::Error>((file, path, length))
+            .map_err(|error| io::Error::other(format!("the file task failed: {error}")))?
     };
-    stream::once(open)
-        .map(|opened| match opened {
-            Ok(state) => stream::try_unfold(state, read_piece).left_stream(),
+    stream::once(map)
+        .map(|mapped| match mapped {
+            Ok(bytes) => {
+                let pieces = (0..bytes.len())
+                    .step_by(READ_CHUNK)
+                    .map(move |start| Ok(bytes.slice(start..bytes.len().min(start + READ_CHUNK))));
+                stream::iter(pieces.collect::<Vec<_>>()).left_stream()
+            }
             Err(error) => stream::once(async move { Err(error) }).right_stream(),
         })
         .flatten()
 }
 
-async fn read_piece(
-    (file, path, remaining): (std::fs::File, PathBuf, u64),
-) -> Result<Option<(Bytes, (std::fs::File, PathBuf, u64))>, io::Error> {
-    if remaining == 0 {
-        return Ok(None);
+/// The first `length` bytes of the file at `path`, mapped (see [`file_stream`]).
+fn map_file(path: &std::path::Path, length: u64) -> Result<Bytes, io::Error> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size < length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} ends {} bytes before the end the index recorded",
+                path.display(),
+                length - size
+            ),
+        ));
     }
-    let size = usize::try_from(remaining).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
-    tokio::task::spawn_blocking(move || {
-        let mut buffer = Vec::with_capacity(size);
-        let read = (&file).take(size as u64).read_to_end(&mut buffer)?;
-        if read < size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{} ends {} bytes before the end the index recorded",
-                    path.display(),
-                    remaining - read as u64
-                ),
-            ));
-        }
-        Ok(Some((
-            Bytes::from(buffer),
-            (file, path, remaining - size as u64),
-        )))
-    })
-    .await
-    .map_err(|error| io::Error::other(format!("the file task failed: {error}")))?
+    let length = usize::try_from(length)
+        .map_err(|_| io::Error::other(format!("{} is too large to map", path.display())))?;
+    if length == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the mapping is read-only and the archive never modifies a stored file in place
+    // (see `file_stream`); its length was checked against the file's size just above.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .len(length)
+            .populate()
+            .map(&file)?
+    };
+    Ok(Bytes::from_owner(map))
 }
 
 pub(super) fn index_error(error: IndexError) -> WebError {
