@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Cursor, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -45,6 +45,7 @@ use dimsum_dataset::transfer_syntax::{self, Encoding};
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
 
+use crate::pixel::source::Data;
 use crate::pixel::{ImagePixel, PixelError, PixelLimits, PixelSource, can_decode};
 
 /// Explicit VR Little Endian (PS3.5 §A.2): the default transfer syntax of `application/dicom`
@@ -213,39 +214,11 @@ pub struct StoredDataSet {
     pub transfer_syntax: String,
 }
 
-/// Where the bytes of a data set are read from: the stored file, or (a deflated transfer
-/// syntax) the inflated data set in memory.
-enum Data {
-    File {
-        file: File,
-        path: PathBuf,
-        base: u64,
-    },
-    Memory(Vec<u8>),
-}
-
-impl Data {
-    /// `length` bytes at `offset` of the data set; `length` has been checked against a limit.
-    fn read_at(&mut self, offset: u64, length: usize) -> Result<Vec<u8>, TranscodeError> {
-        match self {
-            Data::File { file, path, base } => {
-                let mut buffer = vec![0u8; length];
-                file.seek(SeekFrom::Start(*base + offset))
-                    .and_then(|_| file.read_exact(&mut buffer))
-                    .map_err(|source| TranscodeError::Io {
-                        what: format!("{} at offset {}", path.display(), *base + offset),
-                        source,
-                    })?;
-                Ok(buffer)
-            }
-            Data::Memory(bytes) => usize::try_from(offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(length)?))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| TranscodeError::Io {
-                    what: "the inflated data set".to_owned(),
-                    source: io::Error::new(io::ErrorKind::UnexpectedEof, "it ends too soon"),
-                }),
+impl From<crate::pixel::source::DataReadError> for TranscodeError {
+    fn from(error: crate::pixel::source::DataReadError) -> Self {
+        TranscodeError::Io {
+            what: error.what,
+            source: error.source,
         }
     }
 }
@@ -554,7 +527,7 @@ fn open_data(
     };
     Ok((
         Data::File {
-            file,
+            file: BufReader::new(file),
             path: path.clone(),
             base: stored.offset,
         },
@@ -580,7 +553,7 @@ fn locate(
                     what: "the stored data set".to_owned(),
                     source,
                 })?;
-            scan::locate_pixel_data(BufReader::new(&mut *file), length, plain_from, scan_limits)?
+            scan::locate_pixel_data(&mut *file, length, plain_from, scan_limits)?
         }
     };
     Ok(location)

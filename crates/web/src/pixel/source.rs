@@ -22,28 +22,41 @@ pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
-/// Where the data set's bytes are: the stored file, or (deflated syntaxes) the inflated data
-/// set in memory.
-enum Data {
+/// Where a stored data set's bytes are: the stored file, or (deflated syntaxes) the inflated
+/// data set in memory. Shared by the pixel source and the transfer-syntax conversion.
+pub(crate) enum Data {
     File {
         file: BufReader<File>,
         path: PathBuf,
+        /// The offset of the data set in the file.
         base: u64,
     },
     Memory(Vec<u8>),
 }
 
+/// A read of [`Data`] that failed: what was read, and why.
+#[derive(Debug)]
+pub(crate) struct DataReadError {
+    pub(crate) what: String,
+    pub(crate) source: io::Error,
+}
+
+impl From<DataReadError> for PixelError {
+    fn from(DataReadError { what, source }: DataReadError) -> Self {
+        PixelError::Io { what, source }
+    }
+}
+
 impl Data {
     /// `length` bytes at `offset` of the data set; `length` has been checked against a limit.
-    fn read_at(&mut self, offset: u64, length: usize) -> Result<Vec<u8>, PixelError> {
+    pub(crate) fn read_at(&mut self, offset: u64, length: usize) -> Result<Vec<u8>, DataReadError> {
         match self {
             Data::File { file, path, base } => {
-                let what = || format!("{} at offset {}", path.display(), *base + offset);
                 let mut buffer = vec![0u8; length];
                 file.seek(SeekFrom::Start(*base + offset))
                     .and_then(|_| file.read_exact(&mut buffer))
-                    .map_err(|source| PixelError::Io {
-                        what: what(),
+                    .map_err(|source| DataReadError {
+                        what: format!("{} at offset {}", path.display(), *base + offset),
                         source,
                     })?;
                 Ok(buffer)
@@ -52,7 +65,7 @@ impl Data {
                 .ok()
                 .and_then(|start| bytes.get(start..start.checked_add(length)?))
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| PixelError::Io {
+                .ok_or_else(|| DataReadError {
                     what: "the inflated data set".to_owned(),
                     source: io::Error::new(io::ErrorKind::UnexpectedEof, "it ends too soon"),
                 }),
