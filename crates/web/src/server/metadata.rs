@@ -92,6 +92,29 @@ enum MetadataForm {
     Xml,
 }
 
+/// The first instance record of `entity` and the stream of the others; 404 when the index holds
+/// no instance there.
+async fn first_record(
+    state: &SharedState,
+    entity: &Entity,
+    resource: &Resource,
+) -> Result<(InstanceRecord, RecordStream), WebError> {
+    let mut records = state
+        .archive
+        .index()
+        .instance_records(entity_uids(entity))
+        .await
+        .map_err(index_error)?;
+    match records.next().await {
+        None => Err(WebError::NotFound(format!(
+            "no instance at {}",
+            resource.to_path()
+        ))),
+        Some(Err(error)) => Err(index_error(error)),
+        Some(Ok(record)) => Ok((record, records)),
+    }
+}
+
 /// `GET {root}/studies/{study}[/series/{series}[/instances/{instance}]]/metadata`.
 async fn metadata(
     State(state): State<SharedState>,
@@ -105,23 +128,8 @@ async fn metadata(
         )));
     };
     let form = negotiate(&headers, &state, &resource)?;
-    let mut records = state
-        .archive
-        .index()
-        .instance_records(entity_uids(entity))
-        .await
-        .map_err(index_error)?;
     // The first record says whether the entity exists, before the response starts.
-    let first = match records.next().await {
-        None => {
-            return Err(WebError::NotFound(format!(
-                "no instances at {}",
-                resource.to_path()
-            )));
-        }
-        Some(Err(error)) => return Err(index_error(error)),
-        Some(Ok(record)) => record,
-    };
+    let (first, records) = first_record(&state, entity, &resource).await?;
     let records: RecordStream = Box::pin(stream::once(async move { Ok(first) }).chain(records));
     let uris = BulkDataUris {
         base: base_url(&headers, &state),
@@ -395,23 +403,7 @@ async fn bulkdata(
     let path = TagPath::from_segments(segments)
         .map_err(|error| WebError::BadRequest(format!("bulk data path: {error}")))?;
     let wanted = negotiate_bulk(&headers, &state, &resource)?;
-    let mut records = state
-        .archive
-        .index()
-        .instance_records(entity_uids(entity))
-        .await
-        .map_err(index_error)?;
-    let record = match records.next().await {
-        None => {
-            return Err(WebError::NotFound(format!(
-                "no instance at {}",
-                resource.to_path()
-            )));
-        }
-        Some(Err(error)) => return Err(index_error(error)),
-        Some(Ok(record)) => record,
-    };
-    drop(records);
+    let (record, _) = first_record(&state, entity, &resource).await?;
     // A record that lists its bulk elements says at once whether the path is one.
     let listed = record.bulk_data.iter().find(|element| element.path == path);
     let has_list = !record.bulk_data.is_empty();
