@@ -110,7 +110,7 @@ struct Inner {
     config: SqliteConfig,
     writer: mpsc::Sender<WriteOp>,
     /// The inserts handed over ([`Index::hand_over`]), which reads wait for.
-    handed_over: HandOvers,
+    handed_over: Arc<HandOvers>,
     thread: Mutex<Option<JoinHandle<()>>>,
     idle_readers: Mutex<Vec<Connection>>,
     /// Streaming queries.
@@ -213,7 +213,7 @@ impl SqliteIndex {
             inner: Arc::new(Inner {
                 config,
                 writer,
-                handed_over: HandOvers::new(),
+                handed_over: Arc::new(HandOvers::new()),
                 thread: Mutex::new(Some(thread)),
                 idle_readers: Mutex::new(Vec::new()),
                 query_permits: Arc::new(Semaphore::new(readers)),
@@ -251,7 +251,11 @@ impl SqliteIndex {
         let (reply, done) = oneshot::channel();
         self.inner
             .writer
-            .send(WriteOp { operation, reply })
+            .send(WriteOp {
+                operation,
+                reply,
+                mark: None,
+            })
             .await
             .map_err(|_| IndexError::WriterGone)?;
         done.await.map_err(|_| IndexError::WriterGone)?
@@ -407,6 +411,9 @@ enum Done {
 struct WriteOp {
     operation: Operation,
     reply: oneshot::Sender<Result<Done, IndexError>>,
+    /// The number of a handed-over insert ([`Index::hand_over`]), marked done when the writer
+    /// lets go of it: after its commit and answer, or whenever it is dropped unanswered.
+    mark: Option<HandOverMark>,
 }
 
 /// The inserts handed over to the writer ([`Index::hand_over`]), numbered in the order they
@@ -466,13 +473,15 @@ impl HandOvers {
     }
 }
 
-/// Marks its insert done when dropped: after its answer, or when the insert is abandoned.
-struct HandOverDone<'a> {
-    hand_overs: &'a HandOvers,
+/// Marks a handed-over insert done when dropped. The writer keeps it until the insert's
+/// transaction is over and answered; an insert dropped on the way (the writer gone, a queue
+/// that closed) is marked done by the same drop, so no read waits for it for ever.
+struct HandOverMark {
+    hand_overs: Arc<HandOvers>,
     number: u64,
 }
 
-impl Drop for HandOverDone<'_> {
+impl Drop for HandOverMark {
     fn drop(&mut self) {
         self.hand_overs.done(self.number);
     }
@@ -559,10 +568,18 @@ fn run_writer(
 
 fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec<WriteOp>) {
     let mut replies = Vec::with_capacity(batch.len());
+    // Held until the transaction is over and answered (dropped at the end of this function).
+    let mut marks = Vec::new();
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for WriteOp { operation, reply } in batch {
+        for WriteOp {
+            operation,
+            reply,
+            mark,
+        } in batch
+        {
+            marks.extend(mark);
             // Each operation in a savepoint of its own (statements prepared once, not parsed
             // for every operation as rusqlite's savepoints are).
             transaction
@@ -1608,33 +1625,34 @@ impl Index for SqliteIndex {
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
         // Numbered now, before the caller goes on: any read that starts after this call returns
-        // waits for it. It is queued by a task of its own, so that it goes on whether or not
-        // the caller awaits the answer (a read waiting for it must never wait for ever).
-        let number = self.inner.handed_over.begin();
-        let inner = self.inner.clone();
-        let (answer, answered) = oneshot::channel();
-        tokio::spawn(async move {
-            let _done = HandOverDone {
-                hand_overs: &inner.handed_over,
-                number,
-            };
-            let (reply, done) = oneshot::channel();
-            let operation = WriteOp {
-                operation: Operation::Insert(Box::new(instance), on_duplicate),
-                reply,
-            };
-            let outcome = match inner.writer.send(operation).await {
-                Ok(()) => match done.await {
-                    Ok(Ok(Done::Inserted(inserted))) => Ok(inserted),
-                    Ok(Ok(_)) => Err(unexpected()),
-                    Ok(Err(error)) => Err(error),
-                    Err(_) => Err(IndexError::WriterGone),
-                },
-                Err(_) => Err(IndexError::WriterGone),
-            };
-            let _ = answer.send(outcome);
-        });
-        Box::pin(async move { answered.await.map_err(|_| IndexError::WriterGone)? })
+        // waits for it. Queued now too (or by a task when the queue is full), so that it goes
+        // on whether or not the caller awaits the answer.
+        let mark = HandOverMark {
+            hand_overs: self.inner.handed_over.clone(),
+            number: self.inner.handed_over.begin(),
+        };
+        let (reply, done) = oneshot::channel();
+        let operation = WriteOp {
+            operation: Operation::Insert(Box::new(instance), on_duplicate),
+            reply,
+            mark: Some(mark),
+        };
+        match self.inner.writer.try_send(operation) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(operation)) => {
+                let writer = self.inner.writer.clone();
+                // A send that fails drops the insert: its mark and its reply with it.
+                tokio::spawn(async move { writer.send(operation).await });
+            }
+            // Dropped at once: marked done, and the reply below finds the writer gone.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        Box::pin(async move {
+            match done.await.map_err(|_| IndexError::WriterGone)?? {
+                Done::Inserted(inserted) => Ok(inserted),
+                _ => Err(unexpected()),
+            }
+        })
     }
 
     fn query(
