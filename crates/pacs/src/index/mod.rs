@@ -16,11 +16,13 @@
 //! first instance that created it) and its computed keys (Number of … Related …, Modalities In
 //! Study, SOP Classes In Study), maintained as instances come and go.
 
+pub(crate) mod hand_over;
 pub mod prepared;
 pub mod query;
 pub mod record;
 pub(crate) mod relational;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
 
 pub use prepared::PreparedInstance;

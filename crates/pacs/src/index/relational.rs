@@ -1,4 +1,4 @@
-//! Relational queries against the SQLite index (PS3.4 C.4.1.2.2.2, C.4.1.3.2), when the peer
+//! Relational queries against the index (PS3.4 C.4.1.2.2.2, C.4.1.3.2), when the peer
 //! negotiated them (C-FIND extended negotiation byte 1, PS3.4 C.5.1.1).
 //!
 //! A relational query at level L may carry keys of the levels below L. An entity at L matches
@@ -18,8 +18,6 @@
 //! Keys of levels that the information model does not have (a series key in a Patient/Study
 //! Only query) are not matched.
 
-use rusqlite::{Connection, params_from_iter};
-
 use dimsum_dataset::dicom_core::{DataElement, VR};
 use dimsum_dataset::dicom_dictionary_std::tags;
 use dimsum_dataset::query_model::QueryModel;
@@ -30,11 +28,13 @@ use crate::hierarchy::{Level, QueryPlan};
 use super::IndexError;
 use super::query::Narrowing;
 use super::schema::{parent_column, table};
-use super::sqlite::{RecordCache, Sql, level_columns, push_level_narrowing};
+use super::sql::{
+    Dialect, Param, RecordCache, RowAccess, Sql, level_columns, push_level_narrowing,
+};
 
 /// The descendant side of a relational query: which levels below the plan's are searched and
 /// how they are narrowed.
-pub(super) struct Descendants {
+pub(crate) struct Descendants {
     /// The plan's level.
     level: Level,
     /// The levels below it, down to the deepest with keys, top down.
@@ -49,7 +49,7 @@ pub(super) struct Descendants {
 impl Descendants {
     /// The descendant search of `plan`; `None` for a hierarchical query, or a relational one
     /// with no keys below its level that its model has.
-    pub(super) fn of(plan: &QueryPlan) -> Option<Descendants> {
+    pub(crate) fn of(dialect: Dialect, plan: &QueryPlan) -> Option<Descendants> {
         let level = plan.level();
         let deepest = descendant_level(plan)?;
         let levels: Vec<Level> = Level::ALL
@@ -57,7 +57,7 @@ impl Descendants {
             .filter(|l| *l > level && *l <= deepest)
             .collect();
         let narrowing = lower_narrowing(plan, level, deepest);
-        let rows = rows_sql(&levels, &narrowing);
+        let rows = rows_sql(dialect, &levels, &narrowing);
         Some(Descendants {
             level,
             levels,
@@ -68,7 +68,7 @@ impl Descendants {
 
     /// Appends to a candidate query (whose `WHERE` clause exists when `has_where`) the
     /// condition that its entity has a descendant the narrowing lets through.
-    pub(super) fn push_exists(&self, sql: &mut Sql, has_where: bool) {
+    pub(crate) fn push_exists(&self, sql: &mut Sql, has_where: bool) {
         sql.push(if has_where { " AND " } else { " WHERE " });
         sql.push("EXISTS (SELECT 1");
         push_from(sql, &self.levels);
@@ -77,38 +77,40 @@ impl Descendants {
             sql,
             &self.levels,
             &self.narrowing,
-            &format!("{parent_alias}.id"),
+            Parent::Column(format!("{parent_alias}.id")),
         );
         sql.push(")");
     }
 
-    /// Whether the entity `id` at the plan's level has a descendant whose chain below the
-    /// plan's level passes every key of those levels.
-    pub(super) fn any_passes(
+    /// The query for the descendant rows of the entity `id` at the plan's level: each
+    /// level's id and record columns, top down.
+    pub(crate) fn rows_of(&self, id: i64) -> Sql {
+        let mut rows = self.rows.clone();
+        // The entity's id is the first parameter (the link to it comes first in the text).
+        if let Some(first) = rows.params.first_mut() {
+            *first = Param::Integer(id);
+        }
+        rows
+    }
+
+    /// Whether a row of [`Descendants::rows_of`] has a chain below the plan's level that
+    /// passes every key of those levels.
+    pub(crate) fn row_passes(
         &self,
-        connection: &Connection,
         plan: &QueryPlan,
-        id: i64,
+        row: &impl RowAccess,
         cache: &mut RecordCache,
         limits: &ScanLimits,
     ) -> Result<bool, IndexError> {
-        let mut statement = connection.prepare_cached(&self.rows.text)?;
-        // The entity's id is the first parameter (the link to it comes first in the text).
-        let params = std::iter::once(rusqlite::types::Value::Integer(id))
-            .chain(self.rows.params.iter().cloned());
-        let mut rows = statement.query(params_from_iter(params))?;
-        'rows: while let Some(row) = rows.next()? {
-            let mut start = 0;
-            for level in &self.levels {
-                let (_, record) = cache.record(*level, row, start, limits)?;
-                if !plan.passes(*level, &record) {
-                    continue 'rows;
-                }
-                start += 1 + level_columns(*level).len();
+        let mut start = 0;
+        for level in &self.levels {
+            let (_, record) = cache.record(*level, row, start, limits)?;
+            if !plan.passes(*level, &record) {
+                return Ok(false);
             }
-            return Ok(true);
+            start += 1 + level_columns(*level).len();
         }
-        Ok(false)
+        Ok(true)
     }
 }
 
@@ -162,15 +164,27 @@ fn push_from(sql: &mut Sql, levels: &[Level]) {
     }
 }
 
-/// The link from the first of `levels` to `parent` (an SQL expression) and each level's
-/// narrowing, as a `WHERE` clause.
-fn push_conditions(sql: &mut Sql, levels: &[Level], narrowing: &Narrowing, parent: &str) {
+/// What the first of the descendant levels links to.
+enum Parent {
+    /// A column of the candidate query.
+    Column(String),
+    /// The first parameter, the entity's id.
+    Bound,
+}
+
+/// The link from the first of `levels` to `parent` and each level's narrowing, as a `WHERE`
+/// clause.
+fn push_conditions(sql: &mut Sql, levels: &[Level], narrowing: &Narrowing, parent: Parent) {
     let Some(first) = levels.first() else {
         return;
     };
     let (_, alias) = table(*first);
     let link = parent_column(*first).unwrap_or("id");
-    sql.push(&format!(" WHERE {alias}.{link} = {parent}"));
+    sql.push(&format!(" WHERE {alias}.{link} = "));
+    match parent {
+        Parent::Column(column) => sql.push(&column),
+        Parent::Bound => sql.bind(Param::Integer(0)),
+    }
     let mut first_condition = false;
     for level in levels {
         push_level_narrowing(sql, *level, narrowing, &mut first_condition);
@@ -179,7 +193,7 @@ fn push_conditions(sql: &mut Sql, levels: &[Level], narrowing: &Narrowing, paren
 
 /// The query for one entity's descendant rows: each level's id and record columns, top down;
 /// its first parameter is the entity's id.
-fn rows_sql(levels: &[Level], narrowing: &Narrowing) -> Sql {
+fn rows_sql(dialect: Dialect, levels: &[Level], narrowing: &Narrowing) -> Sql {
     let columns: Vec<String> = levels
         .iter()
         .flat_map(|l| {
@@ -191,9 +205,9 @@ fn rows_sql(levels: &[Level], narrowing: &Narrowing) -> Sql {
             )
         })
         .collect();
-    let mut sql = Sql::default();
+    let mut sql = Sql::new(dialect);
     sql.push(&format!("SELECT {}", columns.join(", ")));
     push_from(&mut sql, levels);
-    push_conditions(&mut sql, levels, narrowing, "?");
+    push_conditions(&mut sql, levels, narrowing, Parent::Bound);
     sql
 }

@@ -22,13 +22,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -39,15 +38,16 @@ use dimsum_net::storage::BoxFuture;
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
 
+use super::hand_over::{HandOverMark, HandOvers};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
-use super::query::{
-    ColumnKind, ColumnValue, Computed, Constraint, Narrowing, Target, Test, put_computed,
+use super::query::{ColumnKind, ColumnValue};
+use super::schema::{self, table};
+use super::sql::{
+    Dialect, QueryRun, indexed_instance, instance_record, instance_records_sql,
+    instances_after_sql, retrieval_sql,
 };
-use super::record;
-use super::relational::Descendants;
-use super::schema::{self, parent_column, table};
 use super::{
-    DeleteTarget, Deleted, EntityUids, FileLocation, Index, IndexError, IndexedInstance, Inserted,
+    DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnDuplicate, RecordStream, ResponseStream, SessionStart,
 };
 
@@ -61,8 +61,6 @@ const MATCHES_AHEAD: usize = 16;
 const CHECKPOINT_PAGES: i32 = 4000;
 /// Instance records read ahead of the consumer of [`Index::instance_records`].
 const RECORDS_AHEAD: usize = 32;
-/// Decoded records kept per level during one query (parents shared by many rows).
-const RECORDS_CACHED: usize = 1024;
 
 /// How a [`SqliteIndex`] is set up.
 #[derive(Debug, Clone)]
@@ -414,77 +412,6 @@ struct WriteOp {
     /// The number of a handed-over insert ([`Index::hand_over`]), marked done when the writer
     /// lets go of it: after its commit and answer, or whenever it is dropped unanswered.
     mark: Option<HandOverMark>,
-}
-
-/// The inserts handed over to the writer ([`Index::hand_over`]), numbered in the order they
-/// were handed over, and how far they are all done: reads wait until every insert numbered
-/// before them is (so that whoever was told an instance is stored finds it), never for those
-/// that came after (so that a steady ingest cannot hold a read back for ever).
-struct HandOvers {
-    /// The number the next insert gets.
-    next: AtomicU64,
-    /// The inserts done after one still in flight.
-    done_early: Mutex<BTreeSet<u64>>,
-    /// Every insert numbered below this is done.
-    done_below: tokio::sync::watch::Sender<u64>,
-}
-
-impl HandOvers {
-    fn new() -> Self {
-        Self {
-            next: AtomicU64::new(0),
-            done_early: Mutex::new(BTreeSet::new()),
-            done_below: tokio::sync::watch::Sender::new(0),
-        }
-    }
-
-    /// Numbers a new insert.
-    fn begin(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::SeqCst)
-    }
-
-    /// Insert `number` is committed, failed, or abandoned.
-    fn done(&self, number: u64) {
-        let mut early = self
-            .done_early
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.done_below.send_modify(|below| {
-            if number == *below {
-                *below += 1;
-                while early.remove(below) {
-                    *below += 1;
-                }
-            } else if number > *below {
-                early.insert(number);
-            }
-        });
-    }
-
-    /// Waits until every insert numbered before this call is done.
-    async fn settle(&self) {
-        let target = self.next.load(Ordering::SeqCst);
-        if *self.done_below.borrow() >= target {
-            return;
-        }
-        let mut done_below = self.done_below.subscribe();
-        // The sender lives as long as `self`: waiting cannot fail.
-        let _ = done_below.wait_for(|below| *below >= target).await;
-    }
-}
-
-/// Marks a handed-over insert done when dropped. The writer keeps it until the insert's
-/// transaction is over and answered; an insert dropped on the way (the writer gone, a queue
-/// that closed) is marked done by the same drop, so no read waits for it for ever.
-struct HandOverMark {
-    hand_overs: Arc<HandOvers>,
-    number: u64,
-}
-
-impl Drop for HandOverMark {
-    fn drop(&mut self) {
-        self.hand_overs.done(self.number);
-    }
 }
 
 fn unexpected() -> IndexError {
@@ -1138,319 +1065,8 @@ fn delete(transaction: &Connection, target: &DeleteTarget) -> Result<Deleted, In
 }
 
 // ------------------------------------------------------------------------------------------
-// Reading
+// Reading (the SQL and the matching are shared with the other backends: super::sql)
 // ------------------------------------------------------------------------------------------
-
-/// SQL being built, with its parameters.
-#[derive(Default)]
-pub(super) struct Sql {
-    pub(super) text: String,
-    pub(super) params: Vec<SqlValue>,
-}
-
-impl Sql {
-    pub(super) fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-
-    fn bind(&mut self, value: SqlValue) {
-        self.text.push('?');
-        self.params.push(value);
-    }
-}
-
-/// A GLOB pattern for a C.2.2.2.4 pattern: `*` and `?` stay, `[` is made literal.
-fn glob(pattern: &str) -> String {
-    pattern.replace('[', "[[]")
-}
-
-fn column_value(value: &ColumnValue) -> SqlValue {
-    match value {
-        ColumnValue::Text(text) => SqlValue::Text(text.clone()),
-        ColumnValue::Number(number) => SqlValue::Real(*number),
-    }
-}
-
-/// Writes one test on `column` (an SQL expression).
-fn push_test(sql: &mut Sql, column: &str, test: &Test) {
-    match test {
-        Test::Equal(value) => {
-            sql.push(&format!("{column} = "));
-            sql.bind(column_value(value));
-        }
-        Test::AnyOf(values) => {
-            sql.push(&format!("{column} IN (SELECT value FROM json_each("));
-            sql.bind(SqlValue::Text(
-                serde_json::to_string(values).unwrap_or_else(|_| "[]".into()),
-            ));
-            sql.push("))");
-        }
-        Test::Pattern(pattern) => {
-            sql.push(&format!("{column} GLOB "));
-            sql.bind(SqlValue::Text(glob(pattern)));
-        }
-        Test::Range { lower, upper } => {
-            sql.push("(");
-            sql.push(&format!("{column} IS NOT NULL"));
-            if let Some(lower) = lower {
-                sql.push(&format!(" AND {column} >= "));
-                sql.bind(SqlValue::Text(lower.clone()));
-            }
-            if let Some(upper) = upper {
-                sql.push(&format!(" AND {column} <= "));
-                sql.bind(SqlValue::Text(upper.clone()));
-            }
-            sql.push(")");
-        }
-        Test::PersonName {
-            value,
-            pattern,
-            alphabetic_too,
-        } => {
-            let (operator, value) = if *pattern {
-                ("GLOB", glob(value))
-            } else {
-                ("=", value.clone())
-            };
-            sql.push(&format!("({column} {operator} "));
-            sql.bind(SqlValue::Text(value.clone()));
-            if *alphabetic_too {
-                sql.push(&format!(" OR {column}_alpha {operator} "));
-                sql.bind(SqlValue::Text(value));
-            }
-            sql.push(")");
-        }
-        Test::Never => sql.push("0"),
-    }
-}
-
-/// Writes a constraint: any of its tests.
-fn push_constraint(sql: &mut Sql, constraint: &Constraint) {
-    let tests = |sql: &mut Sql, column: &str| {
-        sql.push("(");
-        for (n, test) in constraint.any_of.iter().enumerate() {
-            if n > 0 {
-                sql.push(" OR ");
-            }
-            push_test(sql, column, test);
-        }
-        if constraint.any_of.is_empty() {
-            sql.push("1");
-        }
-        sql.push(")");
-    };
-    match constraint.target {
-        Target::Column(column) => {
-            let (_, alias) = table(column.level);
-            tests(sql, &format!("{alias}.{}", column.name));
-        }
-        Target::SeriesModality => {
-            sql.push(
-                "EXISTS (SELECT 1 FROM series m WHERE m.study = st.id AND (m.irregular = 1 OR ",
-            );
-            tests(sql, "m.modality");
-            sql.push("))");
-        }
-        Target::StudySopClass => {
-            sql.push("EXISTS (SELECT 1 FROM study_sop_class c WHERE c.study = st.id AND ");
-            tests(sql, "c.sop_class_uid");
-            sql.push(")");
-        }
-    }
-}
-
-/// The columns each level's part of a candidate row has, after its id.
-pub(super) fn level_columns(level: Level) -> &'static [&'static str] {
-    match level {
-        Level::Patient => &[
-            "attributes",
-            "number_of_studies",
-            "number_of_series",
-            "number_of_instances",
-        ],
-        Level::Study => &[
-            "attributes",
-            "number_of_series",
-            "number_of_instances",
-            "modalities_in_study",
-            "sop_classes_in_study",
-        ],
-        Level::Series => &["attributes", "number_of_instances"],
-        Level::Image => &["attributes"],
-    }
-}
-
-/// `FROM` the plan's level joined up to the patient, `WHERE` narrowed.
-fn from_where(level: Level, narrowing: &Narrowing) -> Sql {
-    let mut sql = Sql::default();
-    let (first, alias) = table(level);
-    sql.push(&format!(" FROM {first} {alias}"));
-    let mut below = level;
-    for parent in Level::ALL.into_iter().rev().filter(|l| *l < level) {
-        let (parent_table, parent_alias) = table(parent);
-        let (_, child_alias) = table(below);
-        let link = parent_column(below).unwrap_or("id");
-        sql.push(&format!(
-            " JOIN {parent_table} {parent_alias} ON {parent_alias}.id = {child_alias}.{link}"
-        ));
-        below = parent;
-    }
-    let mut first_condition = true;
-    for at in Level::ALL.into_iter().filter(|l| *l <= level) {
-        push_level_narrowing(&mut sql, at, narrowing, &mut first_condition);
-    }
-    sql
-}
-
-/// Writes the narrowing of level `at`, if it has constraints: ` WHERE (` (when
-/// `first_condition`, which it clears) or ` AND (`, every constraint, or the entity irregular.
-pub(super) fn push_level_narrowing(
-    sql: &mut Sql,
-    at: Level,
-    narrowing: &Narrowing,
-    first_condition: &mut bool,
-) {
-    let constraints: Vec<&Constraint> = narrowing.at(at).collect();
-    if constraints.is_empty() {
-        return;
-    }
-    let (_, alias) = table(at);
-    sql.push(if *first_condition {
-        " WHERE ("
-    } else {
-        " AND ("
-    });
-    *first_condition = false;
-    sql.push("(");
-    for (n, constraint) in constraints.into_iter().enumerate() {
-        if n > 0 {
-            sql.push(" AND ");
-        }
-        push_constraint(sql, constraint);
-    }
-    sql.push(&format!(") OR {alias}.irregular = 1)"));
-}
-
-/// The candidate query of a plan: each level's id and record columns, patient first; for a
-/// relational query, only entities with a descendant its narrowing lets through.
-fn candidates_sql(level: Level, narrowing: &Narrowing, descendants: Option<&Descendants>) -> Sql {
-    let columns: Vec<String> = Level::ALL
-        .into_iter()
-        .filter(|l| *l <= level)
-        .flat_map(|l| {
-            let (_, alias) = table(l);
-            std::iter::once(format!("{alias}.id"))
-                .chain(level_columns(l).iter().map(move |c| format!("{alias}.{c}")))
-        })
-        .collect();
-    let mut rest = from_where(level, narrowing);
-    if let Some(descendants) = descendants {
-        descendants.push_exists(&mut rest, !narrowing.constraints.is_empty());
-    }
-    Sql {
-        text: format!("SELECT {}{}", columns.join(", "), rest.text),
-        params: rest.params,
-    }
-}
-
-/// The id of an entity that matches, and its chain of records (patient first).
-type MatchingChain = (i64, Vec<Arc<InMemDicomObject>>);
-
-/// Decoded records of one query, by level and id.
-pub(super) struct RecordCache {
-    levels: [HashMap<i64, Arc<InMemDicomObject>>; 4],
-}
-
-impl RecordCache {
-    pub(super) fn new() -> Self {
-        Self {
-            levels: Default::default(),
-        }
-    }
-
-    /// The record of the entity of `level` whose columns start at `start` in `row` (its id
-    /// first), with its computed keys.
-    pub(super) fn record(
-        &mut self,
-        level: Level,
-        row: &Row<'_>,
-        start: usize,
-        limits: &ScanLimits,
-    ) -> Result<(i64, Arc<InMemDicomObject>), IndexError> {
-        let id: i64 = row.get(start)?;
-        let cache = &mut self.levels[level.depth() - 1];
-        if let Some(record) = cache.get(&id) {
-            return Ok((id, record.clone()));
-        }
-        let blob: Vec<u8> = row.get(start + 1)?;
-        let mut record = record::decode(&blob, limits).map_err(|reason| IndexError::Corrupt {
-            what: format!("{} {id}", table(level).0),
-            reason,
-        })?;
-        let count = |n: usize| -> Result<usize, IndexError> {
-            let value: i64 = row.get(start + n)?;
-            Ok(usize::try_from(value).unwrap_or(0))
-        };
-        let list = |n: usize| -> Result<Vec<String>, IndexError> {
-            let value: String = row.get(start + n)?;
-            Ok(value
-                .split('\\')
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .collect())
-        };
-        let computed = match level {
-            Level::Patient => Computed {
-                patient_studies: count(2)?,
-                patient_series: count(3)?,
-                patient_instances: count(4)?,
-                ..Computed::default()
-            },
-            Level::Study => Computed {
-                study_series: count(2)?,
-                study_instances: count(3)?,
-                modalities_in_study: list(4)?,
-                sop_classes_in_study: list(5)?,
-                ..Computed::default()
-            },
-            Level::Series => Computed {
-                series_instances: count(2)?,
-                ..Computed::default()
-            },
-            Level::Image => Computed::default(),
-        };
-        put_computed(level, &mut record, &computed);
-        let record = Arc::new(record);
-        if cache.len() >= RECORDS_CACHED {
-            cache.clear();
-        }
-        cache.insert(id, record.clone());
-        Ok((id, record))
-    }
-
-    /// The chain of a candidate row if every level passes the plan: (the id at the plan's
-    /// level, the records patient first).
-    fn matching_chain(
-        &mut self,
-        plan: &QueryPlan,
-        row: &Row<'_>,
-        limits: &ScanLimits,
-    ) -> Result<Option<MatchingChain>, IndexError> {
-        let mut records = Vec::with_capacity(4);
-        let mut start = 0;
-        let mut id = 0;
-        for level in Level::ALL.into_iter().filter(|l| *l <= plan.level()) {
-            let (level_id, record) = self.record(level, row, start, limits)?;
-            if !plan.passes(level, &record) {
-                return Ok(None);
-            }
-            id = level_id;
-            records.push(record);
-            start += 1 + level_columns(level).len();
-        }
-        Ok(Some((id, records)))
-    }
-}
 
 /// Runs a query, giving each response to `send` (which says whether to go on).
 fn run_query(
@@ -1460,41 +1076,46 @@ fn run_query(
     limits: &ScanLimits,
     mut send: impl FnMut(Result<InMemDicomObject, IndexError>) -> bool,
 ) -> Result<(), IndexError> {
-    let narrowing = Narrowing::of(plan);
-    let descendants = Descendants::of(plan);
-    let sql = candidates_sql(plan.level(), &narrowing, descendants.as_ref());
+    let (mut run, sql) = QueryRun::new(Dialect::Sqlite, plan, limit, limits);
     debug!("index query: {}", sql.text);
     let mut statement = connection.prepare_cached(&sql.text)?;
     let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
-    let mut cache = RecordCache::new();
-    let mut sent = 0usize;
     while let Some(row) = rows.next()? {
-        let Some((id, records)) = cache.matching_chain(plan, row, limits)? else {
+        let Some(chain) = run.candidate(row)? else {
             continue;
         };
-        if let Some(descendants) = &descendants
-            && !descendants.any_passes(connection, plan, id, &mut cache, limits)?
-        {
+        if !descendant_passes(connection, &mut run, chain.0)? {
             continue;
         }
-        if limit.is_some_and(|limit| sent >= limit) {
-            send(Err(IndexError::TooManyMatches {
-                limit: limit.unwrap_or_default(),
-            }));
+        let answer = run.answer(&chain);
+        let last = answer.is_err();
+        if !send(answer) || last {
             return Ok(());
         }
-        let chain: Vec<&InMemDicomObject> = records.iter().map(|r| r.as_ref()).collect();
-        if !send(Ok(plan.response(&chain))) {
-            return Ok(());
-        }
-        sent += 1;
     }
     Ok(())
 }
 
-const INSTANCE_COLUMNS: &str = "i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid,
-    st.study_instance_uid, se.series_instance_uid, i.path, i.data_set_offset,
-    i.data_set_length, i.file_size, i.file_modified_ns";
+/// Whether the entity `id` of a candidate has a descendant that passes the keys below the
+/// plan's level (always, for a hierarchical query).
+fn descendant_passes(
+    connection: &Connection,
+    run: &mut QueryRun<'_>,
+    id: i64,
+) -> Result<bool, IndexError> {
+    let Some(sql) = run.descendant_rows(id) else {
+        return Ok(true);
+    };
+    let mut statement = connection.prepare_cached(&sql.text)?;
+    let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
+    while let Some(row) = rows.next()? {
+        if run.descendant_passes(row)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// [`INSTANCE_COLUMNS`] read from the instance table alone, its study and series UIDs by
 /// subqueries: SQLite prepares a join whose WHERE term is a bound parameter again each time the
 /// parameter changes, a single-table statement only once — this one runs before every store.
@@ -1504,29 +1125,6 @@ const INSTANCE_COLUMNS_BY_SUBQUERY: &str = "i.sop_class_uid, i.sop_instance_uid,
         WHERE se.id = i.series),
     (SELECT se.series_instance_uid FROM series se WHERE se.id = i.series),
     i.path, i.data_set_offset, i.data_set_length, i.file_size, i.file_modified_ns";
-const INSTANCE_JOINS: &str =
-    "FROM instance i JOIN series se ON se.id = i.series JOIN study st ON st.id = se.study";
-
-fn indexed_instance(row: &Row<'_>) -> rusqlite::Result<IndexedInstance> {
-    let unsigned = |n: usize| -> rusqlite::Result<u64> {
-        let value: i64 = row.get(n)?;
-        Ok(u64::try_from(value).unwrap_or(0))
-    };
-    Ok(IndexedInstance {
-        sop_class_uid: row.get(0)?,
-        sop_instance_uid: row.get(1)?,
-        transfer_syntax_uid: row.get(2)?,
-        study_instance_uid: row.get(3)?,
-        series_instance_uid: row.get(4)?,
-        location: FileLocation {
-            path: PathBuf::from(row.get::<_, String>(5)?),
-            data_set_offset: unsigned(6)?,
-            data_set_length: unsigned(7)?,
-            file_size: unsigned(8)?,
-            modified_ns: row.get(9)?,
-        },
-    })
-}
 
 fn retrieval_instances(
     connection: &Connection,
@@ -1534,40 +1132,26 @@ fn retrieval_instances(
     limits: &ScanLimits,
 ) -> Result<Vec<IndexedInstance>, IndexError> {
     let transaction = connection.unchecked_transaction()?;
-    let narrowing = Narrowing::of(plan);
-    let descendants = Descendants::of(plan);
-    let sql = candidates_sql(plan.level(), &narrowing, descendants.as_ref());
     let mut entities = Vec::new();
     {
+        let (mut run, sql) = QueryRun::new(Dialect::Sqlite, plan, None, limits);
         let mut statement = transaction.prepare_cached(&sql.text)?;
         let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
-        let mut cache = RecordCache::new();
         while let Some(row) = rows.next()? {
-            if let Some((id, _)) = cache.matching_chain(plan, row, limits)?
-                && descendants.as_ref().map_or(Ok(true), |d| {
-                    d.any_passes(&transaction, plan, id, &mut cache, limits)
-                })?
+            if let Some((id, _)) = run.candidate(row)?
+                && descendant_passes(&transaction, &mut run, id)?
             {
                 entities.push(id);
             }
         }
     }
-    // The instances under the entity, by the column that holds its id (a patient's through
-    // its studies).
-    let entity_id = match plan.level() {
-        Level::Patient => "st.patient",
-        Level::Study => "st.id",
-        Level::Series => "se.id",
-        Level::Image => "i.id",
-    };
-    let mut statement = transaction.prepare_cached(&format!(
-        "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS} WHERE {entity_id} = ? ORDER BY i.id"
-    ))?;
+    let mut statement =
+        transaction.prepare_cached(&retrieval_sql(Dialect::Sqlite, plan.level()))?;
     let mut instances = Vec::new();
     for id in entities {
-        let rows = statement.query_map([id], indexed_instance)?;
-        for instance in rows {
-            instances.push(instance?);
+        let mut rows = statement.query([id])?;
+        while let Some(row) = rows.next()? {
+            instances.push(indexed_instance(row)?);
         }
     }
     Ok(instances)
@@ -1581,35 +1165,11 @@ fn read_instance_records(
     limits: &ScanLimits,
     mut send: impl FnMut(Result<InstanceRecord, IndexError>) -> bool,
 ) -> Result<(), IndexError> {
-    let mut condition = String::from("st.study_instance_uid = ?");
-    let mut values = vec![entity.study.as_str()];
-    if let Some(series) = &entity.series {
-        condition.push_str(" AND se.series_instance_uid = ?");
-        values.push(series);
-        if let Some(instance) = &entity.instance {
-            condition.push_str(" AND i.sop_instance_uid = ?");
-            values.push(instance);
-        }
-    }
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT {INSTANCE_COLUMNS}, i.attributes {INSTANCE_JOINS} WHERE {condition}
-         ORDER BY se.series_number IS NULL, se.series_number, se.id,
-             i.instance_number IS NULL, i.instance_number, i.id"
-    ))?;
-    let mut rows = statement.query(params_from_iter(values))?;
+    let sql = instance_records_sql(Dialect::Sqlite, entity);
+    let mut statement = connection.prepare_cached(&sql.text)?;
+    let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
     while let Some(row) = rows.next()? {
-        let instance = indexed_instance(row)?;
-        let blob: Vec<u8> = row.get(10)?;
-        let record = record::decode_with_bulk_data(&blob, limits)
-            .map(|(attributes, bulk_data)| InstanceRecord {
-                attributes,
-                bulk_data,
-                instance: instance.clone(),
-            })
-            .map_err(|reason| IndexError::Corrupt {
-                what: format!("the record of instance {}", instance.sop_instance_uid),
-                reason,
-            });
+        let record = instance_record(row, limits);
         let failed = record.is_err();
         if !send(record) || failed {
             return Ok(());
@@ -1714,8 +1274,9 @@ impl Index for SqliteIndex {
                 .prepare_cached(&format!(
                     "SELECT {INSTANCE_COLUMNS_BY_SUBQUERY} FROM instance i WHERE i.sop_instance_uid = ?"
                 ))?
-                .query_row([sop_instance_uid], indexed_instance)
-                .optional()?)
+                .query_row([sop_instance_uid], |row| Ok(indexed_instance(row)))
+                .optional()?
+                .transpose()?)
         }))
     }
 
@@ -1761,13 +1322,13 @@ impl Index for SqliteIndex {
     ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
         Box::pin(self.read(move |connection, _| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut statement = connection.prepare_cached(&format!(
-                "SELECT {INSTANCE_COLUMNS} {INSTANCE_JOINS}
-                 WHERE i.sop_instance_uid > ? ORDER BY i.sop_instance_uid LIMIT ?"
-            ))?;
-            let rows =
-                statement.query_map(params![after.unwrap_or_default(), limit], indexed_instance)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut statement = connection.prepare_cached(&instances_after_sql(Dialect::Sqlite))?;
+            let mut rows = statement.query(params![after.unwrap_or_default(), limit])?;
+            let mut instances = Vec::new();
+            while let Some(row) = rows.next()? {
+                instances.push(indexed_instance(row)?);
+            }
+            Ok(instances)
         }))
     }
 
@@ -1795,6 +1356,8 @@ impl Index for SqliteIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::query::Narrowing;
+    use crate::index::sql::{Param, candidates_sql};
     use dimsum_dataset::dicom_core::{DataElement, VR};
     use dimsum_dataset::dicom_dictionary_std::tags;
     use dimsum_dataset::query_model::{QueryModel, QueryService};
@@ -1813,7 +1376,7 @@ mod tests {
             DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "7"),
         ]);
         let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
-        let sql = candidates_sql(plan.level(), &Narrowing::of(&plan), None);
+        let sql = candidates_sql(Dialect::Sqlite, plan.level(), &Narrowing::of(&plan), None);
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
         assert!(!sql.text.contains("2024"), "{}", sql.text);
         assert_eq!(
@@ -1822,11 +1385,8 @@ mod tests {
             "{}",
             sql.text
         );
-        assert!(
-            sql.params
-                .contains(&SqlValue::Text(format!("[[]{hostile}]?")))
-        );
-        assert!(sql.params.contains(&SqlValue::Real(7.0)));
+        assert!(sql.params.contains(&Param::Text(format!("[[]{hostile}]?"))));
+        assert!(sql.params.contains(&Param::Real(7.0)));
         // The statement is valid SQL against the schema.
         let mut connection = Connection::open_in_memory().expect("open");
         schema::migrate(&mut connection)
