@@ -1,10 +1,12 @@
-//! The SQLite index on its own: instances indexed from their attributes (no files needed),
+//! The index on its own, on both backends (SQLite, and PostgreSQL when DIMSUM_TEST_POSTGRES
+//! names a server): instances indexed from their attributes (no files needed),
 //! queried at every level of the three Q/R information models with every matching rule the
 //! narrowing translates (wild cards, ranges, UID lists, universal keys, literal `%` and `_`,
 //! PN case), computed keys kept right through inserts, replacements and deletes, hostile
 //! identifiers, the result limit, and visibility only after commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,13 +21,14 @@ use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{
     DeleteTarget, Deleted, Index, IndexError, IndexedInstance, Inserted, NewInstance, OnDuplicate,
-    PreparedInstance, SqliteConfig, SqliteIndex,
+    PreparedInstance,
 };
 use dimsum_pacs::matching::MatchOptions;
 
 mod common;
 use common::{
-    CT, MR, SC, element, find_plan, new_instance, query_all, sorted_values, temporary_index, text,
+    Backend, CT, MR, SC, TestIndex, element, find_plan, new_instance, query_all, sorted_values,
+    text,
 };
 
 const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
@@ -108,22 +111,26 @@ fn specs() -> Vec<Spec> {
 }
 
 struct Fixture {
-    folder: tempfile::TempDir,
-    index: SqliteIndex,
+    test: TestIndex,
+    index: Arc<dyn Index>,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        let (folder, index) = temporary_index().await;
-        let fixture = Fixture { folder, index };
+    /// The index of [`specs`] on `backend`; `None`: skip the test.
+    async fn new(backend: Backend) -> Option<Fixture> {
+        let test = TestIndex::new(backend).await?;
+        let fixture = Fixture {
+            index: test.index.clone(),
+            test,
+        };
         for spec in specs() {
             fixture.insert(&spec).await;
         }
-        fixture
+        Some(fixture)
     }
 
     fn root(&self) -> &Path {
-        self.folder.path()
+        self.test.root()
     }
 
     async fn insert(&self, spec: &Spec) -> Inserted {
@@ -148,7 +155,7 @@ impl Fixture {
         plan: QueryPlan,
         limit: Option<usize>,
     ) -> Vec<Result<InMemDicomObject, IndexError>> {
-        query_all(&self.index, plan, limit).await
+        query_all(self.index.as_ref(), plan, limit).await
     }
 
     async fn put(&self, spec: &Spec, on_duplicate: OnDuplicate) -> Result<Inserted, IndexError> {
@@ -211,9 +218,11 @@ fn study_uid(value: &str) -> InMemElement {
 
 // ------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
-    let fixture = Fixture::new().await;
+async fn every_level_of_every_model_is_answered_with_its_computed_keys(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
     assert_eq!(fixture.counts().await, (3, 4, 5, 6));
 
     let patients = fixture
@@ -376,9 +385,11 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys() {
     assert!(fixture.lookup("9.9").await.is_none());
 }
 
-#[tokio::test]
-async fn wild_cards_ranges_uid_lists_and_literal_percent_and_underscore() {
-    let fixture = Fixture::new().await;
+async fn wild_cards_ranges_uid_lists_and_literal_percent_and_underscore(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
     let studies = |keys| fixture.column("STUDY", keys, tags::STUDY_INSTANCE_UID);
     let accession = |value| vec![element(tags::ACCESSION_NUMBER, VR::SH, value)];
     assert_eq!(studies(accession("ACC%1")).await, ["1.1"]);
@@ -467,9 +478,13 @@ async fn wild_cards_ranges_uid_lists_and_literal_percent_and_underscore() {
     assert_eq!(series, ["1.1.1"]);
 }
 
-#[tokio::test]
-async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_when_asked() {
-    let fixture = Fixture::new().await;
+async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_when_asked(
+    backend: Backend,
+) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
     let patients = |name: &str| {
         fixture.column(
             "STUDY",
@@ -522,9 +537,12 @@ async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_wh
     assert_eq!(find("Roe^Ja?e").await.len(), 1);
 }
 
-#[tokio::test]
-async fn computed_keys_follow_inserts_replacements_and_deletes() {
-    let fixture = &Fixture::new().await;
+async fn computed_keys_follow_inserts_replacements_and_deletes(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+    let fixture = &fixture;
+
     let study = |uid: &'static str| async move {
         let found = fixture
             .find(
@@ -685,9 +703,11 @@ async fn computed_keys_follow_inserts_replacements_and_deletes() {
     assert_eq!(fixture.counts().await, (3, 3, 3, 5));
 }
 
-#[tokio::test]
-async fn hostile_identifiers_neither_break_the_query_nor_leak_rows() {
-    let fixture = Fixture::new().await;
+async fn hostile_identifiers_neither_break_the_query_nor_leak_rows(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
     let studies = |keys| fixture.column("STUDY", keys, tags::STUDY_INSTANCE_UID);
     let none = Vec::<String>::new();
     for hostile in [
@@ -748,9 +768,11 @@ async fn hostile_identifiers_neither_break_the_query_nor_leak_rows() {
     assert_eq!((counts.studies, counts.instances), (4, 6));
 }
 
-#[tokio::test]
-async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
-    let fixture = Fixture::new().await;
+async fn a_result_limit_ends_with_an_error_not_a_silent_truncation(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
     let found = fixture
         .find_with(
             find_plan(QueryModel::StudyRoot, "STUDY", vec![study_uid("")]),
@@ -793,13 +815,13 @@ async fn a_result_limit_ends_with_an_error_not_a_silent_truncation() {
     );
 }
 
-#[tokio::test]
-async fn an_instance_is_visible_only_once_its_transaction_committed() {
-    let fixture = Fixture::new().await;
-    let path = fixture.index.path().to_path_buf();
-    // Another connection holds the write lock: the writer cannot commit.
-    let blocker = rusqlite::Connection::open(&path).expect("open");
-    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+async fn an_instance_is_visible_only_once_its_transaction_committed(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
+
+    // Another connection holds a lock: the writer cannot commit.
+    let blocker = fixture.test.block_writer().await;
     let spec = Spec {
         patient: P2,
         study: S21,
@@ -826,14 +848,14 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
         ]);
         keys.put(element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"));
         let plan = QueryPlan::new(QueryModel::StudyRoot, QueryService::Find, keys).expect("plan");
-        query_all(&index, plan, None).await
+        query_all(index.as_ref(), plan, None).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !lookup.is_finished() && !series.is_finished(),
         "read before the commit"
     );
-    blocker.execute_batch("COMMIT").expect("unlock");
+    blocker.release().await;
     let inserted = tokio::time::timeout(Duration::from_secs(10), insert)
         .await
         .expect("committed")
@@ -853,9 +875,10 @@ async fn an_instance_is_visible_only_once_its_transaction_committed() {
     assert_eq!(series.len(), 2, "{series:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_read_after_a_hand_over_sees_the_instance() {
-    let fixture = Fixture::new().await;
+async fn every_read_after_a_hand_over_sees_the_instance(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     for (uid, spec) in ["9.9.9.0", "9.9.9.1", "9.9.9.2"].into_iter().zip(specs()) {
         let spec = Spec {
             sop: (uid, spec.sop.1),
@@ -878,19 +901,17 @@ async fn every_read_after_a_hand_over_sees_the_instance() {
     }
 }
 
-#[tokio::test]
-async fn the_index_survives_reopening_and_refuses_a_newer_schema() {
-    let fixture = Fixture::new().await;
-    let path: PathBuf = fixture.index.path().to_path_buf();
+async fn the_index_survives_reopening_and_refuses_a_newer_schema(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     fixture.index.close().await.expect("closed");
     let late = fixture
         .index
         .insert(specs()[0].new_instance(fixture.root()), OnDuplicate::Keep)
         .await;
     assert!(matches!(late, Err(IndexError::WriterGone)), "{late:?}");
-    let reopened = SqliteIndex::open(SqliteConfig::new(&path))
-        .await
-        .expect("reopened");
+    let reopened = fixture.test.reopen().await.expect("reopened");
     assert_eq!(reopened.counts().await.expect("counts").instances, 6);
     let session = reopened.begin_session().await.expect("session");
     assert!(session.was_clean, "a new index is clean");
@@ -900,26 +921,26 @@ async fn the_index_survives_reopening_and_refuses_a_newer_schema() {
     assert!(reopened.begin_session().await.expect("session").was_clean);
     reopened.close().await.expect("closed");
 
-    let connection = rusqlite::Connection::open(&path).expect("open");
-    connection
-        .execute_batch("PRAGMA user_version = 99")
-        .expect("version");
-    drop(connection);
-    let refused = SqliteIndex::open(SqliteConfig::new(&path)).await;
+    fixture.test.set_schema_version(99).await;
+    let refused = fixture.test.reopen().await;
     assert!(
         matches!(refused, Err(IndexError::NewerSchema { found: 99, .. })),
-        "{refused:?}"
+        "{:?}",
+        refused.err()
     );
 }
 
-#[tokio::test]
-async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup() {
-    let folder = tempfile::tempdir().expect("tempdir");
-    let config = SqliteConfig {
-        readers: 1,
-        ..SqliteConfig::new(folder.path().join("index.sqlite"))
+async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup(backend: Backend) {
+    let Some(test) = TestIndex::with(
+        backend,
+        |sqlite| sqlite.readers = 1,
+        |postgres| postgres.pool_size = 1,
+    )
+    .await
+    else {
+        return;
     };
-    let index = SqliteIndex::open(config).await.expect("index");
+    let (folder, index) = (&test.folder, test.index.clone());
     let many: Vec<NewInstance> = (0..40)
         .map(|n| {
             let sop: &'static str = Box::leak(format!("1.1.1.{n}").into_boxed_str());
@@ -961,8 +982,10 @@ async fn a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup() {
 
 #[tokio::test]
 async fn checkpoints_run_beside_the_writer_and_leave_the_database_file_complete() {
-    let fixture = Fixture::new().await;
-    let path: PathBuf = fixture.index.path().to_path_buf();
+    let Some(fixture) = Fixture::new(Backend::Sqlite).await else {
+        return;
+    };
+    let path: PathBuf = fixture.test.sqlite.clone().expect("an SQLite file");
     let size_before = std::fs::metadata(&path).expect("database file").len();
     // One instance per commit: a few hundred commits write well over the pages after which
     // the WAL hook asks the checkpointer for a checkpoint.
@@ -998,4 +1021,31 @@ async fn checkpoints_run_beside_the_writer_and_leave_the_database_file_complete(
         .query_row("SELECT count(*) FROM instance", [], |row| row.get(0))
         .expect("count");
     assert_eq!(instances, 1206);
+}
+
+crate::on_both_backends!(
+    every_level_of_every_model_is_answered_with_its_computed_keys,
+    wild_cards_ranges_uid_lists_and_literal_percent_and_underscore,
+    person_names_match_without_case_and_by_alphabetic_group_or_with_case_when_asked,
+    computed_keys_follow_inserts_replacements_and_deletes,
+    hostile_identifiers_neither_break_the_query_nor_leak_rows,
+    a_result_limit_ends_with_an_error_not_a_silent_truncation,
+    an_instance_is_visible_only_once_its_transaction_committed,
+    the_index_survives_reopening_and_refuses_a_newer_schema,
+    a_query_whose_matches_wait_for_a_slow_peer_holds_up_no_lookup,
+);
+
+/// Reads right after a hand-over, with the writer on another worker thread.
+mod hand_over {
+    use super::{Backend, every_read_after_a_hand_over_sees_the_instance as test};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        test(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        test(Backend::Postgres).await
+    }
 }

@@ -16,10 +16,10 @@ use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::query_model::QueryModel;
 use dimsum_net::dataset::scan::ScanLimits;
 use dimsum_pacs::index::record::{self, BulkElement, TagPath};
-use dimsum_pacs::index::{EntityUids, Index, InstanceRecord, OnDuplicate, SqliteIndex};
+use dimsum_pacs::index::{EntityUids, Index, InstanceRecord, OnDuplicate};
 
 mod common;
-use common::{CT, element, find_plan, new_instance, query_all, temporary_index, text};
+use common::{Backend, CT, TestIndex, element, find_plan, new_instance, query_all, text};
 
 const STUDY: &str = "1.2.3";
 const SERIES_A: &str = "1.2.3.1";
@@ -90,7 +90,7 @@ fn expected_bulk_data() -> Vec<BulkElement> {
     ]
 }
 
-async fn insert(index: &SqliteIndex, attributes: InMemDicomObject) {
+async fn insert(index: &dyn Index, attributes: InMemDicomObject) {
     let sop = text(&attributes, tags::SOP_INSTANCE_UID);
     let path = PathBuf::from(format!("/archive/{sop}.dcm"));
     index
@@ -99,7 +99,7 @@ async fn insert(index: &SqliteIndex, attributes: InMemDicomObject) {
         .expect("inserted");
 }
 
-async fn records(index: &SqliteIndex, entity: EntityUids) -> Vec<InstanceRecord> {
+async fn records(index: &dyn Index, entity: EntityUids) -> Vec<InstanceRecord> {
     let stream = index.instance_records(entity).await.expect("records");
     tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
         .await
@@ -126,8 +126,9 @@ fn uids(records: &[InstanceRecord]) -> Vec<&str> {
 
 /// Series B (number 1) before series A (number 2); in A, instances by number, the one without
 /// a number last.
-async fn fixture() -> (tempfile::TempDir, SqliteIndex) {
-    let (folder, index) = temporary_index().await;
+async fn fixture(backend: Backend) -> Option<TestIndex> {
+    let test = TestIndex::new(backend).await?;
+    let index = test.index.as_ref();
     for (series, series_number, sop, number) in [
         (SERIES_A, "2", "1.2.3.1.3", "3"),
         (SERIES_A, "2", "1.2.3.1.9", ""),
@@ -136,15 +137,17 @@ async fn fixture() -> (tempfile::TempDir, SqliteIndex) {
         (SERIES_A, "2", "1.2.3.1.2", "2"),
         (SERIES_A, "2", "1.2.3.1.10", "10"),
     ] {
-        insert(&index, attributes(series, series_number, sop, number)).await;
+        insert(index, attributes(series, series_number, sop, number)).await;
     }
-    (folder, index)
+    Some(test)
 }
 
-#[tokio::test]
-async fn records_keep_where_bulk_data_was_and_everything_else() {
-    let (_folder, index) = fixture().await;
-    let found = records(&index, entity(Some(SERIES_A), Some("1.2.3.1.1"))).await;
+async fn records_keep_where_bulk_data_was_and_everything_else(backend: Backend) {
+    let Some(test) = fixture(backend).await else {
+        return;
+    };
+    let index = test.index.as_ref();
+    let found = records(index, entity(Some(SERIES_A), Some("1.2.3.1.1"))).await;
     assert_eq!(uids(&found), ["1.2.3.1.1"]);
     let record = &found[0];
     assert_eq!(record.bulk_data, expected_bulk_data());
@@ -188,10 +191,14 @@ async fn records_keep_where_bulk_data_was_and_everything_else() {
     assert_eq!(encoded(attributes), encoded(&expected));
 }
 
-#[tokio::test]
-async fn records_come_in_series_and_instance_number_order_and_stay_in_their_entity() {
-    let (_folder, index) = fixture().await;
-    let study = records(&index, entity(None, None)).await;
+async fn records_come_in_series_and_instance_number_order_and_stay_in_their_entity(
+    backend: Backend,
+) {
+    let Some(test) = fixture(backend).await else {
+        return;
+    };
+    let index = test.index.as_ref();
+    let study = records(index, entity(None, None)).await;
     assert_eq!(
         uids(&study),
         [
@@ -203,22 +210,22 @@ async fn records_come_in_series_and_instance_number_order_and_stay_in_their_enti
             "1.2.3.1.9"
         ]
     );
-    let series = records(&index, entity(Some(SERIES_A), None)).await;
+    let series = records(index, entity(Some(SERIES_A), None)).await;
     assert_eq!(series.len(), 5);
     assert!(series.iter().all(|r| r.bulk_data == expected_bulk_data()));
     // An instance or series under another parent is not found, nor an unknown study.
     assert!(
-        records(&index, entity(Some(SERIES_B), Some("1.2.3.1.1")))
+        records(index, entity(Some(SERIES_B), Some("1.2.3.1.1")))
             .await
             .is_empty()
     );
-    assert!(records(&index, entity(Some("9.9"), None)).await.is_empty());
+    assert!(records(index, entity(Some("9.9"), None)).await.is_empty());
     let unknown = EntityUids {
         study: "9.9".to_owned(),
         series: None,
         instance: None,
     };
-    assert!(records(&index, unknown).await.is_empty());
+    assert!(records(index, unknown).await.is_empty());
     // A stream dropped early stops the reading and frees its reader.
     for _ in 0..20 {
         let mut stream = index
@@ -229,9 +236,11 @@ async fn records_come_in_series_and_instance_number_order_and_stay_in_their_enti
     }
 }
 
-#[tokio::test]
-async fn c_find_answers_as_it_did_from_records_with_bulk_elements() {
-    let (_folder, index) = fixture().await;
+async fn c_find_answers_as_it_did_from_records_with_bulk_elements(backend: Backend) {
+    let Some(test) = fixture(backend).await else {
+        return;
+    };
+    let index = test.index.as_ref();
     let plan = find_plan(
         QueryModel::StudyRoot,
         "IMAGE",
@@ -245,7 +254,7 @@ async fn c_find_answers_as_it_did_from_records_with_bulk_elements() {
             DataElement::empty(tags::PIXEL_DATA, VR::OW),
         ],
     );
-    let found = query_all(&index, plan, None).await;
+    let found = query_all(index, plan, None).await;
     assert_eq!(found.len(), 1);
     let response = found[0].as_ref().expect("match");
     assert_eq!(text(response, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
@@ -273,7 +282,7 @@ async fn c_find_answers_as_it_did_from_records_with_bulk_elements() {
             element(tags::SOP_INSTANCE_UID, VR::UI, ""),
         ],
     );
-    let found = query_all(&index, plan, None).await;
+    let found = query_all(index, plan, None).await;
     assert_eq!(found.len(), 1);
     assert_eq!(
         text(found[0].as_ref().expect("match"), tags::SOP_INSTANCE_UID),
@@ -281,28 +290,37 @@ async fn c_find_answers_as_it_did_from_records_with_bulk_elements() {
     );
 }
 
-#[tokio::test]
-async fn records_written_before_bulk_elements_were_kept_are_read_without_them() {
-    let (folder, index) = fixture().await;
+async fn records_written_before_bulk_elements_were_kept_are_read_without_them(backend: Backend) {
+    let Some(test) = fixture(backend).await else {
+        return;
+    };
     // The record of 1.2.3.1.3 as an earlier version wrote it: the data set alone.
     let (old, _) = record::split_bulk_data(attributes(SERIES_A, "2", "1.2.3.1.3", "3"));
     let blob = record::encode(&old).expect("encoded");
-    index.close().await.expect("closed");
-    drop(index);
-    let path = folder.path().join("index.sqlite");
-    let connection = rusqlite::Connection::open(&path).expect("open");
-    let changed = connection
-        .execute(
-            "UPDATE instance SET attributes = ? WHERE sop_instance_uid = ?",
-            rusqlite::params![blob, "1.2.3.1.3"],
-        )
-        .expect("updated");
+    test.index.close().await.expect("closed");
+    let changed = if let Some(path) = &test.sqlite {
+        let connection = rusqlite::Connection::open(path).expect("open");
+        connection
+            .execute(
+                "UPDATE instance SET attributes = ? WHERE sop_instance_uid = ?",
+                rusqlite::params![blob, "1.2.3.1.3"],
+            )
+            .expect("updated") as u64
+    } else {
+        let database = test.postgres.as_ref().expect("a database");
+        database
+            .client()
+            .await
+            .execute(
+                "UPDATE instance SET attributes = $1 WHERE sop_instance_uid = $2",
+                &[&blob, &"1.2.3.1.3"],
+            )
+            .await
+            .expect("updated")
+    };
     assert_eq!(changed, 1);
-    drop(connection);
-    let index = SqliteIndex::open(dimsum_pacs::index::SqliteConfig::new(path))
-        .await
-        .expect("reopened");
-    let found = records(&index, entity(Some(SERIES_A), None)).await;
+    let index = test.reopen().await.expect("reopened");
+    let found = records(index.as_ref(), entity(Some(SERIES_A), None)).await;
     let old_one = found
         .iter()
         .find(|r| r.instance.sop_instance_uid == "1.2.3.1.3")
@@ -349,3 +367,10 @@ fn both_record_forms_decode_to_the_same_data_set() {
     let (_, none) = record::decode_with_bulk_data(&plain, &limits).expect("read");
     assert!(none.is_empty());
 }
+
+crate::on_both_backends!(
+    records_keep_where_bulk_data_was_and_everything_else,
+    records_come_in_series_and_instance_number_order_and_stay_in_their_entity,
+    c_find_answers_as_it_did_from_records_with_bulk_elements,
+    records_written_before_bulk_elements_were_kept_are_read_without_them,
+);

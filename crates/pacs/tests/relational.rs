@@ -1,4 +1,4 @@
-//! Relational queries (PS3.4 C.4.1.2.2.2, C.4.1.3.2) against the SQLite index: keys of levels
+//! Relational queries (PS3.4 C.4.1.2.2.2, C.4.1.3.2) against the index, on both backends: keys of levels
 //! below the query's match when some descendant's chain passes them all, upper unique keys
 //! are not needed, the responses carry the lower keys zero-length, and the result limit,
 //! cancellation (a dropped stream) and hostile values behave as for hierarchical queries.
@@ -11,11 +11,13 @@ use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::query_model::QueryModel;
 use dimsum_pacs::hierarchy::QueryPlan;
-use dimsum_pacs::index::{Index, IndexError, OnDuplicate, SqliteIndex};
+use std::sync::Arc;
+
+use dimsum_pacs::index::{Index, IndexError, OnDuplicate};
 
 mod common;
 use common::{
-    CT, MR, SC, element, find_plan, new_instance, query_all, sorted_values, temporary_index,
+    Backend, CT, MR, SC, TestIndex, element, find_plan, new_instance, query_all, sorted_values,
 };
 
 /// (patient id, patient name, study, study date, series, modality, series number, instance,
@@ -58,13 +60,16 @@ const ROWS: [Row; 7] = [
 ];
 
 struct Fixture {
-    _folder: tempfile::TempDir,
-    index: SqliteIndex,
+    _test: TestIndex,
+    index: Arc<dyn Index>,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        let (folder, index) = temporary_index().await;
+    /// The index of [`ROWS`] on `backend`; `None`: skip the test.
+    async fn new(backend: Backend) -> Option<Fixture> {
+        let test = TestIndex::new(backend).await?;
+        let index = test.index.clone();
+        let folder = &test.folder;
         for (pid, name, study, date, series, modality, number, sop, class) in ROWS {
             let attributes = InMemDicomObject::from_element_iter([
                 element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
@@ -86,10 +91,7 @@ impl Fixture {
                 .await
                 .expect("inserted");
         }
-        Fixture {
-            _folder: folder,
-            index,
-        }
+        Some(Fixture { _test: test, index })
     }
 
     async fn run(
@@ -97,7 +99,7 @@ impl Fixture {
         plan: QueryPlan,
         limit: Option<usize>,
     ) -> Vec<Result<InMemDicomObject, IndexError>> {
-        query_all(&self.index, plan, limit).await
+        query_all(self.index.as_ref(), plan, limit).await
     }
 
     /// The sorted values of `tag` in the matches of a relational query.
@@ -130,9 +132,10 @@ fn studies(keys: Vec<InMemElement>) -> QueryPlan {
     plan(QueryModel::StudyRoot, "STUDY", keys, true)
 }
 
-#[tokio::test]
-async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series() {
-    let fixture = Fixture::new().await;
+async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     let modality = || element(tags::MODALITY, VR::CS, "CT");
     let study = tags::STUDY_INSTANCE_UID;
     fixture
@@ -177,9 +180,10 @@ async fn a_study_query_with_a_modality_finds_the_studies_having_such_a_series() 
     assert_eq!(fixture.values(hierarchical, study).await.len(), 4);
 }
 
-#[tokio::test]
-async fn an_image_query_by_patient_name_needs_no_upper_unique_keys() {
-    let fixture = Fixture::new().await;
+async fn an_image_query_by_patient_name_needs_no_upper_unique_keys(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     let images = plan(
         QueryModel::StudyRoot,
         "IMAGE",
@@ -213,9 +217,10 @@ async fn an_image_query_by_patient_name_needs_no_upper_unique_keys() {
     );
 }
 
-#[tokio::test]
-async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain() {
-    let fixture = Fixture::new().await;
+async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     // Study 1.1 has a CT series (number 1) and an OT series (number 2): no CT series 2.
     let both = |modality: &str, number: &str| {
         studies(vec![
@@ -256,9 +261,10 @@ async fn keys_of_several_lower_levels_must_hold_on_one_descendant_chain() {
         .await;
 }
 
-#[tokio::test]
-async fn the_result_limit_and_a_dropped_stream_still_work() {
-    let fixture = Fixture::new().await;
+async fn the_result_limit_and_a_dropped_stream_still_work(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     let ct = || studies(vec![element(tags::MODALITY, VR::CS, "CT")]);
     let found = fixture.run(ct(), Some(1)).await;
     assert_eq!(found.len(), 2);
@@ -279,9 +285,10 @@ async fn the_result_limit_and_a_dropped_stream_still_work() {
     );
 }
 
-#[tokio::test]
-async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows() {
-    let fixture = Fixture::new().await;
+async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows(backend: Backend) {
+    let Some(fixture) = Fixture::new(backend).await else {
+        return;
+    };
     let mut cases = Vec::new();
     for hostile in [
         "'; DROP TABLE series; --",
@@ -335,3 +342,11 @@ async fn hostile_lower_level_values_neither_break_the_query_nor_leak_rows() {
     let counts = fixture.index.counts().await.expect("counts");
     assert_eq!((counts.studies, counts.series, counts.instances), (4, 5, 7));
 }
+
+crate::on_both_backends!(
+    a_study_query_with_a_modality_finds_the_studies_having_such_a_series,
+    an_image_query_by_patient_name_needs_no_upper_unique_keys,
+    keys_of_several_lower_levels_must_hold_on_one_descendant_chain,
+    the_result_limit_and_a_dropped_stream_still_work,
+    hostile_lower_level_values_neither_break_the_query_nor_leak_rows,
+);

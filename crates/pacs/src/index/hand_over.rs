@@ -73,6 +73,21 @@ impl HandOvers {
     }
 }
 
+/// Queues `operation` for a writer at once, or, when its queue is full, by a task that waits
+/// for room (a send that fails drops the operation, its mark and its reply with it); an
+/// operation for a writer that is gone is dropped at once.
+pub(crate) fn queue<T: Send + 'static>(writer: &tokio::sync::mpsc::Sender<T>, operation: T) {
+    use tokio::sync::mpsc::error::TrySendError;
+    match writer.try_send(operation) {
+        Ok(()) => {}
+        Err(TrySendError::Full(operation)) => {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.send(operation).await });
+        }
+        Err(TrySendError::Closed(_)) => {}
+    }
+}
+
 /// Marks a handed-over insert done when dropped. The writer keeps it until the insert's
 /// transaction is over and answered; an insert dropped on the way (the writer gone, a queue
 /// that closed) is marked done by the same drop, so no read waits for it for ever.

@@ -9,7 +9,9 @@
 //! in its own SQL dialect, with bound parameters only), then lets [`crate::hierarchy::QueryPlan`]
 //! check every key on the stored attributes and build each response, so results are exactly
 //! those of the matching engine whatever the database. [`SqliteIndex`] is the embedded backend;
-//! a server database (PostgreSQL) implements the same trait.
+//! [`PostgresIndex`] keeps the index on a PostgreSQL server that several archives ("nodes")
+//! share. Both write their SQL through [`sql`] (one copy of the query logic, in each one's
+//! dialect) and their tables through [`schema`].
 //!
 //! Each instance is kept with its file location and its complete attribute set without bulk
 //! data ([`record`]); each patient, study and series with the attributes of its level (from the
@@ -17,6 +19,7 @@
 //! Study, SOP Classes In Study), maintained as instances come and go.
 
 pub(crate) mod hand_over;
+pub mod postgres;
 pub mod prepared;
 pub mod query;
 pub mod record;
@@ -25,6 +28,7 @@ pub mod schema;
 pub mod sql;
 pub mod sqlite;
 
+pub use postgres::{PostgresConfig, PostgresIndex};
 pub use prepared::PreparedInstance;
 pub use sqlite::{SqliteConfig, SqliteIndex};
 
@@ -50,14 +54,24 @@ pub enum IndexError {
     },
     #[error("the index database failed: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The database (a file, or a PostgreSQL URL without its password) was written by a newer
+    /// dimsum.
     #[error(
-        "the index {path} has schema version {found}, newer than the {known} this dimsum knows: use a newer dimsum"
+        "the index {database} has schema version {found}, newer than the {known} this dimsum knows: use a newer dimsum"
     )]
     NewerSchema {
-        path: PathBuf,
+        database: String,
         found: i64,
         known: i64,
     },
+    /// The PostgreSQL server cannot be reached (or refused the connection), at `url` (its
+    /// password left out).
+    #[error("cannot connect to the PostgreSQL index {url}: {reason}")]
+    PostgresConnect { url: String, reason: String },
+    /// A PostgreSQL statement or connection failed (the server's message, and its SQLSTATE
+    /// when it sent one).
+    #[error("the PostgreSQL index failed: {0}")]
+    Postgres(String),
     /// A query found more matches than the result limit allows (the stream ends with it, after
     /// `limit` matches).
     #[error("more than {limit} matches: narrow the query")]

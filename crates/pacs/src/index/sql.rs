@@ -26,6 +26,8 @@ use dimsum_dataset::scan::ScanLimits;
 
 use crate::hierarchy::{Level, QueryPlan};
 
+use super::prepared::EntityRow;
+use super::query::ColumnKind;
 use super::query::{ColumnValue, Computed, Constraint, Narrowing, Target, Test, put_computed};
 use super::record;
 use super::relational::Descendants;
@@ -69,6 +71,8 @@ pub(crate) enum Param {
     Integer(i64),
     /// A list of text (PostgreSQL `text[]`; SQLite gets a JSON array as text instead).
     TextList(Vec<String>),
+    Bytes(Vec<u8>),
+    Null,
 }
 
 impl rusqlite::ToSql for Param {
@@ -81,6 +85,8 @@ impl rusqlite::ToSql for Param {
             Param::TextList(list) => ToSqlOutput::Owned(Value::Text(
                 serde_json::to_string(list).unwrap_or_else(|_| "[]".into()),
             )),
+            Param::Bytes(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            Param::Null => ToSqlOutput::Owned(Value::Null),
         })
     }
 }
@@ -376,6 +382,66 @@ pub(crate) fn candidates_sql(
         text: format!("SELECT {}{}", columns.join(", "), rest.text),
         params: rest.params,
     }
+}
+
+/// The columns that identify an entity or an instance (a value the dialect cannot hold makes
+/// the instance unindexable instead of irregular).
+const IDENTITY_COLUMNS: [&str; 6] = [
+    "patient_id",
+    "issuer_of_patient_id",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "sop_class_uid",
+];
+
+/// The column names and values of an entity row to insert, in the order of its level's
+/// columns, then `irregular` and `attributes`. PostgreSQL text cannot hold NUL: such a value
+/// is left out and the entity marked irregular (an identifying value makes it unindexable).
+pub(crate) fn entity_row_params(
+    dialect: Dialect,
+    row: &EntityRow,
+    sop_instance_uid: &str,
+) -> Result<(Vec<String>, Vec<Param>), IndexError> {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let mut irregular = row.irregular;
+    let mut text = |name: &str, text: &str| -> Result<Param, IndexError> {
+        if dialect == Dialect::Postgres && text.contains('\0') {
+            if IDENTITY_COLUMNS.contains(&name) {
+                return Err(IndexError::Unindexable {
+                    sop_instance_uid: sop_instance_uid.to_owned(),
+                    reason: format!("its {name} holds a NUL character"),
+                });
+            }
+            irregular = true;
+            return Ok(Param::Null);
+        }
+        Ok(Param::Text(text.to_owned()))
+    };
+    for (column, cell) in &row.cells {
+        names.push(column.name.to_owned());
+        let identity = matches!(column.name, "patient_id" | "issuer_of_patient_id");
+        values.push(match &cell.value {
+            Some(ColumnValue::Text(value)) => text(column.name, value)?,
+            Some(ColumnValue::Number(number)) => Param::Real(*number),
+            None if identity => Param::Text(String::new()),
+            None => Param::Null,
+        });
+        if column.kind == ColumnKind::PersonName {
+            let alphabetic = format!("{}_alpha", column.name);
+            values.push(match &cell.alphabetic {
+                Some(value) => text(&alphabetic, value)?,
+                None => Param::Null,
+            });
+            names.push(alphabetic);
+        }
+    }
+    names.push("irregular".into());
+    values.push(Param::Integer(i64::from(irregular)));
+    names.push("attributes".into());
+    values.push(Param::Bytes(row.blob(sop_instance_uid)?));
+    Ok((names, values))
 }
 
 /// A row of a database's answer, read by column number (from 0) whatever the driver.

@@ -174,7 +174,7 @@ impl SqliteIndex {
             Ok(()) => {}
             Err(found) => {
                 return Err(IndexError::NewerSchema {
-                    path: config.path.clone(),
+                    database: config.path.display().to_string(),
                     found,
                     known: schema::SCHEMA_VERSION,
                 });

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,7 +21,11 @@ use dimsum_net::scp::Dispatcher;
 use dimsum_net::ul::negotiation::AssociationRequest;
 use dimsum_net::{Association, Limits, Server, ServerConfig, ServerStatistics, Timeouts};
 use dimsum_pacs::hierarchy::QueryPlan;
-use dimsum_pacs::index::{FileLocation, Index, IndexError, NewInstance, SqliteConfig, SqliteIndex};
+use dimsum_pacs::index::postgres::create_database;
+use dimsum_pacs::index::{
+    FileLocation, Index, IndexError, NewInstance, PostgresConfig, PostgresIndex, SqliteConfig,
+    SqliteIndex,
+};
 
 pub const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 pub const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
@@ -55,15 +61,6 @@ pub fn sorted_values(found: &[InMemDicomObject], tag: Tag) -> Vec<String> {
     values
 }
 
-/// A new, empty SQLite index in a temporary folder, and the folder (which goes with it).
-pub async fn temporary_index() -> (tempfile::TempDir, SqliteIndex) {
-    let folder = tempfile::tempdir().expect("tempdir");
-    let index = SqliteIndex::open(SqliteConfig::new(folder.path().join("index.sqlite")))
-        .await
-        .expect("index");
-    (folder, index)
-}
-
 /// An instance to index from `attributes` alone (no file needed): its SOP Class and Instance
 /// UIDs are theirs, in Explicit VR Little Endian, said to be a file of 1132 bytes at `path`.
 pub fn new_instance(attributes: InMemDicomObject, path: PathBuf) -> NewInstance {
@@ -92,7 +89,7 @@ pub fn find_plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> Que
 /// Everything `index` answers to `plan` with at most `limit` matches, the stream read to its
 /// end (within 10 s).
 pub async fn query_all(
-    index: &SqliteIndex,
+    index: &dyn Index,
     plan: QueryPlan,
     limit: Option<usize>,
 ) -> Vec<Result<InMemDicomObject, IndexError>> {
@@ -155,4 +152,233 @@ impl TestServer {
         .expect("association in time")
         .expect("association accepted")
     }
+}
+
+/// The index backends every index test runs on: one suite, two back ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server of the tests (`DIMSUM_TEST_POSTGRES`), or `None` to skip: unset, a
+/// test skips with a message, unless `DIMSUM_REQUIRE_PEERS=1`, which makes it fail.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("DIMSUM_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("DIMSUM_REQUIRE_PEERS").as_deref() != Ok("1"),
+                "DIMSUM_TEST_POSTGRES is not set and DIMSUM_REQUIRE_PEERS=1: give the URL of a \
+                 PostgreSQL server (scripts/postgres start prints one)"
+            );
+            eprintln!("SKIP: DIMSUM_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}
+
+/// A new database on the test server, dropped (with its connections) when the value goes.
+pub struct TestDatabase {
+    pub server: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh database; `None` when the tests have no PostgreSQL server (skip).
+    pub async fn new() -> Option<TestDatabase> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let server = postgres_server()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let name = format!(
+            "dimsum_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let url = create_database(&server, &name)
+            .await
+            .expect("a test database");
+        Some(TestDatabase { server, name, url })
+    }
+
+    /// A connection of the test's own to the database (its task spawned).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // On a thread with a runtime of its own: drop cannot wait for the test's runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let (client, connection) =
+                    tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+            })
+        });
+        if let Ok(Err(error)) = dropped.join() {
+            eprintln!("test database {} not dropped: {error}", self.name);
+        }
+    }
+}
+
+/// A new, empty index on a backend, with the temporary folder its files are said to be in.
+pub struct TestIndex {
+    pub backend: Backend,
+    pub folder: tempfile::TempDir,
+    pub index: Arc<dyn Index>,
+    /// The SQLite file, or the PostgreSQL database.
+    pub sqlite: Option<PathBuf>,
+    pub postgres: Option<TestDatabase>,
+}
+
+impl TestIndex {
+    /// A new index on `backend` with its default configuration; `None`: skip the test.
+    pub async fn new(backend: Backend) -> Option<TestIndex> {
+        Self::with(backend, |_| {}, |_| {}).await
+    }
+
+    /// A new index on `backend`, its configuration changed by the function of its backend.
+    pub async fn with(
+        backend: Backend,
+        sqlite: impl FnOnce(&mut SqliteConfig),
+        postgres: impl FnOnce(&mut PostgresConfig),
+    ) -> Option<TestIndex> {
+        let folder = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => {
+                let path = folder.path().join("index.sqlite");
+                let mut config = SqliteConfig::new(&path);
+                sqlite(&mut config);
+                let index = SqliteIndex::open(config).await.expect("index");
+                Some(TestIndex {
+                    backend,
+                    folder,
+                    index: Arc::new(index),
+                    sqlite: Some(path),
+                    postgres: None,
+                })
+            }
+            Backend::Postgres => {
+                let database = TestDatabase::new().await?;
+                let mut config = PostgresConfig::new(&database.url, "test");
+                postgres(&mut config);
+                let index = PostgresIndex::open(config).await.expect("index");
+                Some(TestIndex {
+                    backend,
+                    folder,
+                    index: Arc::new(index),
+                    sqlite: None,
+                    postgres: Some(database),
+                })
+            }
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.folder.path()
+    }
+
+    /// The same database opened again (after [`Index::close`]).
+    pub async fn reopen(&self) -> Result<Arc<dyn Index>, IndexError> {
+        Ok(match (&self.sqlite, &self.postgres) {
+            (Some(path), _) => Arc::new(SqliteIndex::open(SqliteConfig::new(path)).await?),
+            (_, Some(database)) => {
+                Arc::new(PostgresIndex::open(PostgresConfig::new(&database.url, "test")).await?)
+            }
+            _ => unreachable!("an index has a database"),
+        })
+    }
+
+    /// Writes schema version `version` into the database, as a newer dimsum would.
+    pub async fn set_schema_version(&self, version: i64) {
+        if let Some(path) = &self.sqlite {
+            let connection = rusqlite::Connection::open(path).expect("open");
+            connection
+                .execute_batch(&format!("PRAGMA user_version = {version}"))
+                .expect("version");
+        }
+        if let Some(database) = &self.postgres {
+            database
+                .client()
+                .await
+                .execute("UPDATE dimsum_schema SET version = $1", &[&version])
+                .await
+                .expect("version");
+        }
+    }
+
+    /// Another connection that keeps the writer from committing (reads go on) until
+    /// [`WriterBlock::release`].
+    pub async fn block_writer(&self) -> WriterBlock {
+        if let Some(path) = &self.sqlite {
+            let blocker = rusqlite::Connection::open(path).expect("open");
+            blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            return WriterBlock::Sqlite(blocker);
+        }
+        let database = self.postgres.as_ref().expect("a database");
+        let client = database.client().await;
+        // Every insert deletes from pending_removal: it waits; reads of other tables do not.
+        client
+            .batch_execute("BEGIN; LOCK TABLE pending_removal IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        WriterBlock::Postgres(client)
+    }
+}
+
+/// What [`TestIndex::block_writer`] holds.
+pub enum WriterBlock {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl WriterBlock {
+    pub async fn release(self) {
+        match self {
+            WriterBlock::Sqlite(connection) => connection.execute_batch("COMMIT").expect("unlock"),
+            WriterBlock::Postgres(client) => client.batch_execute("COMMIT").await.expect("unlock"),
+        }
+    }
+}
+
+/// One `#[tokio::test]` per backend for each test body `name(backend: Backend)` listed:
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
 }
