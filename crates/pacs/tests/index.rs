@@ -1049,3 +1049,337 @@ mod hand_over {
         test(Backend::Postgres).await
     }
 }
+
+/// Tests of what only a server database does: several nodes on one database, migrations by
+/// nodes starting at once, a server that drops the writer's connection, and the same answers
+/// as SQLite to hostile values.
+mod postgres_only {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use futures_util::StreamExt;
+
+    use dimsum_pacs::index::{PostgresConfig, PostgresIndex};
+
+    use super::common::{Backend, TestDatabase, TestIndex};
+    use super::*;
+
+    fn leak(text: String) -> &'static str {
+        Box::leak(text.into_boxed_str())
+    }
+
+    /// Instance `uid` of study `study` (of patient P<study % 2>) and series `series` (modality
+    /// CT, MR or OT by its number, SOP class by modality).
+    fn spec(study: usize, series: usize, uid: &str) -> Spec {
+        let (modality, class) = [("CT", CT), ("MR", MR), ("OT", SC)][series % 3];
+        Spec {
+            patient: [("P0", "ZERO^PATIENT"), ("P1", "ONE^PATIENT")][study % 2],
+            study: (
+                leak(format!("7.{study}")),
+                "20240105",
+                "101500",
+                "A",
+                "SHARED",
+            ),
+            series: (leak(format!("7.{study}.{series}")), modality, "1"),
+            sop: (leak(uid.to_owned()), class),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_inserting_into_shared_studies_index_every_instance_once() {
+        let Some(database) = TestDatabase::new().await else {
+            return;
+        };
+        let open = |node: &str| PostgresIndex::open(PostgresConfig::new(&database.url, node));
+        let (a, b) = tokio::join!(open("a"), open("b"));
+        let nodes = [a.expect("node a"), b.expect("node b")];
+        let root = tempfile::tempdir().expect("tempdir");
+        // Four writers, two per node, 500 instances each into 4 studies of 3 series; every
+        // tenth instance is one that all four store (90 % their own, 10 % duplicates).
+        let mut expected: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
+        let mut work = Vec::new();
+        for writer in 0..4 {
+            let mut specs = Vec::new();
+            for n in 0..500usize {
+                let uid = if n % 10 == 0 {
+                    format!("9.0.{n}")
+                } else {
+                    format!("9.{}.{n}", writer + 1)
+                };
+                let (study, series) = (n % 4, (n / 4) % 3);
+                expected
+                    .entry((study, series))
+                    .or_default()
+                    .insert(uid.clone());
+                specs.push(spec(study, series, &uid));
+            }
+            work.push((nodes[writer % 2].clone(), specs));
+        }
+        let root_path = root.path().to_path_buf();
+        let tasks = work.into_iter().map(|(index, specs)| {
+            let root = root_path.clone();
+            tokio::spawn(async move {
+                futures_util::stream::iter(specs)
+                    .map(|spec| {
+                        let index = index.clone();
+                        let instance = spec.new_instance(&root);
+                        async move { index.insert(instance, OnDuplicate::Keep).await }
+                    })
+                    .buffer_unordered(64)
+                    .collect::<Vec<_>>()
+                    .await
+            })
+        });
+        let mut new = 0;
+        for answers in futures_util::future::join_all(tasks).await {
+            for answer in answers.expect("task") {
+                match answer.expect("inserted") {
+                    Inserted::New => new += 1,
+                    Inserted::AlreadyPresent => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let unique: usize = expected.values().map(BTreeSet::len).sum();
+        assert_eq!(unique, 4 * 450 + 50);
+        assert_eq!(new, unique, "each instance indexed once");
+        for index in &nodes {
+            let counts = index.counts().await.expect("counts");
+            assert_eq!(
+                (
+                    counts.patients,
+                    counts.studies,
+                    counts.series,
+                    counts.instances
+                ),
+                (2, 4, 12, unique)
+            );
+        }
+        // The computed keys, as either node answers them.
+        let plan = find_plan(
+            QueryModel::StudyRoot,
+            "STUDY",
+            vec![
+                element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+                element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+                element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
+                element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+                element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            ],
+        );
+        let found: Vec<InMemDicomObject> = query_all(&nodes[1], plan, None)
+            .await
+            .into_iter()
+            .map(|found| found.expect("a match"))
+            .collect();
+        assert_eq!(found.len(), 4);
+        for study in 0..4 {
+            let record = found
+                .iter()
+                .find(|s| text(s, tags::STUDY_INSTANCE_UID) == format!("7.{study}"))
+                .expect("the study");
+            let instances: usize = (0..3).map(|series| expected[&(study, series)].len()).sum();
+            assert_eq!(text(record, tags::MODALITIES_IN_STUDY), "CT\\MR\\OT");
+            assert_eq!(
+                text(record, tags::SOP_CLASSES_IN_STUDY),
+                format!("{CT}\\{MR}\\{SC}")
+            );
+            assert_eq!(text(record, tags::NUMBER_OF_STUDY_RELATED_SERIES), "3");
+            assert_eq!(
+                text(record, tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+                instances.to_string()
+            );
+        }
+        let patients = find_plan(
+            QueryModel::PatientRoot,
+            "PATIENT",
+            vec![
+                element(tags::PATIENT_ID, VR::LO, "P0"),
+                element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+                element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
+                element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
+            ],
+        );
+        let found = query_all(&nodes[0], patients, None).await;
+        let p0 = found[0].as_ref().expect("P0");
+        let p0_instances: usize = expected
+            .iter()
+            .filter(|((study, _), _)| study % 2 == 0)
+            .map(|(_, uids)| uids.len())
+            .sum();
+        assert_eq!(text(p0, tags::NUMBER_OF_PATIENT_RELATED_STUDIES), "2");
+        assert_eq!(text(p0, tags::NUMBER_OF_PATIENT_RELATED_SERIES), "6");
+        assert_eq!(
+            text(p0, tags::NUMBER_OF_PATIENT_RELATED_INSTANCES),
+            p0_instances.to_string()
+        );
+        for index in &nodes {
+            index.close().await.expect("closed");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_a_new_database_at_once_migrate_it_once() {
+        let Some(database) = TestDatabase::new().await else {
+            return;
+        };
+        let open = |node: &str| PostgresIndex::open(PostgresConfig::new(&database.url, node));
+        let (a, b, c) = tokio::join!(open("a"), open("b"), open("c"));
+        for index in [a, b, c] {
+            let index = index.expect("opened");
+            assert_eq!(index.counts().await.expect("counts").instances, 0);
+            index.close().await.expect("closed");
+        }
+        let client = database.client().await;
+        let versions: Vec<i64> = client
+            .query("SELECT version FROM dimsum_schema", &[])
+            .await
+            .expect("versions")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, [1]);
+        let tables: i64 = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'instance'",
+                &[],
+            )
+            .await
+            .expect("tables")
+            .get(0);
+        assert_eq!(tables, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_survives_the_server_dropping_its_connections() {
+        let Some(test) = TestIndex::new(Backend::Postgres).await else {
+            return;
+        };
+        let database = test.postgres.as_ref().expect("a database");
+        let index = test.index.clone();
+        let root = test.root().to_path_buf();
+        let inserts = tokio::spawn(async move {
+            futures_util::stream::iter(0..600usize)
+                .map(|n| {
+                    let instance = spec(n % 2, n % 3, &format!("8.{n}")).new_instance(&root);
+                    let index = index.clone();
+                    async move {
+                        // Paced, so that the connections are dropped while it goes on.
+                        tokio::time::sleep(Duration::from_millis((n % 7) as u64)).await;
+                        index.insert(instance, OnDuplicate::Fail).await
+                    }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await
+        });
+        let killer = database.client().await;
+        let mut killed = 0;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let rows = killer
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&database.name],
+                )
+                .await
+                .expect("terminated");
+            killed += rows.len();
+        }
+        assert!(killed >= 3, "the connections were dropped ({killed})");
+        let answers = tokio::time::timeout(Duration::from_secs(120), inserts)
+            .await
+            .expect("the inserts end")
+            .expect("task");
+        for answer in &answers {
+            assert_eq!(answer.as_ref().expect("inserted"), &Inserted::New);
+        }
+        let counts = test.index.counts().await.expect("counts");
+        assert_eq!(
+            (counts.studies, counts.series, counts.instances),
+            (2, 6, 600)
+        );
+        let plan = find_plan(
+            QueryModel::StudyRoot,
+            "STUDY",
+            vec![
+                element(tags::STUDY_INSTANCE_UID, VR::UI, "7.0"),
+                element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            ],
+        );
+        let found = query_all(test.index.as_ref(), plan, None).await;
+        assert_eq!(
+            text(
+                found[0].as_ref().expect("study"),
+                tags::NUMBER_OF_STUDY_RELATED_INSTANCES
+            ),
+            "300"
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_values_match_on_postgresql_exactly_what_they_match_on_sqlite() {
+        let Some(postgres) = TestIndex::new(Backend::Postgres).await else {
+            return;
+        };
+        let sqlite = TestIndex::new(Backend::Sqlite).await.expect("sqlite");
+        let values = [
+            "A%B", "A_B", "AxB", "A\\\\B", "it's", "O'Brien%", "100%_", "[x]*", "a\"b",
+        ];
+        for (n, value) in values.iter().enumerate() {
+            let mut one = spec(n, 0, &format!("6.{n}"));
+            one.study.4 = value;
+            for test in [&postgres, &sqlite] {
+                test.index
+                    .insert(one.new_instance(test.root()), OnDuplicate::Fail)
+                    .await
+                    .expect("inserted");
+            }
+        }
+        let keys = [
+            "A%B", "A_B", "A?B", "A*B", "A%*", "A_*", "*%*", "*_*", "*\\\\*", "A\\\\B", "*'*",
+            "O'Brien%", "O'Brien?", "100%_", "100??", "[x]*", "[*", "*\"*", "%", "_", "*", "''",
+            "\\\\",
+        ];
+        for key in keys {
+            let mut answers = Vec::new();
+            for test in [&postgres, &sqlite] {
+                let plan = find_plan(
+                    QueryModel::StudyRoot,
+                    "STUDY",
+                    vec![
+                        element(tags::STUDY_DESCRIPTION, VR::LO, key),
+                        element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+                    ],
+                );
+                let found: Vec<InMemDicomObject> = query_all(test.index.as_ref(), plan, None)
+                    .await
+                    .into_iter()
+                    .map(|found| found.expect("a match"))
+                    .collect();
+                answers.push(sorted_values(&found, tags::STUDY_INSTANCE_UID));
+            }
+            assert_eq!(answers[0], answers[1], "{key:?}");
+        }
+        // A few that must match something (the comparison above is not of two empty sets).
+        let postgres = &postgres;
+        let matches = |key: &'static str| async move {
+            let plan = find_plan(
+                QueryModel::StudyRoot,
+                "STUDY",
+                vec![
+                    element(tags::STUDY_DESCRIPTION, VR::LO, key),
+                    element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
+                ],
+            );
+            query_all(postgres.index.as_ref(), plan, None).await.len()
+        };
+        // (A backslash separates LO values: the description stored as A, two backslashes, B is
+        // several values, which no single-value key matches.)
+        assert_eq!(matches("A?B").await, 3, "A%B, A_B and AxB");
+        assert_eq!(matches("A%B").await, 1);
+        assert_eq!(matches("*_*").await, 2, "A_B and 100%_");
+        assert_eq!(matches("O'Brien%").await, 1);
+    }
+}

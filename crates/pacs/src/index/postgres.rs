@@ -385,7 +385,7 @@ impl PostgresIndex {
         let database = without_password(&config.url);
         let mut pg = parse_url(&config.url)?;
         pg.connect_timeout(config.connect_timeout);
-        pg.application_name(&format!("dimsum {}", config.node));
+        pg.application_name(format!("dimsum {}", config.node));
         let mut client = connect(&pg, &config.url).await?;
         let encoding: String = client
             .query_one("SHOW server_encoding", &[])
@@ -412,8 +412,11 @@ impl PostgresIndex {
         };
         let (pool, query_pool) = (pool()?, pool()?);
         let (writer, operations) = mpsc::channel(WRITES_QUEUED);
+        // The writer's connections are told apart from the readers' (pg_stat_activity).
+        let mut writer_pg = pg.clone();
+        writer_pg.application_name(format!("dimsum {} writer", config.node));
         let link = WriterLink {
-            pg,
+            pg: writer_pg,
             url: config.url.clone(),
             client: Some(client),
             statements: Default::default(),
@@ -1802,12 +1805,12 @@ impl Index for PostgresIndex {
         plan: QueryPlan,
         limit: Option<usize>,
     ) -> BoxFuture<'_, Result<ResponseStream, IndexError>> {
-        let limits = self.inner.config.limits.clone();
+        let limits = self.inner.config.limits;
         let plan = Arc::new(plan);
         Box::pin(async move {
             let stream = self
                 .stream_read(MATCHES_AHEAD, move |client, send| {
-                    let (plan, limits) = (plan.clone(), limits.clone());
+                    let (plan, limits) = (plan.clone(), limits);
                     Box::pin(async move { run_query(client, &plan, limit, &limits, send).await })
                 })
                 .await?;
@@ -1819,11 +1822,11 @@ impl Index for PostgresIndex {
         &self,
         plan: QueryPlan,
     ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
-        let limits = self.inner.config.limits.clone();
+        let limits = self.inner.config.limits;
         let plan = Arc::new(plan);
         Box::pin(async move {
             self.read(|client| {
-                let (plan, limits) = (plan.clone(), limits.clone());
+                let (plan, limits) = (plan.clone(), limits);
                 Box::pin(async move { retrieval_instances(client, &plan, &limits).await })
             })
             .await
@@ -1834,12 +1837,12 @@ impl Index for PostgresIndex {
         &self,
         entity: EntityUids,
     ) -> BoxFuture<'_, Result<RecordStream, IndexError>> {
-        let limits = self.inner.config.limits.clone();
+        let limits = self.inner.config.limits;
         let entity = Arc::new(entity);
         Box::pin(async move {
             let stream = self
                 .stream_read(RECORDS_AHEAD, move |client, send| {
-                    let (entity, limits) = (entity.clone(), limits.clone());
+                    let (entity, limits) = (entity.clone(), limits);
                     Box::pin(
                         async move { read_instance_records(client, &entity, &limits, send).await },
                     )
