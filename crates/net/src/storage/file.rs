@@ -8,6 +8,18 @@
 //! blocking task when complete (most instances: one hop to the pool and back); a larger one
 //! goes to a blocking task as it arrives, through a bounded channel, so memory stays bounded
 //! whatever its size.
+//!
+//! A storage that does more with each instance (an archive that indexes it) drives a
+//! [`FileWriter`] itself: it can take a small instance's data set as a [`Gathered`] and write it
+//! inside a blocking task of its own (with its other blocking work, one hop to the pool per
+//! store), or finish a large one with [`FileWriter::finish_then`], whose closure runs on the
+//! blocking thread that completed the file.
+//!
+//! Several servers may share one storage root ([`FileStorage::with_unique_names`]): a complete
+//! file is then linked into place without ever replacing one that another store put there (the
+//! next free name, `<uid>.2.dcm`, `<uid>.3.dcm`…, is taken instead), and each server's
+//! temporary files carry its own prefix ([`FileStorage::with_temporary_prefix`]), so that it
+//! removes only its own leftovers ([`FileStorage::remove_temporary_files`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
@@ -62,9 +74,21 @@ pub struct StoredInstance {
     pub data_set: Option<Bytes>,
 }
 
+/// What a [`FileWriter`] made of an instance: the outcome to answer (success, or the warning
+/// 0xB007 when the data set's SOP Class or Instance UID is not the command's) and the file.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub success: StoreSuccess,
+    pub stored: StoredInstance,
+}
+
 /// Called after each instance is stored, on the blocking thread that wrote it (so it may read
 /// files or parse the data set; it delays the instance's response, nothing else).
 pub type StoredCallback = Arc<dyn Fn(&StoredInstance) + Send + Sync>;
+
+/// Names tried for a file when the storage never replaces one ([`FileStorage::with_unique_names`]):
+/// `<uid>.dcm`, then `<uid>.2.dcm` up to `<uid>.16.dcm`.
+pub const UNIQUE_NAME_TRIES: u32 = 16;
 
 /// Writes each received instance as a Part 10 file under `root` (file meta added: the command's
 /// SOP class and instance, the negotiated transfer syntax, the calling AE as source AE title).
@@ -75,6 +99,10 @@ pub struct FileStorage {
     fsync: bool,
     limits: ScanLimits,
     on_stored: Option<StoredCallback>,
+    unique_names: bool,
+    /// Starts the name of every temporary file (after the dot that hides it): `None` for the
+    /// unprefixed names, which every storage on the root takes for its own leftovers.
+    temporary_prefix: Option<Arc<str>>,
 }
 
 impl FileStorage {
@@ -88,6 +116,8 @@ impl FileStorage {
             fsync: false,
             limits: ScanLimits::default(),
             on_stored: None,
+            unique_names: false,
+            temporary_prefix: None,
         })
     }
 
@@ -102,6 +132,27 @@ impl FileStorage {
         self
     }
 
+    /// Never replace a file at the final path (off by default: a second store of an instance
+    /// replaces its file, as DCMTK's storescp does). When on, a complete file is hard-linked
+    /// into place, which fails rather than replace what another store (of this server or of
+    /// another sharing the root) put there, and the next free name is taken: `<uid>.2.dcm`,
+    /// `<uid>.3.dcm`… up to [`UNIQUE_NAME_TRIES`] names, after which the store fails (0x0110).
+    /// The root's file system must support hard links (local ones and NFS do).
+    pub fn with_unique_names(mut self, unique: bool) -> Self {
+        self.unique_names = unique;
+        self
+    }
+
+    /// Temporary files are named `.<prefix>~…part` (the prefix made safe as a file name, at most
+    /// 64 characters), so that several servers sharing the root each remove only their own
+    /// leftovers ([`FileStorage::remove_temporary_files`]). Without a prefix they are named
+    /// `.…part`, and every leftover on the root counts as this storage's.
+    pub fn with_temporary_prefix(mut self, prefix: &str) -> Self {
+        let prefix: String = safe_file_name(prefix).chars().take(64).collect();
+        self.temporary_prefix = Some(prefix.into());
+        self
+    }
+
     pub fn on_stored(mut self, callback: impl Fn(&StoredInstance) + Send + Sync + 'static) -> Self {
         self.on_stored = Some(Arc::new(callback));
         self
@@ -110,6 +161,59 @@ impl FileStorage {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Whether `file_name` (of an entry of the root) is a temporary file of this storage: one
+    /// with its prefix, or any temporary file when it has none.
+    pub fn is_own_temporary(&self, file_name: &str) -> bool {
+        let Some(rest) = file_name.strip_prefix('.') else {
+            return false;
+        };
+        if !rest.ends_with(TEMPORARY_SUFFIX) {
+            return false;
+        }
+        match &self.temporary_prefix {
+            None => true,
+            Some(prefix) => rest
+                .strip_prefix(prefix.as_ref())
+                .is_some_and(|after| after.starts_with(TEMPORARY_SEPARATOR)),
+        }
+    }
+
+    /// Removes this storage's temporary files from the root ([`FileStorage::is_own_temporary`]):
+    /// what stores cut off by a crash left. Blocking; call it before this storage stores
+    /// anything (a store in flight has a temporary file too). Returns the files removed.
+    pub fn remove_temporary_files(&self) -> io::Result<Vec<PathBuf>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !self.is_own_temporary(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The writer of one instance, for a storage that drives it itself ([`Storage::begin`]
+    /// boxes the same).
+    pub fn writer(&self, instance: &InstanceDescription) -> FileWriter {
+        FileWriter(State::Gathering(Gathered {
+            storage: self.clone(),
+            instance: instance.clone(),
+            pieces: Vec::new(),
+            length: 0,
+        }))
+    }
 }
 
 impl Storage for FileStorage {
@@ -117,74 +221,167 @@ impl Storage for FileStorage {
         &'a self,
         instance: &'a InstanceDescription,
     ) -> BoxFuture<'a, Result<Box<dyn InstanceWriter>, StoreFailure>> {
-        let writer = FileWriter::Gathering {
-            storage: self.clone(),
-            instance: instance.clone(),
-            pieces: Vec::new(),
-            length: 0,
-        };
+        let writer = self.writer(instance);
         Box::pin(async move { Ok(Box::new(writer) as Box<dyn InstanceWriter>) })
     }
 }
 
+/// What a blocking task that completes a streamed file runs with the outcome.
+type Then = Box<dyn FnOnce(Result<Written, StoreFailure>) + Send>;
+
 /// What the async side sends the blocking task that writes a large instance.
 enum Piece {
     Data(Vec<Bytes>),
-    Finish(oneshot::Sender<Result<StoreSuccess, StoreFailure>>),
+    Finish(Then),
 }
 
-/// The async end of one instance being written (boxed once per instance, so the size of the
-/// larger variant costs nothing).
+/// An instance small enough to be gathered in memory (below [`BUFFER_BELOW`]), whole: written
+/// by one blocking call ([`Gathered::write`]).
+pub struct Gathered {
+    storage: FileStorage,
+    instance: InstanceDescription,
+    pieces: Vec<Bytes>,
+    length: usize,
+}
+
+impl Gathered {
+    /// Bytes of the data set.
+    pub fn len(&self) -> usize {
+        self.length
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// Scans the data set in memory, then writes, syncs and moves the file into place in one
+    /// go (nothing is written for a data set the scan refuses). Blocking.
+    pub fn write(self) -> Result<Written, StoreFailure> {
+        let Gathered {
+            storage,
+            instance,
+            pieces,
+            ..
+        } = self;
+        let data = match pieces.as_slice() {
+            [one] => one.clone(),
+            _ => Bytes::from(pieces.concat()),
+        };
+        let summary = scan::scan_bytes(&data, &instance.transfer_syntax_uid, &storage.limits)
+            .map_err(scan_failure)?;
+        let mut sink = FileSink::create(storage, instance, &data)?;
+        sink.data_set = Some(data);
+        sink.complete(summary)
+    }
+}
+
+/// The async end of one instance being written by a [`FileStorage`]: the data set is gathered
+/// in memory while it is below [`BUFFER_BELOW`], then goes to a blocking task a batch at a time.
+pub struct FileWriter(State);
+
+/// Boxed once per instance, so the size of the larger variant costs nothing.
 #[allow(clippy::large_enum_variant)]
-enum FileWriter {
+enum State {
     /// Small so far: the pieces are kept until the instance is complete.
-    Gathering {
-        storage: FileStorage,
-        instance: InstanceDescription,
-        pieces: Vec<Bytes>,
-        length: usize,
-    },
+    Gathering(Gathered),
     /// Large: a blocking task writes the pieces, handed over a batch at a time.
     Streaming {
         pieces: mpsc::Sender<Piece>,
         batch: Vec<Bytes>,
         batch_length: usize,
     },
+    /// A write failed, or the blocking writer is gone.
+    Broken,
 }
 
 fn writer_gone() -> StoreFailure {
     StoreFailure::new(Status::PROCESSING_FAILURE, "the file writer stopped")
 }
 
+impl FileWriter {
+    /// Whether `more` bytes more make the instance too large to gather: the next write then
+    /// starts writing the file on the blocking pool.
+    pub fn streams_with(&self, more: usize) -> bool {
+        match &self.0 {
+            State::Gathering(gathered) => gathered.length.saturating_add(more) >= BUFFER_BELOW,
+            State::Streaming { .. } | State::Broken => true,
+        }
+    }
+
+    /// The whole data set, when it was gathered in memory (the caller then writes it with
+    /// [`Gathered::write`]); the writer itself otherwise.
+    pub fn into_gathered(self) -> Result<Gathered, FileWriter> {
+        match self.0 {
+            State::Gathering(gathered) => Ok(gathered),
+            other => Err(FileWriter(other)),
+        }
+    }
+
+    /// The data set is complete: makes the file durable and visible, then runs `then` with
+    /// the outcome on the blocking thread that completed it (so that it may do more blocking
+    /// work with the file before the answer). Fails without running `then` only when the
+    /// blocking writer is gone.
+    pub async fn finish_then<T: Send + 'static>(
+        self,
+        then: impl FnOnce(Result<Written, StoreFailure>) -> T + Send + 'static,
+    ) -> Result<T, StoreFailure> {
+        match self.0 {
+            State::Gathering(gathered) => {
+                tokio::task::spawn_blocking(move || then(gathered.write()))
+                    .await
+                    .map_err(|_| writer_gone())
+            }
+            State::Streaming { pieces, batch, .. } => {
+                if !batch.is_empty() {
+                    pieces
+                        .send(Piece::Data(batch))
+                        .await
+                        .map_err(|_| writer_gone())?;
+                }
+                let (reply, outcome) = oneshot::channel();
+                let then: Then = Box::new(move |written| {
+                    let _ = reply.send(then(written));
+                });
+                pieces
+                    .send(Piece::Finish(then))
+                    .await
+                    .map_err(|_| writer_gone())?;
+                outcome.await.map_err(|_| writer_gone())
+            }
+            State::Broken => Err(writer_gone()),
+        }
+    }
+}
+
 impl InstanceWriter for FileWriter {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
         Box::pin(async move {
-            if let FileWriter::Gathering {
-                storage,
-                instance,
-                pieces,
-                length,
-            } = self
-            {
-                if *length + data.len() < BUFFER_BELOW {
-                    *length += data.len();
-                    pieces.push(data);
+            if let State::Gathering(gathered) = &mut self.0 {
+                if gathered.length + data.len() < BUFFER_BELOW {
+                    gathered.length += data.len();
+                    gathered.pieces.push(data);
                     return Ok(());
                 }
                 // Too large to gather: what came so far is the first batch of a blocking writer.
                 let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT);
-                let (storage, instance) = (storage.clone(), instance.clone());
-                let gathered = std::mem::take(pieces);
-                let gathered_length = *length;
+                let State::Gathering(Gathered {
+                    storage,
+                    instance,
+                    pieces,
+                    length,
+                }) = std::mem::replace(&mut self.0, State::Broken)
+                else {
+                    unreachable!("the writer was gathering")
+                };
                 tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
-                *self = FileWriter::Streaming {
+                self.0 = State::Streaming {
                     pieces: sender,
-                    batch: gathered,
-                    batch_length: gathered_length,
+                    batch: pieces,
+                    batch_length: length,
                 };
             }
-            match self {
-                FileWriter::Streaming {
+            match &mut self.0 {
+                State::Streaming {
                     pieces,
                     batch,
                     batch_length,
@@ -195,67 +392,30 @@ impl InstanceWriter for FileWriter {
                         return Ok(());
                     }
                     *batch_length = 0;
-                    pieces
-                        .send(Piece::Data(std::mem::take(batch)))
-                        .await
-                        .map_err(|_| writer_gone())
+                    let sent = pieces.send(Piece::Data(std::mem::take(batch))).await;
+                    if sent.is_err() {
+                        self.0 = State::Broken;
+                        return Err(writer_gone());
+                    }
+                    Ok(())
                 }
-                FileWriter::Gathering { .. } => Err(writer_gone()),
+                State::Gathering(_) | State::Broken => Err(writer_gone()),
             }
         })
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
         Box::pin(async move {
-            match *self {
-                FileWriter::Gathering {
-                    storage,
-                    instance,
-                    pieces,
-                    ..
-                } => tokio::task::spawn_blocking(move || write_whole(storage, instance, pieces))
-                    .await
-                    .map_err(|_| writer_gone())?,
-                FileWriter::Streaming { pieces, batch, .. } => {
-                    if !batch.is_empty() {
-                        pieces
-                            .send(Piece::Data(batch))
-                            .await
-                            .map_err(|_| writer_gone())?;
-                    }
-                    let (reply, outcome) = oneshot::channel();
-                    pieces
-                        .send(Piece::Finish(reply))
-                        .await
-                        .map_err(|_| writer_gone())?;
-                    outcome.await.map_err(|_| writer_gone())?
-                }
-            }
+            self.finish_then(|written| written.map(|written| written.success))
+                .await?
         })
     }
 }
 
-/// The blocking side for a small instance: scans it in memory, then writes, syncs and renames
-/// the file in one go (nothing is written for a data set the scan refuses).
-fn write_whole(
-    storage: FileStorage,
-    instance: InstanceDescription,
-    pieces: Vec<Bytes>,
-) -> Result<StoreSuccess, StoreFailure> {
-    let data = match pieces.as_slice() {
-        [one] => one.clone(),
-        _ => Bytes::from(pieces.concat()),
-    };
-    let summary = scan::scan_bytes(&data, &instance.transfer_syntax_uid, &storage.limits)
-        .map_err(scan_failure)?;
-    let mut sink = FileSink::create(storage, instance, &data)?;
-    sink.data_set = Some(data);
-    sink.complete(summary)
-}
-
-/// The blocking side: creates the file, writes every piece, and on `Finish` scans, syncs and
-/// renames it. A channel closed before `Finish` (the transfer was cut off) removes the file. A
-/// write error is kept and reported at `Finish`; the pieces after it are dropped.
+/// The blocking side of a large instance: creates the file, writes every piece, and on
+/// `Finish` scans, syncs and moves it into place, then runs the finisher's closure. A channel
+/// closed before `Finish` (the transfer was cut off) removes the file. A write error is kept
+/// and reported at `Finish`; the pieces after it are dropped.
 fn write_instance(
     storage: FileStorage,
     instance: InstanceDescription,
@@ -273,14 +433,13 @@ fn write_instance(
                     }
                 }
             }
-            Piece::Finish(reply) => {
-                let _ = reply.send(sink.and_then(FileSink::finish));
+            Piece::Finish(then) => {
+                then(sink.and_then(FileSink::finish));
                 return;
             }
         }
     }
 }
-
 struct FileSink {
     storage: FileStorage,
     instance: InstanceDescription,
@@ -316,7 +475,11 @@ impl FileSink {
                 format!("cannot write a file meta: {e}"),
             )
         })?;
-        let temporary = temporary_path(&storage.root, &instance.sop_instance_uid);
+        let temporary = temporary_path(
+            &storage.root,
+            storage.temporary_prefix.as_deref(),
+            &instance.sop_instance_uid,
+        );
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -359,7 +522,8 @@ impl FileSink {
         result.map_err(scan_failure)
     }
 
-    fn final_path(&self, summary: &Summary) -> PathBuf {
+    /// The folder the file goes to, by the layout, and its name without the extension.
+    fn final_place(&self, summary: &Summary) -> (PathBuf, String) {
         let folder = |uid: &Option<String>| safe_file_name(uid.as_deref().unwrap_or("unknown"));
         let mut path = self.storage.root.clone();
         match self.storage.layout {
@@ -370,11 +534,53 @@ impl FileSink {
                 path.push(folder(&summary.series_instance_uid));
             }
         }
-        path.push(format!(
-            "{}.dcm",
-            safe_file_name(&self.instance.sop_instance_uid)
-        ));
-        path
+        (path, safe_file_name(&self.instance.sop_instance_uid))
+    }
+
+    /// Moves the complete temporary file into `folder` as `<name>.dcm`: renamed over whatever
+    /// is there, or, with unique names, linked to the first free name of `<name>.dcm`,
+    /// `<name>.2.dcm`… (the folder is created when missing). Returns where it is.
+    fn place(&self, folder: &Path, name: &str) -> Result<PathBuf, StoreFailure> {
+        let temporary = self.temporary_path();
+        let mut created_folder = false;
+        let mut number = 1;
+        loop {
+            let destination = folder.join(if number == 1 {
+                format!("{name}.dcm")
+            } else {
+                format!("{name}.{number}.dcm")
+            });
+            let placed = if self.storage.unique_names {
+                fs::hard_link(temporary, &destination)
+            } else {
+                fs::rename(temporary, &destination)
+            };
+            match placed {
+                Ok(()) => return Ok(destination),
+                // The folder usually exists: create it only when the move says it does not.
+                Err(error) if error.kind() == io::ErrorKind::NotFound && !created_folder => {
+                    fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
+                    created_folder = true;
+                }
+                Err(error)
+                    if error.kind() == io::ErrorKind::AlreadyExists
+                        && self.storage.unique_names
+                        && number < UNIQUE_NAME_TRIES =>
+                {
+                    number += 1;
+                }
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreFailure::new(
+                        Status::PROCESSING_FAILURE,
+                        format!(
+                            "cannot write: {}: {number} files of this instance are there already",
+                            folder.join(format!("{name}.dcm")).display()
+                        ),
+                    ));
+                }
+                Err(error) => return Err(write_failure(&destination, error)),
+            }
+        }
     }
 }
 
@@ -388,15 +594,15 @@ impl FileSink {
     }
 
     /// Scans what was written, then makes it durable and visible.
-    fn finish(mut self) -> Result<StoreSuccess, StoreFailure> {
+    fn finish(mut self) -> Result<Written, StoreFailure> {
         let mut file = self.file.take().ok_or_else(file_closed)?;
         let summary = self.scan(&mut file);
         self.file = Some(file);
         self.complete(summary?)
     }
 
-    /// The data set, already scanned (`summary`), is complete: sync, rename into place, report.
-    fn complete(mut self, summary: Summary) -> Result<StoreSuccess, StoreFailure> {
+    /// The data set, already scanned (`summary`), is complete: sync, move into place, report.
+    fn complete(mut self, summary: Summary) -> Result<Written, StoreFailure> {
         let Some(file) = self.file.take() else {
             return Err(file_closed());
         };
@@ -405,26 +611,20 @@ impl FileSink {
                 .map_err(|e| write_failure(self.temporary_path(), e))?;
         }
         drop(file);
-        let destination = self.final_path(&summary);
-        let temporary = self.temporary_path().to_path_buf();
-        // The folder usually exists: create it only when the rename says it does not.
-        let renamed = match fs::rename(&temporary, &destination) {
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                if let Some(folder) = destination.parent() {
-                    fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
-                }
-                fs::rename(&temporary, &destination)
-            }
-            other => other,
-        };
-        renamed.map_err(|e| write_failure(&destination, e))?;
-        self.temporary = None;
-        if self.storage.fsync
-            && let Some(folder) = destination.parent()
+        let (folder, name) = self.final_place(&summary);
+        let destination = self.place(&folder, &name)?;
+        let temporary = self.temporary.take();
+        if self.storage.unique_names
+            && let Some(temporary) = temporary
         {
-            File::open(folder)
+            // Linked into place: the temporary name goes (a leftover is removed at the next
+            // start, and the file is in place whatever happens to it).
+            let _ = fs::remove_file(temporary);
+        }
+        if self.storage.fsync {
+            File::open(&folder)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| write_failure(folder, e))?;
+                .map_err(|e| write_failure(&folder, e))?;
         }
         let mismatch = [
             (
@@ -457,7 +657,7 @@ impl FileSink {
         if let Some(callback) = &self.storage.on_stored {
             callback(&stored);
         }
-        Ok(match mismatch {
+        let success = match mismatch {
             None => StoreSuccess {
                 status: Status::SUCCESS,
                 comment: None,
@@ -466,7 +666,8 @@ impl FileSink {
                 status: Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING,
                 comment: Some(comment),
             },
-        })
+        };
+        Ok(Written { success, stored })
     }
 }
 
@@ -514,12 +715,22 @@ const fn libc_edquot() -> i32 {
 }
 
 static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Ends the name of every temporary file.
+const TEMPORARY_SUFFIX: &str = ".part";
+/// Ends a temporary file's prefix ([`FileStorage::with_temporary_prefix`]): never in a prefix,
+/// which is made safe as a file name.
+const TEMPORARY_SEPARATOR: char = '~';
 
-/// A hidden, unique name in `root` for a file being received.
-fn temporary_path(root: &Path, sop_instance_uid: &str) -> PathBuf {
+/// A hidden, unique name in `root` for a file being received: `.<uid>.<pid>-<n>.part`, or
+/// `.<prefix>~<uid>.<pid>-<n>.part`.
+fn temporary_path(root: &Path, prefix: Option<&str>, sop_instance_uid: &str) -> PathBuf {
     let n = TEMPORARY_COUNTER.fetch_add(1, Ordering::Relaxed);
     let uid: String = safe_file_name(sop_instance_uid).chars().take(64).collect();
-    root.join(format!(".{uid}.{}-{n}.part", std::process::id()))
+    let pid = std::process::id();
+    root.join(match prefix {
+        None => format!(".{uid}.{pid}-{n}{TEMPORARY_SUFFIX}"),
+        Some(prefix) => format!(".{prefix}{TEMPORARY_SEPARATOR}{uid}.{pid}-{n}{TEMPORARY_SUFFIX}"),
+    })
 }
 
 /// A file name made from a UID that cannot leave its folder: only `[0-9A-Za-z.-]` are kept (the

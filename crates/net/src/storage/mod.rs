@@ -9,7 +9,10 @@
 
 mod file;
 
-pub use file::{BUFFER_BELOW, FileStorage, Layout, StoredCallback, StoredInstance, safe_file_name};
+pub use file::{
+    BUFFER_BELOW, FileStorage, FileWriter, Gathered, Layout, StoredCallback, StoredInstance,
+    UNIQUE_NAME_TRIES, Written, safe_file_name,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
