@@ -34,7 +34,10 @@
 //!   from a server-side cursor: a portal of a READ ONLY transaction read 256 rows at a time,
 //!   so memory stays bounded whatever the number of matches, and dropping the stream ends it.
 //! * **Per node state**: `begin_session`/`mark_clean` keep `clean:<node>`; files pending
-//!   removal are shared (removing a file already removed is harmless).
+//!   removal are shared (removing a file already removed is harmless). An index copied from
+//!   SQLite ([`copy_from_sqlite`], `dimsum migrate`) is marked `unchecked`: the first node that
+//!   begins a session on it takes the mark and is told the index was not closed cleanly, so
+//!   it makes index and storage agree before it serves.
 
 use std::collections::BTreeMap;
 use std::error::Error as _;
@@ -58,6 +61,11 @@ use dimsum_net::storage::BoxFuture;
 
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
+
+mod copy;
+pub use copy::{
+    COPIED_TABLES, CopyOptions, CopyProgress, CopyReport, copy_from_sqlite, copy_from_sqlite_with,
+};
 
 use super::hand_over::{HandOverMark, HandOvers, queue};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
@@ -83,6 +91,9 @@ const PORTAL_ROWS: i32 = 256;
 const RETRIEVAL_PIPELINE: usize = 64;
 /// How often one operation is applied again after finding another node's rows before it fails.
 const OPERATION_TRIES: usize = 8;
+/// The name in `archive_state` that marks an index no node has checked against the storage
+/// yet (one copied in by [`copy_from_sqlite`]).
+const UNCHECKED_KEY: &str = "unchecked";
 /// The key of the advisory lock that migrations hold (any number, the same for every node).
 const MIGRATION_LOCK: i64 = 0x6469_6d73_756d_0001;
 
@@ -387,16 +398,7 @@ impl PostgresIndex {
         pg.connect_timeout(config.connect_timeout);
         pg.application_name(format!("dimsum {}", config.node));
         let mut client = connect(&pg, &config.url).await?;
-        let encoding: String = client
-            .query_one("SHOW server_encoding", &[])
-            .await?
-            .try_get(0)?;
-        if !encoding.eq_ignore_ascii_case("UTF8") {
-            return Err(IndexError::Postgres(format!(
-                "the database {database} is in {encoding}: the index needs UTF8"
-            )));
-        }
-        migrate(&mut client, &database).await?;
+        prepare_database(&mut client, &database).await?;
         let pool = || {
             let manager = Manager::from_config(
                 pg.clone(),
@@ -500,20 +502,33 @@ impl PostgresIndex {
         self.read_committed(read).await
     }
 
-    /// [`PostgresIndex::read`] of what is committed now.
+    /// [`PostgresIndex::read`] of what is committed now. A read whose connection is lost, or
+    /// that cannot get one (the server restarting), runs again on a new one, with growing
+    /// pauses, for up to [`PostgresConfig::reconnect_for`], as the writer reconnects: a store's
+    /// duplicate look-up waits for the server rather than failing its store.
     async fn read_committed<T, F>(&self, read: F) -> Result<T, IndexError>
     where
         F: for<'c> Fn(&'c mut deadpool_postgres::Client) -> BoxFuture<'c, Result<T, IndexError>>,
     {
-        let mut client = self.connection().await?;
-        match read(&mut client).await {
-            Err(error) if client.is_closed() => {
-                debug!("index: a read lost its connection ({error}); once more");
-                drop(client);
-                let mut client = self.connection().await?;
-                read(&mut client).await
+        let deadline = Instant::now() + self.inner.config.reconnect_for;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let (outcome, lost) = match self.connection().await {
+                Ok(mut client) => {
+                    let outcome = read(&mut client).await;
+                    let lost = outcome.is_err() && client.is_closed();
+                    (outcome, lost)
+                }
+                Err(error) => (Err(error), true),
+            };
+            match outcome {
+                Err(error) if lost && Instant::now() + pause < deadline => {
+                    debug!("index: a read lost its connection ({error}); again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
             }
-            outcome => outcome,
         }
     }
 
@@ -567,6 +582,21 @@ fn writer_key(node: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("writer:{node}:{}:{nanos}", std::process::id())
+}
+
+/// Checks that the database is in UTF-8 and brings it to [`SCHEMA_VERSION`]: what
+/// [`PostgresIndex::open`] and [`copy_from_sqlite`] do first.
+async fn prepare_database(client: &mut Client, database: &str) -> Result<(), IndexError> {
+    let encoding: String = client
+        .query_one("SHOW server_encoding", &[])
+        .await?
+        .try_get(0)?;
+    if !encoding.eq_ignore_ascii_case("UTF8") {
+        return Err(IndexError::Postgres(format!(
+            "the database {database} is in {encoding}: the index needs UTF8"
+        )));
+    }
+    migrate(client, database).await
 }
 
 /// Brings the database to [`SCHEMA_VERSION`] under the migration lock.
@@ -1030,6 +1060,15 @@ async fn apply(
             Ok(Step::Keep(Done::Nothing))
         }
         Operation::BeginSession => {
+            // An index copied in ([`copy_from_sqlite`]) is checked by the first node that
+            // starts on it: that node takes the mark away.
+            let unchecked = writing
+                .query_opt(
+                    "DELETE FROM archive_state WHERE name = $1 RETURNING value",
+                    &[Param::Text(UNCHECKED_KEY.to_owned())],
+                )
+                .await?
+                .is_some();
             let name = Param::Text(clean_key(writing));
             let was_clean = writing
                 .query_opt(
@@ -1047,7 +1086,7 @@ async fn apply(
                 .map(|row| row.try_get::<_, String>(0).map(PathBuf::from))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Step::Keep(Done::Session(SessionStart {
-                was_clean: was_clean.is_none_or(|clean| clean != 0),
+                was_clean: !unchecked && was_clean.is_none_or(|clean| clean != 0),
                 pending_removals,
             })))
         }

@@ -386,7 +386,7 @@ pub(crate) fn candidates_sql(
 
 /// The columns that identify an entity or an instance (a value the dialect cannot hold makes
 /// the instance unindexable instead of irregular).
-const IDENTITY_COLUMNS: [&str; 6] = [
+pub(crate) const IDENTITY_COLUMNS: [&str; 6] = [
     "patient_id",
     "issuer_of_patient_id",
     "study_instance_uid",
