@@ -207,12 +207,12 @@ impl FileStorage {
     /// The writer of one instance, for a storage that drives it itself ([`Storage::begin`]
     /// boxes the same).
     pub fn writer(&self, instance: &InstanceDescription) -> FileWriter {
-        FileWriter(State::Gathering(Gathered {
+        FileWriter(State::Gathering(Box::new(Gathered {
             storage: self.clone(),
             instance: instance.clone(),
             pieces: Vec::new(),
             length: 0,
-        }))
+        })))
     }
 }
 
@@ -279,11 +279,9 @@ impl Gathered {
 /// in memory while it is below [`BUFFER_BELOW`], then goes to a blocking task a batch at a time.
 pub struct FileWriter(State);
 
-/// Boxed once per instance, so the size of the larger variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 enum State {
     /// Small so far: the pieces are kept until the instance is complete.
-    Gathering(Gathered),
+    Gathering(Box<Gathered>),
     /// Large: a blocking task writes the pieces, handed over a batch at a time.
     Streaming {
         pieces: mpsc::Sender<Piece>,
@@ -312,7 +310,7 @@ impl FileWriter {
     /// [`Gathered::write`]); the writer itself otherwise.
     pub fn into_gathered(self) -> Result<Gathered, FileWriter> {
         match self.0 {
-            State::Gathering(gathered) => Ok(gathered),
+            State::Gathering(gathered) => Ok(*gathered),
             other => Err(FileWriter(other)),
         }
     }
@@ -356,30 +354,34 @@ impl FileWriter {
 impl InstanceWriter for FileWriter {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
         Box::pin(async move {
-            if let State::Gathering(gathered) = &mut self.0 {
-                if gathered.length + data.len() < BUFFER_BELOW {
+            self.0 = match std::mem::replace(&mut self.0, State::Broken) {
+                State::Gathering(mut gathered) if gathered.length + data.len() < BUFFER_BELOW => {
                     gathered.length += data.len();
                     gathered.pieces.push(data);
+                    self.0 = State::Gathering(gathered);
                     return Ok(());
                 }
-                // Too large to gather: what came so far is the first batch of a blocking writer.
-                let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT);
-                let State::Gathering(Gathered {
-                    storage,
-                    instance,
-                    pieces,
-                    length,
-                }) = std::mem::replace(&mut self.0, State::Broken)
-                else {
-                    unreachable!("the writer was gathering")
-                };
-                tokio::task::spawn_blocking(move || write_instance(storage, instance, receiver));
-                self.0 = State::Streaming {
-                    pieces: sender,
-                    batch: pieces,
-                    batch_length: length,
-                };
-            }
+                // Too large to gather: what came so far is the first batch of a blocking
+                // writer.
+                State::Gathering(gathered) => {
+                    let Gathered {
+                        storage,
+                        instance,
+                        pieces,
+                        length,
+                    } = *gathered;
+                    let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT);
+                    tokio::task::spawn_blocking(move || {
+                        write_instance(storage, instance, receiver)
+                    });
+                    State::Streaming {
+                        pieces: sender,
+                        batch: pieces,
+                        batch_length: length,
+                    }
+                }
+                other => other,
+            };
             match &mut self.0 {
                 State::Streaming {
                     pieces,
