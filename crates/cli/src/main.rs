@@ -9,6 +9,7 @@ mod exit;
 mod findscu;
 mod getscu;
 mod logging;
+mod migrate;
 mod movescu;
 mod options;
 mod qido;
@@ -61,6 +62,9 @@ enum Tool {
     Serve(serve_archive::Options),
     /// Delete patients, studies, series or instances from the data folder of `dimsum serve`.
     Delete(delete::Options),
+    /// Copy the SQLite index of a `dimsum serve` data folder into a PostgreSQL database, for
+    /// `dimsum serve --index postgres://…` nodes to share.
+    Migrate(migrate::Options),
     /// Query/Retrieve SCP over a folder, with optional worklist (like DCMTK's dcmqrscp).
     Qrscp(qrscp::Options),
     /// Ask a server to shut down with DCMTK's private shutdown request (like DCMTK's termscu).
@@ -145,6 +149,7 @@ fn main() -> std::process::ExitCode {
             Tool::Qrscp(options) => qrscp::run(options).await,
             Tool::Serve(options) => serve_archive::run(options).await,
             Tool::Delete(options) => delete::run(options).await,
+            Tool::Migrate(options) => migrate::run(options).await,
             Tool::Termscu(options) => termscu::run(options).await,
             Tool::Qido(options) => qido::run(options).await,
             Tool::Wado(options) => wado::run(options).await,
