@@ -197,6 +197,43 @@ pub struct EntityUids {
 /// read as the stream is polled; dropping it stops the reading.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<InstanceRecord, IndexError>> + Send>>;
 
+/// What follows the commit of an insert handed over with [`Index::hand_over_then`]: called
+/// once with the outcome, on whatever thread finished the insert (a writer thread: it must be
+/// quick and must not block). One dropped uncalled (its insert dropped with a writer that
+/// stopped) is called with [`IndexError::WriterGone`], so that an outcome is never lost.
+pub struct OnCommit(Option<CommitCallback>);
+
+type CommitCallback = Box<dyn FnOnce(Result<Inserted, IndexError>) + Send>;
+
+impl OnCommit {
+    pub fn new(then: impl FnOnce(Result<Inserted, IndexError>) + Send + 'static) -> Self {
+        Self(Some(Box::new(then)))
+    }
+
+    /// Calls it with the insert's outcome.
+    pub fn call(mut self, outcome: Result<Inserted, IndexError>) {
+        if let Some(then) = self.0.take() {
+            then(outcome);
+        }
+    }
+}
+
+impl Drop for OnCommit {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(IndexError::WriterGone));
+        }
+    }
+}
+
+impl std::fmt::Debug for OnCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnCommit")
+            .field("called", &self.0.is_none())
+            .finish()
+    }
+}
+
 /// What to delete: an entity and everything below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteTarget {
@@ -269,6 +306,22 @@ pub trait Index: Send + Sync + 'static {
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'static, Result<Inserted, IndexError>>;
 
+    /// [`Index::hand_over`], with `then` called once the insert is committed or failed instead
+    /// of a future to await: a backend with a writer thread calls it there, right after the
+    /// commit (so it must be quick and must not block), sparing the caller a task and a
+    /// wake-up per store. Every guarantee of [`Index::hand_over`] holds from the moment this
+    /// returns. The default awaits [`Index::hand_over`] on a task. Call it within a tokio
+    /// runtime (a blocking task of its pool will do).
+    fn hand_over_then(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+        then: OnCommit,
+    ) {
+        let committed = self.hand_over(instance, on_duplicate);
+        tokio::spawn(async move { then.call(committed.await) });
+    }
+
     /// The response identifiers of a hierarchical query, at most `limit` of them (`None`: no
     /// limit) before the stream ends with [`IndexError::TooManyMatches`].
     fn query(
@@ -304,6 +357,18 @@ pub trait Index: Send + Sync + 'static {
         &self,
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>>;
+
+    /// [`Index::lookup_committed`] on the calling thread, which may block: the store path calls
+    /// it from the blocking task that writes a small instance's file, so that the look-up costs
+    /// no hand-off of its own. The default runs [`Index::lookup_committed`] to completion on
+    /// the current tokio runtime: call it from a blocking task of that runtime, never from
+    /// async code.
+    fn lookup_committed_blocking(
+        &self,
+        sop_instance_uid: String,
+    ) -> Result<Option<IndexedInstance>, IndexError> {
+        tokio::runtime::Handle::current().block_on(self.lookup_committed(sop_instance_uid))
+    }
 
     /// Deletes an entity and everything below it, maintaining the computed keys above it.
     fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>>;

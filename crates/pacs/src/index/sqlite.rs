@@ -38,7 +38,7 @@ use dimsum_net::storage::BoxFuture;
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
 
-use super::hand_over::{HandOverMark, HandOvers};
+use super::hand_over::{HandOverMark, HandOvers, queue};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
 use super::query::{ColumnKind, ColumnValue};
 use super::schema::{self, table};
@@ -48,7 +48,7 @@ use super::sql::{
 };
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
-    InstanceRecord, OnDuplicate, RecordStream, ResponseStream, SessionStart,
+    InstanceRecord, OnCommit, OnDuplicate, RecordStream, ResponseStream, SessionStart,
 };
 
 /// Operations waiting for the writer.
@@ -244,6 +244,20 @@ impl SqliteIndex {
         Ok(())
     }
 
+    /// Numbers an insert handed over ([`Index::hand_over`]) and queues it for the writer: any
+    /// read that starts after this returns waits for it. Queued now (or by a task when the
+    /// queue is full), so that it goes on whether or not anyone awaits the answer.
+    fn queue_insert(&self, instance: PreparedInstance, on_duplicate: OnDuplicate, reply: Reply) {
+        queue(
+            &self.inner.writer,
+            WriteOp {
+                operation: Operation::Insert(Box::new(instance), on_duplicate),
+                reply,
+                mark: Some(self.inner.handed_over.mark()),
+            },
+        );
+    }
+
     /// Hands an operation to the writer and waits for its commit.
     async fn write(&self, operation: Operation) -> Result<Done, IndexError> {
         let (reply, done) = oneshot::channel();
@@ -251,7 +265,7 @@ impl SqliteIndex {
             .writer
             .send(WriteOp {
                 operation,
-                reply,
+                reply: Reply::Channel(reply),
                 mark: None,
             })
             .await
@@ -408,7 +422,7 @@ enum Done {
 
 struct WriteOp {
     operation: Operation,
-    reply: oneshot::Sender<Result<Done, IndexError>>,
+    reply: Reply,
     /// The number of a handed-over insert ([`Index::hand_over`]), marked done when the writer
     /// lets go of it: after its commit and answer, or whenever it is dropped unanswered.
     mark: Option<HandOverMark>,
@@ -416,6 +430,28 @@ struct WriteOp {
 
 fn unexpected() -> IndexError {
     IndexError::Task("the index writer answered another operation".into())
+}
+
+/// Where the writer answers an operation.
+enum Reply {
+    /// A future waits for it.
+    Channel(oneshot::Sender<Result<Done, IndexError>>),
+    /// An insert handed over with [`Index::hand_over_then`]: called on the writer thread.
+    Then(OnCommit),
+}
+
+impl Reply {
+    fn send(self, result: Result<Done, IndexError>) {
+        match self {
+            Reply::Channel(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Then(then) => then.call(result.and_then(|done| match done {
+                Done::Inserted(inserted) => Ok(inserted),
+                _ => Err(unexpected()),
+            })),
+        }
+    }
 }
 
 /// The checkpointer thread: a passive checkpoint (PRAGMA wal_checkpoint(PASSIVE)) on a
@@ -489,7 +525,7 @@ fn run_writer(
     // Later senders see a closed channel.
     operations.close();
     while let Ok(late) = operations.try_recv() {
-        let _ = late.reply.send(Err(IndexError::WriterGone));
+        late.reply.send(Err(IndexError::WriterGone));
     }
 }
 
@@ -530,7 +566,7 @@ fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec
     match outcome {
         Ok(()) => {
             for (reply, result) in replies {
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
         Err(error) => {
@@ -538,7 +574,7 @@ fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec
             state.forget_parents();
             state.pending_removals_possible = true;
             for (reply, _) in replies {
-                let _ = reply.send(Err(IndexError::Task(format!(
+                reply.send(Err(IndexError::Task(format!(
                     "the index transaction failed: {error}"
                 ))));
             }
@@ -1159,6 +1195,20 @@ fn retrieval_instances(
 
 /// Reads the instances of `entity` with their records, in the order of
 /// [`Index::instance_records`], giving each to `send` (which says whether to go on).
+/// The instance with this SOP Instance UID, as the connection sees the index.
+fn lookup_instance(
+    connection: &Connection,
+    sop_instance_uid: String,
+) -> Result<Option<IndexedInstance>, IndexError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {INSTANCE_COLUMNS_BY_SUBQUERY} FROM instance i WHERE i.sop_instance_uid = ?"
+        ))?
+        .query_row([sop_instance_uid], |row| Ok(indexed_instance(row)))
+        .optional()?
+        .transpose()
+}
+
 fn read_instance_records(
     connection: &Connection,
     entity: &EntityUids,
@@ -1184,35 +1234,24 @@ impl Index for SqliteIndex {
         instance: PreparedInstance,
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
-        // Numbered now, before the caller goes on: any read that starts after this call returns
-        // waits for it. Queued now too (or by a task when the queue is full), so that it goes
-        // on whether or not the caller awaits the answer.
-        let mark = HandOverMark {
-            hand_overs: self.inner.handed_over.clone(),
-            number: self.inner.handed_over.begin(),
-        };
         let (reply, done) = oneshot::channel();
-        let operation = WriteOp {
-            operation: Operation::Insert(Box::new(instance), on_duplicate),
-            reply,
-            mark: Some(mark),
-        };
-        match self.inner.writer.try_send(operation) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(operation)) => {
-                let writer = self.inner.writer.clone();
-                // A send that fails drops the insert: its mark and its reply with it.
-                tokio::spawn(async move { writer.send(operation).await });
-            }
-            // Dropped at once: marked done, and the reply below finds the writer gone.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+        self.queue_insert(instance, on_duplicate, Reply::Channel(reply));
         Box::pin(async move {
             match done.await.map_err(|_| IndexError::WriterGone)?? {
                 Done::Inserted(inserted) => Ok(inserted),
                 _ => Err(unexpected()),
             }
         })
+    }
+
+    /// [`Index::hand_over`] whose writer thread calls `then` right after the commit.
+    fn hand_over_then(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+        then: OnCommit,
+    ) {
+        self.queue_insert(instance, on_duplicate, Reply::Then(then));
     }
 
     fn query(
@@ -1269,15 +1308,29 @@ impl Index for SqliteIndex {
         &self,
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
-        Box::pin(self.read_committed(move |connection, _| {
-            Ok(connection
-                .prepare_cached(&format!(
-                    "SELECT {INSTANCE_COLUMNS_BY_SUBQUERY} FROM instance i WHERE i.sop_instance_uid = ?"
-                ))?
-                .query_row([sop_instance_uid], |row| Ok(indexed_instance(row)))
-                .optional()?
-                .transpose()?)
-        }))
+        Box::pin(
+            self.read_committed(move |connection, _| lookup_instance(connection, sop_instance_uid)),
+        )
+    }
+
+    /// The look-up on the calling thread, on a reader connection of the pool, within the
+    /// short reads' permits.
+    fn lookup_committed_blocking(
+        &self,
+        sop_instance_uid: String,
+    ) -> Result<Option<IndexedInstance>, IndexError> {
+        let permits = &self.inner.reader_permits;
+        let permit = match permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::runtime::Handle::current()
+                .block_on(permits.acquire())
+                .map_err(|_| IndexError::Task("the index readers are closed".into()))?,
+        };
+        let found = self
+            .inner
+            .with_reader(|connection| lookup_instance(connection, sop_instance_uid));
+        drop(permit);
+        found
     }
 
     fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>> {
