@@ -29,6 +29,13 @@
 //!   during COMMIT leaves the outcome unknown: each batch writes its number under the writer's
 //!   own key in `archive_state`, which says after reconnecting whether it committed — so a
 //!   restart of the server under load loses no acknowledged instance and applies none twice.
+//! * **Round trips**: statements that need no answer before the next are pipelined (sent
+//!   together, answered in order): BEGIN goes with the first
+//!   savepoint, each savepoint (and the release of the one before) with the insert's look-up
+//!   of its study, series and instance; an instance's row takes its file off
+//!   `pending_removal` in the same statement; the last release, the computed keys and the
+//!   batch number go in one round trip before COMMIT. An insert into a known series costs two
+//!   round trips, and a batch two more, instead of five and seven.
 //! * **Readers** wait for the inserts handed over before them ([`super::hand_over`]), then read
 //!   on a pooled connection, retrying once on a lost connection. A query streams its matches
 //!   from a server-side cursor: a portal of a READ ONLY transaction read 256 rows at a time,
@@ -52,7 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{Client, IsolationLevel, NoTls, Row, Statement, Transaction};
+use tokio_postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use tracing::{debug, info, warn};
 
 use dimsum_dataset::dicom_object::InMemDicomObject;
@@ -885,14 +892,71 @@ impl From<IndexError> for OperationError {
     }
 }
 
-/// The writer's transaction: its statements are prepared once per connection.
-struct Writing<'t, 'c> {
-    transaction: &'t Transaction<'c>,
+/// The writer's transaction: its statements are prepared once per connection. It is begun
+/// with its first savepoint (in the same round trip) and ended by [`try_batch`].
+struct Writing<'t> {
+    /// The writer's connection, in the batch's transaction once `begun`.
+    transaction: &'t Client,
     statements: &'t mut std::collections::HashMap<String, Statement>,
     node: &'t str,
+    /// Whether BEGIN went out.
+    begun: bool,
+    /// An operation's savepoint is over but not released yet: the release goes out with the
+    /// next statements (pipelined), not in a round trip of its own.
+    release_pending: bool,
 }
 
-impl Writing<'_, '_> {
+/// Statements sent at once ([`Writing::pipeline`]): their text and parameters.
+type Pipeline = Vec<(String, Vec<Param>)>;
+
+impl Writing<'_> {
+    /// The text that opens an operation's savepoint (beginning the transaction, or releasing
+    /// the previous savepoint, first).
+    fn savepoint(&mut self) -> &'static str {
+        if !std::mem::replace(&mut self.begun, true) {
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SAVEPOINT operation"
+        } else if std::mem::take(&mut self.release_pending) {
+            "RELEASE SAVEPOINT operation; SAVEPOINT operation"
+        } else {
+            "SAVEPOINT operation"
+        }
+    }
+
+    /// Sends the pending release (if any) and `statements` without waiting for one answer
+    /// before sending the next (tokio-postgres pipelines requests polled together; the server
+    /// runs them in the order sent), then waits for every answer: one round trip for all.
+    async fn pipeline(&mut self, statements: Pipeline) -> Result<(), tokio_postgres::Error> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (text, params) in &statements {
+            prepared.push((self.statement(text).await?, params));
+        }
+        let first = match (
+            std::mem::replace(&mut self.begun, true),
+            std::mem::take(&mut self.release_pending),
+        ) {
+            (false, _) => Some("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            (true, true) => Some("RELEASE SAVEPOINT operation"),
+            (true, false) => None,
+        };
+        let transaction = self.transaction;
+        let released = async move {
+            if let Some(first) = first {
+                transaction.batch_execute(first).await?;
+            }
+            Ok(0)
+        };
+        let params: Vec<_> = prepared.iter().map(|(_, params)| bound(params)).collect();
+        let executed = prepared
+            .iter()
+            .zip(&params)
+            .map(|((statement, _), params)| transaction.execute(statement, params));
+        let mut all: Vec<BoxFuture<'_, Result<u64, tokio_postgres::Error>>> =
+            vec![Box::pin(released)];
+        all.extend(executed.map(|future| Box::pin(future) as BoxFuture<'_, _>));
+        futures_util::future::try_join_all(all).await?;
+        Ok(())
+    }
+
     async fn statement(&mut self, text: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.get(text) {
             return Ok(statement.clone());
@@ -930,8 +994,8 @@ impl Writing<'_, '_> {
     }
 }
 
-/// One attempt at a batch: every operation in a savepoint, the computed keys, the batch
-/// number, COMMIT.
+/// One attempt at a batch in a READ COMMITTED transaction: every operation in a savepoint,
+/// the computed keys, the batch number, COMMIT (or ROLLBACK after a failure).
 async fn try_batch(
     client: &mut Client,
     statements: &mut std::collections::HashMap<String, Statement>,
@@ -939,45 +1003,43 @@ async fn try_batch(
     (key, node): (&str, &str),
     number: i64,
 ) -> Result<Vec<Result<Done, IndexError>>, BatchFailure> {
-    let failure = |error, results| BatchFailure {
-        error,
-        at_commit: false,
-        results,
-    };
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .start()
-        .await
-        .map_err(|error| failure(error, Vec::new()))?;
-    let mut writing = Writing {
-        transaction: &transaction,
-        statements,
-        node,
-    };
-    let mut results = Vec::with_capacity(operations.len());
-    let mut counts = Counts::default();
-    for operation in operations {
-        match apply_with_retries(&mut writing, &mut counts, operation).await {
-            Ok(result) => results.push(result),
-            Err(error) => return Err(failure(error, Vec::new())),
+    let applied = async {
+        let mut writing = Writing {
+            transaction: client,
+            statements,
+            node,
+            begun: false,
+            release_pending: false,
+        };
+        let mut results = Vec::with_capacity(operations.len());
+        let mut counts = Counts::default();
+        for operation in operations {
+            results.push(apply_with_retries(&mut writing, &mut counts, operation).await?);
         }
-    }
-    let finish = async {
-        counts.write(&mut writing).await?;
-        writing
-            .execute(
-                "INSERT INTO archive_state (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                &[Param::Text(key.to_owned()), Param::Integer(number)],
-            )
-            .await?;
-        Ok::<(), tokio_postgres::Error>(())
+        // The last release, the computed keys and the batch number: one round trip.
+        let mut finish = counts.statements();
+        finish.push((
+            STATE_UPSERT.to_owned(),
+            vec![Param::Text(key.to_owned()), Param::Integer(number)],
+        ));
+        writing.pipeline(finish).await?;
+        Ok::<_, tokio_postgres::Error>(results)
     };
-    if let Err(error) = finish.await {
-        return Err(failure(error, Vec::new()));
-    }
-    match transaction.commit().await {
+    let results = match applied.await {
+        Ok(results) => results,
+        Err(error) => {
+            // Whatever went out is undone (harmless when nothing did, or the connection is
+            // gone).
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(BatchFailure {
+                error,
+                at_commit: false,
+                results: Vec::new(),
+            });
+        }
+    };
+    // Every statement's answer was read above: COMMIT ends a transaction that has not failed.
+    match client.batch_execute("COMMIT").await {
         Ok(()) => Ok(results),
         Err(error) => Err(BatchFailure {
             error,
@@ -990,21 +1052,36 @@ async fn try_batch(
 /// Applies one operation in a savepoint (again when it meets another node's rows); a
 /// transient database error fails the batch.
 async fn apply_with_retries(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     counts: &mut Counts,
     operation: &Operation,
 ) -> Result<Result<Done, IndexError>, tokio_postgres::Error> {
     let mut flush = false;
     for _ in 0..OPERATION_TRIES {
         if flush {
-            counts.write(writing).await?;
+            writing.pipeline(counts.statements()).await?;
         }
-        writing
-            .transaction
-            .batch_execute("SAVEPOINT operation")
-            .await?;
+        // The savepoint and an insert's look-up go out together.
+        let savepoint = writing.savepoint();
+        let found = match operation {
+            Operation::Insert(prepared, _) => {
+                let statement = writing.statement(INSERT_LOOKUP).await?;
+                let params = insert_lookup_params(prepared);
+                let (saved, found) = futures_util::future::join(
+                    writing.transaction.batch_execute(savepoint),
+                    writing.transaction.query_opt(&statement, &bound(&params)),
+                )
+                .await;
+                saved?;
+                Some(found)
+            }
+            _ => {
+                writing.transaction.batch_execute(savepoint).await?;
+                None
+            }
+        };
         let mut own = Counts::default();
-        let step = apply(writing, &mut own, !counts.is_empty(), operation).await;
+        let step = apply(writing, &mut own, !counts.is_empty(), operation, found).await;
         let (undo, answer) = match step {
             Ok(Step::Keep(done)) => {
                 counts.add(own);
@@ -1019,12 +1096,14 @@ async fn apply_with_retries(
             Err(OperationError::Database(error)) if transient(&error) => return Err(error),
             Err(OperationError::Database(error)) => (true, Some(Err(error.into()))),
         };
-        let end = if undo {
-            "ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation"
-        } else {
-            "RELEASE SAVEPOINT operation"
-        };
-        writing.transaction.batch_execute(end).await?;
+        if undo {
+            writing
+                .transaction
+                .batch_execute("ROLLBACK TO SAVEPOINT operation")
+                .await?;
+        }
+        // Released with the next statements.
+        writing.release_pending = true;
         if let Some(answer) = answer {
             return Ok(answer);
         }
@@ -1034,15 +1113,27 @@ async fn apply_with_retries(
     ))))
 }
 
+/// Applies one operation; `found` is the answer of an insert's look-up, sent with its
+/// savepoint.
 async fn apply(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     counts: &mut Counts,
     pending_counts: bool,
     operation: &Operation,
+    found: Option<Result<Option<Row>, tokio_postgres::Error>>,
 ) -> Result<Step, OperationError> {
     match operation {
         Operation::Insert(prepared, on_duplicate) => {
-            insert(writing, counts, pending_counts, prepared, *on_duplicate).await
+            let found = found.transpose()?.flatten();
+            insert(
+                writing,
+                counts,
+                pending_counts,
+                prepared,
+                *on_duplicate,
+                found,
+            )
+            .await
         }
         Operation::Delete(_) if pending_counts => Ok(Step::Again { flush: true }),
         Operation::Delete(target) => Ok(Step::Keep(Done::Deleted(delete(writing, target).await?))),
@@ -1100,24 +1191,24 @@ async fn apply(
 }
 
 /// The key of this node's clean flag.
-fn clean_key(writing: &Writing<'_, '_>) -> String {
+fn clean_key(writing: &Writing<'_>) -> String {
     format!("clean:{}", writing.node)
 }
 
 async fn set_state(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     name: Param,
     value: i64,
 ) -> Result<(), tokio_postgres::Error> {
     writing
-        .execute(
-            "INSERT INTO archive_state (name, value) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            &[name, Param::Integer(value)],
-        )
+        .execute(STATE_UPSERT, &[name, Param::Integer(value)])
         .await?;
     Ok(())
 }
+
+/// Sets a value of `archive_state` (`$1` its name, `$2` the value).
+const STATE_UPSERT: &str = "INSERT INTO archive_state (name, value) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
 
 /// The computed keys a batch adds to (instances, new series, new studies, SOP classes), per
 /// row, written at its end (or before an operation that removes rows) in one lock order.
@@ -1194,111 +1285,108 @@ impl Counts {
         }
     }
 
-    /// Writes the counts (and forgets them): series, studies (then their SOP classes and,
-    /// with their rows locked, Modalities and SOP Classes In Study), patients, each by id.
-    async fn write(&mut self, writing: &mut Writing<'_, '_>) -> Result<(), tokio_postgres::Error> {
+    /// The statements that write the counts (which it forgets), in one lock order: series,
+    /// studies (each followed by its SOP classes and, with its row locked, Modalities and SOP
+    /// Classes In Study), patients, each by id. None depends on another's answer: they are
+    /// sent at once ([`Writing::pipeline`]).
+    fn statements(&mut self) -> Pipeline {
         let counts = std::mem::take(self);
+        let mut statements = Pipeline::new();
         for (id, n) in counts.series {
-            writing
-                .execute(
-                    "UPDATE series SET number_of_instances = number_of_instances + $2 WHERE id = $1",
-                    &[Param::Integer(id), Param::Integer(n)],
-                )
-                .await?;
+            statements.push((
+                "UPDATE series SET number_of_instances = number_of_instances + $2 WHERE id = $1"
+                    .to_owned(),
+                vec![Param::Integer(id), Param::Integer(n)],
+            ));
         }
         for (id, study) in counts.studies {
-            writing
-                .execute(
-                    "UPDATE study SET number_of_instances = number_of_instances + $2,
-                        number_of_series = number_of_series + $3 WHERE id = $1",
-                    &[
-                        Param::Integer(id),
-                        Param::Integer(study.instances),
-                        Param::Integer(study.series),
-                    ],
-                )
-                .await?;
-            let mut new_class = false;
+            statements.push((
+                "UPDATE study SET number_of_instances = number_of_instances + $2,
+                    number_of_series = number_of_series + $3 WHERE id = $1"
+                    .to_owned(),
+                vec![
+                    Param::Integer(id),
+                    Param::Integer(study.instances),
+                    Param::Integer(study.series),
+                ],
+            ));
             for (class, n) in study.classes {
-                let row = writing
-                    .query_opt(
-                        "INSERT INTO study_sop_class (study, sop_class_uid, instances)
-                         VALUES ($1, $2, $3)
-                         ON CONFLICT (study, sop_class_uid)
-                         DO UPDATE SET instances = study_sop_class.instances + EXCLUDED.instances
-                         RETURNING instances",
-                        &[Param::Integer(id), Param::Text(class), Param::Integer(n)],
-                    )
-                    .await?;
-                let now = row.map(|row| row.try_get::<_, i32>(0)).transpose()?;
-                new_class |= now.is_some_and(|now| i64::from(now) == n);
+                statements.push((
+                    "INSERT INTO study_sop_class (study, sop_class_uid, instances)
+                     VALUES ($1, $2, $3)
+                     ON CONFLICT (study, sop_class_uid)
+                     DO UPDATE SET instances = study_sop_class.instances + EXCLUDED.instances"
+                        .to_owned(),
+                    vec![Param::Integer(id), Param::Text(class), Param::Integer(n)],
+                ));
             }
             if study.series > 0 {
-                refresh_modalities(writing, id).await?;
+                statements.push((REFRESH_MODALITIES.to_owned(), vec![Param::Integer(id)]));
             }
-            if new_class {
-                refresh_sop_classes(writing, id).await?;
-            }
+            // Written only when a class came or went (the statement compares).
+            statements.push((REFRESH_SOP_CLASSES.to_owned(), vec![Param::Integer(id)]));
         }
         for (id, patient) in counts.patients {
-            writing
-                .execute(
-                    "UPDATE patient SET number_of_instances = number_of_instances + $2,
-                        number_of_series = number_of_series + $3,
-                        number_of_studies = number_of_studies + $4 WHERE id = $1",
-                    &[
-                        Param::Integer(id),
-                        Param::Integer(patient.instances),
-                        Param::Integer(patient.series),
-                        Param::Integer(patient.studies),
-                    ],
-                )
-                .await?;
+            statements.push((
+                "UPDATE patient SET number_of_instances = number_of_instances + $2,
+                    number_of_series = number_of_series + $3,
+                    number_of_studies = number_of_studies + $4 WHERE id = $1"
+                    .to_owned(),
+                vec![
+                    Param::Integer(id),
+                    Param::Integer(patient.instances),
+                    Param::Integer(patient.series),
+                    Param::Integer(patient.studies),
+                ],
+            ));
         }
-        Ok(())
+        statements
     }
 }
 
-/// Modalities In Study: the distinct modalities of the study's series (run once the study row
-/// is locked, so that it sees every series committed before).
+/// Modalities In Study of study `$1`: the distinct modalities of its series (run once the study
+/// row is locked, so that it sees every series committed before).
+const REFRESH_MODALITIES: &str = "UPDATE study SET modalities_in_study = COALESCE((
+        SELECT string_agg(DISTINCT m, '\\' ORDER BY m) FROM (
+            SELECT btrim(unnest(string_to_array(modality, '\\'))) COLLATE \"C\" AS m
+            FROM series WHERE study = $1 AND modality IS NOT NULL) parts
+        WHERE m <> ''), '') WHERE id = $1";
+
+/// SOP Classes In Study of study `$1`: the SOP classes of its instances, written only when
+/// they changed (run once the study row is locked).
+const REFRESH_SOP_CLASSES: &str = "UPDATE study SET sop_classes_in_study = classes.list
+    FROM (SELECT COALESCE(string_agg(sop_class_uid, '\\' ORDER BY sop_class_uid), '') AS list
+          FROM study_sop_class WHERE study = $1) classes
+    WHERE id = $1 AND sop_classes_in_study <> classes.list";
+
+/// [`REFRESH_MODALITIES`] of one study.
 async fn refresh_modalities(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     study_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
     writing
-        .execute(
-            "UPDATE study SET modalities_in_study = COALESCE((
-                SELECT string_agg(DISTINCT m, '\\' ORDER BY m) FROM (
-                    SELECT btrim(unnest(string_to_array(modality, '\\'))) COLLATE \"C\" AS m
-                    FROM series WHERE study = $1 AND modality IS NOT NULL) parts
-                WHERE m <> ''), '') WHERE id = $1",
-            &[Param::Integer(study_id)],
-        )
+        .execute(REFRESH_MODALITIES, &[Param::Integer(study_id)])
         .await?;
     Ok(())
 }
 
-/// SOP Classes In Study: the SOP classes of the study's instances.
+/// [`REFRESH_SOP_CLASSES`] of one study.
 async fn refresh_sop_classes(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     study_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
     writing
-        .execute(
-            "UPDATE study SET sop_classes_in_study = COALESCE((
-                SELECT string_agg(sop_class_uid, '\\' ORDER BY sop_class_uid)
-                FROM study_sop_class WHERE study = $1), '') WHERE id = $1",
-            &[Param::Integer(study_id)],
-        )
+        .execute(REFRESH_SOP_CLASSES, &[Param::Integer(study_id)])
         .await?;
     Ok(())
 }
 
 /// Inserts an entity row with its extra columns (parent, location…) unless a row with its
 /// identity is there (another node's, committed or not: then it waits for that one's end);
-/// returns the new row's id.
+/// returns the new row's id. A row with a `path` (an instance) takes its file off
+/// `pending_removal` in the same statement.
 async fn insert_row(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     level: Level,
     (row, sop_instance_uid): (&EntityRow, &str),
     extra: Vec<(&str, Param)>,
@@ -1316,11 +1404,21 @@ async fn insert_row(
         Level::Image => "sop_instance_uid",
     };
     let placeholders: Vec<String> = (1..=names.len()).map(|n| format!("${n}")).collect();
-    let sql = format!(
+    let mut sql = format!(
         "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({identity}) DO NOTHING RETURNING id",
         names.join(", "),
         placeholders.join(", ")
     );
+    // An instance's file is no longer pending removal once its row is in: in the same
+    // statement (no round trip of its own).
+    if let Some(path) = names.iter().position(|name| name == "path") {
+        sql = format!(
+            "WITH inserted AS ({sql}), cleared AS (
+                DELETE FROM pending_removal WHERE path = ${} AND EXISTS (SELECT 1 FROM inserted))
+             SELECT id FROM inserted",
+            path + 1
+        );
+    }
     let row = writing.query_opt(&sql, &values).await?;
     Ok(row.map(|row| row.try_get::<_, i64>(0)).transpose()?)
 }
@@ -1336,27 +1434,50 @@ const INSERT_LOOKUP: &str = "SELECT i.id, st.id, st.patient, se.id, se.study
     LEFT JOIN study st ON st.study_instance_uid = $2
     LEFT JOIN series se ON se.series_instance_uid = $3";
 
+/// The parameters of [`INSERT_LOOKUP`] for `prepared`.
+fn insert_lookup_params(prepared: &PreparedInstance) -> [Param; 3] {
+    let [_, study, series, _] = &prepared.rows;
+    [
+        Param::Text(prepared.sop_instance_uid.clone()),
+        Param::Text(
+            study
+                .text("study_instance_uid")
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        Param::Text(
+            series
+                .text("series_instance_uid")
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+    ]
+}
+
+/// Inserts an instance (with the rows above it that are missing); `found` is the answer of
+/// its [`INSERT_LOOKUP`] if it was sent already.
 async fn insert(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     counts: &mut Counts,
     pending_counts: bool,
     prepared: &PreparedInstance,
     on_duplicate: OnDuplicate,
+    mut found: Option<Row>,
 ) -> Result<Step, OperationError> {
     let [patient, study, series, instance] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
     let new_path = path_text(&prepared.location.path)?;
     let study_uid = study.text("study_instance_uid").unwrap_or_default();
     let series_uid = series.text("series_instance_uid").unwrap_or_default();
-    let lookup = [
-        Param::Text(uid.to_owned()),
-        Param::Text(study_uid.to_owned()),
-        Param::Text(series_uid.to_owned()),
-    ];
+    let lookup = insert_lookup_params(prepared);
     let mut replaced = None;
     let found = loop {
-        let Some(found) = writing.query_opt(INSERT_LOOKUP, &lookup).await? else {
-            return Err(IndexError::Task("the insert look-up returned no row".into()).into());
+        let found = match found.take() {
+            Some(found) => found,
+            None => writing
+                .query_opt(INSERT_LOOKUP, &lookup)
+                .await?
+                .ok_or_else(|| IndexError::Task("the insert look-up returned no row".into()))?,
         };
         let Some(existing) = found.try_get::<_, Option<i64>>(0)? else {
             break found;
@@ -1481,12 +1602,6 @@ async fn insert(
             OnDuplicate::Replace => Step::Again { flush: false },
         });
     }
-    writing
-        .execute(
-            "DELETE FROM pending_removal WHERE path = $1",
-            &[Param::Text(new_path.to_owned())],
-        )
-        .await?;
     counts.instance(
         ParentIds {
             patient_id,
@@ -1509,7 +1624,7 @@ async fn insert(
 }
 
 async fn pending_removal(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     path: &str,
 ) -> Result<(), tokio_postgres::Error> {
     writing
@@ -1523,7 +1638,7 @@ async fn pending_removal(
 
 /// Removes one instance row and maintains everything above it (entities left empty go too);
 /// returns its file. Rows are locked in the order of [`Counts::write`].
-async fn remove_instance(writing: &mut Writing<'_, '_>, id: i64) -> Result<String, OperationError> {
+async fn remove_instance(writing: &mut Writing<'_>, id: i64) -> Result<String, OperationError> {
     let row = writing
         .query_opt(
             "SELECT i.path, i.series, i.sop_class_uid, se.study, st.patient
@@ -1634,7 +1749,7 @@ async fn remove_instance(writing: &mut Writing<'_, '_>, id: i64) -> Result<Strin
 }
 
 async fn delete(
-    writing: &mut Writing<'_, '_>,
+    writing: &mut Writing<'_>,
     target: &DeleteTarget,
 ) -> Result<Deleted, OperationError> {
     let (condition, uid) = match target {
