@@ -16,7 +16,7 @@ use dimsum_net::dataset::dicom_core::{DataElement, VR};
 use dimsum_net::dataset::dicom_dictionary_std::tags;
 use dimsum_net::dataset::dicom_object::InMemDicomObject;
 use dimsum_net::dataset::{QueryModel, QueryService};
-use dimsum_pacs::archive::{Archive, INDEX_FILE};
+use dimsum_pacs::archive::{Archive, INDEX_FILE, STORAGE_FOLDER};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{DeleteTarget, IndexedInstance};
 
@@ -31,6 +31,13 @@ pub struct Options {
     /// The archive's data folder (what `dimsum serve --data` was given).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// The archive's index on PostgreSQL (what `dimsum serve --index` was given) [default:
+    /// SQLite in the data folder].
+    #[arg(long, value_name = "URL")]
+    pub index: Option<String>,
+    /// The node name this tool uses among those of a PostgreSQL index.
+    #[arg(long, value_name = "NAME", default_value = "dimsum-delete")]
+    pub node: String,
     /// Delete this study, by Study Instance UID (repeatable).
     #[arg(long = "study", value_name = "UID")]
     pub studies: Vec<String>,
@@ -164,15 +171,21 @@ pub async fn run(options: Options) -> Code {
         }
     };
     // Opening would create an archive where there is none: a mistyped folder must not.
-    if !options.data.join(INDEX_FILE).is_file() {
+    let (marker, what) = match options.index {
+        None => (options.data.join(INDEX_FILE), INDEX_FILE),
+        Some(_) => (options.data.join(STORAGE_FOLDER), STORAGE_FOLDER),
+    };
+    if !marker.exists() {
         error!(
-            "{} is not the data folder of a dimsum archive (it has no {INDEX_FILE})",
+            "{} is not the data folder of a dimsum archive (it has no {what})",
             options.data.display()
         );
         return Code::Usage;
     }
     let config = ServeConfig {
         data: options.data.clone(),
+        index: options.index.clone(),
+        node: Some(options.node.clone()),
         ..ServeConfig::default()
     };
     let archive = match serve_archive::open_archive(&config).await {

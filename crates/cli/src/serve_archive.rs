@@ -160,11 +160,21 @@ pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> 
         archive_config =
             archive_config.with_destination(ae_title, format!("{}:{}", address.host, address.port));
     }
+    archive_config = archive_config.with_node(config.node_name());
+    if let Some(url) = &config.index {
+        archive_config = archive_config.with_postgres(url);
+    }
     Archive::open(archive_config).await.map_err(|error| {
-        error!(
-            "cannot open the archive in {}: {error}",
-            config.data.display()
-        );
+        match config.index_for_display() {
+            Some(index) => error!(
+                "cannot open the archive in {} with the index {index}: {error}",
+                config.data.display()
+            ),
+            None => error!(
+                "cannot open the archive in {}: {error}",
+                config.data.display()
+            ),
+        }
         Code::Internal
     })
 }

@@ -55,6 +55,13 @@ pub struct ServeConfig {
     pub port: u16,
     /// The folder of the stored files and the index (`--data`).
     pub data: PathBuf,
+    /// The index database (`--index`): absent, the embedded SQLite index in the data folder;
+    /// a `postgres://` URL, a PostgreSQL database that several nodes may share (with the
+    /// storage folder).
+    pub index: Option<String>,
+    /// This node's name among the nodes of one PostgreSQL index (`--node`): its lock file and
+    /// its crash-recovery state are its own. Absent: the host name and the DICOM port.
+    pub node: Option<String>,
     /// Associations served at once (`--max-associations`); more are rejected (transient, local
     /// limit exceeded).
     pub max_associations: usize,
@@ -160,6 +167,8 @@ impl Default for ServeConfig {
             bind: "0.0.0.0".to_owned(),
             port: DEFAULT_PORT,
             data: PathBuf::from(DEFAULT_DATA_DIR),
+            index: None,
+            node: None,
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
             max_associations_per_peer: 0,
             max_pending: 0,
@@ -393,6 +402,13 @@ pub struct ServeOptions {
     /// Folder of the stored files and the index [default: ./dimsum-data].
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Index database: a postgres://USER@HOST:PORT/DATABASE URL (nodes sharing it share --data
+    /// too) [default: SQLite in the data folder].
+    #[arg(long, value_name = "URL")]
+    pub index: Option<String>,
+    /// This node's name among the nodes of one PostgreSQL index [default: HOSTNAME-PORT].
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// A peer we connect to, for C-MOVE and Storage Commitment reports (repeatable; adds to or
     /// replaces the file's entry for that AE title).
     #[arg(long = "peer", value_name = "AE:HOST:PORT", value_parser = parse_peer_flag)]
@@ -582,6 +598,12 @@ impl ServeConfig {
         if let Some(data) = &options.data {
             self.data.clone_from(data);
         }
+        if let Some(index) = &options.index {
+            self.index = Some(index.clone());
+        }
+        if let Some(node) = &options.node {
+            self.node = Some(node.clone());
+        }
         for peer in &options.peers {
             self.peers
                 .insert(peer.ae_title.clone(), peer.address.clone());
@@ -643,6 +665,24 @@ impl ServeConfig {
         if self.data.as_os_str().is_empty() {
             return Err(Problem::new("data", "no folder given"));
         }
+        if let Some(index) = &self.index
+            && !(index.starts_with("postgres://") || index.starts_with("postgresql://"))
+        {
+            return Err(Problem::new(
+                "index",
+                "give a postgres://USER@HOST:PORT/DATABASE URL (leave it out for the embedded SQLite index)",
+            ));
+        }
+        if let Some(node) = &self.node
+            && !dimsum_pacs::archive::ArchiveConfig::is_valid_node(node)
+        {
+            return Err(Problem::new(
+                "node",
+                format!(
+                    "`{node}` is not a node name: 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`"
+                ),
+            ));
+        }
         if self.max_associations == 0 {
             return Err(Problem::new(
                 "max-associations",
@@ -681,6 +721,39 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// This node's name: the configured one, or the host name and the DICOM port (made safe
+    /// as a file name).
+    pub fn node_name(&self) -> String {
+        if let Some(node) = &self.node {
+            return node.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(48)
+            .collect();
+        let host = if host.is_empty() { "node" } else { &host };
+        format!("{host}-{}", self.port)
+    }
+
+    /// The index URL with its password, if any, left out: what may be printed.
+    pub fn index_for_display(&self) -> Option<String> {
+        self.index
+            .as_deref()
+            .map(dimsum_pacs::index::postgres::without_password)
     }
 
     /// How a C-MOVE retries its destination.
@@ -834,6 +907,12 @@ impl ServeConfig {
             self.ae_title,
             self.data.display()
         );
+        if let Some(index) = self.index_for_display() {
+            text += &format!(
+                "Index: {index}, shared with the other nodes of it (this one: {})\n",
+                self.node_name()
+            );
+        }
         text += &format!("Reach it as AE title {} at {host}:{port}", self.ae_title);
         if everywhere {
             text += " (from other machines, at this machine's name or address)";
@@ -931,6 +1010,35 @@ mod tests {
             .find("```")
             .expect("the end of the example");
         &section[start..start + length]
+    }
+
+    #[test]
+    fn the_index_is_sqlite_unless_a_postgres_url_is_given() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.index, None);
+        let config =
+            parse("index = \"postgres://dimsum:secret@db.example:5432/pacs\"\nnode = \"a-1\"")
+                .expect("postgres");
+        assert_eq!(
+            config.index_for_display().as_deref(),
+            Some("postgres://dimsum:***@db.example:5432/pacs")
+        );
+        assert_eq!(config.node_name(), "a-1");
+        let refused = parse("index = \"mysql://x\"").expect_err("not postgres");
+        assert!(refused.to_string().contains("postgres://"), "{refused}");
+        let refused = parse("node = \"../etc\"").expect_err("not a name");
+        assert!(refused.to_string().contains("node"), "{refused}");
+        let options =
+            flags(&["--index", "postgres://u@127.0.0.1:5/d", "--node", "b"]).expect("flags");
+        let config = ServeConfig::resolve(&options).expect("resolved");
+        assert_eq!(config.index.as_deref(), Some("postgres://u@127.0.0.1:5/d"));
+        assert_eq!(
+            config.index_for_display().as_deref(),
+            Some("postgres://u@127.0.0.1:5/d")
+        );
+        assert_eq!(config.node_name(), "b");
+        let unnamed = ServeConfig::default().node_name();
+        assert!(unnamed.ends_with("-11112"), "{unnamed}");
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //!    Explicit VR too (as UN, how DCMTK and pydicom send a text value over 64 KiB), answered
 //!    in bounded time and memory.
 //!
+//! Tests 1–4 and 7 run twice: on the embedded SQLite index, and (`…_on_postgres`) on a fresh
+//! PostgreSQL database of the test server `scripts/test` starts (`DIMSUM_TEST_POSTGRES`,
+//! `dimsum serve --index URL`): one suite, two backends.
+//!
 //! Each test runs its own server on a free port of 127.0.0.1 over a data directory of its own
 //! under cargo's target tmp dir. A missing peer skips the test (prints `SKIP:`), or fails it
 //! when `DIMSUM_REQUIRE_PEERS` is set. Install the peers with `scripts/setup-peers`.
@@ -44,6 +48,7 @@ use dimsum_net::dataset::dicom_core::header::Header;
 use dimsum_net::dataset::dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dimsum_net::dataset::dicom_dictionary_std::{StandardDataDictionary, tags};
 use dimsum_net::dataset::dicom_object::{self, FileMetaTableBuilder, InMemDicomObject};
+use support::postgres::Backend;
 use support::qr::{
     AeAddress, CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, QrClient, QrDataSet, QrIdentifier, QrInstance,
     QrModel, STUDY_KEYS, StorescpDestination, assert_received_instances, retrieve_scratch_dir,
@@ -72,11 +77,21 @@ const COMMIT_SCU_AE: &str = "PYCOMMITSCU";
 /// The scratch folder `label` and `dimsum serve` on `<dir>/data` with `args`, loaded with the
 /// Q/R data set by DCMTK `storescu +sd` (a copy of its files in `<dir>/to-store`). `None` (after
 /// `SKIP:`) when DCMTK or the Python environment that compares data sets is missing.
-fn loaded_archive(label: &str, args: &[&str]) -> Option<(PathBuf, DimsumServe)> {
-    let dir = retrieve_scratch_dir(label)?;
-    let server = DimsumServe::start(&dir, &dir.join("data"), args);
+fn loaded_archive(label: &str, backend: Backend, args: &[&str]) -> Option<(PathBuf, DimsumServe)> {
+    let label = format!("{label}-{}", backend.name());
+    let dir = retrieve_scratch_dir(&label)?;
+    let server = serve_on(backend, &label, &dir, args)?;
     load_data_set(&dir, &server)?;
     Some((dir, server))
+}
+
+/// `dimsum serve` on `<dir>/data` with `args`, its index on `backend`. `None` (after `SKIP:`)
+/// when PostgreSQL is missing.
+fn serve_on(backend: Backend, label: &str, dir: &Path, args: &[&str]) -> Option<DimsumServe> {
+    let mut all = backend.serve_args(label)?;
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    Some(DimsumServe::start(dir, &dir.join("data"), &all))
 }
 
 /// Sends the Q/R data set to `server` with DCMTK `storescu +sd` (every file answered Success).
@@ -659,11 +674,15 @@ fn check_retrieves(on: &Against<'_>, storescp: &StorescpDestination) -> Option<(
 }
 
 /// The DCMTK storescp move destination and the archive loaded and knowing it as a `--peer`.
-fn archive_with_destination(label: &str) -> Option<(PathBuf, StorescpDestination, DimsumServe)> {
-    let dir = retrieve_scratch_dir(label)?;
+fn archive_with_destination(
+    label: &str,
+    backend: Backend,
+) -> Option<(PathBuf, StorescpDestination, DimsumServe)> {
+    let label = format!("{label}-{}", backend.name());
+    let dir = retrieve_scratch_dir(&label)?;
     let storescp = StorescpDestination::start(&dir, StorescpDestination::AE_TITLE, &[])?;
     let peer = peer_arg(storescp.address());
-    let server = DimsumServe::start(&dir, &dir.join("data"), &["--peer", &peer]);
+    let server = serve_on(backend, &label, &dir, &["--peer", &peer])?;
     load_data_set(&dir, &server)?;
     Some((dir, storescp, server))
 }
@@ -677,11 +696,35 @@ fn peer_arg(address: &AeAddress) -> String {
 // 1-3. Finds and retrieves by DCMTK's and pynetdicom's clients
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn dcmtk_storescu_then_dcmtk_findscu_at_every_level() {
+/// A test that runs on both index backends: `$name` on SQLite and `$name_on_postgres`, both
+/// calling `$body(Backend)`.
+macro_rules! on_both_backends {
+    ($name:ident, $on_postgres:ident, $body:ident) => {
+        #[test]
+        fn $name() {
+            $body(Backend::Sqlite);
+        }
+
+        #[test]
+        fn $on_postgres() {
+            $body(Backend::Postgres);
+        }
+    };
+}
+
+on_both_backends!(
+    dcmtk_storescu_then_dcmtk_findscu_at_every_level,
+    dcmtk_storescu_then_dcmtk_findscu_at_every_level_on_postgres,
+    dcmtk_finds
+);
+
+fn dcmtk_finds(backend: Backend) {
     // no data set is compared here: no need of the Python environment
-    let dir = scratch_dir("serve-dcmtk-find");
-    let server = DimsumServe::start(&dir, &dir.join("data"), &[]);
+    let label = format!("serve-dcmtk-find-{}", backend.name());
+    let dir = scratch_dir(&label);
+    let Some(server) = serve_on(backend, &label, &dir, &[]) else {
+        return;
+    };
     if load_data_set(&dir, &server).is_none() {
         return;
     }
@@ -745,9 +788,15 @@ fn dcmtk_storescu_then_dcmtk_findscu_at_every_level() {
     );
 }
 
-#[test]
-fn dcmtk_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
-    let Some((dir, storescp, server)) = archive_with_destination("serve-dcmtk-retrieve") else {
+on_both_backends!(
+    dcmtk_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance,
+    dcmtk_getscu_and_movescu_retrieve_on_postgres,
+    dcmtk_retrieves
+);
+
+fn dcmtk_retrieves(backend: Backend) {
+    let Some((dir, storescp, server)) = archive_with_destination("serve-dcmtk-retrieve", backend)
+    else {
         return;
     };
     let dcmtk = Against::new(QrClient::Dcmtk, &dir, &server);
@@ -780,17 +829,28 @@ fn dcmtk_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
     assert_eq!(storescp.received_sop_instance_uids(), before, "{log}");
 }
 
-#[test]
-fn pynetdicom_findscu_at_every_level() {
-    let Some((dir, server)) = loaded_archive("serve-pynetdicom-find", &[]) else {
+on_both_backends!(
+    pynetdicom_findscu_at_every_level,
+    pynetdicom_findscu_at_every_level_on_postgres,
+    pynetdicom_finds
+);
+
+fn pynetdicom_finds(backend: Backend) {
+    let Some((dir, server)) = loaded_archive("serve-pynetdicom-find", backend, &[]) else {
         return;
     };
     check_finds(&Against::new(QrClient::Pynetdicom, &dir, &server));
 }
 
-#[test]
-fn pynetdicom_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance() {
-    let Some((dir, storescp, server)) = archive_with_destination("serve-pynetdicom-retrieve")
+on_both_backends!(
+    pynetdicom_getscu_and_movescu_retrieve_a_study_a_series_and_an_instance,
+    pynetdicom_getscu_and_movescu_retrieve_on_postgres,
+    pynetdicom_retrieves
+);
+
+fn pynetdicom_retrieves(backend: Backend) {
+    let Some((dir, storescp, server)) =
+        archive_with_destination("serve-pynetdicom-retrieve", backend)
     else {
         return;
     };
@@ -847,11 +907,17 @@ fn sorted(list: &Value) -> Vec<Value> {
     items
 }
 
-#[test]
-fn pynetdicom_storage_commitment_for_stored_and_unknown_instances() {
+on_both_backends!(
+    pynetdicom_storage_commitment_for_stored_and_unknown_instances,
+    pynetdicom_storage_commitment_on_postgres,
+    storage_commitment
+);
+
+fn storage_commitment(backend: Backend) {
     let listen_port = free_port();
     let peer = peer_arg(&AeAddress::local(COMMIT_SCU_AE, listen_port));
-    let Some((dir, server)) = loaded_archive("serve-commitment", &["--peer", &peer]) else {
+    let Some((dir, server)) = loaded_archive("serve-commitment", backend, &["--peer", &peer])
+    else {
         return;
     };
     let data = QrDataSet::get();
@@ -974,7 +1040,7 @@ fn assert_serves_data_set(dir: &Path, label: &str, server: &DimsumServe) -> Opti
 
 #[test]
 fn restart_on_the_same_data_and_scan_of_an_existing_folder() {
-    let Some((dir, server)) = loaded_archive("serve-restart", &[]) else {
+    let Some((dir, server)) = loaded_archive("serve-restart", Backend::Sqlite, &[]) else {
         return;
     };
     let data = QrDataSet::get();
@@ -1370,9 +1436,14 @@ fn shortened(log: &str) -> String {
         .join("\n")
 }
 
-#[test]
-fn hostile_find_values_return_only_correct_matches() {
-    let Some((dir, server)) = loaded_archive("serve-hostile", &[]) else {
+on_both_backends!(
+    hostile_find_values_return_only_correct_matches,
+    hostile_find_values_return_only_correct_matches_on_postgres,
+    hostile_finds
+);
+
+fn hostile_finds(backend: Backend) {
+    let Some((dir, server)) = loaded_archive("serve-hostile", backend, &[]) else {
         return;
     };
     let hostile = dir.join("hostile");
@@ -1584,9 +1655,14 @@ fn hostile_find_values_return_only_correct_matches() {
 /// 80 MB when the value arrives as PN in Implicit VR).
 const LONG_VALUE_GROWTH_LIMIT_KIB: u64 = 256 * 1024;
 
-#[test]
-fn ten_megabyte_value_in_explicit_vr_is_answered_in_bounded_time_and_memory() {
-    let Some((dir, mut server)) = loaded_archive("serve-hostile-explicit", &[]) else {
+on_both_backends!(
+    ten_megabyte_value_in_explicit_vr_is_answered_in_bounded_time_and_memory,
+    ten_megabyte_value_in_explicit_vr_on_postgres,
+    ten_megabyte_value
+);
+
+fn ten_megabyte_value(backend: Backend) {
+    let Some((dir, mut server)) = loaded_archive("serve-hostile-explicit", backend, &[]) else {
         return;
     };
     let query = long_value_query(&dir);

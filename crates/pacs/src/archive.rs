@@ -37,21 +37,32 @@
 //! # The data directory
 //!
 //! * `storage/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm`: the Part 10
-//!   files, written by [`FileStorage`] (a hidden temporary file renamed into place when
-//!   complete; UIDs made safe as file names);
+//!   files, written by [`FileStorage`] (a hidden temporary file linked into place when
+//!   complete, never over another file: a second file of an instance, while the index decides
+//!   which stays, is `<SOP Instance UID>.2.dcm`; UIDs made safe as file names);
 //! * `index.sqlite` (with its `-wal` and `-shm`): the [`SqliteIndex`];
 //! * `lock`: held while the archive is open, so two servers never share a directory.
 //!
 //! # Storing
 //!
 //! An instance is visible (found by C-FIND, sent by C-GET/C-MOVE, confirmed by Storage
-//! Commitment) only once its file is complete and its index row committed; the C-STORE is
-//! answered after that. Stores of the same SOP Instance UID are taken one at a time. One that
-//! arrives again is, by [`DuplicatePolicy`]: kept as it was (the peer is told success), replaced
-//! (the new file and row replace the old; a replacement that then fails loses the old one, whose
-//! file it overwrote, and the peer is told it failed), or refused with 0xA700 and a comment. A
-//! data set whose SOP Instance UID differs from the command's, or that has no Study or Series
-//! Instance UID, is refused (0xA900) and nothing of it is kept.
+//! Commitment) only once its file is complete and its index row committed. The C-STORE is
+//! answered once the file is complete and the instance handed over to the index
+//! ([`Index::hand_over`]): from then on every read of the index waits for its commit, so a peer
+//! told it is stored finds it, while the commit overlaps the next store. With
+//! [`ArchiveConfig::answer_after_commit`] (archives sharing an index) the answer waits for the
+//! commit itself. A small instance (below [`dimsum_net::storage::BUFFER_BELOW`]) is written,
+//! prepared for the index and handed over in one blocking task.
+//!
+//! Stores of the same SOP Instance UID are taken one at a time (each holds the UID's lock until
+//! its commit). One that arrives again is, by [`DuplicatePolicy`]: kept as it was (the peer is
+//! told success; the new file is removed once the index has kept the first), replaced (the new
+//! file and row replace the old, whose file is removed after the commit; a replacement that
+//! fails leaves the old one), or refused with 0xA700 and a comment (looked up before anything
+//! is kept). Keeping and replacing are decided by the index at the commit; a large instance is
+//! looked up before it goes to disk, so that a kept-first duplicate is not written. A data set
+//! whose SOP Instance UID differs from the command's, or that has no Study or Series Instance
+//! UID, is refused (0xA900) and nothing of it is kept.
 //!
 //! # Crash safety
 //!
@@ -75,7 +86,6 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, RwLock};
-use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use dimsum_dataset::query_model::{QueryModel, QueryService};
@@ -86,16 +96,17 @@ use dimsum_net::scp::{
     ScpFailure,
 };
 use dimsum_net::storage::{
-    BUFFER_BELOW, BoxFuture, FileStorage, InstanceDescription, InstanceWriter, Layout, Storage,
-    StoreFailure, StoreSuccess, StoredInstance,
+    BoxFuture, FileStorage, FileWriter, Gathered, InstanceDescription, InstanceWriter, Layout,
+    Storage, StoreFailure, StoreSuccess, StoredInstance, Written,
 };
 
 use crate::file::{self, FileError, Identity};
 use crate::folder::{IndexCounts, encode_identifier};
 use crate::hierarchy::QueryPlan;
+use crate::index::postgres::{PostgresConfig, PostgresIndex};
 use crate::index::{
     DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
-    OnDuplicate, PreparedInstance, SqliteConfig, SqliteIndex,
+    OnCommit, OnDuplicate, PreparedInstance, SqliteConfig, SqliteIndex,
 };
 use crate::matching::MatchOptions;
 
@@ -105,8 +116,14 @@ pub const STORAGE_FOLDER: &str = "storage";
 pub const INDEX_FILE: &str = "index.sqlite";
 /// The lock file under the data directory.
 pub const LOCK_FILE: &str = "lock";
+/// The node name of an archive that is given none.
+pub const DEFAULT_NODE: &str = "node";
 /// The default most matches of one C-FIND.
 pub const DEFAULT_RESULT_LIMIT: usize = 100_000;
+/// How long after it was written a file without an index row may still be another node's
+/// store in flight (a shared data directory): the check at open leaves such a file for later
+/// when its instance is indexed with another file.
+const SHARED_STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Files read and indexed at once by [`Archive::scan`] and the check at open.
 const SCAN_PARALLELISM: usize = 4;
 /// Index rows read at once by the check at open.
@@ -189,11 +206,41 @@ pub struct ArchiveConfig {
     pub check_on_open: bool,
     /// Limits for the hardened scan of each file read.
     pub limits: ScanLimits,
+    /// Where the index is: SQLite in the data directory, or a PostgreSQL database that several
+    /// archives ("nodes") may share with the storage folder.
+    pub index: IndexBackend,
+    /// This archive's name among the nodes of a shared index: its lock file, its temporary
+    /// files and its crash-recovery state are its own.
+    pub node: String,
+    /// Answer each C-STORE only once its index commit is done, and never let a file replace
+    /// another: what several archives sharing the index and the storage folder need (another
+    /// node's query finds an instance right after its store is answered; a second store of the
+    /// same SOP Instance UID committed meanwhile by another node is answered by the duplicate
+    /// policy). Off by default: a store is answered once handed over to the index, its commit
+    /// overlapping the next store (see the module documentation).
+    pub answer_after_commit: bool,
+}
+
+/// Where an archive's index is (see [`ArchiveConfig::index`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IndexBackend {
+    /// The embedded SQLite index, `index.sqlite` in the data directory; the archive is the
+    /// only one on its data directory.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`). Several archives may
+    /// share it and the data directory: each store is answered once committed (so that every
+    /// node finds it), files are never overwritten in place, and the check after a crash
+    /// leaves alone what other nodes may be storing.
+    Postgres { url: String },
 }
 
 impl ArchiveConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
+            index: IndexBackend::Sqlite,
+            node: DEFAULT_NODE.to_owned(),
+            answer_after_commit: false,
             data_dir: data_dir.into(),
             duplicates: DuplicatePolicy::default(),
             move_destinations: MoveDestinations::default(),
@@ -246,6 +293,49 @@ impl ArchiveConfig {
         self
     }
 
+    /// See [`ArchiveConfig::answer_after_commit`].
+    pub fn with_answer_after_commit(mut self, after_commit: bool) -> Self {
+        self.answer_after_commit = after_commit;
+        self
+    }
+
+    /// The index on PostgreSQL at `url`, shared with other nodes (see [`IndexBackend`]).
+    pub fn with_postgres(mut self, url: impl Into<String>) -> Self {
+        self.index = IndexBackend::Postgres { url: url.into() };
+        self
+    }
+
+    /// This archive's node name (letters, digits, `-`, `_`, `.`).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// Whether `node` may name a node: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not
+    /// starting with `.` (it names files in the shared data directory).
+    pub fn is_valid_node(node: &str) -> bool {
+        (1..=64).contains(&node.len())
+            && !node.starts_with('.')
+            && node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    /// Whether other archives may share the index and the storage folder.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.index, IndexBackend::Postgres { .. })
+    }
+
+    /// The lock file that keeps a second archive of the same node off the data directory:
+    /// `lock`, or `lock.<node>` when the directory is shared.
+    pub fn lock_path(&self) -> PathBuf {
+        if self.is_shared() {
+            self.data_dir.join(format!("{LOCK_FILE}.{}", self.node))
+        } else {
+            self.data_dir.join(LOCK_FILE)
+        }
+    }
+
     /// The folder of the stored files.
     pub fn storage_root(&self) -> PathBuf {
         self.data_dir.join(STORAGE_FOLDER)
@@ -274,6 +364,10 @@ pub enum Error {
     Remove { path: PathBuf, source: io::Error },
     #[error("an archive task failed: {0}")]
     Task(String),
+    #[error(
+        "`{0}` is not a node name: 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`"
+    )]
+    InvalidNode(String),
 }
 
 /// What the archive did since it was opened.
@@ -352,10 +446,6 @@ struct Inner {
     ingest: Arc<RwLock<()>>,
     /// One lock per SOP Instance UID being stored.
     uid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// What the file storage reported of each file it stored, until its writer takes it.
-    /// Each instance whose file was just written, by SOP Instance UID, with what the index
-    /// needs of it (prepared on the thread that wrote the file).
-    stored: Arc<Mutex<HashMap<String, Stored>>>,
     counters: Counters,
     /// An instance was acknowledged whose commit then failed: its file is kept, and the archive
     /// is not marked clean at close, so that the next start indexes it.
@@ -378,18 +468,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Archive {
-    /// Opens the data directory (creating it), its index ([`SqliteIndex`]) and, when the last
-    /// run did not close cleanly, makes index and storage agree (see the module documentation).
-    pub async fn open(config: ArchiveConfig) -> Result<Archive, Error> {
+    /// Opens the data directory (creating it), its index ([`SqliteIndex`], or
+    /// [`PostgresIndex`] as [`ArchiveConfig::index`] says) and, when the last run did not
+    /// close cleanly, makes index and storage agree (see the module documentation).
+    pub async fn open(mut config: ArchiveConfig) -> Result<Archive, Error> {
+        // Other nodes cannot know what this one handed over: they find a store once committed.
+        config.answer_after_commit |= config.is_shared();
+        if !ArchiveConfig::is_valid_node(&config.node) {
+            return Err(Error::InvalidNode(config.node));
+        }
         let data_dir = config.data_dir.clone();
-        let lock_file = tokio::task::spawn_blocking(move || take_lock(&data_dir))
+        let lock_path = config.lock_path();
+        let lock_file = tokio::task::spawn_blocking(move || take_lock(&data_dir, &lock_path))
             .await
             .map_err(|error| Error::Task(error.to_string()))??;
-        let mut sqlite = SqliteConfig::new(config.index_path());
-        sqlite.full_sync = config.fsync;
-        sqlite.limits = config.limits;
-        let index = SqliteIndex::open(sqlite).await?;
-        Archive::with_index(config, Arc::new(index), lock_file).await
+        let index: Arc<dyn Index> = match &config.index {
+            IndexBackend::Sqlite => {
+                let mut sqlite = SqliteConfig::new(config.index_path());
+                sqlite.full_sync = config.fsync;
+                sqlite.limits = config.limits;
+                Arc::new(SqliteIndex::open(sqlite).await?)
+            }
+            IndexBackend::Postgres { url } => {
+                let mut postgres = PostgresConfig::new(url.clone(), config.node.clone());
+                postgres.limits = config.limits;
+                Arc::new(PostgresIndex::open(postgres).await?)
+            }
+        };
+        Archive::with_index(config, index, lock_file).await
     }
 
     /// The archive over another [`Index`] (a server database); `lock_file` is held open while
@@ -399,27 +505,7 @@ impl Archive {
         index: Arc<dyn Index>,
         lock_file: File,
     ) -> Result<Archive, Error> {
-        let storage_root = config.storage_root();
-        let stored: Arc<Mutex<HashMap<String, Stored>>> = Arc::default();
-        let report = stored.clone();
-        let limits = config.limits;
-        let files = FileStorage::new(&storage_root)
-            .map_err(|source| Error::DataDir {
-                path: storage_root.clone(),
-                source,
-            })?
-            .with_layout(Layout::ByStudyAndSeries)
-            .with_fsync(config.fsync)
-            .on_stored(move |instance: &StoredInstance| {
-                let uid = instance
-                    .instance
-                    .sop_instance_uid
-                    .trim_end_matches(['\0', ' ']);
-                let prepared = prepare_stored(instance, &limits);
-                let mut file = instance.clone();
-                file.data_set = None;
-                lock(&report).insert(uid.to_owned(), Stored { file, prepared });
-            });
+        let files = file_storage(&config)?;
         let archive = Archive {
             inner: Arc::new(Inner {
                 config,
@@ -427,7 +513,6 @@ impl Archive {
                 files,
                 ingest: Arc::new(RwLock::new(())),
                 uid_locks: Mutex::default(),
-                stored,
                 counters: Counters::default(),
                 index_behind: AtomicBool::new(false),
                 _lock: lock_file,
@@ -435,7 +520,7 @@ impl Archive {
         };
         let session = archive.inner.index.begin_session().await?;
         archive.remove_files(session.pending_removals).await?;
-        remove_temporary_files(&storage_root).await?;
+        remove_temporary_files(&archive.inner.files).await?;
         if !session.was_clean || archive.inner.config.check_on_open {
             if !session.was_clean {
                 warn!(
@@ -681,8 +766,17 @@ impl Archive {
                 source,
             })?;
         let (mut added, mut removed) = (0usize, 0usize);
+        let shared = self.inner.config.is_shared();
         for path in files.into_iter().filter(|p| !indexed_paths.contains(p)) {
             match self.index_file(&path, OnDuplicate::Keep).await {
+                Ok(Inserted::AlreadyPresent) if shared && recently_written(&path) => {
+                    // Another node may be replacing the instance with it right now.
+                    warn!(
+                        "{}: a second file of an indexed instance, written in the last {} s: left for the next check",
+                        path.display(),
+                        SHARED_STORE_GRACE.as_secs()
+                    );
+                }
                 Ok(Inserted::AlreadyPresent) => {
                     // Its SOP Instance UID has another file: the index wins.
                     warn!(
@@ -727,103 +821,249 @@ impl Archive {
         }
         let ingest = self.inner.ingest.clone().read_owned().await;
         let uid_guard = self.uid_lock(uid).lock_owned().await;
-        // The look-up runs while the data set arrives; it is awaited before anything is kept
-        // (at the end of a small instance, before a large one starts going to disk).
-        let index = self.inner.index.clone();
-        let lookup_uid = uid.to_owned();
-        // What is committed is enough: no other store of this UID is in flight while this one
-        // holds the UID's lock (until its commit).
-        let existing = tokio::spawn(async move { index.lookup_committed(lookup_uid).await });
-        let writer = self.inner.files.begin(instance).await?;
         Ok(Box::new(ArchiveWriter {
             archive: self.clone(),
-            writer: Some(writer),
+            file: Some(self.inner.files.writer(instance)),
             uid: uid.to_owned(),
-            existing: Some(existing),
-            received: 0,
-            kept_first: false,
-            replacing: None,
+            admitted: None,
             guards: Some((ingest, uid_guard)),
         }))
     }
 
-    /// The file storage stored `stored`: hands it over to the index and answers at once. From
-    /// then on every read of the index waits for it ([`Index::hand_over`]), so the peer, told
-    /// it is stored, finds it; the commit itself overlaps the next store's arrival. A task
-    /// waits for the commit, holding the store's guards until then. A data set the index
-    /// cannot take (its preparation failed) is refused and its file removed.
-    async fn commit_store(
+    /// The duplicate look-up of a store (what is committed is enough: no other store of this
+    /// UID is in flight while this one holds the UID's lock, until its commit) judged by the
+    /// duplicate policy.
+    fn admission(
         &self,
-        Stored {
-            file: stored,
-            prepared,
-        }: Stored,
-        replacing: Option<IndexedInstance>,
+        uid: &str,
+        existing: Result<Option<IndexedInstance>, IndexError>,
+    ) -> Result<Admission, StoreFailure> {
+        if existing.map_err(index_failure)?.is_none() {
+            return Ok(Admission::Store);
+        }
+        let counters = &self.inner.counters;
+        match self.inner.config.duplicates {
+            DuplicatePolicy::KeepFirst => {
+                add(&counters.duplicates_kept, 1);
+                debug!("instance {uid} is stored already: keeping the first");
+                Ok(Admission::KeepFirst)
+            }
+            DuplicatePolicy::Reject => {
+                add(&counters.duplicates_refused, 1);
+                Err(duplicate_refused(uid))
+            }
+            DuplicatePolicy::Replace => Ok(Admission::Store),
+        }
+    }
+
+    /// What the index does when the instance turns out to be indexed already at its commit:
+    /// keep the first, replace it, or fail (refused duplicates are looked up before anything
+    /// is kept; the commit only meets one that another archive sharing the index stored
+    /// meanwhile).
+    fn on_duplicate(&self) -> OnDuplicate {
+        match self.inner.config.duplicates {
+            DuplicatePolicy::KeepFirst => OnDuplicate::Keep,
+            DuplicatePolicy::Replace => OnDuplicate::Replace,
+            DuplicatePolicy::Reject => OnDuplicate::Fail,
+        }
+    }
+
+    /// Stores an instance gathered in memory, on a blocking thread: the file, the preparation
+    /// and the hand-over to the index in one go (and first the duplicate look-up, when the
+    /// policy refuses duplicates: its answer depends on it) — the association's task hands the
+    /// store to the blocking pool once and gets its answer back once. Under the other policies
+    /// the index decides at the commit ([`Archive::on_duplicate`]): the answer is success
+    /// either way, and the file, which never replaces another, is removed after the commit when
+    /// the first is kept.
+    fn store_gathered(
+        &self,
+        uid: &str,
+        gathered: Gathered,
+        admitted: Option<Admission>,
         guards: Option<StoreGuards>,
-    ) -> Result<(), StoreFailure> {
-        let prepared = match prepared {
+    ) -> Result<Finished, StoreFailure> {
+        let admission = match admitted {
+            Some(admission) => admission,
+            None if self.inner.config.duplicates == DuplicatePolicy::Reject => {
+                let existing = self.inner.index.lookup_committed_blocking(uid.to_owned());
+                self.admission(uid, existing)?
+            }
+            None => Admission::Store,
+        };
+        match admission {
+            Admission::KeepFirst => Ok(Finished::Answered(kept_first())),
+            Admission::Store => self.complete_store(gathered.write(), guards),
+        }
+    }
+
+    /// The file storage wrote `written` (on this blocking thread; never over another file):
+    /// prepares its instance for the index and hands it over. By default the store is answered
+    /// at once: from then on every read of the index waits for it ([`Index::hand_over`]), so
+    /// the peer, told it is stored, finds it, and the commit overlaps the next store's
+    /// arrival; what follows the commit ([`Archive::after_commit`]) runs on the index's writer,
+    /// which lets the store's guards go. With [`ArchiveConfig::answer_after_commit`] the answer
+    /// waits for the commit ([`Archive::answer_after_commit`]). A data set the index cannot
+    /// take (its preparation failed) is refused and its file removed.
+    fn complete_store(
+        &self,
+        written: Result<Written, StoreFailure>,
+        guards: Option<StoreGuards>,
+    ) -> Result<Finished, StoreFailure> {
+        let Written {
+            success,
+            mut stored,
+        } = written?;
+        let prepared = match prepare_stored(&stored, &self.inner.config.limits) {
             Ok(prepared) => prepared,
             Err(failure) => {
-                // Nothing of it stays; a replaced instance whose file it overwrote goes too.
-                if let Some(old) = replacing
-                    && old.location.path == stored.path
-                    && let Err(error) = self
-                        .inner
-                        .index
-                        .delete(DeleteTarget::Instance(old.sop_instance_uid))
-                        .await
-                {
-                    warn!("instance {}: {error}", stored.instance.sop_instance_uid);
-                }
-                let path = stored.path.clone();
-                let uid = stored.instance.sop_instance_uid.clone();
-                match tokio::task::spawn_blocking(move || remove_file(&path)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => warn!("instance {uid}: {error}"),
-                    Err(error) => warn!("instance {uid}: {error}"),
-                }
+                self.discard(&stored);
                 return Err(failure);
             }
         };
-        let on_duplicate = if replacing.is_some() {
-            OnDuplicate::Replace
-        } else {
-            OnDuplicate::Fail
+        // Prepared: what follows needs no data set.
+        stored.data_set = None;
+        // A warning of the file storage (the data set's SOP Class UID is not the command's) is
+        // told as a comment of the success.
+        let success = StoreSuccess {
+            status: Status::SUCCESS,
+            comment: success.comment.filter(|_| !success.status.is_success()),
         };
-        let committed = self.inner.index.hand_over(prepared, on_duplicate);
-        add(&self.inner.counters.stored, 1);
-        add(&self.inner.counters.stored_bytes, stored.data_set_length);
+        if self.inner.config.answer_after_commit {
+            let committed = self.inner.index.hand_over(prepared, self.on_duplicate());
+            return Ok(Finished::AfterCommit(Box::new(AfterCommit {
+                committed,
+                stored,
+                success,
+                guards,
+            })));
+        }
         let archive = self.clone();
-        tokio::spawn(async move {
-            let outcome = committed.await;
-            archive.after_commit(&stored, outcome).await;
-            drop(guards);
-        });
-        Ok(())
-    }
-
-    /// What follows the commit of a stored instance: the file of the instance it replaced is
-    /// removed; if the commit failed, the file is kept (its peer was told it is stored) and the
-    /// archive left not clean, so that the next start indexes it.
-    async fn after_commit(&self, stored: &StoredInstance, outcome: Result<Inserted, IndexError>) {
-        let uid = &stored.instance.sop_instance_uid;
-        match outcome {
-            Ok(Inserted::Replaced { old_file }) => {
-                add(&self.inner.counters.replaced, 1);
-                if let Some(old) = old_file
-                    && let Err(error) = self.remove_files(vec![old]).await
-                {
-                    warn!("instance {uid}: the replaced file stays: {error}");
+        let runtime = tokio::runtime::Handle::current();
+        let then = OnCommit::new(move |outcome| {
+            // On the index's writer: any removal goes to a task.
+            match archive.after_commit(&stored, outcome) {
+                None => drop(guards),
+                Some(remove) => {
+                    runtime.spawn(async move {
+                        archive.remove_after_commit(&stored, remove).await;
+                        drop(guards);
+                    });
                 }
             }
-            Ok(_) => {}
+        });
+        self.inner
+            .index
+            .hand_over_then(prepared, self.on_duplicate(), then);
+        Ok(Finished::Answered(Ok(success)))
+    }
+
+    /// What follows the commit of a stored instance: counted; if the commit failed, the file
+    /// is kept (its peer was told it is stored) and the archive left not clean, so that the
+    /// next start indexes it. Returns the file to remove once committed
+    /// ([`Archive::remove_after_commit`]): the one of the instance it replaced, or its own when
+    /// the instance was indexed already and the first is kept.
+    fn after_commit(
+        &self,
+        stored: &StoredInstance,
+        outcome: Result<Inserted, IndexError>,
+    ) -> Option<Removal> {
+        let counters = &self.inner.counters;
+        let uid = &stored.instance.sop_instance_uid;
+        if !matches!(outcome, Ok(Inserted::AlreadyPresent) | Err(_)) {
+            add(&counters.stored, 1);
+            add(&counters.stored_bytes, stored.data_set_length);
+        }
+        match outcome {
+            Ok(Inserted::New) => None,
+            Ok(Inserted::Replaced { old_file }) => {
+                add(&counters.replaced, 1);
+                old_file.map(Removal::Replaced)
+            }
+            Ok(Inserted::AlreadyPresent) => {
+                add(&counters.duplicates_kept, 1);
+                debug!("instance {uid} is stored already: keeping the first");
+                Some(Removal::Own)
+            }
             Err(error) => {
                 self.inner.index_behind.store(true, Ordering::SeqCst);
                 error!(
                     "instance {uid}: stored in {} but not indexed ({error}); the next start indexes it",
                     stored.path.display()
                 );
+                None
             }
+        }
+    }
+
+    /// Removes what [`Archive::after_commit`] says: the file of the instance `stored` replaced
+    /// (and tells the index), or the file of `stored` itself.
+    async fn remove_after_commit(&self, stored: &StoredInstance, removal: Removal) {
+        match removal {
+            Removal::Replaced(old_file) => {
+                if let Err(error) = self.remove_files(vec![old_file]).await {
+                    warn!(
+                        "instance {}: the replaced file stays: {error}",
+                        stored.instance.sop_instance_uid
+                    );
+                }
+            }
+            Removal::Own => {
+                let archive = self.clone();
+                let stored = stored.clone();
+                if let Err(error) =
+                    tokio::task::spawn_blocking(move || archive.discard(&stored)).await
+                {
+                    warn!("{error}");
+                }
+            }
+        }
+    }
+
+    /// The answer of a store once its commit is done ([`ArchiveConfig::answer_after_commit`]):
+    /// success once committed (the file of an instance it replaced removed first, or its own
+    /// when the first is kept); when another archive sharing the index committed the same SOP
+    /// Instance UID meanwhile and duplicates are refused ([`IndexError::Duplicate`]), 0xA700 and
+    /// this store's file removed; any other failure of the index: 0x0110, and the file removed.
+    /// The store's guards are held until then.
+    async fn answer_after_commit(&self, after: AfterCommit) -> Result<StoreSuccess, StoreFailure> {
+        let AfterCommit {
+            committed,
+            stored,
+            success,
+            guards,
+        } = after;
+        let uid = stored.instance.sop_instance_uid.clone();
+        let answer = match committed.await {
+            Err(IndexError::Duplicate(_)) => {
+                add(&self.inner.counters.duplicates_refused, 1);
+                Err(duplicate_refused(&uid))
+            }
+            Err(error) => {
+                warn!("instance {uid}: not indexed ({error}); its file is removed");
+                Err(StoreFailure::new(
+                    Status::PROCESSING_FAILURE,
+                    format!("the index failed: {error}"),
+                ))
+            }
+            Ok(inserted) => {
+                if let Some(removal) = self.after_commit(&stored, Ok(inserted)) {
+                    self.remove_after_commit(&stored, removal).await;
+                }
+                drop(guards);
+                return Ok(success);
+            }
+        };
+        self.remove_after_commit(&stored, Removal::Own).await;
+        drop(guards);
+        answer
+    }
+
+    /// Removes the file of a store that is not kept, and the folders it leaves empty
+    /// (blocking).
+    fn discard(&self, stored: &StoredInstance) {
+        match remove_file(&stored.path) {
+            Ok(()) => prune_folders(&stored.path, &self.inner.config.storage_root()),
+            Err(error) => warn!("instance {}: {error}", stored.instance.sop_instance_uid),
         }
     }
 }
@@ -847,8 +1087,8 @@ fn index_failure(error: IndexError) -> StoreFailure {
     StoreFailure::new(status, error.to_string())
 }
 
-/// Takes the data directory's lock (creating the directory).
-fn take_lock(data_dir: &Path) -> Result<File, Error> {
+/// Takes the data directory's lock, the file `lock_path` in it (creating the directory).
+fn take_lock(data_dir: &Path, lock_path: &Path) -> Result<File, Error> {
     let io_error = |source| Error::DataDir {
         path: data_dir.to_path_buf(),
         source,
@@ -858,7 +1098,7 @@ fn take_lock(data_dir: &Path) -> Result<File, Error> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(data_dir.join(LOCK_FILE))
+        .open(lock_path)
         .map_err(io_error)?;
     match lock_file.try_lock() {
         Ok(()) => Ok(lock_file),
@@ -867,27 +1107,27 @@ fn take_lock(data_dir: &Path) -> Result<File, Error> {
     }
 }
 
-/// Removes the temporary files a store cut off left in the storage root.
-async fn remove_temporary_files(storage_root: &Path) -> Result<(), Error> {
-    let root = storage_root.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let entries = match fs::read_dir(&root) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(Error::DataDir { path: root, source }),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".part") {
-                info!("removing {}, left by a store that was cut off", name);
-                remove_file(&entry.path())?;
-            }
-        }
-        Ok(())
+/// Removes the temporary files stores cut off left in the storage root: all of them, or only
+/// this node's when the storage is shared (another node may be receiving into its own).
+async fn remove_temporary_files(files: &FileStorage) -> Result<(), Error> {
+    let files = files.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        files
+            .remove_temporary_files()
+            .map_err(|source| Error::DataDir {
+                path: files.root().to_path_buf(),
+                source,
+            })
     })
     .await
-    .map_err(|error| Error::Task(error.to_string()))?
+    .map_err(|error| Error::Task(error.to_string()))??;
+    for path in removed {
+        info!(
+            "removed {}, left by a store that was cut off",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn remove_file(path: &Path) -> Result<(), Error> {
@@ -915,6 +1155,15 @@ fn prune_folders(path: &Path, storage_root: &Path) {
     }
 }
 
+/// Whether the file at `path` was modified within [`SHARED_STORE_GRACE`] (or cannot be read).
+fn recently_written(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_none_or(|age| age < SHARED_STORE_GRACE)
+}
+
 /// A file's size and modification time (nanoseconds since the epoch), if it is there.
 fn file_fingerprint(path: &Path) -> Option<(u64, i64)> {
     let metadata = fs::metadata(path).ok()?;
@@ -931,12 +1180,26 @@ fn file_fingerprint(path: &Path) -> Option<(u64, i64)> {
     Some((metadata.len(), modified))
 }
 
-/// Reads a Part 10 file into what the index keeps (blocking).
-/// A file the storage wrote, and its instance prepared for the index (or why it cannot be).
-struct Stored {
-    /// Without its data set (dropped once prepared).
-    file: StoredInstance,
-    prepared: Result<PreparedInstance, StoreFailure>,
+/// The file storage of an archive: Part 10 files under `storage/<study>/<series>/`, its
+/// temporary files named after the node when the folder is shared (so that each node removes
+/// only its own leftovers). A file never replaces another
+/// ([`FileStorage::with_unique_names`]): a second store of an instance is filed beside the
+/// first until the index decides which stays, and several archives may share the folder.
+fn file_storage(config: &ArchiveConfig) -> Result<FileStorage, Error> {
+    let storage_root = config.storage_root();
+    let files = FileStorage::new(&storage_root)
+        .map_err(|source| Error::DataDir {
+            path: storage_root.clone(),
+            source,
+        })?
+        .with_layout(Layout::ByStudyAndSeries)
+        .with_fsync(config.fsync)
+        .with_unique_names(true);
+    Ok(if config.is_shared() {
+        files.with_temporary_prefix(&config.node)
+    } else {
+        files
+    })
 }
 
 /// What the index needs of an instance the storage just wrote (runs on the thread that wrote
@@ -1061,22 +1324,35 @@ fn new_instance(
     })
 }
 
-/// One instance being stored into the archive: the file storage's writer, then the index.
+/// What a store's blocking work leaves to do before its answer.
+enum Finished {
+    /// Answer now (the commit follows, see [`Archive::complete_store`]).
+    Answered(Result<StoreSuccess, StoreFailure>),
+    /// Answer once the commit is done ([`Archive::answer_after_commit`]).
+    AfterCommit(Box<AfterCommit>),
+}
+
+/// A store handed over to the index whose answer waits for the commit.
+struct AfterCommit {
+    committed: BoxFuture<'static, Result<Inserted, IndexError>>,
+    /// Without its data set.
+    stored: StoredInstance,
+    success: StoreSuccess,
+    guards: Option<StoreGuards>,
+}
+
+/// One instance being stored into the archive (see [`Archive::store_gathered`] and
+/// [`Archive::complete_store`]): the file storage's writer, then the index.
 struct ArchiveWriter {
     archive: Archive,
     /// `None` once finished, or once the instance is known to be kept as it was.
-    writer: Option<Box<dyn InstanceWriter>>,
+    file: Option<FileWriter>,
     uid: String,
-    /// The duplicate look-up started with the store, until its answer is taken.
-    existing: Option<JoinHandle<Result<Option<IndexedInstance>, IndexError>>>,
-    /// Bytes of the data set received so far.
-    received: usize,
-    /// The instance is indexed already and kept as it was: the data set is dropped.
-    kept_first: bool,
-    /// The indexed instance this store replaces.
-    replacing: Option<IndexedInstance>,
-    /// Held until the store is committed to the index (then by the task that waits for it),
-    /// or dropped.
+    /// The duplicate policy's decision, once taken: at the end of a small instance, before a
+    /// large one starts going to disk.
+    admitted: Option<Admission>,
+    /// Held until the store is committed to the index (then by what follows the commit), or
+    /// dropped.
     guards: Option<StoreGuards>,
 }
 
@@ -1092,123 +1368,114 @@ fn finished_already() -> StoreFailure {
     )
 }
 
-/// What the duplicate policy makes of a store whose SOP Instance UID may be indexed already.
+fn kept_first() -> Result<StoreSuccess, StoreFailure> {
+    Ok(StoreSuccess {
+        status: Status::SUCCESS,
+        comment: None,
+    })
+}
+
+fn duplicate_refused(uid: &str) -> StoreFailure {
+    StoreFailure::new(
+        Status::OUT_OF_RESOURCES,
+        format!("instance {uid} is stored already (duplicates are refused)"),
+    )
+}
+
+/// What the duplicate look-up made of a store.
 enum Admission {
-    /// Store it (replacing this instance, if any).
-    Store(Option<IndexedInstance>),
+    /// Store it: the index decides at the commit ([`Archive::on_duplicate`]).
+    Store,
     /// Keep the indexed one; the data set is dropped and the peer told success.
     KeepFirst,
 }
 
+/// A file to remove once an instance is committed ([`Archive::after_commit`]).
+enum Removal {
+    /// The file of the instance it replaced.
+    Replaced(PathBuf),
+    /// Its own: the instance was indexed already and the first is kept.
+    Own,
+}
+
 impl ArchiveWriter {
-    /// The duplicate look-up's answer, by the policy (once; later calls admit the store).
-    async fn admission(&mut self) -> Result<Admission, StoreFailure> {
-        let Some(lookup) = self.existing.take() else {
-            return Ok(Admission::Store(self.replacing.take()));
-        };
-        let existing = lookup
-            .await
-            .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))?
-            .map_err(index_failure)?;
-        let counters = &self.archive.inner.counters;
-        match (existing, self.archive.inner.config.duplicates) {
-            (None, _) => Ok(Admission::Store(None)),
-            (Some(_), DuplicatePolicy::KeepFirst) => {
-                add(&counters.duplicates_kept, 1);
-                debug!("instance {} is stored already: keeping the first", self.uid);
-                Ok(Admission::KeepFirst)
-            }
-            (Some(_), DuplicatePolicy::Reject) => {
-                add(&counters.duplicates_refused, 1);
-                Err(StoreFailure::new(
-                    Status::OUT_OF_RESOURCES,
-                    format!(
-                        "instance {} is stored already (duplicates are refused)",
-                        self.uid
-                    ),
-                ))
-            }
-            (Some(existing), DuplicatePolicy::Replace) => Ok(Admission::Store(Some(existing))),
+    async fn write_piece(&mut self, data: Bytes) -> Result<(), StoreFailure> {
+        if matches!(self.admitted, Some(Admission::KeepFirst)) {
+            return Ok(());
         }
+        let Some(file) = self.file.as_mut() else {
+            return Err(finished_already());
+        };
+        if self.admitted.is_none() && file.streams_with(data.len()) {
+            // A large instance goes to disk from here on: decide first.
+            let existing = self
+                .archive
+                .inner
+                .index
+                .lookup_committed(self.uid.clone())
+                .await;
+            let admission = self.archive.admission(&self.uid, existing)?;
+            if let Admission::KeepFirst = admission {
+                self.file = None;
+                self.admitted = Some(admission);
+                return Ok(());
+            }
+            self.admitted = Some(admission);
+        }
+        file.write(data).await
     }
 
-    /// Applies the admission before anything is kept: a kept-first instance drops its writer
-    /// (and the data gathered so far), a replacement remembers what it replaces.
-    async fn admit(&mut self) -> Result<(), StoreFailure> {
-        match self.admission().await? {
-            Admission::Store(replacing) => self.replacing = replacing,
-            Admission::KeepFirst => {
-                self.kept_first = true;
-                self.writer = None;
+    async fn finish_store(mut self) -> Result<StoreSuccess, StoreFailure> {
+        let admitted = self.admitted.take();
+        let Some(file) = self.file.take() else {
+            return match admitted {
+                Some(Admission::KeepFirst) => kept_first(),
+                _ => Err(finished_already()),
+            };
+        };
+        let guards = self.guards.take();
+        let archive = self.archive.clone();
+        let finished = match file.into_gathered() {
+            Ok(gathered) => {
+                let uid = self.uid.clone();
+                tokio::task::spawn_blocking(move || {
+                    archive.store_gathered(&uid, gathered, admitted, guards)
+                })
+                .await
+                .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))
             }
+            Err(file) => {
+                file.finish_then(move |written| archive.complete_store(written, guards))
+                    .await
+            }
+        };
+        match finished?? {
+            Finished::Answered(answer) => answer,
+            Finished::AfterCommit(after) => self.archive.answer_after_commit(*after).await,
         }
-        Ok(())
     }
 }
 
 impl InstanceWriter for ArchiveWriter {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StoreFailure>> {
         Box::pin(async move {
-            self.received = self.received.saturating_add(data.len());
-            // A large instance goes to disk from here on: decide first.
-            if self.existing.is_some() && self.received >= BUFFER_BELOW {
-                self.admit().await?;
+            let written = self.write_piece(data).await;
+            if written.is_err() {
+                add(&self.archive.inner.counters.store_failures, 1);
             }
-            if self.kept_first {
-                return Ok(());
-            }
-            match self.writer.as_mut() {
-                Some(writer) => writer.write(data).await,
-                None => Err(finished_already()),
-            }
+            written
         })
     }
 
-    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoreSuccess, StoreFailure>> {
         Box::pin(async move {
-            if self.existing.is_some()
-                && let Err(failure) = self.admit().await
-            {
-                add(&self.archive.inner.counters.store_failures, 1);
-                return Err(failure);
+            let counters = self.archive.clone();
+            let answer = self.finish_store().await;
+            if answer.is_err() {
+                add(&counters.inner.counters.store_failures, 1);
             }
-            if self.kept_first {
-                return Ok(StoreSuccess {
-                    status: Status::SUCCESS,
-                    comment: None,
-                });
-            }
-            let Some(writer) = self.writer.take() else {
-                return Err(finished_already());
-            };
-            let outcome = writer.finish().await;
-            let stored = lock(&self.archive.inner.stored).remove(&self.uid);
-            let result = match (outcome, stored) {
-                (Err(failure), _) => Err(failure),
-                (Ok(_), None) => Err(StoreFailure::new(
-                    Status::PROCESSING_FAILURE,
-                    "the file storage did not report the stored file",
-                )),
-                (Ok(success), Some(stored)) => self
-                    .archive
-                    .commit_store(stored, self.replacing.take(), self.guards.take())
-                    .await
-                    .map(|()| StoreSuccess {
-                        status: Status::SUCCESS,
-                        comment: success.comment.filter(|_| !success.status.is_success()),
-                    }),
-            };
-            if result.is_err() {
-                add(&self.archive.inner.counters.store_failures, 1);
-            }
-            result
+            answer
         })
-    }
-}
-
-impl Drop for ArchiveWriter {
-    fn drop(&mut self) {
-        lock(&self.archive.inner.stored).remove(&self.uid);
     }
 }
 

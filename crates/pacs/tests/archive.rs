@@ -816,3 +816,328 @@ async fn c_store_c_find_c_get_and_c_move_through_a_server() {
     assert_eq!(statistics.retrievals, 2);
     archive.close().await.expect("closed");
 }
+
+// ------------------------------------------------------------------------------------------
+// Answering after the commit (archives sharing an index)
+// ------------------------------------------------------------------------------------------
+
+/// The SQLite index as another archive sharing it would leave it for this one: look-ups do not
+/// see the instances it was told to hide (another node indexes them after this store's
+/// look-up), an insert can be made to fail, and the commit's answer can be held back.
+struct SharedIndex {
+    inner: dimsum_pacs::index::SqliteIndex,
+    hidden: std::sync::Mutex<Vec<String>>,
+    fail_inserts: std::sync::atomic::AtomicBool,
+    /// While set, each commit's answer waits for it to be cleared.
+    hold_answers: tokio::sync::watch::Sender<bool>,
+}
+
+impl SharedIndex {
+    async fn open(data: &Path) -> Arc<SharedIndex> {
+        let config = dimsum_pacs::index::SqliteConfig::new(data.join(archive::INDEX_FILE));
+        Arc::new(SharedIndex {
+            inner: dimsum_pacs::index::SqliteIndex::open(config)
+                .await
+                .expect("index"),
+            hidden: Default::default(),
+            fail_inserts: Default::default(),
+            hold_answers: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn is_hidden(&self, uid: &str) -> bool {
+        self.hidden
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|hidden| hidden == uid)
+    }
+}
+
+use dimsum_net::storage::BoxFuture;
+use dimsum_pacs::index::{
+    Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted, OnDuplicate,
+    PreparedInstance, RecordStream, ResponseStream, SessionStart,
+};
+use std::sync::Arc;
+
+impl Index for SharedIndex {
+    fn hand_over(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
+        if self.fail_inserts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { Err(IndexError::Task("the database is gone".into())) });
+        }
+        let committed = self.inner.hand_over(instance, on_duplicate);
+        let mut held = self.hold_answers.subscribe();
+        Box::pin(async move {
+            let outcome = committed.await;
+            let _ = held.wait_for(|held| !*held).await;
+            outcome
+        })
+    }
+
+    fn query(
+        &self,
+        plan: dimsum_pacs::hierarchy::QueryPlan,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<ResponseStream, IndexError>> {
+        self.inner.query(plan, limit)
+    }
+
+    fn instances(
+        &self,
+        plan: dimsum_pacs::hierarchy::QueryPlan,
+    ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
+        self.inner.instances(plan)
+    }
+
+    fn instance_records(
+        &self,
+        entity: EntityUids,
+    ) -> BoxFuture<'_, Result<RecordStream, IndexError>> {
+        self.inner.instance_records(entity)
+    }
+
+    fn lookup(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
+        self.inner.lookup(sop_instance_uid)
+    }
+
+    fn lookup_committed(
+        &self,
+        sop_instance_uid: String,
+    ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
+        Box::pin(async move {
+            if self.is_hidden(&sop_instance_uid) {
+                return Ok(None);
+            }
+            self.inner.lookup_committed(sop_instance_uid).await
+        })
+    }
+
+    fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>> {
+        self.inner.delete(target)
+    }
+
+    fn files_removed(&self, files: Vec<PathBuf>) -> BoxFuture<'_, Result<(), IndexError>> {
+        self.inner.files_removed(files)
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<dimsum_pacs::folder::IndexCounts, IndexError>> {
+        self.inner.counts()
+    }
+
+    fn instances_after(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<IndexedInstance>, IndexError>> {
+        self.inner.instances_after(after, limit)
+    }
+
+    fn begin_session(&self) -> BoxFuture<'_, Result<SessionStart, IndexError>> {
+        self.inner.begin_session()
+    }
+
+    fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>> {
+        self.inner.mark_clean()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), IndexError>> {
+        Box::pin(async move { self.inner.close().await })
+    }
+}
+
+/// An archive over `index` that answers each store once committed.
+async fn open_shared(
+    data: &Path,
+    index: &Arc<SharedIndex>,
+    policy: DuplicatePolicy,
+    answer_after_commit: bool,
+) -> Archive {
+    let lock = std::fs::File::create(data.join("lock.test")).expect("lock file");
+    let config = ArchiveConfig::new(data)
+        .with_duplicates(policy)
+        .with_answer_after_commit(answer_after_commit);
+    Archive::with_index(config, index.clone(), lock)
+        .await
+        .expect("archive")
+}
+
+/// Every file under the archive's storage folder, sorted.
+fn storage_files(data: &Path) -> Vec<PathBuf> {
+    let mut files =
+        dimsum_pacs::file::list_files(&data.join(archive::STORAGE_FOLDER)).expect("listed");
+    files.sort();
+    files
+}
+
+/// `spec` indexed by "another node" (its file indexed where it is, outside this archive's
+/// storage folder), and hidden from this archive's duplicate look-up: as if the other node
+/// committed it after this archive looked.
+async fn stored_by_another_node(
+    data: &Path,
+    archive: &Archive,
+    index: &SharedIndex,
+    spec: &Spec,
+) -> PathBuf {
+    let folder = data.join("other-node");
+    let path = folder.join(format!("{}.dcm", spec.sop));
+    spec.write_file(&path);
+    let report = archive.scan(&folder, |_| {}).await.expect("scanned");
+    assert_eq!(report.indexed, 1);
+    index.hidden.lock().unwrap().push(spec.sop.clone());
+    path
+}
+
+#[tokio::test]
+async fn answered_after_the_commit_a_store_waits_for_it() {
+    for answer_after_commit in [false, true] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let index = SharedIndex::open(data.path()).await;
+        let archive = open_shared(
+            data.path(),
+            &index,
+            DuplicatePolicy::KeepFirst,
+            answer_after_commit,
+        )
+        .await;
+        index.hold_answers.send_replace(true);
+        let one = spec("P1", "1.2.3", "1", 1);
+        let storing = tokio::spawn({
+            let (archive, one) = (archive.clone(), one.clone());
+            async move { store(&archive, &one).await }
+        });
+        let early = tokio::time::timeout(Duration::from_millis(300), async {
+            while !storing.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok();
+        // By default the answer comes once handed over; after the commit only when asked.
+        assert_eq!(
+            early, !answer_after_commit,
+            "answer_after_commit {answer_after_commit}"
+        );
+        index.hold_answers.send_replace(false);
+        let success = tokio::time::timeout(PATIENCE, storing)
+            .await
+            .expect("answered")
+            .expect("task")
+            .expect("stored");
+        assert_eq!(success.status, Status::SUCCESS);
+        assert!(archive.contains(&one.sop).await.expect("lookup"));
+        assert_eq!(storage_files(data.path()), [stored_path(data.path(), &one)]);
+        archive.close().await.expect("closed");
+    }
+}
+
+#[tokio::test]
+async fn an_instance_another_node_committed_meanwhile_is_answered_by_the_duplicate_policy() {
+    for policy in [
+        DuplicatePolicy::KeepFirst,
+        DuplicatePolicy::Reject,
+        DuplicatePolicy::Replace,
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let index = SharedIndex::open(data.path()).await;
+        let archive = open_shared(data.path(), &index, policy, true).await;
+        let first = spec("P1", "1.2.3", "1", 1);
+        let again = Spec {
+            description: "SECOND".into(),
+            ..first.clone()
+        };
+        // Small (written in one go) and large (streamed to disk).
+        let large = Spec {
+            pixels: 600 * 1024,
+            ..spec("P1", "1.2.3", "1", 2)
+        };
+        let large_again = Spec {
+            description: "SECOND".into(),
+            ..large.clone()
+        };
+        for (first, again) in [(&first, &again), (&large, &large_again)] {
+            let theirs = stored_by_another_node(data.path(), &archive, &index, first).await;
+            let answer = store(&archive, again).await;
+            let found = study_description(&archive, &first.sop).await;
+            match policy {
+                DuplicatePolicy::KeepFirst => {
+                    assert_eq!(answer.expect("success").status, Status::SUCCESS);
+                    assert_eq!(found.as_deref(), Some("FIRST"), "{policy:?}");
+                    assert!(theirs.exists());
+                }
+                DuplicatePolicy::Reject => {
+                    let refused = answer.expect_err("refused");
+                    assert_eq!(refused.status, Status::OUT_OF_RESOURCES);
+                    assert!(
+                        refused.comment.contains("stored already"),
+                        "{}",
+                        refused.comment
+                    );
+                    assert_eq!(found.as_deref(), Some("FIRST"), "{policy:?}");
+                    assert!(theirs.exists());
+                }
+                DuplicatePolicy::Replace => {
+                    assert_eq!(answer.expect("success").status, Status::SUCCESS);
+                    assert_eq!(found.as_deref(), Some("SECOND"), "{policy:?}");
+                    // The replaced file is gone by the time the store is answered.
+                    assert!(!theirs.exists());
+                }
+            }
+        }
+        // Nothing of this archive's refused or dropped stores stays in its storage.
+        let expected = match policy {
+            DuplicatePolicy::Replace => {
+                vec![
+                    stored_path(data.path(), &first),
+                    stored_path(data.path(), &large),
+                ]
+            }
+            _ => Vec::new(),
+        };
+        assert_eq!(storage_files(data.path()), expected, "{policy:?}");
+        let counts = archive.counts().await.expect("counts");
+        assert_eq!(counts.instances, 2);
+        let statistics = archive.statistics();
+        match policy {
+            DuplicatePolicy::KeepFirst => assert_eq!(statistics.duplicates_kept, 2),
+            DuplicatePolicy::Reject => assert_eq!(statistics.duplicates_refused, 2),
+            DuplicatePolicy::Replace => assert_eq!(statistics.replaced, 2),
+        }
+        archive.close().await.expect("closed");
+    }
+}
+
+#[tokio::test]
+async fn answered_after_the_commit_an_index_failure_is_0x0110_and_the_file_goes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let index = SharedIndex::open(data.path()).await;
+    let archive = open_shared(data.path(), &index, DuplicatePolicy::KeepFirst, true).await;
+    index
+        .fail_inserts
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let one = spec("P1", "1.2.3", "1", 1);
+    let failed = store(&archive, &one).await.expect_err("failed");
+    assert_eq!(failed.status, Status::PROCESSING_FAILURE);
+    assert!(
+        failed.comment.contains("the database is gone"),
+        "{}",
+        failed.comment
+    );
+    assert!(storage_files(data.path()).is_empty());
+    assert!(!archive.contains(&one.sop).await.expect("lookup"));
+    assert_eq!(archive.statistics().store_failures, 1);
+    // The index is back: the same instance is stored.
+    index
+        .fail_inserts
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store(&archive, &one).await.expect("stored");
+    assert_eq!(storage_files(data.path()), [stored_path(data.path(), &one)]);
+    archive.close().await.expect("closed");
+}

@@ -13,6 +13,7 @@
 //! request/response protocol then waits ~40 ms per round trip).
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod qr;
 pub mod serve;
 pub mod tls;

@@ -89,6 +89,36 @@ pub fn multipart(files: &[Vec<u8>]) -> Vec<u8> {
     body
 }
 
+/// Selects the index of the test archives: `postgres` for a fresh PostgreSQL database each
+/// on the server of `DIMSUM_TEST_POSTGRES`; SQLite otherwise. `scripts/test` runs these tests a
+/// second time with it: one suite, two backends.
+pub const TEST_BACKEND: &str = "DIMSUM_TEST_BACKEND";
+
+/// The configuration of a test archive in `data_dir`, its index on the backend
+/// [`TEST_BACKEND`] selects.
+pub async fn archive_config(data_dir: std::path::PathBuf) -> ArchiveConfig {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let config = ArchiveConfig::new(data_dir);
+    match std::env::var(TEST_BACKEND).as_deref() {
+        Ok("postgres") => {
+            let server = std::env::var("DIMSUM_TEST_POSTGRES").unwrap_or_else(|_| {
+                panic!("{TEST_BACKEND}=postgres needs DIMSUM_TEST_POSTGRES (a server URL)")
+            });
+            let name = format!(
+                "web_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            );
+            let url = dimsum_pacs::index::postgres::create_database(&server, &name)
+                .await
+                .expect("a fresh PostgreSQL database");
+            config.with_postgres(url)
+        }
+        Ok("sqlite") | Err(_) => config,
+        Ok(other) => panic!("{TEST_BACKEND}={other}: give sqlite or postgres"),
+    }
+}
+
 /// The archive and the server on a loopback port.
 pub struct Served {
     pub _data: tempfile::TempDir,
@@ -101,7 +131,7 @@ pub struct Served {
 impl Served {
     pub async fn start(config: WebConfig) -> Served {
         let data = tempfile::tempdir().expect("tempdir");
-        let archive = Archive::open(ArchiveConfig::new(data.path().join("archive")))
+        let archive = Archive::open(archive_config(data.path().join("archive")).await)
             .await
             .expect("archive");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
