@@ -43,6 +43,11 @@
 //! * `index.sqlite` (with its `-wal` and `-shm`): the [`SqliteIndex`];
 //! * `lock`: held while the archive is open, so two servers never share a directory.
 //!
+//! With its index on PostgreSQL ([`IndexBackend::Postgres`]), the index is in the database and
+//! several archives ("nodes", each with its [`ArchiveConfig::node`] name) may share the
+//! directory: each holds `lock.<node>`, names its temporary files `.<node>~….part` and removes
+//! only its own, and answers each store once committed (the others find it at once).
+//!
 //! # Storing
 //!
 //! An instance is visible (found by C-FIND, sent by C-GET/C-MOVE, confirmed by Storage
@@ -72,7 +77,8 @@
 //! to agree before anything is served: temporary files are removed; a row whose file is gone is
 //! deleted, one whose file changed is indexed again; a file of the storage without a row (its
 //! store was cut off between the rename and the commit) is indexed, or removed when its SOP
-//! Instance UID is indexed with another file. Files whose rows were deleted are listed in the
+//! Instance UID is indexed with another file (when the directory is shared, only once that file
+//! is ten minutes old: another node may be replacing the instance with it). Files whose rows were deleted are listed in the
 //! index until they are removed, so a crash in between never brings them back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
