@@ -1359,24 +1359,14 @@ const REFRESH_SOP_CLASSES: &str = "UPDATE study SET sop_classes_in_study = class
           FROM study_sop_class WHERE study = $1) classes
     WHERE id = $1 AND sop_classes_in_study <> classes.list";
 
-/// [`REFRESH_MODALITIES`] of one study.
-async fn refresh_modalities(
+/// Runs [`REFRESH_MODALITIES`] or [`REFRESH_SOP_CLASSES`] for one study.
+async fn refresh(
     writing: &mut Writing<'_>,
+    statement: &str,
     study_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
     writing
-        .execute(REFRESH_MODALITIES, &[Param::Integer(study_id)])
-        .await?;
-    Ok(())
-}
-
-/// [`REFRESH_SOP_CLASSES`] of one study.
-async fn refresh_sop_classes(
-    writing: &mut Writing<'_>,
-    study_id: i64,
-) -> Result<(), tokio_postgres::Error> {
-    writing
-        .execute(REFRESH_SOP_CLASSES, &[Param::Integer(study_id)])
+        .execute(statement, &[Param::Integer(study_id)])
         .await?;
     Ok(())
 }
@@ -1719,10 +1709,10 @@ async fn remove_instance(writing: &mut Writing<'_>, id: i64) -> Result<String, O
                     &[Param::Integer(study_id), Param::Text(sop_class)],
                 )
                 .await?;
-            refresh_sop_classes(writing, study_id).await?;
+            refresh(writing, REFRESH_SOP_CLASSES, study_id).await?;
         }
         if series_gone {
-            refresh_modalities(writing, study_id).await?;
+            refresh(writing, REFRESH_MODALITIES, study_id).await?;
         }
     }
     let patient_studies = number(
