@@ -65,8 +65,11 @@ CLIENT_TIMEOUT = 900.0
 STARTUP_TIMEOUT = 120.0
 LOAD_TIMEOUT = 4 * 3600.0
 ORTHANC_PG_INDEX = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
-# Orthanc's index connections: one per concurrent sender (the plugin's default is 1).
-ORTHANC_PG_CONNECTIONS = SENDERS
+# Orthanc's index connections: the plugin's default, 1. With 4 (one per sender), Orthanc 1.10.1
+# refused some stores of every other run (Refused: OutOfResources; its log: "Database could not
+# serialize access due to concurrent update"): concurrent stores into one study conflict, and
+# its retries give up.
+ORTHANC_PG_CONNECTIONS = 1
 PG_DIR = os.path.join(DISK, "pg")
 SYNTHETIC_DB = f"synthetic_{STUDIES}"
 
@@ -131,6 +134,19 @@ class Cluster:
         self.query("CHECKPOINT")
         os.sync()
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the server so far: the postmaster's (with its reaped children's) and its
+        live children's (the backends, checkpointer, WAL writer…)."""
+        with open(os.path.join(PG_DIR, "data", "postmaster.pid")) as pid_file:
+            postmaster = int(pid_file.readline())
+        total = cpu_seconds(postmaster, children=True)
+        try:
+            with open(f"/proc/{postmaster}/task/{postmaster}/children") as listing:
+                total += sum(cpu_seconds(int(child)) for child in listing.read().split())
+        except OSError:
+            pass
+        return total
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT to the postmaster, as `pg_ctl stop -m fast`), the data kept."""
         try:
@@ -148,6 +164,17 @@ class Cluster:
 
 
 cluster: Cluster | None = None
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User and system CPU time of a process (and of its reaped children), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15 if children else 13])  # utime stime [cutime cstime]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -273,7 +300,8 @@ def send(files: list[str], servers: list[Server]) -> float:
     for server in servers:
         server.sample()
     if problems:
-        raise RuntimeError("; ".join(problems))
+        logs = "; ".join(f"{server.name} log: {server.tail()}" for server in servers)
+        raise RuntimeError(f"{'; '.join(problems)}; {logs}")
     return elapsed
 
 
@@ -296,8 +324,8 @@ def stored_files(folder: str) -> int:
 
 
 def ingest(sets: list) -> tuple[dict, dict, dict]:
-    """Runs every setup BENCH_RUNS times, interleaved; seconds per (setup, set), errors per setup,
-    peak RSS (KiB) per (setup, node index)."""
+    """Runs every setup BENCH_RUNS times, interleaved; seconds per (setup, set), the first error of
+    a setup (the set it failed on, the message), peak RSS (KiB) per (setup, node index)."""
     results: dict = {}
     errors: dict = {}
     peaks: dict = {}
@@ -310,12 +338,17 @@ def ingest(sets: list) -> tuple[dict, dict, dict]:
             folder = os.path.join(WORK, f"ingest-{key}-{run_number}")
             written.append(folder)
             servers: list[Server] = []
+            set_key = sets[0][0]
             try:
                 servers = start_setup(key, folder, run_number)
                 sent = 0
                 for set_key, _label, files, _bytes, study_uid in sets:
                     cluster.settle()
+                    server_cpu = sum(cpu_seconds(server.process.pid) for server in servers)
+                    pg_cpu = cluster.cpu_seconds()
                     seconds = send(files, servers)
+                    run = {"seconds": seconds, "pg_cpu": cluster.cpu_seconds() - pg_cpu,
+                           "server_cpu": sum(cpu_seconds(server.process.pid) for server in servers) - server_cpu}
                     sent += len(files)
                     for server in servers:
                         counted = indexed_instances(server, study_uid)
@@ -325,9 +358,9 @@ def ingest(sets: list) -> tuple[dict, dict, dict]:
                     on_disk = stored_files(folder)
                     if on_disk != sent:
                         raise RuntimeError(f"{on_disk} files stored after sending {sent}")
-                    results.setdefault((key, set_key), []).append(seconds)
+                    results.setdefault((key, set_key), []).append(run)
             except (RuntimeError, subprocess.TimeoutExpired) as failure:
-                errors[key] = str(failure).replace("\n", " ")[:500]
+                errors[key] = (set_key, str(failure).replace("\n", " ")[:800])
             finally:
                 for number, server in enumerate(servers):
                     peaks.setdefault((key, number), []).append(server.stop())
@@ -446,25 +479,30 @@ def report(sets: list, results: dict, errors: dict, peaks: dict, finds: tuple, l
                " data folder each run. Peak RSS: each server's VmHWM (the two nodes: A, B).\n")
     out.append(f"### 1. Ingest: C-STORE by {SENDERS} DCMTK storescu processes at once, index included\n")
     out.append("Wall time from the first sender's start to the last one's exit; every file acknowledged, counted"
-               " by every server's C-FIND and found on disk.\n")
-    out.append("| data set | server | runs (s) | files/s | MB/s | server peak RSS |")
-    out.append("|---|---|---|---|---|---|")
+               " by every server's C-FIND and found on disk. CPU: the servers' (both nodes together) and"
+               " PostgreSQL's (all its processes) user + system time during the sending, medians.\n")
+    out.append("| data set | server | runs (s) | files/s | MB/s | server CPU (s) | PostgreSQL CPU (s) | server peak RSS |")
+    out.append("|---|---|---|---|---|---|---|---|")
     rates: dict = {}
     for set_key, label, files, total_bytes, _uid in sets:
         for key, setup in SETUPS:
-            seconds = results.get((key, set_key), [])
-            cells = ", ".join(f"{value:.2f}" for value in seconds)
-            if key in errors:
-                cells += f"; FAILED: {errors[key]}"
-            if seconds and key not in errors:
-                median = statistics.median(seconds)
+            runs = results.get((key, set_key), [])
+            cells = ", ".join(f"{run['seconds']:.2f}" for run in runs)
+            if errors.get(key, ("",))[0] == set_key:
+                cells += f"; FAILED: {errors[key][1]}"
+            elif key in errors:
+                cells += "; stopped after a failure"
+            if runs and key not in errors:
+                median = statistics.median(run["seconds"] for run in runs)
                 rates[(key, set_key)] = len(files) / median
-                rate, mbs = fmt(len(files) / median), fmt(total_bytes / median / 1e6)
+                measured = [fmt(len(files) / median), fmt(total_bytes / median / 1e6),
+                            f"{statistics.median(run['server_cpu'] for run in runs):.2f}",
+                            f"{statistics.median(run['pg_cpu'] for run in runs):.2f}" if key != "sqlite" else "—"]
             else:
-                rate = mbs = "—"
+                measured = ["—"] * 4
             nodes = 2 if key == "pg2" else 1
             rss = ", ".join(mib(peaks.get((key, number), [])) for number in range(nodes))
-            out.append(f"| {len(files)} {label} | {setup} | {cells} | {rate} | {mbs} | {rss} |")
+            out.append(f"| {len(files)} {label} | {setup} | {cells} | {' | '.join(measured)} | {rss} |")
     out.append("")
     out.append(f"### 2. C-FIND at STUDY level on PostgreSQL, {FINDS} queries on one association"
                f" (dimsum findscu --repeat {FINDS} --timing)\n")
@@ -507,8 +545,8 @@ def report(sets: list, results: dict, errors: dict, peaks: dict, finds: tuple, l
     out.append(f"- dimsum: {versions['dimsum']} (release build)")
     out.append(f"- PostgreSQL: {versions['postgres']} (cluster in {PG_DIR}: fsync, synchronous_commit and"
                " full_page_writes on, shared_buffers 256MB)")
-    out.append(f"- {versions['orthanc']} (Debian packages; index in PostgreSQL through"
-               f" {ORTHANC_PG_CONNECTIONS} connections, files on disk, no compression)")
+    out.append(f"- {versions['orthanc']} (Debian packages; index in PostgreSQL, IndexConnectionsCount"
+               f" {ORTHANC_PG_CONNECTIONS}; files on disk, not compressed)")
     out.append(f"- DCMTK: {first_line(['storescu', '--version'])}")
     out.append(f"- {first_line(['rustc', '--version'])}; Python {platform.python_version()}")
     out += machine_lines(DISK, load_at_start)
