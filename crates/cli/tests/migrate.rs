@@ -23,7 +23,7 @@ use dimsum_net::dataset::dicom_dictionary_std::tags;
 use support::postgres::{fresh_database, psql};
 use support::qr::{
     AeAddress, QrClient, QrDataSet, QrInstance, QrModel, STUDY_KEYS, assert_received_instances,
-    retrieve_scratch_dir,
+    dcmtk_find, retrieve_scratch_dir,
 };
 use support::serve::{DimsumServe, copy_into, store_folder};
 use support::{Finished, RUN_TIMEOUT, dcmtk, dimsum, run};
@@ -51,20 +51,7 @@ fn find(
     model: QrModel,
     keys: &[&str],
 ) -> Vec<Identifier> {
-    let found = QrClient::Dcmtk
-        .find(dir, label, address, model, keys, &[])
-        .expect("DCMTK findscu");
-    assert!(
-        found.finished.code() == Some(0)
-            && found
-                .finished
-                .output()
-                .contains("Received Final Find Response (Success)"),
-        "findscu {label} did not end with Success\n{}",
-        found.finished.describe()
-    );
-    let mut identifiers: Vec<Identifier> = found
-        .identifiers
+    let mut identifiers: Vec<Identifier> = dcmtk_find(dir, label, address, model, keys)
         .into_iter()
         .map(|identifier| identifier.elements.into_iter().collect())
         .collect();

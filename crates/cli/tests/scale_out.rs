@@ -30,7 +30,7 @@ use dimsum_net::dataset::dicom_dictionary_std::tags;
 use support::postgres::{OwnServer, create_database, fresh_database, psql};
 use support::qr::{
     AeAddress, QrClient, QrIdentifier, QrInstance, QrModel, StorescpDestination,
-    assert_received_instances, retrieve_scratch_dir,
+    assert_received_instances, dcmtk_find, retrieve_scratch_dir,
 };
 use support::serve::{
     DimsumServe, InstanceSpec, SERVE_UID_ROOT, acknowledged_files, hidden_files,
@@ -132,19 +132,7 @@ fn finished_sending(
 /// that it ended with Success.
 #[track_caller]
 fn find(dir: &Path, label: &str, address: &AeAddress, keys: &[&str]) -> Vec<QrIdentifier> {
-    let found = QrClient::Dcmtk
-        .find(dir, label, address, QrModel::StudyRoot, keys, &[])
-        .expect("DCMTK findscu");
-    assert!(
-        found.finished.code() == Some(0)
-            && found
-                .finished
-                .output()
-                .contains("Received Final Find Response (Success)"),
-        "findscu {label} did not end with Success\n{}",
-        found.finished.describe()
-    );
-    found.identifiers
+    dcmtk_find(dir, label, address, QrModel::StudyRoot, keys)
 }
 
 /// The SOP Instance UIDs of a study that a node's C-FIND at IMAGE level finds (each must come

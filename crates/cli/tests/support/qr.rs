@@ -1412,6 +1412,31 @@ impl QrClient {
     }
 }
 
+/// DCMTK `findscu` with `keys` against `peer`: the identifiers, after asserting that it exited
+/// 0 with a final Success.
+#[track_caller]
+pub fn dcmtk_find(
+    dir: &Path,
+    label: &str,
+    peer: &AeAddress,
+    model: QrModel,
+    keys: &[&str],
+) -> Vec<QrIdentifier> {
+    let found = QrClient::Dcmtk
+        .find(dir, label, peer, model, keys, &[])
+        .expect("DCMTK findscu");
+    assert!(
+        found.finished.code() == Some(0)
+            && found
+                .finished
+                .output()
+                .contains("Received Final Find Response (Success)"),
+        "findscu {label} did not end with Success\n{}",
+        found.finished.describe()
+    );
+    found.identifiers
+}
+
 /// The DICOM files a client wrote into `folder`, read back in name order.
 fn read_identifiers(folder: &Path) -> Vec<QrIdentifier> {
     let mut files = files_under(folder);
