@@ -27,6 +27,7 @@ pub(crate) mod relational;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
+pub(crate) mod writer;
 
 pub use postgres::{PostgresConfig, PostgresIndex};
 pub use prepared::PreparedInstance;

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
@@ -74,20 +74,18 @@ pub use copy::{
     COPIED_TABLES, CopyOptions, CopyProgress, CopyReport, copy_from_sqlite, copy_from_sqlite_with,
 };
 
-use super::hand_over::{HandOverMark, HandOvers, queue};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
-use super::schema::{SCHEMA_VERSION, migrations, table};
+use super::schema::{SCHEMA_VERSION, migrations};
 use super::sql::{
-    Dialect, INSTANCE_COLUMNS, INSTANCE_JOINS, Param, QueryRun, RowAccess, entity_row_params,
-    indexed_instance, instance_record, instance_records_sql, instances_after_sql, retrieval_sql,
+    Dialect, INSTANCE_COLUMNS, INSTANCE_JOINS, Param, QueryRun, RowAccess, indexed_instance,
+    insert_row_sql, instance_location_columns, instance_record, instance_records_sql,
+    instances_after_sql, retrieval_sql,
 };
+use super::writer::{Done, Operation, ParentIds, WriteOp, WriterHandle, gather_batch, refuse_late};
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnDuplicate, RecordStream, ResponseStream, SessionStart,
 };
-
-/// Operations waiting for the writer.
-const WRITES_QUEUED: usize = 256;
 /// Matches found ahead of the consumer of a query.
 const MATCHES_AHEAD: usize = 16;
 /// Instance records read ahead of the consumer of [`Index::instance_records`].
@@ -159,8 +157,8 @@ struct Inner {
     /// Connections of streaming queries, apart: queries whose matches a slow peer takes one by
     /// one never hold up the look-ups of the stores.
     query_pool: Pool,
-    writer: mpsc::Sender<WriteOp>,
-    handed_over: Arc<HandOvers>,
+    /// The writer's queue and the inserts handed over, which reads wait for.
+    writer: WriterHandle,
     writer_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -420,7 +418,7 @@ impl PostgresIndex {
                 .map_err(|error| IndexError::Postgres(format!("cannot make the pool: {error}")))
         };
         let (pool, query_pool) = (pool()?, pool()?);
-        let (writer, operations) = mpsc::channel(WRITES_QUEUED);
+        let (writer, operations) = WriterHandle::new();
         // The writer's connections are told apart from the readers' (pg_stat_activity).
         let mut writer_pg = pg.clone();
         writer_pg.application_name(format!("dimsum {} writer", config.node));
@@ -441,7 +439,6 @@ impl PostgresIndex {
                 pool,
                 query_pool,
                 writer,
-                handed_over: Arc::new(HandOvers::new()),
                 writer_task: Mutex::new(Some(writer_task)),
             }),
         })
@@ -460,7 +457,7 @@ impl PostgresIndex {
     /// Stops the writer once what it was given is committed, and waits for it. Later writes
     /// fail with [`IndexError::WriterGone`]; reads go on.
     pub async fn close(&self) -> Result<(), IndexError> {
-        let _ = self.write(Operation::Close).await;
+        self.inner.writer.stop().await;
         let task = self
             .inner
             .writer_task
@@ -472,21 +469,6 @@ impl PostgresIndex {
                 .map_err(|error| IndexError::Task(format!("the index writer failed: {error}")))?;
         }
         Ok(())
-    }
-
-    /// Hands an operation to the writer and waits for its commit.
-    async fn write(&self, operation: Operation) -> Result<Done, IndexError> {
-        let (reply, done) = oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteOp {
-                operation,
-                reply,
-                mark: None,
-            })
-            .await
-            .map_err(|_| IndexError::WriterGone)?;
-        done.await.map_err(|_| IndexError::WriterGone)?
     }
 
     /// A pooled connection for a short read.
@@ -505,7 +487,7 @@ impl PostgresIndex {
     where
         F: for<'c> Fn(&'c mut deadpool_postgres::Client) -> BoxFuture<'c, Result<T, IndexError>>,
     {
-        self.inner.handed_over.settle().await;
+        self.inner.writer.settle().await;
         self.read_committed(read).await
     }
 
@@ -558,7 +540,7 @@ impl PostgresIndex {
             + Sync
             + 'static,
     {
-        self.inner.handed_over.settle().await;
+        self.inner.writer.settle().await;
         let mut client = self.query_connection().await?;
         let (sender, receiver) = mpsc::channel(ahead);
         let index = self.clone();
@@ -655,33 +637,6 @@ async fn migrate(client: &mut Client, database: &str) -> Result<(), IndexError> 
 // The writer
 // ------------------------------------------------------------------------------------------
 
-enum Operation {
-    Insert(Box<PreparedInstance>, OnDuplicate),
-    Delete(DeleteTarget),
-    FilesRemoved(Vec<PathBuf>),
-    BeginSession,
-    MarkClean,
-    Close,
-}
-
-enum Done {
-    Inserted(Inserted),
-    Deleted(Deleted),
-    Session(SessionStart),
-    Nothing,
-}
-
-struct WriteOp {
-    operation: Operation,
-    reply: oneshot::Sender<Result<Done, IndexError>>,
-    /// The number of a handed-over insert, marked done when the writer lets go of it.
-    mark: Option<HandOverMark>,
-}
-
-fn unexpected() -> IndexError {
-    IndexError::Task("the index writer answered another operation".into())
-}
-
 /// The writer's connection (made again when lost) and what goes with it.
 struct WriterLink {
     pg: tokio_postgres::Config,
@@ -743,25 +698,18 @@ async fn run_writer(
 ) {
     let mut closing = false;
     while !closing && let Some(first) = operations.recv().await {
-        let started = Instant::now();
-        let mut batch = vec![first];
-        while batch.len() < config.max_batch.max(1) && started.elapsed() < config.max_batch_time {
-            match operations.try_recv() {
-                Ok(operation) => batch.push(operation),
-                Err(_) => break,
-            }
-        }
-        closing = batch
-            .iter()
-            .any(|op| matches!(op.operation, Operation::Close));
+        let batch;
+        (batch, closing) = gather_batch(
+            first,
+            &mut operations,
+            config.max_batch,
+            config.max_batch_time,
+        );
         let count = batch.len();
         commit_batch(&mut link, batch, &config).await;
         debug!("index: committed {count} operations");
     }
-    operations.close();
-    while let Ok(late) = operations.try_recv() {
-        let _ = late.reply.send(Err(IndexError::WriterGone));
-    }
+    refuse_late(&mut operations);
     if let Some(client) = &link.client {
         let _ = client
             .execute("DELETE FROM archive_state WHERE name = $1", &[&link.key])
@@ -845,14 +793,14 @@ async fn commit_batch(link: &mut WriterLink, batch: Vec<WriteOp>, config: &Postg
     match outcome {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
         Err(error) => {
             warn!("index: a transaction failed: {error}");
             let message = error.to_string();
             for reply in replies {
-                let _ = reply.send(Err(IndexError::Postgres(format!(
+                reply.send(Err(IndexError::Postgres(format!(
                     "the index transaction failed: {message}"
                 ))));
             }
@@ -1235,16 +1183,6 @@ struct PatientCounts {
     studies: i64,
 }
 
-/// The rows an instance is filed under, and which of them its insert created.
-#[derive(Debug, Clone, Copy)]
-struct ParentIds {
-    patient_id: i64,
-    study_id: i64,
-    series_id: i64,
-    new_study: bool,
-    new_series: bool,
-}
-
 impl Counts {
     fn is_empty(&self) -> bool {
         self.series.is_empty() && self.studies.is_empty() && self.patients.is_empty()
@@ -1381,23 +1319,16 @@ async fn insert_row(
     (row, sop_instance_uid): (&EntityRow, &str),
     extra: Vec<(&str, Param)>,
 ) -> Result<Option<i64>, OperationError> {
-    let (table, _) = table(level);
-    let (mut names, mut values) = entity_row_params(Dialect::Postgres, row, sop_instance_uid)?;
-    for (name, value) in extra {
-        names.push(name.to_owned());
-        values.push(value);
-    }
+    let (insert, names) = insert_row_sql(Dialect::Postgres, level, (row, sop_instance_uid), extra)?;
     let identity = match level {
         Level::Patient => "patient_id, issuer_of_patient_id",
         Level::Study => "study_instance_uid",
         Level::Series => "series_instance_uid",
         Level::Image => "sop_instance_uid",
     };
-    let placeholders: Vec<String> = (1..=names.len()).map(|n| format!("${n}")).collect();
     let mut sql = format!(
-        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({identity}) DO NOTHING RETURNING id",
-        names.join(", "),
-        placeholders.join(", ")
+        "{} ON CONFLICT ({identity}) DO NOTHING RETURNING id",
+        insert.text
     );
     // An instance's file is no longer pending removal once its row is in: in the same
     // statement (no round trip of its own).
@@ -1409,12 +1340,8 @@ async fn insert_row(
             path + 1
         );
     }
-    let row = writing.query_opt(&sql, &values).await?;
+    let row = writing.query_opt(&sql, &insert.params).await?;
     Ok(row.map(|row| row.try_get::<_, i64>(0)).transpose()?)
-}
-
-fn to_i64(value: u64) -> Result<i64, IndexError> {
-    i64::try_from(value).map_err(|_| IndexError::Task(format!("{value} is too large to index")))
 }
 
 /// The instance, study and series of an insert, those that are there (one round trip).
@@ -1559,29 +1486,11 @@ async fn insert(
             None => return Ok(Step::Again { flush: false }),
         },
     };
-    let location = &prepared.location;
     let inserted = insert_row(
         writing,
         Level::Image,
         (instance, uid),
-        vec![
-            ("series", Param::Integer(series_id)),
-            (
-                "transfer_syntax_uid",
-                Param::Text(prepared.transfer_syntax_uid.clone()),
-            ),
-            ("path", Param::Text(new_path.to_owned())),
-            (
-                "data_set_offset",
-                Param::Integer(to_i64(location.data_set_offset)?),
-            ),
-            (
-                "data_set_length",
-                Param::Integer(to_i64(location.data_set_length)?),
-            ),
-            ("file_size", Param::Integer(to_i64(location.file_size)?)),
-            ("file_modified_ns", Param::Integer(location.modified_ns)),
-        ],
+        instance_location_columns(prepared, series_id, new_path)?,
     )
     .await?;
     if inserted.is_none() {
@@ -1924,24 +1833,7 @@ impl Index for PostgresIndex {
         instance: PreparedInstance,
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
-        // Numbered now, before the caller goes on: any read that starts after this call
-        // returns waits for it.
-        let mark = self.inner.handed_over.mark();
-        let (reply, done) = oneshot::channel();
-        queue(
-            &self.inner.writer,
-            WriteOp {
-                operation: Operation::Insert(Box::new(instance), on_duplicate),
-                reply,
-                mark: Some(mark),
-            },
-        );
-        Box::pin(async move {
-            match done.await.map_err(|_| IndexError::WriterGone)?? {
-                Done::Inserted(inserted) => Ok(inserted),
-                _ => Err(unexpected()),
-            }
-        })
+        self.inner.writer.hand_over(instance, on_duplicate)
     }
 
     fn query(
@@ -2001,7 +1893,7 @@ impl Index for PostgresIndex {
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
         Box::pin(async move {
-            self.inner.handed_over.settle().await;
+            self.inner.writer.settle().await;
             self.lookup_committed(sop_instance_uid).await
         })
     }
@@ -2031,19 +1923,11 @@ impl Index for PostgresIndex {
     }
 
     fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>> {
-        Box::pin(async move {
-            match self.write(Operation::Delete(target)).await? {
-                Done::Deleted(deleted) => Ok(deleted),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.inner.writer.delete(target))
     }
 
     fn files_removed(&self, files: Vec<PathBuf>) -> BoxFuture<'_, Result<(), IndexError>> {
-        Box::pin(async move {
-            self.write(Operation::FilesRemoved(files)).await?;
-            Ok(())
-        })
+        Box::pin(self.inner.writer.files_removed(files))
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<IndexCounts, IndexError>> {
@@ -2097,19 +1981,11 @@ impl Index for PostgresIndex {
     }
 
     fn begin_session(&self) -> BoxFuture<'_, Result<SessionStart, IndexError>> {
-        Box::pin(async move {
-            match self.write(Operation::BeginSession).await? {
-                Done::Session(session) => Ok(session),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.inner.writer.begin_session())
     }
 
     fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>> {
-        Box::pin(async move {
-            self.write(Operation::MarkClean).await?;
-            Ok(())
-        })
+        Box::pin(self.inner.writer.mark_clean())
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), IndexError>> {

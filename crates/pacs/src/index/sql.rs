@@ -26,7 +26,7 @@ use dimsum_dataset::scan::ScanLimits;
 
 use crate::hierarchy::{Level, QueryPlan};
 
-use super::prepared::EntityRow;
+use super::prepared::{EntityRow, PreparedInstance};
 use super::query::ColumnKind;
 use super::query::{ColumnValue, Computed, Constraint, Narrowing, Target, Test, put_computed};
 use super::record;
@@ -442,6 +442,69 @@ pub(crate) fn entity_row_params(
     names.push("attributes".into());
     values.push(Param::Bytes(row.blob(sop_instance_uid)?));
     Ok((names, values))
+}
+
+/// The `INSERT` of an entity row ([`entity_row_params`]) with its extra columns (parent,
+/// location…), and its column names in order: `INSERT INTO table (columns) VALUES (…)`, to
+/// which a backend may add a conflict clause.
+pub(crate) fn insert_row_sql(
+    dialect: Dialect,
+    level: Level,
+    (row, sop_instance_uid): (&EntityRow, &str),
+    extra: Vec<(&str, Param)>,
+) -> Result<(Sql, Vec<String>), IndexError> {
+    let (table, _) = table(level);
+    let (mut names, mut params) = entity_row_params(dialect, row, sop_instance_uid)?;
+    for (name, value) in extra {
+        names.push(name.to_owned());
+        params.push(value);
+    }
+    let placeholders: Vec<String> = (1..=names.len()).map(|n| dialect.placeholder(n)).collect();
+    let text = format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        placeholders.join(", ")
+    );
+    Ok((
+        Sql {
+            dialect,
+            text,
+            params,
+        },
+        names,
+    ))
+}
+
+/// The columns of an instance row beside its attributes: its series row `series_id`, its
+/// transfer syntax, and where its data set is (`path`, the file's path as text).
+pub(crate) fn instance_location_columns(
+    prepared: &PreparedInstance,
+    series_id: i64,
+    path: &str,
+) -> Result<Vec<(&'static str, Param)>, IndexError> {
+    let location = &prepared.location;
+    Ok(vec![
+        ("series", Param::Integer(series_id)),
+        (
+            "transfer_syntax_uid",
+            Param::Text(prepared.transfer_syntax_uid.clone()),
+        ),
+        ("path", Param::Text(path.to_owned())),
+        (
+            "data_set_offset",
+            Param::Integer(to_i64(location.data_set_offset)?),
+        ),
+        (
+            "data_set_length",
+            Param::Integer(to_i64(location.data_set_length)?),
+        ),
+        ("file_size", Param::Integer(to_i64(location.file_size)?)),
+        ("file_modified_ns", Param::Integer(location.modified_ns)),
+    ])
+}
+
+fn to_i64(value: u64) -> Result<i64, IndexError> {
+    i64::try_from(value).map_err(|_| IndexError::Task(format!("{value} is too large to index")))
 }
 
 /// A row of a database's answer, read by column number (from 0) whatever the driver.

@@ -24,11 +24,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use dimsum_dataset::dicom_object::InMemDicomObject;
@@ -38,21 +37,19 @@ use dimsum_net::storage::BoxFuture;
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
 
-use super::hand_over::{HandOverMark, HandOvers, queue};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
-use super::query::{ColumnKind, ColumnValue};
-use super::schema::{self, table};
+use super::schema;
 use super::sql::{
-    Dialect, QueryRun, indexed_instance, instance_record, instance_records_sql,
-    instances_after_sql, retrieval_sql,
+    Dialect, Param, QueryRun, indexed_instance, insert_row_sql, instance_location_columns,
+    instance_record, instance_records_sql, instances_after_sql, retrieval_sql,
+};
+use super::writer::{
+    Done, Operation, ParentIds, Reply, WriteOp, WriterHandle, gather_batch, refuse_late,
 };
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnCommit, OnDuplicate, RecordStream, ResponseStream, SessionStart,
 };
-
-/// Operations waiting for the writer.
-const WRITES_QUEUED: usize = 256;
 /// Matches found ahead of the consumer of a query.
 const MATCHES_AHEAD: usize = 16;
 /// WAL pages after which a checkpoint is asked for (16 MiB of 4 KiB pages; SQLite's default is
@@ -106,9 +103,9 @@ pub struct SqliteIndex {
 
 struct Inner {
     config: SqliteConfig,
-    writer: mpsc::Sender<WriteOp>,
-    /// The inserts handed over ([`Index::hand_over`]), which reads wait for.
-    handed_over: Arc<HandOvers>,
+    /// The writer's queue and the inserts handed over ([`Index::hand_over`]), which reads
+    /// wait for.
+    writer: WriterHandle,
     thread: Mutex<Option<JoinHandle<()>>>,
     idle_readers: Mutex<Vec<Connection>>,
     /// Streaming queries.
@@ -192,7 +189,7 @@ impl SqliteIndex {
                 Ok(())
             }))
             .map_err(open_error)?;
-        let (writer, operations) = mpsc::channel(WRITES_QUEUED);
+        let (writer, operations) = WriterHandle::new();
         let writer_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("dimsum-index-writer".into())
@@ -211,7 +208,6 @@ impl SqliteIndex {
             inner: Arc::new(Inner {
                 config,
                 writer,
-                handed_over: Arc::new(HandOvers::new()),
                 thread: Mutex::new(Some(thread)),
                 idle_readers: Mutex::new(Vec::new()),
                 query_permits: Arc::new(Semaphore::new(readers)),
@@ -228,7 +224,7 @@ impl SqliteIndex {
     /// Stops the writer once what it was given is committed, and waits for it. Later writes
     /// fail with [`IndexError::WriterGone`]; reads go on.
     pub async fn close(&self) -> Result<(), IndexError> {
-        let _ = self.write(Operation::Close).await;
+        self.inner.writer.stop().await;
         let thread = self
             .inner
             .thread
@@ -244,48 +240,13 @@ impl SqliteIndex {
         Ok(())
     }
 
-    /// Numbers an insert handed over ([`Index::hand_over`]) and queues it for the writer: any
-    /// read that starts after this returns waits for it. Queued now (or by a task when the
-    /// queue is full), so that it goes on whether or not anyone awaits the answer.
-    fn queue_insert(&self, instance: PreparedInstance, on_duplicate: OnDuplicate, reply: Reply) {
-        queue(
-            &self.inner.writer,
-            WriteOp {
-                operation: Operation::Insert(Box::new(instance), on_duplicate),
-                reply,
-                mark: Some(self.inner.handed_over.mark()),
-            },
-        );
-    }
-
-    /// Hands an operation to the writer and waits for its commit.
-    async fn write(&self, operation: Operation) -> Result<Done, IndexError> {
-        let (reply, done) = oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteOp {
-                operation,
-                reply: Reply::Channel(reply),
-                mark: None,
-            })
-            .await
-            .map_err(|_| IndexError::WriterGone)?;
-        done.await.map_err(|_| IndexError::WriterGone)?
-    }
-
-    /// Waits until every insert handed over before this call is committed (or failed).
-    async fn settle(&self) -> Result<(), IndexError> {
-        self.inner.handed_over.settle().await;
-        Ok(())
-    }
-
     /// Runs `read` on a reader connection on the blocking pool, once the inserts handed over
     /// before it are committed.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection, &SqliteConfig) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
-        self.settle().await?;
+        self.inner.writer.settle().await;
         self.read_committed(read).await
     }
 
@@ -308,7 +269,7 @@ impl SqliteIndex {
             + Send
             + 'static,
     {
-        self.settle().await?;
+        self.inner.writer.settle().await;
         let permit = self
             .inner
             .query_permits
@@ -404,56 +365,6 @@ fn open_reader(config: &SqliteConfig) -> Result<Connection, IndexError> {
 // The writer
 // ------------------------------------------------------------------------------------------
 
-enum Operation {
-    Insert(Box<PreparedInstance>, OnDuplicate),
-    Delete(DeleteTarget),
-    FilesRemoved(Vec<PathBuf>),
-    BeginSession,
-    MarkClean,
-    Close,
-}
-
-enum Done {
-    Inserted(Inserted),
-    Deleted(Deleted),
-    Session(SessionStart),
-    Nothing,
-}
-
-struct WriteOp {
-    operation: Operation,
-    reply: Reply,
-    /// The number of a handed-over insert ([`Index::hand_over`]), marked done when the writer
-    /// lets go of it: after its commit and answer, or whenever it is dropped unanswered.
-    mark: Option<HandOverMark>,
-}
-
-fn unexpected() -> IndexError {
-    IndexError::Task("the index writer answered another operation".into())
-}
-
-/// Where the writer answers an operation.
-enum Reply {
-    /// A future waits for it.
-    Channel(oneshot::Sender<Result<Done, IndexError>>),
-    /// An insert handed over with [`Index::hand_over_then`]: called on the writer thread.
-    Then(OnCommit),
-}
-
-impl Reply {
-    fn send(self, result: Result<Done, IndexError>) {
-        match self {
-            Reply::Channel(sender) => {
-                let _ = sender.send(result);
-            }
-            Reply::Then(then) => then.call(result.and_then(|done| match done {
-                Done::Inserted(inserted) => Ok(inserted),
-                _ => Err(unexpected()),
-            })),
-        }
-    }
-}
-
 /// The checkpointer thread: a passive checkpoint (PRAGMA wal_checkpoint(PASSIVE)) on a
 /// connection of its own each time the writer's WAL hook asks, and a last one when the writer
 /// is gone. Passive checkpoints never wait for the writer or the readers: what they cannot copy
@@ -507,26 +418,18 @@ fn run_writer(
     let mut closing = false;
     let mut state = WriterState::new();
     while !closing && let Some(first) = operations.blocking_recv() {
-        let started = Instant::now();
-        let mut batch = vec![first];
-        while batch.len() < config.max_batch.max(1) && started.elapsed() < config.max_batch_time {
-            match operations.try_recv() {
-                Ok(operation) => batch.push(operation),
-                Err(_) => break,
-            }
-        }
-        closing = batch
-            .iter()
-            .any(|op| matches!(op.operation, Operation::Close));
+        let batch;
+        (batch, closing) = gather_batch(
+            first,
+            &mut operations,
+            config.max_batch,
+            config.max_batch_time,
+        );
         let count = batch.len();
         commit_batch(&mut connection, &mut state, batch);
         debug!("index: committed {count} operations");
     }
-    // Later senders see a closed channel.
-    operations.close();
-    while let Ok(late) = operations.try_recv() {
-        late.reply.send(Err(IndexError::WriterGone));
-    }
+    refuse_late(&mut operations);
 }
 
 fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec<WriteOp>) {
@@ -681,63 +584,17 @@ fn apply(
     }
 }
 
-fn to_i64(value: u64) -> Result<i64, IndexError> {
-    i64::try_from(value).map_err(|_| IndexError::Task(format!("{value} is too large to index")))
-}
-
-/// The column names and values of an entity row, in the order of its level's columns.
-fn row_values(
-    row: &EntityRow,
-    sop_instance_uid: &str,
-) -> Result<(Vec<String>, Vec<SqlValue>), IndexError> {
-    let mut names = Vec::new();
-    let mut values = Vec::new();
-    for (column, cell) in &row.cells {
-        names.push(column.name.to_owned());
-        let identity = matches!(column.name, "patient_id" | "issuer_of_patient_id");
-        values.push(match &cell.value {
-            Some(ColumnValue::Text(text)) => SqlValue::Text(text.clone()),
-            Some(ColumnValue::Number(number)) => SqlValue::Real(*number),
-            None if identity => SqlValue::Text(String::new()),
-            None => SqlValue::Null,
-        });
-        if column.kind == ColumnKind::PersonName {
-            names.push(format!("{}_alpha", column.name));
-            values.push(
-                cell.alphabetic
-                    .clone()
-                    .map_or(SqlValue::Null, SqlValue::Text),
-            );
-        }
-    }
-    names.push("irregular".into());
-    values.push(SqlValue::Integer(i64::from(row.irregular)));
-    names.push("attributes".into());
-    values.push(SqlValue::Blob(row.blob(sop_instance_uid)?));
-    Ok((names, values))
-}
-
 /// Inserts an entity row with its extra columns (parent, location…); returns its id.
 fn insert_row(
     transaction: &Connection,
     level: Level,
-    (row, sop_instance_uid): (&EntityRow, &str),
-    extra: Vec<(&str, SqlValue)>,
+    row: (&EntityRow, &str),
+    extra: Vec<(&str, Param)>,
 ) -> Result<i64, IndexError> {
-    let (table, _) = table(level);
-    let (mut names, mut values) = row_values(row, sop_instance_uid)?;
-    for (name, value) in extra {
-        names.push(name.to_owned());
-        values.push(value);
-    }
-    let placeholders = vec!["?"; names.len()].join(", ");
-    let sql = format!(
-        "INSERT INTO {table} ({}) VALUES ({placeholders})",
-        names.join(", ")
-    );
+    let (sql, _) = insert_row_sql(Dialect::Sqlite, level, row, extra)?;
     transaction
-        .prepare_cached(&sql)?
-        .execute(params_from_iter(values.iter()))?;
+        .prepare_cached(&sql.text)?
+        .execute(params_from_iter(sql.params.iter()))?;
     Ok(transaction.last_insert_rowid())
 }
 
@@ -775,7 +632,7 @@ fn find_or_create_parents(
                 transaction,
                 Level::Study,
                 (study, uid),
-                vec![("patient", SqlValue::Integer(patient_id))],
+                vec![("patient", Param::Integer(patient_id))],
             )?;
             (patient_id, study_id, true)
         }
@@ -803,7 +660,7 @@ fn find_or_create_parents(
                 transaction,
                 Level::Series,
                 (series, uid),
-                vec![("study", SqlValue::Integer(study_id))],
+                vec![("study", Param::Integer(study_id))],
             )?,
             true,
         ),
@@ -815,16 +672,6 @@ fn find_or_create_parents(
         new_study,
         new_series,
     })
-}
-
-/// The rows an instance is filed under, and which of them its insert created.
-#[derive(Debug, Clone, Copy)]
-struct ParentIds {
-    patient_id: i64,
-    study_id: i64,
-    series_id: i64,
-    new_study: bool,
-    new_series: bool,
 }
 
 fn insert(
@@ -872,29 +719,11 @@ fn insert(
             found
         }
     };
-    let location = &prepared.location;
     insert_row(
         transaction,
         Level::Image,
         (instance, uid),
-        vec![
-            ("series", SqlValue::Integer(series_id)),
-            (
-                "transfer_syntax_uid",
-                SqlValue::Text(prepared.transfer_syntax_uid.clone()),
-            ),
-            ("path", SqlValue::Text(new_path.to_owned())),
-            (
-                "data_set_offset",
-                SqlValue::Integer(to_i64(location.data_set_offset)?),
-            ),
-            (
-                "data_set_length",
-                SqlValue::Integer(to_i64(location.data_set_length)?),
-            ),
-            ("file_size", SqlValue::Integer(to_i64(location.file_size)?)),
-            ("file_modified_ns", SqlValue::Integer(location.modified_ns)),
-        ],
+        instance_location_columns(prepared, series_id, new_path)?,
     )?;
 
     // The computed keys above it.
@@ -1234,14 +1063,7 @@ impl Index for SqliteIndex {
         instance: PreparedInstance,
         on_duplicate: OnDuplicate,
     ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
-        let (reply, done) = oneshot::channel();
-        self.queue_insert(instance, on_duplicate, Reply::Channel(reply));
-        Box::pin(async move {
-            match done.await.map_err(|_| IndexError::WriterGone)?? {
-                Done::Inserted(inserted) => Ok(inserted),
-                _ => Err(unexpected()),
-            }
-        })
+        self.inner.writer.hand_over(instance, on_duplicate)
     }
 
     /// [`Index::hand_over`] whose writer thread calls `then` right after the commit.
@@ -1251,7 +1073,9 @@ impl Index for SqliteIndex {
         on_duplicate: OnDuplicate,
         then: OnCommit,
     ) {
-        self.queue_insert(instance, on_duplicate, Reply::Then(then));
+        self.inner
+            .writer
+            .queue_insert(instance, on_duplicate, Reply::Then(then));
     }
 
     fn query(
@@ -1299,7 +1123,7 @@ impl Index for SqliteIndex {
         sop_instance_uid: String,
     ) -> BoxFuture<'_, Result<Option<IndexedInstance>, IndexError>> {
         Box::pin(async move {
-            self.settle().await?;
+            self.inner.writer.settle().await;
             self.lookup_committed(sop_instance_uid).await
         })
     }
@@ -1334,19 +1158,11 @@ impl Index for SqliteIndex {
     }
 
     fn delete(&self, target: DeleteTarget) -> BoxFuture<'_, Result<Deleted, IndexError>> {
-        Box::pin(async move {
-            match self.write(Operation::Delete(target)).await? {
-                Done::Deleted(deleted) => Ok(deleted),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.inner.writer.delete(target))
     }
 
     fn files_removed(&self, files: Vec<PathBuf>) -> BoxFuture<'_, Result<(), IndexError>> {
-        Box::pin(async move {
-            self.write(Operation::FilesRemoved(files)).await?;
-            Ok(())
-        })
+        Box::pin(self.inner.writer.files_removed(files))
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<IndexCounts, IndexError>> {
@@ -1386,19 +1202,11 @@ impl Index for SqliteIndex {
     }
 
     fn begin_session(&self) -> BoxFuture<'_, Result<SessionStart, IndexError>> {
-        Box::pin(async move {
-            match self.write(Operation::BeginSession).await? {
-                Done::Session(session) => Ok(session),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.inner.writer.begin_session())
     }
 
     fn mark_clean(&self) -> BoxFuture<'_, Result<(), IndexError>> {
-        Box::pin(async move {
-            self.write(Operation::MarkClean).await?;
-            Ok(())
-        })
+        Box::pin(self.inner.writer.mark_clean())
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), IndexError>> {

@@ -1,0 +1,224 @@
+//! The writer side shared by every backend ([`super::SqliteIndex`], [`super::PostgresIndex`]):
+//! one writer per index applies the operations it is sent in batches (group commit, each
+//! operation in a savepoint of its own) and answers each once its batch committed. This module
+//! holds what does not depend on the database: the operations and their answers, the
+//! [`WriterHandle`] an index keeps to send them (with the inserts handed over, which reads wait
+//! for: [`super::hand_over`]), the gathering of a batch, and the answer to the operations left
+//! when the writer stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use dimsum_net::storage::BoxFuture;
+
+use super::hand_over::{HandOverMark, HandOvers, queue};
+use super::prepared::PreparedInstance;
+use super::{DeleteTarget, Deleted, IndexError, Inserted, OnCommit, OnDuplicate, SessionStart};
+
+/// Operations waiting for a writer.
+pub(crate) const WRITES_QUEUED: usize = 256;
+
+/// What a writer is asked to do.
+pub(crate) enum Operation {
+    Insert(Box<PreparedInstance>, OnDuplicate),
+    Delete(DeleteTarget),
+    FilesRemoved(Vec<PathBuf>),
+    BeginSession,
+    MarkClean,
+    Close,
+}
+
+/// What a writer answers an operation with.
+pub(crate) enum Done {
+    Inserted(Inserted),
+    Deleted(Deleted),
+    Session(SessionStart),
+    Nothing,
+}
+
+impl Done {
+    fn inserted(self) -> Result<Inserted, IndexError> {
+        match self {
+            Done::Inserted(inserted) => Ok(inserted),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// An operation on its way to the writer, with where it is answered.
+pub(crate) struct WriteOp {
+    pub(crate) operation: Operation,
+    pub(crate) reply: Reply,
+    /// The number of a handed-over insert ([`super::Index::hand_over`]), marked done when the
+    /// writer lets go of it: after its commit and answer, or whenever it is dropped unanswered.
+    pub(crate) mark: Option<HandOverMark>,
+}
+
+fn unexpected() -> IndexError {
+    IndexError::Task("the index writer answered another operation".into())
+}
+
+/// Where the writer answers an operation.
+pub(crate) enum Reply {
+    /// A future waits for it.
+    Channel(oneshot::Sender<Result<Done, IndexError>>),
+    /// An insert handed over with [`super::Index::hand_over_then`]: called by the writer.
+    Then(OnCommit),
+}
+
+impl Reply {
+    pub(crate) fn send(self, result: Result<Done, IndexError>) {
+        match self {
+            Reply::Channel(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Then(then) => then.call(result.and_then(Done::inserted)),
+        }
+    }
+}
+
+/// An index's side of its writer: the queue of operations, and the inserts handed over that
+/// reads wait for.
+pub(crate) struct WriterHandle {
+    operations: mpsc::Sender<WriteOp>,
+    handed_over: Arc<HandOvers>,
+}
+
+impl WriterHandle {
+    /// A handle and the receiving end the writer takes its operations from.
+    pub(crate) fn new() -> (WriterHandle, mpsc::Receiver<WriteOp>) {
+        let (operations, receiver) = mpsc::channel(WRITES_QUEUED);
+        let handle = WriterHandle {
+            operations,
+            handed_over: Arc::new(HandOvers::new()),
+        };
+        (handle, receiver)
+    }
+
+    /// Waits until every insert handed over before this call is committed (or failed).
+    pub(crate) async fn settle(&self) {
+        self.handed_over.settle().await;
+    }
+
+    /// Numbers an insert handed over ([`super::Index::hand_over`]) and queues it for the
+    /// writer: any read that starts after this returns waits for it. Queued now (or by a task
+    /// when the queue is full), so that it goes on whether or not anyone awaits the answer.
+    pub(crate) fn queue_insert(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+        reply: Reply,
+    ) {
+        queue(
+            &self.operations,
+            WriteOp {
+                operation: Operation::Insert(Box::new(instance), on_duplicate),
+                reply,
+                mark: Some(self.handed_over.mark()),
+            },
+        );
+    }
+
+    /// [`super::Index::hand_over`]: queues the insert now, answers once it is committed.
+    pub(crate) fn hand_over(
+        &self,
+        instance: PreparedInstance,
+        on_duplicate: OnDuplicate,
+    ) -> BoxFuture<'static, Result<Inserted, IndexError>> {
+        let (reply, done) = oneshot::channel();
+        self.queue_insert(instance, on_duplicate, Reply::Channel(reply));
+        Box::pin(async move { done.await.map_err(|_| IndexError::WriterGone)??.inserted() })
+    }
+
+    /// Hands an operation to the writer and waits for its commit.
+    pub(crate) async fn write(&self, operation: Operation) -> Result<Done, IndexError> {
+        let (reply, done) = oneshot::channel();
+        self.operations
+            .send(WriteOp {
+                operation,
+                reply: Reply::Channel(reply),
+                mark: None,
+            })
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        done.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    /// [`super::Index::delete`].
+    pub(crate) async fn delete(&self, target: DeleteTarget) -> Result<Deleted, IndexError> {
+        match self.write(Operation::Delete(target)).await? {
+            Done::Deleted(deleted) => Ok(deleted),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// [`super::Index::files_removed`].
+    pub(crate) async fn files_removed(&self, files: Vec<PathBuf>) -> Result<(), IndexError> {
+        self.write(Operation::FilesRemoved(files)).await?;
+        Ok(())
+    }
+
+    /// [`super::Index::begin_session`].
+    pub(crate) async fn begin_session(&self) -> Result<SessionStart, IndexError> {
+        match self.write(Operation::BeginSession).await? {
+            Done::Session(session) => Ok(session),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// [`super::Index::mark_clean`].
+    pub(crate) async fn mark_clean(&self) -> Result<(), IndexError> {
+        self.write(Operation::MarkClean).await?;
+        Ok(())
+    }
+
+    /// Asks the writer to stop once what it was given is committed (a writer already gone
+    /// is no error).
+    pub(crate) async fn stop(&self) {
+        let _ = self.write(Operation::Close).await;
+    }
+}
+
+/// A batch: `first`, then what else is queued already, up to `max_batch` operations or until
+/// `max_batch_time` has passed; and whether it holds [`Operation::Close`] (the last batch).
+pub(crate) fn gather_batch(
+    first: WriteOp,
+    operations: &mut mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    max_batch_time: Duration,
+) -> (Vec<WriteOp>, bool) {
+    let started = Instant::now();
+    let mut batch = vec![first];
+    while batch.len() < max_batch.max(1) && started.elapsed() < max_batch_time {
+        match operations.try_recv() {
+            Ok(operation) => batch.push(operation),
+            Err(_) => break,
+        }
+    }
+    let closing = batch
+        .iter()
+        .any(|op| matches!(op.operation, Operation::Close));
+    (batch, closing)
+}
+
+/// Closes a stopping writer's queue (later senders see it closed) and answers what is left in
+/// it with [`IndexError::WriterGone`].
+pub(crate) fn refuse_late(operations: &mut mpsc::Receiver<WriteOp>) {
+    operations.close();
+    while let Ok(late) = operations.try_recv() {
+        late.reply.send(Err(IndexError::WriterGone));
+    }
+}
+
+/// The rows an instance is filed under, and which of them its insert created.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ParentIds {
+    pub(crate) patient_id: i64,
+    pub(crate) study_id: i64,
+    pub(crate) series_id: i64,
+    pub(crate) new_study: bool,
+    pub(crate) new_series: bool,
+}
