@@ -81,7 +81,7 @@ use super::sql::{
     insert_row_sql, instance_location_columns, instance_record, instance_records_sql,
     instances_after_sql, retrieval_sql,
 };
-use super::writer::{Done, Operation, ParentIds, WriteOp, WriterHandle, gather_batch, refuse_late};
+use super::writer::{Batches, Done, Operation, ParentIds, WriteOp, WriterHandle};
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnDuplicate, RecordStream, ResponseStream, SessionStart,
@@ -693,23 +693,16 @@ impl WriterLink {
 /// The writer task: gathers a batch, applies it, answers.
 async fn run_writer(
     mut link: WriterLink,
-    mut operations: mpsc::Receiver<WriteOp>,
+    operations: mpsc::Receiver<WriteOp>,
     config: PostgresConfig,
 ) {
-    let mut closing = false;
-    while !closing && let Some(first) = operations.recv().await {
-        let batch;
-        (batch, closing) = gather_batch(
-            first,
-            &mut operations,
-            config.max_batch,
-            config.max_batch_time,
-        );
+    let mut batches = Batches::new(operations, config.max_batch, config.max_batch_time);
+    while let Some(batch) = batches.next().await {
         let count = batch.len();
         commit_batch(&mut link, batch, &config).await;
         debug!("index: committed {count} operations");
     }
-    refuse_late(&mut operations);
+    drop(batches);
     if let Some(client) = &link.client {
         let _ = client
             .execute("DELETE FROM archive_state WHERE name = $1", &[&link.key])

@@ -43,9 +43,7 @@ use super::sql::{
     Dialect, Param, QueryRun, indexed_instance, insert_row_sql, instance_location_columns,
     instance_record, instance_records_sql, instances_after_sql, retrieval_sql,
 };
-use super::writer::{
-    Done, Operation, ParentIds, Reply, WriteOp, WriterHandle, gather_batch, refuse_late,
-};
+use super::writer::{Batches, Done, Operation, ParentIds, Reply, WriteOp, WriterHandle};
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnCommit, OnDuplicate, RecordStream, ResponseStream, SessionStart,
@@ -412,24 +410,16 @@ fn start_checkpointer(
 /// The writer thread: gathers a batch, applies each operation in a savepoint, commits, answers.
 fn run_writer(
     mut connection: Connection,
-    mut operations: mpsc::Receiver<WriteOp>,
+    operations: mpsc::Receiver<WriteOp>,
     config: &SqliteConfig,
 ) {
-    let mut closing = false;
     let mut state = WriterState::new();
-    while !closing && let Some(first) = operations.blocking_recv() {
-        let batch;
-        (batch, closing) = gather_batch(
-            first,
-            &mut operations,
-            config.max_batch,
-            config.max_batch_time,
-        );
+    let mut batches = Batches::new(operations, config.max_batch, config.max_batch_time);
+    while let Some(batch) = batches.next_blocking() {
         let count = batch.len();
         commit_batch(&mut connection, &mut state, batch);
         debug!("index: committed {count} operations");
     }
-    refuse_late(&mut operations);
 }
 
 fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec<WriteOp>) {

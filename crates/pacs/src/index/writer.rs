@@ -182,34 +182,72 @@ impl WriterHandle {
     }
 }
 
-/// A batch: `first`, then what else is queued already, up to `max_batch` operations or until
-/// `max_batch_time` has passed; and whether it holds [`Operation::Close`] (the last batch).
-pub(crate) fn gather_batch(
-    first: WriteOp,
-    operations: &mut mpsc::Receiver<WriteOp>,
+/// The operations a writer takes from its queue, a batch at a time (group commit): the first
+/// that comes, then what else is queued already, up to `max_batch` operations or until
+/// `max_batch_time` has passed. The batch that holds [`Operation::Close`] is the last; once
+/// dropped, the queue is closed (later senders see it closed) and what is left in it is
+/// answered with [`IndexError::WriterGone`].
+pub(crate) struct Batches {
+    operations: mpsc::Receiver<WriteOp>,
     max_batch: usize,
     max_batch_time: Duration,
-) -> (Vec<WriteOp>, bool) {
-    let started = Instant::now();
-    let mut batch = vec![first];
-    while batch.len() < max_batch.max(1) && started.elapsed() < max_batch_time {
-        match operations.try_recv() {
-            Ok(operation) => batch.push(operation),
-            Err(_) => break,
-        }
-    }
-    let closing = batch
-        .iter()
-        .any(|op| matches!(op.operation, Operation::Close));
-    (batch, closing)
+    closed: bool,
 }
 
-/// Closes a stopping writer's queue (later senders see it closed) and answers what is left in
-/// it with [`IndexError::WriterGone`].
-pub(crate) fn refuse_late(operations: &mut mpsc::Receiver<WriteOp>) {
-    operations.close();
-    while let Ok(late) = operations.try_recv() {
-        late.reply.send(Err(IndexError::WriterGone));
+impl Batches {
+    pub(crate) fn new(
+        operations: mpsc::Receiver<WriteOp>,
+        max_batch: usize,
+        max_batch_time: Duration,
+    ) -> Self {
+        Self {
+            operations,
+            max_batch: max_batch.max(1),
+            max_batch_time,
+            closed: false,
+        }
+    }
+
+    /// The next batch, waiting on the calling thread (a writer thread); `None` once closed.
+    pub(crate) fn next_blocking(&mut self) -> Option<Vec<WriteOp>> {
+        if self.closed {
+            return None;
+        }
+        let first = self.operations.blocking_recv()?;
+        Some(self.gather(first))
+    }
+
+    /// The next batch (a writer task); `None` once closed.
+    pub(crate) async fn next(&mut self) -> Option<Vec<WriteOp>> {
+        if self.closed {
+            return None;
+        }
+        let first = self.operations.recv().await?;
+        Some(self.gather(first))
+    }
+
+    fn gather(&mut self, first: WriteOp) -> Vec<WriteOp> {
+        let started = Instant::now();
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch && started.elapsed() < self.max_batch_time {
+            match self.operations.try_recv() {
+                Ok(operation) => batch.push(operation),
+                Err(_) => break,
+            }
+        }
+        self.closed = batch
+            .iter()
+            .any(|op| matches!(op.operation, Operation::Close));
+        batch
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        self.operations.close();
+        while let Ok(late) = self.operations.try_recv() {
+            late.reply.send(Err(IndexError::WriterGone));
+        }
     }
 }
 
