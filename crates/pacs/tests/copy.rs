@@ -23,41 +23,31 @@ use dimsum_pacs::index::{
 };
 
 mod common;
-use common::{Backend, CT, MR, SC, TestDatabase, TestIndex, element, find_plan, new_instance};
+use common::{
+    Backend, CT, MR, SC, TestDatabase, TestIndex, TestInstance, element, find_plan, new_instance,
+};
 
 /// (patient id, patient name, study, study date, study description, series, modality, series
 /// number, instance, SOP class, instance number)
-type Row = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-);
+type Row = [&'static str; 11];
 
 /// Every kind of typed column, a name with an ideographic group (its `_alpha` column), empty
 /// values (NULL columns), a modality with two values (an irregular series), a description
 /// with a NUL character (which PostgreSQL text cannot hold), and two studies of a patient.
 const ROWS: [Row; 8] = [
-    (
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "CT CHEST", "1.1.1", "CT", "1", "1.1.1.1", CT, "1",
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "CT CHEST", "1.1.1", "CT", "1", "1.1.1.2", CT, "2",
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "CT CHEST", "1.1.2", "OT", "2", "1.1.2.1", SC, "",
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.2", "20240320", "MR KNEE", "1.2.1", "MR", "1", "1.2.1.1", MR, "1",
-    ),
-    (
+    ],
+    [
         "P2",
         "Yamada^Tarou=山田^太郎",
         "2.1",
@@ -69,46 +59,52 @@ const ROWS: [Row; 8] = [
         "2.1.1.1",
         CT,
         "3",
-    ),
-    (
+    ],
+    [
         "P3", "ROE^JANE", "3.1", "20231111", "A\0B", "3.1.1", "MR", "7", "3.1.1.1", MR, "1",
-    ),
-    (
+    ],
+    [
         "P3", "ROE^JANE", "3.1", "20231111", "A\0B", "3.1.1", "MR", "7", "3.1.1.2", MR, "2",
-    ),
-    (
+    ],
+    [
         "P4", "DOE^JANE", "4.1", "20240601", "GONE", "4.1.1", "US", "1", "4.1.1.1", SC, "1",
-    ),
+    ],
 ];
 
 fn attributes(row: &Row) -> InMemDicomObject {
-    let (pid, name, study, date, description, series, modality, number, sop, class, instance) =
-        *row;
-    InMemDicomObject::from_element_iter([
-        element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-        element(tags::SOP_CLASS_UID, VR::UI, class),
-        element(tags::SOP_INSTANCE_UID, VR::UI, sop),
-        element(tags::STUDY_DATE, VR::DA, date),
-        element(
-            tags::STUDY_TIME,
-            VR::TM,
-            if date.is_empty() { "" } else { "101500" },
-        ),
-        element(tags::ACCESSION_NUMBER, VR::SH, &format!("ACC{study}")),
-        element(tags::MODALITY, VR::CS, modality),
-        element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
-        element(tags::STUDY_DESCRIPTION, VR::LO, description),
-        element(tags::PATIENT_NAME, VR::PN, name),
-        element(tags::PATIENT_ID, VR::LO, pid),
-        element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
-        element(tags::PATIENT_SEX, VR::CS, "O"),
-        element(tags::STUDY_INSTANCE_UID, VR::UI, study),
-        element(tags::SERIES_INSTANCE_UID, VR::UI, series),
-        element(tags::SERIES_NUMBER, VR::IS, number),
-        element(tags::INSTANCE_NUMBER, VR::IS, instance),
-        element(tags::ROWS, VR::US, "16"),
-        element(tags::PIXEL_DATA, VR::OW, ""),
-    ])
+    let [
+        pid,
+        name,
+        study,
+        date,
+        description,
+        series,
+        modality,
+        number,
+        sop,
+        class,
+        instance,
+    ] = *row;
+    let accession = format!("ACC{study}");
+    let mut attributes = TestInstance {
+        patient_id: pid,
+        patient_name: name,
+        study,
+        study_date: date,
+        study_time: if date.is_empty() { "" } else { "101500" },
+        accession: &accession,
+        study_description: description,
+        series,
+        modality,
+        series_number: number,
+        sop,
+        sop_class: class,
+        instance_number: instance,
+    }
+    .attributes();
+    attributes.put(element(tags::ROWS, VR::US, "16"));
+    attributes.put(element(tags::PIXEL_DATA, VR::OW, ""));
+    attributes
 }
 
 fn path(root: &Path, sop: &str) -> PathBuf {
@@ -121,7 +117,7 @@ async fn sqlite_fixture() -> Option<TestIndex> {
     common::postgres_server()?;
     let test = TestIndex::new(Backend::Sqlite).await?;
     for row in &ROWS {
-        let new = new_instance(attributes(row), path(test.root(), row.8));
+        let new = new_instance(attributes(row), path(test.root(), row[8]));
         test.index
             .insert(new, OnDuplicate::Fail)
             .await
@@ -387,10 +383,10 @@ async fn the_copy_answers_every_read_as_the_sqlite_index_does() {
     }
     for row in &ROWS {
         assert_eq!(
-            postgres.lookup(row.8.into()).await.expect("lookup"),
-            sqlite.lookup(row.8.into()).await.expect("lookup"),
+            postgres.lookup(row[8].into()).await.expect("lookup"),
+            sqlite.lookup(row[8].into()).await.expect("lookup"),
             "{}",
-            row.8
+            row[8]
         );
     }
     assert_eq!(
@@ -424,9 +420,9 @@ async fn the_copy_answers_every_read_as_the_sqlite_index_does() {
 
     // New rows get ids after the copied ones.
     let new = new_instance(
-        attributes(&(
+        attributes(&[
             "P9", "NEW^ONE", "9.1", "20250101", "NEW", "9.1.1", "CT", "1", "9.1.1.1", CT, "1",
-        )),
+        ]),
         path(source.root(), "9.1.1.1"),
     );
     assert_eq!(
@@ -457,17 +453,17 @@ async fn a_database_that_holds_an_index_is_refused_and_a_failed_copy_leaves_noth
     // after the first tables went in, and none of them is left.
     let broken = TestIndex::new(Backend::Sqlite).await.expect("SQLite");
     for row in &ROWS[..4] {
-        let new = new_instance(attributes(row), path(broken.root(), row.8));
+        let new = new_instance(attributes(row), path(broken.root(), row[8]));
         broken
             .index
             .insert(new, OnDuplicate::Fail)
             .await
             .expect("inserted");
     }
-    let row = (
+    let row = [
         "P\0X", "NUL^ID", "5.1", "", "", "5.1.1", "CT", "", "5.1.1.1", CT, "",
-    );
-    let new = new_instance(attributes(&row), path(broken.root(), row.8));
+    ];
+    let new = new_instance(attributes(&row), path(broken.root(), row[8]));
     broken
         .index
         .insert(new, OnDuplicate::Fail)

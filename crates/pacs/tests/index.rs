@@ -27,8 +27,8 @@ use dimsum_pacs::matching::MatchOptions;
 
 mod common;
 use common::{
-    Backend, CT, MR, SC, TestIndex, element, find_plan, new_instance, query_all, sorted_values,
-    text,
+    Backend, CT, MR, SC, TestIndex, TestInstance, element, find_plan, matches, new_instance,
+    query_all, sorted_values, text,
 };
 
 const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
@@ -50,33 +50,39 @@ struct Spec {
 
 impl Spec {
     fn new_instance(&self, root: &Path) -> NewInstance {
-        let (pid, name) = self.patient;
-        let (study, date, time, accession, description) = self.study;
-        let (series, modality, number) = self.series;
-        let (sop, class) = self.sop;
-        new_instance(
-            InMemDicomObject::from_element_iter([
-                element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-                element(tags::SOP_CLASS_UID, VR::UI, class),
-                element(tags::SOP_INSTANCE_UID, VR::UI, sop),
-                element(tags::STUDY_DATE, VR::DA, date),
-                element(tags::STUDY_TIME, VR::TM, time),
-                element(tags::ACCESSION_NUMBER, VR::SH, accession),
-                element(tags::MODALITY, VR::CS, modality),
-                element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
-                element(tags::STUDY_DESCRIPTION, VR::LO, description),
-                element(tags::PATIENT_NAME, VR::PN, name),
-                element(tags::PATIENT_ID, VR::LO, pid),
-                element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
-                element(tags::PATIENT_SEX, VR::CS, "O"),
-                element(tags::STUDY_INSTANCE_UID, VR::UI, study),
-                element(tags::SERIES_INSTANCE_UID, VR::UI, series),
-                element(tags::SERIES_NUMBER, VR::IS, number),
-                element(tags::INSTANCE_NUMBER, VR::IS, "1"),
-            ]),
-            file_path(root, study, series, sop),
-        )
+        let (patient_id, patient_name) = self.patient;
+        let (study, study_date, study_time, accession, study_description) = self.study;
+        let (series, modality, series_number) = self.series;
+        let (sop, sop_class) = self.sop;
+        let attributes = TestInstance {
+            patient_id,
+            patient_name,
+            study,
+            study_date,
+            study_time,
+            accession,
+            study_description,
+            series,
+            modality,
+            series_number,
+            sop,
+            sop_class,
+            instance_number: "1",
+        }
+        .attributes();
+        new_instance(attributes, file_path(root, study, series, sop))
     }
+}
+
+/// The keys of a PATIENT level query of Patient ID `pid` ("": any) for the patient's computed
+/// keys (C.6.1.1.2: Number of Patient Related Studies, Series and Instances).
+fn patient_count_keys(pid: &str) -> Vec<InMemElement> {
+    vec![
+        element(tags::PATIENT_ID, VR::LO, pid),
+        element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+        element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
+        element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
+    ]
 }
 
 /// Where the test instances are said to be: `root/study/series/sop.dcm`.
@@ -143,11 +149,7 @@ impl Fixture {
         level: &str,
         keys: Vec<InMemElement>,
     ) -> Vec<InMemDicomObject> {
-        self.find_with(find_plan(model, level, keys), None)
-            .await
-            .into_iter()
-            .map(|found| found.expect("a match"))
-            .collect()
+        matches(self.index.as_ref(), find_plan(model, level, keys)).await
     }
 
     async fn find_with(
@@ -226,17 +228,11 @@ async fn every_level_of_every_model_is_answered_with_its_computed_keys(backend: 
     assert_eq!(fixture.counts().await, (3, 4, 5, 6));
 
     let patients = fixture
-        .find(
-            QueryModel::PatientRoot,
-            "PATIENT",
-            vec![
-                element(tags::PATIENT_ID, VR::LO, ""),
-                element(tags::PATIENT_NAME, VR::PN, ""),
-                element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
-                element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
-                element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
-            ],
-        )
+        .find(QueryModel::PatientRoot, "PATIENT", {
+            let mut keys = patient_count_keys("");
+            keys.push(element(tags::PATIENT_NAME, VR::PN, ""));
+            keys
+        })
         .await;
     assert_eq!(
         sorted_values(&patients, tags::PATIENT_ID),
@@ -569,16 +565,7 @@ async fn computed_keys_follow_inserts_replacements_and_deletes(backend: Backend)
     };
     let patient = |pid: &'static str| async move {
         let found = fixture
-            .find(
-                QueryModel::PatientRoot,
-                "PATIENT",
-                vec![
-                    element(tags::PATIENT_ID, VR::LO, pid),
-                    element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
-                    element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
-                    element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
-                ],
-            )
+            .find(QueryModel::PatientRoot, "PATIENT", patient_count_keys(pid))
             .await;
         found.first().map(|p| {
             [
@@ -1167,11 +1154,7 @@ mod postgres_only {
                 element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
             ],
         );
-        let found: Vec<InMemDicomObject> = query_all(&nodes[1], plan, None)
-            .await
-            .into_iter()
-            .map(|found| found.expect("a match"))
-            .collect();
+        let found = matches(&nodes[1], plan).await;
         assert_eq!(found.len(), 4);
         for study in 0..4 {
             let record = found
@@ -1190,16 +1173,7 @@ mod postgres_only {
                 instances.to_string()
             );
         }
-        let patients = find_plan(
-            QueryModel::PatientRoot,
-            "PATIENT",
-            vec![
-                element(tags::PATIENT_ID, VR::LO, "P0"),
-                element(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
-                element(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, ""),
-                element(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, ""),
-            ],
-        );
+        let patients = find_plan(QueryModel::PatientRoot, "PATIENT", patient_count_keys("P0"));
         let found = query_all(&nodes[0], patients, None).await;
         let p0 = found[0].as_ref().expect("P0");
         let p0_instances: usize = expected
@@ -1353,11 +1327,7 @@ mod postgres_only {
                         element(tags::STUDY_INSTANCE_UID, VR::UI, ""),
                     ],
                 );
-                let found: Vec<InMemDicomObject> = query_all(test.index.as_ref(), plan, None)
-                    .await
-                    .into_iter()
-                    .map(|found| found.expect("a match"))
-                    .collect();
+                let found = matches(test.index.as_ref(), plan).await;
                 answers.push(sorted_values(&found, tags::STUDY_INSTANCE_UID));
             }
             assert_eq!(answers[0], answers[1], "{key:?}");

@@ -17,46 +17,37 @@ use dimsum_pacs::index::{Index, IndexError, OnDuplicate};
 
 mod common;
 use common::{
-    Backend, CT, MR, SC, TestIndex, element, find_plan, new_instance, query_all, sorted_values,
+    Backend, CT, MR, SC, TestIndex, element, find_plan, matches, new_instance, query_all,
+    sorted_values,
 };
 
 /// (patient id, patient name, study, study date, series, modality, series number, instance,
 /// SOP class)
-type Row = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-);
+type Row = [&'static str; 9];
 
 /// P1 has a CT+SC study in January and an MR study in March; P2 a CT study; P3 an MR study.
 const ROWS: [Row; 7] = [
-    (
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "1.1.1", "CT", "1", "1.1.1.1", CT,
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "1.1.1", "CT", "1", "1.1.1.2", CT,
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.1", "20240105", "1.1.2", "OT", "2", "1.1.2.1", SC,
-    ),
-    (
+    ],
+    [
         "P1", "DOE^JOHN", "1.2", "20240320", "1.2.1", "MR", "1", "1.2.1.1", MR,
-    ),
-    (
+    ],
+    [
         "P2", "ROE^JANE", "2.1", "20231111", "2.1.1", "CT", "1", "2.1.1.1", CT,
-    ),
-    (
+    ],
+    [
         "P3", "DOE^JANE", "3.1", "20240601", "3.1.1", "MR", "7", "3.1.1.1", MR,
-    ),
-    (
+    ],
+    [
         "P3", "DOE^JANE", "3.1", "20240601", "3.1.1", "MR", "7", "3.1.1.2", MR,
-    ),
+    ],
 ];
 
 struct Fixture {
@@ -70,7 +61,7 @@ impl Fixture {
         let test = TestIndex::new(backend).await?;
         let index = test.index.clone();
         let folder = &test.folder;
-        for (pid, name, study, date, series, modality, number, sop, class) in ROWS {
+        for [pid, name, study, date, series, modality, number, sop, class] in ROWS {
             let attributes = InMemDicomObject::from_element_iter([
                 element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
                 element(tags::SOP_CLASS_UID, VR::UI, class),
@@ -104,13 +95,7 @@ impl Fixture {
 
     /// The sorted values of `tag` in the matches of a relational query.
     async fn values(&self, plan: QueryPlan, tag: Tag) -> Vec<String> {
-        let found: Vec<InMemDicomObject> = self
-            .run(plan, None)
-            .await
-            .into_iter()
-            .map(|found| found.expect("a match"))
-            .collect();
-        sorted_values(&found, tag)
+        sorted_values(&matches(self.index.as_ref(), plan).await, tag)
     }
 
     /// Checks every case of `cases`: (what it tests, a plan, a tag, the sorted values of the

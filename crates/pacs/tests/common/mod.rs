@@ -79,6 +79,51 @@ pub fn new_instance(attributes: InMemDicomObject, path: PathBuf) -> NewInstance 
     }
 }
 
+/// The keys of a test instance at every level, from which [`TestInstance::attributes`] makes
+/// its data set (PS3.4 C.6.1.1: the patient, study, series and instance keys the index columns
+/// hold); an empty value is an empty element.
+#[derive(Debug, Clone, Copy)]
+pub struct TestInstance<'a> {
+    pub patient_id: &'a str,
+    pub patient_name: &'a str,
+    pub study: &'a str,
+    pub study_date: &'a str,
+    pub study_time: &'a str,
+    pub accession: &'a str,
+    pub study_description: &'a str,
+    pub series: &'a str,
+    pub modality: &'a str,
+    pub series_number: &'a str,
+    pub sop: &'a str,
+    pub sop_class: &'a str,
+    pub instance_number: &'a str,
+}
+
+impl TestInstance<'_> {
+    /// Its keys in UTF-8, with a referring physician, a birth date and a sex of its patient.
+    pub fn attributes(&self) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter([
+            element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+            element(tags::SOP_CLASS_UID, VR::UI, self.sop_class),
+            element(tags::SOP_INSTANCE_UID, VR::UI, self.sop),
+            element(tags::STUDY_DATE, VR::DA, self.study_date),
+            element(tags::STUDY_TIME, VR::TM, self.study_time),
+            element(tags::ACCESSION_NUMBER, VR::SH, self.accession),
+            element(tags::MODALITY, VR::CS, self.modality),
+            element(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "SMITH^ANN"),
+            element(tags::STUDY_DESCRIPTION, VR::LO, self.study_description),
+            element(tags::PATIENT_NAME, VR::PN, self.patient_name),
+            element(tags::PATIENT_ID, VR::LO, self.patient_id),
+            element(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
+            element(tags::PATIENT_SEX, VR::CS, "O"),
+            element(tags::STUDY_INSTANCE_UID, VR::UI, self.study),
+            element(tags::SERIES_INSTANCE_UID, VR::UI, self.series),
+            element(tags::SERIES_NUMBER, VR::IS, self.series_number),
+            element(tags::INSTANCE_NUMBER, VR::IS, self.instance_number),
+        ])
+    }
+}
+
 /// A C-FIND plan on `model` at `level` with `keys`.
 pub fn find_plan(model: QueryModel, level: &str, keys: Vec<InMemElement>) -> QueryPlan {
     let mut object = InMemDicomObject::from_element_iter(keys);
@@ -97,6 +142,15 @@ pub async fn query_all(
     tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
         .await
         .expect("the query ends")
+}
+
+/// The matches of `plan` in `index` (no result limit), each one expected to be a match.
+pub async fn matches(index: &dyn Index, plan: QueryPlan) -> Vec<InMemDicomObject> {
+    query_all(index, plan, None)
+        .await
+        .into_iter()
+        .map(|found| found.expect("a match"))
+        .collect()
 }
 
 /// Explicit VR Little Endian alone, as the transfer syntaxes of a context.
