@@ -160,7 +160,9 @@ pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> 
         archive_config =
             archive_config.with_destination(ae_title, format!("{}:{}", address.host, address.port));
     }
-    archive_config = archive_config.with_node(config.node_name());
+    archive_config = archive_config
+        .with_node(config.node_name())
+        .with_fsync(config.fsync);
     if let Some(url) = &config.index {
         archive_config = archive_config.with_postgres(url);
     }

@@ -205,8 +205,10 @@ pub struct ArchiveConfig {
     pub result_limit: Option<usize>,
     /// Optional matching rules (PN case).
     pub matching: MatchOptions,
-    /// fsync each file and its folder before it is indexed, and commit the index with
-    /// `synchronous = FULL`: stored instances survive a power cut, at a cost in speed.
+    /// fsync each file and its folder before it is indexed, and commit the index durably
+    /// (SQLite `synchronous = FULL`, PostgreSQL `synchronous_commit = on`): stored instances
+    /// survive a power cut, at a cost in speed. Without it they survive a crash of the server
+    /// process (and a restart of PostgreSQL), not of the machine.
     pub fsync: bool,
     /// Make index and storage agree at open even after a clean close.
     pub check_on_open: bool,
@@ -498,6 +500,7 @@ impl Archive {
             IndexBackend::Postgres { url } => {
                 let mut postgres = PostgresConfig::new(url.clone(), config.node.clone());
                 postgres.limits = config.limits;
+                postgres.full_sync = config.fsync;
                 Arc::new(PostgresIndex::open(postgres).await?)
             }
         };

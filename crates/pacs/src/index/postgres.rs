@@ -124,6 +124,13 @@ pub struct PostgresConfig {
     pub reconnect_for: Duration,
     /// How long one attempt to connect may take.
     pub connect_timeout: Duration,
+    /// Commit with `synchronous_commit = on`: each commit is on the server's disk before it is
+    /// answered, so it survives a crash of the database server or its machine. The default,
+    /// off (for the writer's connection only), answers once the server has the commit, which
+    /// survives a crash of the node and a restart of the server, not a crash of the server's
+    /// machine within the last fraction of a second: what the SQLite index's `synchronous =
+    /// NORMAL` guarantees.
+    pub full_sync: bool,
 }
 
 impl PostgresConfig {
@@ -137,6 +144,7 @@ impl PostgresConfig {
             limits: ScanLimits::default(),
             reconnect_for: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            full_sync: false,
         }
     }
 }
@@ -404,6 +412,14 @@ impl PostgresIndex {
         pg.application_name(format!("dimsum {}", config.node));
         let mut client = connect(&pg, &config.url).await?;
         prepare_database(&mut client, &database).await?;
+        // This connection becomes the writer's: as the writer's reconnections are set up below.
+        let synchronous_commit = if config.full_sync { "on" } else { "off" };
+        client
+            .batch_execute(&format!(
+                "SET synchronous_commit = {synchronous_commit}; SET application_name = 'dimsum {} writer'",
+                config.node.replace('\'', "")
+            ))
+            .await?;
         let pool = || {
             let manager = Manager::from_config(
                 pg.clone(),
@@ -422,6 +438,9 @@ impl PostgresIndex {
         // The writer's connections are told apart from the readers' (pg_stat_activity).
         let mut writer_pg = pg.clone();
         writer_pg.application_name(format!("dimsum {} writer", config.node));
+        if !config.full_sync {
+            writer_pg.options("-c synchronous_commit=off");
+        }
         let link = WriterLink {
             pg: writer_pg,
             url: config.url.clone(),
