@@ -61,6 +61,8 @@ HOST = "127.0.0.1"
 AE = "ARCHIVE"
 MAX_PDU = "131072"
 ENV = dict(os.environ, TCP_NODELAY="1", RUST_LIB_BACKTRACE="0")
+# Extra flags for every dimsum serve (e.g. BENCH_SCALE_SERVE_ARGS=--fsync: durable commits).
+SERVE_ARGS = os.environ.get("BENCH_SCALE_SERVE_ARGS", "").split()
 CLIENT_TIMEOUT = 900.0
 STARTUP_TIMEOUT = 120.0
 LOAD_TIMEOUT = 4 * 3600.0
@@ -198,6 +200,7 @@ def dimsum_node(folder: str, cpu: int | None, index_url: str | None = None, node
     """dimsum serve on `folder`: its SQLite index, or the PostgreSQL one at `index_url` as `node`."""
     port = free_port()
     argv = [DIMSUM, "serve", "--data", folder, "--bind", HOST, "--port", str(port), "--aet", AE, "--no-http"]
+    argv += SERVE_ARGS
     if index_url:
         argv += ["--index", index_url, "--node", node or "a"]
     return Server(f"dimsum serve {node or 'sqlite'}", argv, port, cpu)
