@@ -29,8 +29,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import (PER_STUDY, QUERIES, first_line, free_port, is_listening, load_index,  # noqa: E402
-                       log, peak_rss_kib, peer_files, study_values)
+from bench_lib import (PER_STUDY, QUERIES, ServerProcess, first_line, free_port, load_index,  # noqa: E402
+                       log, peer_files, stop_servers, study_values)
 
 REPO = os.environ["REPO"]
 DIMSUM = os.environ["DIMSUM_BIN"]
@@ -57,29 +57,16 @@ AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 DICOM_JSON = "application/dicom+json"
 os.makedirs(DISK, exist_ok=True)
 WORK = tempfile.mkdtemp(prefix="web-", dir=DISK)
-running: list[subprocess.Popen] = []
 
 
 def cleanup() -> None:
-    for process in list(running):
-        stop(process)
+    stop_servers()
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process in running:
-        running.remove(process)
-
-
-class Server:
-    """dimsum serve or Orthanc with DICOMweb, on free ports; `sample()` records its VmHWM."""
+class Server(ServerProcess):
+    """dimsum serve or Orthanc with DICOMweb, on free ports, listening on both when made;
+    `sample()` records its VmHWM (bench_lib.ServerProcess)."""
 
     NAMES = {"serve": "dimsum serve", "orthanc": "Orthanc + DICOMweb plugin"}
 
@@ -89,23 +76,10 @@ class Server:
         self.dicom_port = free_port()
         self.http_port = free_port()
         os.makedirs(folder, exist_ok=True)
-        self.log_path = os.path.join(WORK, f"{kind}-{label}-{self.http_port}.log")
-        with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log_file,
-                                            stderr=subprocess.STDOUT, env=ENV, cwd=WORK)
-        running.append(self.process)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not (is_listening(self.http_port) and is_listening(self.dicom_port)):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} did not start: {self.tail()}")
-            time.sleep(0.05)
+        log_path = os.path.join(WORK, f"{kind}-{label}-{self.http_port}.log")
+        super().__init__(self.NAMES[kind], self.argv(), [self.http_port, self.dicom_port], log_path, ENV,
+                         WORK, STARTUP_TIMEOUT)
         self.root = "/dicom-web"
-        self.peak_kib = 0
-
-    @property
-    def name(self) -> str:
-        return self.NAMES[self.kind]
 
     def argv(self) -> list[str]:
         if self.kind == "serve":
@@ -125,26 +99,8 @@ class Server:
             }, out)
         return ["Orthanc", config]
 
-    def tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as log_file:
-                return log_file.read().decode(errors="replace").strip()[-400:].replace("\n", " ")
-        except OSError:
-            return "?"
-
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(HOST, self.http_port, timeout=REQUEST_TIMEOUT)
-
-    def sample(self) -> None:
-        self.peak_kib = max(self.peak_kib, peak_rss_kib(self.process.pid) or 0)
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}): {self.tail()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.peak_kib = max(self.peak_kib, peak_rss_kib(self.process.pid) or 0)
-        stop(self.process)
-        return self.peak_kib
 
 
 def generate(key: str, count: int) -> str:
