@@ -10,9 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use super::{peer_missing, repo_root, run};
+use super::{peer_missing, repo_root};
 
 /// The variable that holds the test server's URL.
 pub const TEST_POSTGRES: &str = "DIMSUM_TEST_POSTGRES";
@@ -57,15 +56,8 @@ pub fn server_url() -> Option<String> {
     }
 }
 
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{database}")
-}
-
 /// Creates an empty database on `server` (a server URL) named after `label`, unique in this
-/// run; its URL.
+/// run (the library's [`dimsum_pacs::index::postgres::create_database`]); its URL.
 #[track_caller]
 pub fn create_database(server: &str, label: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -85,23 +77,13 @@ pub fn create_database(server: &str, label: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
-    let mut psql = Command::new("psql");
-    psql.args(["-v", "ON_ERROR_STOP=1", "-q", "-d", server, "-c"])
-        .arg(format!("CREATE DATABASE \"{name}\""));
-    let scratch = std::env::temp_dir();
-    let finished = run(
-        &format!("createdb-{name}"),
-        &scratch,
-        psql,
-        Duration::from_secs(30),
-    );
-    assert_eq!(
-        finished.code(),
-        Some(0),
-        "cannot create the database {name}\n{}",
-        finished.describe()
-    );
-    with_database(server, &name)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to create the database");
+    runtime
+        .block_on(dimsum_pacs::index::postgres::create_database(server, &name))
+        .unwrap_or_else(|error| panic!("cannot create the database {name}: {error}"))
 }
 
 /// A fresh database on the test server, named after `label`. `None` (after `SKIP:`) when the
