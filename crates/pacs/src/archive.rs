@@ -57,7 +57,9 @@
 //! told it is stored finds it, while the commit overlaps the next store. With
 //! [`ArchiveConfig::answer_after_commit`] (archives sharing an index) the answer waits for the
 //! commit itself. A small instance (below [`dimsum_net::storage::BUFFER_BELOW`]) is written,
-//! prepared for the index and handed over in one blocking task.
+//! prepared for the index and handed over in one blocking call made on the association's own
+//! thread once it has handed its other tasks on ([`run_blocking`]): its answer waits for no
+//! thread to wake up.
 //!
 //! Stores of the same SOP Instance UID are taken one at a time (each holds the UID's lock until
 //! its commit). One that arrives again is, by [`DuplicatePolicy`]: kept as it was (the peer is
@@ -103,7 +105,7 @@ use dimsum_net::scp::{
 };
 use dimsum_net::storage::{
     BoxFuture, FileStorage, FileWriter, Gathered, InstanceDescription, InstanceWriter, Layout,
-    Storage, StoreFailure, StoreSuccess, StoredInstance, Written,
+    Storage, StoreFailure, StoreSuccess, StoredInstance, Written, run_blocking,
 };
 
 use crate::file::{self, FileError, Identity};
@@ -877,10 +879,9 @@ impl Archive {
         }
     }
 
-    /// Stores an instance gathered in memory, on a blocking thread: the file, the preparation
-    /// and the hand-over to the index in one go (and first the duplicate look-up, when the
-    /// policy refuses duplicates: its answer depends on it) — the association's task hands the
-    /// store to the blocking pool once and gets its answer back once. Under the other policies
+    /// Stores an instance gathered in memory, blocking ([`run_blocking`]): the file, the
+    /// preparation and the hand-over to the index in one go (and first the duplicate look-up,
+    /// when the policy refuses duplicates: its answer depends on it). Under the other policies
     /// the index decides at the commit ([`Archive::on_duplicate`]): the answer is success
     /// either way, and the file, which never replaces another, is removed after the commit when
     /// the first is kept.
@@ -1447,11 +1448,9 @@ impl ArchiveWriter {
         let finished = match file.into_gathered() {
             Ok(gathered) => {
                 let uid = self.uid.clone();
-                tokio::task::spawn_blocking(move || {
-                    archive.store_gathered(&uid, gathered, admitted, guards)
-                })
-                .await
-                .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error.to_string()))
+                run_blocking(move || archive.store_gathered(&uid, gathered, admitted, guards))
+                    .await
+                    .map_err(|error| StoreFailure::new(Status::PROCESSING_FAILURE, error))
             }
             Err(file) => {
                 file.finish_then(move |written| archive.complete_store(written, guards))

@@ -20,8 +20,8 @@ use dimsum_net::dataset::dicom_object::mem::InMemElement;
 use dimsum_net::dataset::query_model::{QueryModel, QueryService};
 use dimsum_pacs::hierarchy::QueryPlan;
 use dimsum_pacs::index::{
-    DeleteTarget, Deleted, Index, IndexError, IndexedInstance, Inserted, NewInstance, OnDuplicate,
-    PreparedInstance,
+    DeleteTarget, Deleted, Index, IndexError, IndexedInstance, Inserted, NewInstance, OnCommit,
+    OnDuplicate, PreparedInstance,
 };
 use dimsum_pacs::matching::MatchOptions;
 
@@ -1035,6 +1035,47 @@ mod hand_over {
     async fn postgres() {
         test(Backend::Postgres).await
     }
+}
+
+/// The SQLite writer keeps a batch of inserts answered early open for more (its linger), and
+/// a read that waits for them ends that at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_ends_the_writers_wait_for_more_inserts() {
+    let Some(test) = TestIndex::with(
+        Backend::Sqlite,
+        |config| config.linger = Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let spec = Spec {
+        sop: ("9.9.9.7", CT),
+        ..specs()[0].clone()
+    };
+    let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
+    let (committed, mut commit) = tokio::sync::oneshot::channel();
+    test.index.hand_over_then(
+        prepared,
+        OnDuplicate::Fail,
+        OnCommit::new(move |outcome| {
+            let _ = committed.send(outcome.is_ok());
+        }),
+    );
+    // The writer waits for more inserts: nothing is committed yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        commit.try_recv().is_err(),
+        "committed before the linger was over"
+    );
+    // A read waits for the insert handed over: the writer commits it at once.
+    let found = tokio::time::timeout(Duration::from_secs(20), test.index.lookup("9.9.9.7".into()))
+        .await
+        .expect("the read ended the linger")
+        .expect("lookup");
+    assert_eq!(found.expect("found").sop_instance_uid, "9.9.9.7");
+    assert_eq!(commit.await, Ok(true));
 }
 
 /// Tests of what only a server database does: several nodes on one database, migrations by

@@ -275,6 +275,37 @@ impl Gathered {
     }
 }
 
+/// Runs blocking `work` (a small store's file I/O) for the async task that calls it, and
+/// returns its result, or `Err` with a message if it panicked. On tokio's multi-threaded
+/// runtime it runs right here: the worker thread first hands its other tasks to another thread
+/// ([`tokio::task::block_in_place`]), so the async workers are never blocked, and the store
+/// waits for no thread to wake up — on a virtual machine, waking a pool thread and then the
+/// task again costs more than writing a small file. On any other runtime it goes to the
+/// blocking pool.
+pub async fn run_blocking<T>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+{
+    let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    });
+    if multi_threaded {
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|text| text.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a blocking task panicked".to_owned())
+            })
+        })
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
 /// The async end of one instance being written by a [`FileStorage`]: the data set is gathered
 /// in memory while it is below [`BUFFER_BELOW`], then goes to a blocking task a batch at a time.
 pub struct FileWriter(State);
@@ -324,11 +355,9 @@ impl FileWriter {
         then: impl FnOnce(Result<Written, StoreFailure>) -> T + Send + 'static,
     ) -> Result<T, StoreFailure> {
         match self.0 {
-            State::Gathering(gathered) => {
-                tokio::task::spawn_blocking(move || then(gathered.write()))
-                    .await
-                    .map_err(|_| writer_gone())
-            }
+            State::Gathering(gathered) => run_blocking(move || then(gathered.write()))
+                .await
+                .map_err(|_| writer_gone()),
             State::Streaming { pieces, batch, .. } => {
                 if !batch.is_empty() {
                     pieces
@@ -540,9 +569,10 @@ impl FileSink {
     }
 
     /// Moves the complete temporary file into `folder` as `<name>.dcm`: renamed over whatever
-    /// is there, or, with unique names, linked to the first free name of `<name>.dcm`,
-    /// `<name>.2.dcm`… (the folder is created when missing). Returns where it is.
-    fn place(&self, folder: &Path, name: &str) -> Result<PathBuf, StoreFailure> {
+    /// is there, or, with unique names, to the first free name of `<name>.dcm`, `<name>.2.dcm`…
+    /// without replacing any ([`move_without_replacing`]; the folder is created when missing).
+    /// Returns where it is, and whether the temporary file is still there (linked).
+    fn place(&self, folder: &Path, name: &str) -> Result<(PathBuf, bool), StoreFailure> {
         let temporary = self.temporary_path();
         let mut created_folder = false;
         let mut number = 1;
@@ -553,12 +583,12 @@ impl FileSink {
                 format!("{name}.{number}.dcm")
             });
             let placed = if self.storage.unique_names {
-                fs::hard_link(temporary, &destination)
+                move_without_replacing(temporary, &destination)
             } else {
-                fs::rename(temporary, &destination)
+                fs::rename(temporary, &destination).map(|()| false)
             };
             match placed {
-                Ok(()) => return Ok(destination),
+                Ok(linked) => return Ok((destination, linked)),
                 // The folder usually exists: create it only when the move says it does not.
                 Err(error) if error.kind() == io::ErrorKind::NotFound && !created_folder => {
                     fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
@@ -584,6 +614,24 @@ impl FileSink {
             }
         }
     }
+}
+
+/// Moves `from` to `to` unless `to` exists ([`io::ErrorKind::AlreadyExists`] then): one
+/// rename that never replaces (Linux `renameat2` with `RENAME_NOREPLACE`) where the file system
+/// has it, else a hard link. Returns whether `from` is still there (linked: for the caller to
+/// remove).
+fn move_without_replacing(from: &Path, to: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(false),
+            Err(error)
+                if error == rustix::io::Errno::INVAL || error == rustix::io::Errno::NOSYS => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    fs::hard_link(from, to).map(|()| true)
 }
 
 impl FileSink {
@@ -614,11 +662,9 @@ impl FileSink {
         }
         drop(file);
         let (folder, name) = self.final_place(&summary);
-        let destination = self.place(&folder, &name)?;
+        let (destination, linked) = self.place(&folder, &name)?;
         let temporary = self.temporary.take();
-        if self.storage.unique_names
-            && let Some(temporary) = temporary
-        {
+        if linked && let Some(temporary) = temporary {
             // Linked into place: the temporary name goes (a leftover is removed at the next
             // start, and the file is in place whatever happens to it).
             let _ = fs::remove_file(temporary);

@@ -11,7 +11,7 @@ mod file;
 
 pub use file::{
     BUFFER_BELOW, FileStorage, FileWriter, Gathered, Layout, StoredCallback, StoredInstance,
-    UNIQUE_NAME_TRIES, Written, safe_file_name,
+    UNIQUE_NAME_TRIES, Written, run_blocking, safe_file_name,
 };
 
 use std::future::Future;

@@ -19,6 +19,9 @@ pub(crate) struct HandOvers {
     done_early: Mutex<BTreeSet<u64>>,
     /// Every insert numbered below this is done.
     done_below: tokio::sync::watch::Sender<u64>,
+    /// Told when a read starts waiting for inserts, so that a writer holding a batch open for
+    /// more ([`super::writer::Linger`]) commits it at once.
+    read_waiting: tokio::sync::Notify,
 }
 
 impl HandOvers {
@@ -27,6 +30,7 @@ impl HandOvers {
             next: AtomicU64::new(0),
             done_early: Mutex::new(BTreeSet::new()),
             done_below: tokio::sync::watch::Sender::new(0),
+            read_waiting: tokio::sync::Notify::new(),
         }
     }
 
@@ -61,6 +65,12 @@ impl HandOvers {
         });
     }
 
+    /// Resolves when a read is waiting for inserts to be done ([`HandOvers::settle`]), or at
+    /// once if one started waiting since the last call.
+    pub(crate) async fn read_waiting(&self) {
+        self.read_waiting.notified().await;
+    }
+
     /// Waits until every insert numbered before this call is done.
     pub(crate) async fn settle(&self) {
         let target = self.next.load(Ordering::SeqCst);
@@ -68,6 +78,7 @@ impl HandOvers {
             return;
         }
         let mut done_below = self.done_below.subscribe();
+        self.read_waiting.notify_one();
         // The sender lives as long as `self`: waiting cannot fail.
         let _ = done_below.wait_for(|below| *below >= target).await;
     }

@@ -6,7 +6,10 @@
 //!   queueing without end) and are committed in batches — group commit: a batch is what
 //!   arrived while the previous one committed, up to [`SqliteConfig::max_batch`] operations or
 //!   [`SqliteConfig::max_batch_time`] — each operation in a savepoint of its own, so one that
-//!   fails does not undo the others. Each operation's future resolves once its batch
+//!   fails does not undo the others. A batch of inserts answered early (nobody awaits their
+//!   commit) is kept open for more for [`SqliteConfig::linger`], unless a read waits for them:
+//!   a serial sender's stores share a transaction instead of writing the same pages to the WAL
+//!   once each. Each operation's future resolves once its batch
 //!   committed: before that, no reader sees it.
 //! * **Readers** run on tokio's blocking pool, each on a connection of its own (kept in a small
 //!   pool): at most [`SqliteConfig::readers`] streaming queries at once, and as many short
@@ -43,7 +46,7 @@ use super::sql::{
     Dialect, Param, QueryRun, indexed_instance, insert_row_sql, instance_location_columns,
     instance_record, instance_records_sql, instances_after_sql, retrieval_sql,
 };
-use super::writer::{Batches, Done, Operation, ParentIds, Reply, WriteOp, WriterHandle};
+use super::writer::{Batches, Done, Linger, Operation, ParentIds, Reply, WriteOp, WriterHandle};
 use super::{
     DeleteTarget, Deleted, EntityUids, Index, IndexError, IndexedInstance, Inserted,
     InstanceRecord, OnCommit, OnDuplicate, RecordStream, ResponseStream, SessionStart,
@@ -76,6 +79,10 @@ pub struct SqliteConfig {
     pub limits: ScanLimits,
     /// How long a connection waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// How long the writer keeps a transaction of inserts answered early
+    /// ([`Index::hand_over_then`]) open for more before committing it (zero: commit what has
+    /// arrived at once). A read that waits for them ends it at once.
+    pub linger: Duration,
 }
 
 impl SqliteConfig {
@@ -88,6 +95,7 @@ impl SqliteConfig {
             full_sync: false,
             limits: ScanLimits::default(),
             busy_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -188,12 +196,19 @@ impl SqliteIndex {
             }))
             .map_err(open_error)?;
         let (writer, operations) = WriterHandle::new();
+        let linger = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| Linger {
+                time: config.linger,
+                runtime,
+                hand_overs: writer.hand_overs(),
+            });
         let writer_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("dimsum-index-writer".into())
             .spawn(move || {
                 let checkpointer = start_checkpointer(&writer_config, checkpoint_requests);
-                run_writer(connection, operations, &writer_config);
+                run_writer(connection, operations, linger, &writer_config);
                 // The writer's connection (and the hook's sender with it) is gone: the
                 // checkpointer runs a last checkpoint and ends.
                 if let Some(checkpointer) = checkpointer {
@@ -411,10 +426,12 @@ fn start_checkpointer(
 fn run_writer(
     mut connection: Connection,
     operations: mpsc::Receiver<WriteOp>,
+    linger: Option<Linger>,
     config: &SqliteConfig,
 ) {
     let mut state = WriterState::new();
-    let mut batches = Batches::new(operations, config.max_batch, config.max_batch_time);
+    let mut batches =
+        Batches::new(operations, config.max_batch, config.max_batch_time).with_linger(linger);
     while let Some(batch) = batches.next_blocking() {
         let count = batch.len();
         commit_batch(&mut connection, &mut state, batch);

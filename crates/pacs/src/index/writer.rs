@@ -98,6 +98,11 @@ impl WriterHandle {
         (handle, receiver)
     }
 
+    /// The inserts handed over, numbered ([`Linger`] listens to the reads waiting for them).
+    pub(crate) fn hand_overs(&self) -> Arc<HandOvers> {
+        self.handed_over.clone()
+    }
+
     /// Waits until every insert handed over before this call is committed (or failed).
     pub(crate) async fn settle(&self) {
         self.handed_over.settle().await;
@@ -192,6 +197,20 @@ pub(crate) struct Batches {
     max_batch: usize,
     max_batch_time: Duration,
     closed: bool,
+    linger: Option<Linger>,
+}
+
+/// How long a writer thread keeps a batch of inserts answered early ([`Reply::Then`]: nobody
+/// awaits their commit; reads wait for them through [`HandOvers`]) open for more before it
+/// commits: a serial sender's stores then share a transaction instead of one each (each
+/// transaction writes every page it touched to the WAL, and consecutive instances touch the
+/// same pages). The batch is committed at once when a read starts waiting for an insert, when
+/// an operation someone awaits joins it, or when it is full.
+pub(crate) struct Linger {
+    pub(crate) time: Duration,
+    /// Runs the timer and the wait for operations on the writer's own thread.
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) hand_overs: Arc<HandOvers>,
 }
 
 impl Batches {
@@ -205,7 +224,15 @@ impl Batches {
             max_batch: max_batch.max(1),
             max_batch_time,
             closed: false,
+            linger: None,
         }
+    }
+
+    /// Keeps batches of inserts answered early open for more, as `linger` says (a writer
+    /// thread's batches: [`Batches::next_blocking`]).
+    pub(crate) fn with_linger(mut self, linger: Option<Linger>) -> Self {
+        self.linger = linger.filter(|linger| !linger.time.is_zero());
+        self
     }
 
     /// The next batch, waiting on the calling thread (a writer thread); `None` once closed.
@@ -214,7 +241,44 @@ impl Batches {
             return None;
         }
         let first = self.operations.blocking_recv()?;
-        Some(self.gather(first))
+        let mut batch = self.gather(first);
+        self.linger_for_more(&mut batch);
+        Some(batch)
+    }
+
+    /// Adds the operations that come within the linger time ([`Linger`]) to a batch of inserts
+    /// answered early, until a read waits, or the batch is full or holds anything else.
+    fn linger_for_more(&mut self, batch: &mut Vec<WriteOp>) {
+        let Some(linger) = &self.linger else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + linger.time;
+        let answered_early = |op: &WriteOp| matches!(op.reply, Reply::Then(_));
+        while !self.closed && batch.len() < self.max_batch && batch.iter().all(answered_early) {
+            let operations = &mut self.operations;
+            let hand_overs = &linger.hand_overs;
+            let next = linger.runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    operation = operations.recv() => operation,
+                    () = hand_overs.read_waiting() => None,
+                    () = tokio::time::sleep_until(deadline) => None,
+                }
+            });
+            let Some(next) = next else {
+                break;
+            };
+            batch.push(next);
+            while batch.len() < self.max_batch {
+                match self.operations.try_recv() {
+                    Ok(operation) => batch.push(operation),
+                    Err(_) => break,
+                }
+            }
+            self.closed = batch
+                .iter()
+                .any(|op| matches!(op.operation, Operation::Close));
+        }
     }
 
     /// The next batch (a writer task); `None` once closed.
