@@ -5,13 +5,18 @@ default SQLite index; in one run, on the same data, everything on a real disk (B
 
 1. Ingest (C-STORE, index included) of the archive benchmark's 1000 CT files of 512 KB and 2000
    files of 4 KB (BENCH_SCALE_CT and BENCH_SCALE_SMALL send only the first N of each), each set
-   sent by 4 DCMTK storescu processes at once, each a quarter of the files:
-   - 1 dimsum node on PostgreSQL pinned to core 0 (taskset), the 4 senders to it;
+   sent by BENCH_SCALE_SENDERS (default 8) DCMTK storescu processes at once, each an equal share
+   of the files:
+   - 1 dimsum node on PostgreSQL pinned to core 0 (taskset), every sender to it;
    - 2 dimsum nodes on one PostgreSQL database and one data folder, node A on core 0 and node B
-     on core 1, 2 senders to each;
+     on core 1, half the senders to each;
    - Orthanc with the PostgreSQL index plugin (Debian orthanc-postgresql; the files on disk, as
-     dimsum's), on core 0, the 4 senders to it;
-   - 1 dimsum node on SQLite, on core 0, the 4 senders to it.
+     dimsum's), on core 0, every sender to it;
+   - 1 dimsum node on SQLite, on core 0, every sender to it;
+   - the two PostgreSQL setups again with each node limited to BENCH_SCALE_NODE_CPU (default
+     0.25; 0 leaves them out) of its core by a cgroup CPU quota: on 2 cores shared with
+     PostgreSQL and the senders, this gives each node a compute budget of its own, so that the
+     ratio of 2 nodes to 1 shows how nodes add up.
    The senders and PostgreSQL are not pinned. Every measurement is run BENCH_RUNS times against
    a fresh database and data folder (median reported); every run checks that each sender had
    every file acknowledged, that each server's index counts every instance (a C-FIND of the
@@ -56,7 +61,12 @@ STUDIES = int(os.environ["BENCH_ARCHIVE_STUDIES"])
 FINDS = int(os.environ["BENCH_ARCHIVE_FINDS"])
 SEND = {"ct": int(os.environ.get("BENCH_SCALE_CT", "1000")),
         "small": int(os.environ.get("BENCH_SCALE_SMALL", "2000"))}
-SENDERS = 4
+SENDERS = int(os.environ.get("BENCH_SCALE_SENDERS", "8"))
+# The share of its core each node of the CPU-limited setups may use (a cgroup CPU quota, on top of
+# its taskset core): each node then has a compute budget of its own, as on a machine of its own,
+# and the senders and PostgreSQL use the rest of the 2 cores (0: no CPU-limited setups).
+NODE_CPU = float(os.environ.get("BENCH_SCALE_NODE_CPU", "0.25"))
+CPU_PERIOD_US = 10_000
 HOST = "127.0.0.1"
 AE = "ARCHIVE"
 MAX_PDU = "131072"
@@ -182,28 +192,73 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
 # --- servers ------------------------------------------------------------------------------------
 
 
-class Server(ServerProcess):
-    """One server process, pinned to `cpu` with taskset (None: not pinned), listening on `port`
-    (and `http_port`)."""
+def cpu_cgroup(name: str, share: float) -> str:
+    """A new cgroup `name` whose processes may use `share` of one CPU (cgroup v2 cpu.max, or v1
+    cpu.cfs_quota_us), its quota renewed every CPU_PERIOD_US; its directory."""
+    quota = max(1000, int(share * CPU_PERIOD_US))
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        folder, limits = f"/sys/fs/cgroup/{name}", {"cpu.max": f"{quota} {CPU_PERIOD_US}"}
+    else:
+        folder = f"/sys/fs/cgroup/cpu/{name}"
+        limits = {"cpu.cfs_period_us": str(CPU_PERIOD_US), "cpu.cfs_quota_us": str(quota)}
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for file_name, value in limits.items():
+            with open(os.path.join(folder, file_name), "w") as limit:
+                limit.write(value)
+    except OSError as error:
+        raise RuntimeError(f"cannot limit a node's CPU with a cgroup at {folder} ({error}): run as root"
+                           " with the cgroup cpu controller, or set BENCH_SCALE_NODE_CPU=0") from error
+    return folder
 
-    def __init__(self, name: str, argv: list[str], port: int, cpu: int | None, http_port: int | None = None) -> None:
+
+class Server(ServerProcess):
+    """One server process, pinned to `cpu` with taskset (None: not pinned) and, with `cpu_share`,
+    limited to that share of it (a cgroup of its own), listening on `port` (and `http_port`)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, cpu: int | None, http_port: int | None = None,
+                 cpu_share: float | None = None) -> None:
         self.port = port
         self.http_port = http_port
+        self.cgroup = None
         if cpu is not None:
             argv = ["taskset", "-c", str(cpu), *argv]
+        if cpu_share:
+            # The process joins the cgroup before it starts (exec), so all its threads are in it.
+            self.cgroup = cpu_cgroup(f"dimsum-bench-{os.getpid()}-{port}", cpu_share)
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.cgroup, *argv]
         log_path = os.path.join(WORK, f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-{port}.log")
-        super().__init__(name, argv, [port] + ([http_port] if http_port else []), log_path, ENV, WORK,
-                         STARTUP_TIMEOUT)
+        try:
+            super().__init__(name, argv, [port] + ([http_port] if http_port else []), log_path, ENV, WORK,
+                             STARTUP_TIMEOUT)
+        except RuntimeError:
+            self.remove_cgroup()
+            raise
+
+    def stop(self) -> int:
+        peak = super().stop()
+        self.remove_cgroup()
+        return peak
+
+    def remove_cgroup(self) -> None:
+        if self.cgroup:
+            try:
+                os.rmdir(self.cgroup)
+                self.cgroup = None
+            except OSError as error:
+                log(f"cgroup {self.cgroup} stays: {error}")
 
 
-def dimsum_node(folder: str, cpu: int | None, index_url: str | None = None, node: str | None = None) -> Server:
-    """dimsum serve on `folder`: its SQLite index, or the PostgreSQL one at `index_url` as `node`."""
+def dimsum_node(folder: str, cpu: int | None, index_url: str | None = None, node: str | None = None,
+                cpu_share: float | None = None) -> Server:
+    """dimsum serve on `folder`: its SQLite index, or the PostgreSQL one at `index_url` as `node`;
+    on core `cpu`, limited to `cpu_share` of it."""
     port = free_port()
     argv = [DIMSUM, "serve", "--data", folder, "--bind", HOST, "--port", str(port), "--aet", AE, "--no-http"]
     argv += SERVE_ARGS
     if index_url:
         argv += ["--index", index_url, "--node", node or "a"]
-    return Server(f"dimsum serve {node or 'sqlite'}", argv, port, cpu)
+    return Server(f"dimsum serve {node or 'sqlite'}", argv, port, cpu, cpu_share=cpu_share)
 
 
 def orthanc(folder: str, cpu: int, index_url: str) -> Server:
@@ -247,7 +302,10 @@ SETUPS = [  # key, label
     ("pg2", "dimsum serve on PostgreSQL, 2 nodes (cores 0 and 1)"),
     ("orthanc", "Orthanc + PostgreSQL index (core 0)"),
     ("sqlite", "dimsum serve on SQLite, 1 node (core 0)"),
-]
+] + ([
+    ("pg1-limited", f"dimsum serve on PostgreSQL, 1 node limited to {NODE_CPU:g} of core 0"),
+    ("pg2-limited", f"dimsum serve on PostgreSQL, 2 nodes limited to {NODE_CPU:g} of cores 0 and 1"),
+] if NODE_CPU else [])
 ACKNOWLEDGED = re.compile(r"Received Store Response \((Success|Warning[^)]*)\)")
 NUMBER_OF_INSTANCES = re.compile(r"\(0020,1208\) IS \[?(\d+)")
 
@@ -259,11 +317,12 @@ def start_setup(key: str, folder: str, run_number: int) -> list[Server]:
     index_url = cluster.create(f"bench_scale_{key}_{run_number}")
     if key == "orthanc":
         return [orthanc(folder, 0, index_url)]
-    if key == "pg1":
-        return [dimsum_node(folder, 0, index_url, "a")]
-    nodes = [dimsum_node(folder, 0, index_url, "a")]
+    share = NODE_CPU if key.endswith("-limited") else None
+    nodes = [dimsum_node(folder, 0, index_url, "a", share)]
+    if key.startswith("pg1"):
+        return nodes
     try:
-        nodes.append(dimsum_node(folder, 1, index_url, "b"))
+        nodes.append(dimsum_node(folder, 1, index_url, "b", share))
     except RuntimeError:
         nodes[0].stop()
         raise
@@ -503,7 +562,7 @@ def report(sets: list, results: dict, errors: dict, peaks: dict, finds: tuple, l
                             f"{statistics.median(run['pg_cpu'] for run in runs):.2f}" if key != "sqlite" else "—"]
             else:
                 measured = ["—"] * 4
-            nodes = 2 if key == "pg2" else 1
+            nodes = 2 if key.startswith("pg2") else 1
             rss = ", ".join(mib(peaks.get((key, number), [])) for number in range(nodes))
             out.append(f"| {len(files)} {label} | {setup} | {cells} | {' | '.join(measured)} | {rss} |")
     out.append("")
@@ -528,12 +587,14 @@ def report(sets: list, results: dict, errors: dict, peaks: dict, finds: tuple, l
     out.append("| target | measured | |")
     out.append("|---|---|---|")
     for set_key, label, files, _bytes, _uid in sets:
-        one, two = rates.get(("pg1", set_key)), rates.get(("pg2", set_key))
-        theirs, sqlite = rates.get(("orthanc", set_key)), rates.get(("sqlite", set_key))
+        one, theirs, sqlite = rates.get(("pg1", set_key)), rates.get(("orthanc", set_key)), rates.get(("sqlite", set_key))
         name = f"{len(files)} {label}"
-        if one and two:
-            out.append(f"| {name}: 2 nodes at least 1.5× one node | {fmt(two)} against {fmt(one)} files/s:"
-                       f" {two / one:.2f}× | {'met' if two / one >= 1.5 else '**NOT met**'} |")
+        for suffix, how in (("", "the whole machine"), ("-limited", f"each node {NODE_CPU:g} of its core")):
+            one_node, two_nodes = rates.get(("pg1" + suffix, set_key)), rates.get(("pg2" + suffix, set_key))
+            if one_node and two_nodes:
+                ratio = two_nodes / one_node
+                out.append(f"| {name}: 2 nodes at least 1.5× one node ({how}) | {fmt(two_nodes)} against"
+                           f" {fmt(one_node)} files/s: {ratio:.2f}× | {'met' if ratio >= 1.5 else '**NOT met**'} |")
         if one and theirs:
             out.append(f"| {name}: one node on PostgreSQL at least 3× Orthanc + PostgreSQL | {fmt(one)} against"
                        f" {fmt(theirs)} files/s: {one / theirs:.1f}× | {'met' if one / theirs >= 3 else '**NOT met**'} |")
