@@ -5,7 +5,7 @@ default SQLite index; in one run, on the same data, everything on a real disk (B
 
 1. Ingest (C-STORE, index included) of the archive benchmark's 1000 CT files of 512 KB and 2000
    files of 4 KB (BENCH_SCALE_CT and BENCH_SCALE_SMALL send only the first N of each), each set
-   sent by BENCH_SCALE_SENDERS (default 8) DCMTK storescu processes at once, each an equal share
+   sent by BENCH_SCALE_SENDERS (default 4) DCMTK storescu processes at once, each an equal share
    of the files:
    - 1 dimsum node on PostgreSQL pinned to core 0 (taskset), every sender to it;
    - 2 dimsum nodes on one PostgreSQL database and one data folder, node A on core 0 and node B
@@ -61,7 +61,7 @@ STUDIES = int(os.environ["BENCH_ARCHIVE_STUDIES"])
 FINDS = int(os.environ["BENCH_ARCHIVE_FINDS"])
 SEND = {"ct": int(os.environ.get("BENCH_SCALE_CT", "1000")),
         "small": int(os.environ.get("BENCH_SCALE_SMALL", "2000"))}
-SENDERS = int(os.environ.get("BENCH_SCALE_SENDERS", "8"))
+SENDERS = int(os.environ.get("BENCH_SCALE_SENDERS", "4"))
 # The share of its core each node of the CPU-limited setups may use (a cgroup CPU quota, on top of
 # its taskset core): each node then has a compute budget of its own, as on a machine of its own,
 # and the senders and PostgreSQL use the rest of the 2 cores (0: no CPU-limited setups).
