@@ -249,19 +249,18 @@ impl Batches {
     /// Adds the operations that come within the linger time ([`Linger`]) to a batch of inserts
     /// answered early, until a read waits, or the batch is full or holds anything else.
     fn linger_for_more(&mut self, batch: &mut Vec<WriteOp>) {
-        let Some(linger) = &self.linger else {
+        let Some(linger) = self.linger.take() else {
             return;
         };
         let deadline = tokio::time::Instant::now() + linger.time;
         let answered_early = |op: &WriteOp| matches!(op.reply, Reply::Then(_));
         while !self.closed && batch.len() < self.max_batch && batch.iter().all(answered_early) {
             let operations = &mut self.operations;
-            let hand_overs = &linger.hand_overs;
             let next = linger.runtime.block_on(async {
                 tokio::select! {
                     biased;
                     operation = operations.recv() => operation,
-                    () = hand_overs.read_waiting() => None,
+                    () = linger.hand_overs.read_waiting() => None,
                     () = tokio::time::sleep_until(deadline) => None,
                 }
             });
@@ -269,16 +268,9 @@ impl Batches {
                 break;
             };
             batch.push(next);
-            while batch.len() < self.max_batch {
-                match self.operations.try_recv() {
-                    Ok(operation) => batch.push(operation),
-                    Err(_) => break,
-                }
-            }
-            self.closed = batch
-                .iter()
-                .any(|op| matches!(op.operation, Operation::Close));
+            self.take_queued(batch);
         }
+        self.linger = Some(linger);
     }
 
     /// The next batch (a writer task); `None` once closed.
@@ -291,8 +283,15 @@ impl Batches {
     }
 
     fn gather(&mut self, first: WriteOp) -> Vec<WriteOp> {
-        let started = Instant::now();
         let mut batch = vec![first];
+        self.take_queued(&mut batch);
+        batch
+    }
+
+    /// Adds what is queued already to `batch`, up to `max_batch` operations or until
+    /// `max_batch_time` has passed, and notes whether the batch holds [`Operation::Close`].
+    fn take_queued(&mut self, batch: &mut Vec<WriteOp>) {
+        let started = Instant::now();
         while batch.len() < self.max_batch && started.elapsed() < self.max_batch_time {
             match self.operations.try_recv() {
                 Ok(operation) => batch.push(operation),
@@ -302,7 +301,6 @@ impl Batches {
         self.closed = batch
             .iter()
             .any(|op| matches!(op.operation, Operation::Close));
-        batch
     }
 }
 
