@@ -254,7 +254,8 @@ def dimsum_node(folder: str, cpu: int | None, index_url: str | None = None, node
     """dimsum serve on `folder`: its SQLite index, or the PostgreSQL one at `index_url` as `node`;
     on core `cpu`, limited to `cpu_share` of it."""
     port = free_port()
-    argv = [DIMSUM, "serve", "--data", folder, "--bind", HOST, "--port", str(port), "--aet", AE, "--no-http"]
+    argv = [DIMSUM, "serve", "--data", folder, "--bind", HOST, "--port", str(port), "--aet", AE, "--max-pdu", MAX_PDU,
+            "--no-http"]
     argv += SERVE_ARGS
     if index_url:
         argv += ["--index", index_url, "--node", node or "a"]

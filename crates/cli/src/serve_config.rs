@@ -429,6 +429,9 @@ pub struct ServeOptions {
     /// Abort an association idle this many seconds (0 = never) [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
+    /// Maximum PDU length we receive (0 = unlimited, else 4096..=16777216) [default: 65536].
+    #[arg(long = "max-pdu", value_name = "BYTES", value_parser = parse_max_pdu)]
+    pub max_pdu: Option<u32>,
     /// Accept only this calling AE title (repeatable; replaces the file's list) [default: any].
     #[arg(long = "allow-calling", value_name = "AE", value_parser = parse_calling_ae_title)]
     pub allow_calling: Vec<String>,
@@ -626,6 +629,9 @@ impl ServeConfig {
         }
         if let Some(idle) = options.idle_timeout {
             self.timeouts.idle = idle;
+        }
+        if let Some(max_pdu) = options.max_pdu {
+            self.max_pdu = max_pdu;
         }
         let retry = options.move_retry.over(self.move_retry());
         self.move_retries = retry.retries;
@@ -1266,6 +1272,8 @@ mod tests {
             "9",
             "--idle-timeout",
             "0",
+            "--max-pdu",
+            "131072",
             "--allow-calling",
             "ONLYME",
             "--peer",
@@ -1314,7 +1322,10 @@ mod tests {
             server.allowed_calling_ae_titles,
             Some(vec!["ONLYME".to_owned()])
         );
-        assert_eq!(server.max_pdu_length, 65536);
+        assert_eq!(
+            server.max_pdu_length, 131072,
+            "--max-pdu wins over the file's 65536"
+        );
     }
 
     #[test]
