@@ -1078,6 +1078,47 @@ async fn a_read_ends_the_writers_wait_for_more_inserts() {
     assert_eq!(commit.await, Ok(true));
 }
 
+/// An operation someone awaits ends the SQLite writer's linger too: it is committed at once,
+/// with the inserts the writer was keeping open for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awaited_operation_ends_the_writers_wait_for_more_inserts() {
+    let Some(test) = TestIndex::with(
+        Backend::Sqlite,
+        |config| config.linger = Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let spec = Spec {
+        sop: ("9.9.9.8", CT),
+        ..specs()[0].clone()
+    };
+    let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
+    let (committed, mut commit) = tokio::sync::oneshot::channel();
+    test.index.hand_over_then(
+        prepared,
+        OnDuplicate::Fail,
+        OnCommit::new(move |outcome| {
+            let _ = committed.send(outcome.is_ok());
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        commit.try_recv().is_err(),
+        "committed before the linger was over"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        test.index.files_removed(Vec::new()),
+    )
+    .await
+    .expect("the awaited operation ended the linger")
+    .expect("files removed");
+    assert_eq!(commit.await, Ok(true));
+}
+
 /// Tests of what only a server database does: several nodes on one database, migrations by
 /// nodes starting at once, a server that drops the writer's connection, and the same answers
 /// as SQLite to hostile values.

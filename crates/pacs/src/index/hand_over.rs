@@ -19,9 +19,10 @@ pub(crate) struct HandOvers {
     done_early: Mutex<BTreeSet<u64>>,
     /// Every insert numbered below this is done.
     done_below: tokio::sync::watch::Sender<u64>,
-    /// Told when a read starts waiting for inserts, so that a writer holding a batch open for
-    /// more ([`super::writer::Linger`]) commits it at once.
-    read_waiting: tokio::sync::Notify,
+    /// Told when someone waits for the writer (a read for inserts, an awaited operation, a
+    /// queue filling up), so that a writer holding a batch open for more
+    /// ([`super::writer::Linger`]) commits it at once.
+    writer_awaited: tokio::sync::Notify,
 }
 
 impl HandOvers {
@@ -30,7 +31,7 @@ impl HandOvers {
             next: AtomicU64::new(0),
             done_early: Mutex::new(BTreeSet::new()),
             done_below: tokio::sync::watch::Sender::new(0),
-            read_waiting: tokio::sync::Notify::new(),
+            writer_awaited: tokio::sync::Notify::new(),
         }
     }
 
@@ -65,10 +66,16 @@ impl HandOvers {
         });
     }
 
-    /// Resolves when a read is waiting for inserts to be done ([`HandOvers::settle`]), or at
-    /// once if one started waiting since the last call.
-    pub(crate) async fn read_waiting(&self) {
-        self.read_waiting.notified().await;
+    /// Resolves when someone waits for the writer ([`HandOvers::wake_writer`]; a read waiting
+    /// for inserts to be done, [`HandOvers::settle`]), or at once if someone did since the
+    /// last call.
+    pub(crate) async fn writer_awaited(&self) {
+        self.writer_awaited.notified().await;
+    }
+
+    /// Tells a lingering writer that someone waits for it.
+    pub(crate) fn wake_writer(&self) {
+        self.writer_awaited.notify_one();
     }
 
     /// Waits until every insert numbered before this call is done.
@@ -78,7 +85,7 @@ impl HandOvers {
             return;
         }
         let mut done_below = self.done_below.subscribe();
-        self.read_waiting.notify_one();
+        self.wake_writer();
         // The sender lives as long as `self`: waiting cannot fail.
         let _ = done_below.wait_for(|below| *below >= target).await;
     }

@@ -7,9 +7,9 @@
 //!   arrived while the previous one committed, up to [`SqliteConfig::max_batch`] operations or
 //!   [`SqliteConfig::max_batch_time`] — each operation in a savepoint of its own, so one that
 //!   fails does not undo the others. A batch of inserts answered early (nobody awaits their
-//!   commit) is kept open for more for [`SqliteConfig::linger`], unless a read waits for them:
-//!   a serial sender's stores share a transaction instead of writing the same pages to the WAL
-//!   once each. Each operation's future resolves once its batch
+//!   commit) is kept open for more for [`SqliteConfig::linger`], unless someone waits for the
+//!   writer (a read for them, an awaited operation, a queue half full): a serial sender's
+//!   stores share a transaction instead of writing the same pages to the WAL once each. Each operation's future resolves once its batch
 //!   committed: before that, no reader sees it.
 //! * **Readers** run on tokio's blocking pool, each on a connection of its own (kept in a small
 //!   pool): at most [`SqliteConfig::readers`] streaming queries at once, and as many short
@@ -95,7 +95,7 @@ impl SqliteConfig {
             full_sync: false,
             limits: ScanLimits::default(),
             busy_timeout: Duration::from_secs(30),
-            linger: Duration::from_millis(2),
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -196,13 +196,10 @@ impl SqliteIndex {
             }))
             .map_err(open_error)?;
         let (writer, operations) = WriterHandle::new();
-        let linger = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| Linger {
-                time: config.linger,
-                runtime,
-                hand_overs: writer.hand_overs(),
-            });
+        let linger = Some(Linger {
+            time: config.linger,
+            hand_overs: writer.hand_overs(),
+        });
         let writer_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("dimsum-index-writer".into())

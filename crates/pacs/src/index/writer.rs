@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -125,6 +126,11 @@ impl WriterHandle {
                 mark: Some(self.handed_over.mark()),
             },
         );
+        // A writer lingering over a batch takes what is queued when it wakes: wake it before
+        // the queue is full, so that no store waits for room.
+        if self.operations.capacity() < WRITES_QUEUED / 2 {
+            self.handed_over.wake_writer();
+        }
     }
 
     /// [`super::Index::hand_over`]: queues the insert now, answers once it is committed.
@@ -149,6 +155,8 @@ impl WriterHandle {
             })
             .await
             .map_err(|_| IndexError::WriterGone)?;
+        // Someone waits for this one: a lingering batch is committed with it at once.
+        self.handed_over.wake_writer();
         done.await.map_err(|_| IndexError::WriterGone)?
     }
 
@@ -187,6 +195,14 @@ impl WriterHandle {
     }
 }
 
+impl Drop for WriterHandle {
+    /// The index is gone: a lingering writer commits what it holds at once and, once every
+    /// queued operation is in, finds its queue closed.
+    fn drop(&mut self) {
+        self.handed_over.wake_writer();
+    }
+}
+
 /// The operations a writer takes from its queue, a batch at a time (group commit): the first
 /// that comes, then what else is queued already, up to `max_batch` operations or until
 /// `max_batch_time` has passed. The batch that holds [`Operation::Close`] is the last; once
@@ -200,16 +216,35 @@ pub(crate) struct Batches {
     linger: Option<Linger>,
 }
 
+/// Waits on the calling thread until `future` resolves or `deadline` passes. No runtime is
+/// needed (nor one that may be shutting down): the future's waker unparks the thread.
+fn wait_on_this_thread(future: impl Future<Output = ()>, deadline: Instant) {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    while future.as_mut().poll(&mut context).is_pending() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        // Unparked by the waker, at the deadline, or spuriously: polled again in each case.
+        std::thread::park_timeout(left);
+    }
+}
+
 /// How long a writer thread keeps a batch of inserts answered early ([`Reply::Then`]: nobody
 /// awaits their commit; reads wait for them through [`HandOvers`]) open for more before it
 /// commits: a serial sender's stores then share a transaction instead of one each (each
 /// transaction writes every page it touched to the WAL, and consecutive instances touch the
 /// same pages). The batch is committed at once when a read starts waiting for an insert, when
-/// an operation someone awaits joins it, or when it is full.
+/// an operation someone awaits is queued, or when the queue is half full.
 pub(crate) struct Linger {
     pub(crate) time: Duration,
-    /// Runs the timer and the wait for operations on the writer's own thread.
-    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) hand_overs: Arc<HandOvers>,
 }
 
@@ -246,28 +281,20 @@ impl Batches {
         Some(batch)
     }
 
-    /// Adds the operations that come within the linger time ([`Linger`]) to a batch of inserts
-    /// answered early, until a read waits, or the batch is full or holds anything else.
+    /// Keeps a batch of inserts answered early open for the linger time ([`Linger`]), or
+    /// until someone waits for the writer ([`HandOvers::wake_writer`]: a read, an awaited
+    /// operation, a queue filling up), then adds what was queued meanwhile. The thread sleeps
+    /// through the wait instead of waking for each insert that comes.
     fn linger_for_more(&mut self, batch: &mut Vec<WriteOp>) {
         let Some(linger) = self.linger.take() else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + linger.time;
         let answered_early = |op: &WriteOp| matches!(op.reply, Reply::Then(_));
-        while !self.closed && batch.len() < self.max_batch && batch.iter().all(answered_early) {
-            let operations = &mut self.operations;
-            let next = linger.runtime.block_on(async {
-                tokio::select! {
-                    biased;
-                    operation = operations.recv() => operation,
-                    () = linger.hand_overs.read_waiting() => None,
-                    () = tokio::time::sleep_until(deadline) => None,
-                }
-            });
-            let Some(next) = next else {
-                break;
-            };
-            batch.push(next);
+        if !self.closed && batch.len() < self.max_batch && batch.iter().all(answered_early) {
+            wait_on_this_thread(
+                linger.hand_overs.writer_awaited(),
+                Instant::now() + linger.time,
+            );
             self.take_queued(batch);
         }
         self.linger = Some(linger);
