@@ -216,13 +216,35 @@ pub fn split_by_level(
     keep: impl Fn(&InMemElement) -> bool,
 ) -> [InMemDicomObject; 4] {
     let charset = attributes.get(tags::SPECIFIC_CHARACTER_SET).cloned();
-    let mut records: [InMemDicomObject; 4] = std::array::from_fn(|_| InMemDicomObject::new_empty());
-    for element in attributes {
-        if is_computed(element.tag()) || !keep(&element) {
+    records_by_level(attributes.into_iter().filter(keep), charset.as_ref())
+}
+
+/// The records of an instance's patient, study and series, as [`split_by_level`] makes them,
+/// from its attributes left as they are: only the elements of those levels are copied.
+pub fn parent_records(attributes: &InMemDicomObject) -> [InMemDicomObject; 3] {
+    let of_a_parent = |element: &&InMemElement| {
+        attribute_level(element.tag()).is_some_and(|level| level != Level::Image)
+    };
+    records_by_level(
+        attributes.iter().filter(of_a_parent).cloned(),
+        attributes.get(tags::SPECIFIC_CHARACTER_SET),
+    )
+}
+
+/// The first `N` levels' records of `elements` (each in its level's record, the computed keys
+/// left out), each with `charset`.
+fn records_by_level<const N: usize>(
+    elements: impl Iterator<Item = InMemElement>,
+    charset: Option<&InMemElement>,
+) -> [InMemDicomObject; N] {
+    let mut records: [InMemDicomObject; N] = std::array::from_fn(|_| InMemDicomObject::new_empty());
+    for element in elements {
+        if is_computed(element.tag()) {
             continue;
         }
-        if let Some(level) = attribute_level(element.tag()) {
-            records[level.depth() - 1].put(element);
+        let level = attribute_level(element.tag());
+        if let Some(record) = level.and_then(|level| records.get_mut(level.depth() - 1)) {
+            record.put(element);
         }
     }
     if let Some(charset) = charset {

@@ -34,7 +34,7 @@ use dimsum_dataset::dicom_object::{InMemDicomObject, mem::InMemElement};
 use dimsum_dataset::identifier;
 use dimsum_dataset::scan::ScanLimits;
 
-use crate::hierarchy::split_by_level;
+use crate::hierarchy::parent_records;
 
 /// The transfer syntax of stored attribute sets: Explicit VR Little Endian.
 pub const RECORD_TRANSFER_SYNTAX: &str = "1.2.840.10008.1.2.1";
@@ -253,11 +253,43 @@ pub fn without_bulk_data(object: InMemDicomObject) -> InMemDicomObject {
 /// bulk data, whatever their value (a caller that does not decode the pixel data gives the
 /// element with an empty value: its tag and VR are what the record keeps). Bulk elements nested
 /// deeper than [`MAX_TAG_PATH_DEPTH`] items are left out without a path.
-pub fn split_bulk_data(object: InMemDicomObject) -> (InMemDicomObject, Vec<BulkElement>) {
+pub fn split_bulk_data(mut object: InMemDicomObject) -> (InMemDicomObject, Vec<BulkElement>) {
+    let nested = object.iter().any(|element| {
+        element
+            .items()
+            .is_some_and(|items| items.iter().any(holds_bulk_data))
+    });
+    if !nested {
+        // The common case (bulk data at the top only, if any): those elements are taken out
+        // and the rest is kept as it is, not rebuilt.
+        let top: Vec<(Tag, VR)> = object
+            .iter()
+            .filter(|element| is_bulk(element) || is_pixel_data(element.tag()))
+            .map(|element| (element.tag(), element.vr()))
+            .collect();
+        let mut bulk = Vec::with_capacity(top.len());
+        for (tag, vr) in top {
+            object.remove_element(tag);
+            if let Ok(path) = TagPath::new(&[], tag) {
+                bulk.push(BulkElement { path, vr });
+            }
+        }
+        return (object, bulk);
+    }
     let mut bulk = Vec::new();
     let mut items = Vec::new();
     let kept = split_item(object, &mut items, &mut bulk);
     (kept, bulk)
+}
+
+/// Whether a sequence item holds a bulk element ([`is_bulk`]), at any depth.
+fn holds_bulk_data(item: &InMemDicomObject) -> bool {
+    item.iter().any(|element| {
+        is_bulk(element)
+            || element
+                .items()
+                .is_some_and(|items| items.iter().any(holds_bulk_data))
+    })
 }
 
 fn split_item(
@@ -320,7 +352,7 @@ pub struct LevelRecords {
 impl LevelRecords {
     pub fn of(attributes: InMemDicomObject) -> LevelRecords {
         let (instance, bulk_data) = split_bulk_data(attributes);
-        let [patient, study, series, _] = split_by_level(instance.clone(), |_| true);
+        let [patient, study, series] = parent_records(&instance);
         LevelRecords {
             patient,
             study,
