@@ -1119,6 +1119,51 @@ async fn an_awaited_operation_ends_the_writers_wait_for_more_inserts() {
     assert_eq!(commit.await, Ok(true));
 }
 
+/// A queue of inserts filling up ends the SQLite writer's linger too: the writer takes what
+/// is queued before any store has to wait for room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_half_full_ends_the_writers_wait_for_more_inserts() {
+    let Some(test) = TestIndex::with(
+        Backend::Sqlite,
+        |config| config.linger = Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    // The writer's queue holds 256 operations: one insert taken, then more than half of the
+    // queue's room.
+    const INSERTS: usize = 1 + 129;
+    let (committed, mut commits) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..INSERTS {
+        let sop: &'static str = Box::leak(format!("9.9.9.9.{n}").into_boxed_str());
+        let spec = Spec {
+            sop: (sop, CT),
+            ..specs()[0].clone()
+        };
+        let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
+        let committed = committed.clone();
+        test.index.hand_over_then(
+            prepared,
+            OnDuplicate::Fail,
+            OnCommit::new(move |outcome| {
+                let _ = committed.send(outcome.is_ok());
+            }),
+        );
+        if n == 0 {
+            // The writer takes it and waits for more: the others queue up meanwhile.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    for _ in 0..INSERTS {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), commits.recv())
+            .await
+            .expect("committed long before the linger was over");
+        assert_eq!(outcome, Some(true));
+    }
+}
+
 /// Tests of what only a server database does: several nodes on one database, migrations by
 /// nodes starting at once, a server that drops the writer's connection, and the same answers
 /// as SQLite to hostile values.

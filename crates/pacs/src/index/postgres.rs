@@ -1548,7 +1548,7 @@ async fn pending_removal(
 }
 
 /// Removes one instance row and maintains everything above it (entities left empty go too);
-/// returns its file. Rows are locked in the order of [`Counts::write`].
+/// returns its file. Rows are locked in the order of [`Counts::statements`].
 async fn remove_instance(writing: &mut Writing<'_>, id: i64) -> Result<String, OperationError> {
     let row = writing
         .query_opt(
