@@ -147,7 +147,36 @@ async fn start_web(archive: &Archive, config: &ServeConfig) -> Result<Option<Web
     }))
 }
 
+/// Written into a data folder by `dimsum migrate` once its index is copied to PostgreSQL: from
+/// then on the nodes store into the folder through that database, and the SQLite index left
+/// beside it lacks what they store. Until it is removed, nothing opens the folder on its
+/// SQLite index again.
+pub(crate) const MIGRATED_MARKER: &str = "index.sqlite.migrated";
+
+/// Refuses a data folder whose index was migrated ([`MIGRATED_MARKER`]) when no `--index` is
+/// given: serving, deleting or migrating from the old SQLite index would drift from the
+/// database the nodes write.
+fn refuse_migrated_folder(config: &ServeConfig) -> Result<(), Code> {
+    if config.index.is_some() {
+        return Ok(());
+    }
+    let marker = config.data.join(MIGRATED_MARKER);
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        return Ok(());
+    };
+    let target = text.lines().next().unwrap_or("").trim();
+    error!(
+        "the index of {} was migrated to {target}: give --index with that database; {} keeps \
+         the folder from being opened on its old SQLite index, which lacks what was stored \
+         since (remove it to serve from that index anyway)",
+        config.data.display(),
+        marker.display()
+    );
+    Err(Code::Usage)
+}
+
 pub(crate) async fn open_archive(config: &ServeConfig) -> Result<Archive, Code> {
+    refuse_migrated_folder(config)?;
     let limit = (config.result_limit > 0).then_some(config.result_limit as usize);
     let mut archive_config = ArchiveConfig::new(&config.data)
         .with_duplicates(config.duplicates)

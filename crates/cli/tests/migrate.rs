@@ -5,7 +5,9 @@
 //! * while the server runs, the migration is refused by the data folder's lock and the
 //!   database is left untouched;
 //! * once it is stopped, `dimsum migrate` copies the index (its summary counts every level)
-//!   and a second migration into the same database is refused;
+//!   and marks the folder: neither `dimsum serve` without `--index` nor a second migration
+//!   opens it on its old SQLite index; without the mark, a second migration into the same
+//!   database is refused;
 //! * `dimsum serve --index URL --data DIR` then checks the copy at its first start and answers
 //!   DCMTK `findscu` at every level (computed keys included) with the same identifiers as the
 //!   SQLite archive did, and DCMTK `getscu` retrieves every study whole, data sets equal to
@@ -26,7 +28,7 @@ use support::qr::{
     dcmtk_find, retrieve_scratch_dir,
 };
 use support::serve::{DimsumServe, copy_into, store_folder};
-use support::{Finished, RUN_TIMEOUT, dcmtk, dimsum, run};
+use support::{Finished, RUN_TIMEOUT, dcmtk, dimsum, free_port, run};
 
 /// A response as compared: its elements, as text.
 type Identifier = Vec<(Tag, String)>;
@@ -223,7 +225,31 @@ fn a_migrated_archive_serves_dcmtk_the_same_from_postgresql() {
         psql(&url, "SELECT count(*) FROM instance"),
         files.len().to_string()
     );
+    // Migrated: the folder is no longer served from its old SQLite index.
+    let mut stale = dimsum();
+    stale
+        .args(["serve", "--no-http", "--bind", "127.0.0.1", "--port"])
+        .arg(free_port().to_string())
+        .arg("--data")
+        .arg(&data);
+    let stale = run("serve-sqlite-after-migrate", &dir, stale, RUN_TIMEOUT);
+    stale.assert_code(2);
+    assert!(
+        stale.stderr.contains("was migrated to") && stale.stderr.contains("give --index"),
+        "{}",
+        stale.describe()
+    );
+    // Nor migrated again from that index...
     let again = migrate(&dir, "migrate-again", &data, &url);
+    again.assert_code(2);
+    assert!(
+        again.stderr.contains("was migrated to"),
+        "{}",
+        again.describe()
+    );
+    // ...and, the marker removed, the database holding an index refuses a second copy.
+    std::fs::remove_file(data.join("index.sqlite.migrated")).expect("the migration's marker");
+    let again = migrate(&dir, "migrate-again-unmarked", &data, &url);
     again.assert_code(6);
     assert!(
         again.stderr.contains("holds an index already"),
