@@ -33,12 +33,14 @@ use crate::serve_config::ServeConfig;
 Stop the server first: the data folder's lock is taken as `dimsum serve` takes it, and a \
 server running on the folder makes the migration fail before anything is copied. Then start \
 each node with `dimsum serve --index URL --data DIR --node NAME`; the first one to start \
-checks the index against the storage. Once copied, the folder is marked (DIR/index.sqlite.migrated, \
-naming the database): nothing opens it without --index again while the mark is there.
+checks the index against the storage. Once copied, the folder is marked \
+(DIR/index.sqlite.migrated, naming the database): nothing opens it without --index again \
+while the mark is there.
 
 Exit status: 0 when the index was copied, 2 for a bad command line, a folder that is no \
-archive or one migrated already, 6 when the copy failed (the folder in use, the database unreachable or holding an \
-index already, a value PostgreSQL cannot hold); nothing is left in the database then.")]
+archive or one migrated already, 6 when the copy failed (the folder in use, the database \
+unreachable or holding an index already, a value PostgreSQL cannot hold); nothing is left in \
+the database then.")]
 pub struct Options {
     /// The archive's data folder (what `dimsum serve --data` was given); its index is
     /// DIR/index.sqlite, which is read and left as it is.
@@ -117,17 +119,11 @@ pub async fn run(options: Options) -> Code {
         report.tables,
         started.elapsed().as_secs_f64()
     );
-    let marker = options.data.join(serve_archive::MIGRATED_MARKER);
-    let note = format!(
-        "{target}\nThe index of this folder was copied to the database above by `dimsum \
-         migrate`. While this file exists, nothing opens the folder without --index: its SQLite \
-         index lacks what the nodes store. Remove this file to serve from it anyway.\n"
-    );
-    if let Err(error) = std::fs::write(&marker, note) {
+    if let Err(error) = serve_archive::mark_migrated(&options.data, &target) {
         error!(
             "the index was copied to {target}, but {} could not be written ({error}): do not \
              start `dimsum serve` on {} without --index",
-            marker.display(),
+            options.data.join(serve_archive::MIGRATED_MARKER).display(),
             options.data.display()
         );
         return Code::Internal;

@@ -153,6 +153,18 @@ async fn start_web(archive: &Archive, config: &ServeConfig) -> Result<Option<Web
 /// SQLite index again.
 pub(crate) const MIGRATED_MARKER: &str = "index.sqlite.migrated";
 
+/// Marks `data` as migrated to `target` (a URL without its password, on the marker's first
+/// line, which [`refuse_migrated_folder`] names).
+pub(crate) fn mark_migrated(data: &std::path::Path, target: &str) -> std::io::Result<()> {
+    let marker = data.join(MIGRATED_MARKER);
+    let note = format!(
+        "{target}\nThe index of this folder was copied to the database above by `dimsum \
+         migrate`. While this file exists, nothing opens the folder without --index: its SQLite \
+         index lacks what the nodes store. Remove this file to serve from it anyway.\n"
+    );
+    std::fs::write(marker, note)
+}
+
 /// Refuses a data folder whose index was migrated ([`MIGRATED_MARKER`]) when no `--index` is
 /// given: serving, deleting or migrating from the old SQLite index would drift from the
 /// database the nodes write.

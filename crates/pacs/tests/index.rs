@@ -1037,38 +1037,55 @@ mod hand_over {
     }
 }
 
-/// The SQLite writer keeps a batch of inserts answered early open for more (its linger), and
-/// a read that waits for them ends that at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_ends_the_writers_wait_for_more_inserts() {
-    let Some(test) = TestIndex::with(
+/// A SQLite index whose writer keeps a batch of inserts answered early open for a minute (its
+/// linger) unless something ends the wait.
+async fn lingering_index() -> Option<TestIndex> {
+    TestIndex::with(
         Backend::Sqlite,
         |config| config.linger = Duration::from_secs(60),
         |_| {},
     )
     .await
-    else {
-        return;
-    };
+}
+
+/// Hands over a CT instance of the first test patient with SOP Instance UID `sop`, answered
+/// early: `committed` is told whether its commit succeeded.
+fn hand_over(test: &TestIndex, sop: &'static str, committed: impl FnOnce(bool) + Send + 'static) {
     let spec = Spec {
-        sop: ("9.9.9.7", CT),
+        sop: (sop, CT),
         ..specs()[0].clone()
     };
     let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
-    let (committed, mut commit) = tokio::sync::oneshot::channel();
     test.index.hand_over_then(
         prepared,
         OnDuplicate::Fail,
-        OnCommit::new(move |outcome| {
-            let _ = committed.send(outcome.is_ok());
-        }),
+        OnCommit::new(move |outcome| committed(outcome.is_ok())),
     );
-    // The writer waits for more inserts: nothing is committed yet.
+}
+
+/// Hands over one insert and checks that the writer is keeping it open for more: nothing is
+/// committed 300 ms later. The receiver hears of its commit.
+async fn held_open(test: &TestIndex, sop: &'static str) -> tokio::sync::oneshot::Receiver<bool> {
+    let (committed, mut commit) = tokio::sync::oneshot::channel();
+    hand_over(test, sop, move |ok| {
+        let _ = committed.send(ok);
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         commit.try_recv().is_err(),
         "committed before the linger was over"
     );
+    commit
+}
+
+/// The SQLite writer keeps a batch of inserts answered early open for more (its linger), and
+/// a read that waits for them ends that at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_ends_the_writers_wait_for_more_inserts() {
+    let Some(test) = lingering_index().await else {
+        return;
+    };
+    let commit = held_open(&test, "9.9.9.7").await;
     // A read waits for the insert handed over: the writer commits it at once.
     let found = tokio::time::timeout(Duration::from_secs(20), test.index.lookup("9.9.9.7".into()))
         .await
@@ -1082,33 +1099,10 @@ async fn a_read_ends_the_writers_wait_for_more_inserts() {
 /// with the inserts the writer was keeping open for more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_awaited_operation_ends_the_writers_wait_for_more_inserts() {
-    let Some(test) = TestIndex::with(
-        Backend::Sqlite,
-        |config| config.linger = Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    else {
+    let Some(test) = lingering_index().await else {
         return;
     };
-    let spec = Spec {
-        sop: ("9.9.9.8", CT),
-        ..specs()[0].clone()
-    };
-    let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
-    let (committed, mut commit) = tokio::sync::oneshot::channel();
-    test.index.hand_over_then(
-        prepared,
-        OnDuplicate::Fail,
-        OnCommit::new(move |outcome| {
-            let _ = committed.send(outcome.is_ok());
-        }),
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        commit.try_recv().is_err(),
-        "committed before the linger was over"
-    );
+    let commit = held_open(&test, "9.9.9.8").await;
     tokio::time::timeout(
         Duration::from_secs(20),
         test.index.files_removed(Vec::new()),
@@ -1123,13 +1117,7 @@ async fn an_awaited_operation_ends_the_writers_wait_for_more_inserts() {
 /// is queued before any store has to wait for room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_half_full_ends_the_writers_wait_for_more_inserts() {
-    let Some(test) = TestIndex::with(
-        Backend::Sqlite,
-        |config| config.linger = Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    else {
+    let Some(test) = lingering_index().await else {
         return;
     };
     // The writer's queue holds 256 operations: one insert taken, then more than half of the
@@ -1138,19 +1126,10 @@ async fn a_queue_half_full_ends_the_writers_wait_for_more_inserts() {
     let (committed, mut commits) = tokio::sync::mpsc::unbounded_channel();
     for n in 0..INSERTS {
         let sop: &'static str = Box::leak(format!("9.9.9.9.{n}").into_boxed_str());
-        let spec = Spec {
-            sop: (sop, CT),
-            ..specs()[0].clone()
-        };
-        let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
         let committed = committed.clone();
-        test.index.hand_over_then(
-            prepared,
-            OnDuplicate::Fail,
-            OnCommit::new(move |outcome| {
-                let _ = committed.send(outcome.is_ok());
-            }),
-        );
+        hand_over(&test, sop, move |ok| {
+            let _ = committed.send(ok);
+        });
         if n == 0 {
             // The writer takes it and waits for more: the others queue up meanwhile.
             tokio::time::sleep(Duration::from_millis(300)).await;

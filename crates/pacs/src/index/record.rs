@@ -264,7 +264,7 @@ pub fn split_bulk_data(mut object: InMemDicomObject) -> (InMemDicomObject, Vec<B
         // and the rest is kept as it is, not rebuilt.
         let top: Vec<(Tag, VR)> = object
             .iter()
-            .filter(|element| is_bulk(element) || is_pixel_data(element.tag()))
+            .filter(|element| taken_as_bulk(element, true))
             .map(|element| (element.tag(), element.vr()))
             .collect();
         let mut bulk = Vec::with_capacity(top.len());
@@ -280,6 +280,12 @@ pub fn split_bulk_data(mut object: InMemDicomObject) -> (InMemDicomObject, Vec<B
     let mut items = Vec::new();
     let kept = split_item(object, &mut items, &mut bulk);
     (kept, bulk)
+}
+
+/// Whether an element is left out of the record as bulk data: a bulk value ([`is_bulk`]), or
+/// pixel data at the top of the data set ([`is_pixel_data`]).
+fn taken_as_bulk(element: &InMemElement, at_top: bool) -> bool {
+    is_bulk(element) || (at_top && is_pixel_data(element.tag()))
 }
 
 /// Whether a sequence item holds a bulk element ([`is_bulk`]), at any depth.
@@ -300,7 +306,7 @@ fn split_item(
     let mut kept = Vec::new();
     for element in object {
         let tag = element.tag();
-        if is_bulk(&element) || (items.is_empty() && is_pixel_data(tag)) {
+        if taken_as_bulk(&element, items.is_empty()) {
             if let Ok(path) = TagPath::new(items, tag) {
                 bulk.push(BulkElement {
                     path,

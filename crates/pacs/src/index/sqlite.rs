@@ -9,8 +9,8 @@
 //!   fails does not undo the others. A batch of inserts answered early (nobody awaits their
 //!   commit) is kept open for more for [`SqliteConfig::linger`], unless someone waits for the
 //!   writer (a read for them, an awaited operation, a queue half full): a serial sender's
-//!   stores share a transaction instead of writing the same pages to the WAL once each. Each operation's future resolves once its batch
-//!   committed: before that, no reader sees it.
+//!   stores share a transaction instead of writing the same pages to the WAL once each. Each
+//!   operation's future resolves once its batch committed: before that, no reader sees it.
 //! * **Readers** run on tokio's blocking pool, each on a connection of its own (kept in a small
 //!   pool): at most [`SqliteConfig::readers`] streaming queries at once, and as many short
 //!   reads (lookups, counts, retrievals) beside them, so that queries whose matches a slow peer
@@ -81,7 +81,8 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// How long the writer keeps a transaction of inserts answered early
     /// ([`Index::hand_over_then`]) open for more before committing it (zero: commit what has
-    /// arrived at once). A read that waits for them ends it at once.
+    /// arrived at once). Someone waiting for the writer (a read for them, an awaited
+    /// operation, a queue half full) ends it at once.
     pub linger: Duration,
 }
 
@@ -196,10 +197,10 @@ impl SqliteIndex {
             }))
             .map_err(open_error)?;
         let (writer, operations) = WriterHandle::new();
-        let linger = Some(Linger {
+        let linger = Linger {
             time: config.linger,
             hand_overs: writer.hand_overs(),
-        });
+        };
         let writer_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("dimsum-index-writer".into())
@@ -423,7 +424,7 @@ fn start_checkpointer(
 fn run_writer(
     mut connection: Connection,
     operations: mpsc::Receiver<WriteOp>,
-    linger: Option<Linger>,
+    linger: Linger,
     config: &SqliteConfig,
 ) {
     let mut state = WriterState::new();

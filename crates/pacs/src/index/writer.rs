@@ -99,7 +99,7 @@ impl WriterHandle {
         (handle, receiver)
     }
 
-    /// The inserts handed over, numbered ([`Linger`] listens to the reads waiting for them).
+    /// The inserts handed over, numbered (a [`Linger`] listens to who waits for the writer).
     pub(crate) fn hand_overs(&self) -> Arc<HandOvers> {
         self.handed_over.clone()
     }
@@ -265,8 +265,8 @@ impl Batches {
 
     /// Keeps batches of inserts answered early open for more, as `linger` says (a writer
     /// thread's batches: [`Batches::next_blocking`]).
-    pub(crate) fn with_linger(mut self, linger: Option<Linger>) -> Self {
-        self.linger = linger.filter(|linger| !linger.time.is_zero());
+    pub(crate) fn with_linger(mut self, linger: Linger) -> Self {
+        self.linger = (!linger.time.is_zero()).then_some(linger);
         self
     }
 
@@ -286,7 +286,7 @@ impl Batches {
     /// operation, a queue filling up), then adds what was queued meanwhile. The thread sleeps
     /// through the wait instead of waking for each insert that comes.
     fn linger_for_more(&mut self, batch: &mut Vec<WriteOp>) {
-        let Some(linger) = self.linger.take() else {
+        let Some(linger) = &self.linger else {
             return;
         };
         let answered_early = |op: &WriteOp| matches!(op.reply, Reply::Then(_));
@@ -297,7 +297,6 @@ impl Batches {
             );
             self.take_queued(batch);
         }
-        self.linger = Some(linger);
     }
 
     /// The next batch (a writer task); `None` once closed.
