@@ -325,14 +325,11 @@ async fn a_body_over_the_limit_is_413_and_nothing_is_stored() {
             .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
             .collect();
         let sent = served
-            .client
-            .post(served.url("/studies"))
-            .header("Content-Type", DICOM_MULTIPART)
-            .header("Accept", "application/dicom+json")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            )))
-            .send()
+            .try_stow(
+                "/studies",
+                DICOM_MULTIPART,
+                reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+            )
             .await;
         match sent {
             Ok(response) => {

@@ -163,6 +163,18 @@ impl Served {
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
+        self.try_stow(path, content_type, body)
+            .await
+            .expect("STOW-RS request")
+    }
+
+    /// [`Served::stow`], with a request that fails (the connection lost) as an error.
+    pub async fn try_stow(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Result<reqwest::Response> {
         self.client
             .post(self.url(path))
             .header("Content-Type", content_type)
@@ -170,7 +182,6 @@ impl Served {
             .body(body)
             .send()
             .await
-            .expect("STOW-RS request")
     }
 
     pub async fn instances(&self) -> u64 {
