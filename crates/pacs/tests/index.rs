@@ -533,49 +533,55 @@ async fn person_names_match_without_case_and_by_alphabetic_group_or_with_case_wh
     assert_eq!(find("Roe^Ja?e").await.len(), 1);
 }
 
+/// Modalities In Study, SOP Classes In Study, Number of Study Related Series and Instances of
+/// study `uid`, if it is there.
+async fn study_computed_keys(fixture: &Fixture, uid: &'static str) -> Option<[String; 4]> {
+    let found = fixture
+        .find(
+            QueryModel::StudyRoot,
+            "STUDY",
+            vec![
+                study_uid(uid),
+                element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
+                element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
+                element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+                element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            ],
+        )
+        .await;
+    found.first().map(|s| {
+        [
+            tags::MODALITIES_IN_STUDY,
+            tags::SOP_CLASSES_IN_STUDY,
+            tags::NUMBER_OF_STUDY_RELATED_SERIES,
+            tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        ]
+        .map(|tag| text(s, tag))
+    })
+}
+
+/// Number of Patient Related Studies, Series and Instances of patient `pid`, if it is there.
+async fn patient_computed_keys(fixture: &Fixture, pid: &'static str) -> Option<[String; 3]> {
+    let found = fixture
+        .find(QueryModel::PatientRoot, "PATIENT", patient_count_keys(pid))
+        .await;
+    found.first().map(|p| {
+        [
+            tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
+            tags::NUMBER_OF_PATIENT_RELATED_SERIES,
+            tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+        ]
+        .map(|tag| text(p, tag))
+    })
+}
+
 async fn computed_keys_follow_inserts_replacements_and_deletes(backend: Backend) {
     let Some(fixture) = Fixture::new(backend).await else {
         return;
     };
     let fixture = &fixture;
-
-    let study = |uid: &'static str| async move {
-        let found = fixture
-            .find(
-                QueryModel::StudyRoot,
-                "STUDY",
-                vec![
-                    study_uid(uid),
-                    element(tags::MODALITIES_IN_STUDY, VR::CS, ""),
-                    element(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""),
-                    element(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
-                    element(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
-                ],
-            )
-            .await;
-        found.first().map(|s| {
-            [
-                tags::MODALITIES_IN_STUDY,
-                tags::SOP_CLASSES_IN_STUDY,
-                tags::NUMBER_OF_STUDY_RELATED_SERIES,
-                tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
-            ]
-            .map(|tag| text(s, tag))
-        })
-    };
-    let patient = |pid: &'static str| async move {
-        let found = fixture
-            .find(QueryModel::PatientRoot, "PATIENT", patient_count_keys(pid))
-            .await;
-        found.first().map(|p| {
-            [
-                tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
-                tags::NUMBER_OF_PATIENT_RELATED_SERIES,
-                tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
-            ]
-            .map(|tag| text(p, tag))
-        })
-    };
+    let study = |uid| study_computed_keys(fixture, uid);
+    let patient = |pid| patient_computed_keys(fixture, pid);
     let s = |values: [&str; 4]| Some(values.map(str::to_owned));
     let p = |values: [&str; 3]| Some(values.map(str::to_owned));
     assert_eq!(
@@ -688,6 +694,93 @@ async fn computed_keys_follow_inserts_replacements_and_deletes(backend: Backend)
     assert_eq!(study("1.1").await, s(["CT", CT, "1", "2"]));
     assert_eq!(patient("P1").await, p(["1", "1", "2"]));
     assert_eq!(fixture.counts().await, (3, 3, 3, 5));
+}
+
+/// The computed keys a batch adds to are written before an operation of the same batch removes
+/// rows (a replacement, a delete): both read and lower them. The SQLite writer keeps the
+/// batch open (its linger) until the awaited delete comes, so that all five operations share
+/// one transaction; PostgreSQL's writer takes what is queued.
+async fn counts_of_a_batch_are_written_before_a_removal_in_it(backend: Backend) {
+    let Some(test) = TestIndex::with(
+        backend,
+        |config| config.linger = Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let fixture = Fixture {
+        index: test.index.clone(),
+        test,
+    };
+    let ct = |sop| Spec {
+        sop: (sop, CT),
+        ..specs()[0].clone()
+    };
+    let moved = Spec {
+        series: ("1.1.9", "MR", "9"),
+        sop: ("9.9.9.2", MR),
+        ..specs()[0].clone()
+    };
+    let (committed, mut commits) = tokio::sync::mpsc::unbounded_channel();
+    let queued = [
+        (ct("9.9.9.1"), OnDuplicate::Fail),
+        (ct("9.9.9.2"), OnDuplicate::Fail),
+        (ct("9.9.9.3"), OnDuplicate::Fail),
+        // Removes 9.9.9.2, counted by this batch only, then files it under a new series.
+        (moved, OnDuplicate::Replace),
+    ];
+    let handed_over = queued.len();
+    for (spec, on_duplicate) in queued {
+        let prepared = PreparedInstance::new(spec.new_instance(fixture.root())).expect("prepared");
+        let committed = committed.clone();
+        fixture.index.hand_over_then(
+            prepared,
+            on_duplicate,
+            OnCommit::new(move |outcome| {
+                let _ = committed.send(outcome.map_err(|error| error.to_string()));
+            }),
+        );
+    }
+    // Awaited: it ends the linger and joins the batch.
+    let deleted = fixture
+        .delete(DeleteTarget::Instance("9.9.9.1".into()))
+        .await;
+    assert_eq!(deleted.instances, 1);
+    let mut outcomes = Vec::new();
+    for _ in 0..handed_over {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), commits.recv())
+            .await
+            .expect("committed");
+        outcomes.push(outcome.expect("answered"));
+    }
+    assert_eq!(
+        outcomes,
+        [
+            Ok(Inserted::New),
+            Ok(Inserted::New),
+            Ok(Inserted::New),
+            Ok(Inserted::Replaced {
+                old_file: Some(file_path(fixture.root(), "1.1", "1.1.1", "9.9.9.2"))
+            }),
+        ]
+    );
+    // Left: 9.9.9.3 in series 1.1.1 (CT) and 9.9.9.2 in series 1.1.9 (MR).
+    assert_eq!(
+        study_computed_keys(&fixture, "1.1").await,
+        Some([
+            "CT\\MR".to_owned(),
+            format!("{CT}\\{MR}"),
+            "2".to_owned(),
+            "2".to_owned()
+        ])
+    );
+    assert_eq!(
+        patient_computed_keys(&fixture, "P1").await,
+        Some(["1", "2", "2"].map(str::to_owned))
+    );
+    assert_eq!(fixture.counts().await, (1, 1, 2, 2));
 }
 
 async fn hostile_identifiers_neither_break_the_query_nor_leak_rows(backend: Backend) {
@@ -1015,6 +1108,7 @@ crate::on_both_backends!(
     wild_cards_ranges_uid_lists_and_literal_percent_and_underscore,
     person_names_match_without_case_and_by_alphabetic_group_or_with_case_when_asked,
     computed_keys_follow_inserts_replacements_and_deletes,
+    counts_of_a_batch_are_written_before_a_removal_in_it,
     hostile_identifiers_neither_break_the_query_nor_leak_rows,
     a_result_limit_ends_with_an_error_not_a_silent_truncation,
     an_instance_is_visible_only_once_its_transaction_committed,

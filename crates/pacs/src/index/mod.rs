@@ -18,6 +18,7 @@
 //! first instance that created it) and its computed keys (Number of … Related …, Modalities In
 //! Study, SOP Classes In Study), maintained as instances come and go.
 
+pub(crate) mod counts;
 pub(crate) mod hand_over;
 pub mod postgres;
 pub mod prepared;

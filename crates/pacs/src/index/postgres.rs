@@ -46,7 +46,6 @@
 //!   begins a session on it takes the mark and is told the index was not closed cleanly, so
 //!   it makes index and storage agree before it serves.
 
-use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -74,6 +73,7 @@ pub use copy::{
     COPIED_TABLES, CopyOptions, CopyProgress, CopyReport, copy_from_sqlite, copy_from_sqlite_with,
 };
 
+use super::counts::{CountWrite, Counts};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
 use super::schema::{SCHEMA_VERSION, migrations};
 use super::sql::{
@@ -977,7 +977,7 @@ async fn try_batch(
             results.push(apply_with_retries(&mut writing, &mut counts, operation).await?);
         }
         // The last release, the computed keys and the batch number: one round trip.
-        let mut finish = counts.statements();
+        let mut finish = count_statements(&mut counts);
         finish.push((
             STATE_UPSERT.to_owned(),
             vec![Param::Text(key.to_owned()), Param::Integer(number)],
@@ -1019,7 +1019,7 @@ async fn apply_with_retries(
     let mut flush = false;
     for _ in 0..OPERATION_TRIES {
         if flush {
-            writing.pipeline(counts.statements()).await?;
+            writing.pipeline(count_statements(counts)).await?;
         }
         // The savepoint and an insert's look-up go out together.
         let savepoint = writing.savepoint();
@@ -1170,128 +1170,23 @@ async fn set_state(
 const STATE_UPSERT: &str = "INSERT INTO archive_state (name, value) VALUES ($1, $2)
     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
 
-/// The computed keys a batch adds to (instances, new series, new studies, SOP classes), per
-/// row, written at its end (or before an operation that removes rows) in one lock order.
-#[derive(Default)]
-struct Counts {
-    /// Series id → instances added.
-    series: BTreeMap<i64, i64>,
-    studies: BTreeMap<i64, StudyCounts>,
-    patients: BTreeMap<i64, PatientCounts>,
-}
-
-#[derive(Default)]
-struct StudyCounts {
-    instances: i64,
-    series: i64,
-    /// SOP Class UID → instances added.
-    classes: BTreeMap<String, i64>,
-}
-
-#[derive(Default)]
-struct PatientCounts {
-    instances: i64,
-    series: i64,
-    studies: i64,
-}
-
-impl Counts {
-    fn is_empty(&self) -> bool {
-        self.series.is_empty() && self.studies.is_empty() && self.patients.is_empty()
-    }
-
-    /// One instance of `sop_class` added under `ids`.
-    fn instance(&mut self, ids: ParentIds, sop_class: &str) {
-        let (series, study) = (i64::from(ids.new_series), i64::from(ids.new_study));
-        *self.series.entry(ids.series_id).or_default() += 1;
-        let counts = self.studies.entry(ids.study_id).or_default();
-        counts.instances += 1;
-        counts.series += series;
-        *counts.classes.entry(sop_class.to_owned()).or_default() += 1;
-        let counts = self.patients.entry(ids.patient_id).or_default();
-        counts.instances += 1;
-        counts.series += series;
-        counts.studies += study;
-    }
-
-    /// Adds what an operation counted.
-    fn add(&mut self, other: Counts) {
-        for (id, n) in other.series {
-            *self.series.entry(id).or_default() += n;
-        }
-        for (id, counts) in other.studies {
-            let mine = self.studies.entry(id).or_default();
-            mine.instances += counts.instances;
-            mine.series += counts.series;
-            for (class, n) in counts.classes {
-                *mine.classes.entry(class).or_default() += n;
+/// The statements that write a batch's counts (which it forgets), in [`Counts::writes`]
+/// lock order; none depends on another's answer: they are sent at once
+/// ([`Writing::pipeline`]).
+fn count_statements(counts: &mut Counts) -> Pipeline {
+    counts
+        .writes(Dialect::Postgres)
+        .into_iter()
+        .map(|write| match write {
+            CountWrite::Statement(text, params) => (text, params),
+            CountWrite::RefreshModalities(id) => {
+                (REFRESH_MODALITIES.to_owned(), vec![Param::Integer(id)])
             }
-        }
-        for (id, counts) in other.patients {
-            let mine = self.patients.entry(id).or_default();
-            mine.instances += counts.instances;
-            mine.series += counts.series;
-            mine.studies += counts.studies;
-        }
-    }
-
-    /// The statements that write the counts (which it forgets), in one lock order: series,
-    /// studies (each followed by its SOP classes and, with its row locked, Modalities and SOP
-    /// Classes In Study), patients, each by id. None depends on another's answer: they are
-    /// sent at once ([`Writing::pipeline`]).
-    fn statements(&mut self) -> Pipeline {
-        let counts = std::mem::take(self);
-        let mut statements = Pipeline::new();
-        for (id, n) in counts.series {
-            statements.push((
-                "UPDATE series SET number_of_instances = number_of_instances + $2 WHERE id = $1"
-                    .to_owned(),
-                vec![Param::Integer(id), Param::Integer(n)],
-            ));
-        }
-        for (id, study) in counts.studies {
-            statements.push((
-                "UPDATE study SET number_of_instances = number_of_instances + $2,
-                    number_of_series = number_of_series + $3 WHERE id = $1"
-                    .to_owned(),
-                vec![
-                    Param::Integer(id),
-                    Param::Integer(study.instances),
-                    Param::Integer(study.series),
-                ],
-            ));
-            for (class, n) in study.classes {
-                statements.push((
-                    "INSERT INTO study_sop_class (study, sop_class_uid, instances)
-                     VALUES ($1, $2, $3)
-                     ON CONFLICT (study, sop_class_uid)
-                     DO UPDATE SET instances = study_sop_class.instances + EXCLUDED.instances"
-                        .to_owned(),
-                    vec![Param::Integer(id), Param::Text(class), Param::Integer(n)],
-                ));
+            CountWrite::RefreshSopClasses(id) => {
+                (REFRESH_SOP_CLASSES.to_owned(), vec![Param::Integer(id)])
             }
-            if study.series > 0 {
-                statements.push((REFRESH_MODALITIES.to_owned(), vec![Param::Integer(id)]));
-            }
-            // Written only when a class came or went (the statement compares).
-            statements.push((REFRESH_SOP_CLASSES.to_owned(), vec![Param::Integer(id)]));
-        }
-        for (id, patient) in counts.patients {
-            statements.push((
-                "UPDATE patient SET number_of_instances = number_of_instances + $2,
-                    number_of_series = number_of_series + $3,
-                    number_of_studies = number_of_studies + $4 WHERE id = $1"
-                    .to_owned(),
-                vec![
-                    Param::Integer(id),
-                    Param::Integer(patient.instances),
-                    Param::Integer(patient.series),
-                    Param::Integer(patient.studies),
-                ],
-            ));
-        }
-        statements
-    }
+        })
+        .collect()
 }
 
 /// Modalities In Study of study `$1`: the distinct modalities of its series (run once the study
@@ -1548,7 +1443,7 @@ async fn pending_removal(
 }
 
 /// Removes one instance row and maintains everything above it (entities left empty go too);
-/// returns its file. Rows are locked in the order of [`Counts::statements`].
+/// returns its file. Rows are locked in the order of [`Counts::writes`].
 async fn remove_instance(writing: &mut Writing<'_>, id: i64) -> Result<String, OperationError> {
     let row = writing
         .query_opt(

@@ -40,6 +40,7 @@ use dimsum_net::storage::BoxFuture;
 use crate::folder::IndexCounts;
 use crate::hierarchy::{Level, QueryPlan};
 
+use super::counts::{CountWrite, Counts};
 use super::prepared::{EntityRow, PreparedInstance, path_text};
 use super::schema;
 use super::sql::{
@@ -441,9 +442,12 @@ fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec
     let mut replies = Vec::with_capacity(batch.len());
     // Held until the transaction is over and answered (dropped at the end of this function).
     let mut marks = Vec::new();
-    let outcome = (|| -> Result<(), rusqlite::Error> {
+    let outcome = (|| -> Result<(), IndexError> {
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // What the batch's inserts add to the rows above them, written once at its end (or
+        // before an operation that removes rows: it reads and lowers them).
+        let mut counts = Counts::default();
         for WriteOp {
             operation,
             reply,
@@ -451,13 +455,28 @@ fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec
         } in batch
         {
             marks.extend(mark);
+            let existing = match &operation {
+                Operation::Insert(prepared, _) => existing_instance(&transaction, prepared),
+                _ => Ok(None),
+            };
+            let removes_rows = match &operation {
+                Operation::Delete(_) => true,
+                Operation::Insert(_, OnDuplicate::Replace) => matches!(existing, Ok(Some(_))),
+                _ => false,
+            };
+            if removes_rows && !counts.is_empty() {
+                write_counts(&transaction, &mut counts)?;
+            }
             // Each operation in a savepoint of its own (statements prepared once, not parsed
             // for every operation as rusqlite's savepoints are).
             transaction
                 .prepare_cached("SAVEPOINT operation")?
                 .execute([])?;
-            let result = apply(&transaction, state, operation);
-            if result.is_err() {
+            let mut own = Counts::default();
+            let result = apply(&transaction, state, &mut own, operation, existing);
+            if result.is_ok() {
+                counts.add(own);
+            } else {
                 // What it did is undone: so is what the writer remembered meanwhile.
                 state.forget_parents();
                 transaction
@@ -469,7 +488,9 @@ fn commit_batch(connection: &mut Connection, state: &mut WriterState, batch: Vec
                 .execute([])?;
             replies.push((reply, result));
         }
-        transaction.commit()
+        write_counts(&transaction, &mut counts)?;
+        transaction.commit()?;
+        Ok(())
     })();
     match outcome {
         Ok(()) => {
@@ -534,15 +555,52 @@ impl WriterState {
     }
 }
 
+/// Writes a batch's counts (which it forgets).
+fn write_counts(transaction: &Connection, counts: &mut Counts) -> Result<(), IndexError> {
+    for write in counts.writes(Dialect::Sqlite) {
+        match write {
+            CountWrite::Statement(text, params) => {
+                transaction
+                    .prepare_cached(&text)?
+                    .execute(params_from_iter(params.iter()))?;
+            }
+            CountWrite::RefreshModalities(study_id) => refresh_modalities(transaction, study_id)?,
+            CountWrite::RefreshSopClasses(study_id) => refresh_sop_classes(transaction, study_id)?,
+        }
+    }
+    Ok(())
+}
+
+/// The row of an instance with the SOP Instance UID of `prepared`, if there is one.
+fn existing_instance(
+    transaction: &Connection,
+    prepared: &PreparedInstance,
+) -> Result<Option<i64>, IndexError> {
+    Ok(transaction
+        .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
+        .query_row([&prepared.sop_instance_uid], |row| row.get(0))
+        .optional()?)
+}
+
+/// Applies one operation; an insert comes with the answer of its look-up
+/// ([`existing_instance`]) and adds to `counts`.
 fn apply(
     transaction: &Connection,
     state: &mut WriterState,
+    counts: &mut Counts,
     operation: Operation,
+    existing: Result<Option<i64>, IndexError>,
 ) -> Result<Done, IndexError> {
     match operation {
-        Operation::Insert(prepared, on_duplicate) => {
-            insert(transaction, state, &prepared, on_duplicate).map(Done::Inserted)
-        }
+        Operation::Insert(prepared, on_duplicate) => insert(
+            transaction,
+            state,
+            counts,
+            &prepared,
+            on_duplicate,
+            existing?,
+        )
+        .map(Done::Inserted),
         Operation::Delete(target) => {
             state.forget_parents();
             delete(transaction, &target).map(Done::Deleted)
@@ -679,19 +737,19 @@ fn find_or_create_parents(
     })
 }
 
+/// Inserts an instance (its parents created when missing); `existing` is the row already
+/// there with its SOP Instance UID. Adds what it counts to `counts`.
 fn insert(
     transaction: &Connection,
     state: &mut WriterState,
+    counts: &mut Counts,
     prepared: &PreparedInstance,
     on_duplicate: OnDuplicate,
+    existing: Option<i64>,
 ) -> Result<Inserted, IndexError> {
     let [_, study, series, instance] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
     let new_path = path_text(&prepared.location.path)?;
-    let existing: Option<i64> = transaction
-        .prepare_cached("SELECT id FROM instance WHERE sop_instance_uid = ?")?
-        .query_row([&prepared.sop_instance_uid], |row| row.get(0))
-        .optional()?;
     let mut replaced = None;
     if let Some(existing) = existing {
         match on_duplicate {
@@ -710,13 +768,7 @@ fn insert(
 
     let study_uid = study.text("study_instance_uid").unwrap_or_default();
     let series_uid = series.text("series_instance_uid").unwrap_or_default();
-    let ParentIds {
-        patient_id,
-        study_id,
-        series_id,
-        new_study,
-        new_series,
-    } = match state.known_parents(study_uid, series_uid) {
+    let parents = match state.known_parents(study_uid, series_uid) {
         Some(known) => known,
         None => {
             let found = find_or_create_parents(transaction, prepared, study_uid, series_uid)?;
@@ -728,41 +780,10 @@ fn insert(
         transaction,
         Level::Image,
         (instance, uid),
-        instance_location_columns(prepared, series_id, new_path)?,
+        instance_location_columns(prepared, parents.series_id, new_path)?,
     )?;
-
-    // The computed keys above it.
-    transaction
-        .prepare_cached(
-            "UPDATE series SET number_of_instances = number_of_instances + 1 WHERE id = ?",
-        )?
-        .execute([series_id])?;
-    transaction
-        .prepare_cached(
-            "UPDATE study SET number_of_instances = number_of_instances + 1,
-                number_of_series = number_of_series + ? WHERE id = ?",
-        )?
-        .execute([i64::from(new_series), study_id])?;
-    transaction
-        .prepare_cached(
-            "UPDATE patient SET number_of_instances = number_of_instances + 1,
-                number_of_series = number_of_series + ?,
-                number_of_studies = number_of_studies + ? WHERE id = ?",
-        )?
-        .execute([i64::from(new_series), i64::from(new_study), patient_id])?;
-    let class_instances: i64 = transaction
-        .prepare_cached(
-            "INSERT INTO study_sop_class (study, sop_class_uid, instances) VALUES (?, ?, 1)
-             ON CONFLICT (study, sop_class_uid) DO UPDATE SET instances = instances + 1
-             RETURNING instances",
-        )?
-        .query_row(params![study_id, prepared.sop_class_uid], |row| row.get(0))?;
-    if new_series {
-        refresh_modalities(transaction, study_id)?;
-    }
-    if class_instances == 1 {
-        refresh_sop_classes(transaction, study_id)?;
-    }
+    // The computed keys above it, written with the batch's.
+    counts.instance(parents, &prepared.sop_class_uid);
     if state.pending_removals_possible {
         transaction
             .prepare_cached("DELETE FROM pending_removal WHERE path = ?")?
@@ -895,7 +916,8 @@ fn refresh_modalities(transaction: &Connection, study_id: i64) -> Result<(), Ind
     Ok(())
 }
 
-/// SOP Classes In Study: the SOP classes of the study's instances.
+/// SOP Classes In Study: the SOP classes of the study's instances (written only when they
+/// changed).
 fn refresh_sop_classes(transaction: &Connection, study_id: i64) -> Result<(), IndexError> {
     let classes: Vec<String> = transaction
         .prepare_cached(
@@ -904,7 +926,10 @@ fn refresh_sop_classes(transaction: &Connection, study_id: i64) -> Result<(), In
         .query_map([study_id], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     transaction
-        .prepare_cached("UPDATE study SET sop_classes_in_study = ? WHERE id = ?")?
+        .prepare_cached(
+            "UPDATE study SET sop_classes_in_study = ?1 WHERE id = ?2
+             AND sop_classes_in_study IS NOT ?1",
+        )?
         .execute(params![classes.join("\\"), study_id])?;
     Ok(())
 }
