@@ -1,7 +1,9 @@
 //! Fuzzes the data-set scanner (PS3.5 §7), the hardening layer in front of dicom-rs: the first
 //! byte picks the transfer syntax, the rest is the data set. Nothing may panic; a data set the
 //! scanner accepts goes on to dicom-rs (through `transcode`), which must not panic or allocate
-//! without bound either.
+//! without bound either. The walk over top-level elements (`elements::top_level_elements`,
+//! which copies an archived record from the data set as received) gets every input, accepted
+//! or not: each element it finds must lie inside the data set, in order.
 
 #![no_main]
 
@@ -26,6 +28,14 @@ fuzz_target!(|input: &[u8]| {
         max_inflated_size: 16 * 1024 * 1024,
         ..ScanLimits::default()
     };
+    if let Some(elements) = dimsum_dataset::elements::top_level_elements(data) {
+        let mut end = 0;
+        for (_, range) in elements {
+            assert!(range.start == end && range.start < range.end && range.end <= data.len());
+            end = range.end;
+        }
+        assert_eq!(end, data.len());
+    }
     if scan_bytes(data, syntax, &limits).is_ok() {
         // The scan accepted it: the general decoder may read it now.
         let _ = transcode(data, syntax, "1.2.840.10008.1.2.1", &limits);

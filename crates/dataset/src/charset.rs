@@ -613,10 +613,12 @@ fn may_need_redecoding(object: &InMemDicomObject, top: bool) -> bool {
 
 /// [`to_unicode`], keeping the object as dicom-rs read it (and saying why in the log) when its
 /// text cannot be decoded: nothing is lost, and what dicom-rs could not decode stays as it is.
-pub fn to_unicode_or_keep(object: &mut InMemDicomObject) {
-    if let Err(error) = to_unicode(object) {
+/// Returns whether it changed anything.
+pub fn to_unicode_or_keep(object: &mut InMemDicomObject) -> bool {
+    to_unicode(object).unwrap_or_else(|error| {
         tracing::warn!("text kept as read: {error}");
-    }
+        false
+    })
 }
 
 #[cfg(test)]

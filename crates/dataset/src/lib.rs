@@ -35,6 +35,7 @@
 pub mod charset;
 pub mod convert;
 pub mod dump;
+pub mod elements;
 pub mod identifier;
 pub mod json;
 pub mod part10;

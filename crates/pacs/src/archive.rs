@@ -112,6 +112,7 @@ use crate::file::{self, FileError, Identity};
 use crate::folder::{IndexCounts, encode_identifier};
 use crate::hierarchy::QueryPlan;
 use crate::index::postgres::{PostgresConfig, PostgresIndex};
+use crate::index::record::RECORD_TRANSFER_SYNTAX;
 use crate::index::{
     DeleteTarget, Deleted, FileLocation, Index, IndexError, IndexedInstance, Inserted, NewInstance,
     OnCommit, OnDuplicate, PreparedInstance, SqliteConfig, SqliteIndex,
@@ -1230,7 +1231,7 @@ fn prepare_stored(
             format!("the data set's SOP Instance UID ({in_data_set}) is not the command's"),
         ));
     }
-    let instance = match &stored.data_set {
+    let read = match &stored.data_set {
         Some(data_set) => stored_instance(stored, std::io::Cursor::new(data_set.as_ref()), limits),
         None => File::open(&stored.path)
             .and_then(|mut file| {
@@ -1252,7 +1253,18 @@ fn prepare_stored(
         ),
         other => StoreFailure::new(Status::PROCESSING_FAILURE, other.to_string()),
     })?;
-    PreparedInstance::new(instance).map_err(index_failure)
+    let (instance, text_as_read) = read;
+    // The data set as received, when its bytes are what the record would be encoded to.
+    let received = stored
+        .data_set
+        .as_ref()
+        .filter(|_| text_as_read && instance.transfer_syntax_uid == RECORD_TRANSFER_SYNTAX)
+        .and_then(|data_set| data_set.get(..usize::try_from(stored.data_set_length).ok()?));
+    match received {
+        Some(data_set) => PreparedInstance::received(instance, data_set),
+        None => PreparedInstance::new(instance),
+    }
+    .map_err(index_failure)
 }
 
 /// The instance to index from a file the storage just wrote, its data set read from
@@ -1263,23 +1275,25 @@ fn stored_instance(
     stored: &StoredInstance,
     data_set: impl io::Read + io::Seek,
     limits: &ScanLimits,
-) -> Result<NewInstance, Error> {
+) -> Result<(NewInstance, bool), Error> {
     let description = &stored.instance;
     let ts = &description.transfer_syntax_uid;
-    let attributes = file::decode_attributes(data_set, stored.data_set_length, ts, limits)
-        .map_err(|error| error.at(&stored.path))?;
+    let (attributes, text_as_read) =
+        file::decode_attributes_as_read(data_set, stored.data_set_length, ts, limits)
+            .map_err(|error| error.at(&stored.path))?;
     let identity = Identity::from_summary(
         &stored.summary,
         &description.sop_class_uid,
         &description.sop_instance_uid,
     );
-    new_instance(
+    let instance = new_instance(
         stored.path.clone(),
         ts.clone(),
         (stored.data_set_offset, stored.data_set_length),
         (attributes, stored.summary.pixel_data_header),
         identity,
-    )
+    )?;
+    Ok((instance, text_as_read))
 }
 
 fn read_instance(path: &Path, limits: &ScanLimits) -> Result<NewInstance, Error> {

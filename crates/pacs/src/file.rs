@@ -290,6 +290,18 @@ pub fn decode_attributes(
     ts: &str,
     limits: &ScanLimits,
 ) -> Result<InMemDicomObject, AttributesError> {
+    decode_attributes_as_read(data, length, ts, limits).map(|(attributes, _)| attributes)
+}
+
+/// [`decode_attributes`], and whether their text is as the data set's bytes hold it (no
+/// character set decoded again: [`dimsum_dataset::charset::to_unicode`]; never for a deflated
+/// data set, whose bytes are not the attributes').
+pub fn decode_attributes_as_read(
+    data: impl Read + Seek,
+    length: u64,
+    ts: &str,
+    limits: &ScanLimits,
+) -> Result<(InMemDicomObject, bool), AttributesError> {
     let decode_error = |error: &dyn std::fmt::Display| AttributesError::Decode(error.to_string());
     if transfer_syntax::is_deflated(ts) {
         // dicom-rs's incremental reader does not inflate: inflate in memory, bounded.
@@ -305,7 +317,7 @@ pub fn decode_attributes(
         let mut object =
             identifier::decode(&bytes, ts, limits).map_err(|error| decode_error(&error))?;
         object.retain(|element| element.header().tag < PIXEL_DATA_GROUP);
-        Ok(object)
+        Ok((object, false))
     } else {
         let mut collector = DicomCollectorOptions::new()
             .expected_ts(ts.to_owned())
@@ -315,7 +327,7 @@ pub fn decode_attributes(
         collector
             .read_dataset_up_to(PIXEL_DATA_GROUP, &mut object)
             .map_err(|error| decode_error(&error))?;
-        dimsum_dataset::charset::to_unicode_or_keep(&mut object);
-        Ok(object)
+        let redecoded = dimsum_dataset::charset::to_unicode_or_keep(&mut object);
+        Ok((object, !redecoded))
     }
 }

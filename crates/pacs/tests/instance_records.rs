@@ -374,3 +374,140 @@ crate::on_both_backends!(
     c_find_answers_as_it_did_from_records_with_bulk_elements,
     records_written_before_bulk_elements_were_kept_are_read_without_them,
 );
+
+/// A short explicit VR little endian element (PS3.5 §7.1.2).
+fn short_element(tag: Tag, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut bytes = [tag.group().to_le_bytes(), tag.element().to_le_bytes()].concat();
+    bytes.extend_from_slice(vr);
+    bytes.extend_from_slice(&u16::try_from(value.len()).expect("short").to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// An explicit VR little endian element with a 32-bit length (OB, SQ…) and its value.
+fn long_element(tag: Tag, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut bytes = [tag.group().to_le_bytes(), tag.element().to_le_bytes()].concat();
+    bytes.extend_from_slice(vr);
+    bytes.extend_from_slice(&[0, 0]);
+    bytes.extend_from_slice(&u32::try_from(value.len()).expect("long").to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// An item of defined length (PS3.5 §7.5.1).
+fn item(value: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xFE, 0xFF, 0x00, 0xE0];
+    bytes.extend_from_slice(&u32::try_from(value.len()).expect("item").to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// The data set of an instance record blob ([`record::LZ4_RECORD_WITH_BULK_DATA`]).
+fn record_data_set(blob: &[u8]) -> Vec<u8> {
+    assert_eq!(blob[0], record::LZ4_RECORD_WITH_BULK_DATA);
+    let word =
+        |at: usize| u32::from_le_bytes(blob[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let (total, data_set_length) = (word(1), word(5));
+    let mut all = lz4_flex::block::decompress(&blob[9..], total).expect("decompressed");
+    all.truncate(data_set_length);
+    all
+}
+
+/// A stored instance's record is copied from its data set as received when that is explicit
+/// VR little endian with its text as read and no bulk data inside a sequence: its bytes are the
+/// received elements' (here a sequence of defined length, which encoding writes with
+/// delimiters), it decodes to what the encoded record decodes to, and the bulk elements are
+/// the same. Otherwise the record is encoded.
+#[test]
+fn a_record_copied_from_the_data_set_received_decodes_as_the_encoded_one() {
+    let limits = ScanLimits::default();
+    let code = short_element(tags::CODE_VALUE, b"SH", b"T-D3000 ");
+    let sequence = long_element(tags::ANATOMIC_REGION_SEQUENCE, b"SQ", &item(&code));
+    let kept = [
+        short_element(tags::SPECIFIC_CHARACTER_SET, b"CS", b"ISO_IR 100"),
+        short_element(tags::SOP_CLASS_UID, b"UI", format!("{CT}\0").as_bytes()),
+        short_element(tags::SOP_INSTANCE_UID, b"UI", b"1.2.3.1.1\0"),
+        short_element(tags::PATIENT_NAME, b"PN", b"M\xdcLLER^J\xdcRGEN "),
+        short_element(tags::STUDY_INSTANCE_UID, b"UI", b"1.2.3\0"),
+        sequence,
+        long_element(tags::ICC_PROFILE, b"OB", &[7; 16]),
+    ];
+    let bulk = long_element(tags::ENCAPSULATED_DOCUMENT, b"OB", &[9; 3000]);
+    let pixels = long_element(tags::PIXEL_DATA, b"OW", &[1; 64]);
+    let received = [&kept[..5], &kept[5..6], &kept[6..], &[bulk, pixels]]
+        .concat()
+        .concat();
+    let (mut attributes, as_read) = dimsum_pacs::file::decode_attributes_as_read(
+        std::io::Cursor::new(&received),
+        received.len() as u64,
+        record::RECORD_TRANSFER_SYNTAX,
+        &limits,
+    )
+    .expect("decoded");
+    assert!(as_read, "ISO_IR 100 text is kept as read");
+    // As the archive gives it: the pixel data marker.
+    attributes.put(DataElement::empty(tags::PIXEL_DATA, VR::OW));
+    let (record, bulk_data) = record::split_bulk_data(attributes);
+    assert_eq!(bulk_data.len(), 2, "{bulk_data:?}");
+
+    let copied = record::encode_received(&record, &bulk_data, &received).expect("copied");
+    let encoded = record::encode_with_bulk_data(&record, &bulk_data).expect("encoded");
+    assert_eq!(record_data_set(&copied), kept.concat());
+    assert_ne!(
+        record_data_set(&encoded),
+        kept.concat(),
+        "the encoder writes the sequence otherwise"
+    );
+    let (from_copy, copy_bulk) = record::decode_with_bulk_data(&copied, &limits).expect("read");
+    let (from_encoding, encoding_bulk) =
+        record::decode_with_bulk_data(&encoded, &limits).expect("read");
+    assert_eq!(copy_bulk, encoding_bulk);
+    // The same data set (the lengths they were read with aside).
+    let normal = |object: &InMemDicomObject| {
+        dimsum_net::dataset::identifier::encode(object, record::RECORD_TRANSFER_SYNTAX)
+            .expect("encoded")
+    };
+    assert_eq!(normal(&from_copy), normal(&from_encoding));
+    assert_eq!(text(&from_copy, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
+
+    // Bulk data inside a sequence: the sequence in the record is not the one received.
+    let nested = long_element(
+        tags::ANATOMIC_REGION_SEQUENCE,
+        b"SQ",
+        &item(&long_element(Tag(0x0009, 0x1002), b"OB", &[5; 4096])),
+    );
+    let received = [&kept[..5], &[nested][..]].concat().concat();
+    let (attributes, _) = dimsum_pacs::file::decode_attributes_as_read(
+        std::io::Cursor::new(&received),
+        received.len() as u64,
+        record::RECORD_TRANSFER_SYNTAX,
+        &limits,
+    )
+    .expect("decoded");
+    let (record, bulk_data) = record::split_bulk_data(attributes);
+    assert_eq!(
+        record::encode_received(&record, &bulk_data, &received).expect("encoded"),
+        record::encode_with_bulk_data(&record, &bulk_data).expect("encoded")
+    );
+
+    // Text in code extensions is decoded again (and declared ISO_IR 192): not as read, so the
+    // archive encodes its record.
+    let japanese = [
+        short_element(tags::SPECIFIC_CHARACTER_SET, b"CS", b"\\ISO 2022 IR 87 "),
+        short_element(
+            tags::PATIENT_NAME,
+            b"PN",
+            b"\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B ",
+        ),
+    ]
+    .concat();
+    let (attributes, as_read) = dimsum_pacs::file::decode_attributes_as_read(
+        std::io::Cursor::new(&japanese),
+        japanese.len() as u64,
+        record::RECORD_TRANSFER_SYNTAX,
+        &limits,
+    )
+    .expect("decoded");
+    assert!(!as_read);
+    assert_eq!(text(&attributes, tags::PATIENT_NAME), "山田^太郎");
+}

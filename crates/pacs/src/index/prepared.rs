@@ -66,7 +66,17 @@ impl EntityRow {
 impl PreparedInstance {
     /// Encodes the rows of `instance` (blocking: call it off the async workers).
     pub fn new(instance: NewInstance) -> Result<PreparedInstance, IndexError> {
-        prepare(instance)
+        prepare(instance, None)
+    }
+
+    /// [`PreparedInstance::new`] for an instance whose data set is at hand as received, in
+    /// explicit VR little endian, its attributes' text as read from it: its record is copied
+    /// from those bytes where it can be ([`record::encode_received`]) instead of encoded again.
+    pub fn received(
+        instance: NewInstance,
+        data_set: &[u8],
+    ) -> Result<PreparedInstance, IndexError> {
+        prepare(instance, Some(data_set))
     }
 
     /// The SOP Instance UID it is indexed under.
@@ -75,7 +85,7 @@ impl PreparedInstance {
     }
 }
 
-fn prepare(instance: NewInstance) -> Result<PreparedInstance, IndexError> {
+fn prepare(instance: NewInstance, received: Option<&[u8]>) -> Result<PreparedInstance, IndexError> {
     let NewInstance {
         sop_class_uid,
         sop_instance_uid,
@@ -108,7 +118,11 @@ fn prepare(instance: NewInstance) -> Result<PreparedInstance, IndexError> {
         // The instance's record (with where its bulk data was) is always written; its parents'
         // only by the first instance of each: those are encoded by the writer if it needs them.
         let blob = if level == Level::Image {
-            Blob::Encoded(record::encode_with_bulk_data(&record, &bulk_data).map_err(unindexable)?)
+            let encoded = match received {
+                Some(data_set) => record::encode_received(&record, &bulk_data, data_set),
+                None => record::encode_with_bulk_data(&record, &bulk_data),
+            };
+            Blob::Encoded(encoded.map_err(unindexable)?)
         } else {
             Blob::Deferred(Box::new(record))
         };

@@ -381,7 +381,52 @@ pub fn encode_with_bulk_data(
     record: &InMemDicomObject,
     bulk_data: &[BulkElement],
 ) -> Result<Vec<u8>, String> {
-    let mut bytes = match identifier::encode(record, RECORD_TRANSFER_SYNTAX) {
+    compress(encoded(record)?, bulk_data)
+}
+
+/// [`encode_with_bulk_data`] for an instance whose data set is at hand as received, in the
+/// records' transfer syntax (explicit VR little endian), with `record` holding its text as
+/// read (no character set decoded again, [`dimsum_dataset::charset::to_unicode`]): the
+/// record's elements are copied from the data set rather than encoded again, when it has
+/// every one of them as a top-level element and no bulk element is inside a sequence (its
+/// sequence in the record then differs from the data set's). Otherwise it is encoded.
+pub fn encode_received(
+    record: &InMemDicomObject,
+    bulk_data: &[BulkElement],
+    data_set: &[u8],
+) -> Result<Vec<u8>, String> {
+    match copied(record, bulk_data, data_set) {
+        Some(bytes) => compress(bytes, bulk_data),
+        None => encode_with_bulk_data(record, bulk_data),
+    }
+}
+
+/// The top-level elements of `data_set` that `record` holds, in order, if those are all of
+/// the record's.
+fn copied(
+    record: &InMemDicomObject,
+    bulk_data: &[BulkElement],
+    data_set: &[u8],
+) -> Option<Vec<u8>> {
+    if !bulk_data.iter().all(|element| element.path.is_top_level()) {
+        return None;
+    }
+    let elements = dimsum_dataset::elements::top_level_elements(data_set)?;
+    let mut bytes = Vec::with_capacity(data_set.len());
+    let mut copied = 0;
+    for (tag, range) in elements {
+        if record.get(tag).is_some() {
+            bytes.extend_from_slice(data_set.get(range)?);
+            copied += 1;
+        }
+    }
+    (copied == record.iter().count()).then_some(bytes)
+}
+
+/// A record's data set in [`RECORD_TRANSFER_SYNTAX`]; one whose text its own character set
+/// cannot encode again in UTF-8 (ISO_IR 192) instead.
+fn encoded(record: &InMemDicomObject) -> Result<Vec<u8>, String> {
+    Ok(match identifier::encode(record, RECORD_TRANSFER_SYNTAX) {
         Ok(bytes) => bytes,
         Err(first) if record.get(tags::SPECIFIC_CHARACTER_SET).is_some() => {
             let mut utf8 = record.clone();
@@ -394,7 +439,11 @@ pub fn encode_with_bulk_data(
                 .map_err(|error| format!("{first}; in UTF-8: {error}"))?
         }
         Err(error) => return Err(error.to_string()),
-    };
+    })
+}
+
+/// A record's data set and its bulk elements, compressed with their header.
+fn compress(mut bytes: Vec<u8>, bulk_data: &[BulkElement]) -> Result<Vec<u8>, String> {
     let too_large = |size: usize| format!("a record of {size} bytes is too large");
     let data_set_length = u32::try_from(bytes.len()).map_err(|_| too_large(bytes.len()))?;
     let header: Vec<u8> = if bulk_data.is_empty() {
