@@ -770,13 +770,27 @@ impl Archive {
         }
         let storage_root = self.inner.config.storage_root();
         let root = storage_root.clone();
-        let files = tokio::task::spawn_blocking(move || file::list_files(&root))
-            .await
-            .map_err(|error| Error::Task(error.to_string()))?
-            .map_err(|source| Error::DataDir {
-                path: storage_root.clone(),
-                source,
-            })?;
+        let storage = self.inner.files.clone();
+        // Temporary files of stores cut off in the study and series folders (those of the
+        // root went at the start) are removed on the way.
+        let (temporary, files) = tokio::task::spawn_blocking(move || {
+            let listed = file::list_files_and_hidden(&root, |name| storage.is_own_temporary(name))
+                .map_err(|source| Error::DataDir { path: root, source })?;
+            let (temporary, files): (Vec<_>, Vec<_>) = listed.into_iter().partition(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            });
+            temporary.iter().try_for_each(|path| remove_file(path))?;
+            Ok::<_, Error>((temporary, files))
+        })
+        .await
+        .map_err(|error| Error::Task(error.to_string()))??;
+        for path in temporary {
+            info!(
+                "removed {}, left by a store that was cut off",
+                path.display()
+            );
+        }
         let (mut added, mut removed) = (0usize, 0usize);
         let shared = self.inner.config.is_shared();
         for path in files.into_iter().filter(|p| !indexed_paths.contains(p)) {

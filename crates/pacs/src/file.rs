@@ -158,7 +158,7 @@ pub fn read_part10(path: &Path, limits: &ScanLimits) -> Result<Part10File, FileE
 /// The files under a folder, recursively, sorted, hidden entries left out and each folder
 /// listed once however many links lead to it: the one folder walk, shared with the Storage
 /// SCU's batches.
-pub use dimsum_net::scu::store::list_files;
+pub use dimsum_net::scu::store::{list_files, list_files_and_hidden};
 
 #[cfg(test)]
 mod tests {

@@ -433,10 +433,10 @@ async fn an_existing_folder_is_indexed_in_place_once() {
 async fn assert_consistent(archive: &Archive, data: &Path) -> usize {
     let storage = data.join(archive::STORAGE_FOLDER);
     let files = dimsum_pacs::file::list_files(&storage).expect("listed");
-    let hidden: Vec<_> = std::fs::read_dir(&storage)
-        .expect("read")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+    let hidden: Vec<_> = dimsum_pacs::file::list_files_and_hidden(&storage, |_| true)
+        .expect("listed")
+        .into_iter()
+        .filter(|path| !files.contains(path))
         .collect();
     assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
     let mut rows = 0;
@@ -501,8 +501,14 @@ async fn reopening_after_a_crash_makes_index_and_storage_agree() {
         ..specs[1].clone()
     }
     .write_file(&stored_path(data.path(), &specs[1]));
-    // A temporary file, and a second file of an indexed instance.
+    // Temporary files (in the root, and in a series folder, where a small store writes its
+    // own), and a second file of an indexed instance.
     std::fs::write(storage.join(".1.2.3.1.9.123-0.part"), b"half").expect("write");
+    let series_folder = stored_path(data.path(), &specs[1])
+        .parent()
+        .expect("series folder")
+        .to_path_buf();
+    std::fs::write(series_folder.join(".1.2.3.1.9.123-1.part"), b"half").expect("write");
     specs[2].write_file(
         &storage
             .join("elsewhere")

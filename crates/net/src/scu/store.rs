@@ -993,6 +993,15 @@ pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 /// or to one listed already is skipped. A subfolder that cannot be read is reported and
 /// skipped; only an unreadable `root` is an error. Blocking.
 pub fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    list_files_and_hidden(root, |_| false)
+}
+
+/// [`list_files`], with the hidden files whose name `wanted` accepts listed too (a Storage
+/// SCP's temporary files, for the check that removes those a crash left).
+pub fn list_files_and_hidden(
+    root: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut listed = std::collections::HashSet::new();
     let mut folders = vec![root.to_path_buf()];
@@ -1022,7 +1031,12 @@ pub fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
                     continue;
                 }
             };
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            let hidden = {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with('.').then(|| wanted(&name))
+            };
+            if hidden == Some(false) {
                 continue;
             }
             let path = entry.path();
@@ -1039,7 +1053,9 @@ pub fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
                 }
             }
             if file_type.is_dir() {
-                subfolders.push(path);
+                if hidden.is_none() {
+                    subfolders.push(path);
+                }
             } else if file_type.is_file() {
                 files.push(path);
             }
@@ -1079,7 +1095,14 @@ mod tests {
         fs::create_dir_all(root.join("a/b")).expect("dirs");
         fs::create_dir_all(root.join(".hidden")).expect("dirs");
         fs::create_dir_all(&outside).expect("dirs");
-        for file in ["one", "a/two", "a/b/three", ".partial", ".hidden/four"] {
+        for file in [
+            "one",
+            "a/two",
+            "a/b/three",
+            ".partial",
+            ".hidden/four",
+            "a/b/.x.part",
+        ] {
             fs::write(root.join(file), b"x").expect("write");
         }
         fs::write(outside.join("five"), b"x").expect("write");
@@ -1097,6 +1120,21 @@ mod tests {
             ["a/b/three", "a/link", "a/two", "d/five", "one", "six"]
         );
         assert!(list_files(&root.join("missing")).is_err());
+        // Hidden files asked for are listed, wherever they are; hidden folders never entered.
+        let wanted = |name: &str| name.ends_with(".part") || name == ".hidden";
+        let files = list_files_and_hidden(&root, wanted).expect("listed");
+        assert_eq!(
+            names(&root, &files),
+            [
+                "a/b/.x.part",
+                "a/b/three",
+                "a/link",
+                "a/two",
+                "d/five",
+                "one",
+                "six"
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The default storage: each instance becomes a Part 10 file (PS3.10 §7), written under a
 //! temporary name and renamed when complete, so that a transfer cut off half-way leaves nothing
-//! visible.
+//! visible. The temporary file of an instance gathered in memory is made in the folder the file
+//! goes to (the layout's study or series folder: the rename then stays within one folder, which
+//! on Linux needs no file-system-wide rename lock); a larger one's, whose folder is known only
+//! once it is complete, in the root.
 //!
 //! All disk work (create, write, scan, fsync, rename) runs on tokio's blocking pool, never on
 //! the async workers: a slow disk slows the association that writes to it, nothing else. An
@@ -180,7 +183,8 @@ impl FileStorage {
     }
 
     /// Removes this storage's temporary files from the root ([`FileStorage::is_own_temporary`]):
-    /// what stores cut off by a crash left. Blocking; call it before this storage stores
+    /// what stores cut off by a crash left (those of small instances, in the layout's folders,
+    /// are found by a walk of the whole storage: [`crate::scu::store::list_files_and_hidden`]). Blocking; call it before this storage stores
     /// anything (a store in flight has a temporary file too). Returns the files removed.
     pub fn remove_temporary_files(&self) -> io::Result<Vec<PathBuf>> {
         let entries = match fs::read_dir(&self.root) {
@@ -269,7 +273,10 @@ impl Gathered {
         };
         let summary = scan::scan_bytes(&data, &instance.transfer_syntax_uid, &storage.limits)
             .map_err(scan_failure)?;
-        let mut sink = FileSink::create(storage, instance, &data)?;
+        // The file's folder is known: its temporary file is made there, so that moving it into
+        // place renames within one folder.
+        let (folder, _) = final_place(&storage, &instance, &summary);
+        let mut sink = FileSink::create_in(storage, instance, &data, Some(&folder))?;
         sink.data_set = Some(data);
         sink.complete(summary)
     }
@@ -492,6 +499,17 @@ impl FileSink {
         instance: InstanceDescription,
         first: &[u8],
     ) -> Result<FileSink, StoreFailure> {
+        Self::create_in(storage, instance, first, None)
+    }
+
+    /// [`FileSink::create`] with its temporary file in `folder` (created when missing), not
+    /// in the root.
+    fn create_in(
+        storage: FileStorage,
+        instance: InstanceDescription,
+        first: &[u8],
+        folder: Option<&Path>,
+    ) -> Result<FileSink, StoreFailure> {
         let meta = FileMeta {
             media_storage_sop_class_uid: instance.sop_class_uid.clone(),
             media_storage_sop_instance_uid: instance.sop_instance_uid.clone(),
@@ -507,16 +525,25 @@ impl FileSink {
             )
         })?;
         let temporary = temporary_path(
-            &storage.root,
+            folder.unwrap_or(&storage.root),
             storage.temporary_prefix.as_deref(),
             &instance.sop_instance_uid,
         );
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temporary)
-            .map_err(|e| write_failure(&temporary, e))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temporary)
+        };
+        let mut file = match (open(), folder) {
+            (Err(error), Some(folder)) if error.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(folder).map_err(|e| write_failure(folder, e))?;
+                open()
+            }
+            (opened, _) => opened,
+        }
+        .map_err(|e| write_failure(&temporary, e))?;
         let mut sink = FileSink {
             storage,
             instance,
@@ -555,17 +582,7 @@ impl FileSink {
 
     /// The folder the file goes to, by the layout, and its name without the extension.
     fn final_place(&self, summary: &Summary) -> (PathBuf, String) {
-        let folder = |uid: &Option<String>| safe_file_name(uid.as_deref().unwrap_or("unknown"));
-        let mut path = self.storage.root.clone();
-        match self.storage.layout {
-            Layout::Flat => {}
-            Layout::ByStudy => path.push(folder(&summary.study_instance_uid)),
-            Layout::ByStudyAndSeries => {
-                path.push(folder(&summary.study_instance_uid));
-                path.push(folder(&summary.series_instance_uid));
-            }
-        }
-        (path, safe_file_name(&self.instance.sop_instance_uid))
+        final_place(&self.storage, &self.instance, summary)
     }
 
     /// Moves the complete temporary file into `folder` as `<name>.dcm`: renamed over whatever
@@ -768,6 +785,26 @@ const TEMPORARY_SUFFIX: &str = ".part";
 /// Ends a temporary file's prefix ([`FileStorage::with_temporary_prefix`]): never in a prefix,
 /// which is made safe as a file name.
 const TEMPORARY_SEPARATOR: char = '~';
+
+/// The folder an instance's file goes to in `storage`, by its layout, and the file's name
+/// without the extension.
+fn final_place(
+    storage: &FileStorage,
+    instance: &InstanceDescription,
+    summary: &Summary,
+) -> (PathBuf, String) {
+    let folder = |uid: &Option<String>| safe_file_name(uid.as_deref().unwrap_or("unknown"));
+    let mut path = storage.root.clone();
+    match storage.layout {
+        Layout::Flat => {}
+        Layout::ByStudy => path.push(folder(&summary.study_instance_uid)),
+        Layout::ByStudyAndSeries => {
+            path.push(folder(&summary.study_instance_uid));
+            path.push(folder(&summary.series_instance_uid));
+        }
+    }
+    (path, safe_file_name(&instance.sop_instance_uid))
+}
 
 /// A hidden, unique name in `root` for a file being received: `.<uid>.<pid>-<n>.part`, or
 /// `.<prefix>~<uid>.<pid>-<n>.part`.
