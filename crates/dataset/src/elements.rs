@@ -36,10 +36,7 @@ pub fn top_level_elements(data_set: &[u8]) -> Option<Vec<(Tag, Range<usize>)>> {
 /// The element starting at `position` (`depth` sequences in): its tag and where it ends.
 fn element(data: &[u8], position: usize, depth: usize) -> Option<(Tag, usize)> {
     let header = data.get(position..position.checked_add(8)?)?;
-    let tag = Tag(
-        u16::from_le_bytes([header[0], header[1]]),
-        u16::from_le_bytes([header[2], header[3]]),
-    );
+    let tag = tag_at(header);
     if tag.group() == 0xFFFE {
         return None;
     }
@@ -103,16 +100,21 @@ fn items(data: &[u8], mut position: usize, depth: usize) -> Option<usize> {
 /// An item or delimiter header at `position`: tag and 32-bit length, no VR (PS3.5 §7.5).
 fn item_header(data: &[u8], position: usize) -> Option<(Tag, u32)> {
     let header = data.get(position..position.checked_add(8)?)?;
-    let tag = Tag(
-        u16::from_le_bytes([header[0], header[1]]),
-        u16::from_le_bytes([header[2], header[3]]),
-    );
+    let tag = tag_at(header);
     (tag.group() == 0xFFFE).then(|| {
         (
             tag,
             u32::from_le_bytes([header[4], header[5], header[6], header[7]]),
         )
     })
+}
+
+/// The little endian tag at the start of a header of (at least) 8 bytes.
+fn tag_at(header: &[u8]) -> Tag {
+    Tag(
+        u16::from_le_bytes([header[0], header[1]]),
+        u16::from_le_bytes([header[2], header[3]]),
+    )
 }
 
 #[cfg(test)]

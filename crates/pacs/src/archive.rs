@@ -774,23 +774,19 @@ impl Archive {
         // Temporary files of stores cut off in the study and series folders (those of the
         // root went at the start) are removed on the way.
         let (temporary, files) = tokio::task::spawn_blocking(move || {
-            let listed = file::list_files_and_hidden(&root, |name| storage.is_own_temporary(name))
+            let own_temporary = |name: &str| storage.is_own_temporary(name);
+            let listed = file::list_files_and_hidden(&root, own_temporary)
                 .map_err(|source| Error::DataDir { path: root, source })?;
             let (temporary, files): (Vec<_>, Vec<_>) = listed.into_iter().partition(|path| {
                 path.file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+                    .is_some_and(|name| own_temporary(&name.to_string_lossy()))
             });
             temporary.iter().try_for_each(|path| remove_file(path))?;
             Ok::<_, Error>((temporary, files))
         })
         .await
         .map_err(|error| Error::Task(error.to_string()))??;
-        for path in temporary {
-            info!(
-                "removed {}, left by a store that was cut off",
-                path.display()
-            );
-        }
+        report_removed_temporary_files(temporary);
         let (mut added, mut removed) = (0usize, 0usize);
         let shared = self.inner.config.is_shared();
         for path in files.into_iter().filter(|p| !indexed_paths.contains(p)) {
@@ -1132,6 +1128,16 @@ fn take_lock(data_dir: &Path, lock_path: &Path) -> Result<File, Error> {
     }
 }
 
+/// Logs the temporary files removed that stores cut off left.
+fn report_removed_temporary_files(removed: Vec<PathBuf>) {
+    for path in removed {
+        info!(
+            "removed {}, left by a store that was cut off",
+            path.display()
+        );
+    }
+}
+
 /// Removes the temporary files stores cut off left in the storage root: all of them, or only
 /// this node's when the storage is shared (another node may be receiving into its own).
 async fn remove_temporary_files(files: &FileStorage) -> Result<(), Error> {
@@ -1146,12 +1152,7 @@ async fn remove_temporary_files(files: &FileStorage) -> Result<(), Error> {
     })
     .await
     .map_err(|error| Error::Task(error.to_string()))??;
-    for path in removed {
-        info!(
-            "removed {}, left by a store that was cut off",
-            path.display()
-        );
-    }
+    report_removed_temporary_files(removed);
     Ok(())
 }
 

@@ -124,15 +124,19 @@ struct Fixture {
 impl Fixture {
     /// The index of [`specs`] on `backend`; `None`: skip the test.
     async fn new(backend: Backend) -> Option<Fixture> {
-        let test = TestIndex::new(backend).await?;
-        let fixture = Fixture {
-            index: test.index.clone(),
-            test,
-        };
+        let fixture = Fixture::empty(TestIndex::new(backend).await?);
         for spec in specs() {
             fixture.insert(&spec).await;
         }
         Some(fixture)
+    }
+
+    /// `test`'s index, as it is.
+    fn empty(test: TestIndex) -> Fixture {
+        Fixture {
+            index: test.index.clone(),
+            test,
+        }
     }
 
     fn root(&self) -> &Path {
@@ -710,10 +714,7 @@ async fn counts_of_a_batch_are_written_before_a_removal_in_it(backend: Backend) 
     else {
         return;
     };
-    let fixture = Fixture {
-        index: test.index.clone(),
-        test,
-    };
+    let fixture = Fixture::empty(test);
     let ct = |sop| Spec {
         sop: (sop, CT),
         ..specs()[0].clone()
@@ -733,15 +734,10 @@ async fn counts_of_a_batch_are_written_before_a_removal_in_it(backend: Backend) 
     ];
     let handed_over = queued.len();
     for (spec, on_duplicate) in queued {
-        let prepared = PreparedInstance::new(spec.new_instance(fixture.root())).expect("prepared");
         let committed = committed.clone();
-        fixture.index.hand_over_then(
-            prepared,
-            on_duplicate,
-            OnCommit::new(move |outcome| {
-                let _ = committed.send(outcome.map_err(|error| error.to_string()));
-            }),
-        );
+        hand_over_spec(&fixture.test, &spec, on_duplicate, move |outcome| {
+            let _ = committed.send(outcome.map_err(|error| error.to_string()));
+        });
     }
     // Awaited: it ends the linger and joins the batch.
     let deleted = fixture
@@ -1149,12 +1145,22 @@ fn hand_over(test: &TestIndex, sop: &'static str, committed: impl FnOnce(bool) +
         sop: (sop, CT),
         ..specs()[0].clone()
     };
+    hand_over_spec(test, &spec, OnDuplicate::Fail, move |outcome| {
+        committed(outcome.is_ok())
+    });
+}
+
+/// Hands over the instance of `spec`, answered early: `committed` is told how its commit
+/// went.
+fn hand_over_spec(
+    test: &TestIndex,
+    spec: &Spec,
+    on_duplicate: OnDuplicate,
+    committed: impl FnOnce(Result<Inserted, IndexError>) + Send + 'static,
+) {
     let prepared = PreparedInstance::new(spec.new_instance(test.root())).expect("prepared");
-    test.index.hand_over_then(
-        prepared,
-        OnDuplicate::Fail,
-        OnCommit::new(move |outcome| committed(outcome.is_ok())),
-    );
+    test.index
+        .hand_over_then(prepared, on_duplicate, OnCommit::new(committed));
 }
 
 /// Hands over one insert and checks that the writer is keeping it open for more: nothing is

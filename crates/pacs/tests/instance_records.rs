@@ -402,6 +402,18 @@ fn item(value: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// The attributes of an explicit VR little endian data set as the archive decodes them, and
+/// whether their text is as read.
+fn decode_as_read(data_set: &[u8]) -> (InMemDicomObject, bool) {
+    dimsum_pacs::file::decode_attributes_as_read(
+        std::io::Cursor::new(data_set),
+        data_set.len() as u64,
+        record::RECORD_TRANSFER_SYNTAX,
+        &ScanLimits::default(),
+    )
+    .expect("decoded")
+}
+
 /// The data set of an instance record blob ([`record::LZ4_RECORD_WITH_BULK_DATA`]).
 fn record_data_set(blob: &[u8]) -> Vec<u8> {
     assert_eq!(blob[0], record::LZ4_RECORD_WITH_BULK_DATA);
@@ -437,13 +449,7 @@ fn a_record_copied_from_the_data_set_received_decodes_as_the_encoded_one() {
     let received = [&kept[..5], &kept[5..6], &kept[6..], &[bulk, pixels]]
         .concat()
         .concat();
-    let (mut attributes, as_read) = dimsum_pacs::file::decode_attributes_as_read(
-        std::io::Cursor::new(&received),
-        received.len() as u64,
-        record::RECORD_TRANSFER_SYNTAX,
-        &limits,
-    )
-    .expect("decoded");
+    let (mut attributes, as_read) = decode_as_read(&received);
     assert!(as_read, "ISO_IR 100 text is kept as read");
     // As the archive gives it: the pixel data marker.
     attributes.put(DataElement::empty(tags::PIXEL_DATA, VR::OW));
@@ -477,13 +483,7 @@ fn a_record_copied_from_the_data_set_received_decodes_as_the_encoded_one() {
         &item(&long_element(Tag(0x0009, 0x1002), b"OB", &[5; 4096])),
     );
     let received = [&kept[..5], &[nested][..]].concat().concat();
-    let (attributes, _) = dimsum_pacs::file::decode_attributes_as_read(
-        std::io::Cursor::new(&received),
-        received.len() as u64,
-        record::RECORD_TRANSFER_SYNTAX,
-        &limits,
-    )
-    .expect("decoded");
+    let (attributes, _) = decode_as_read(&received);
     let (record, bulk_data) = record::split_bulk_data(attributes);
     assert_eq!(
         record::encode_received(&record, &bulk_data, &received).expect("encoded"),
@@ -501,13 +501,7 @@ fn a_record_copied_from_the_data_set_received_decodes_as_the_encoded_one() {
         ),
     ]
     .concat();
-    let (attributes, as_read) = dimsum_pacs::file::decode_attributes_as_read(
-        std::io::Cursor::new(&japanese),
-        japanese.len() as u64,
-        record::RECORD_TRANSFER_SYNTAX,
-        &limits,
-    )
-    .expect("decoded");
+    let (attributes, as_read) = decode_as_read(&japanese);
     assert!(!as_read);
     assert_eq!(text(&attributes, tags::PATIENT_NAME), "山田^太郎");
 }

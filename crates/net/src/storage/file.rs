@@ -184,8 +184,9 @@ impl FileStorage {
 
     /// Removes this storage's temporary files from the root ([`FileStorage::is_own_temporary`]):
     /// what stores cut off by a crash left (those of small instances, in the layout's folders,
-    /// are found by a walk of the whole storage: [`crate::scu::store::list_files_and_hidden`]). Blocking; call it before this storage stores
-    /// anything (a store in flight has a temporary file too). Returns the files removed.
+    /// are found by a walk of the whole storage: [`crate::scu::store::list_files_and_hidden`]).
+    /// Blocking; call it before this storage stores anything (a store in flight has a temporary
+    /// file too). Returns the files removed.
     pub fn remove_temporary_files(&self) -> io::Result<Vec<PathBuf>> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,

@@ -94,44 +94,26 @@ impl Counts {
     /// Classes In Study), patients, each by id. None depends on another's answer.
     pub(crate) fn writes(&mut self, dialect: Dialect) -> Vec<CountWrite> {
         let counts = std::mem::take(self);
-        let p = |n| dialect.placeholder(n);
+        let statement = |text: &str, params| CountWrite::Statement(dialect.numbered(text), params);
         let mut writes = Vec::new();
         for (id, n) in counts.series {
-            writes.push(CountWrite::Statement(
-                format!(
-                    "UPDATE series SET number_of_instances = number_of_instances + {} WHERE id = {}",
-                    p(1),
-                    p(2)
-                ),
-                vec![Param::Integer(n), Param::Integer(id)],
+            writes.push(statement(
+                ADD_TO_SERIES,
+                vec![Param::Integer(id), Param::Integer(n)],
             ));
         }
         for (id, study) in counts.studies {
-            writes.push(CountWrite::Statement(
-                format!(
-                    "UPDATE study SET number_of_instances = number_of_instances + {},
-                        number_of_series = number_of_series + {} WHERE id = {}",
-                    p(1),
-                    p(2),
-                    p(3)
-                ),
+            writes.push(statement(
+                ADD_TO_STUDY,
                 vec![
+                    Param::Integer(id),
                     Param::Integer(study.instances),
                     Param::Integer(study.series),
-                    Param::Integer(id),
                 ],
             ));
             for (class, n) in study.classes {
-                writes.push(CountWrite::Statement(
-                    format!(
-                        "INSERT INTO study_sop_class (study, sop_class_uid, instances)
-                         VALUES ({}, {}, {})
-                         ON CONFLICT (study, sop_class_uid)
-                         DO UPDATE SET instances = study_sop_class.instances + excluded.instances",
-                        p(1),
-                        p(2),
-                        p(3)
-                    ),
+                writes.push(statement(
+                    ADD_TO_STUDY_SOP_CLASS,
                     vec![Param::Integer(id), Param::Text(class), Param::Integer(n)],
                 ));
             }
@@ -141,24 +123,35 @@ impl Counts {
             writes.push(CountWrite::RefreshSopClasses(id));
         }
         for (id, patient) in counts.patients {
-            writes.push(CountWrite::Statement(
-                format!(
-                    "UPDATE patient SET number_of_instances = number_of_instances + {},
-                        number_of_series = number_of_series + {},
-                        number_of_studies = number_of_studies + {} WHERE id = {}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4)
-                ),
+            writes.push(statement(
+                ADD_TO_PATIENT,
                 vec![
+                    Param::Integer(id),
                     Param::Integer(patient.instances),
                     Param::Integer(patient.series),
                     Param::Integer(patient.studies),
-                    Param::Integer(id),
                 ],
             ));
         }
         writes
     }
 }
+
+/// Series `$1` gained `$2` instances.
+const ADD_TO_SERIES: &str =
+    "UPDATE series SET number_of_instances = number_of_instances + $2 WHERE id = $1";
+
+/// Study `$1` gained `$2` instances and `$3` series.
+const ADD_TO_STUDY: &str = "UPDATE study SET number_of_instances = number_of_instances + $2,
+    number_of_series = number_of_series + $3 WHERE id = $1";
+
+/// Study `$1` gained `$3` instances of SOP class `$2`.
+const ADD_TO_STUDY_SOP_CLASS: &str = "INSERT INTO study_sop_class (study, sop_class_uid, instances)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (study, sop_class_uid)
+    DO UPDATE SET instances = study_sop_class.instances + excluded.instances";
+
+/// Patient `$1` gained `$2` instances, `$3` series and `$4` studies.
+const ADD_TO_PATIENT: &str = "UPDATE patient SET number_of_instances = number_of_instances + $2,
+    number_of_series = number_of_series + $3,
+    number_of_studies = number_of_studies + $4 WHERE id = $1";

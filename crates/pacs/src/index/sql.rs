@@ -53,6 +53,15 @@ impl Dialect {
         }
     }
 
+    /// A statement written with numbered parameters (`$1`, `$2`…, as PostgreSQL takes them) in
+    /// this dialect: SQLite numbers them `?1`, `?2`…
+    pub(crate) fn numbered(self, text: &str) -> String {
+        match self {
+            Dialect::Sqlite => text.replace('$', "?"),
+            Dialect::Postgres => text.to_owned(),
+        }
+    }
+
     fn boolean(self, value: bool) -> &'static str {
         match (self, value) {
             (Dialect::Sqlite, true) => "1",
@@ -796,6 +805,16 @@ mod tests {
         assert_eq!(like("R?E\\x*"), "R_E\\\\x%");
         assert_eq!(like("[US]*"), "[US]%");
         assert_eq!(glob("[US]*"), "[[]US]*");
+    }
+
+    #[test]
+    fn numbered_parameters_keep_their_numbers_in_either_dialect() {
+        let text = "UPDATE t SET a = a + $2 WHERE id = $1";
+        assert_eq!(Dialect::Postgres.numbered(text), text);
+        assert_eq!(
+            Dialect::Sqlite.numbered(text),
+            "UPDATE t SET a = a + ?2 WHERE id = ?1"
+        );
     }
 
     #[test]
