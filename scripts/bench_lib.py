@@ -239,7 +239,10 @@ def machine_lines(disk: str | None, load_at_start: float) -> list[str]:
     if disk:
         device = first_line(["sh", "-c", f"df -h {disk} | awk 'NR == 2 {{print $1}}'"])
         machine += f"; disk {device}"
-    return [machine, f"- load average (1 min) at start {load_at_start:.2f}, at end {os.getloadavg()[0]:.2f}"]
+    lines = [machine, f"- load average (1 min) at start {load_at_start:.2f}, at end {os.getloadavg()[0]:.2f}"]
+    if os.environ.get("BENCH_MEMORY_NOTE"):
+        lines.append(f"- guest memory: {os.environ['BENCH_MEMORY_NOTE']}")
+    return lines
 
 
 class ServerProcess:

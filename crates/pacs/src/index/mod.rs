@@ -177,7 +177,7 @@ impl IndexedInstance {
 #[derive(Debug, Clone)]
 pub struct InstanceRecord {
     pub instance: IndexedInstance,
-    /// The attributes without bulk data ([`record::LevelRecords::instance`]).
+    /// The attributes without bulk data ([`record::split_bulk_data`]).
     pub attributes: InMemDicomObject,
     /// The bulk elements left out, in data set order; none for a record written by a version
     /// that did not keep them.

@@ -1260,21 +1260,10 @@ const INSERT_LOOKUP: &str = "SELECT i.id, st.id, st.patient, se.id, se.study
 
 /// The parameters of [`INSERT_LOOKUP`] for `prepared`.
 fn insert_lookup_params(prepared: &PreparedInstance) -> [Param; 3] {
-    let [_, study, series, _] = &prepared.rows;
     [
         Param::Text(prepared.sop_instance_uid.clone()),
-        Param::Text(
-            study
-                .text("study_instance_uid")
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        Param::Text(
-            series
-                .text("series_instance_uid")
-                .unwrap_or_default()
-                .to_owned(),
-        ),
+        Param::Text(prepared.study_instance_uid.clone()),
+        Param::Text(prepared.series_instance_uid.clone()),
     ]
 }
 
@@ -1288,11 +1277,10 @@ async fn insert(
     on_duplicate: OnDuplicate,
     mut found: Option<Row>,
 ) -> Result<Step, OperationError> {
-    let [patient, study, series, instance] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
     let new_path = path_text(&prepared.location.path)?;
-    let study_uid = study.text("study_instance_uid").unwrap_or_default();
-    let series_uid = series.text("series_instance_uid").unwrap_or_default();
+    let study_uid = prepared.study_instance_uid.as_str();
+    let series_uid = prepared.series_instance_uid.as_str();
     let lookup = insert_lookup_params(prepared);
     let mut replaced = None;
     let found = loop {
@@ -1323,6 +1311,7 @@ async fn insert(
     let (mut patient_id, mut study_id, new_study) = match (parent(1)?, parent(2)?) {
         (Some(study_id), Some(patient_id)) => (patient_id, study_id, false),
         _ => {
+            let [patient, study, _] = prepared.parent_rows();
             let patient_key = [
                 Param::Text(patient.text("patient_id").unwrap_or_default().to_owned()),
                 Param::Text(
@@ -1384,7 +1373,7 @@ async fn insert(
         _ => match insert_row(
             writing,
             Level::Series,
-            (series, uid),
+            (&prepared.parent_rows()[2], uid),
             vec![("study", Param::Integer(study_id))],
         )
         .await?
@@ -1396,7 +1385,7 @@ async fn insert(
     let inserted = insert_row(
         writing,
         Level::Image,
-        (instance, uid),
+        (&prepared.instance, uid),
         instance_location_columns(prepared, series_id, new_path)?,
     )
     .await?;

@@ -1,27 +1,35 @@
 //! Instances prepared for the index: rows and records encoded before they reach the writer.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use dimsum_dataset::dicom_object::InMemDicomObject;
 
-use crate::hierarchy::Level;
+use crate::hierarchy::{Level, parent_records};
 
-use super::query::{Cell, Column, ColumnValue, cells_of};
-use super::record::{self, LevelRecords};
+use super::query::{Cell, Column, ColumnValue, cell, cells_of, columns_at};
+use super::record;
 use super::{FileLocation, IndexError, NewInstance};
 
-/// An instance ready for the index's writer: its rows for the patient, study, series and
-/// instance tables (PS3.4 C.6.1.1 levels), each with its typed key columns and its attribute
-/// record encoded ([`super::record`]). Preparing is CPU work done off the writer, by whoever
-/// has the instance in hand (the thread that stored its file, or the blocking pool).
+/// An instance ready for the index's writer: its row for the instance table (PS3.4 C.6.1.1
+/// IMAGE level) with its typed key columns and its attribute record encoded
+/// ([`super::record`]), and what its patient, study and series rows are made of. Preparing is
+/// CPU work done off the writer, by whoever has the instance in hand (the thread that stored
+/// its file, or the blocking pool). The parents' rows are made only by a writer that needs them
+/// ([`PreparedInstance::parent_rows`]): most instances come into a series the index has.
 #[derive(Debug)]
 pub struct PreparedInstance {
     pub(crate) sop_instance_uid: String,
     pub(crate) sop_class_uid: String,
     pub(crate) transfer_syntax_uid: String,
     pub(crate) location: FileLocation,
-    /// Patient, study, series, instance.
-    pub(crate) rows: [EntityRow; 4],
+    /// The Study and Series Instance UIDs it is filed under (single values, checked).
+    pub(crate) study_instance_uid: String,
+    pub(crate) series_instance_uid: String,
+    pub(crate) instance: EntityRow,
+    /// Its attributes without bulk data, which the parents' rows are made from.
+    attributes: InMemDicomObject,
+    parents: OnceLock<[EntityRow; 3]>,
 }
 
 #[derive(Debug)]
@@ -39,6 +47,16 @@ enum Blob {
 }
 
 impl EntityRow {
+    /// The row of `record` at `level`, its record encoded when asked for ([`EntityRow::blob`]).
+    fn of(level: Level, record: InMemDicomObject) -> EntityRow {
+        let cells = cells_of(level, &record);
+        EntityRow {
+            irregular: cells.iter().any(|(_, cell)| cell.irregular),
+            cells,
+            blob: Blob::Deferred(Box::new(record)),
+        }
+    }
+
     /// The encoded attribute record (encoding it now if that was deferred).
     pub(crate) fn blob(&self, sop_instance_uid: &str) -> Result<Vec<u8>, IndexError> {
         match &self.blob {
@@ -56,10 +74,14 @@ impl EntityRow {
         self.cells
             .iter()
             .find(|(column, _)| column.name == name)
-            .and_then(|(_, cell)| match &cell.value {
-                Some(ColumnValue::Text(text)) => Some(text.as_str()),
-                _ => None,
-            })
+            .and_then(|(_, cell)| cell_text(cell))
+    }
+}
+
+fn cell_text(cell: &Cell) -> Option<&str> {
+    match &cell.value {
+        Some(ColumnValue::Text(text)) => Some(text.as_str()),
+        _ => None,
     }
 }
 
@@ -83,6 +105,19 @@ impl PreparedInstance {
     pub fn sop_instance_uid(&self) -> &str {
         &self.sop_instance_uid
     }
+
+    /// The rows of its patient, study and series (their records encoded when written), made
+    /// the first time they are asked for.
+    pub(crate) fn parent_rows(&self) -> &[EntityRow; 3] {
+        self.parents.get_or_init(|| {
+            let [patient, study, series] = parent_records(&self.attributes);
+            [
+                EntityRow::of(Level::Patient, patient),
+                EntityRow::of(Level::Study, study),
+                EntityRow::of(Level::Series, series),
+            ]
+        })
+    }
 }
 
 fn prepare(instance: NewInstance, received: Option<&[u8]>) -> Result<PreparedInstance, IndexError> {
@@ -97,59 +132,56 @@ fn prepare(instance: NewInstance, received: Option<&[u8]>) -> Result<PreparedIns
         sop_instance_uid: sop_instance_uid.clone(),
         reason,
     };
-    let records = LevelRecords::of(attributes);
-    let bulk_data = records.bulk_data;
-    let row = |level: Level, record: InMemDicomObject| -> Result<EntityRow, IndexError> {
-        let mut cells = cells_of(level, &record);
-        for (column, cell) in &mut cells {
-            // The identity of the instance is the one it is stored under.
-            let given = match column.name {
-                "sop_instance_uid" => Some(&sop_instance_uid),
-                "sop_class_uid" => Some(&sop_class_uid),
-                _ => None,
-            };
-            if let Some(given) = given {
-                *cell = Cell {
-                    value: Some(ColumnValue::Text(given.clone())),
-                    ..Cell::default()
-                };
-            }
-        }
-        // The instance's record (with where its bulk data was) is always written; its parents'
-        // only by the first instance of each: those are encoded by the writer if it needs them.
-        let blob = if level == Level::Image {
-            let encoded = match received {
-                Some(data_set) => record::encode_received(&record, &bulk_data, data_set),
-                None => record::encode_with_bulk_data(&record, &bulk_data),
-            };
-            Blob::Encoded(encoded.map_err(unindexable)?)
-        } else {
-            Blob::Deferred(Box::new(record))
+    let (attributes, bulk_data) = record::split_bulk_data(attributes);
+    let mut cells = cells_of(Level::Image, &attributes);
+    for (column, cell) in &mut cells {
+        // The identity of the instance is the one it is stored under.
+        let given = match column.name {
+            "sop_instance_uid" => Some(&sop_instance_uid),
+            "sop_class_uid" => Some(&sop_class_uid),
+            _ => None,
         };
-        Ok(EntityRow {
-            irregular: cells.iter().any(|(_, cell)| cell.irregular),
-            cells,
-            blob,
-        })
-    };
-    let rows = [
-        row(Level::Patient, records.patient)?,
-        row(Level::Study, records.study)?,
-        row(Level::Series, records.series)?,
-        row(Level::Image, records.instance)?,
-    ];
-    for (level, name, what) in [
-        (1, "study_instance_uid", "Study Instance UID (0020,000D)"),
-        (2, "series_instance_uid", "Series Instance UID (0020,000E)"),
-    ] {
-        let row: &EntityRow = &rows[level];
-        if row.irregular && row.text(name).is_some_and(|uid| uid.contains('\\')) {
-            return Err(unindexable(format!("{what} has several values")));
-        }
-        if row.text(name).is_none() {
-            return Err(unindexable(format!("no {what}")));
+        if let Some(given) = given {
+            *cell = Cell {
+                value: Some(ColumnValue::Text(given.clone())),
+                ..Cell::default()
+            };
         }
     }
+    // The instance's record (with where its bulk data was) is always written; its parents'
+    // only by the first instance of each, encoded by the writer then.
+    let encoded = match received {
+        Some(data_set) => record::encode_received(&attributes, &bulk_data, data_set),
+        None => record::encode_with_bulk_data(&attributes, &bulk_data),
+    };
+    let instance_row = EntityRow {
+        irregular: cells.iter().any(|(_, cell)| cell.irregular),
+        cells,
+        blob: Blob::Encoded(encoded.map_err(unindexable)?),
+    };
+    let [study_instance_uid, series_instance_uid] = [
+        (
+            Level::Study,
+            "study_instance_uid",
+            "Study Instance UID (0020,000D)",
+        ),
+        (
+            Level::Series,
+            "series_instance_uid",
+            "Series Instance UID (0020,000E)",
+        ),
+    ]
+    .map(|(level, name, what)| {
+        let cell = identity_cell(level, name, &attributes);
+        match cell_text(&cell) {
+            Some(uid) if cell.irregular && uid.contains('\\') => {
+                Err(unindexable(format!("{what} has several values")))
+            }
+            Some(uid) => Ok(uid.to_owned()),
+            None => Err(unindexable(format!("no {what}"))),
+        }
+    });
+    let (study_instance_uid, series_instance_uid) = (study_instance_uid?, series_instance_uid?);
     path_text(&location.path)
         .map_err(|_| unindexable(format!("the path {} is not UTF-8", location.path.display())))?;
     Ok(PreparedInstance {
@@ -157,8 +189,21 @@ fn prepare(instance: NewInstance, received: Option<&[u8]>) -> Result<PreparedIns
         sop_class_uid,
         transfer_syntax_uid,
         location,
-        rows,
+        study_instance_uid,
+        series_instance_uid,
+        instance: instance_row,
+        attributes,
+        parents: OnceLock::new(),
     })
+}
+
+/// The cell of the identifying column `name` of `level` in `attributes` (as its row would
+/// hold it).
+fn identity_cell(level: Level, name: &str, attributes: &InMemDicomObject) -> Cell {
+    columns_at(level)
+        .find(|column| column.name == name)
+        .map(|column| cell(column, attributes.get(column.tag)))
+        .unwrap_or_default()
 }
 
 /// The path as SQL text: the index keeps UTF-8 paths only.

@@ -34,8 +34,6 @@ use dimsum_dataset::dicom_object::{InMemDicomObject, mem::InMemElement};
 use dimsum_dataset::identifier;
 use dimsum_dataset::scan::ScanLimits;
 
-use crate::hierarchy::parent_records;
-
 /// The transfer syntax of stored attribute sets: Explicit VR Little Endian.
 pub const RECORD_TRANSFER_SYNTAX: &str = "1.2.840.10008.1.2.1";
 
@@ -340,35 +338,6 @@ fn split_item(
     InMemDicomObject::from_element_iter(kept)
 }
 
-/// The records of one instance: its patient, study and series (the attributes of each level)
-/// and the instance's complete attribute set, all without bulk data, and where the instance's
-/// bulk data was.
-#[derive(Debug, Clone)]
-pub struct LevelRecords {
-    pub patient: InMemDicomObject,
-    pub study: InMemDicomObject,
-    pub series: InMemDicomObject,
-    /// Every attribute of the instance (all levels), for DICOMweb metadata and IMAGE level
-    /// return keys.
-    pub instance: InMemDicomObject,
-    /// The bulk elements left out of `instance` ([`split_bulk_data`]).
-    pub bulk_data: Vec<BulkElement>,
-}
-
-impl LevelRecords {
-    pub fn of(attributes: InMemDicomObject) -> LevelRecords {
-        let (instance, bulk_data) = split_bulk_data(attributes);
-        let [patient, study, series] = parent_records(&instance);
-        LevelRecords {
-            patient,
-            study,
-            series,
-            instance,
-            bulk_data,
-        }
-    }
-}
-
 /// Encodes a record as a blob. A record whose text its own character set cannot encode again
 /// is stored in UTF-8 (ISO_IR 192) instead.
 pub fn encode(record: &InMemDicomObject) -> Result<Vec<u8>, String> {
@@ -584,6 +553,7 @@ fn decompress(blob: &[u8]) -> Result<(Vec<u8>, usize), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hierarchy::parent_records;
     use dimsum_dataset::dicom_core::Tag;
     use dimsum_dataset::dicom_core::value::PrimitiveValue;
 
@@ -626,15 +596,15 @@ mod tests {
             small,
             large,
         ]);
-        let records = LevelRecords::of(attributes);
-        assert_eq!(text(&records.patient, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
-        assert!(records.patient.get(tags::STUDY_DATE).is_none());
-        assert_eq!(text(&records.study, tags::STUDY_DATE), "20240105");
-        assert_eq!(text(&records.series, tags::MODALITY), "CT");
-        for record in [&records.patient, &records.study, &records.series] {
+        let (instance, _) = split_bulk_data(attributes);
+        let [patient, study, series] = parent_records(&instance);
+        assert_eq!(text(&patient, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
+        assert!(patient.get(tags::STUDY_DATE).is_none());
+        assert_eq!(text(&study, tags::STUDY_DATE), "20240105");
+        assert_eq!(text(&series, tags::MODALITY), "CT");
+        for record in [&patient, &study, &series] {
             assert_eq!(text(record, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 100");
         }
-        let instance = &records.instance;
         assert!(
             instance.get(Tag(0x0009, 0x1001)).is_some(),
             "small binary kept"
@@ -653,7 +623,7 @@ mod tests {
         );
         assert!(items[0].get(tags::CODE_VALUE).is_some());
 
-        let blob = encode(instance).expect("encoded");
+        let blob = encode(&instance).expect("encoded");
         let back = decode(&blob, &ScanLimits::default()).expect("decoded");
         assert_eq!(text(&back, tags::PATIENT_NAME), "MÜLLER^JÜRGEN");
         assert_eq!(text(&back, tags::SOP_INSTANCE_UID), "1.2.3");

@@ -668,7 +668,6 @@ fn find_or_create_parents(
     study_uid: &str,
     series_uid: &str,
 ) -> Result<ParentIds, IndexError> {
-    let [patient, study, series, _] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
     let found_study: Option<(i64, i64)> = transaction
         .prepare_cached("SELECT id, patient FROM study WHERE study_instance_uid = ?")?
@@ -677,6 +676,7 @@ fn find_or_create_parents(
     let (mut patient_id, mut study_id, new_study) = match found_study {
         Some((study_id, patient_id)) => (patient_id, study_id, false),
         None => {
+            let [patient, study, _] = prepared.parent_rows();
             let patient_key = (
                 patient.text("patient_id").unwrap_or_default(),
                 patient.text("issuer_of_patient_id").unwrap_or_default(),
@@ -722,7 +722,7 @@ fn find_or_create_parents(
             insert_row(
                 transaction,
                 Level::Series,
-                (series, uid),
+                (&prepared.parent_rows()[2], uid),
                 vec![("study", Param::Integer(study_id))],
             )?,
             true,
@@ -747,7 +747,6 @@ fn insert(
     on_duplicate: OnDuplicate,
     existing: Option<i64>,
 ) -> Result<Inserted, IndexError> {
-    let [_, study, series, instance] = &prepared.rows;
     let uid = prepared.sop_instance_uid.as_str();
     let new_path = path_text(&prepared.location.path)?;
     let mut replaced = None;
@@ -766,8 +765,8 @@ fn insert(
         }
     }
 
-    let study_uid = study.text("study_instance_uid").unwrap_or_default();
-    let series_uid = series.text("series_instance_uid").unwrap_or_default();
+    let study_uid = prepared.study_instance_uid.as_str();
+    let series_uid = prepared.series_instance_uid.as_str();
     let parents = match state.known_parents(study_uid, series_uid) {
         Some(known) => known,
         None => {
@@ -779,7 +778,7 @@ fn insert(
     insert_row(
         transaction,
         Level::Image,
-        (instance, uid),
+        (&prepared.instance, uid),
         instance_location_columns(prepared, parents.series_id, new_path)?,
     )?;
     // The computed keys above it, written with the batch's.
