@@ -30,7 +30,7 @@ use dimsum_web::resource::{Entity, Resource};
 use dimsum_web::wado::{ImageType, TransferSyntax};
 use support::{
     Finished, LOCALHOST, ProcessGuard, RUN_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT, dimsum,
-    find_on_path, free_port, peer_missing, run, scratch_dir, wait_until,
+    find_on_path, free_port, free_ports, peer_missing, run, scratch_dir, wait_until,
 };
 
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
@@ -63,8 +63,7 @@ impl Orthanc {
             ));
         }
         fs::create_dir_all(dir).expect("create the Orthanc folder");
-        let http_port = free_port();
-        let dicom_port = free_port();
+        let [http_port, dicom_port] = free_ports();
         let config = serde_json::json!({
             "Name": "dimsum-interop",
             "StorageDirectory": dir.join("storage"),

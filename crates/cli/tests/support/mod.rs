@@ -173,11 +173,23 @@ pub fn scratch_dir(label: &str) -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local address of a bound listener")
-        .port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different TCP ports on 127.0.0.1 that were free a moment ago: each is held until all
+/// are picked, so that the kernel cannot hand the same one out twice (two ports picked one
+/// after the other may be the same).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] = std::array::from_fn(|_| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")
+    });
+    listeners.map(|listener| {
+        listener
+            .local_addr()
+            .expect("local address of a bound listener")
+            .port()
+    })
 }
 
 /// Whether some socket listens on `port` (any local address), from /proc/net/tcp{,6} so that

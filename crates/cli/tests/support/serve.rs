@@ -31,7 +31,7 @@ use super::qr::{
 };
 use super::{
     EXPLICIT_VR_LE, Finished, LOCALHOST, ProcessGuard, RUN_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT,
-    dcmtk, dimsum, files_under, free_port, run, wait_until,
+    dcmtk, dimsum, files_under, free_ports, run, wait_until,
 };
 
 /// The AE title the tests give the archive.
@@ -42,7 +42,7 @@ pub const STORE_AE: &str = "DCMTKSTORE";
 const LISTENING: &str = "listening on";
 /// What it prints when it stops after SIGTERM/SIGINT, before its statistics.
 pub const STOPPED: &str = "Server stopped. Statistics:";
-/// How often a port taken between [`free_port`] and the bind is retried with another.
+/// How often a port taken between [`free_ports`] and the bind is retried with another.
 const BIND_ATTEMPTS: usize = 3;
 
 /// A running `dimsum serve`; killed on drop.
@@ -60,8 +60,7 @@ impl DimsumServe {
     pub fn start(dir: &Path, data: &Path, args: &[&str]) -> DimsumServe {
         let mut last_failure = String::new();
         for _ in 0..BIND_ATTEMPTS {
-            let port = free_port();
-            let http_port = free_port();
+            let [port, http_port] = free_ports();
             let mut command = dimsum();
             command
                 .args(["serve", "-v", "--aet", SERVE_AE, "--bind", LOCALHOST])
