@@ -1247,7 +1247,11 @@ fn prepare_stored(
         ));
     }
     let read = match &stored.data_set {
-        Some(data_set) => stored_instance(stored, std::io::Cursor::new(data_set.as_ref()), limits),
+        Some(data_set) => stored_instance(stored, |ts| {
+            let length = usize::try_from(stored.data_set_length).unwrap_or(usize::MAX);
+            let data_set = data_set.get(..length).unwrap_or(data_set);
+            file::decode_attributes_in_memory(data_set, ts, limits)
+        }),
         None => File::open(&stored.path)
             .and_then(|mut file| {
                 io::Seek::seek(&mut file, io::SeekFrom::Start(stored.data_set_offset))?;
@@ -1259,7 +1263,11 @@ fn prepare_stored(
                     source,
                 })
             })
-            .and_then(|file| stored_instance(stored, file, limits)),
+            .and_then(|file| {
+                stored_instance(stored, |ts| {
+                    file::decode_attributes_as_read(file, stored.data_set_length, ts, limits)
+                })
+            }),
     }
     .map_err(|error| match error {
         Error::MissingAttribute { name, .. } => StoreFailure::new(
@@ -1282,20 +1290,22 @@ fn prepare_stored(
     .map_err(index_failure)
 }
 
-/// The instance to index from a file the storage just wrote, its data set read from
-/// `data_set` (the bytes after the file meta: kept in memory, or the file positioned there).
-/// The storage scanned the data set already: its summary gives the identity, and only the
-/// attributes before the pixel data are decoded.
+/// The instance to index from a file the storage just wrote, its attributes decoded by
+/// `decode` (given the transfer syntax) from its data set (kept in memory, or the file
+/// positioned after its meta). The storage scanned the data set already: its summary gives the
+/// identity, and only the attributes before the pixel data are decoded.
 fn stored_instance(
     stored: &StoredInstance,
-    data_set: impl io::Read + io::Seek,
-    limits: &ScanLimits,
+    decode: impl FnOnce(
+        &str,
+    ) -> Result<
+        (dimsum_dataset::dicom_object::InMemDicomObject, bool),
+        file::AttributesError,
+    >,
 ) -> Result<(NewInstance, bool), Error> {
     let description = &stored.instance;
     let ts = &description.transfer_syntax_uid;
-    let (attributes, text_as_read) =
-        file::decode_attributes_as_read(data_set, stored.data_set_length, ts, limits)
-            .map_err(|error| error.at(&stored.path))?;
+    let (attributes, text_as_read) = decode(ts).map_err(|error| error.at(&stored.path))?;
     let identity = Identity::from_summary(
         &stored.summary,
         &description.sop_class_uid,

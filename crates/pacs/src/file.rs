@@ -8,11 +8,10 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use dimsum_dataset::dicom_core::Tag;
-use dimsum_dataset::dicom_object::file::ReadPreamble;
-use dimsum_dataset::dicom_object::{DicomCollectorOptions, InMemDicomObject};
+use dimsum_dataset::dicom_object::InMemDicomObject;
 use dimsum_dataset::part10::{self, FileMeta, Part10Error};
 use dimsum_dataset::scan::{self, ScanError, ScanLimits, Summary};
-use dimsum_dataset::{identifier, transfer_syntax};
+use dimsum_dataset::{elements, identifier, transfer_syntax};
 
 /// The attributes kept are those before this tag: the Pixel Data group (7FE0) and what follows
 /// it (Float and Double Float Pixel Data included) are never read.
@@ -319,15 +318,30 @@ pub fn decode_attributes_as_read(
         object.retain(|element| element.header().tag < PIXEL_DATA_GROUP);
         Ok((object, false))
     } else {
-        let mut collector = DicomCollectorOptions::new()
-            .expected_ts(ts.to_owned())
-            .read_preamble(ReadPreamble::Never)
-            .from_reader(BufReader::new(data));
-        let mut object = InMemDicomObject::new_empty();
-        collector
-            .read_dataset_up_to(PIXEL_DATA_GROUP, &mut object)
+        let object = elements::collect_up_to(data, ts, PIXEL_DATA_GROUP)
             .map_err(|error| decode_error(&error))?;
-        let redecoded = dimsum_dataset::charset::to_unicode_or_keep(&mut object);
-        Ok((object, !redecoded))
+        Ok(as_read_in_unicode(object))
     }
+}
+
+/// [`decode_attributes_as_read`] for a data set held in memory: a flat one in explicit VR
+/// little endian is decoded without dicom-rs's reader ([`elements::decode_up_to`]).
+pub fn decode_attributes_in_memory(
+    data: &[u8],
+    ts: &str,
+    limits: &ScanLimits,
+) -> Result<(InMemDicomObject, bool), AttributesError> {
+    if transfer_syntax::is_deflated(ts) {
+        return decode_attributes_as_read(io::Cursor::new(data), data.len() as u64, ts, limits);
+    }
+    let object =
+        elements::decode_up_to(data, ts, PIXEL_DATA_GROUP).map_err(AttributesError::Decode)?;
+    Ok(as_read_in_unicode(object))
+}
+
+/// The attributes with their text in Unicode, and whether that text is as it was read (no
+/// character set decoded again).
+fn as_read_in_unicode(mut object: InMemDicomObject) -> (InMemDicomObject, bool) {
+    let redecoded = dimsum_dataset::charset::to_unicode_or_keep(&mut object);
+    (object, !redecoded)
 }

@@ -368,6 +368,87 @@ fn both_record_forms_decode_to_the_same_data_set() {
     assert!(none.is_empty());
 }
 
+/// A data set's attributes decoded in memory (a flat explicit VR little endian one without
+/// dicom-rs's reader) are those read from it as from a file: for each of pydicom's
+/// character-set files, and a flat data set in each character set they use.
+#[test]
+fn attributes_decoded_in_memory_are_those_read_from_a_file() {
+    let limits = ScanLimits::default();
+    let same = |data_set: &[u8], ts: &str, what: &str| {
+        let in_memory = dimsum_pacs::file::decode_attributes_in_memory(data_set, ts, &limits)
+            .map(|decoded| format!("{decoded:?}"))
+            .map_err(|error| error.to_string());
+        let read = dimsum_pacs::file::decode_attributes_as_read(
+            std::io::Cursor::new(data_set),
+            data_set.len() as u64,
+            ts,
+            &limits,
+        )
+        .map(|decoded| format!("{decoded:?}"))
+        .map_err(|error| error.to_string());
+        assert_eq!(in_memory, read, "{what}");
+    };
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/charset");
+    let mut files = 0;
+    let mut charsets = Vec::new();
+    for entry in std::fs::read_dir(&folder).expect("the character-set files") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|extension| extension != "dcm") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        let (meta, offset) =
+            dimsum_net::dataset::part10::read_meta(&mut &bytes[..]).expect("a Part 10 file");
+        let data_set = &bytes[usize::try_from(offset).expect("offset")..];
+        same(
+            data_set,
+            &meta.transfer_syntax_uid,
+            &path.display().to_string(),
+        );
+        let (object, _) = dimsum_pacs::file::decode_attributes_as_read(
+            std::io::Cursor::new(data_set),
+            data_set.len() as u64,
+            &meta.transfer_syntax_uid,
+            &limits,
+        )
+        .expect("decoded");
+        if let (Some(charset), Some(name)) = (
+            object.get(tags::SPECIFIC_CHARACTER_SET),
+            object.get(tags::PATIENT_NAME),
+        ) {
+            charsets.push((
+                charset.to_str().expect("text").into_owned(),
+                name.to_str().expect("text").into_owned(),
+            ));
+        }
+        files += 1;
+    }
+    assert!(
+        files >= 10,
+        "{files} character-set files in {}",
+        folder.display()
+    );
+    // The same names in flat data sets, encoded in their character sets by dicom-rs.
+    let mut flat = 0;
+    for (charset, name) in charsets {
+        let object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, charset.as_str()),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, name.as_str()),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3"),
+        ]);
+        let Ok(data_set) =
+            dimsum_net::dataset::identifier::encode(&object, record::RECORD_TRANSFER_SYNTAX)
+        else {
+            continue; // a character set dicom-rs cannot encode (ISO 2022 code extensions)
+        };
+        same(&data_set, record::RECORD_TRANSFER_SYNTAX, &charset);
+        flat += usize::from(
+            dimsum_net::dataset::elements::decode_flat(&data_set, Tag(0x7FE0, 0)).is_some(),
+        );
+    }
+    assert!(flat >= 5, "{flat} flat data sets took the short path");
+}
+
 crate::on_both_backends!(
     records_keep_where_bulk_data_was_and_everything_else,
     records_come_in_series_and_instance_number_order_and_stay_in_their_entity,
