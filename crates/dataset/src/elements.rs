@@ -77,7 +77,8 @@ pub fn decode_up_to(data: &[u8], ts: &str, before: Tag) -> Result<InMemDicomObje
 /// not decode — which the caller hands to dicom-rs.
 pub fn decode_flat(data_set: &[u8], before: Tag) -> Option<InMemDicomObject> {
     let mut charset = SpecificCharacterSet::default();
-    let mut elements = Vec::new();
+    // Filled as dicom-rs's collector fills its object (Extend: no character set change noted).
+    let mut object = InMemDicomObject::new_empty();
     let mut position = 0;
     while position < data_set.len() {
         let header = data_set.get(position..position.checked_add(8)?)?;
@@ -96,10 +97,10 @@ pub fn decode_flat(data_set: &[u8], before: Tag) -> Option<InMemDicomObject> {
         }
         let end = value_start.checked_add(usize::try_from(length).ok()?)?;
         let value = primitive_value(tag, vr, data_set.get(value_start..end)?, &mut charset)?;
-        elements.push(DataElement::new_with_len(tag, vr, Length(length), value));
+        object.extend([DataElement::new_with_len(tag, vr, Length(length), value)]);
         position = end;
     }
-    Some(InMemDicomObject::from_element_iter(elements))
+    Some(object)
 }
 
 /// A value as dicom-rs's reader keeps it (its "preserved" reading: numbers and dates as text);

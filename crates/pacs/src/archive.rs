@@ -456,12 +456,23 @@ struct Inner {
     /// the same file).
     ingest: Arc<RwLock<()>>,
     /// One lock per SOP Instance UID being stored.
-    uid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    uid_locks: Mutex<UidLocks>,
     counters: Counters,
     /// An instance was acknowledged whose commit then failed: its file is kept, and the archive
     /// is not marked clean at close, so that the next start indexes it.
     index_behind: AtomicBool,
     _lock: File,
+}
+
+/// The locks of the SOP Instance UIDs being stored, and the size at which the map is swept of
+/// those nobody holds.
+struct UidLocks {
+    locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    sweep_at: usize,
+}
+
+impl UidLocks {
+    const FIRST_SWEEP: usize = 64;
 }
 
 impl std::fmt::Debug for Archive {
@@ -524,7 +535,10 @@ impl Archive {
                 index,
                 files,
                 ingest: Arc::new(RwLock::new(())),
-                uid_locks: Mutex::default(),
+                uid_locks: Mutex::new(UidLocks {
+                    locks: HashMap::new(),
+                    sweep_at: UidLocks::FIRST_SWEEP,
+                }),
                 counters: Counters::default(),
                 index_behind: AtomicBool::new(false),
                 _lock: lock_file,
@@ -822,10 +836,14 @@ impl Archive {
 
     /// The lock of one SOP Instance UID's stores.
     fn uid_lock(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = lock(&self.inner.uid_locks);
-        // Forget the locks nobody holds (the map holds one reference).
-        if locks.len() > 64 {
+        let mut uid_locks = lock(&self.inner.uid_locks);
+        let UidLocks { locks, sweep_at } = &mut *uid_locks;
+        // Forget the locks nobody holds (the map holds one reference), once the map has grown
+        // to twice what the last sweep left (at least 64): a sweep per store would go over
+        // every store in flight each time.
+        if locks.len() >= *sweep_at {
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            *sweep_at = (locks.len() * 2).max(UidLocks::FIRST_SWEEP);
         }
         locks.entry(uid.to_owned()).or_default().clone()
     }
