@@ -148,6 +148,22 @@ async fn open(data: &Path, policy: DuplicatePolicy) -> Archive {
         .expect("archive")
 }
 
+/// [`open`] after an archive of the same folder was dropped without being closed: its writer
+/// may still be committing what it was handed (for up to its linger), holding the folder's
+/// lock meanwhile, where a killed process would have let go at once. Waits for the lock, at
+/// most 10 s.
+async fn open_after_drop(data: &Path, policy: DuplicatePolicy) -> Archive {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Archive::open(ArchiveConfig::new(data).with_duplicates(policy)).await {
+            Err(archive::Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            opened => return opened.expect("archive"),
+        }
+    }
+}
+
 /// The description of the study of `uid`, as C-FIND finds it through the archive's index.
 async fn study_description(archive: &Archive, uid: &str) -> Option<String> {
     let found = archive
@@ -515,7 +531,7 @@ async fn reopening_after_a_crash_makes_index_and_storage_agree() {
             .join(format!("{}.dcm", specs[2].sop)),
     );
 
-    let archive = open(data.path(), DuplicatePolicy::KeepFirst).await;
+    let archive = open_after_drop(data.path(), DuplicatePolicy::KeepFirst).await;
     let rows = assert_consistent(&archive, data.path()).await;
     assert_eq!(rows, 4, "specs 2–4 and the orphan");
     assert!(!archive.contains(&specs[0].sop).await.expect("lookup"));

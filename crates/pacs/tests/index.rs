@@ -1418,7 +1418,7 @@ mod postgres_only {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [dimsum_pacs::index::schema::SCHEMA_VERSION]);
         let tables: i64 = client
             .query_one(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'instance'",
