@@ -81,14 +81,8 @@ pub fn decode_flat(data_set: &[u8], before: Tag) -> Option<InMemDicomObject> {
     let mut object = InMemDicomObject::new_empty();
     let mut position = 0;
     while position < data_set.len() {
-        let header = data_set.get(position..position.checked_add(8)?)?;
-        let tag = tag_at(header);
-        if tag.group() == 0xFFFE {
-            return None;
-        }
         // dicom-rs reads the header of the element it stops at: it must be whole.
-        let vr = VR::from_binary([header[4], header[5]])?;
-        let (length, value_start) = value_length(data_set, position, vr)?;
+        let (tag, vr, length, value_start) = element_header(data_set, position)?;
         if tag >= before {
             break;
         }
@@ -151,12 +145,7 @@ fn primitive_value(
         VR::OL | VR::UL => PrimitiveValue::U32(numbers(bytes, u32::from_le_bytes)?),
         VR::SV => PrimitiveValue::I64(numbers(bytes, i64::from_le_bytes)?),
         VR::OV | VR::UV => PrimitiveValue::U64(numbers(bytes, u64::from_le_bytes)?),
-        VR::AT => PrimitiveValue::Tags(
-            bytes
-                .chunks(4)
-                .map(|tag| (tag.len() == 4).then(|| tag_at(tag)))
-                .collect::<Option<_>>()?,
-        ),
+        VR::AT => PrimitiveValue::Tags(numbers(bytes, |tag: [u8; 4]| tag_at(&tag))?),
     })
 }
 
@@ -183,34 +172,29 @@ fn numbers<T, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Option<C<
         .collect()
 }
 
-/// The value length of the element whose header starts at `position` (a tag and a VR read
-/// already) and where its value starts: a 32-bit length for the VRs that have one, a 16-bit
-/// length otherwise.
-fn value_length(data: &[u8], position: usize, vr: VR) -> Option<(u32, usize)> {
-    if has_long_length(vr) {
-        let long = data.get(position.checked_add(8)?..position.checked_add(12)?)?;
-        Some((
-            u32::from_le_bytes([long[0], long[1], long[2], long[3]]),
-            position + 12,
-        ))
-    } else {
-        let short = data.get(position.checked_add(6)?..position.checked_add(8)?)?;
-        Some((
-            u32::from(u16::from_le_bytes([short[0], short[1]])),
-            position + 8,
-        ))
-    }
-}
-
-/// The element starting at `position` (`depth` sequences in): its tag and where it ends.
-fn element(data: &[u8], position: usize, depth: usize) -> Option<(Tag, usize)> {
+/// The header of the element starting at `position`: its tag, VR, value length (32 bits for
+/// the VRs that have them, 16 otherwise) and where its value starts. `None` for an item or
+/// delimiter, an unknown VR or a header cut short.
+fn element_header(data: &[u8], position: usize) -> Option<(Tag, VR, u32, usize)> {
     let header = data.get(position..position.checked_add(8)?)?;
     let tag = tag_at(header);
     if tag.group() == 0xFFFE {
         return None;
     }
     let vr = VR::from_binary([header[4], header[5]])?;
-    let (length, value_start) = value_length(data, position, vr)?;
+    if has_long_length(vr) {
+        let long = data.get(position + 8..position.checked_add(12)?)?;
+        let length = u32::from_le_bytes([long[0], long[1], long[2], long[3]]);
+        Some((tag, vr, length, position + 12))
+    } else {
+        let length = u32::from(u16::from_le_bytes([header[6], header[7]]));
+        Some((tag, vr, length, position + 8))
+    }
+}
+
+/// The element starting at `position` (`depth` sequences in): its tag and where it ends.
+fn element(data: &[u8], position: usize, depth: usize) -> Option<(Tag, usize)> {
+    let (tag, vr, length, value_start) = element_header(data, position)?;
     let end = if length == UNDEFINED {
         // Only a sequence, or encapsulated pixel data (items of fragments), may be undefined.
         if !matches!(vr, VR::SQ | VR::OB | VR::OW) {
@@ -415,20 +399,16 @@ mod tests {
     /// after it.
     fn flat_data_set(charset: &[u8], name: &[u8]) -> Vec<u8> {
         // Values of odd length get their padding (a space), as a sender gives them.
-        let short = |tag: Tag, vr: &[u8; 2], value: &[u8]| {
+        let padded = |value: &[u8]| {
             let mut value = value.to_vec();
             if value.len() % 2 == 1 {
                 value.push(b' ');
             }
-            short(tag, vr, &value)
+            value
         };
-        let long_element = |tag: Tag, vr: &[u8; 2], value: &[u8]| {
-            let mut value = value.to_vec();
-            if value.len() % 2 == 1 {
-                value.push(b' ');
-            }
-            long_element(tag, vr, &value)
-        };
+        let short = |tag: Tag, vr: &[u8; 2], value: &[u8]| short(tag, vr, &padded(value));
+        let long_element =
+            |tag: Tag, vr: &[u8; 2], value: &[u8]| long_element(tag, vr, &padded(value));
         let mut bytes = Vec::new();
         for part in [
             short(Tag(0x0008, 0x0005), b"CS", charset),

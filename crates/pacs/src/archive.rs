@@ -1264,11 +1264,14 @@ fn prepare_stored(
             format!("the data set's SOP Instance UID ({in_data_set}) is not the command's"),
         ));
     }
+    // The data set's bytes, when the storage kept it in memory.
+    let received = stored
+        .data_set
+        .as_ref()
+        .and_then(|data_set| data_set.get(..usize::try_from(stored.data_set_length).ok()?));
     let read = match &stored.data_set {
         Some(data_set) => stored_instance(stored, |ts| {
-            let length = usize::try_from(stored.data_set_length).unwrap_or(usize::MAX);
-            let data_set = data_set.get(..length).unwrap_or(data_set);
-            file::decode_attributes_in_memory(data_set, ts, limits)
+            file::decode_attributes_in_memory(received.unwrap_or(data_set), ts, limits)
         }),
         None => File::open(&stored.path)
             .and_then(|mut file| {
@@ -1296,11 +1299,8 @@ fn prepare_stored(
     })?;
     let (instance, text_as_read) = read;
     // The data set as received, when its bytes are what the record would be encoded to.
-    let received = stored
-        .data_set
-        .as_ref()
-        .filter(|_| text_as_read && instance.transfer_syntax_uid == RECORD_TRANSFER_SYNTAX)
-        .and_then(|data_set| data_set.get(..usize::try_from(stored.data_set_length).ok()?));
+    let received =
+        received.filter(|_| text_as_read && instance.transfer_syntax_uid == RECORD_TRANSFER_SYNTAX);
     match received {
         Some(data_set) => PreparedInstance::received(instance, data_set),
         None => PreparedInstance::new(instance),

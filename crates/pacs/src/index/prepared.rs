@@ -47,14 +47,18 @@ enum Blob {
 }
 
 impl EntityRow {
-    /// The row of `record` at `level`, its record encoded when asked for ([`EntityRow::blob`]).
-    fn of(level: Level, record: InMemDicomObject) -> EntityRow {
-        let cells = cells_of(level, &record);
+    /// A row of `cells` (irregular if one of them is) and its record.
+    fn new(cells: Vec<(&'static Column, Cell)>, blob: Blob) -> EntityRow {
         EntityRow {
             irregular: cells.iter().any(|(_, cell)| cell.irregular),
             cells,
-            blob: Blob::Deferred(Box::new(record)),
+            blob,
         }
+    }
+
+    /// The row of `record` at `level`, its record encoded when asked for ([`EntityRow::blob`]).
+    fn of(level: Level, record: InMemDicomObject) -> EntityRow {
+        EntityRow::new(cells_of(level, &record), Blob::Deferred(Box::new(record)))
     }
 
     /// The encoded attribute record (encoding it now if that was deferred).
@@ -154,11 +158,7 @@ fn prepare(instance: NewInstance, received: Option<&[u8]>) -> Result<PreparedIns
         Some(data_set) => record::encode_received(&attributes, &bulk_data, data_set),
         None => record::encode_with_bulk_data(&attributes, &bulk_data),
     };
-    let instance_row = EntityRow {
-        irregular: cells.iter().any(|(_, cell)| cell.irregular),
-        cells,
-        blob: Blob::Encoded(encoded.map_err(unindexable)?),
-    };
+    let instance_row = EntityRow::new(cells, Blob::Encoded(encoded.map_err(unindexable)?));
     let [study_instance_uid, series_instance_uid] = [
         (
             Level::Study,
